@@ -1,0 +1,148 @@
+//! The filesystem seam: every byte the WAL reads or writes goes through
+//! [`FileSystem`] and [`WalFile`], so crashes can be simulated (see
+//! [`crate::sim`]) and the real implementation stays a thin layer over std.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Deref;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes of a whole file, read-only. Real files are memory-mapped; the
+/// simulated filesystem hands out a copy.
+pub enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One open file. Positional I/O only: the WAL tracks its own write position.
+pub trait WalFile: Send + Sync {
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// fdatasync: data and the metadata needed to read it back.
+    fn sync_data(&self) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserve `len` bytes so later appends need no size change (and so an
+    /// fdatasync need not flush the inode size on every commit).
+    fn preallocate(&self, len: u64) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+}
+
+/// Directory and file operations the WAL needs, nothing more.
+pub trait FileSystem: Send + Sync + 'static {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Create a new file; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Open an existing file for reading and writing.
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Map (or copy) a whole file for reading.
+    fn read_all(&self, path: &Path) -> io::Result<FileBytes>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Entries of a directory (full paths), sorted by name.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    /// fsync the directory so creations, renames and removals in it are durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// The real filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+struct RealFile(File);
+
+impl WalFile for RealFile {
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, pos)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length overflows off_t"))?;
+        // SAFETY: fallocate on a valid, owned descriptor; no memory is passed.
+        let rc = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // Filesystems without fallocate (tmpfs on old kernels, some FUSE):
+            // extend with zeros instead; the commit path stays correct.
+            Some(libc::EOPNOTSUPP) => self.0.set_len(self.0.metadata()?.len().max(len as u64)),
+            _ => Err(err),
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl FileSystem for RealFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(RealFile(f)))
+    }
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Arc::new(RealFile(f)))
+    }
+    fn read_all(&self, path: &Path) -> io::Result<FileBytes> {
+        let f = File::open(path)?;
+        if f.metadata()?.len() == 0 {
+            return Ok(FileBytes::Owned(Vec::new()));
+        }
+        // SAFETY: the WAL never truncates a segment while a mapping of it is
+        // served: sealed segments are immutable until deleted, and deletion
+        // only unlinks (existing mappings stay valid).
+        let map = unsafe { memmap2::Mmap::map(&f)? };
+        Ok(FileBytes::Mapped(map))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            out.push(entry?.path());
+        }
+        out.sort();
+        Ok(out)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}

@@ -1,0 +1,451 @@
+//! A lane: its segments, its writer thread, and reads up to the durable
+//! watermark.
+//!
+//! Readers never see a byte the writer has not synced: the in-memory index
+//! only learns of frames after their fdatasync returned, and every frame is
+//! crc-checked again as it is served.
+
+use crate::error::{Result, WalError};
+use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameView};
+use crate::fs::{FileBytes, FileSystem, WalFile};
+use crate::lane_id::LaneId;
+use crate::recovery::{summary_path, RecoveredLane, RecoveredSegment};
+use crate::segment::FrameLoc;
+use crate::writer::{CommitObserver, Pending, Writer};
+use crate::WalOptions;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The answer to a durable append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub lane: LaneId,
+    pub base_offset: u64,
+    pub records: u32,
+    pub ts_ms: u64,
+}
+
+/// A batch read back, records numbered from `base_offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub lane: LaneId,
+    pub base_offset: u64,
+    pub ts_ms: u64,
+    pub meta: BatchMeta,
+    pub records: Vec<Vec<u8>>,
+}
+
+/// One segment as listed for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub lane: LaneId,
+    pub path: PathBuf,
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub first_ts_ms: u64,
+    pub last_ts_ms: u64,
+    pub sealed: bool,
+}
+
+pub(crate) struct SealedSegment {
+    pub path: PathBuf,
+    pub base: u64,
+    pub next: u64,
+    pub frames: Vec<FrameLoc>,
+    pub bytes: u64,
+    map: OnceLock<Arc<FileBytes>>,
+}
+
+struct ActiveSegment {
+    path: PathBuf,
+    base: u64,
+    file: Arc<dyn WalFile>,
+    frames: Vec<FrameLoc>,
+    bytes: u64,
+}
+
+struct Index {
+    sealed: Vec<Arc<SealedSegment>>,
+    active: ActiveSegment,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Pending>,
+    shutdown: bool,
+}
+
+pub(crate) struct LaneShared {
+    pub id: LaneId,
+    pub dir: PathBuf,
+    pub fs: Arc<dyn FileSystem>,
+    pub opts: WalOptions,
+    pub observer: Option<Arc<dyn CommitObserver>>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    index: RwLock<Index>,
+    durable_next: AtomicU64,
+    failure: Mutex<Option<String>>,
+    /// Woken after every commit, for long-polling readers.
+    pub appended: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent across a panic in another holder
+    // (every critical section is a plain field update).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LaneShared {
+    /// Block until appends are queued; `None` once shut down and drained.
+    /// With `timeout`, may return an empty round so the writer can retry a reopen.
+    pub fn take_pending(&self, timeout: Option<Duration>) -> Option<Vec<Pending>> {
+        let mut q = lock(&self.queue);
+        while q.items.is_empty() {
+            if q.shutdown {
+                return None;
+            }
+            match timeout {
+                Some(t) => {
+                    let (guard, res) = self.wake.wait_timeout(q, t).unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if res.timed_out() {
+                        return Some(Vec::new());
+                    }
+                }
+                None => q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        Some(std::mem::take(&mut q.items))
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    pub fn set_failure(&self, reason: Option<String>) {
+        *lock(&self.failure) = reason;
+    }
+
+    /// Make synced frames visible to readers.
+    pub fn publish(&self, locs: Vec<FrameLoc>, bytes: u64, next: u64) {
+        {
+            let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+            idx.active.frames.extend(locs);
+            idx.active.bytes = bytes;
+        }
+        self.durable_next.store(next, Ordering::Release);
+        self.appended.notify_waiters();
+    }
+
+    /// Turn the active segment into a sealed one and start `new`.
+    pub fn seal_active(
+        &self,
+        old: &RecoveredSegment,
+        new: RecoveredSegment,
+        file: Arc<dyn WalFile>,
+    ) -> Arc<SealedSegment> {
+        let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let frames = std::mem::take(&mut idx.active.frames);
+        let sealed = Arc::new(SealedSegment {
+            path: old.path.clone(),
+            base: old.base,
+            next: old.next,
+            frames,
+            bytes: old.bytes,
+            map: OnceLock::new(),
+        });
+        idx.sealed.push(Arc::clone(&sealed));
+        idx.active = ActiveSegment { path: new.path, base: new.base, file, frames: new.frames, bytes: new.bytes };
+        sealed
+    }
+}
+
+/// One lane of the WAL. Cheap to share behind the [`crate::Wal`].
+pub struct Lane {
+    shared: Arc<LaneShared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Lane {
+    pub(crate) fn start(
+        id: LaneId,
+        dir: PathBuf,
+        fs: Arc<dyn FileSystem>,
+        opts: WalOptions,
+        observer: Option<Arc<dyn CommitObserver>>,
+        rec: RecoveredLane,
+    ) -> Result<Lane> {
+        let next = rec.active.next;
+        let last_ts = rec.active.frames.last().map_or(0, |f| f.ts_ms);
+        let sealed = rec
+            .sealed
+            .into_iter()
+            .map(|s| {
+                Arc::new(SealedSegment {
+                    path: s.path,
+                    base: s.base,
+                    next: s.next,
+                    frames: s.frames,
+                    bytes: s.bytes,
+                    map: OnceLock::new(),
+                })
+            })
+            .collect();
+        let writer_state = (rec.active.path.clone(), rec.active.base, rec.active.bytes, rec.active.frames.len());
+        let active = ActiveSegment {
+            path: rec.active.path,
+            base: rec.active.base,
+            file: Arc::clone(&rec.active_file),
+            frames: rec.active.frames,
+            bytes: rec.active.bytes,
+        };
+        let shared = Arc::new(LaneShared {
+            id,
+            dir,
+            fs,
+            opts,
+            observer,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            index: RwLock::new(Index { sealed, active }),
+            durable_next: AtomicU64::new(next),
+            failure: Mutex::new(None),
+            appended: tokio::sync::Notify::new(),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            file: rec.active_file,
+            path: writer_state.0,
+            base: writer_state.1,
+            used: writer_state.2,
+            next_offset: next,
+            last_ts,
+            frames_in_segment: writer_state.3,
+            failed_at: None,
+            buf: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("wal-{id}"))
+            .spawn(move || writer.run())
+            .map_err(|e| WalError::io("<writer thread>", e))?;
+        Ok(Lane { shared, writer: Mutex::new(Some(handle)) })
+    }
+
+    pub fn id(&self) -> LaneId {
+        self.shared.id
+    }
+
+    /// Queue a batch; the future resolves once it is on stable storage.
+    pub fn append(&self, batch: EncodedBatch) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let early = self.enqueue(batch, tx);
+        async move {
+            early?;
+            rx.await.unwrap_or(Err(WalError::ShuttingDown))
+        }
+    }
+
+    fn enqueue(&self, batch: EncodedBatch, reply: tokio::sync::oneshot::Sender<Result<Appended>>) -> Result<()> {
+        let max = self.shared.opts.max_frame_bytes;
+        if batch.len() > max as usize {
+            return Err(WalError::FrameTooLarge { len: batch.len(), max });
+        }
+        if let Some(reason) = self.shared.failure() {
+            // Fail fast while the lane is closed: no waiter hangs on it.
+            return Err(WalError::LaneFailed { lane: self.id().to_string(), reason });
+        }
+        let mut q = lock(&self.shared.queue);
+        if q.shutdown {
+            return Err(WalError::ShuttingDown);
+        }
+        q.items.push(Pending { batch, reply });
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// The offset the next durable record will get; everything below it is durable.
+    pub fn next_offset(&self) -> u64 {
+        self.shared.durable_next.load(Ordering::Acquire)
+    }
+
+    /// The earliest offset still stored.
+    pub fn earliest_offset(&self) -> u64 {
+        let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+        idx.sealed.first().map_or(idx.active.base, |s| s.base)
+    }
+
+    /// Why the lane is failed closed, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Resolves after the next commit of this lane (for long polls).
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.appended.notified()
+    }
+
+    /// Visit durable frames from the one holding `from` onwards, in order,
+    /// until `visit` breaks. Each frame's crc is checked before it is shown.
+    pub fn visit_frames(&self, from: u64, mut visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
+        let max_body = self.shared.opts.max_frame_bytes;
+        let (sealed, active) = {
+            let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+            let sealed: Vec<_> = idx.sealed.iter().filter(|s| s.next > from).cloned().collect();
+            let start = idx.active.frames.partition_point(|f| f.next_offset() <= from);
+            let active = (Arc::clone(&idx.active.file), idx.active.path.clone(), idx.active.frames[start..].to_vec());
+            (sealed, active)
+        };
+        for seg in sealed {
+            let map = match seg.map.get() {
+                Some(m) => Arc::clone(m),
+                None => {
+                    let m = Arc::new(self.shared.fs.read_all(&seg.path).map_err(|e| WalError::io(&seg.path, e))?);
+                    Arc::clone(seg.map.get_or_init(|| m))
+                }
+            };
+            let start = seg.frames.partition_point(|f| f.next_offset() <= from);
+            for loc in &seg.frames[start..] {
+                let bytes = map.get(loc.pos as usize..loc.end() as usize).unwrap_or(&[]);
+                if visit_one(bytes, loc, max_body, &seg.path, &mut visit)?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        let (file, path, locs) = active;
+        // Read the active segment in chunks of whole frames.
+        const CHUNK: u64 = 4 << 20;
+        let mut i = 0;
+        let mut buf = Vec::new();
+        while i < locs.len() {
+            let first = locs[i];
+            let mut j = i + 1;
+            while j < locs.len() && locs[j].end() - first.pos <= CHUNK {
+                j += 1;
+            }
+            let end = locs[j - 1].end();
+            buf.resize((end - first.pos) as usize, 0);
+            file.read_exact_at(&mut buf, first.pos).map_err(|e| WalError::io(&path, e))?;
+            for loc in &locs[i..j] {
+                let rel = (loc.pos - first.pos) as usize;
+                let bytes = &buf[rel..rel + loc.len as usize];
+                if visit_one(bytes, loc, max_body, &path, &mut visit)?.is_break() {
+                    return Ok(());
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Read records from offset `from`, whole frames at a time, until at least
+    /// `max_records` records or `max_bytes` bytes were read (at least one frame).
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredBatch>> {
+        let earliest = self.earliest_offset();
+        if from < earliest {
+            return Err(WalError::OffsetGone { lane: self.id().to_string(), offset: from, earliest });
+        }
+        let mut out = Vec::new();
+        let (mut records, mut bytes) = (0usize, 0usize);
+        self.visit_frames(from, |f| {
+            let recs: Vec<Vec<u8>> = f.records().filter(|(o, _)| *o >= from).map(|(_, r)| r.to_vec()).collect();
+            records += recs.len();
+            bytes += recs.iter().map(Vec::len).sum::<usize>();
+            out.push(StoredBatch {
+                lane: self.id(),
+                base_offset: f.header.base_offset.max(from),
+                ts_ms: f.header.ts_ms,
+                meta: BatchMeta {
+                    tenant: f.tenant.to_string(),
+                    topic: f.topic.to_string(),
+                    idempotency_key: f.idempotency_key.map(str::to_string),
+                },
+                records: recs,
+            });
+            if records >= max_records || bytes >= max_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Segments of this lane, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+        let info = |path: &PathBuf, base: u64, frames: &[FrameLoc], bytes: u64, sealed: bool| SegmentInfo {
+            lane: self.id(),
+            path: path.clone(),
+            base_offset: base,
+            next_offset: frames.last().map_or(base, FrameLoc::next_offset),
+            records: frames.iter().map(|f| u64::from(f.records)).sum(),
+            bytes,
+            first_ts_ms: frames.first().map_or(0, |f| f.ts_ms),
+            last_ts_ms: frames.last().map_or(0, |f| f.ts_ms),
+            sealed,
+        };
+        let mut out: Vec<_> = idx.sealed.iter().map(|s| info(&s.path, s.base, &s.frames, s.bytes, true)).collect();
+        let a = &idx.active;
+        out.push(info(&a.path, a.base, &a.frames, a.bytes, false));
+        out
+    }
+
+    /// Delete sealed segments whose every record is below `offset`. The
+    /// caller must have made its own release of them durable first.
+    /// Returns how many segments were removed.
+    pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
+        let gone: Vec<Arc<SealedSegment>> = {
+            let mut idx = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+            let keep_from = idx.sealed.partition_point(|s| s.next <= offset);
+            idx.sealed.drain(..keep_from).collect()
+        };
+        for seg in &gone {
+            let fs = &self.shared.fs;
+            fs.remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, e))?;
+            let sum = summary_path(&seg.path);
+            if fs.exists(&sum) {
+                fs.remove_file(&sum).map_err(|e| WalError::io(&sum, e))?;
+            }
+        }
+        if !gone.is_empty() {
+            self.shared.fs.sync_dir(&self.shared.dir).map_err(|e| WalError::io(&self.shared.dir, e))?;
+        }
+        Ok(gone.len())
+    }
+
+    /// Stop taking appends, commit what is queued, and join the writer.
+    pub fn shutdown(&self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn visit_one(
+    bytes: &[u8],
+    loc: &FrameLoc,
+    max_body: u32,
+    path: &std::path::Path,
+    visit: &mut impl FnMut(&FrameView<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let corrupt = |what| WalError::Corrupt { path: path.to_path_buf(), pos: loc.pos, what };
+    let h = check_frame(bytes, max_body).map_err(corrupt)?;
+    let view = FrameView::decode(bytes, h).map_err(corrupt)?;
+    Ok(visit(&view))
+}

@@ -1,0 +1,169 @@
+//! # wal — Weir's write-ahead log
+//!
+//! Owns durable storage of record batches in **lanes**. A lane is one
+//! (priority, shard) pair, named `normal/3`; it is an ordered sequence of
+//! segment files (`<dir>/<priority>/<shard>/<base offset>.seg`) holding frames
+//! with monotonically increasing record offsets. One producer request is one
+//! frame: its records become durable together or not at all. Byte layouts are
+//! in [`frame`] and [`segment`], and in `docs/wal.md`.
+//!
+//! ## Invariants
+//! 1. An append resolves `Ok` only after `fdatasync` of every byte of its
+//!    frame returned. There is no timer-driven sync and no ack before sync.
+//! 2. One writer thread per lane; concurrent appends share one write and one
+//!    sync per commit round (group commit). The durable watermark
+//!    ([`Lane::next_offset`]) moves only after the sync.
+//! 3. Readers see frames below the watermark only, and check each frame's
+//!    crc32c as they serve it.
+//! 4. New files and renames are followed by an fsync of their directory;
+//!    segments are preallocated and trimmed to their last frame when sealed.
+//! 5. An fsync error fails the lane closed: every waiter gets an error at
+//!    once, the sync is never retried on the same handle, and the lane
+//!    reopens through recovery. ENOSPC is its own error and leaves no part of
+//!    the failed round behind.
+//! 6. A segment is deleted only when the caller says every record in it was
+//!    durably released ([`Lane::delete_segments_below`]).
+//!
+//! ## Recovery rules (at open; see [`recovery`])
+//! - zeros or an incomplete/invalid frame after the last valid frame, with no
+//!   valid frame after it, is a torn write: truncate, fsync, continue;
+//! - an invalid frame followed by valid frames is corruption: the segment is
+//!   moved to `<dir>/quarantine/`, a copy holding every valid frame (before
+//!   and after the damage) takes its place, and the event is reported;
+//! - derived state (segment summaries, in-memory indexes) is rebuilt from the
+//!   segments whenever it disagrees with them.
+//!
+//! ## Never
+//! - acknowledge a batch that is not on stable storage;
+//! - crash-loop on damaged data, or silently drop valid frames behind damage;
+//! - allocate from an unchecked length field.
+//!
+//! All file I/O goes through [`fs::FileSystem`], so [`sim::SimFs`] can crash
+//! the log at any point in tests.
+
+pub mod error;
+pub mod frame;
+pub mod fs;
+pub mod inspect;
+mod lane;
+pub mod lane_id;
+pub mod recovery;
+pub mod segment;
+pub mod sim;
+mod writer;
+
+pub use error::{FrameError, Result, WalError};
+pub use frame::{BatchMeta, EncodedBatch, FrameView};
+pub use fs::{FileSystem, RealFs};
+pub use lane::{Appended, Lane, SegmentInfo, StoredBatch};
+pub use lane_id::{LaneId, Priority};
+pub use recovery::RecoveryEvent;
+pub use writer::{CommitObserver, CommitStats};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Tunables of the log. Defaults suit a broker on one SSD.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Shards per priority; lanes are created for every (priority, shard).
+    pub shards: u16,
+    /// A segment is rolled once it holds at least this many bytes.
+    pub segment_bytes: u64,
+    /// Largest frame body accepted (and believed when recovering).
+    pub max_frame_bytes: u32,
+    /// Reserve each segment's space up front with fallocate.
+    pub preallocate: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { shards: 4, segment_bytes: 64 << 20, max_frame_bytes: 16 << 20, preallocate: true }
+    }
+}
+
+/// The log: every lane of one data directory.
+pub struct Wal {
+    lanes: BTreeMap<LaneId, Lane>,
+    dir: PathBuf,
+    recovery: Vec<RecoveryEvent>,
+}
+
+impl Wal {
+    /// Open (creating if needed) the log under `dir`, running recovery on
+    /// every lane found there and creating the configured ones.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        opts: WalOptions,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Wal> {
+        let mut ids: Vec<LaneId> = inspect::lanes_on_disk(&*fs, dir)?;
+        for p in Priority::ALL {
+            for shard in 0..opts.shards {
+                ids.push(LaneId::new(p, shard));
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let quarantine = dir.join(inspect::QUARANTINE_DIR);
+        let mut events = Vec::new();
+        let mut lanes = BTreeMap::new();
+        for id in ids {
+            let lane_dir = inspect::lane_dir(dir, id);
+            let rec = recovery::recover_lane(&*fs, id, &lane_dir, &quarantine, &opts, &mut events)?;
+            fs.sync_dir(dir).map_err(|e| WalError::io(dir, e))?;
+            let lane = Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec)?;
+            lanes.insert(id, lane);
+        }
+        for e in &events {
+            if e.is_damage() {
+                tracing::warn!(event = ?e, "WAL recovery");
+            } else {
+                tracing::debug!(event = ?e, "WAL recovery");
+            }
+        }
+        Ok(Wal { lanes, dir: dir.to_path_buf(), recovery: events })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_events(&self) -> &[RecoveryEvent] {
+        &self.recovery
+    }
+
+    pub fn lane(&self, id: LaneId) -> Result<&Lane> {
+        self.lanes.get(&id).ok_or_else(|| WalError::UnknownLane(id.to_string()))
+    }
+
+    /// Lanes in drain order: high, normal, low; shards ascending.
+    pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.values()
+    }
+
+    /// Append one batch to `lane`; resolves once durable.
+    pub fn append(
+        &self,
+        lane: LaneId,
+        batch: EncodedBatch,
+    ) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
+        let fut = self.lane(lane).map(|l| l.append(batch));
+        async move { fut?.await }
+    }
+
+    /// Lanes that are failed closed, with their reasons.
+    pub fn failures(&self) -> Vec<(LaneId, String)> {
+        self.lanes.values().filter_map(|l| l.failure().map(|r| (l.id(), r))).collect()
+    }
+
+    /// Commit what is queued in every lane and stop the writers.
+    pub fn shutdown(&self) {
+        for lane in self.lanes.values() {
+            lane.shutdown();
+        }
+    }
+}

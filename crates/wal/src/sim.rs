@@ -1,0 +1,343 @@
+//! A simulated, crashable filesystem for deterministic fault tests.
+//!
+//! Model (what a crash may do, and nothing more):
+//! - File contents: bytes are durable once `sync_data` returned on that file.
+//!   Unsynced writes are kept in order; at a crash a prefix of them survives,
+//!   and the first write past that prefix may be *torn*: an arbitrary subset
+//!   of its 512-byte sectors reaches the disk.
+//! - Directory entries (create, rename, remove) are durable once `sync_dir`
+//!   ran on the directory; unsynced ones are rolled back at a crash.
+//! - Faults: a failing `sync_data`, and `ENOSPC` once a byte budget is spent.
+//!
+//! After [`SimFs::crash`] every handle opened before it fails with `EIO`, as
+//! a process that died would no longer hold them.
+
+use crate::fs::{FileBytes, FileSystem, WalFile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const SECTOR: usize = 512;
+
+#[derive(Default)]
+struct Inode {
+    /// What a reader sees now.
+    data: Vec<u8>,
+    /// What survives a crash.
+    durable: Vec<u8>,
+    /// Unsynced operations in order: (position, bytes) or a resize.
+    pending: Vec<Op>,
+}
+
+enum Op {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+#[derive(Default)]
+struct State {
+    inodes: BTreeMap<u64, Inode>,
+    /// Live namespace: path -> inode.
+    names: BTreeMap<PathBuf, u64>,
+    /// Namespace as of the last sync of each directory.
+    durable_names: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    next_inode: u64,
+    generation: u64,
+    rng: u64,
+    fail_syncs: u32,
+    space_left: Option<u64>,
+    syncs: u64,
+}
+
+/// A crashable in-memory filesystem. Cloning shares the same state.
+#[derive(Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("simulated I/O error: {what}"))
+}
+
+impl State {
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64: deterministic from the seed the test gives.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn inode_mut(&mut self, ino: u64) -> io::Result<&mut Inode> {
+        self.inodes.get_mut(&ino).ok_or_else(|| eio("stale inode"))
+    }
+}
+
+fn apply(data: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write(pos, bytes) => {
+            let pos = *pos as usize;
+            if data.len() < pos + bytes.len() {
+                data.resize(pos + bytes.len(), 0);
+            }
+            data[pos..pos + bytes.len()].copy_from_slice(bytes);
+        }
+        Op::SetLen(len) => data.resize(*len as usize, 0),
+    }
+}
+
+impl SimFs {
+    pub fn new(seed: u64) -> Self {
+        let fs = SimFs::default();
+        fs.lock().rng = seed;
+        fs
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the state from the checker.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next `n` calls to `sync_data` fail with EIO.
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.lock().fail_syncs = n;
+    }
+
+    /// Writes fail with ENOSPC once `bytes` more bytes were written (`None`: unlimited).
+    pub fn set_space_left(&self, bytes: Option<u64>) {
+        self.lock().space_left = bytes;
+    }
+
+    /// How many `sync_data` calls succeeded so far.
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// Simulate power loss: drop unsynced bytes, tear the first unsynced write
+    /// of each file at sector granularity, roll back unsynced directory
+    /// entries, and invalidate every open handle.
+    pub fn crash(&self) {
+        let mut st = self.lock();
+        st.generation += 1;
+        st.fail_syncs = 0;
+        st.space_left = None;
+        st.names = st.durable_names.clone();
+        let inos: Vec<u64> = st.inodes.keys().copied().collect();
+        for ino in inos {
+            let keep_full = {
+                let n = st.inodes[&ino].pending.len() as u64;
+                if n == 0 {
+                    0
+                } else {
+                    (st.next_rand() % (n + 1)) as usize
+                }
+            };
+            let tear_mask = st.next_rand();
+            let inode = st.inodes.get_mut(&ino).expect("inode listed above");
+            let mut data = std::mem::take(&mut inode.durable);
+            let pending = std::mem::take(&mut inode.pending);
+            for op in &pending[..keep_full] {
+                apply(&mut data, op);
+            }
+            if let Some(Op::Write(pos, bytes)) = pending.get(keep_full) {
+                // Tear: each sector of the next write lands or not.
+                for (i, chunk) in bytes.chunks(SECTOR).enumerate() {
+                    if tear_mask.rotate_left(i as u32) & 1 == 1 {
+                        apply(&mut data, &Op::Write(pos + (i * SECTOR) as u64, chunk.to_vec()));
+                    }
+                }
+            }
+            inode.durable = data.clone();
+            inode.data = data;
+        }
+        let live: BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|ino, _| live.contains(ino));
+    }
+
+    /// Current bytes of a file (for byte-surgery in tests).
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let ino = st.names.get(path)?;
+        Some(st.inodes[ino].data.clone())
+    }
+
+    /// Overwrite a file's bytes durably (byte surgery in tests).
+    pub fn set_file_bytes(&self, path: &Path, bytes: Vec<u8>) {
+        let mut st = self.lock();
+        if let Some(&ino) = st.names.get(path) {
+            let inode = st.inodes.get_mut(&ino).expect("named inode exists");
+            inode.data = bytes.clone();
+            inode.durable = bytes;
+            inode.pending.clear();
+        }
+    }
+}
+
+struct SimFile {
+    fs: SimFs,
+    ino: u64,
+    generation: u64,
+}
+
+impl SimFile {
+    fn with<R>(&self, f: impl FnOnce(&mut State, u64) -> io::Result<R>) -> io::Result<R> {
+        let mut st = self.fs.lock();
+        if st.generation != self.generation {
+            return Err(eio("handle from before the crash"));
+        }
+        f(&mut st, self.ino)
+    }
+}
+
+impl WalFile for SimFile {
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.with(|st, ino| {
+            if let Some(left) = st.space_left {
+                if left < buf.len() as u64 {
+                    // A partial write before ENOSPC, as a real disk may do.
+                    let part = buf[..left as usize].to_vec();
+                    st.space_left = Some(0);
+                    let inode = st.inode_mut(ino)?;
+                    let op = Op::Write(pos, part);
+                    apply(&mut inode.data, &op);
+                    inode.pending.push(op);
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                st.space_left = Some(left - buf.len() as u64);
+            }
+            let inode = st.inode_mut(ino)?;
+            let op = Op::Write(pos, buf.to_vec());
+            apply(&mut inode.data, &op);
+            inode.pending.push(op);
+            Ok(())
+        })
+    }
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.with(|st, ino| {
+            let inode = st.inode_mut(ino)?;
+            let pos = pos as usize;
+            if pos + buf.len() > inode.data.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            buf.copy_from_slice(&inode.data[pos..pos + buf.len()]);
+            Ok(())
+        })
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.with(|st, ino| {
+            if st.fail_syncs > 0 {
+                st.fail_syncs -= 1;
+                // Like Linux after a failed writeback: the dirty pages are
+                // dropped, so what was unsynced may or may not be on disk.
+                return Err(eio("fsync failed"));
+            }
+            st.syncs += 1;
+            let inode = st.inode_mut(ino)?;
+            inode.durable = inode.data.clone();
+            inode.pending.clear();
+            Ok(())
+        })
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|st, ino| {
+            let inode = st.inode_mut(ino)?;
+            let op = Op::SetLen(len);
+            apply(&mut inode.data, &op);
+            inode.pending.push(op);
+            Ok(())
+        })
+    }
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.with(|st, ino| {
+            let cur = st.inode_mut(ino)?.data.len() as u64;
+            if len <= cur {
+                return Ok(());
+            }
+            if let Some(left) = st.space_left {
+                if left < len - cur {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                st.space_left = Some(left - (len - cur));
+            }
+            let inode = st.inode_mut(ino)?;
+            let op = Op::SetLen(len);
+            apply(&mut inode.data, &op);
+            inode.pending.push(op);
+            Ok(())
+        })
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.with(|st, ino| Ok(st.inode_mut(ino)?.data.len() as u64))
+    }
+}
+
+impl FileSystem for SimFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        for anc in path.ancestors() {
+            st.dirs.insert(anc.to_path_buf());
+        }
+        Ok(())
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let mut st = self.lock();
+        if st.names.contains_key(path) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let ino = st.next_inode;
+        st.next_inode += 1;
+        st.inodes.insert(ino, Inode::default());
+        st.names.insert(path.to_path_buf(), ino);
+        let generation = st.generation;
+        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation }))
+    }
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let st = self.lock();
+        let ino = *st.names.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: st.generation }))
+    }
+    fn read_all(&self, path: &Path) -> io::Result<FileBytes> {
+        self.file_bytes(path)
+            .map(FileBytes::Owned)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        let ino = st.names.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.names.insert(to.to_path_buf(), ino);
+        Ok(())
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.names.remove(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(())
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let st = self.lock();
+        let mut out: BTreeSet<PathBuf> = BTreeSet::new();
+        for p in st.names.keys().chain(st.dirs.iter()) {
+            if p.parent() == Some(path) {
+                out.insert(p.clone());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.durable_names.retain(|p, _| p.parent() != Some(path));
+        for (p, ino) in &st.names {
+            if p.parent() == Some(path) {
+                st.durable_names.insert(p.clone(), *ino);
+            }
+        }
+        Ok(())
+    }
+    fn exists(&self, path: &Path) -> bool {
+        let st = self.lock();
+        st.names.contains_key(path) || st.dirs.contains(path)
+    }
+}

@@ -1,0 +1,259 @@
+//! The group-commit writer: one thread per lane, the only one that writes
+//! or syncs that lane's files.
+//!
+//! A commit round takes every append queued so far, stamps offsets, writes
+//! all their frames with one positional write, calls `fdatasync` once, and
+//! only then moves the durable watermark and answers the waiters. Appends
+//! that arrive during the sync wait for the next round, so one fsync serves
+//! as many batches as arrived while the previous one ran; there is no timer.
+//!
+//! Failures:
+//! - ENOSPC on write: the round's bytes are cut off again (and that cut is
+//!   synced) before its waiters hear `NoSpace`; the lane stays open.
+//! - any other write or sync error: the lane *fails closed*. Every waiter and
+//!   every later append gets `LaneFailed` at once; the sync is never retried
+//!   on the same handle (the kernel may have dropped the dirty pages). After a
+//!   back-off the writer reopens the segment, cuts it back to the last
+//!   acknowledged byte, syncs, and resumes.
+
+use crate::error::WalError;
+use crate::frame::EncodedBatch;
+use crate::fs::WalFile;
+use crate::lane::{Appended, LaneShared};
+use crate::recovery::{create_segment, write_summary, RecoveredSegment};
+use crate::segment::{FrameLoc, Summary};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+pub(crate) struct Pending {
+    pub batch: EncodedBatch,
+    pub reply: oneshot::Sender<Result<Appended, WalError>>,
+}
+
+/// Numbers of one commit round, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitStats {
+    pub batches: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub fsyncs: u32,
+    pub duration: Duration,
+}
+
+/// Receives one call per successful commit round (metrics live outside the WAL).
+pub trait CommitObserver: Send + Sync {
+    fn on_commit(&self, lane: crate::LaneId, stats: &CommitStats);
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<LaneShared>,
+    pub file: Arc<dyn WalFile>,
+    pub path: PathBuf,
+    pub base: u64,
+    /// Durable end of the active segment: every byte before it is synced.
+    pub used: u64,
+    pub next_offset: u64,
+    pub last_ts: u64,
+    pub frames_in_segment: usize,
+    pub failed_at: Option<Instant>,
+    pub buf: Vec<u8>,
+}
+
+const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        loop {
+            let wait = self.failed_at.map(|_| REOPEN_BACKOFF);
+            let Some(round) = self.shared.take_pending(wait) else { return };
+            if self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_BACKOFF) {
+                self.try_reopen();
+            }
+            if round.is_empty() {
+                continue;
+            }
+            if self.failed_at.is_some() {
+                self.reply_failed(round);
+                continue;
+            }
+            self.commit(round);
+        }
+    }
+
+    fn lane_name(&self) -> String {
+        self.shared.id.to_string()
+    }
+
+    fn fail_closed(&mut self, reason: String) {
+        tracing::error!(lane = %self.shared.id, %reason, "WAL lane failed closed");
+        self.failed_at = Some(Instant::now());
+        self.shared.set_failure(Some(reason));
+    }
+
+    fn reply_failed(&self, round: Vec<Pending>) {
+        let reason = self.shared.failure().unwrap_or_else(|| "unknown I/O failure".into());
+        for p in round {
+            let _ = p.reply.send(Err(WalError::LaneFailed { lane: self.lane_name(), reason: reason.clone() }));
+        }
+    }
+
+    /// Reopen the active segment after a failure: cut it back to the last
+    /// acknowledged byte and sync through a fresh handle.
+    fn try_reopen(&mut self) {
+        let fs = &self.shared.fs;
+        let attempt = || -> std::io::Result<Arc<dyn WalFile>> {
+            let f = fs.open_rw(&self.path)?;
+            f.set_len(self.used)?;
+            if self.shared.opts.preallocate {
+                f.preallocate(self.shared.opts.segment_bytes)?;
+            }
+            f.sync_data()?;
+            Ok(f)
+        };
+        match attempt() {
+            Ok(f) => {
+                tracing::info!(lane = %self.shared.id, "WAL lane recovered");
+                self.file = f;
+                self.failed_at = None;
+                self.shared.set_failure(None);
+            }
+            Err(e) => {
+                tracing::warn!(lane = %self.shared.id, error = %e, "WAL lane still failing");
+                self.failed_at = Some(Instant::now());
+            }
+        }
+    }
+
+    fn commit(&mut self, mut round: Vec<Pending>) {
+        let started = Instant::now();
+        let mut fsyncs = 0u32;
+        if self.used >= self.shared.opts.segment_bytes && self.frames_in_segment > 0 {
+            match self.roll() {
+                Ok(n) => fsyncs += n,
+                Err(e) => {
+                    let no_space = matches!(&e, WalError::Io { source, .. } if WalError::is_enospc(source));
+                    for p in round {
+                        let err = if no_space {
+                            WalError::NoSpace { lane: self.lane_name() }
+                        } else {
+                            WalError::LaneFailed { lane: self.lane_name(), reason: e.to_string() }
+                        };
+                        let _ = p.reply.send(Err(err));
+                    }
+                    if !no_space {
+                        self.fail_closed(e.to_string());
+                    }
+                    return;
+                }
+            }
+        }
+        let ts = now_ms().max(self.last_ts);
+        let start = self.used;
+        let mut offset = self.next_offset;
+        let mut locs = Vec::with_capacity(round.len());
+        let mut len = 0u64;
+        for p in &mut round {
+            p.batch.seal(offset, ts);
+            locs.push(FrameLoc {
+                base_offset: offset,
+                records: p.batch.records(),
+                pos: start + len,
+                len: p.batch.len() as u32,
+                ts_ms: ts,
+            });
+            offset += u64::from(p.batch.records());
+            len += p.batch.len() as u64;
+        }
+        let write = if round.len() == 1 {
+            self.file.write_all_at(&round[0].batch.bytes, start)
+        } else {
+            self.buf.clear();
+            for p in &round {
+                self.buf.extend_from_slice(&p.batch.bytes);
+            }
+            self.file.write_all_at(&self.buf, start)
+        };
+        if let Err(e) = write {
+            if WalError::is_enospc(&e) {
+                self.undo_write(start);
+                for p in round {
+                    let _ = p.reply.send(Err(WalError::NoSpace { lane: self.lane_name() }));
+                }
+            } else {
+                self.fail_closed(format!("write failed: {e}"));
+                self.reply_failed(round);
+            }
+            return;
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.fail_closed(format!("fdatasync failed: {e}"));
+            self.reply_failed(round);
+            return;
+        }
+        fsyncs += 1;
+        // Durable: publish, then answer.
+        self.used = start + len;
+        self.next_offset = offset;
+        self.last_ts = ts;
+        self.frames_in_segment += locs.len();
+        let records: u64 = locs.iter().map(|l| u64::from(l.records)).sum();
+        let answers: Vec<(u64, u32)> = locs.iter().map(|l| (l.base_offset, l.records)).collect();
+        self.shared.publish(locs, self.used, offset);
+        let stats = CommitStats { batches: round.len(), records, bytes: len, fsyncs, duration: started.elapsed() };
+        for (p, loc) in round.into_iter().zip(answers) {
+            let _ = p.reply.send(Ok(Appended { lane: self.shared.id, base_offset: loc.0, records: loc.1, ts_ms: ts }));
+        }
+        if let Some(obs) = &self.shared.observer {
+            obs.on_commit(self.shared.id, &stats);
+        }
+    }
+
+    /// Cut off a round that hit ENOSPC so no unacknowledged frame can surface
+    /// later, and make the cut durable before anyone is answered.
+    fn undo_write(&mut self, start: u64) {
+        let undo = || -> std::io::Result<()> {
+            self.file.set_len(start)?;
+            if self.shared.opts.preallocate {
+                // Best effort: without the space, later writes extend the file.
+                let _ = self.file.preallocate(self.shared.opts.segment_bytes);
+            }
+            self.file.sync_data()
+        };
+        if let Err(e) = undo() {
+            self.fail_closed(format!("could not cut back a failed write: {e}"));
+        }
+    }
+
+    /// Start a new segment at the next offset, then seal the current one.
+    /// Returns the number of fsyncs it took.
+    fn roll(&mut self) -> Result<u32, WalError> {
+        let shared = Arc::clone(&self.shared);
+        let (seg, file) = create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?;
+        self.file.set_len(self.used).map_err(|e| WalError::io(&self.path, e))?;
+        self.file.sync_data().map_err(|e| WalError::io(&self.path, e))?;
+        let old = RecoveredSegment {
+            path: std::mem::replace(&mut self.path, seg.path.clone()),
+            base: self.base,
+            next: self.next_offset,
+            frames: Vec::new(),
+            bytes: self.used,
+        };
+        let sealed = shared.seal_active(&old, seg, Arc::clone(&file));
+        if let Err(e) = write_summary(&*shared.fs, &sealed.path, &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames)) {
+            // Derived state only: recovery rebuilds it.
+            tracing::warn!(lane = %shared.id, error = %e, "could not write segment summary");
+        }
+        self.file = file;
+        self.base = self.next_offset;
+        self.used = crate::segment::SEGMENT_HEADER_LEN as u64;
+        self.frames_in_segment = 0;
+        Ok(3)
+    }
+}
+

@@ -1,0 +1,232 @@
+//! Recovery rules, one test each, by byte surgery on real files; and the
+//! failure rules (fsync error, ENOSPC) on the simulated filesystem.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wal::inspect::inspect_all;
+use wal::sim::SimFs;
+use wal::{FileSystem, RealFs, RecoveryEvent, WalError, WalOptions};
+
+fn opts() -> WalOptions {
+    WalOptions { shards: 1, segment_bytes: 1 << 20, max_frame_bytes: 1 << 20, preallocate: true }
+}
+
+/// Write `n` batches of 3 records to normal/0 of a real directory and close it.
+fn write_batches(dir: &Path, n: u64) {
+    let wal = open(Arc::new(RealFs), dir, opts());
+    let rt = rt();
+    for id in 0..n {
+        rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).expect("append");
+    }
+    wal.shutdown();
+}
+
+fn active_segment(dir: &Path) -> (PathBuf, Vec<wal::segment::FrameLoc>) {
+    let reports = inspect_all(&RealFs, dir, 1 << 20).expect("inspect");
+    let r = reports.iter().find(|r| r.lane == NORMAL0 && !r.quarantined).expect("segment of normal/0");
+    (r.path.clone(), r.scan.frames.clone())
+}
+
+fn ids(dir: &Path) -> (Vec<u64>, Vec<RecoveryEvent>) {
+    let wal = open(Arc::new(RealFs), dir, opts());
+    let ids = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    (ids, wal.recovery_events().to_vec())
+}
+
+#[test]
+fn torn_tail_is_truncated_and_acked_records_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_batches(tmp.path(), 5);
+    let (path, frames) = active_segment(tmp.path());
+    let last = frames[4];
+    // The last write tore: only part of its frame reached the disk.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(last.pos + u64::from(last.len) / 2).unwrap();
+    let (got, events) = ids(tmp.path());
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert!(events.iter().any(|e| matches!(e, RecoveryEvent::TruncatedTail { torn: true, at, .. } if *at == last.pos)));
+    // The lane goes on from the truncation point.
+    let wal = open(Arc::new(RealFs), tmp.path(), opts());
+    let ack = rt().block_on(wal.append(NORMAL0, batch(9, 1, 10))).unwrap();
+    assert_eq!(ack.base_offset, last.base_offset);
+}
+
+#[test]
+fn zeroed_tail_is_truncated_like_a_torn_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_batches(tmp.path(), 4);
+    let (path, frames) = active_segment(tmp.path());
+    let last = frames[3];
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[last.pos as usize..last.end() as usize].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (got, _) = ids(tmp.path());
+    assert_eq!(got, vec![0, 1, 2]);
+}
+
+#[test]
+fn flipped_byte_mid_segment_is_quarantined_and_valid_records_on_both_sides_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_batches(tmp.path(), 6);
+    let (path, frames) = active_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[frames[2].pos as usize + 100] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let (got, events) = ids(tmp.path());
+    assert_eq!(got, vec![0, 1, 3, 4, 5], "every valid batch before and after the damage is kept");
+    let moved = events
+        .iter()
+        .find_map(|e| match e {
+            RecoveryEvent::Quarantined { moved_to, corruptions, .. } => Some((moved_to.clone(), corruptions.clone())),
+            _ => None,
+        })
+        .expect("a quarantine event");
+    assert_eq!(moved.1[0].at, frames[2].pos);
+    assert_eq!(std::fs::read(&moved.0).unwrap(), bytes, "the damaged bytes are kept aside untouched");
+    // A second open finds nothing more to do.
+    let (again, events) = ids(tmp.path());
+    assert_eq!(again, got);
+    assert!(events.iter().all(|e| !e.is_damage()), "{events:?}");
+}
+
+#[test]
+fn garbage_appended_after_the_last_frame_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_batches(tmp.path(), 3);
+    let (path, frames) = active_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = frames[2].end() as usize;
+    for (i, b) in bytes[end..end + 777].iter_mut().enumerate() {
+        *b = (i * 31 + 7) as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (got, events) = ids(tmp.path());
+    assert_eq!(got, vec![0, 1, 2]);
+    assert!(events.iter().any(|e| matches!(e, RecoveryEvent::TruncatedTail { torn: true, .. })));
+}
+
+#[test]
+fn stale_segment_summary_is_rebuilt_from_the_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = WalOptions { segment_bytes: 2048, ..opts() };
+    {
+        let wal = open(Arc::new(RealFs), tmp.path(), small.clone());
+        let rt = rt();
+        for id in 0..8 {
+            rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
+        }
+    }
+    let sums: Vec<PathBuf> = walk(tmp.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "sum")).collect();
+    assert!(!sums.is_empty(), "sealed segments have summaries");
+    std::fs::write(&sums[0], b"stale").unwrap();
+    let wal = open(Arc::new(RealFs), tmp.path(), small);
+    assert!(wal.recovery_events().iter().any(|e| matches!(e, RecoveryEvent::SummaryRebuilt { path, .. } if *path == sums[0])));
+    assert_eq!(read_lane(&wal, NORMAL0).len(), 8);
+    let reports = inspect_all(&RealFs, tmp.path(), 1 << 20).unwrap();
+    assert!(reports.iter().all(|r| r.summary_ok != Some(false)));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn fsync_error_fails_the_lane_closed_at_once_and_it_recovers() {
+    let sim = SimFs::new(7);
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    let dir = Path::new("/d");
+    let wal = open(Arc::clone(&fs), dir, opts());
+    let rt = rt();
+    rt.block_on(wal.append(NORMAL0, batch(0, 1, 50))).unwrap();
+    sim.fail_next_syncs(1);
+    let started = Instant::now();
+    let results: Vec<_> = rt.block_on(async {
+        let hs: Vec<_> = (1..20).map(|id| tokio::spawn(wal.append(NORMAL0, batch(id, 1, 50)))).collect();
+        let mut out = Vec::new();
+        for h in hs {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    assert!(started.elapsed() < Duration::from_secs(2), "no waiter hangs");
+    let failed = results.iter().filter(|r| matches!(r, Err(WalError::LaneFailed { .. }))).count();
+    assert!(failed >= 1, "the round whose fsync failed is not acknowledged");
+    assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(WalError::LaneFailed { .. }))));
+    let syncs_at_failure = sim.sync_count();
+    // The lane reopens by itself (recovery), without retrying the failed fsync.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ack = loop {
+        match rt.block_on(wal.append(NORMAL0, batch(100, 1, 50))) {
+            Ok(a) => break a,
+            Err(WalError::LaneFailed { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("lane did not recover: {e}"),
+        }
+    };
+    assert!(sim.sync_count() > syncs_at_failure);
+    let held: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(*held.last().unwrap(), 100);
+    assert_eq!(ack.base_offset, held.len() as u64 - 1, "offsets continue without a gap");
+    drop(wal);
+    sim.crash();
+    let wal = open(fs, dir, opts());
+    let after: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(after, held);
+}
+
+#[test]
+fn enospc_is_its_own_error_and_leaves_no_partial_batch() {
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    let dir = Path::new("/d");
+    let no_prealloc = WalOptions { preallocate: false, ..opts() };
+    let wal = open(Arc::clone(&fs), dir, no_prealloc.clone());
+    let rt = rt();
+    rt.block_on(wal.append(NORMAL0, batch(0, 2, 100))).unwrap();
+    sim.set_space_left(Some(150));
+    let err = rt.block_on(wal.append(NORMAL0, batch(1, 4, 200))).unwrap_err();
+    assert!(matches!(err, WalError::NoSpace { .. }), "{err}");
+    sim.set_space_left(None);
+    let ack = rt.block_on(wal.append(NORMAL0, batch(2, 1, 100))).unwrap();
+    assert_eq!(ack.base_offset, 2, "the failed batch took no offsets");
+    drop(wal);
+    sim.crash();
+    let wal = open(fs, dir, no_prealloc);
+    let held: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(held, vec![0, 2]);
+}
+
+#[test]
+fn sealed_segments_are_deleted_only_below_the_released_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = WalOptions { segment_bytes: 2048, ..opts() };
+    let wal = open(Arc::new(RealFs), tmp.path(), small);
+    let rt = rt();
+    for id in 0..10 {
+        rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
+    }
+    let lane = wal.lane(NORMAL0).unwrap();
+    let segs = lane.segments();
+    assert!(segs.len() >= 3);
+    let second_next = segs[1].next_offset;
+    assert_eq!(lane.delete_segments_below(second_next - 1).unwrap(), 1);
+    assert_eq!(lane.earliest_offset(), segs[1].base_offset);
+    assert!(!segs[0].path.exists());
+    assert!(matches!(lane.read(0, 10, 1 << 20), Err(WalError::OffsetGone { .. })));
+    assert_eq!(lane.delete_segments_below(u64::MAX).unwrap(), segs.len() - 2, "the active segment stays");
+}
