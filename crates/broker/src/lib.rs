@@ -1,1 +1,50 @@
-//! broker
+//! # broker — Weir's server
+//!
+//! Owns durable multi-tenant ingest over HTTP, priority lanes and demotion,
+//! scoped backpressure, the lease protocol with per-destination cursors and
+//! breakers, retention, the admin API and `/metrics`. Storage is the `wal`
+//! crate; metadata (cursors, leases, breakers, flags, dead letters) lives in
+//! sled, opened by this process only.
+//!
+//! ## Invariants
+//! - 200 on ingest only after the batch's WAL frame is durable; one request
+//!   is one frame.
+//! - A tenant over its rate goes to `low`; when the limiter cannot decide,
+//!   `low` as well — never the normal lane on doubt.
+//! - A full queue is a 429 with `Retry-After` and a reason, scoped to the
+//!   tenants whose data is behind the lagging destination or disk; a WAL
+//!   failure is a 503 `wal_unavailable`; ENOSPC/quota a 507.
+//! - A destination's cursor is flushed to sled before its commit is
+//!   answered; a segment is deleted only below every destination's durable
+//!   cursor.
+//! - Every error answer carries a code and a message saying what happened;
+//!   [`error::BrokerError`] is the one mapping to HTTP.
+//!
+//! ## Never
+//! - block ingest on a slow destination (exporters lease; nothing pushes);
+//! - hold a lock across an fsync on the ingest path;
+//! - log a token.
+
+pub mod admin;
+pub mod auth;
+pub mod breaker;
+pub mod config;
+pub mod core;
+pub mod destination;
+pub mod error;
+pub mod http;
+pub mod idempotency;
+pub mod ingest;
+pub mod leases;
+pub mod limiter;
+pub mod maintenance;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+/// Install the stderr log subscriber (RUST_LOG, default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

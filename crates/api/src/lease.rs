@@ -1,0 +1,123 @@
+//! The lease protocol between the broker and exporters (see `docs/leases.md`).
+//!
+//! All calls take the destination's exporter token:
+//!
+//! | call | path |
+//! |------|------|
+//! | acquire (long-poll) | `POST /v1/destinations/{d}/leases` with [`AcquireRequest`] → [`AcquireResponse`] |
+//! | heartbeat | `POST /v1/destinations/{d}/leases/{id}/heartbeat` → [`HeartbeatResponse`] |
+//! | commit | `POST /v1/destinations/{d}/leases/{id}/commit` with [`CommitRequest`] |
+//! | fail | `POST /v1/destinations/{d}/leases/{id}/fail` with [`FailRequest`] |
+//! | release | `POST /v1/destinations/{d}/leases/{id}/release` (give back, no failure) |
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AcquireRequest {
+    /// Most records in the lease (the broker caps it).
+    #[serde(default)]
+    pub max_records: Option<u32>,
+    /// Most payload bytes in the lease (at least one frame is always given).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Long-poll: wait up to this long for data before answering idle.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// Why an acquire got no lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleReason {
+    /// Nothing to deliver.
+    Empty,
+    /// The breaker is open (or half-open with its probe out).
+    BreakerOpen,
+    /// The destination is paused by an operator.
+    Paused,
+    /// `max_in_flight` leases are out already.
+    MaxInFlight,
+    /// The sink asked to wait (Retry-After) and the time has not come.
+    Backoff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireResponse {
+    pub lease: Option<Lease>,
+    /// Set when `lease` is absent: why, and when to ask again.
+    pub idle: Option<IdleReason>,
+    pub retry_after_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: String,
+    pub destination: String,
+    /// `normal/2`, or `dead_letters` for a re-drive lease.
+    pub lane: String,
+    /// Offsets [from, to) of the lane; records of other topics or tenants in
+    /// the range are not included.
+    pub from_offset: u64,
+    pub to_offset: u64,
+    /// How long the lease lives without a heartbeat.
+    pub lease_ms: u64,
+    /// This lease is the one probe of a half-open breaker.
+    pub probe: bool,
+    /// How many times this range was handed out before.
+    pub redeliveries: u32,
+    pub records: Vec<LeasedRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedRecord {
+    pub offset: u64,
+    pub tenant: String,
+    pub topic: String,
+    pub ts_ms: u64,
+    pub payload_b64: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub lease_ms: u64,
+}
+
+/// A record of the lease to move to dead letters instead of delivering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonRecord {
+    pub offset: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CommitRequest {
+    /// Records the sink rejected as poison; stored as dead letters in the
+    /// same durable step as the commit.
+    #[serde(default)]
+    pub dead_letters: Vec<PoisonRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    pub committed: bool,
+    /// The destination's cursor on the lease's lane after the commit.
+    pub cursor: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Timeouts, connection errors, 408/429/5xx: counts towards the breaker.
+    Retryable,
+    /// The exporter is stopping or gave the lease back for another reason.
+    Released,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub class: FailureClass,
+    pub message: String,
+    /// The sink's Retry-After, if it gave one.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}

@@ -1,0 +1,172 @@
+//! Operator actions on destinations: status, pause/resume, breaker reset,
+//! rewind, dead letters and their re-drive. Each change is flushed to sled
+//! before it is answered.
+
+use crate::breaker::Breaker;
+use crate::core::{now_ms, Broker};
+use crate::destination::{Destination, LaneLeases, LeaseSource};
+use crate::error::BrokerError;
+use crate::store::DestFlags;
+use api::{ActionResult, BreakerView, DeadLetter, DestinationStatus, LaneCursor, RewindTarget};
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use wal::LaneId;
+
+fn done(dest: &Destination, action: &str, detail: String) -> ActionResult {
+    ActionResult { destination: dest.name.clone(), action: action.into(), detail }
+}
+
+impl Broker {
+    pub fn destination_status(&self, dest: &Destination) -> DestinationStatus {
+        let now = now_ms();
+        let st = dest.state();
+        let cursors = self
+            .wal
+            .lanes()
+            .map(|l| LaneCursor { lane: l.id().to_string(), committed: st.committed(l.id()), end: l.next_offset() })
+            .collect();
+        DestinationStatus {
+            name: dest.name.clone(),
+            topics: dest.cfg.topics.clone(),
+            lag_records: dest.lag_records.load(Ordering::Relaxed),
+            lag_bytes: dest.lag_bytes.load(Ordering::Relaxed),
+            oldest_pending_age_ms: dest.oldest_pending_age_ms.load(Ordering::Relaxed),
+            leases_in_flight: st.leases.len() as u64,
+            dead_letter_records: dest.dead_letters.load(Ordering::Relaxed),
+            breaker: BreakerView {
+                state: st.breaker.state.as_str().to_string(),
+                consecutive_failures: st.breaker.consecutive_failures,
+                retry_in_ms: st.breaker.retry_in_ms(now, dest.policy),
+            },
+            paused: st.paused,
+            dropped_records: dest.dropped.load(Ordering::Relaxed),
+            backpressure: dest.backpressure.load(Ordering::Relaxed),
+            cursors,
+        }
+    }
+
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ActionResult, BrokerError> {
+        let dest = self.dest(name)?;
+        dest.state().paused = paused;
+        self.store.set_flags(&dest.name, &DestFlags { paused })?;
+        self.store.flush().await?;
+        tracing::info!(destination = %dest.name, paused, "destination pause flag changed by an operator");
+        let action = if paused { "pause" } else { "resume" };
+        Ok(done(dest, action, format!("destination is {}", if paused { "paused" } else { "running" })))
+    }
+
+    pub async fn reset_breaker(&self, name: &str) -> Result<ActionResult, BrokerError> {
+        let dest = self.dest(name)?;
+        {
+            let mut st = dest.state();
+            st.breaker = Breaker::reset();
+            st.not_before_ms = 0;
+            self.store.set_breaker(&dest.name, &st.breaker)?;
+        }
+        self.store.flush().await?;
+        tracing::info!(destination = %dest.name, "breaker reset by an operator");
+        Ok(done(dest, "reset_breaker", "breaker closed".into()))
+    }
+
+    /// Move cursors back (or forward); leases in flight are void (their
+    /// commits get lease_not_found) and everything from the new cursor is
+    /// delivered again.
+    pub async fn rewind(&self, name: &str, target: RewindTarget) -> Result<ActionResult, BrokerError> {
+        let dest = self.dest(name)?;
+        let only_lane = match &target {
+            RewindTarget::Offset { lane: Some(l), .. } => {
+                Some(l.parse::<LaneId>().map_err(|e| BrokerError::InvalidRequest(format!("lane: {e}")))?)
+            }
+            _ => None,
+        };
+        let mut moved = Vec::new();
+        {
+            let mut st = dest.state();
+            for lane in self.wal.lanes() {
+                let id = lane.id();
+                if only_lane.is_some_and(|l| l != id) {
+                    continue;
+                }
+                let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
+                let to = match &target {
+                    RewindTarget::Earliest => earliest,
+                    RewindTarget::Offset { offset, .. } => (*offset).clamp(earliest, end),
+                    RewindTarget::Timestamp { ts_ms } => {
+                        let mut found = end;
+                        lane.visit_frames(earliest, |f| {
+                            if f.header.ts_ms >= *ts_ms {
+                                found = f.header.base_offset;
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        })
+                        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+                        found
+                    }
+                };
+                let void: Vec<String> = st
+                    .leases
+                    .values()
+                    .filter(|l| l.source == LeaseSource::Lane(id))
+                    .map(|l| l.id.clone())
+                    .collect();
+                for lid in void {
+                    st.leases.remove(&lid);
+                    self.store.remove_lease(&dest.name, &lid)?;
+                }
+                st.lanes.insert(id, LaneLeases { next_unleased: to, expired: Default::default() });
+                moved.push(format!("{id}={to}"));
+            }
+            if only_lane.is_none() {
+                self.store.clear_leases(&dest.name)?;
+            }
+            self.persist_cursors(dest, &mut st)?;
+        }
+        self.store.flush().await?;
+        tracing::info!(destination = %dest.name, target = ?target, "cursor rewound by an operator");
+        Ok(done(dest, "rewind", format!("cursors now {}", moved.join(" "))))
+    }
+
+    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let dest = self.dest(name)?;
+        Ok(self
+            .store
+            .dead_letters(&dest.name, limit)?
+            .into_iter()
+            .map(|(id, r)| DeadLetter {
+                id,
+                lane: r.lane,
+                offset: r.offset,
+                tenant: r.tenant,
+                topic: r.topic,
+                ts_ms: r.ts_ms,
+                payload_b64: api::b64_encode(&r.payload),
+                error: r.error,
+                failed_at_ms: r.failed_at_ms,
+            })
+            .collect())
+    }
+
+    /// Queue every dead letter of the destination for delivery again; they
+    /// leave the dead letters when an exporter commits them.
+    pub fn redrive(&self, name: &str) -> Result<ActionResult, BrokerError> {
+        let dest = self.dest(name)?;
+        let ids: Vec<u64> = self.store.dead_letters(&dest.name, usize::MAX)?.into_iter().map(|(id, _)| id).collect();
+        let mut st = dest.state();
+        let out: std::collections::HashSet<u64> = st
+            .leases
+            .values()
+            .filter_map(|l| match &l.source {
+                LeaseSource::DeadLetters(ids) => Some(ids.clone()),
+                LeaseSource::Lane(_) => None,
+            })
+            .flatten()
+            .chain(st.redrive.iter().copied())
+            .collect();
+        let fresh: Vec<u64> = ids.into_iter().filter(|id| !out.contains(id)).collect();
+        st.redrive.extend(fresh.iter().copied());
+        tracing::info!(destination = %dest.name, records = fresh.len(), "dead letters queued for re-drive");
+        Ok(done(dest, "redrive", format!("{} dead letters queued for delivery", fresh.len())))
+    }
+}

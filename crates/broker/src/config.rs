@@ -1,0 +1,360 @@
+//! Broker configuration: TOML, every knob with a documented default
+//! (`docs/config.md`), unknown keys rejected, unsafe combinations refused.
+
+use crate::auth::TokenSpec;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wal::Priority;
+
+pub const DEV_TENANT_TOKEN: &str = "dev-token";
+pub const DEV_EXPORTER_TOKEN: &str = "dev-exporter";
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin";
+
+fn d_listen() -> String {
+    "127.0.0.1:7070".into()
+}
+fn d_data_dir() -> PathBuf {
+    PathBuf::from("./weir-data")
+}
+fn d_shards() -> u16 {
+    4
+}
+fn d_segment_bytes() -> u64 {
+    64 << 20
+}
+fn d_max_body() -> u64 {
+    8 << 20
+}
+fn d_max_inflated() -> u64 {
+    32 << 20
+}
+fn d_max_record() -> u64 {
+    1 << 20
+}
+fn d_true() -> bool {
+    true
+}
+fn d_idem_window() -> u64 {
+    600
+}
+fn d_watermark() -> f64 {
+    0.95
+}
+fn d_retry_after() -> u64 {
+    1
+}
+fn d_lease_ms() -> u64 {
+    30_000
+}
+fn d_lease_records() -> u32 {
+    5_000
+}
+fn d_lease_bytes() -> u64 {
+    4 << 20
+}
+fn d_long_poll() -> u64 {
+    20_000
+}
+fn d_low_every() -> u32 {
+    4
+}
+fn d_threshold() -> u32 {
+    2
+}
+fn d_open_ms() -> u64 {
+    5_000
+}
+fn d_in_flight() -> u32 {
+    4
+}
+fn d_max_lag_bytes() -> u64 {
+    1 << 30
+}
+fn d_maintenance_ms() -> u64 {
+    250
+}
+
+/// The whole file. Field docs are the reference for `docs/config.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    #[serde(default = "d_data_dir")]
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    /// Shards per priority.
+    #[serde(default = "d_shards")]
+    pub shards: u16,
+    /// Segment roll size.
+    #[serde(default = "d_segment_bytes")]
+    pub segment_bytes: u64,
+    #[serde(default = "d_true")]
+    pub preallocate: bool,
+    /// Largest request body as sent (compressed or not).
+    #[serde(default = "d_max_body")]
+    pub max_body_bytes: u64,
+    /// Largest request body after gzip inflation.
+    #[serde(default = "d_max_inflated")]
+    pub max_inflated_bytes: u64,
+    #[serde(default = "d_max_record")]
+    pub max_record_bytes: u64,
+    /// How long an Idempotency-Key is remembered, seconds.
+    #[serde(default = "d_idem_window")]
+    pub idempotency_window_secs: u64,
+    /// Fraction of the data disk in use above which ingest gets 429 backpressure.
+    #[serde(default = "d_watermark")]
+    pub disk_high_watermark: f64,
+    /// Total WAL bytes above which ingest gets 507 (0: no quota).
+    #[serde(default)]
+    pub disk_quota_bytes: u64,
+    /// Retry-After for backpressure and WAL unavailability, seconds.
+    #[serde(default = "d_retry_after")]
+    pub retry_after_secs: u64,
+    /// Default lease lifetime without heartbeat.
+    #[serde(default = "d_lease_ms")]
+    pub lease_timeout_ms: u64,
+    #[serde(default = "d_lease_records")]
+    pub max_lease_records: u32,
+    #[serde(default = "d_lease_bytes")]
+    pub max_lease_bytes: u64,
+    /// Cap on an acquire's long-poll wait.
+    #[serde(default = "d_long_poll")]
+    pub max_long_poll_ms: u64,
+    /// Starvation guard: every Nth lease starts its search at the low lanes.
+    #[serde(default = "d_low_every")]
+    pub low_priority_every: u32,
+    /// Period of lag accounting, retention and lease expiry.
+    #[serde(default = "d_maintenance_ms")]
+    pub maintenance_interval_ms: u64,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<TopicConfig>,
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    pub token: String,
+    pub rate_per_sec: f64,
+    pub burst: u64,
+    #[serde(default = "d_priority")]
+    pub priority: String,
+    /// Optional hard limit: beyond it requests get 429 rate_limited.
+    #[serde(default)]
+    pub hard_rate_per_sec: Option<f64>,
+    #[serde(default)]
+    pub hard_burst: Option<u64>,
+}
+
+fn d_priority() -> String {
+    "normal".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLagLimit {
+    Backpressure,
+    DropOldest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+    pub token: String,
+    #[serde(default = "d_max_lag_bytes")]
+    pub max_lag_bytes: u64,
+    /// Optional limit in records (0: none).
+    #[serde(default)]
+    pub max_lag_records: u64,
+    #[serde(default = "d_on_lag")]
+    pub on_lag_limit: OnLagLimit,
+    #[serde(default = "d_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub lease_timeout_ms: Option<u64>,
+    #[serde(default = "d_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "d_open_ms")]
+    pub breaker_open_ms: u64,
+}
+
+fn d_on_lag() -> OnLagLimit {
+    OnLagLimit::Backpressure
+}
+
+/// A configuration problem: printed as one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let msg = e.message().replace('\n', " ");
+            ConfigError(match line {
+                Some(l) => format!("config line {l}: {msg}"),
+                None => format!("config: {msg}"),
+            })
+        })
+    }
+
+    /// The embedded development defaults (no `--config`).
+    pub fn development() -> Config {
+        let text = format!(
+            r#"admin_token = "{DEV_ADMIN_TOKEN}"
+[[tenant]]
+name = "dev"
+token = "{DEV_TENANT_TOKEN}"
+rate_per_sec = 10000.0
+burst = 20000
+[[topic]]
+name = "events"
+[[destination]]
+name = "dev"
+topics = ["events"]
+token = "{DEV_EXPORTER_TOKEN}"
+"#
+        );
+        Config::from_toml(&text).expect("embedded development config parses")
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError(format!("listen: {:?} is not an IP:PORT address", self.listen)))
+    }
+
+    /// Reject what would start but not work, or not be safe.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let addr = self.listen_addr()?;
+        let dev_in_use = self.tokens().any(|t| {
+            matches!(TokenSpec::parse(t), Ok(spec) if [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)))
+        });
+        if !addr.ip().is_loopback() && dev_in_use {
+            return bad(format!("listen: refusing non-loopback address {addr} while a development token is in use"));
+        }
+        for t in self.tokens() {
+            TokenSpec::parse(t).map_err(ConfigError)?;
+        }
+        let mut seen_tokens = std::collections::HashSet::new();
+        for t in self.tokens() {
+            if !seen_tokens.insert(t) {
+                return bad("tokens: the same token is given to two roles or tenants".into());
+            }
+        }
+        if self.shards == 0 {
+            return bad("shards: must be at least 1".into());
+        }
+        if self.segment_bytes < 64 << 10 {
+            return bad(format!("segment_bytes: {} is below the minimum of 65536", self.segment_bytes));
+        }
+        if self.max_record_bytes > self.max_inflated_bytes || self.max_body_bytes == 0 {
+            return bad("max_record_bytes: must not exceed max_inflated_bytes (and max_body_bytes must be > 0)".into());
+        }
+        if self.max_inflated_bytes > u64::from(u32::MAX / 2) {
+            return bad("max_inflated_bytes: must be below 2 GiB (one request is one WAL frame)".into());
+        }
+        if !(0.0..=1.0).contains(&self.disk_high_watermark) {
+            return bad("disk_high_watermark: must be a fraction between 0 and 1".into());
+        }
+        if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 || self.low_priority_every == 0 {
+            return bad("lease_timeout_ms must be >= 1000; max_lease_records and low_priority_every >= 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tenants {
+            if !names.insert(&t.name) || t.name.is_empty() || t.name.len() > 255 {
+                return bad(format!("tenant {:?}: names must be unique, 1 to 255 bytes", t.name));
+            }
+            t.priority.parse::<Priority>().map_err(|e| ConfigError(format!("tenant {:?}: priority: {e}", t.name)))?;
+            if !(t.rate_per_sec > 0.0 && t.rate_per_sec.is_finite()) || t.burst == 0 {
+                return bad(format!("tenant {:?}: rate_per_sec must be > 0 and burst >= 1", t.name));
+            }
+            if t.hard_rate_per_sec.is_some() != t.hard_burst.is_some() {
+                return bad(format!("tenant {:?}: hard_rate_per_sec and hard_burst go together", t.name));
+            }
+        }
+        let topics: std::collections::HashSet<_> = self.topics.iter().map(|t| &t.name).collect();
+        if topics.len() != self.topics.len() || self.topics.iter().any(|t| t.name.is_empty() || t.name.len() > 255) {
+            return bad("topic: names must be unique, 1 to 255 bytes".into());
+        }
+        let mut dnames = std::collections::HashSet::new();
+        for d in &self.destinations {
+            if !dnames.insert(&d.name) || d.name.is_empty() {
+                return bad(format!("destination {:?}: names must be unique and non-empty", d.name));
+            }
+            if let Some(t) = d.topics.iter().find(|t| !topics.contains(t)) {
+                return bad(format!("destination {:?}: unknown topic {t:?}", d.name));
+            }
+            if let Some(t) = d.tenants.iter().flatten().find(|t| !names.contains(t)) {
+                return bad(format!("destination {:?}: unknown tenant {t:?}", d.name));
+            }
+            if d.max_in_flight == 0 || d.failure_threshold == 0 {
+                return bad(format!("destination {:?}: max_in_flight and failure_threshold must be >= 1", d.name));
+            }
+            if d.lease_timeout_ms.is_some_and(|ms| ms < 1000) {
+                return bad(format!("destination {:?}: lease_timeout_ms must be >= 1000", d.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn tokens(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.admin_token.as_str())
+            .chain(self.tenants.iter().map(|t| t.token.as_str()))
+            .chain(self.destinations.iter().map(|d| d.token.as_str()))
+    }
+
+    pub fn destination_lease_ms(&self, d: &DestinationConfig) -> u64 {
+        d.lease_timeout_ms.unwrap_or(self.lease_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn development_defaults_are_valid() {
+        let c = Config::development();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7070");
+        assert_eq!(c.destinations[0].name, "dev");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let e = Config::from_toml("admin_token = \"x\"\nshardz = 3\n").unwrap_err();
+        assert!(e.0.contains("shardz") && e.0.contains("line 2"), "{}", e.0);
+        assert!(!e.0.contains('\n'));
+    }
+
+    #[test]
+    fn dev_token_on_a_public_address_is_refused() {
+        let mut c = Config::development();
+        c.listen = "0.0.0.0:7070".into();
+        assert!(c.validate().unwrap_err().0.contains("non-loopback"));
+    }
+
+    #[test]
+    fn destination_with_unknown_topic_is_refused() {
+        let mut c = Config::development();
+        c.destinations[0].topics = vec!["nope".into()];
+        assert!(c.validate().unwrap_err().0.contains("unknown topic"));
+    }
+}

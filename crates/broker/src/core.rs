@@ -1,0 +1,179 @@
+//! The broker's assembled state: configuration resolved into tenants,
+//! topics, routes and destinations, over an open WAL and metadata store.
+
+use crate::auth::{Authenticator, Role, TokenSpec};
+use crate::config::{Config, ConfigError};
+use crate::destination::{DestState, Destination, LaneLeases, LeaseSource, LiveLease};
+use crate::idempotency::IdempotencyCache;
+use crate::limiter::{Limits, TenantLimiter};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use wal::{FileSystem, LaneId, Priority, Wal, WalOptions};
+
+pub struct Tenant {
+    pub name: String,
+    pub priority: Priority,
+    pub shard: u16,
+    pub limiter: TenantLimiter,
+}
+
+/// Disk-level backpressure, refreshed by the maintenance loop.
+#[derive(Default)]
+pub struct DiskState {
+    pub over_watermark: AtomicBool,
+    pub over_quota: AtomicBool,
+}
+
+pub struct Broker {
+    pub cfg: Config,
+    pub wal: Wal,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub auth: Authenticator,
+    pub tenants: Vec<Tenant>,
+    pub topics: HashMap<String, usize>,
+    pub dests: Vec<Destination>,
+    /// [tenant][topic] -> destinations that receive that data.
+    pub routes: Vec<Vec<Vec<usize>>>,
+    pub idempotency: IdempotencyCache,
+    pub disk: DiskState,
+}
+
+/// Stable shard of a tenant: crc32c of its name (not std's randomised hash).
+pub fn shard_of(tenant: &str, shards: u16) -> u16 {
+    (crc32c::crc32c(tenant.as_bytes()) % u32::from(shards.max(1))) as u16
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("WAL: {0}")]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Broker {
+    pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("wal")
+    }
+
+    /// Open the WAL (running recovery) and the store, and rebuild every
+    /// destination's lease state and the idempotency window.
+    pub fn open(cfg: Config, fs: Arc<dyn FileSystem>, metrics: Arc<Metrics>) -> Result<Broker, OpenError> {
+        cfg.validate()?;
+        let opts = WalOptions {
+            shards: cfg.shards,
+            segment_bytes: cfg.segment_bytes,
+            max_frame_bytes: u32::try_from(cfg.max_inflated_bytes + (1 << 20)).unwrap_or(u32::MAX),
+            preallocate: cfg.preallocate,
+        };
+        let observer: Arc<dyn wal::CommitObserver> = metrics.clone();
+        let wal = Wal::open(fs, &Self::wal_dir(&cfg.data_dir), opts, Some(observer))?;
+        let store = Store::open(&cfg.data_dir.join("meta"))?;
+
+        let mut roles = vec![(TokenSpec::parse(&cfg.admin_token).map_err(ConfigError)?, Role::Admin)];
+        let mut tenants = Vec::new();
+        for (i, t) in cfg.tenants.iter().enumerate() {
+            roles.push((TokenSpec::parse(&t.token).map_err(ConfigError)?, Role::Tenant(i)));
+            let soft = Limits { rate_per_sec: t.rate_per_sec, burst: t.burst as f64 };
+            let hard = t.hard_rate_per_sec.zip(t.hard_burst).map(|(r, b)| Limits { rate_per_sec: r, burst: b as f64 });
+            tenants.push(Tenant {
+                name: t.name.clone(),
+                priority: t.priority.parse().map_err(ConfigError)?,
+                shard: shard_of(&t.name, cfg.shards),
+                limiter: TenantLimiter::new(soft, hard),
+            });
+        }
+        let topics: HashMap<String, usize> = cfg.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let mut dests = Vec::new();
+        for (i, d) in cfg.destinations.iter().enumerate() {
+            roles.push((TokenSpec::parse(&d.token).map_err(ConfigError)?, Role::Exporter(i)));
+            let state = load_dest_state(&store, &wal, &d.name)?;
+            let dest = Destination::new(i, d.clone(), cfg.destination_lease_ms(d), state);
+            dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
+            dests.push(dest);
+        }
+        let routes = tenants
+            .iter()
+            .map(|t| {
+                cfg.topics
+                    .iter()
+                    .map(|topic| dests.iter().filter(|d| d.wants(&t.name, &topic.name)).map(|d| d.idx).collect())
+                    .collect()
+            })
+            .collect();
+        let idempotency = IdempotencyCache::new(cfg.idempotency_window_secs * 1000);
+        idempotency.rebuild(&wal, now_ms());
+        Ok(Broker {
+            auth: Authenticator::new(roles),
+            cfg,
+            wal,
+            store,
+            metrics,
+            tenants,
+            topics,
+            dests,
+            routes,
+            idempotency,
+            disk: DiskState::default(),
+        })
+    }
+
+    pub fn dest_by_name(&self, name: &str) -> Option<&Destination> {
+        self.dests.iter().find(|d| d.name == name)
+    }
+}
+
+/// Rebuild a destination's state from its cursors and persisted leases.
+/// Leases in flight stay in flight (their exporter may still commit);
+/// expired ones are offered again first.
+fn load_dest_state(store: &Store, wal: &Wal, dest: &str) -> Result<DestState, OpenError> {
+    let mut st = DestState {
+        breaker: store.breaker(dest)?,
+        paused: store.flags(dest)?.paused,
+        ..DestState::default()
+    };
+    for lane in wal.lanes() {
+        let id = lane.id();
+        let cursor = store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
+        st.lanes.insert(id, LaneLeases { next_unleased: cursor, expired: Default::default() });
+        st.persisted.insert(id, cursor);
+    }
+    for rec in store.leases(dest)? {
+        let Ok(lane) = rec.lane.parse::<LaneId>() else { continue };
+        let Some(ll) = st.lanes.get_mut(&lane) else { continue };
+        let committed = st.persisted.get(&lane).copied().unwrap_or(0);
+        if rec.to <= committed {
+            continue;
+        }
+        ll.next_unleased = ll.next_unleased.max(rec.to);
+        if rec.expired {
+            ll.expired.insert(rec.from.max(committed), (rec.to, rec.redeliveries));
+        } else {
+            st.leases.insert(
+                rec.id.clone(),
+                LiveLease {
+                    id: rec.id,
+                    source: LeaseSource::Lane(lane),
+                    from: rec.from.max(committed),
+                    to: rec.to,
+                    expires_at_ms: rec.expires_at_ms,
+                    acquired_at: std::time::Instant::now(),
+                    probe: rec.probe,
+                    redeliveries: rec.redeliveries,
+                },
+            );
+        }
+    }
+    Ok(st)
+}

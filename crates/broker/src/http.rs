@@ -1,0 +1,276 @@
+//! HTTP routes (axum). Handlers authenticate, call into the broker, and
+//! turn errors into contract answers through [`BrokerError`]'s
+//! `IntoResponse` — the only error-to-status mapping.
+
+use crate::auth::{bearer, Role};
+use crate::core::Broker;
+use crate::error::BrokerError;
+use crate::ingest::{ingest, IngestInput};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, OnceLock};
+
+/// Shared by every handler. The broker appears once recovery is done.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<OnceLock<Arc<Broker>>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl AppState {
+    fn ready(&self) -> Result<&Arc<Broker>, BrokerError> {
+        self.broker.get().ok_or_else(|| BrokerError::WalUnavailable {
+            message: "the broker is recovering its write-ahead log; retry shortly".into(),
+            retry_after_secs: 1,
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/topics/{topic}/records", post(ingest_handler))
+        .route("/v1/destinations/{dest}/leases", post(acquire))
+        .route("/v1/destinations/{dest}/leases/{id}/{action}", post(lease_action))
+        .route("/v1/admin/destinations", get(list_destinations))
+        .route("/v1/admin/destinations/{dest}", get(one_destination))
+        .route("/v1/admin/destinations/{dest}/dead-letters", get(dead_letters))
+        .route("/v1/admin/destinations/{dest}/{action}", post(admin_action))
+        .fallback(|| async {
+            BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response()
+        })
+        .with_state(state)
+}
+
+fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
+    let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    bearer(h).and_then(|t| b.auth.role(t)).ok_or(BrokerError::Unauthorized)
+}
+
+fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
+    match role(b, headers)? {
+        Role::Admin => Ok(()),
+        _ => Err(BrokerError::Forbidden("this endpoint needs the admin token".into())),
+    }
+}
+
+fn require_exporter(b: &Broker, headers: &HeaderMap, dest: &str) -> Result<(), BrokerError> {
+    match role(b, headers)? {
+        Role::Exporter(i) if b.dests[i].name == dest => Ok(()),
+        Role::Exporter(i) => Err(BrokerError::Forbidden(format!(
+            "this exporter token belongs to destination {:?}, not {dest:?}",
+            b.dests[i].name
+        ))),
+        _ => Err(BrokerError::Forbidden("lease endpoints need the destination's exporter token".into())),
+    }
+}
+
+fn parse_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, BrokerError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| BrokerError::InvalidRequest(format!("request body: {e}")))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let Some(b) = s.broker.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": ["recovering the write-ahead log"]}))).into_response();
+    };
+    let failures: Vec<String> = b.wal.failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
+    if failures.is_empty() {
+        Json(serde_json::json!({"ready": true})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": failures}))).into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let (result, tenant) = ingest_inner(&s, &topic, &headers, body).await;
+    let topic_label = match s.broker.get() {
+        Some(b) if b.topics.contains_key(&topic) => topic.as_str(),
+        _ => "_unknown",
+    };
+    let resp = match result {
+        Ok(r) => {
+            s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
+            Json(r).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(tenant = tenant.as_deref().unwrap_or("-"), topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+            e.into_response()
+        }
+    };
+    s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();
+    resp
+}
+
+async fn ingest_inner(
+    s: &AppState,
+    topic: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Result<api::IngestResponse, BrokerError>, Option<String>) {
+    let b = match s.ready() {
+        Ok(b) => b,
+        Err(e) => return (Err(e), None),
+    };
+    let tenant = match role(b, headers) {
+        Ok(Role::Tenant(i)) => i,
+        Ok(_) => return (Err(BrokerError::Forbidden("only tenant tokens may ingest; this is an exporter or admin token".into())), None),
+        Err(e) => return (Err(e), None),
+    };
+    let name = Some(b.tenants[tenant].name.clone());
+    let max = b.cfg.max_body_bytes;
+    let too_large = || BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"));
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return (Err(too_large()), name);
+    }
+    let bytes = match axum::body::to_bytes(body, max as usize).await {
+        Ok(b) => b,
+        Err(_) => return (Err(too_large()), name),
+    };
+    let input = IngestInput {
+        tenant,
+        topic,
+        content_type: header_str(headers, "content-type"),
+        content_encoding: header_str(headers, "content-encoding"),
+        idempotency_key: header_str(headers, "idempotency-key"),
+        body: bytes,
+    };
+    (ingest(b, input).await, name)
+}
+
+fn answer<T: serde::Serialize>(r: Result<T, BrokerError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            if e.code().status() >= 500 {
+                tracing::error!(code = e.code().as_str(), message = %e, "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn acquire(State(s): State<AppState>, Path(dest): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = async {
+        let b = s.ready()?;
+        require_exporter(b, &headers, &dest)?;
+        let req: api::lease::AcquireRequest = parse_json(&body)?;
+        b.acquire(&dest, req).await
+    };
+    answer(r.await)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FailBody {
+    class: Option<api::lease::FailureClass>,
+    message: Option<String>,
+    retry_after_ms: Option<u64>,
+}
+
+async fn lease_action(
+    State(s): State<AppState>,
+    Path((dest, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let b = s.ready()?;
+        require_exporter(b, &headers, &dest)?;
+        match action.as_str() {
+            "heartbeat" => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
+            "commit" => Ok(serde_json::to_value(b.commit(&dest, &id, parse_json(&body)?).await?).unwrap_or_default()),
+            "fail" | "release" => {
+                let f: FailBody = parse_json(&body)?;
+                let class = if action == "release" {
+                    api::lease::FailureClass::Released
+                } else {
+                    f.class.unwrap_or(api::lease::FailureClass::Retryable)
+                };
+                let message = f.message.unwrap_or_else(|| action.clone());
+                b.fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms }).await?;
+                Ok(serde_json::json!({"ok": true}))
+            }
+            other => Err(BrokerError::InvalidRequest(format!(
+                "unknown lease action {other:?}: use heartbeat, commit, fail or release"
+            ))),
+        }
+    };
+    answer(r.await)
+}
+
+async fn list_destinations(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    answer(s.ready().and_then(|b| {
+        require_admin(b, &headers)?;
+        Ok(b.dests.iter().map(|d| b.destination_status(d)).collect::<Vec<_>>())
+    }))
+}
+
+async fn one_destination(State(s): State<AppState>, Path(dest): Path<String>, headers: HeaderMap) -> Response {
+    answer(s.ready().and_then(|b| {
+        require_admin(b, &headers)?;
+        Ok(b.destination_status(b.dest(&dest)?))
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    State(s): State<AppState>,
+    Path(dest): Path<String>,
+    Query(q): Query<Limit>,
+    headers: HeaderMap,
+) -> Response {
+    answer(s.ready().and_then(|b| {
+        require_admin(b, &headers)?;
+        b.dead_letters(&dest, q.limit.unwrap_or(1000))
+    }))
+}
+
+async fn admin_action(
+    State(s): State<AppState>,
+    Path((dest, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let b = s.ready()?;
+        require_admin(b, &headers)?;
+        match action.as_str() {
+            "pause" => b.set_paused(&dest, true).await,
+            "resume" => b.set_paused(&dest, false).await,
+            "reset-breaker" => b.reset_breaker(&dest).await,
+            "rewind" => {
+                let target: api::RewindTarget = serde_json::from_slice(&body)
+                    .map_err(|e| BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}")))?;
+                b.rewind(&dest, target).await
+            }
+            "redrive" => b.redrive(&dest),
+            other => Err(BrokerError::InvalidRequest(format!(
+                "unknown action {other:?}: use pause, resume, reset-breaker, rewind or redrive"
+            ))),
+        }
+    };
+    answer(r.await)
+}

@@ -1,0 +1,284 @@
+//! The ingest accept path: body → records → admission → one durable WAL frame.
+//!
+//! Records are validated in place and referenced as slices of the request
+//! body; the only copy is into the frame buffer. The commit runs in its own
+//! task so a client that disconnects cannot cancel a batch half-way between
+//! "durable" and "remembered for idempotency".
+
+use crate::core::{now_ms, Broker};
+use crate::error::BrokerError;
+use crate::limiter::Verdict;
+use api::IngestResponse;
+use axum::body::Bytes;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use wal::{BatchMeta, EncodedBatch, LaneId, Priority};
+
+/// The request parts the accept path needs.
+pub struct IngestInput<'a> {
+    pub tenant: usize,
+    pub topic: &'a str,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Ndjson,
+    Binary,
+}
+
+fn format_of(content_type: Option<&str>) -> Result<Format, BrokerError> {
+    let ct = content_type.unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-ndjson" => Ok(Format::Ndjson),
+        "application/octet-stream" => Ok(Format::Binary),
+        _ => Err(BrokerError::UnsupportedMediaType(format!(
+            "Content-Type {ct:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)"
+        ))),
+    }
+}
+
+/// Inflate a gzip body, refusing to grow past `cap` bytes.
+fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap as usize));
+    let mut dec = flate2::read::MultiGzDecoder::new(body).take(cap + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|e| BrokerError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}")))?;
+    if out.len() as u64 > cap {
+        return Err(BrokerError::PayloadTooLarge(format!(
+            "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
+        )));
+    }
+    Ok(out)
+}
+
+/// Split and validate records. Each returned slice is one record.
+fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, BrokerError> {
+    if body.iter().all(u8::is_ascii_whitespace) && (format == Format::Ndjson || body.is_empty()) {
+        return Err(BrokerError::InvalidBody("the body is empty: send at least one record".into()));
+    }
+    let too_large = |n: usize, len: usize| {
+        BrokerError::PayloadTooLarge(format!("record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"))
+    };
+    if format == Format::Binary {
+        if body.len() as u64 > max_record {
+            return Err(too_large(1, body.len()));
+        }
+        return Ok(vec![body]);
+    }
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if line.len() as u64 > max_record {
+            return Err(too_large(i + 1, line.len()));
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            return Err(BrokerError::InvalidBody(format!("line {} is not valid JSON: {e}", i + 1)));
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// Refuse with 429/507 if the tenant's data is behind a lagging
+/// destination or the disk is too full. Only the tenants whose data routes
+/// to a lagging destination are refused.
+fn check_backpressure(b: &Broker, tenant: usize, topic: usize) -> Result<(), BrokerError> {
+    let name = &b.tenants[tenant].name;
+    let retry_after_secs = b.cfg.retry_after_secs;
+    let shed = |reason: &'static str| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason]).inc();
+    if b.disk.over_quota.load(Ordering::Relaxed) {
+        shed("disk_quota");
+        return Err(BrokerError::InsufficientStorage(format!(
+            "the WAL reached its disk quota of {} bytes (disk_quota_bytes); retry once exporters catch up and retention frees space",
+            b.cfg.disk_quota_bytes
+        )));
+    }
+    if b.disk.over_watermark.load(Ordering::Relaxed) {
+        shed("disk_watermark");
+        return Err(BrokerError::Backpressure {
+            reason: "disk_watermark",
+            message: format!(
+                "the data disk is more than {:.0}% full (disk_high_watermark); slow down and retry",
+                b.cfg.disk_high_watermark * 100.0
+            ),
+            retry_after_secs,
+        });
+    }
+    for &d in &b.routes[tenant][topic] {
+        let dest = &b.dests[d];
+        if dest.backpressure.load(Ordering::Relaxed) {
+            shed("destination_lag");
+            return Err(BrokerError::Backpressure {
+                reason: "destination_lag",
+                message: format!(
+                    "destination {:?} that receives this data is {} records / {} bytes behind, over its lag limit; retry later",
+                    dest.name,
+                    dest.lag_records.load(Ordering::Relaxed),
+                    dest.lag_bytes.load(Ordering::Relaxed)
+                ),
+                retry_after_secs,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Pick the lane: the tenant's own priority while in rate, `low` otherwise.
+fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, BrokerError> {
+    let t = &b.tenants[tenant];
+    let priority = match t.limiter.decide(now, records) {
+        Verdict::InRate => t.priority,
+        Verdict::Demote(reason) => {
+            if t.priority != Priority::Low {
+                b.metrics.demoted_records.with_label_values(&[t.name.as_str(), reason.as_str()]).inc_by(records);
+            }
+            Priority::Low
+        }
+        Verdict::Reject { retry_after_secs } => {
+            b.metrics.backpressure_shed.with_label_values(&[t.name.as_str(), "hard_rate_limit"]).inc();
+            return Err(BrokerError::RateLimited { tenant: t.name.clone(), retry_after_secs });
+        }
+    };
+    Ok(LaneId::new(priority, t.shard))
+}
+
+pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestResponse, BrokerError> {
+    let topic_idx = *b.topics.get(input.topic).ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
+    let format = format_of(input.content_type)?;
+    let inflated;
+    let body: &[u8] = match input.content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("identity") => &input.body,
+        Some("gzip") | Some("x-gzip") => {
+            inflated = inflate(&input.body, b.cfg.max_inflated_bytes)?;
+            &inflated
+        }
+        Some(other) => {
+            return Err(BrokerError::UnsupportedMediaType(format!(
+                "Content-Encoding {other:?} is not supported: send identity or gzip"
+            )))
+        }
+    };
+    let records = split_records(body, format, b.cfg.max_record_bytes)?;
+    let tenant = &b.tenants[input.tenant];
+    let key = input.idempotency_key.filter(|k| !k.is_empty());
+    if key.is_some_and(|k| k.len() > 255) {
+        return Err(BrokerError::InvalidRequest("Idempotency-Key is longer than 255 bytes".into()));
+    }
+    let now = now_ms();
+    let ticket = match key {
+        Some(k) => match b.idempotency.claim(&tenant.name, k, now).await {
+            crate::idempotency::Claim::Replay(resp) => {
+                b.metrics.idempotent_replays.with_label_values(&[tenant.name.as_str()]).inc();
+                return Ok(resp);
+            }
+            crate::idempotency::Claim::Fresh(t) => Some(t),
+        },
+        None => None,
+    };
+    let admitted = check_backpressure(b, input.tenant, topic_idx)
+        .and_then(|()| admit(b, input.tenant, records.len() as u64, now));
+    let lane = match admitted {
+        Ok(lane) => lane,
+        Err(e) => {
+            if let Some(t) = ticket {
+                b.idempotency.abandon(t);
+            }
+            return Err(e);
+        }
+    };
+    let meta = BatchMeta {
+        tenant: tenant.name.clone(),
+        topic: input.topic.to_string(),
+        idempotency_key: key.map(str::to_string),
+    };
+    let batch = match EncodedBatch::new(&meta, &records) {
+        Ok(batch) => batch,
+        Err(e) => {
+            if let Some(t) = ticket {
+                b.idempotency.abandon(t);
+            }
+            return Err(BrokerError::InvalidBody(format!("cannot store this batch: {e}")));
+        }
+    };
+    let n = records.len() as u64;
+    drop(records);
+    let append = b.wal.append(lane, batch);
+    let broker = Arc::clone(b);
+    let topic = input.topic.to_string();
+    // Detached: the commit and its bookkeeping finish even if the client goes away.
+    let task = tokio::spawn(async move {
+        let result = append.await;
+        let b = &broker;
+        match result {
+            Ok(ack) => {
+                let resp = IngestResponse {
+                    accepted: n,
+                    priority: lane.priority.as_str().to_string(),
+                    lane: lane.to_string(),
+                    first_offset: ack.base_offset,
+                };
+                let tenant = &b.tenants[input.tenant].name;
+                b.metrics.ingest_records.with_label_values(&[tenant.as_str(), topic.as_str(), lane.priority.as_str()]).inc_by(n);
+                if let Some(t) = ticket {
+                    b.idempotency.settle(t, &resp, now_ms());
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                if let Some(t) = ticket {
+                    b.idempotency.abandon(t);
+                }
+                Err(BrokerError::from_wal(e, b.cfg.retry_after_secs))
+            }
+        }
+    });
+    task.await.map_err(|e| BrokerError::Internal(format!("commit task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_are_validated_and_the_bad_line_is_named() {
+        let body = b"{\"a\":1}\n\n{\"b\":2}\r\n{oops}\n";
+        let e = split_records(body, Format::Ndjson, 1024).err().unwrap();
+        assert!(e.to_string().contains("line 4"), "{e}");
+        let ok = split_records(b"{\"a\":1}\n\n[1,2]\r\n", Format::Ndjson, 1024).unwrap();
+        assert_eq!(ok, vec![&b"{\"a\":1}"[..], b"[1,2]"]);
+    }
+
+    #[test]
+    fn empty_bodies_and_oversized_records_are_refused() {
+        assert!(matches!(split_records(b" \n\n", Format::Ndjson, 10), Err(BrokerError::InvalidBody(_))));
+        assert!(matches!(split_records(b"", Format::Binary, 10), Err(BrokerError::InvalidBody(_))));
+        assert!(matches!(split_records(b"[1,2,3,4,5,6]", Format::Ndjson, 5), Err(BrokerError::PayloadTooLarge(_))));
+    }
+
+    #[test]
+    fn gzip_bomb_is_cut_at_the_cap() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert!(matches!(inflate(&gz, 1000), Err(BrokerError::PayloadTooLarge(_))));
+        assert_eq!(inflate(&gz, 2 << 20).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn content_types_are_matched_on_the_media_type() {
+        assert!(format_of(Some("application/x-ndjson; charset=utf-8")).is_ok());
+        assert!(format_of(Some("Application/Octet-Stream")).is_ok());
+        assert!(matches!(format_of(Some("text/plain")), Err(BrokerError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of(None), Err(BrokerError::UnsupportedMediaType(_))));
+    }
+}

@@ -1,0 +1,203 @@
+//! The periodic loop: lease expiry, lag accounting and the backpressure
+//! flags derived from it, `drop_oldest`, retention, disk checks, and the
+//! gauges that mirror all of it.
+
+use crate::config::OnLagLimit;
+use crate::core::{now_ms, Broker};
+use crate::destination::{Destination, Lag};
+use crate::error::BrokerError;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use wal::{Lane, LaneId};
+
+/// Run until the process stops.
+pub async fn run(b: Arc<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(b.cfg.maintenance_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = b.maintain().await {
+            tracing::error!(error = %e, "maintenance pass failed; retrying next tick");
+        }
+    }
+}
+
+/// Bytes of `lane` at or after `from`: exact for whole segments, prorated
+/// inside the segment holding `from`.
+fn bytes_after(lane: &Lane, from: u64) -> u64 {
+    lane.segments()
+        .iter()
+        .filter(|s| s.next_offset > from)
+        .map(|s| {
+            let payload = s.bytes.saturating_sub(wal::segment::SEGMENT_HEADER_LEN as u64);
+            if s.base_offset >= from {
+                payload
+            } else {
+                let span = (s.next_offset - s.base_offset).max(1);
+                payload * (s.next_offset - from) / span
+            }
+        })
+        .sum()
+}
+
+fn first_ts_at(lane: &Lane, from: u64) -> Option<u64> {
+    let mut ts = None;
+    let _ = lane.visit_frames(from, |f| {
+        ts = Some(f.header.ts_ms);
+        ControlFlow::Break(())
+    });
+    ts
+}
+
+impl Broker {
+    /// One maintenance pass.
+    pub async fn maintain(&self) -> Result<(), BrokerError> {
+        let now = now_ms();
+        let mut dirty = false;
+        for dest in &self.dests {
+            dirty |= self.expire_leases(dest, now)? > 0;
+            let lag = self.lag_of(dest, now);
+            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
+                dirty |= self.drop_oldest(dest, lag)? > 0;
+            }
+            let lag = self.lag_of(dest, now);
+            dest.publish_lag(lag);
+            let name = dest.name.as_str();
+            self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);
+            self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
+            let state = dest.state().breaker.state;
+            self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
+        }
+        if dirty {
+            self.store.flush().await?;
+        }
+        self.retain()?;
+        self.check_disk();
+        self.idempotency.expire(now);
+        for lane in self.wal.lanes() {
+            let failed = i64::from(lane.failure().is_some());
+            self.metrics.wal_lane_failed.with_label_values(&[&lane.id().to_string()]).set(failed);
+        }
+        Ok(())
+    }
+
+    pub fn lag_of(&self, dest: &Destination, now: u64) -> Lag {
+        let cursors: Vec<(LaneId, u64)> = {
+            let st = dest.state();
+            self.wal.lanes().map(|l| (l.id(), st.committed(l.id()))).collect()
+        };
+        let mut lag = Lag::default();
+        let mut oldest: Option<u64> = None;
+        for (id, cursor) in cursors {
+            let Ok(lane) = self.wal.lane(id) else { continue };
+            let end = lane.next_offset();
+            if cursor >= end {
+                continue;
+            }
+            lag.records += end - cursor;
+            lag.bytes += bytes_after(lane, cursor);
+            if let Some(ts) = first_ts_at(lane, cursor) {
+                oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
+            }
+        }
+        lag.oldest_pending_age_ms = oldest.map_or(0, |ts| now.saturating_sub(ts));
+        lag
+    }
+
+    /// `on_lag_limit = "drop_oldest"`: move the cursor forward past the
+    /// oldest records until the lag is back under 90% of the limit.
+    fn drop_oldest(&self, dest: &Destination, lag: Lag) -> Result<u64, BrokerError> {
+        let target_bytes = lag.bytes.saturating_sub(dest.cfg.max_lag_bytes * 9 / 10);
+        let target_records = if dest.cfg.max_lag_records > 0 {
+            lag.records.saturating_sub(dest.cfg.max_lag_records * 9 / 10)
+        } else {
+            0
+        };
+        let mut st = dest.state();
+        let (mut freed_bytes, mut dropped) = (0u64, 0u64);
+        for lane in self.wal.lanes() {
+            if freed_bytes >= target_bytes && dropped >= target_records {
+                break;
+            }
+            let id = lane.id();
+            let cursor = st.committed(id);
+            let mut new_cursor = cursor;
+            let _ = lane.visit_frames(cursor, |f| {
+                if freed_bytes >= target_bytes && dropped >= target_records {
+                    return ControlFlow::Break(());
+                }
+                freed_bytes += u64::from(f.header.body_len);
+                new_cursor = f.header.next_offset();
+                dropped += new_cursor - f.header.base_offset.max(cursor);
+                ControlFlow::Continue(())
+            });
+            if new_cursor > cursor {
+                let void: Vec<String> = st
+                    .leases
+                    .values()
+                    .filter(|l| l.source == crate::destination::LeaseSource::Lane(id) && l.from < new_cursor)
+                    .map(|l| l.id.clone())
+                    .collect();
+                for lid in void {
+                    st.leases.remove(&lid);
+                    self.store.remove_lease(&dest.name, &lid)?;
+                }
+                if let Some(ll) = st.lanes.get_mut(&id) {
+                    ll.expired.retain(|from, _| *from >= new_cursor);
+                    ll.next_unleased = ll.next_unleased.max(new_cursor);
+                }
+            }
+        }
+        self.persist_cursors(dest, &mut st)?;
+        if dropped > 0 {
+            dest.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.metrics.destination_dropped_records.with_label_values(&[dest.name.as_str()]).inc_by(dropped);
+            tracing::warn!(destination = %dest.name, dropped, "lag over limit: dropped oldest records (on_lag_limit = drop_oldest)");
+        }
+        Ok(dropped)
+    }
+
+    /// Delete sealed segments every destination has durably committed past.
+    /// Cursors are flushed by commit before they are visible here.
+    fn retain(&self) -> Result<(), BrokerError> {
+        let mut total_bytes = 0u64;
+        for lane in self.wal.lanes() {
+            let id = lane.id();
+            let released = self
+                .dests
+                .iter()
+                .map(|d| d.state().persisted.get(&id).copied().unwrap_or(0))
+                .min()
+                .unwrap_or_else(|| lane.next_offset());
+            let n = lane.delete_segments_below(released).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            if n > 0 {
+                self.metrics.segments_deleted.inc_by(n as u64);
+                tracing::info!(lane = %id, segments = n, released, "retention deleted segments");
+            }
+            total_bytes += lane.segments().iter().map(|s| s.bytes).sum::<u64>();
+        }
+        self.metrics.wal_bytes.set(total_bytes as i64);
+        let over_quota = self.cfg.disk_quota_bytes > 0 && total_bytes >= self.cfg.disk_quota_bytes;
+        self.disk.over_quota.store(over_quota, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn check_disk(&self) {
+        let over = disk_used_ratio(&self.cfg.data_dir).is_some_and(|r| r > self.cfg.disk_high_watermark);
+        self.disk.over_watermark.store(over, Ordering::Relaxed);
+    }
+}
+
+/// Fraction of the filesystem holding `dir` that is in use.
+fn disk_used_ratio(dir: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid NUL-terminated path and a zeroed out-struct.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 || s.f_blocks == 0 {
+        return None;
+    }
+    Some(1.0 - s.f_bavail as f64 / s.f_blocks as f64)
+}

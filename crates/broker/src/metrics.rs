@@ -1,0 +1,106 @@
+//! Every metric the broker exports: names, labels and help text live here
+//! and nowhere else.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::Arc;
+
+pub struct Metrics {
+    registry: Registry,
+    pub ingest_requests: IntCounterVec,
+    pub ingest_records: IntCounterVec,
+    pub ingest_seconds: Histogram,
+    pub demoted_records: IntCounterVec,
+    pub backpressure_shed: IntCounterVec,
+    pub idempotent_replays: IntCounterVec,
+    pub wal_commit_seconds: Histogram,
+    pub wal_fsyncs: IntCounter,
+    pub wal_commits: IntCounter,
+    pub wal_records_per_commit: Histogram,
+    pub wal_batches_per_commit: Histogram,
+    pub wal_lane_failed: IntGaugeVec,
+    pub wal_bytes: IntGauge,
+    pub destination_lag_records: IntGaugeVec,
+    pub destination_lag_bytes: IntGaugeVec,
+    pub destination_breaker_state: IntGaugeVec,
+    pub lease_expired: IntCounterVec,
+    pub leases_acquired: IntCounterVec,
+    pub leases_committed: IntCounterVec,
+    pub lease_seconds: HistogramVec,
+    pub dead_letter_records: IntCounterVec,
+    pub destination_dropped_records: IntCounterVec,
+    pub segments_deleted: IntCounter,
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    // Names are static and unique: registration cannot fail.
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    reg(r, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric"))
+}
+
+const LATENCY: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 1.0, 5.0];
+const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0];
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        Arc::new(Metrics {
+            ingest_requests: counter_vec(&r, "weir_ingest_requests_total", "Ingest requests by topic and HTTP status code.", &["topic", "code"]),
+            ingest_records: counter_vec(&r, "weir_ingest_records_total", "Records acknowledged, by tenant, topic and the priority they were stored at.", &["tenant", "topic", "priority"]),
+            ingest_seconds: histogram(&r, "weir_ingest_request_seconds", "Ingest request latency, parse to durable ack.", LATENCY.to_vec()),
+            demoted_records: counter_vec(&r, "weir_demoted_records_total", "Records sent to the low lane instead of the tenant's own, by reason (over_rate, limiter_contention, limiter_clock).", &["tenant", "reason"]),
+            backpressure_shed: counter_vec(&r, "weir_backpressure_shed_total", "Requests refused with 429/507 to protect a lagging destination or the disk, by reason.", &["tenant", "reason"]),
+            idempotent_replays: counter_vec(&r, "weir_idempotent_replays_total", "Requests answered from the idempotency window without appending.", &["tenant"]),
+            wal_commit_seconds: histogram(&r, "weir_wal_commit_seconds", "Duration of one WAL commit round (write + fdatasync).", LATENCY.to_vec()),
+            wal_fsyncs: reg(&r, IntCounter::new("weir_wal_fsyncs_total", "fdatasync calls made by WAL commit rounds.").expect("valid metric")),
+            wal_commits: reg(&r, IntCounter::new("weir_wal_commits_total", "WAL commit rounds; fsyncs per commit = weir_wal_fsyncs_total / this.").expect("valid metric")),
+            wal_records_per_commit: histogram(&r, "weir_wal_records_per_commit", "Records made durable by one commit round.", COUNTS.to_vec()),
+            wal_batches_per_commit: histogram(&r, "weir_wal_batches_per_commit", "Batches (requests) sharing one commit round.", COUNTS.to_vec()),
+            wal_lane_failed: gauge_vec(&r, "weir_wal_lane_failed", "1 while a WAL lane is failed closed.", &["lane"]),
+            wal_bytes: reg(&r, IntGauge::new("weir_wal_bytes", "Bytes held in WAL segments.").expect("valid metric")),
+            destination_lag_records: gauge_vec(&r, "weir_destination_lag_records", "Records not yet committed by the destination.", &["destination"]),
+            destination_lag_bytes: gauge_vec(&r, "weir_destination_lag_bytes", "Bytes not yet committed by the destination (estimate).", &["destination"]),
+            destination_breaker_state: gauge_vec(&r, "weir_destination_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open.", &["destination"]),
+            lease_expired: counter_vec(&r, "weir_lease_expired_total", "Leases that expired before commit and were offered again.", &["destination"]),
+            leases_acquired: counter_vec(&r, "weir_leases_acquired_total", "Leases handed to exporters.", &["destination"]),
+            leases_committed: counter_vec(&r, "weir_leases_committed_total", "Leases committed.", &["destination"]),
+            lease_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("weir_lease_seconds", "Time from acquire to commit.").buckets(LATENCY.to_vec()), &["destination"]).expect("valid metric")),
+            dead_letter_records: counter_vec(&r, "weir_dead_letter_records_total", "Records moved to the destination's dead letters.", &["destination"]),
+            destination_dropped_records: counter_vec(&r, "weir_destination_dropped_records_total", "Records skipped by on_lag_limit = drop_oldest.", &["destination"]),
+            segments_deleted: reg(&r, IntCounter::new("weir_segments_deleted_total", "Sealed segments deleted by retention.").expect("valid metric")),
+            registry: r,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl wal::CommitObserver for Metrics {
+    fn on_commit(&self, _lane: wal::LaneId, s: &wal::CommitStats) {
+        self.wal_commits.inc();
+        self.wal_fsyncs.inc_by(u64::from(s.fsyncs));
+        self.wal_commit_seconds.observe(s.duration.as_secs_f64());
+        self.wal_records_per_commit.observe(s.records as f64);
+        self.wal_batches_per_commit.observe(s.batches as f64);
+    }
+}

@@ -1,0 +1,158 @@
+//! Process lifecycle: configuration, the data-directory lock, listening
+//! before recovery (so /healthz answers and /readyz says why not yet),
+//! serving, and a graceful stop on SIGTERM/SIGINT that lets in-flight
+//! commits finish.
+
+use crate::config::{Config, ConfigError, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
+use crate::core::Broker;
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Command-line flags; they override the config file.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "broker", about = "Weir broker: durable HTTP ingest, WAL, leases, admin API, /metrics", after_help = "Without --config the broker runs on embedded development defaults:\n  listen 127.0.0.1:7070, data dir ./weir-data, tenant dev (token dev-token),\n  topic events, destination dev (exporter token dev-exporter), admin token dev-admin.\n\nExample:\n  broker --config /etc/weir/broker.toml\n  curl -H 'Authorization: Bearer dev-token' -H 'Content-Type: application/x-ndjson' \\\n       --data-binary '{\"hello\":\"weir\"}' http://127.0.0.1:7070/v1/topics/events/records")]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (WAL segments, metadata).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address, IP:PORT (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Why the process stops with a non-zero code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Usage(#[from] ConfigError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            RunError::Fatal(_) => 1,
+        }
+    }
+}
+
+pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
+    let (mut cfg, dev) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+            (Config::from_toml(&text)?, false)
+        }
+        None => (Config::development(), true),
+    };
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(l) = &args.listen {
+        cfg.listen = l.clone();
+    }
+    cfg.validate()?;
+    Ok((cfg, dev))
+}
+
+/// An exclusive lock on the data directory, held for the process's life.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+pub const LOCK_FILE: &str = "LOCK";
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<DirLock, String> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!("data dir {} is in use by another broker (lock {} is held)", dir.display(), path.display()));
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+fn print_dev_banner(addr: std::net::SocketAddr) {
+    println!("weir broker listening on http://{addr} (embedded development defaults)");
+    println!("  tenant dev        token {DEV_TENANT_TOKEN}");
+    println!("  topic  events");
+    println!("  destination dev   exporter token {DEV_EXPORTER_TOKEN}");
+    println!("  admin             token {DEV_ADMIN_TOKEN}");
+    println!("send a record:");
+    println!(
+        "  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
+    );
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+    tracing::info!("signal received: finishing in-flight commits, then stopping");
+}
+
+/// Run the broker until a signal; returns after a clean stop.
+pub async fn run(args: Args) -> Result<(), RunError> {
+    let (cfg, dev) = load_config(&args)?;
+    let addr = cfg.listen_addr()?;
+    let _lock = DirLock::acquire(&cfg.data_dir).map_err(RunError::Fatal)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+    let metrics = Metrics::new();
+    let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
+    let app = router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+    });
+    tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
+    let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
+    let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))
+        .await
+        .map_err(|e| RunError::Fatal(format!("recovery task failed: {e}")))?
+        .map_err(|e| match e {
+            crate::core::OpenError::Config(c) => RunError::Usage(c),
+            other => RunError::Fatal(other.to_string()),
+        })?;
+    let broker = Arc::new(broker);
+    let damage = broker.wal.recovery_events().iter().filter(|e| e.is_damage()).count();
+    let _ = state.broker.set(Arc::clone(&broker));
+    tracing::info!(damage_events = damage, "recovery done; ready");
+    if dev {
+        print_dev_banner(local);
+    } else {
+        println!("weir broker listening on http://{local}");
+    }
+    let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&broker)));
+    let served = server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
+    maintenance.abort();
+    served.map_err(|e| RunError::Fatal(format!("server error: {e}")))?;
+    // In-flight requests have been answered; commit anything still queued.
+    broker.wal.shutdown();
+    broker.store.flush().await.map_err(|e| RunError::Fatal(e.to_string()))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
