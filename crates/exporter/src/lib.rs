@@ -1,1 +1,27 @@
-//! exporter
+//! # exporter — delivers one destination's records to its sink
+//!
+//! Owns the exporter process: leasing ranges from the broker over the
+//! lease protocol (`api::lease`), delivering them to a sink (file, HTTP
+//! webhook, ClickHouse) with short timeouts, bisecting rejected batches into
+//! dead letters, and committing.
+//!
+//! ## Invariants
+//! - A lease is committed only after its sink accepted (the file sink:
+//!   after fsync) every record not sent to dead letters.
+//! - Timeouts are never retried locally: the broker's breaker must see a
+//!   slow sink at once. Quick failures are retried with full-jitter backoff
+//!   within a budget the lease timeout covers (checked at start).
+//! - The idempotency key of a batch is derived from its destination, lane
+//!   and offsets, so a redelivered range carries the same key.
+//!
+//! ## Never
+//! - keep state of its own: cursors, leases and breakers live in the broker;
+//! - open the broker's data directory.
+
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod deliver;
+pub mod metrics;
+pub mod sink;
+pub mod worker;

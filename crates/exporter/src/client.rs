@@ -1,0 +1,87 @@
+//! The exporter's side of the lease protocol (`api::lease`).
+
+use api::lease::*;
+use api::ErrorBody;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("broker unreachable: {0}")]
+    Transport(String),
+    /// The broker answered with an error body.
+    #[error("broker answered {status} {code}: {message}")]
+    Api { status: u16, code: String, message: String },
+}
+
+impl ClientError {
+    pub fn is_lease_gone(&self) -> bool {
+        matches!(self, ClientError::Api { status: 404, code, .. } if code == "lease_not_found")
+    }
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ClientError::Api { status: 401 | 403, .. })
+    }
+}
+
+pub struct BrokerClient {
+    base: String,
+    dest: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl BrokerClient {
+    pub fn new(base: &str, dest: &str, token: &str) -> Result<BrokerClient, String> {
+        reqwest::Url::parse(base).map_err(|e| format!("--broker {base:?}: {e}"))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(BrokerClient { base: base.trim_end_matches('/').to_string(), dest: dest.to_string(), token: token.to_string(), http })
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/v1/destinations/{}/leases{path}", self.base, self.dest);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")));
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => ("unknown_answer".into(), String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+        };
+        Err(ClientError::Api { status, code, message })
+    }
+
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<AcquireResponse, ClientError> {
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
+        self.call("", serde_json::to_value(req).unwrap_or_default(), wait).await
+    }
+
+    pub async fn heartbeat(&self, id: &str) -> Result<HeartbeatResponse, ClientError> {
+        self.call(&format!("/{id}/heartbeat"), serde_json::json!({}), Duration::from_secs(5)).await
+    }
+
+    pub async fn commit(&self, id: &str, req: &CommitRequest) -> Result<CommitResponse, ClientError> {
+        self.call(&format!("/{id}/commit"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(30)).await
+    }
+
+    pub async fn fail(&self, id: &str, req: &FailRequest) -> Result<serde_json::Value, ClientError> {
+        let path = if req.class == FailureClass::Released { "release" } else { "fail" };
+        self.call(&format!("/{id}/{path}"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(10)).await
+    }
+}

@@ -1,0 +1,160 @@
+//! HTTP sinks: a webhook (NDJSON POST with `Idempotency-Key`) and
+//! ClickHouse's HTTP interface (`INSERT INTO T FORMAT JSONEachRow`).
+//!
+//! Classification: 2xx delivered; 408, 429, 5xx, timeouts and connection
+//! errors retryable (Retry-After honoured); other 4xx poison. ClickHouse
+//! answers 500 for bad rows too, so its error code decides there.
+
+use super::{Record, Sink, SinkError};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpStyle {
+    Webhook { gzip: bool },
+    ClickHouse,
+}
+
+pub struct HttpSink {
+    url: String,
+    style: HttpStyle,
+    client: reqwest::Client,
+}
+
+/// ClickHouse error codes that mean "these rows are bad", not "try later".
+const CLICKHOUSE_POISON: [u32; 12] = [6, 16, 26, 27, 38, 41, 53, 69, 70, 72, 117, 130];
+
+fn clickhouse_code(body: &str) -> Option<u32> {
+    let rest = &body[body.find("Code: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl HttpSink {
+    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        reqwest::Url::parse(url).map_err(|e| format!("sink URL {url:?}: {e}"))?;
+        Ok(HttpSink { url: url.to_string(), style, client })
+    }
+
+    /// `http://HOST:PORT/?table=T[&database=D]` (after the `clickhouse+` prefix).
+    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, String> {
+        let mut url = reqwest::Url::parse(spec).map_err(|e| format!("clickhouse sink {spec:?}: {e}"))?;
+        let table = url
+            .query_pairs()
+            .find(|(k, _)| k == "table")
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| format!("clickhouse sink {spec:?} needs ?table=NAME"))?;
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            return Err(format!("clickhouse table name {table:?} may hold only letters, digits, _ and ."));
+        }
+        let others: Vec<(String, String)> =
+            url.query_pairs().filter(|(k, _)| k != "table").map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        url.query_pairs_mut().clear().extend_pairs(others).append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"));
+        HttpSink::new(url.as_str(), HttpStyle::ClickHouse, timeout)
+    }
+
+    fn body(&self, records: &[Record]) -> Result<Vec<u8>, SinkError> {
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
+        for r in records {
+            buf.extend_from_slice(&r.payload);
+            buf.push(b'\n');
+        }
+        if let HttpStyle::Webhook { gzip: true } = self.style {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&buf).map_err(|e| SinkError::Poison(format!("gzip: {e}")))?;
+            return enc.finish().map_err(|e| SinkError::Poison(format!("gzip: {e}")));
+        }
+        Ok(buf)
+    }
+
+    async fn post(&self, records: &[Record], key: &str) -> Result<(), SinkError> {
+        let body = self.body(records)?;
+        let mut req = self.client.post(&self.url).header("content-type", "application/x-ndjson").body(body);
+        match self.style {
+            HttpStyle::Webhook { gzip } => {
+                req = req.header("idempotency-key", key);
+                if gzip {
+                    req = req.header("content-encoding", "gzip");
+                }
+            }
+            HttpStyle::ClickHouse => {}
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(SinkError::Retryable {
+                    message: format!("{}: {e}", if e.is_timeout() { "timed out" } else { "request failed" }),
+                    retry_after: None,
+                    timed_out: e.is_timeout(),
+                })
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let ra = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        let snippet: String = text.chars().take(300).collect();
+        let message = format!("HTTP {status}: {}", snippet.trim());
+        if self.style == HttpStyle::ClickHouse {
+            if let Some(code) = clickhouse_code(&text) {
+                if CLICKHOUSE_POISON.contains(&code) {
+                    return Err(SinkError::Poison(message));
+                }
+            }
+        }
+        let code = status.as_u16();
+        if code == 408 || code == 429 || status.is_server_error() {
+            Err(SinkError::Retryable { message, retry_after: ra, timed_out: false })
+        } else {
+            Err(SinkError::Poison(message))
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [Record],
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>> {
+        Box::pin(self.post(records, key))
+    }
+
+    fn describe(&self) -> String {
+        match self.style {
+            HttpStyle::ClickHouse => format!("clickhouse {}", self.url),
+            HttpStyle::Webhook { .. } => format!("webhook {}", self.url),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clickhouse_error_codes_are_read_from_the_body() {
+        assert_eq!(clickhouse_code("Code: 26, e.displayText() = DB::Exception: Cannot parse"), Some(26));
+        assert_eq!(clickhouse_code("Code: 241. DB::Exception: Memory limit"), Some(241));
+        assert_eq!(clickhouse_code("oops"), None);
+    }
+
+    #[test]
+    fn clickhouse_spec_becomes_an_insert_query() {
+        let s = HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1)).unwrap();
+        assert!(s.url.contains("database=weir"), "{}", s.url);
+        assert!(s.url.contains("query=INSERT+INTO+events+FORMAT+JSONEachRow"), "{}", s.url);
+        assert!(HttpSink::clickhouse("http://h:1/?table=x;drop", Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Sinks: where a destination's records go. Each classifies its failures
+//! as retryable (the breaker counts them) or poison (the records are bad;
+//! they are bisected out to dead letters).
+
+mod file;
+mod http;
+
+use std::time::Duration;
+
+pub use file::FileSink;
+pub use http::{HttpSink, HttpStyle};
+
+/// One record to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Timeouts, connection errors, 408/429/5xx: try again later.
+    #[error("retryable: {message}")]
+    Retryable { message: String, retry_after: Option<Duration>, timed_out: bool },
+    /// The sink rejected the data itself.
+    #[error("rejected: {0}")]
+    Poison(String),
+}
+
+/// A delivery target.
+pub trait Sink: Send + Sync {
+    /// Deliver `records` (a sub-range of a lease); `key` is stable for the
+    /// same records across redeliveries.
+    fn deliver<'a>(
+        &'a self,
+        records: &'a [Record],
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+    fn describe(&self) -> String;
+}
+
+/// Build a sink from its `--sink` spec.
+pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, String> {
+    if let Some(path) = spec.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into());
+        }
+        return Ok(Box::new(FileSink::open(path)?));
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Ok(Box::new(HttpSink::new(spec, HttpStyle::Webhook { gzip }, timeout)?));
+    }
+    if let Some(rest) = spec.strip_prefix("clickhouse+") {
+        return Ok(Box::new(HttpSink::clickhouse(rest, timeout)?));
+    }
+    Err(format!("unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"))
+}

@@ -1,0 +1,207 @@
+//! The exporter's run loop: `max_in_flight` workers, each acquiring a
+//! lease (long-poll), delivering it with a heartbeat running beside it, and
+//! committing (or failing) it. SIGTERM stops acquiring; leases in hand are
+//! finished, and a lease granted after the signal is released unread.
+
+use crate::client::{BrokerClient, ClientError};
+use crate::config::Options;
+use crate::deliver::{Deliverer, Outcome};
+use crate::metrics::ExporterMetrics;
+use crate::sink::{Record, Sink};
+use api::lease::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("delivery impossible: {0}")]
+    Fatal(String),
+}
+
+struct Ctx {
+    opts: Options,
+    client: BrokerClient,
+    sink: Box<dyn Sink>,
+    metrics: Arc<ExporterMetrics>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<(), ExportError> {
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| ExportError::Usage(format!("--metrics-listen {addr}: {e}")))?;
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics.render() }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
+    let sink = crate::sink::from_spec(&opts.sink, opts.sink_timeout, opts.gzip).map_err(ExportError::Usage)?;
+    let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token).map_err(ExportError::Usage)?;
+    let metrics = ExporterMetrics::new();
+    if let Some(addr) = &opts.metrics_listen {
+        serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
+    }
+    tracing::info!(destination = %opts.destination, sink = %sink.describe(), workers = opts.max_in_flight, "exporter started");
+    let ctx = Arc::new(Ctx { opts, client, sink, metrics });
+    let mut workers = Vec::new();
+    for _ in 0..ctx.opts.max_in_flight {
+        let ctx = Arc::clone(&ctx);
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move { worker(ctx, stop).await }));
+    }
+    let mut result = Ok(());
+    for w in workers {
+        match w.await {
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(ExportError::Fatal(format!("worker panicked: {e}"))),
+            Ok(Ok(())) => {}
+        }
+    }
+    tracing::info!("exporter stopped");
+    result
+}
+
+async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), ExportError> {
+    let req = AcquireRequest {
+        max_records: Some(ctx.opts.batch_records),
+        max_bytes: Some(ctx.opts.batch_bytes),
+        wait_ms: Some(ctx.opts.wait_ms),
+    };
+    let mut transport_failures = 0u32;
+    while !*stop.borrow() {
+        let resp = ctx.client.acquire(&req).await;
+        match resp {
+            Ok(AcquireResponse { lease: Some(lease), .. }) => {
+                transport_failures = 0;
+                if *stop.borrow() {
+                    release(&ctx, &lease.id, "exporter stopping").await;
+                    break;
+                }
+                handle_lease(&ctx, lease).await;
+            }
+            Ok(AcquireResponse { idle, retry_after_ms, .. }) => {
+                transport_failures = 0;
+                if idle != Some(IdleReason::Empty) || retry_after_ms > 0 {
+                    tracing::debug!(?idle, retry_after_ms, "no lease");
+                    let pause = Duration::from_millis(retry_after_ms.clamp(50, 1_000));
+                    let _ = tokio::time::timeout(pause, stop.changed()).await;
+                }
+            }
+            Err(e @ ClientError::Api { status: 401 | 403 | 404, .. }) => return Err(ExportError::Fatal(e.to_string())),
+            Err(e) => {
+                transport_failures += 1;
+                tracing::warn!(error = %e, "acquire failed; retrying");
+                let pause = Duration::from_millis((200u64 << transport_failures.min(4)).min(3_000));
+                let _ = tokio::time::timeout(pause, stop.changed()).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn release(ctx: &Ctx, id: &str, why: &str) {
+    let req = FailRequest { class: FailureClass::Released, message: why.into(), retry_after_ms: None };
+    if let Err(e) = ctx.client.fail(id, &req).await {
+        tracing::warn!(lease = id, error = %e, "could not release lease; it will expire");
+    }
+}
+
+fn decode(lease: &Lease) -> (Vec<Record>, Vec<(u64, String)>, Vec<u64>) {
+    let mut records = Vec::with_capacity(lease.records.len());
+    let mut undecodable = Vec::new();
+    let mut ts = Vec::with_capacity(lease.records.len());
+    for r in &lease.records {
+        match api::b64_decode(&r.payload_b64) {
+            Ok(payload) => {
+                records.push(Record { offset: r.offset, payload });
+                ts.push(r.ts_ms);
+            }
+            Err(e) => undecodable.push((r.offset, e)),
+        }
+    }
+    (records, undecodable, ts)
+}
+
+async fn handle_lease(ctx: &Ctx, lease: Lease) {
+    let dest = ctx.opts.destination.as_str();
+    let (records, mut poison, ts) = decode(&lease);
+    // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
+    let (hb_stop_tx, mut hb_stop) = watch::channel(false);
+    let every = Duration::from_millis((lease.lease_ms / 3).max(200));
+    let hb = async {
+        loop {
+            if tokio::time::timeout(every, hb_stop.changed()).await.is_ok() {
+                return;
+            }
+            if let Err(e) = ctx.client.heartbeat(&lease.id).await {
+                tracing::warn!(lease = %lease.id, error = %e, "heartbeat failed");
+                if e.is_lease_gone() {
+                    return;
+                }
+            }
+        }
+    };
+    let deliverer = Deliverer {
+        sink: &*ctx.sink,
+        backoff: ctx.opts.backoff,
+        max_retries: ctx.opts.max_retries,
+        key_prefix: format!("{dest}/{}", lease.lane),
+    };
+    let delivery = async {
+        let out = deliverer.deliver(&records).await;
+        let _ = hb_stop_tx.send(true);
+        out
+    };
+    let (outcome, ()) = tokio::join!(delivery, hb);
+    match outcome {
+        Outcome::Delivered { poison: rejected } => {
+            poison.extend(rejected);
+            let delivered = records.len().saturating_sub(poison.len()) as u64;
+            let now = now_ms();
+            let hist = ctx.metrics.delivery_seconds.with_label_values(&[dest]);
+            for t in &ts {
+                hist.observe(now.saturating_sub(*t) as f64 / 1000.0);
+            }
+            let req = CommitRequest {
+                dead_letters: poison.iter().map(|(offset, error)| PoisonRecord { offset: *offset, error: error.clone() }).collect(),
+            };
+            match ctx.client.commit(&lease.id, &req).await {
+                Ok(_) => {
+                    ctx.metrics.deliveries.with_label_values(&[dest, "delivered"]).inc();
+                    ctx.metrics.records_delivered.with_label_values(&[dest]).inc_by(delivered);
+                    if !poison.is_empty() {
+                        ctx.metrics.deliveries.with_label_values(&[dest, "poison"]).inc();
+                        ctx.metrics.dead_letters.with_label_values(&[dest]).inc_by(poison.len() as u64);
+                        tracing::warn!(lease = %lease.id, records = poison.len(), "poison records sent to dead letters");
+                    }
+                }
+                Err(e) => {
+                    // Delivered but not committed: the range comes back (at-least-once).
+                    ctx.metrics.deliveries.with_label_values(&[dest, "lease_lost"]).inc();
+                    tracing::warn!(lease = %lease.id, error = %e, "commit failed after delivery; records may be delivered again");
+                }
+            }
+        }
+        Outcome::Retry { message, retry_after } => {
+            ctx.metrics.deliveries.with_label_values(&[dest, "retryable"]).inc();
+            tracing::warn!(lease = %lease.id, sink = %ctx.sink.describe(), %message, "delivery failed; lease returned");
+            let req = FailRequest {
+                class: FailureClass::Retryable,
+                message,
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            };
+            if let Err(e) = ctx.client.fail(&lease.id, &req).await {
+                tracing::warn!(lease = %lease.id, error = %e, "could not report the failure; the lease will expire");
+            }
+        }
+    }
+}
