@@ -68,6 +68,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     /// Shards per priority; lanes are created for every (priority, shard).
+    /// 0 opens only the lanes already on disk (for offline repair).
     pub shards: u16,
     /// A segment is rolled once it holds at least this many bytes.
     pub segment_bytes: u64,

@@ -1,0 +1,210 @@
+//! Offline `broker-admin` subcommands over a data directory: segments,
+//! dump, verify (read-only, safe beside a running broker) and repair
+//! (refuses while a broker holds the directory).
+
+use crate::core::Broker;
+use crate::server::DirLock;
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+use wal::inspect::{inspect_all, visit_segment_frames, SegmentReport};
+use wal::segment::Tail;
+use wal::{LaneId, RealFs};
+
+/// Frames larger than this are not believed even when reading offline.
+pub const MAX_FRAME: u32 = 1 << 30;
+
+fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, String> {
+    let wal_dir = Broker::wal_dir(data_dir);
+    if !wal_dir.exists() {
+        return Err(format!("{} holds no WAL (no {} directory)", data_dir.display(), wal_dir.display()));
+    }
+    inspect_all(&RealFs, &wal_dir, MAX_FRAME).map_err(|e| e.to_string())
+}
+
+fn last_ts(r: &SegmentReport) -> u64 {
+    r.scan.frames.last().map_or(0, |f| f.ts_ms)
+}
+
+/// `segments`: one row (or JSON object) per segment file.
+pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), String> {
+    let reps = reports(data_dir)?;
+    let w = |e: std::io::Error| e.to_string();
+    if !json {
+        writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} PATH", "LANE", "BASE", "LAST", "RECORDS", "BYTES", "FIRST_TS", "LAST_TS", "SEALED", "QUARANTINED").map_err(w)?;
+    }
+    let active: std::collections::HashMap<LaneId, std::path::PathBuf> =
+        reps.iter().filter(|r| !r.quarantined).map(|r| (r.lane, r.path.clone())).collect();
+    for r in &reps {
+        let sealed = r.quarantined || active.get(&r.lane) != Some(&r.path);
+        let last = r.next_offset().checked_sub(1).filter(|_| r.records() > 0);
+        if json {
+            let v = serde_json::json!({
+                "lane": r.lane.to_string(),
+                "path": r.path.display().to_string(),
+                "base_offset": r.base_offset,
+                "last_offset": last,
+                "records": r.records(),
+                "bytes": r.scan.valid_end,
+                "file_bytes": r.file_len,
+                "first_ts_ms": r.scan.frames.first().map(|f| f.ts_ms),
+                "last_ts_ms": r.scan.frames.last().map(|f| f.ts_ms),
+                "sealed": sealed,
+                "quarantined": r.quarantined,
+            });
+            writeln!(out, "{v}").map_err(w)?;
+        } else {
+            let first = r.scan.frames.first().map_or(0, |f| f.ts_ms);
+            let last_s = last.map_or("-".to_string(), |l| l.to_string());
+            writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} {}", r.lane.to_string(), r.base_offset, last_s, r.records(), r.scan.valid_end, first, last_ts(r), sealed, r.quarantined, r.path.display()).map_err(w)?;
+        }
+    }
+    Ok(())
+}
+
+pub struct DumpFilter {
+    pub lane: Option<LaneId>,
+    pub from: u64,
+    pub limit: Option<u64>,
+    pub tenant: Option<String>,
+    pub topic: Option<String>,
+}
+
+/// `dump`: one JSON object per record; returns how many were printed.
+pub fn dump(data_dir: &Path, f: &DumpFilter, out: &mut impl Write) -> Result<u64, String> {
+    dump_from(data_dir, f, &mut std::collections::HashMap::new(), out)
+}
+
+/// Dump records after the per-lane positions in `seen` (updated), for follow mode.
+pub fn dump_from(
+    data_dir: &Path,
+    f: &DumpFilter,
+    seen: &mut std::collections::HashMap<LaneId, u64>,
+    out: &mut impl Write,
+) -> Result<u64, String> {
+    let mut printed = 0u64;
+    let mut err = None;
+    for r in reports(data_dir)?.iter().filter(|r| !r.quarantined && f.lane.is_none_or(|l| l == r.lane)) {
+        let from = seen.get(&r.lane).copied().unwrap_or(f.from).max(f.from);
+        if r.next_offset() <= from {
+            continue;
+        }
+        let flow = visit_segment_frames(&RealFs, r, from, MAX_FRAME, |v| {
+            if f.tenant.as_deref().is_some_and(|t| t != v.tenant) || f.topic.as_deref().is_some_and(|t| t != v.topic) {
+                seen.insert(r.lane, v.header.next_offset());
+                return ControlFlow::Continue(());
+            }
+            for (off, rec) in v.records() {
+                if off < from {
+                    continue;
+                }
+                if f.limit.is_some_and(|l| printed >= l) {
+                    return ControlFlow::Break(());
+                }
+                let mut obj = serde_json::json!({
+                    "lane": r.lane.to_string(), "offset": off, "tenant": v.tenant, "topic": v.topic, "ts_ms": v.header.ts_ms,
+                });
+                match std::str::from_utf8(rec) {
+                    Ok(s) => obj["payload"] = s.into(),
+                    Err(_) => obj["payload_b64"] = api::b64_encode(rec).into(),
+                }
+                if let Err(e) = writeln!(out, "{obj}") {
+                    err = Some(e.to_string());
+                    return ControlFlow::Break(());
+                }
+                printed += 1;
+                seen.insert(r.lane, off + 1);
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = err.take() {
+            return Err(e);
+        }
+        if flow.is_break() {
+            break;
+        }
+    }
+    Ok(printed)
+}
+
+/// `verify`: returns the problems found (empty: clean).
+pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
+    let reps = reports(data_dir)?;
+    let show = progress && std::io::stderr().is_terminal();
+    let mut problems = Vec::new();
+    let mut prev: Option<(LaneId, u64)> = None;
+    let last_of_lane: std::collections::HashMap<LaneId, std::path::PathBuf> =
+        reps.iter().filter(|r| !r.quarantined).map(|r| (r.lane, r.path.clone())).collect();
+    for (i, r) in reps.iter().enumerate() {
+        if show {
+            eprint!("\rverifying segment {}/{} ", i + 1, reps.len());
+        }
+        if r.quarantined {
+            continue;
+        }
+        let p = r.path.display();
+        if let Some(e) = r.header_error {
+            problems.push(format!("{p}: segment header unusable at byte 0: {e}"));
+            continue;
+        }
+        for c in &r.scan.corruptions {
+            problems.push(format!(
+                "{p}: corrupt frame at byte {}: {} (valid frames resume at byte {}; offsets {}..{} lost)",
+                c.at, c.what, c.resumes_at, c.lost_offsets.0, c.lost_offsets.1
+            ));
+        }
+        let is_active = last_of_lane.get(&r.lane) == Some(&r.path);
+        match r.scan.tail {
+            Tail::Torn { at, what } => problems.push(format!("{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)", r.file_len - at)),
+            Tail::Zeros { at } if !is_active => problems.push(format!("{p}: sealed segment has {} zero bytes after byte {at}", r.file_len - at)),
+            _ => {}
+        }
+        if r.summary_ok == Some(false) {
+            problems.push(format!("{p}: summary file disagrees with the segment (rebuilt by repair or the next broker start)"));
+        }
+        if let Some((lane, next)) = prev {
+            if lane == r.lane && next != r.base_offset {
+                problems.push(format!("{p}: gap in offsets of lane {lane}: previous segment ends at {next}, this one starts at {}", r.base_offset));
+            }
+        }
+        prev = Some((r.lane, r.next_offset()));
+    }
+    if show {
+        eprintln!();
+    }
+    Ok(problems)
+}
+
+/// `repair`: run WAL recovery under the directory lock; returns what it did.
+pub fn repair(data_dir: &Path) -> Result<Vec<String>, String> {
+    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to repair: {e}"))?;
+    let opts = wal::WalOptions { shards: 0, max_frame_bytes: MAX_FRAME, ..wal::WalOptions::default() };
+    let wal = wal::Wal::open(Arc::new(RealFs), &Broker::wal_dir(data_dir), opts, None).map_err(|e| e.to_string())?;
+    let done = wal
+        .recovery_events()
+        .iter()
+        .filter(|e| e.is_damage() || matches!(e, wal::RecoveryEvent::SummaryRebuilt { .. }))
+        .map(describe)
+        .collect();
+    wal.shutdown();
+    Ok(done)
+}
+
+fn describe(e: &wal::RecoveryEvent) -> String {
+    use wal::RecoveryEvent::*;
+    match e {
+        TruncatedTail { lane, path, at, bytes, .. } => format!("{lane}: truncated {bytes} torn bytes at byte {at} of {}", path.display()),
+        Quarantined { lane, path, moved_to, corruptions } => format!(
+            "{lane}: quarantined {} ({} corrupt region(s), first at byte {}) to {}; its valid frames were kept in place",
+            path.display(),
+            corruptions.len(),
+            corruptions.first().map_or(0, |c| c.at),
+            moved_to.display()
+        ),
+        RemovedEmptySegment { lane, path } => format!("{lane}: removed never-used segment {}", path.display()),
+        SummaryRebuilt { lane, path } => format!("{lane}: rebuilt summary {}", path.display()),
+        OffsetGap { lane, from, to } => format!("{lane}: offsets {from}..{to} are missing (lost before this repair)"),
+    }
+}
