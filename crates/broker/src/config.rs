@@ -21,7 +21,7 @@ fn d_shards() -> u16 {
     4
 }
 fn d_segment_bytes() -> u64 {
-    64 << 20
+    16 << 20
 }
 fn d_max_body() -> u64 {
     8 << 20

@@ -230,6 +230,7 @@ impl Lane {
             frames_in_segment: writer_state.3,
             failed_at: None,
             buf: Vec::new(),
+            spare: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("wal-{id}"))

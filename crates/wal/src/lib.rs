@@ -74,13 +74,14 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Largest frame body accepted (and believed when recovering).
     pub max_frame_bytes: u32,
-    /// Reserve each segment's space up front with fallocate.
+    /// Reserve each segment's space up front and zero-fill it (the next
+    /// segment is prepared by a helper thread, off the commit path).
     pub preallocate: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { shards: 4, segment_bytes: 64 << 20, max_frame_bytes: 16 << 20, preallocate: true }
+        WalOptions { shards: 4, segment_bytes: 16 << 20, max_frame_bytes: 16 << 20, preallocate: true }
     }
 }
 

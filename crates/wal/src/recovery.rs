@@ -89,6 +89,12 @@ pub(crate) fn recover_lane(
     events: &mut Vec<RecoveryEvent>,
 ) -> Result<RecoveredLane> {
     fs.create_dir_all(dir).map_err(io(dir))?;
+    for p in fs.list_dir(dir).map_err(io(dir))? {
+        if p.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT) {
+            // A spare segment never used: holds no frame.
+            fs.remove_file(&p).map_err(io(&p))?;
+        }
+    }
     let paths = segment_paths(fs, dir)?;
     let mut segments: Vec<RecoveredSegment> = Vec::with_capacity(paths.len());
     for (i, (base, path)) in paths.iter().enumerate() {
@@ -183,7 +189,10 @@ fn recover_segment(
         return Ok(Some(recovered(path, base, s)));
     }
     drop(bytes);
-    if s.valid_end < file_len {
+    // A zero tail on the active segment is its preallocated space: keep it
+    // (already zero-filled) rather than cut and fill it again.
+    let keep_zero_tail = is_last && matches!(s.tail, Tail::Zeros { .. });
+    if s.valid_end < file_len && !keep_zero_tail {
         let torn = matches!(s.tail, Tail::Torn { .. });
         if torn || !is_last {
             events.push(RecoveryEvent::TruncatedTail {
@@ -237,6 +246,48 @@ pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary)
     f.sync_data().map_err(io(&tmp))?;
     fs.rename(&tmp, &path).map_err(io(&path))?;
     sync_parent(fs, &path)
+}
+
+pub(crate) const SPARE_EXT: &str = "spare";
+
+/// Zero-fill and sync a spare file, off the commit path, for the next roll.
+pub(crate) fn prepare_spare(fs: &dyn FileSystem, dir: &Path, opts: &WalOptions) -> Result<(PathBuf, Arc<dyn WalFile>)> {
+    let path = dir.join(format!("next.{SPARE_EXT}"));
+    if fs.exists(&path) {
+        fs.remove_file(&path).map_err(io(&path))?;
+    }
+    let f = fs.create_new(&path).map_err(io(&path))?;
+    let fill = || -> std::io::Result<()> {
+        f.preallocate(opts.segment_bytes)?;
+        f.sync_data()
+    };
+    if let Err(e) = fill() {
+        let _ = fs.remove_file(&path);
+        return Err(WalError::io(&path, e));
+    }
+    Ok((path, f))
+}
+
+/// Turn a prepared spare into the segment starting at `base`: header, sync,
+/// rename, directory sync.
+pub(crate) fn segment_from_spare(
+    fs: &dyn FileSystem,
+    lane: LaneId,
+    dir: &Path,
+    base: u64,
+    spare: (PathBuf, Arc<dyn WalFile>),
+) -> Result<(RecoveredSegment, Arc<dyn WalFile>)> {
+    let (spare_path, f) = spare;
+    let path = dir.join(segment_file_name(base));
+    let setup = || -> std::io::Result<()> {
+        f.write_all_at(&encode_header(lane, base), 0)?;
+        f.sync_data()?;
+        fs.rename(&spare_path, &path)?;
+        fs.sync_dir(dir)
+    };
+    setup().map_err(|e| WalError::io(&path, e))?;
+    let seg = RecoveredSegment { path, base, next: base, frames: Vec::new(), bytes: SEGMENT_HEADER_LEN as u64 };
+    Ok((seg, f))
 }
 
 /// Create, preallocate and sync a fresh segment, then make its name durable.

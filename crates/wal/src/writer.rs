@@ -20,7 +20,7 @@ use crate::error::WalError;
 use crate::frame::EncodedBatch;
 use crate::fs::WalFile;
 use crate::lane::{Appended, LaneShared};
-use crate::recovery::{create_segment, write_summary, RecoveredSegment};
+use crate::recovery::{create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment};
 use crate::segment::{FrameLoc, Summary};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,7 +59,11 @@ pub(crate) struct Writer {
     pub frames_in_segment: usize,
     pub failed_at: Option<Instant>,
     pub buf: Vec<u8>,
+    /// The next segment, being zero-filled by a helper thread.
+    pub spare: Option<std::thread::JoinHandle<Result<Spare, WalError>>>,
 }
+
+type Spare = (PathBuf, Arc<dyn WalFile>);
 
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -212,6 +216,13 @@ impl Writer {
         if let Some(obs) = &self.shared.observer {
             obs.on_commit(self.shared.id, &stats);
         }
+        if self.spare.is_none() && self.shared.opts.preallocate && self.used > self.shared.opts.segment_bytes / 2 {
+            let shared = Arc::clone(&self.shared);
+            self.spare = std::thread::Builder::new()
+                .name(format!("wal-spare-{}", shared.id))
+                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts))
+                .ok();
+        }
     }
 
     /// Cut off a round that hit ENOSPC so no unacknowledged frame can surface
@@ -234,7 +245,18 @@ impl Writer {
     /// Returns the number of fsyncs it took.
     fn roll(&mut self) -> Result<u32, WalError> {
         let shared = Arc::clone(&self.shared);
-        let (seg, file) = create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?;
+        let spare = self.spare.take().and_then(|h| match h.join() {
+            Ok(Ok(spare)) => Some(spare),
+            Ok(Err(e)) => {
+                tracing::warn!(lane = %shared.id, error = %e, "spare segment not ready; creating one inline");
+                None
+            }
+            Err(_) => None,
+        });
+        let (seg, file) = match spare {
+            Some(spare) => segment_from_spare(&*shared.fs, shared.id, &shared.dir, self.next_offset, spare)?,
+            None => create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?,
+        };
         self.file.set_len(self.used).map_err(|e| WalError::io(&self.path, e))?;
         self.file.sync_data().map_err(|e| WalError::io(&self.path, e))?;
         let old = RecoveredSegment {
