@@ -30,7 +30,9 @@ fn main() {
     let base = a.get(5).map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(base).expect("tempdir");
     let counts = Arc::new(Counts::default());
-    let opts = WalOptions { shards: 1, segment_bytes: 256 << 20, ..WalOptions::default() };
+    let preallocate = std::env::var_os("WEIR_NO_PREALLOCATE").is_none();
+    let segment_bytes = std::env::var("WEIR_SEGMENT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(256 << 20);
+    let opts = WalOptions { shards: 1, segment_bytes, preallocate, ..WalOptions::default() };
     let wal = Arc::new(Wal::open(Arc::new(RealFs), tmp.path(), opts, Some(counts.clone())).expect("open"));
     let lane = LaneId::new(Priority::Normal, 0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -59,7 +59,30 @@ pub(crate) struct SealedSegment {
     pub next: u64,
     pub frames: Vec<FrameLoc>,
     pub bytes: u64,
+    /// Derived once: listing segments must not walk every frame.
+    records: u64,
     map: OnceLock<Arc<FileBytes>>,
+}
+
+impl SealedSegment {
+    fn new(path: PathBuf, base: u64, next: u64, frames: Vec<FrameLoc>, bytes: u64) -> Self {
+        let records = frames.iter().map(|f| u64::from(f.records)).sum();
+        SealedSegment { path, base, next, frames, bytes, records, map: OnceLock::new() }
+    }
+
+    fn info(&self, lane: LaneId) -> SegmentInfo {
+        SegmentInfo {
+            lane,
+            path: self.path.clone(),
+            base_offset: self.base,
+            next_offset: self.next,
+            records: self.records,
+            bytes: self.bytes,
+            first_ts_ms: self.frames.first().map_or(0, |f| f.ts_ms),
+            last_ts_ms: self.frames.last().map_or(0, |f| f.ts_ms),
+            sealed: true,
+        }
+    }
 }
 
 struct ActiveSegment {
@@ -153,14 +176,7 @@ impl LaneShared {
     ) -> Arc<SealedSegment> {
         let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
         let frames = std::mem::take(&mut idx.active.frames);
-        let sealed = Arc::new(SealedSegment {
-            path: old.path.clone(),
-            base: old.base,
-            next: old.next,
-            frames,
-            bytes: old.bytes,
-            map: OnceLock::new(),
-        });
+        let sealed = Arc::new(SealedSegment::new(old.path.clone(), old.base, old.next, frames, old.bytes));
         idx.sealed.push(Arc::clone(&sealed));
         idx.active = ActiveSegment { path: new.path, base: new.base, file, frames: new.frames, bytes: new.bytes };
         sealed
@@ -187,16 +203,7 @@ impl Lane {
         let sealed = rec
             .sealed
             .into_iter()
-            .map(|s| {
-                Arc::new(SealedSegment {
-                    path: s.path,
-                    base: s.base,
-                    next: s.next,
-                    frames: s.frames,
-                    bytes: s.bytes,
-                    map: OnceLock::new(),
-                })
-            })
+            .map(|s| Arc::new(SealedSegment::new(s.path, s.base, s.next, s.frames, s.bytes)))
             .collect();
         let writer_state = (rec.active.path.clone(), rec.active.base, rec.active.bytes, rec.active.frames.len());
         let active = ActiveSegment {
@@ -382,20 +389,19 @@ impl Lane {
     /// Segments of this lane, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
-        let info = |path: &PathBuf, base: u64, frames: &[FrameLoc], bytes: u64, sealed: bool| SegmentInfo {
-            lane: self.id(),
-            path: path.clone(),
-            base_offset: base,
-            next_offset: frames.last().map_or(base, FrameLoc::next_offset),
-            records: frames.iter().map(|f| u64::from(f.records)).sum(),
-            bytes,
-            first_ts_ms: frames.first().map_or(0, |f| f.ts_ms),
-            last_ts_ms: frames.last().map_or(0, |f| f.ts_ms),
-            sealed,
-        };
-        let mut out: Vec<_> = idx.sealed.iter().map(|s| info(&s.path, s.base, &s.frames, s.bytes, true)).collect();
+        let mut out: Vec<_> = idx.sealed.iter().map(|s| s.info(self.id())).collect();
         let a = &idx.active;
-        out.push(info(&a.path, a.base, &a.frames, a.bytes, false));
+        out.push(SegmentInfo {
+            lane: self.id(),
+            path: a.path.clone(),
+            base_offset: a.base,
+            next_offset: a.frames.last().map_or(a.base, FrameLoc::next_offset),
+            records: a.frames.iter().map(|f| u64::from(f.records)).sum(),
+            bytes: a.bytes,
+            first_ts_ms: a.frames.first().map_or(0, |f| f.ts_ms),
+            last_ts_ms: a.frames.last().map_or(0, |f| f.ts_ms),
+            sealed: false,
+        });
         out
     }
 
