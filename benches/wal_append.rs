@@ -17,7 +17,7 @@ fn meta() -> BatchMeta {
 }
 
 fn open(dir: &std::path::Path) -> Arc<Wal> {
-    let opts = WalOptions { shards: 1, segment_bytes: 256 << 20, ..WalOptions::default() };
+    let opts = WalOptions { shards: 1, segment_bytes: 64 << 20, ..WalOptions::default() };
     Arc::new(Wal::open(Arc::new(RealFs), dir, opts, None).expect("open wal"))
 }
 

@@ -206,7 +206,7 @@ pub struct ConfigError(pub String);
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let msg = e.message().replace('\n', " ");
             ConfigError(match line {
                 Some(l) => format!("config line {l}: {msg}"),

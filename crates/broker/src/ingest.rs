@@ -214,8 +214,7 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
     let append = b.wal.append(lane, batch);
     let broker = Arc::clone(b);
     let topic = input.topic.to_string();
-    // Detached: the commit and its bookkeeping finish even if the client goes away.
-    let task = tokio::spawn(async move {
+    let commit = async move {
         let result = append.await;
         let b = &broker;
         match result {
@@ -240,8 +239,15 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
                 Err(BrokerError::from_wal(e, b.cfg.retry_after_secs))
             }
         }
-    });
-    task.await.map_err(|e| BrokerError::Internal(format!("commit task failed: {e}")))?
+    };
+    if key.is_none() {
+        // Nothing to keep consistent if the client goes away: the WAL
+        // commits the queued frame regardless.
+        return commit.await;
+    }
+    // Detached: a keyed batch is remembered for idempotency even if the
+    // client disconnects between "durable" and the answer.
+    tokio::spawn(commit).await.map_err(|e| BrokerError::Internal(format!("commit task failed: {e}")))?
 }
 
 #[cfg(test)]

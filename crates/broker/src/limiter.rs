@@ -83,7 +83,9 @@ pub fn admit_hard(b: Bucket, now_ms: u64, n: u64, limits: Limits) -> (Bucket, Ve
         // Unknown state: do not reject on doubt; the soft limiter demotes.
         return (b, Verdict::Demote(DemoteReason::LimiterClock));
     };
-    if d.level + n as f64 <= limits.burst {
+    // A batch larger than the whole bucket passes only on an empty bucket
+    // (otherwise it could never pass); the bucket then drains from above.
+    if d.level + n as f64 <= limits.burst || d.level == 0.0 {
         return (Bucket { level: d.level + n as f64, ..d }, Verdict::InRate);
     }
     // Time until the bucket has room for n (or is empty, if n > burst).
@@ -185,11 +187,15 @@ mod tests {
         let hard = Limits { rate_per_sec: 10.0, burst: 20.0 };
         let (b, v) = admit_hard(Bucket::EMPTY, 0, 20, hard);
         assert_eq!(v, Verdict::InRate);
-        // 25 more need 25 drained at 10/s: 2.5 s, rounded up.
+        // 15 more need 15 drained at 10/s: 1.5 s, rounded up.
+        let (_, v) = admit_hard(b, 0, 15, hard);
+        assert_eq!(v, Verdict::Reject { retry_after_secs: 2 });
+        let (_, v) = admit_hard(b, 1_500, 15, hard);
+        assert_eq!(v, Verdict::InRate, "after the Retry-After the same batch fits");
+        // A batch larger than the bucket waits for it to empty (2 s), then passes.
         let (_, v) = admit_hard(b, 0, 25, hard);
-        assert_eq!(v, Verdict::Reject { retry_after_secs: 3 });
-        // After waiting that long the same batch fits... if it fits at all (capped at burst).
-        let (_, v) = admit_hard(b, 2_000, 20, hard);
+        assert_eq!(v, Verdict::Reject { retry_after_secs: 2 });
+        let (_, v) = admit_hard(b, 2_000, 25, hard);
         assert_eq!(v, Verdict::InRate);
     }
 

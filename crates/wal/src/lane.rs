@@ -102,6 +102,9 @@ struct Index {
 struct Queue {
     items: Vec<Pending>,
     shutdown: bool,
+    /// The writer sleeps on the condvar: only then does an append signal it
+    /// (a busy writer takes the queue after its sync without a wake-up).
+    writer_waiting: bool,
 }
 
 pub(crate) struct LaneShared {
@@ -134,15 +137,20 @@ impl LaneShared {
             if q.shutdown {
                 return None;
             }
+            q.writer_waiting = true;
             match timeout {
                 Some(t) => {
                     let (guard, res) = self.wake.wait_timeout(q, t).unwrap_or_else(|e| e.into_inner());
                     q = guard;
+                    q.writer_waiting = false;
                     if res.timed_out() {
                         return Some(Vec::new());
                     }
                 }
-                None => q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.writer_waiting = false;
+                }
             }
         }
         Some(std::mem::take(&mut q.items))
@@ -238,6 +246,7 @@ impl Lane {
             failed_at: None,
             buf: Vec::new(),
             spare: None,
+            avg_commit_bytes: 0.0,
         };
         let handle = std::thread::Builder::new()
             .name(format!("wal-{id}"))
@@ -274,8 +283,11 @@ impl Lane {
             return Err(WalError::ShuttingDown);
         }
         q.items.push(Pending { batch, reply });
+        let wake = std::mem::take(&mut q.writer_waiting);
         drop(q);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 

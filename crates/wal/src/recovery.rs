@@ -116,7 +116,7 @@ pub(crate) fn recover_lane(
         None => create_segment(fs, lane, dir, 0, opts)?,
     };
     if opts.preallocate {
-        active_file.preallocate(opts.segment_bytes).map_err(io(&active.path))?;
+        active_file.preallocate(opts.segment_bytes, true).map_err(io(&active.path))?;
     }
     active_file.sync_data().map_err(io(&active.path))?;
     for seg in &segments {
@@ -251,14 +251,19 @@ pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary)
 pub(crate) const SPARE_EXT: &str = "spare";
 
 /// Zero-fill and sync a spare file, off the commit path, for the next roll.
-pub(crate) fn prepare_spare(fs: &dyn FileSystem, dir: &Path, opts: &WalOptions) -> Result<(PathBuf, Arc<dyn WalFile>)> {
+pub(crate) fn prepare_spare(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &WalOptions,
+    zero_fill: bool,
+) -> Result<(PathBuf, Arc<dyn WalFile>)> {
     let path = dir.join(format!("next.{SPARE_EXT}"));
     if fs.exists(&path) {
         fs.remove_file(&path).map_err(io(&path))?;
     }
     let f = fs.create_new(&path).map_err(io(&path))?;
     let fill = || -> std::io::Result<()> {
-        f.preallocate(opts.segment_bytes)?;
+        f.preallocate(opts.segment_bytes, zero_fill)?;
         f.sync_data()
     };
     if let Err(e) = fill() {
@@ -307,7 +312,7 @@ pub(crate) fn create_segment(
     let setup = || -> std::io::Result<()> {
         f.write_all_at(&encode_header(lane, base), 0)?;
         if opts.preallocate {
-            f.preallocate(opts.segment_bytes)?;
+            f.preallocate(opts.segment_bytes, true)?;
         }
         f.sync_data()?;
         fs.sync_dir(dir)

@@ -250,7 +250,7 @@ impl WalFile for SimFile {
             Ok(())
         })
     }
-    fn preallocate(&self, len: u64) -> io::Result<()> {
+    fn preallocate(&self, len: u64, _zero_fill: bool) -> io::Result<()> {
         self.with(|st, ino| {
             let cur = st.inode_mut(ino)?.data.len() as u64;
             if len <= cur {

@@ -59,9 +59,16 @@ pub(crate) struct Writer {
     pub frames_in_segment: usize,
     pub failed_at: Option<Instant>,
     pub buf: Vec<u8>,
-    /// The next segment, being zero-filled by a helper thread.
+    /// The next segment, being prepared by a helper thread.
     pub spare: Option<std::thread::JoinHandle<Result<Spare, WalError>>>,
+    /// Moving average of bytes per commit round (decides the spare's zero fill).
+    pub avg_commit_bytes: f64,
 }
+
+/// Zero-filling pays off when commits are small (each fdatasync would
+/// otherwise journal an extent conversion, ~0.25 ms here); for large
+/// commits that cost is amortised and the zero fill only doubles the I/O.
+const ZERO_FILL_BELOW_BYTES: f64 = 256.0 * 1024.0;
 
 type Spare = (PathBuf, Arc<dyn WalFile>);
 
@@ -115,7 +122,7 @@ impl Writer {
             let f = fs.open_rw(&self.path)?;
             f.set_len(self.used)?;
             if self.shared.opts.preallocate {
-                f.preallocate(self.shared.opts.segment_bytes)?;
+                f.preallocate(self.shared.opts.segment_bytes, true)?;
             }
             f.sync_data()?;
             Ok(f)
@@ -216,11 +223,13 @@ impl Writer {
         if let Some(obs) = &self.shared.observer {
             obs.on_commit(self.shared.id, &stats);
         }
+        self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * len as f64;
         if self.spare.is_none() && self.shared.opts.preallocate && self.used > self.shared.opts.segment_bytes / 2 {
             let shared = Arc::clone(&self.shared);
+            let zero_fill = self.avg_commit_bytes < ZERO_FILL_BELOW_BYTES;
             self.spare = std::thread::Builder::new()
                 .name(format!("wal-spare-{}", shared.id))
-                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts))
+                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts, zero_fill))
                 .ok();
         }
     }
@@ -232,7 +241,7 @@ impl Writer {
             self.file.set_len(start)?;
             if self.shared.opts.preallocate {
                 // Best effort: without the space, later writes extend the file.
-                let _ = self.file.preallocate(self.shared.opts.segment_bytes);
+                let _ = self.file.preallocate(self.shared.opts.segment_bytes, true);
             }
             self.file.sync_data()
         };
