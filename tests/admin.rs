@@ -24,7 +24,7 @@ async fn fill(url: &str, n: usize) -> String {
 /// The active segment of `lane` and its frames (read-only inspection).
 fn frames(data_dir: &Path, lane: &str) -> (PathBuf, Vec<wal::segment::FrameLoc>) {
     let reports = wal::inspect::inspect_all(&wal::RealFs, &data_dir.join("wal"), 1 << 30).unwrap();
-    let r = reports.iter().filter(|r| r.lane.to_string() == lane && !r.quarantined).last().unwrap();
+    let r = reports.iter().rfind(|r| r.lane.to_string() == lane && !r.quarantined).unwrap();
     (r.path.clone(), r.scan.frames.clone())
 }
 
@@ -54,7 +54,10 @@ async fn torn_tail_is_found_by_verify_and_mended_by_repair() {
     drop(f);
     let (code, out, err) = run_admin(&["verify", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains(&seg.display().to_string()) && out.contains(&format!("torn tail at byte {}", last.pos)), "{out}");
+    assert!(
+        out.contains(&seg.display().to_string()) && out.contains(&format!("torn tail at byte {}", last.pos)),
+        "{out}"
+    );
     let (code, out, _) = run_admin(&["repair", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("truncated"), "{out}");
@@ -76,7 +79,10 @@ async fn flipped_byte_is_found_by_verify_and_repair_keeps_every_record_around_it
     std::fs::write(&seg, &bytes).unwrap();
     let (code, out, _) = run_admin(&["verify", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.contains(&seg.display().to_string()) && out.contains(&format!("corrupt frame at byte {}", hit.pos)), "{out}");
+    assert!(
+        out.contains(&seg.display().to_string()) && out.contains(&format!("corrupt frame at byte {}", hit.pos)),
+        "{out}"
+    );
     let (code, out, _) = run_admin(&["repair", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("quarantined"), "{out}");
@@ -117,7 +123,8 @@ async fn dump_round_trips_text_and_binary_payloads() {
     let bin = rows.iter().find(|r| r["tenant"] == "globex").unwrap();
     assert!(bin.get("payload").is_none());
     assert_eq!(api::b64_decode(bin["payload_b64"].as_str().unwrap()).unwrap(), binary);
-    let (code, filtered, _) = run_admin(&["dump", "--data-dir", b.data_dir.to_str().unwrap(), "--tenant", "globex", "--limit", "5"]);
+    let (code, filtered, _) =
+        run_admin(&["dump", "--data-dir", b.data_dir.to_str().unwrap(), "--tenant", "globex", "--limit", "5"]);
     assert_eq!((code, filtered.lines().count()), (0, 1));
     let (code, out, _) = run_admin(&["verify", "--data-dir", b.data_dir.to_str().unwrap()]);
     assert_eq!(code, 0, "verify beside a running broker: {out}");
@@ -150,7 +157,8 @@ async fn online_commands_rewind_pause_and_show_destinations() {
     let (code, json, _) = admin(&["destinations", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for key in ["name", "lag_records", "lag_bytes", "oldest_pending_age_ms", "leases_in_flight", "dead_letter_records"] {
+    for key in ["name", "lag_records", "lag_bytes", "oldest_pending_age_ms", "leases_in_flight", "dead_letter_records"]
+    {
         assert!(v[0].get(key).is_some(), "missing {key}");
     }
     assert_eq!(v[0]["breaker"]["state"], "closed");

@@ -52,7 +52,10 @@ async fn acknowledged_request_survives_a_crash_right_after_the_200() {
     let lane = a.json["lane"].as_str().unwrap().to_string();
     // Power is lost the instant the 200 arrived.
     let held = batches_after_crash(&sim, tmp.path(), &lane);
-    assert_eq!(held, vec![(a.json["first_offset"].as_u64().unwrap(), vec!["{\"n\":1}".to_string(), "{\"n\":2}".to_string()])]);
+    assert_eq!(
+        held,
+        vec![(a.json["first_offset"].as_u64().unwrap(), vec!["{\"n\":1}".to_string(), "{\"n\":2}".to_string()])]
+    );
 }
 
 #[tokio::test]

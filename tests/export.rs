@@ -34,7 +34,10 @@ async fn produce(url: &str, token: &str, prefix: &str, n: usize, per: usize, ove
 }
 
 fn id_of(line: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["id"].as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn percentile(mut v: Vec<u64>, p: f64) -> u64 {
@@ -115,11 +118,24 @@ async fn healthy_destination_receives_everything_while_a_black_hole_trips_its_br
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_exporter_lease_is_redelivered_and_duplicates_come_only_from_it() {
-    let b = BrokerProc::start("lease_timeout_ms = 2000\n[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n");
+    let b = BrokerProc::start(
+        "lease_timeout_ms = 2000\n[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.ndjson");
     let sink = format!("file:{}", out.display());
-    let args = ["--lease-timeout-ms", "2000", "--sink-timeout-ms", "300", "--max-retries", "0", "--batch-records", "40", "--wait-ms", "200"];
+    let args = [
+        "--lease-timeout-ms",
+        "2000",
+        "--sink-timeout-ms",
+        "300",
+        "--max-retries",
+        "0",
+        "--batch-records",
+        "40",
+        "--wait-ms",
+        "200",
+    ];
     let mut first = ExporterProc::start(&b.url, "f", "f-t", &sink, &args);
     let url = b.url.clone();
     let producer = tokio::spawn(async move { produce(&url, "acme-t", "k", 300, 2, Duration::from_secs(6)).await });
@@ -171,7 +187,8 @@ async fn poison_record_goes_to_dead_letters_and_redrive_delivers_it_after_the_fi
     let lines = sink.lines();
     assert_eq!(lines.len(), 99);
     assert!(lines.iter().all(|l| !l.contains("poison")));
-    let (code, listed, _) = run_admin(&["dead-letters", "--broker", &b.url, "--token", "admin-t", "--destination", "w", "--json"]);
+    let (code, listed, _) =
+        run_admin(&["dead-letters", "--broker", &b.url, "--token", "admin-t", "--destination", "w", "--json"]);
     assert_eq!(code, 0);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.len(), 1);
@@ -182,7 +199,8 @@ async fn poison_record_goes_to_dead_letters_and_redrive_delivers_it_after_the_fi
     let (code, _, err) = run_admin(&["redrive", "--broker", &b.url, "--token", "admin-t", "--destination", "w"]);
     assert_eq!(code, 0, "{err}");
     wait_until("the dead letter is delivered and gone", Duration::from_secs(30), || async {
-        sink.lines().iter().any(|l| l.contains("poison-63")) && destination(&b.url, "w").await["dead_letter_records"] == 0
+        sink.lines().iter().any(|l| l.contains("poison-63"))
+            && destination(&b.url, "w").await["dead_letter_records"] == 0
     })
     .await;
     assert_eq!(metric(&b.url, "weir_dead_letter_records_total{destination=\"w\"}").await, 1.0);
@@ -217,7 +235,10 @@ async fn segments_are_deleted_only_after_every_destination_passed_them() {
     let tmp = tempfile::tempdir().unwrap();
     let (fa, fb) = (tmp.path().join("a.ndjson"), tmp.path().join("b.ndjson"));
     let _ea = ExporterProc::start(&b.url, "a", "a-t", &format!("file:{}", fa.display()), &["--wait-ms", "200"]);
-    wait_until("a caught up", Duration::from_secs(30), || async { destination(&b.url, "a").await["lag_records"] == 0 && file_lines(&fa).len() == 401 }).await;
+    wait_until("a caught up", Duration::from_secs(30), || async {
+        destination(&b.url, "a").await["lag_records"] == 0 && file_lines(&fa).len() == 401
+    })
+    .await;
     // b has not read anything: every segment is still needed.
     tokio::time::sleep(Duration::from_millis(300)).await; // several maintenance passes (50 ms)
     assert_eq!(lane_segments(&b.data_dir)[&lane], before);
@@ -268,7 +289,13 @@ fn exporter_refuses_a_lease_timeout_that_cannot_cover_its_retries_and_exits_zero
     assert!(String::from_utf8_lossy(&out.stderr).contains("lease timeout"));
     let b = BrokerProc::start("[[destination]]\nname = \"s\"\ntopics = [\"events\"]\ntoken = \"s-t\"\n");
     let tmp = tempfile::tempdir().unwrap();
-    let mut e = ExporterProc::start(&b.url, "s", "s-t", &format!("file:{}", tmp.path().join("o").display()), &["--wait-ms", "500"]);
+    let mut e = ExporterProc::start(
+        &b.url,
+        "s",
+        "s-t",
+        &format!("file:{}", tmp.path().join("o").display()),
+        &["--wait-ms", "500"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(e.sigterm(), Some(0));
 }
@@ -313,7 +340,8 @@ async fn records_exported_to_a_real_clickhouse_arrive_with_the_right_row_count()
     let sink = format!("clickhouse+{ch}/?table=weir_events");
     let _e = ExporterProc::start(&b.url, "ch", "ch-t", &sink, &["--wait-ms", "200"]);
     wait_until("500 rows in ClickHouse and 1 dead letter", Duration::from_secs(60), || async {
-        q("SELECT count() FROM weir_events").await.trim() == "500" && destination(&b.url, "ch").await["dead_letter_records"] == 1
+        q("SELECT count() FROM weir_events").await.trim() == "500"
+            && destination(&b.url, "ch").await["dead_letter_records"] == 1
     })
     .await;
     assert_eq!(q("SELECT uniqExact(id) FROM weir_events").await.trim(), "500");

@@ -57,7 +57,10 @@ async fn accepted_batch_answers_with_count_priority_lane_and_first_offset() {
     assert!(a.json["lane"].as_str().unwrap().starts_with("normal/"));
     let second = ingest(&b.url, "acme-t", "events", "{\"c\":3}").await;
     assert_eq!(second.json["first_offset"].as_u64(), Some(a.json["first_offset"].as_u64().unwrap() + 2));
-    assert_eq!(metric(&b.url, "weir_ingest_records_total{priority=\"normal\",tenant=\"acme\",topic=\"events\"}").await, 3.0);
+    assert_eq!(
+        metric(&b.url, "weir_ingest_records_total{priority=\"normal\",tenant=\"acme\",topic=\"events\"}").await,
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -92,7 +95,8 @@ async fn tokens_outside_their_role_are_403() {
     // An exporter token works for its own destination only, and not for admin.
     let other = c.post(format!("{}/v1/destinations/stuck/leases", b.url)).bearer_auth("main-t").send().await.unwrap();
     answer(other).await.assert_error(403, "forbidden", false);
-    let admin = c.post(format!("{}/v1/admin/destinations/main/pause", b.url)).bearer_auth("main-t").send().await.unwrap();
+    let admin =
+        c.post(format!("{}/v1/admin/destinations/main/pause", b.url)).bearer_auth("main-t").send().await.unwrap();
     answer(admin).await.assert_error(403, "forbidden", false);
     // And no token on admin endpoints is 401.
     let none = c.get(format!("{}/v1/admin/destinations", b.url)).send().await.unwrap();
@@ -160,7 +164,8 @@ async fn wrong_content_type_or_encoding_is_415() {
     let b = BrokerProc::start(EXTRA);
     let c = client();
     let url = format!("{}/v1/topics/events/records", b.url);
-    let plain = c.post(&url).bearer_auth("acme-t").header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let plain =
+        c.post(&url).bearer_auth("acme-t").header("content-type", "text/plain").body("{}").send().await.unwrap();
     answer(plain).await.assert_error(415, "unsupported_media_type", false);
     let br = c
         .post(&url)
@@ -338,19 +343,24 @@ fn bad_config_exits_2_with_a_one_line_reason() {
 #[tokio::test]
 async fn readme_quickstart_curl_gets_200_on_the_embedded_defaults() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(BROKER)
+    let child = std::process::Command::new(BROKER)
         .current_dir(tmp.path())
         .args(["--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // Killed and reaped on drop, also when an assertion fails.
+    let mut broker = ExporterProc { child };
+    let stdout = broker.child.stdout.take().unwrap();
     let lines: Vec<String> = {
         use std::io::BufRead;
         std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(7).collect()
     };
     let banner = lines.join("\n");
-    assert!(banner.contains("dev-token") && banner.contains("dev-exporter") && banner.contains("dev-admin"), "{banner}");
+    assert!(
+        banner.contains("dev-token") && banner.contains("dev-exporter") && banner.contains("dev-admin"),
+        "{banner}"
+    );
     // Run the exact curl line the broker prints (the README shows the same one on port 7070).
     let curl = lines.iter().find(|l| l.trim_start().starts_with("curl ")).expect("a curl line").trim().to_string();
     let out = std::process::Command::new("sh").arg("-c").arg(format!("{curl} -w ' %{{http_code}}'")).output().unwrap();
@@ -358,5 +368,5 @@ async fn readme_quickstart_curl_gets_200_on_the_embedded_defaults() {
     assert!(text.trim_end().ends_with("200"), "{text}");
     assert!(text.contains("\"accepted\":1"), "{text}");
     assert!(tmp.path().join("weir-data").exists(), "default data dir ./weir-data");
-    let _ = child.kill();
+    assert_eq!(broker.sigterm(), Some(0));
 }

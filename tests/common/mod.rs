@@ -14,7 +14,11 @@ pub const EXPORTER: &str = env!("CARGO_BIN_EXE_exporter");
 pub const ADMIN: &str = env!("CARGO_BIN_EXE_broker-admin");
 
 /// Poll `cond` until it holds; bounded in time and count. Panics with `what`.
-pub async fn wait_until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut cond: F) {
+pub async fn wait_until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut cond: F,
+) {
     let deadline = Instant::now() + timeout;
     for _ in 0..10_000 {
         if cond().await {
@@ -161,7 +165,7 @@ impl Drop for BrokerProc {
     }
 }
 
-/// An exporter process.
+/// A child process (an exporter, or any other) killed and reaped on drop.
 pub struct ExporterProc {
     pub child: Child,
 }
@@ -255,7 +259,8 @@ pub async fn admin_get(url: &str, path: &str) -> serde_json::Value {
 }
 
 pub async fn admin_post(url: &str, path: &str, body: serde_json::Value) -> Answer {
-    answer(client().post(format!("{url}{path}")).bearer_auth("admin-t").json(&body).send().await.expect("admin post")).await
+    answer(client().post(format!("{url}{path}")).bearer_auth("admin-t").json(&body).send().await.expect("admin post"))
+        .await
 }
 
 pub async fn destination(url: &str, name: &str) -> serde_json::Value {
@@ -264,10 +269,7 @@ pub async fn destination(url: &str, name: &str) -> serde_json::Value {
 
 pub async fn metric(url: &str, line_prefix: &str) -> f64 {
     let text = client().get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("text");
-    text.lines()
-        .filter(|l| l.starts_with(line_prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(line_prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 /// Lines of a file sink (empty if not there yet).

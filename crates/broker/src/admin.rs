@@ -105,12 +105,8 @@ impl Broker {
                         found
                     }
                 };
-                let void: Vec<String> = st
-                    .leases
-                    .values()
-                    .filter(|l| l.source == LeaseSource::Lane(id))
-                    .map(|l| l.id.clone())
-                    .collect();
+                let void: Vec<String> =
+                    st.leases.values().filter(|l| l.source == LeaseSource::Lane(id)).map(|l| l.id.clone()).collect();
                 for lid in void {
                     st.leases.remove(&lid);
                     self.store.remove_lease(&dest.name, &lid)?;

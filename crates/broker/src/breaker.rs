@@ -54,7 +54,9 @@ pub enum Admission {
     Allow,
     /// Allowed as the half-open breaker's single probe.
     Probe,
-    Deny { retry_after_ms: u64 },
+    Deny {
+        retry_after_ms: u64,
+    },
 }
 
 impl Default for Breaker {
@@ -87,7 +89,12 @@ impl Breaker {
 
     pub fn on_failure(self, now_ms: u64, p: BreakerPolicy) -> Breaker {
         let failures = self.consecutive_failures.saturating_add(1);
-        let open = Breaker { state: BreakerState::Open, consecutive_failures: failures, opened_at_ms: now_ms, probe_out: false };
+        let open = Breaker {
+            state: BreakerState::Open,
+            consecutive_failures: failures,
+            opened_at_ms: now_ms,
+            probe_out: false,
+        };
         match self.state {
             BreakerState::HalfOpen | BreakerState::Open => open,
             BreakerState::Closed if failures >= p.failure_threshold => open,

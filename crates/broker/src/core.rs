@@ -138,20 +138,21 @@ impl Broker {
 /// Leases in flight stay in flight (their exporter may still commit);
 /// expired ones are offered again first.
 fn load_dest_state(store: &Store, wal: &Wal, dest: &str) -> Result<DestState, OpenError> {
-    let mut st = DestState {
-        breaker: store.breaker(dest)?,
-        paused: store.flags(dest)?.paused,
-        ..DestState::default()
-    };
+    let mut st = DestState { breaker: store.breaker(dest)?, paused: store.flags(dest)?.paused, ..DestState::default() };
     for lane in wal.lanes() {
         let id = lane.id();
-        let cursor = store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
+        let cursor =
+            store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
         st.lanes.insert(id, LaneLeases { next_unleased: cursor, expired: Default::default() });
         st.persisted.insert(id, cursor);
     }
     for rec in store.leases(dest)? {
-        let Ok(lane) = rec.lane.parse::<LaneId>() else { continue };
-        let Some(ll) = st.lanes.get_mut(&lane) else { continue };
+        let Ok(lane) = rec.lane.parse::<LaneId>() else {
+            continue;
+        };
+        let Some(ll) = st.lanes.get_mut(&lane) else {
+            continue;
+        };
         let committed = st.persisted.get(&lane).copied().unwrap_or(0);
         if rec.to <= committed {
             continue;

@@ -62,7 +62,9 @@ pub struct DestState {
 impl DestState {
     /// The committed cursor of `lane` (see the module rule).
     pub fn committed(&self, lane: LaneId) -> u64 {
-        let Some(ll) = self.lanes.get(&lane) else { return 0 };
+        let Some(ll) = self.lanes.get(&lane) else {
+            return 0;
+        };
         let mut c = ll.next_unleased;
         if let Some((&from, _)) = ll.expired.first_key_value() {
             c = c.min(from);
@@ -81,9 +83,7 @@ impl DestState {
 
     pub fn next_lease_id(&mut self, dest_idx: usize) -> String {
         self.seq += 1;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         format!("{dest_idx}-{}-{:08x}", self.seq, nanos)
     }
 }

@@ -85,13 +85,19 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 async fn readyz(State(s): State<AppState>) -> Response {
     let Some(b) = s.broker.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": ["recovering the write-ahead log"]}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reasons": ["recovering the write-ahead log"]})),
+        )
+            .into_response();
     };
-    let failures: Vec<String> = b.wal.failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
+    let failures: Vec<String> =
+        b.wal.failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
     if failures.is_empty() {
         Json(serde_json::json!({"ready": true})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": failures}))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": failures})))
+            .into_response()
     }
 }
 
@@ -99,7 +105,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
-async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn ingest_handler(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = std::time::Instant::now();
     let (result, tenant) = ingest_inner(&s, &topic, &headers, body).await;
     let topic_label = match s.broker.get() {
@@ -132,12 +143,19 @@ async fn ingest_inner(
     };
     let tenant = match role(b, headers) {
         Ok(Role::Tenant(i)) => i,
-        Ok(_) => return (Err(BrokerError::Forbidden("only tenant tokens may ingest; this is an exporter or admin token".into())), None),
+        Ok(_) => {
+            return (
+                Err(BrokerError::Forbidden("only tenant tokens may ingest; this is an exporter or admin token".into())),
+                None,
+            )
+        }
         Err(e) => return (Err(e), None),
     };
     let name = Some(b.tenants[tenant].name.clone());
     let max = b.cfg.max_body_bytes;
-    let too_large = || BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"));
+    let too_large = || {
+        BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"))
+    };
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
         return (Err(too_large()), name);
@@ -206,7 +224,8 @@ async fn lease_action(
                     f.class.unwrap_or(api::lease::FailureClass::Retryable)
                 };
                 let message = f.message.unwrap_or_else(|| action.clone());
-                b.fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms }).await?;
+                b.fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
+                    .await?;
                 Ok(serde_json::json!({"ok": true}))
             }
             other => Err(BrokerError::InvalidRequest(format!(
@@ -262,8 +281,9 @@ async fn admin_action(
             "resume" => b.set_paused(&dest, false).await,
             "reset-breaker" => b.reset_breaker(&dest).await,
             "rewind" => {
-                let target: api::RewindTarget = serde_json::from_slice(&body)
-                    .map_err(|e| BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}")))?;
+                let target: api::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
+                    BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}"))
+                })?;
                 b.rewind(&dest, target).await
             }
             "redrive" => b.redrive(&dest),

@@ -15,7 +15,10 @@ use tokio::sync::watch;
 enum Slot {
     /// The first request is committing; its outcome is sent here (None: failed).
     InFlight(watch::Receiver<Option<IngestResponse>>),
-    Done { response: IngestResponse, expires_at_ms: u64 },
+    Done {
+        response: IngestResponse,
+        expires_at_ms: u64,
+    },
 }
 
 pub struct IdempotencyCache {

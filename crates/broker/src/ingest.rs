@@ -47,8 +47,9 @@ fn format_of(content_type: Option<&str>) -> Result<Format, BrokerError> {
 fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap as usize));
     let mut dec = flate2::read::MultiGzDecoder::new(body).take(cap + 1);
-    dec.read_to_end(&mut out)
-        .map_err(|e| BrokerError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}")))?;
+    dec.read_to_end(&mut out).map_err(|e| {
+        BrokerError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}"))
+    })?;
     if out.len() as u64 > cap {
         return Err(BrokerError::PayloadTooLarge(format!(
             "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
@@ -63,7 +64,9 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
         return Err(BrokerError::InvalidBody("the body is empty: send at least one record".into()));
     }
     let too_large = |n: usize, len: usize| {
-        BrokerError::PayloadTooLarge(format!("record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"))
+        BrokerError::PayloadTooLarge(format!(
+            "record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"
+        ))
     };
     if format == Format::Binary {
         if body.len() as u64 > max_record {
@@ -184,8 +187,8 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
         },
         None => None,
     };
-    let admitted = check_backpressure(b, input.tenant, topic_idx)
-        .and_then(|()| admit(b, input.tenant, records.len() as u64, now));
+    let admitted =
+        check_backpressure(b, input.tenant, topic_idx).and_then(|()| admit(b, input.tenant, records.len() as u64, now));
     let lane = match admitted {
         Ok(lane) => lane,
         Err(e) => {
@@ -226,7 +229,10 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
                     first_offset: ack.base_offset,
                 };
                 let tenant = &b.tenants[input.tenant].name;
-                b.metrics.ingest_records.with_label_values(&[tenant.as_str(), topic.as_str(), lane.priority.as_str()]).inc_by(n);
+                b.metrics
+                    .ingest_records
+                    .with_label_values(&[tenant.as_str(), topic.as_str(), lane.priority.as_str()])
+                    .inc_by(n);
                 if let Some(t) = ticket {
                     b.idempotency.settle(t, &resp, now_ms());
                 }

@@ -42,7 +42,7 @@ impl Broker {
         let shards = self.cfg.shards.max(1);
         let rot = (acquire_no % u64::from(shards)) as u16;
         let by_priority = |p: Priority| (0..shards).map(move |s| LaneId::new(p, (s + rot) % shards));
-        let low_first = acquire_no % u64::from(self.cfg.low_priority_every) == 0;
+        let low_first = acquire_no.is_multiple_of(u64::from(self.cfg.low_priority_every));
         let order: Vec<Priority> = if low_first {
             vec![Priority::Low, Priority::High, Priority::Normal]
         } else {
@@ -92,7 +92,8 @@ impl Broker {
         if let Admission::Deny { retry_after_ms } = admission {
             return Ok(idle(IdleReason::BreakerOpen, retry_after_ms));
         }
-        let max_records = req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
+        let max_records =
+            req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
         let max_bytes = req.max_bytes.unwrap_or(self.cfg.max_lease_bytes).clamp(1, self.cfg.max_lease_bytes) as usize;
         st.acquires += 1;
         let probe = admission == Admission::Probe;
@@ -101,7 +102,9 @@ impl Broker {
             None => self.build_from_lanes(dest, &mut st, max_records, max_bytes, now, probe)?,
         };
         self.persist_cursors(dest, &mut st)?;
-        let Some(built) = built else { return Ok(idle(IdleReason::Empty, 0)) };
+        let Some(built) = built else {
+            return Ok(idle(IdleReason::Empty, 0));
+        };
         if probe {
             st.breaker = next_breaker;
             self.store.set_breaker(&dest.name, &st.breaker)?;
@@ -124,7 +127,9 @@ impl Broker {
         let mut ids = Vec::new();
         let mut records = Vec::new();
         while records.len() < max_records {
-            let Some(id) = st.redrive.pop_front() else { break };
+            let Some(id) = st.redrive.pop_front() else {
+                break;
+            };
             if let Some(dl) = self.store.dead_letter(&dest.name, id)? {
                 records.push(LeasedRecord {
                     offset: dl.offset,
@@ -180,7 +185,9 @@ impl Broker {
         let order = self.lane_order(st.acquires);
         // Expired ranges first, in lane order.
         for &lane_id in &order {
-            let Some(ll) = st.lanes.get_mut(&lane_id) else { continue };
+            let Some(ll) = st.lanes.get_mut(&lane_id) else {
+                continue;
+            };
             while let Some((from, (to, redeliveries))) = ll.expired.pop_first() {
                 let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
                 let from = from.max(lane.earliest_offset());
@@ -199,7 +206,9 @@ impl Broker {
             let end = lane.next_offset();
             // Bounded: skip at most a few reads of data not for this destination per lane.
             for _ in 0..16 {
-                let Some(ll) = st.lanes.get_mut(&lane_id) else { break };
+                let Some(ll) = st.lanes.get_mut(&lane_id) else {
+                    break;
+                };
                 ll.next_unleased = ll.next_unleased.max(lane.earliest_offset());
                 let from = ll.next_unleased;
                 if from >= end {
@@ -364,7 +373,10 @@ impl Broker {
                 tracing::info!(destination = %dest.name, "breaker closed after a successful delivery");
             }
             self.persist_cursors(dest, &mut st)?;
-            self.metrics.lease_seconds.with_label_values(&[dest.name.as_str()]).observe(lease.acquired_at.elapsed().as_secs_f64());
+            self.metrics
+                .lease_seconds
+                .with_label_values(&[dest.name.as_str()])
+                .observe(lease.acquired_at.elapsed().as_secs_f64());
             cursor
         };
         self.store.flush().await?;
@@ -384,7 +396,8 @@ impl Broker {
         if poison.is_empty() {
             return Ok(Vec::new());
         }
-        let errors: std::collections::HashMap<u64, &str> = poison.iter().map(|p| (p.offset, p.error.as_str())).collect();
+        let errors: std::collections::HashMap<u64, &str> =
+            poison.iter().map(|p| (p.offset, p.error.as_str())).collect();
         let mut out = Vec::new();
         match &lease.source {
             LeaseSource::Lane(lane) => {
@@ -456,7 +469,12 @@ impl Broker {
     }
 
     /// Put a lease's range back to be offered first (and remember that durably).
-    pub(crate) fn return_range(&self, dest: &Destination, st: &mut DestState, lease: LiveLease) -> Result<(), BrokerError> {
+    pub(crate) fn return_range(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        lease: LiveLease,
+    ) -> Result<(), BrokerError> {
         match lease.source {
             LeaseSource::Lane(lane) => {
                 if let Some(ll) = st.lanes.get_mut(&lane) {
@@ -488,9 +506,12 @@ impl Broker {
     /// Expire leases past their deadline; their ranges are offered again first.
     pub(crate) fn expire_leases(&self, dest: &Destination, now: u64) -> Result<usize, BrokerError> {
         let mut st = dest.state();
-        let expired: Vec<String> = st.leases.values().filter(|l| l.expires_at_ms <= now).map(|l| l.id.clone()).collect();
+        let expired: Vec<String> =
+            st.leases.values().filter(|l| l.expires_at_ms <= now).map(|l| l.id.clone()).collect();
         for id in &expired {
-            let Some(lease) = st.leases.remove(id) else { continue };
+            let Some(lease) = st.leases.remove(id) else {
+                continue;
+            };
             if lease.probe {
                 st.breaker = st.breaker.on_probe_returned(now, dest.policy, true);
                 self.store.set_breaker(&dest.name, &st.breaker)?;

@@ -52,7 +52,9 @@ pub enum Verdict {
     InRate,
     Demote(DemoteReason),
     /// Hard limit: reject, try again after this many seconds.
-    Reject { retry_after_secs: u64 },
+    Reject {
+        retry_after_secs: u64,
+    },
 }
 
 /// Drain the bucket up to `now_ms`. `None` if the clock went backwards.
@@ -120,7 +122,9 @@ impl TenantLimiter {
                 Err(std::sync::TryLockError::Poisoned(_)) => break,
             }
         }
-        let Some(mut g) = guard else { return Verdict::Demote(DemoteReason::LimiterContention) };
+        let Some(mut g) = guard else {
+            return Verdict::Demote(DemoteReason::LimiterContention);
+        };
         let (soft, hard) = *g;
         if let Some(hl) = self.hard {
             let (nh, v) = admit_hard(hard, now_ms, n, hl);

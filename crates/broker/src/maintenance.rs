@@ -91,7 +91,9 @@ impl Broker {
         let mut lag = Lag::default();
         let mut oldest: Option<u64> = None;
         for (id, cursor) in cursors {
-            let Ok(lane) = self.wal.lane(id) else { continue };
+            let Ok(lane) = self.wal.lane(id) else {
+                continue;
+            };
             let end = lane.next_offset();
             if cursor >= end {
                 continue;

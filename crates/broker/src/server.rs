@@ -12,7 +12,11 @@ use std::sync::{Arc, OnceLock};
 
 /// Command-line flags; they override the config file.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "broker", about = "Weir broker: durable HTTP ingest, WAL, leases, admin API, /metrics", after_help = "Without --config the broker runs on embedded development defaults:\n  listen 127.0.0.1:7070, data dir ./weir-data, tenant dev (token dev-token),\n  topic events, destination dev (exporter token dev-exporter), admin token dev-admin.\n\nExample:\n  broker --config /etc/weir/broker.toml\n  curl -H 'Authorization: Bearer dev-token' -H 'Content-Type: application/x-ndjson' \\\n       --data-binary '{\"hello\":\"weir\"}' http://127.0.0.1:7070/v1/topics/events/records")]
+#[command(
+    name = "broker",
+    about = "Weir broker: durable HTTP ingest, WAL, leases, admin API, /metrics",
+    after_help = "Without --config the broker runs on embedded development defaults:\n  listen 127.0.0.1:7070, data dir ./weir-data, tenant dev (token dev-token),\n  topic events, destination dev (exporter token dev-exporter), admin token dev-admin.\n\nExample:\n  broker --config /etc/weir/broker.toml\n  curl -H 'Authorization: Bearer dev-token' -H 'Content-Type: application/x-ndjson' \\\n       --data-binary '{\"hello\":\"weir\"}' http://127.0.0.1:7070/v1/topics/events/records"
+)]
 pub struct Args {
     /// TOML configuration file.
     #[arg(long)]
@@ -82,7 +86,11 @@ impl DirLock {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!("data dir {} is in use by another broker (lock {} is held)", dir.display(), path.display()));
+            return Err(format!(
+                "data dir {} is in use by another broker (lock {} is held)",
+                dir.display(),
+                path.display()
+            ));
         }
         Ok(DirLock { _file: file })
     }
@@ -125,9 +133,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = router(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
-    });
+    let server =
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await });
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))

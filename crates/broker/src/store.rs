@@ -103,7 +103,10 @@ impl Store {
     }
 
     pub fn cursor(&self, dest: &str, lane: &str) -> StoreResult<Option<u64>> {
-        Ok(self.cursors.get(key(dest, lane.as_bytes()))?.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+        Ok(self
+            .cursors
+            .get(key(dest, lane.as_bytes()))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
     pub fn set_cursor(&self, dest: &str, lane: &str, offset: u64) -> StoreResult<()> {

@@ -20,7 +20,9 @@ impl Backoff {
 
     /// The longest total sleep `retries` retries can take (for the lease-budget check).
     pub fn worst_case(&self, retries: u32) -> Duration {
-        (0..retries).map(|a| Duration::from_millis(self.base_ms.saturating_mul(1u64 << a.min(30)).min(self.max_ms))).sum()
+        (0..retries)
+            .map(|a| Duration::from_millis(self.base_ms.saturating_mul(1u64 << a.min(30)).min(self.max_ms)))
+            .sum()
     }
 }
 
@@ -32,7 +34,7 @@ impl Jitter {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Jitter(t | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -36,7 +36,12 @@ impl BrokerClient {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(BrokerClient { base: base.trim_end_matches('/').to_string(), dest: dest.to_string(), token: token.to_string(), http })
+        Ok(BrokerClient {
+            base: base.trim_end_matches('/').to_string(),
+            dest: dest.to_string(),
+            token: token.to_string(),
+            http,
+        })
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -77,11 +82,13 @@ impl BrokerClient {
     }
 
     pub async fn commit(&self, id: &str, req: &CommitRequest) -> Result<CommitResponse, ClientError> {
-        self.call(&format!("/{id}/commit"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(30)).await
+        self.call(&format!("/{id}/commit"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(30))
+            .await
     }
 
     pub async fn fail(&self, id: &str, req: &FailRequest) -> Result<serde_json::Value, ClientError> {
         let path = if req.class == FailureClass::Released { "release" } else { "fail" };
-        self.call(&format!("/{id}/{path}"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(10)).await
+        self.call(&format!("/{id}/{path}"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(10))
+            .await
     }
 }

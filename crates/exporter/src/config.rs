@@ -100,7 +100,8 @@ impl Options {
         let file: FileConfig = match &args.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| format!("config {}: {}", p.display(), e.message().replace('\n', " ")))?
+                toml::from_str(&text)
+                    .map_err(|e| format!("config {}: {}", p.display(), e.message().replace('\n', " ")))?
             }
             None => FileConfig::default(),
         };
@@ -159,8 +160,21 @@ mod tests {
     #[test]
     fn lease_timeout_below_the_retry_budget_is_refused() {
         let args = Args::parse_from([
-            "exporter", "--broker", "http://127.0.0.1:1", "--destination", "d", "--token", "t", "--sink", "file:/tmp/x",
-            "--sink-timeout-ms", "3000", "--max-retries", "2", "--lease-timeout-ms", "5000",
+            "exporter",
+            "--broker",
+            "http://127.0.0.1:1",
+            "--destination",
+            "d",
+            "--token",
+            "t",
+            "--sink",
+            "file:/tmp/x",
+            "--sink-timeout-ms",
+            "3000",
+            "--max-retries",
+            "2",
+            "--lease-timeout-ms",
+            "5000",
         ]);
         let e = Options::resolve(args).unwrap_err();
         assert!(e.contains("lease timeout 5000 ms"), "{e}");
@@ -168,7 +182,17 @@ mod tests {
 
     #[test]
     fn defaults_fit_the_default_lease_timeout() {
-        let args = Args::parse_from(["exporter", "--broker", "http://h:1", "--destination", "d", "--token", "t", "--sink", "file:/x"]);
+        let args = Args::parse_from([
+            "exporter",
+            "--broker",
+            "http://h:1",
+            "--destination",
+            "d",
+            "--token",
+            "t",
+            "--sink",
+            "file:/x",
+        ]);
         let o = Options::resolve(args).unwrap();
         assert!(o.delivery_budget() < o.lease_timeout);
     }

@@ -37,7 +37,7 @@ impl Deliverer<'_> {
         loop {
             match self.sink.deliver(records, &key).await {
                 Err(SinkError::Retryable { timed_out: false, retry_after, message }) if tries < self.max_retries => {
-                    let delay = self.backoff.delay(tries, jitter.next(), retry_after);
+                    let delay = self.backoff.delay(tries, jitter.draw(), retry_after);
                     tracing::debug!(%message, ?delay, "retryable sink failure; retrying");
                     tokio::time::sleep(delay).await;
                     tries += 1;
@@ -66,7 +66,9 @@ impl Deliverer<'_> {
                     pending.push((mid, end));
                     pending.push((start, mid));
                 }
-                Err(SinkError::Retryable { message, retry_after, .. }) => return Outcome::Retry { message, retry_after },
+                Err(SinkError::Retryable { message, retry_after, .. }) => {
+                    return Outcome::Retry { message, retry_after }
+                }
             }
         }
         poison.sort();
@@ -111,7 +113,12 @@ mod tests {
         let records: Vec<Record> = (0..100)
             .map(|i| Record { offset: i, payload: if i == 37 { b"bad".to_vec() } else { b"{}".to_vec() } })
             .collect();
-        let d = Deliverer { sink: &sink, backoff: Backoff { base_ms: 1, max_ms: 2 }, max_retries: 0, key_prefix: "t".into() };
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            key_prefix: "t".into(),
+        };
         let out = d.deliver(&records).await;
         assert_eq!(out, Outcome::Delivered { poison: vec![(37, "400 bad record".into())] });
         let delivered = sink.delivered.lock().unwrap().clone();

@@ -16,13 +16,19 @@ impl ExporterMetrics {
     pub fn new() -> Arc<ExporterMetrics> {
         let registry = Registry::new();
         let deliveries = IntCounterVec::new(
-            Opts::new("weir_exporter_deliveries_total", "Sink calls by outcome (delivered, retryable, poison, lease_lost)."),
+            Opts::new(
+                "weir_exporter_deliveries_total",
+                "Sink calls by outcome (delivered, retryable, poison, lease_lost).",
+            ),
             &["destination", "outcome"],
         )
         .expect("valid metric");
         let delivery_seconds = HistogramVec::new(
-            HistogramOpts::new("weir_exporter_delivery_seconds", "Time from record ingest to its delivery at the sink.")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "weir_exporter_delivery_seconds",
+                "Time from record ingest to its delivery at the sink.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             &["destination"],
         )
         .expect("valid metric");

@@ -172,7 +172,10 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
                 hist.observe(now.saturating_sub(*t) as f64 / 1000.0);
             }
             let req = CommitRequest {
-                dead_letters: poison.iter().map(|(offset, error)| PoisonRecord { offset: *offset, error: error.clone() }).collect(),
+                dead_letters: poison
+                    .iter()
+                    .map(|(offset, error)| PoisonRecord { offset: *offset, error: error.clone() })
+                    .collect(),
             };
             match ctx.client.commit(&lease.id, &req).await {
                 Ok(_) => {

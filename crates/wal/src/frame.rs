@@ -195,13 +195,7 @@ impl<'a> FrameView<'a> {
         if at != header.meta_len as usize {
             return Err(FrameError::BadMeta);
         }
-        Ok(FrameView {
-            header,
-            tenant,
-            topic,
-            idempotency_key: (!key.is_empty()).then_some(key),
-            body: &body[at..],
-        })
+        Ok(FrameView { header, tenant, topic, idempotency_key: (!key.is_empty()).then_some(key), body: &body[at..] })
     }
 
     /// The records in order, with their offsets.

@@ -38,7 +38,6 @@ pub trait WalFile: Send + Sync {
     /// zeros, so later appends overwrite initialised blocks and an
     /// fdatasync flushes data only (no extent conversion to journal).
     fn preallocate(&self, len: u64, zero_fill: bool) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
 }
 
 /// Directory and file operations the WAL needs, nothing more.
@@ -113,9 +112,6 @@ impl WalFile for RealFile {
         }
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
 }
 
 impl FileSystem for RealFs {
@@ -123,11 +119,7 @@ impl FileSystem for RealFs {
         std::fs::create_dir_all(path)
     }
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Arc::new(RealFile(f)))
     }
     fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {

@@ -84,10 +84,8 @@ pub fn inspect_segment(
         Err(e) => (Some(e), name_base),
     };
     let s = scan(&bytes, base, max_body);
-    let summary_ok = fs
-        .read_all(&path.with_extension(SUMMARY_EXT))
-        .ok()
-        .map(|b| Summary::decode(&b) == Some(Summary::of(base, &s)));
+    let summary_ok =
+        fs.read_all(&path.with_extension(SUMMARY_EXT)).ok().map(|b| Summary::decode(&b) == Some(Summary::of(base, &s)));
     Ok(SegmentReport {
         lane,
         path: path.to_path_buf(),
@@ -129,8 +127,12 @@ pub fn visit_segment_frames(
     for loc in report.scan.frames.iter().filter(|f| f.next_offset() > from) {
         let b = bytes.get(loc.pos as usize..loc.end() as usize).unwrap_or(&[]);
         // The file may have changed since the scan (a running broker): check again.
-        let Ok(h) = check_frame(b, max_body) else { continue };
-        let Ok(view) = FrameView::decode(b, h) else { continue };
+        let Ok(h) = check_frame(b, max_body) else {
+            continue;
+        };
+        let Ok(view) = FrameView::decode(b, h) else {
+            continue;
+        };
         if visit(&view).is_break() {
             return Ok(ControlFlow::Break(()));
         }

@@ -9,8 +9,8 @@ use crate::error::{Result, WalError};
 use crate::fs::{FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::segment::{
-    decode_header, encode_header, scan, segment_file_name, Corruption, FrameLoc, Scan, Summary, Tail,
-    SEGMENT_EXT, SEGMENT_HEADER_LEN, SUMMARY_EXT,
+    decode_header, encode_header, scan, segment_file_name, Corruption, FrameLoc, Scan, Summary, Tail, SEGMENT_EXT,
+    SEGMENT_HEADER_LEN, SUMMARY_EXT,
 };
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
@@ -36,10 +36,7 @@ pub enum RecoveryEvent {
 impl RecoveryEvent {
     /// Whether the event means damage (as opposed to routine tidying).
     pub fn is_damage(&self) -> bool {
-        !matches!(
-            self,
-            RecoveryEvent::TruncatedTail { torn: false, .. } | RecoveryEvent::SummaryRebuilt { .. }
-        )
+        !matches!(self, RecoveryEvent::TruncatedTail { torn: false, .. } | RecoveryEvent::SummaryRebuilt { .. })
     }
 }
 

@@ -227,8 +227,7 @@ impl Summary {
     pub fn encode(&self) -> [u8; SUMMARY_LEN] {
         let mut b = [0u8; SUMMARY_LEN];
         b[0..8].copy_from_slice(SUMMARY_MAGIC);
-        let fields =
-            [self.base_offset, self.next_offset, self.records, self.bytes, self.first_ts_ms, self.last_ts_ms];
+        let fields = [self.base_offset, self.next_offset, self.records, self.bytes, self.first_ts_ms, self.last_ts_ms];
         for (i, v) in fields.iter().enumerate() {
             b[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
         }

@@ -269,9 +269,6 @@ impl WalFile for SimFile {
             Ok(())
         })
     }
-    fn len(&self) -> io::Result<u64> {
-        self.with(|st, ino| Ok(st.inode_mut(ino)?.data.len() as u64))
-    }
 }
 
 impl FileSystem for SimFs {
@@ -300,9 +297,7 @@ impl FileSystem for SimFs {
         Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: st.generation }))
     }
     fn read_all(&self, path: &Path) -> io::Result<FileBytes> {
-        self.file_bytes(path)
-            .map(FileBytes::Owned)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        self.file_bytes(path).map(FileBytes::Owned).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();

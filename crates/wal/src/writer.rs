@@ -82,7 +82,9 @@ impl Writer {
     pub fn run(mut self) {
         loop {
             let wait = self.failed_at.map(|_| REOPEN_BACKOFF);
-            let Some(round) = self.shared.take_pending(wait) else { return };
+            let Some(round) = self.shared.take_pending(wait) else {
+                return;
+            };
             if self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_BACKOFF) {
                 self.try_reopen();
             }
@@ -276,7 +278,9 @@ impl Writer {
             bytes: self.used,
         };
         let sealed = shared.seal_active(&old, seg, Arc::clone(&file));
-        if let Err(e) = write_summary(&*shared.fs, &sealed.path, &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames)) {
+        if let Err(e) =
+            write_summary(&*shared.fs, &sealed.path, &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames))
+        {
             // Derived state only: recovery rebuilds it.
             tracing::warn!(lane = %shared.id, error = %e, "could not write segment summary");
         }
@@ -287,4 +291,3 @@ impl Writer {
         Ok(3)
     }
 }
-

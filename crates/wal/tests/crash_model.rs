@@ -20,10 +20,17 @@ use wal::{LaneId, Priority, Wal, WalError};
 #[derive(Debug, Clone)]
 enum Action {
     /// `n` concurrent appends of batches with `records` records of `size` bytes.
-    Append { lane: u16, n: usize, records: u32, size: usize },
+    Append {
+        lane: u16,
+        n: usize,
+        records: u32,
+        size: usize,
+    },
     Crash,
     FailNextSync,
-    DiskFull { bytes: u64 },
+    DiskFull {
+        bytes: u64,
+    },
     Reopen,
 }
 

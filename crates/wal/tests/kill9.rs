@@ -21,13 +21,15 @@ fn opts() -> WalOptions {
 }
 
 fn lane_for(id: u64) -> wal::LaneId {
-    wal::LaneId::new(if id % 3 == 0 { Priority::Low } else { Priority::Normal }, (id % 2) as u16)
+    wal::LaneId::new(if id.is_multiple_of(3) { Priority::Low } else { Priority::Normal }, (id % 2) as u16)
 }
 
 /// The child: append forever from several tasks, print "id lane offset" per ack.
 #[test]
 fn kill9_child_process() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let start: u64 = std::env::var("WEIR_KILL9_FIRST_ID").unwrap().parse().unwrap();
     let wal = Arc::new(open(Arc::new(RealFs), std::path::Path::new(&dir), opts()));
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -120,11 +120,15 @@ fn stale_segment_summary_is_rebuilt_from_the_segment() {
             rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
         }
     }
-    let sums: Vec<PathBuf> = walk(tmp.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "sum")).collect();
+    let sums: Vec<PathBuf> =
+        walk(tmp.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "sum")).collect();
     assert!(!sums.is_empty(), "sealed segments have summaries");
     std::fs::write(&sums[0], b"stale").unwrap();
     let wal = open(Arc::new(RealFs), tmp.path(), small);
-    assert!(wal.recovery_events().iter().any(|e| matches!(e, RecoveryEvent::SummaryRebuilt { path, .. } if *path == sums[0])));
+    assert!(wal
+        .recovery_events()
+        .iter()
+        .any(|e| matches!(e, RecoveryEvent::SummaryRebuilt { path, .. } if *path == sums[0])));
     assert_eq!(read_lane(&wal, NORMAL0).len(), 8);
     let reports = inspect_all(&RealFs, tmp.path(), 1 << 20).unwrap();
     assert!(reports.iter().all(|r| r.summary_ok != Some(false)));

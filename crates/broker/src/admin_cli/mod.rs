@@ -8,7 +8,10 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "broker-admin", about = "Inspect, verify and repair Weir data directories; see and steer destinations")]
+#[command(
+    name = "broker-admin",
+    about = "Inspect, verify and repair Weir data directories; see and steer destinations"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -35,7 +38,9 @@ pub enum Cmd {
         json: bool,
     },
     /// Print records as JSON lines (read-only).
-    #[command(after_help = "Example:\n  broker-admin dump --data-dir /var/lib/weir --lane normal/0 --from 100 --limit 10")]
+    #[command(
+        after_help = "Example:\n  broker-admin dump --data-dir /var/lib/weir --lane normal/0 --from 100 --limit 10"
+    )]
     Dump {
         #[arg(long)]
         data_dir: PathBuf,
@@ -75,7 +80,9 @@ pub enum Cmd {
         json: bool,
     },
     /// Stop handing out leases for a destination.
-    #[command(after_help = "Example:\n  broker-admin pause --broker http://127.0.0.1:7070 --token dev-admin --destination dev")]
+    #[command(
+        after_help = "Example:\n  broker-admin pause --broker http://127.0.0.1:7070 --token dev-admin --destination dev"
+    )]
     Pause {
         #[command(flatten)]
         online: Online,
@@ -83,7 +90,9 @@ pub enum Cmd {
         destination: String,
     },
     /// Resume a paused destination.
-    #[command(after_help = "Example:\n  broker-admin resume --broker http://127.0.0.1:7070 --token dev-admin --destination dev")]
+    #[command(
+        after_help = "Example:\n  broker-admin resume --broker http://127.0.0.1:7070 --token dev-admin --destination dev"
+    )]
     Resume {
         #[command(flatten)]
         online: Online,
@@ -91,7 +100,9 @@ pub enum Cmd {
         destination: String,
     },
     /// Close a destination's breaker now.
-    #[command(after_help = "Example:\n  broker-admin reset-breaker --broker http://127.0.0.1:7070 --token dev-admin --destination dev")]
+    #[command(
+        after_help = "Example:\n  broker-admin reset-breaker --broker http://127.0.0.1:7070 --token dev-admin --destination dev"
+    )]
     ResetBreaker {
         #[command(flatten)]
         online: Online,
@@ -99,7 +110,9 @@ pub enum Cmd {
         destination: String,
     },
     /// Move a destination's cursor: to the earliest record, an offset, or a time.
-    #[command(after_help = "Examples:\n  broker-admin rewind --broker URL --token T --destination dev --earliest\n  broker-admin rewind --broker URL --token T --destination dev --offset 100 --lane normal/0\n  broker-admin rewind --broker URL --token T --destination dev --timestamp 1700000000000")]
+    #[command(
+        after_help = "Examples:\n  broker-admin rewind --broker URL --token T --destination dev --earliest\n  broker-admin rewind --broker URL --token T --destination dev --offset 100 --lane normal/0\n  broker-admin rewind --broker URL --token T --destination dev --timestamp 1700000000000"
+    )]
     Rewind {
         #[command(flatten)]
         online: Online,
@@ -117,7 +130,9 @@ pub enum Cmd {
         timestamp: Option<u64>,
     },
     /// List a destination's dead letters.
-    #[command(after_help = "Example:\n  broker-admin dead-letters --broker http://127.0.0.1:7070 --token dev-admin --destination dev")]
+    #[command(
+        after_help = "Example:\n  broker-admin dead-letters --broker http://127.0.0.1:7070 --token dev-admin --destination dev"
+    )]
     DeadLetters {
         #[command(flatten)]
         online: Online,
@@ -129,7 +144,9 @@ pub enum Cmd {
         json: bool,
     },
     /// Deliver a destination's dead letters again.
-    #[command(after_help = "Example:\n  broker-admin redrive --broker http://127.0.0.1:7070 --token dev-admin --destination dev")]
+    #[command(
+        after_help = "Example:\n  broker-admin redrive --broker http://127.0.0.1:7070 --token dev-admin --destination dev"
+    )]
     Redrive {
         #[command(flatten)]
         online: Online,
@@ -178,7 +195,10 @@ pub fn run(cli: Cli) -> Exit {
                 for line in &p {
                     println!("{line}");
                 }
-                Exit::Problems(format!("verify: {} problem(s) found; run `broker-admin repair` with the broker stopped", p.len()))
+                Exit::Problems(format!(
+                    "verify: {} problem(s) found; run `broker-admin repair` with the broker stopped",
+                    p.len()
+                ))
             }
             Err(e) => Exit::Problems(e),
         },
@@ -225,8 +245,12 @@ fn run_online(cmd: Cmd) -> Exit {
                 online::print_destinations(&list, json, &mut out()).map_err(|e| e.to_string())?;
                 Exit::Ok
             }
-            Cmd::Pause { online, destination } => print_action(client(&online)?.action(&destination, "pause", None).await),
-            Cmd::Resume { online, destination } => print_action(client(&online)?.action(&destination, "resume", None).await),
+            Cmd::Pause { online, destination } => {
+                print_action(client(&online)?.action(&destination, "pause", None).await)
+            }
+            Cmd::Resume { online, destination } => {
+                print_action(client(&online)?.action(&destination, "resume", None).await)
+            }
             Cmd::ResetBreaker { online, destination } => {
                 print_action(client(&online)?.action(&destination, "reset-breaker", None).await)
             }
@@ -235,7 +259,9 @@ fn run_online(cmd: Cmd) -> Exit {
                     (true, None, None) => api::RewindTarget::Earliest,
                     (false, Some(offset), None) => api::RewindTarget::Offset { offset, lane },
                     (false, None, Some(ts_ms)) => api::RewindTarget::Timestamp { ts_ms },
-                    _ => return Ok(Exit::Usage("rewind needs exactly one of --earliest, --offset, --timestamp".into())),
+                    _ => {
+                        return Ok(Exit::Usage("rewind needs exactly one of --earliest, --offset, --timestamp".into()))
+                    }
                 };
                 print_action(client(&online)?.rewind(&destination, &target).await)
             }
@@ -244,7 +270,9 @@ fn run_online(cmd: Cmd) -> Exit {
                 online::print_dead_letters(&list, json, &mut out()).map_err(|e| e.to_string())?;
                 Exit::Ok
             }
-            Cmd::Redrive { online, destination } => print_action(client(&online)?.action(&destination, "redrive", None).await),
+            Cmd::Redrive { online, destination } => {
+                print_action(client(&online)?.action(&destination, "redrive", None).await)
+            }
             Cmd::Segments { .. } | Cmd::Dump { .. } | Cmd::Verify { .. } | Cmd::Repair { .. } => Exit::Ok,
         })
     });

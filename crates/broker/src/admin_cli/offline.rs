@@ -32,7 +32,12 @@ pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(),
     let reps = reports(data_dir)?;
     let w = |e: std::io::Error| e.to_string();
     if !json {
-        writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} PATH", "LANE", "BASE", "LAST", "RECORDS", "BYTES", "FIRST_TS", "LAST_TS", "SEALED", "QUARANTINED").map_err(w)?;
+        writeln!(
+            out,
+            "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} PATH",
+            "LANE", "BASE", "LAST", "RECORDS", "BYTES", "FIRST_TS", "LAST_TS", "SEALED", "QUARANTINED"
+        )
+        .map_err(w)?;
     }
     let active: std::collections::HashMap<LaneId, std::path::PathBuf> =
         reps.iter().filter(|r| !r.quarantined).map(|r| (r.lane, r.path.clone())).collect();
@@ -57,7 +62,21 @@ pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(),
         } else {
             let first = r.scan.frames.first().map_or(0, |f| f.ts_ms);
             let last_s = last.map_or("-".to_string(), |l| l.to_string());
-            writeln!(out, "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} {}", r.lane.to_string(), r.base_offset, last_s, r.records(), r.scan.valid_end, first, last_ts(r), sealed, r.quarantined, r.path.display()).map_err(w)?;
+            writeln!(
+                out,
+                "{:<10} {:>12} {:>12} {:>10} {:>12} {:>15} {:>15} {:<7} {:<11} {}",
+                r.lane.to_string(),
+                r.base_offset,
+                last_s,
+                r.records(),
+                r.scan.valid_end,
+                first,
+                last_ts(r),
+                sealed,
+                r.quarantined,
+                r.path.display()
+            )
+            .map_err(w)?;
         }
     }
     Ok(())
@@ -157,16 +176,26 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
         }
         let is_active = last_of_lane.get(&r.lane) == Some(&r.path);
         match r.scan.tail {
-            Tail::Torn { at, what } => problems.push(format!("{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)", r.file_len - at)),
-            Tail::Zeros { at } if !is_active => problems.push(format!("{p}: sealed segment has {} zero bytes after byte {at}", r.file_len - at)),
+            Tail::Torn { at, what } => problems.push(format!(
+                "{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)",
+                r.file_len - at
+            )),
+            Tail::Zeros { at } if !is_active => {
+                problems.push(format!("{p}: sealed segment has {} zero bytes after byte {at}", r.file_len - at))
+            }
             _ => {}
         }
         if r.summary_ok == Some(false) {
-            problems.push(format!("{p}: summary file disagrees with the segment (rebuilt by repair or the next broker start)"));
+            problems.push(format!(
+                "{p}: summary file disagrees with the segment (rebuilt by repair or the next broker start)"
+            ));
         }
         if let Some((lane, next)) = prev {
             if lane == r.lane && next != r.base_offset {
-                problems.push(format!("{p}: gap in offsets of lane {lane}: previous segment ends at {next}, this one starts at {}", r.base_offset));
+                problems.push(format!(
+                    "{p}: gap in offsets of lane {lane}: previous segment ends at {next}, this one starts at {}",
+                    r.base_offset
+                ));
             }
         }
         prev = Some((r.lane, r.next_offset()));

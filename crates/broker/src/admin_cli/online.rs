@@ -36,7 +36,12 @@ impl AdminClient {
         self.send(self.http.get(format!("{}/v1/admin/destinations", self.base))).await
     }
 
-    pub async fn action(&self, dest: &str, action: &str, body: Option<serde_json::Value>) -> Result<ActionResult, String> {
+    pub async fn action(
+        &self,
+        dest: &str,
+        action: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ActionResult, String> {
         let mut req = self.http.post(format!("{}/v1/admin/destinations/{dest}/{action}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -57,13 +62,24 @@ pub fn print_destinations(list: &[DestinationStatus], json: bool, out: &mut impl
     if json {
         return writeln!(out, "{}", serde_json::to_string_pretty(list).unwrap_or_default());
     }
-    writeln!(out, "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7}", "DESTINATION", "LAG_RECORDS", "LAG_BYTES", "OLDEST_MS", "LEASES", "DEAD", "BREAKER", "FAILURES", "PAUSED")?;
+    writeln!(
+        out,
+        "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7}",
+        "DESTINATION", "LAG_RECORDS", "LAG_BYTES", "OLDEST_MS", "LEASES", "DEAD", "BREAKER", "FAILURES", "PAUSED"
+    )?;
     for d in list {
         writeln!(
             out,
             "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7}",
-            d.name, d.lag_records, d.lag_bytes, d.oldest_pending_age_ms, d.leases_in_flight, d.dead_letter_records,
-            d.breaker.state, d.breaker.consecutive_failures, d.paused
+            d.name,
+            d.lag_records,
+            d.lag_bytes,
+            d.oldest_pending_age_ms,
+            d.leases_in_flight,
+            d.dead_letter_records,
+            d.breaker.state,
+            d.breaker.consecutive_failures,
+            d.paused
         )?;
     }
     Ok(())

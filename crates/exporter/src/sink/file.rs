@@ -49,7 +49,11 @@ impl Sink for FileSink {
                     retry_after: None,
                     timed_out: false,
                 }),
-                Err(e) => Err(SinkError::Retryable { message: format!("file sink task: {e}"), retry_after: None, timed_out: false }),
+                Err(e) => Err(SinkError::Retryable {
+                    message: format!("file sink task: {e}"),
+                    retry_after: None,
+                    timed_out: false,
+                }),
             }
         })
     }

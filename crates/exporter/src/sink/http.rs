@@ -57,7 +57,10 @@ impl HttpSink {
         }
         let others: Vec<(String, String)> =
             url.query_pairs().filter(|(k, _)| k != "table").map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        url.query_pairs_mut().clear().extend_pairs(others).append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"));
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(others)
+            .append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"));
         HttpSink::new(url.as_str(), HttpStyle::ClickHouse, timeout)
     }
 
@@ -152,7 +155,8 @@ mod tests {
 
     #[test]
     fn clickhouse_spec_becomes_an_insert_query() {
-        let s = HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1)).unwrap();
+        let s =
+            HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1)).unwrap();
         assert!(s.url.contains("database=weir"), "{}", s.url);
         assert!(s.url.contains("query=INSERT+INTO+events+FORMAT+JSONEachRow"), "{}", s.url);
         assert!(HttpSink::clickhouse("http://h:1/?table=x;drop", Duration::from_secs(1)).is_err());
