@@ -1,24 +1,13 @@
 //! `broker-admin`: see `broker-admin --help` and `../shared/CONTRACT.md`.
-use clap::Parser;
+use broker::admin_cli::{run, Cli, Exit};
 
 fn main() {
-    let cli = match broker::admin_cli::Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
+    let cli: Cli = broker::parse_args_or_exit();
+    let (code, why) = match run(cli) {
+        Exit::Ok => return,
+        Exit::Problems(why) => (1, why),
+        Exit::Usage(why) => (2, why),
     };
-    match broker::admin_cli::run(cli) {
-        broker::admin_cli::Exit::Ok => {}
-        broker::admin_cli::Exit::Problems(why) => {
-            eprintln!("broker-admin: {why}");
-            std::process::exit(1);
-        }
-        broker::admin_cli::Exit::Usage(why) => {
-            eprintln!("broker-admin: {why}");
-            std::process::exit(2);
-        }
-    }
+    eprintln!("broker-admin: {why}");
+    std::process::exit(code);
 }

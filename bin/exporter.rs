@@ -1,31 +1,14 @@
 //! `exporter`: see `exporter --help` and `../shared/CONTRACT.md`.
-use clap::Parser;
+use exporter::worker::ExportError;
 
 fn main() {
-    let args = match exporter::config::Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
-    };
+    let args: exporter::config::Args = broker::parse_args_or_exit();
     broker::init_tracing();
-    let opts = match exporter::config::Options::resolve(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("exporter: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("exporter: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = rt.block_on(async {
+    let opts = exporter::config::Options::resolve(args).unwrap_or_else(|e| {
+        eprintln!("exporter: {e}");
+        std::process::exit(2);
+    });
+    let result = broker::runtime_or_exit("exporter").block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -36,15 +19,13 @@ fn main() {
         });
         exporter::worker::run(opts, rx).await
     });
-    match result {
-        Ok(()) => {}
-        Err(exporter::worker::ExportError::Usage(e)) => {
-            eprintln!("exporter: {e}");
-            std::process::exit(2);
-        }
-        Err(e) => {
-            eprintln!("exporter: {e}");
-            std::process::exit(1);
-        }
+    let code = match &result {
+        Ok(()) => return,
+        Err(ExportError::Usage(_)) => 2,
+        Err(ExportError::Fatal(_)) => 1,
+    };
+    if let Err(e) = result {
+        eprintln!("exporter: {e}");
     }
+    std::process::exit(code);
 }

@@ -247,7 +247,11 @@ async fn segments_are_deleted_only_after_every_destination_passed_them() {
         file_lines(&fb).len() == 401 && lane_segments(&b.data_dir)[&lane] == 1
     })
     .await;
-    assert!(metric(&b.url, "weir_segments_deleted_total").await >= (before - 1) as f64);
+    // Counted right after the files go: wait for the counter, not the files.
+    wait_until("deletions counted", Duration::from_secs(5), || async {
+        metric(&b.url, "weir_segments_deleted_total").await >= (before - 1) as f64
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

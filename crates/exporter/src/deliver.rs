@@ -79,6 +79,7 @@ impl Deliverer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Delivery;
     use std::sync::Mutex;
 
     /// A sink that rejects any batch holding a record starting with "bad".
@@ -88,11 +89,7 @@ mod tests {
     }
 
     impl Sink for Picky {
-        fn deliver<'a>(
-            &'a self,
-            records: &'a [Record],
-            _key: &'a str,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>> {
+        fn deliver<'a>(&'a self, records: &'a [Record], _key: &'a str) -> Delivery<'a> {
             Box::pin(async move {
                 *self.calls.lock().unwrap() += 1;
                 if records.iter().any(|r| r.payload.starts_with(b"bad")) {

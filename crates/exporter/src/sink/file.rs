@@ -1,9 +1,38 @@
 //! `file:PATH`: append each record as one line and fsync before the lease
 //! is committed.
+//!
+//! Everything committed ends with a newline (the write and its fsync come
+//! before the commit). An exporter that died mid-write can leave an
+//! unterminated last line; its lease was not committed and will be
+//! redelivered, so at open that partial line is cut off — otherwise the next
+//! append would be glued onto it.
 
-use super::{Record, Sink, SinkError};
-use std::io::Write;
+use super::{Delivery, Record, Sink, SinkError};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
+
+/// Cut an unterminated last line; returns how many bytes were removed.
+fn trim_partial_line(f: &mut std::fs::File) -> std::io::Result<u64> {
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    Ok(len - end)
+}
 
 pub struct FileSink {
     path: String,
@@ -12,21 +41,22 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn open(path: &str) -> Result<FileSink, String> {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|e| format!("cannot open sink file {path}: {e}"))?;
+        let cut = trim_partial_line(&mut file).map_err(|e| format!("cannot check the tail of {path}: {e}"))?;
+        if cut > 0 {
+            tracing::warn!(path, bytes = cut, "cut an unterminated last line left by an interrupted delivery");
+        }
         Ok(FileSink { path: path.to_string(), file: Arc::new(Mutex::new(file)) })
     }
 }
 
 impl Sink for FileSink {
-    fn deliver<'a>(
-        &'a self,
-        records: &'a [Record],
-        _key: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>> {
+    fn deliver<'a>(&'a self, records: &'a [Record], _key: &'a str) -> Delivery<'a> {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
         for r in records {
             buf.extend_from_slice(&r.payload);
@@ -60,5 +90,22 @@ impl Sink for FileSink {
 
     fn describe(&self) -> String {
         format!("file:{}", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unterminated_last_line_is_cut_at_open_and_whole_lines_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let _sink = FileSink::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        std::fs::write(&path, b"no newline at all").unwrap();
+        let _sink = FileSink::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 }

@@ -5,7 +5,7 @@
 //! errors retryable (Retry-After honoured); other 4xx poison. ClickHouse
 //! answers 500 for bad rows too, so its error code decides there.
 
-use super::{Record, Sink, SinkError};
+use super::{Delivery, Record, Sink, SinkError};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,11 +126,7 @@ impl HttpSink {
 }
 
 impl Sink for HttpSink {
-    fn deliver<'a>(
-        &'a self,
-        records: &'a [Record],
-        key: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>> {
+    fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a> {
         Box::pin(self.post(records, key))
     }
 

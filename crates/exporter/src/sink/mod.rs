@@ -27,15 +27,14 @@ pub enum SinkError {
     Poison(String),
 }
 
+/// The future of one delivery attempt.
+pub type Delivery<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
 /// A delivery target.
 pub trait Sink: Send + Sync {
     /// Deliver `records` (a sub-range of a lease); `key` is stable for the
     /// same records across redeliveries.
-    fn deliver<'a>(
-        &'a self,
-        records: &'a [Record],
-        key: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
+    fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a>;
 
     fn describe(&self) -> String;
 }
