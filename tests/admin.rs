@@ -183,3 +183,17 @@ async fn online_commands_rewind_pause_and_show_destinations() {
     let help = std::process::Command::new(ADMIN).args(["rewind", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
 }
+
+#[tokio::test]
+async fn dump_beside_a_running_broker_stops_at_the_durable_watermark() {
+    let mut b = BrokerProc::start(DEST);
+    let lane = fill(&b.url, 6).await;
+    let mark = b.data_dir.join("wal").join(&lane).join(wal::WATERMARK_FILE);
+    assert_eq!(std::fs::read(&mark).unwrap(), 6u64.to_le_bytes(), "the broker publishes its durable watermark");
+    // Pretend the last two records are still in flight (written, not yet synced).
+    std::fs::write(&mark, 4u64.to_le_bytes()).unwrap();
+    assert_eq!(dumped_ids(&b.data_dir), vec![0, 1, 2, 3]);
+    // With no broker holding the directory, everything on disk is shown.
+    assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
+    assert_eq!(dumped_ids(&b.data_dir), (0..6).collect::<Vec<_>>());
+}

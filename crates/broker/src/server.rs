@@ -67,11 +67,21 @@ pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
 }
 
 /// An exclusive lock on the data directory, held for the process's life.
+/// An open-file-description `fcntl` lock, so `broker-admin` can test for a
+/// running broker ([`DirLock::is_held`]) without taking any lock itself.
 pub struct DirLock {
     _file: std::fs::File,
 }
 
 pub const LOCK_FILE: &str = "LOCK";
+
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; zeroed is a valid value (l_pid must be 0 for OFD locks).
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l
+}
 
 impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock, String> {
@@ -81,11 +91,13 @@ impl DirLock {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut l = whole_file_lock(libc::F_WRLCK);
+        // SAFETY: fcntl on a descriptor we own with a valid flock struct.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut l) } != 0 {
             return Err(format!(
                 "data dir {} is in use by another broker (lock {} is held)",
                 dir.display(),
@@ -93,6 +105,16 @@ impl DirLock {
             ));
         }
         Ok(DirLock { _file: file })
+    }
+
+    /// Whether a broker holds `dir`, asked without taking a lock.
+    pub fn is_held(dir: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
+        let mut l = whole_file_lock(libc::F_WRLCK);
+        // SAFETY: F_OFD_GETLK only reports; it takes no lock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
+        rc == 0 && l.l_type != libc::F_UNLCK as libc::c_short
     }
 }
 

@@ -115,6 +115,13 @@ pub fn inspect_all(fs: &dyn FileSystem, wal_dir: &Path, max_body: u32) -> Result
     Ok(out)
 }
 
+/// The durable next offset a running broker published for `lane` (see
+/// `LaneShared::watermark`); `None` when there is none.
+pub fn durable_watermark(fs: &dyn FileSystem, wal_dir: &Path, lane: LaneId) -> Option<u64> {
+    let b = fs.read_all(&lane_dir(wal_dir, lane).join(crate::lane::WATERMARK_FILE)).ok()?;
+    Some(u64::from_le_bytes(b.get(0..8)?.try_into().ok()?))
+}
+
 /// Visit the valid frames of one segment file from offset `from`.
 pub fn visit_segment_frames(
     fs: &dyn FileSystem,

@@ -120,6 +120,19 @@ pub(crate) struct LaneShared {
     failure: Mutex<Option<String>>,
     /// Woken after every commit, for long-polling readers.
     pub appended: tokio::sync::Notify,
+    /// `<lane dir>/watermark`: the durable next offset, rewritten (not
+    /// synced) after each commit so read-only tools beside a running broker
+    /// stop there. Advisory: recovery never reads it.
+    watermark: Option<Arc<dyn WalFile>>,
+}
+
+pub const WATERMARK_FILE: &str = "watermark";
+
+fn open_watermark(fs: &dyn FileSystem, dir: &std::path::Path, next: u64) -> Option<Arc<dyn WalFile>> {
+    let path = dir.join(WATERMARK_FILE);
+    let f = fs.open_rw(&path).or_else(|_| fs.create_new(&path)).ok()?;
+    f.write_all_at(&next.to_le_bytes(), 0).ok()?;
+    Some(f)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -172,6 +185,10 @@ impl LaneShared {
             idx.active.bytes = bytes;
         }
         self.durable_next.store(next, Ordering::Release);
+        if let Some(w) = &self.watermark {
+            // Advisory for inspection tools; a failure here is not a commit failure.
+            let _ = w.write_all_at(&next.to_le_bytes(), 0);
+        }
         self.appended.notify_waiters();
     }
 
@@ -221,6 +238,7 @@ impl Lane {
             frames: rec.active.frames,
             bytes: rec.active.bytes,
         };
+        let watermark = open_watermark(&*fs, &dir, next);
         let shared = Arc::new(LaneShared {
             id,
             dir,
@@ -233,6 +251,7 @@ impl Lane {
             durable_next: AtomicU64::new(next),
             failure: Mutex::new(None),
             appended: tokio::sync::Notify::new(),
+            watermark,
         });
         let writer = Writer {
             shared: Arc::clone(&shared),

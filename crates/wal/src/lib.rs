@@ -55,7 +55,7 @@ mod writer;
 pub use error::{FrameError, Result, WalError};
 pub use frame::{BatchMeta, EncodedBatch, FrameView};
 pub use fs::{FileSystem, RealFs};
-pub use lane::{Appended, Lane, SegmentInfo, StoredBatch};
+pub use lane::{Appended, Lane, SegmentInfo, StoredBatch, WATERMARK_FILE};
 pub use lane_id::{LaneId, Priority};
 pub use recovery::RecoveryEvent;
 pub use writer::{CommitObserver, CommitStats};
