@@ -359,16 +359,19 @@ impl Lane {
             }
         }
         let (file, path, locs) = active;
-        // Read the active segment in chunks of whole frames.
-        const CHUNK: u64 = 4 << 20;
+        // Read the active segment in chunks of whole frames, starting small
+        // (many callers stop after a frame or two) and doubling up to 4 MiB.
+        const MAX_CHUNK: u64 = 4 << 20;
+        let mut chunk = 64 << 10;
         let mut i = 0;
         let mut buf = Vec::new();
         while i < locs.len() {
             let first = locs[i];
             let mut j = i + 1;
-            while j < locs.len() && locs[j].end() - first.pos <= CHUNK {
+            while j < locs.len() && locs[j].end() - first.pos <= chunk {
                 j += 1;
             }
+            chunk = (chunk * 2).min(MAX_CHUNK);
             let end = locs[j - 1].end();
             buf.resize((end - first.pos) as usize, 0);
             file.read_exact_at(&mut buf, first.pos).map_err(|e| WalError::io(&path, e))?;
