@@ -32,7 +32,9 @@ fn main() {
     let counts = Arc::new(Counts::default());
     let preallocate = std::env::var_os("WEIR_NO_PREALLOCATE").is_none();
     let segment_bytes = std::env::var("WEIR_SEGMENT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(256 << 20);
-    let opts = WalOptions { shards: 1, segment_bytes, preallocate, ..WalOptions::default() };
+    let linger_us = std::env::var("WEIR_LINGER_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let group_commit_linger = Duration::from_micros(linger_us);
+    let opts = WalOptions { shards: 1, segment_bytes, preallocate, group_commit_linger, ..WalOptions::default() };
     let wal = Arc::new(Wal::open(Arc::new(RealFs), tmp.path(), opts, Some(counts.clone())).expect("open"));
     let lane = LaneId::new(Priority::Normal, 0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -350,3 +350,41 @@ async fn records_exported_to_a_real_clickhouse_arrive_with_the_right_row_count()
     .await;
     assert_eq!(q("SELECT uniqExact(id) FROM weir_events").await.trim(), "500");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_older_than_the_retention_age_go_even_if_undelivered_and_count_as_dropped() {
+    let b = BrokerProc::start(
+        "retention_max_age_secs = 1\ngroup_commit_linger_us = 200\n[[destination]]\nname = \"slow\"\ntopics = [\"events\"]\ntoken = \"slow-t\"\n",
+    );
+    let pad = "z".repeat(900);
+    let mut lane = String::new();
+    for i in 0..30 {
+        let body: String = (0..10).map(|k| format!("{{\"id\":\"r{}\",\"pad\":\"{pad}\"}}\n", i * 10 + k)).collect();
+        let a = ingest(&b.url, "acme-t", "events", body).await;
+        assert_eq!(a.status, 200);
+        lane = a.json["lane"].as_str().unwrap().to_string();
+    }
+    let before = lane_segments(&b.data_dir)[&lane];
+    assert!(before >= 3, "{before}");
+    wait_until("aged segments deleted", Duration::from_secs(20), || async { lane_segments(&b.data_dir)[&lane] == 1 })
+        .await;
+    wait_until("their records counted as dropped", Duration::from_secs(5), || async {
+        metric(&b.url, "weir_destination_dropped_records_total{destination=\"slow\"}").await > 0.0
+    })
+    .await;
+    // What is left (the active segment) is still delivered.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("slow.ndjson");
+    let _e = ExporterProc::start(&b.url, "slow", "slow-t", &format!("file:{}", out.display()), &["--wait-ms", "200"]);
+    wait_until("the newest record delivered", Duration::from_secs(20), || async {
+        file_lines(&out).iter().any(|l| l.contains("\"r299\""))
+    })
+    .await;
+    let st = destination(&b.url, "slow").await;
+    let delivered = file_lines(&out).len() as u64;
+    assert_eq!(
+        delivered + st["dropped_records"].as_u64().unwrap(),
+        300,
+        "every record delivered or counted as dropped"
+    );
+}

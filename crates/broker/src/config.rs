@@ -92,6 +92,15 @@ pub struct Config {
     pub segment_bytes: u64,
     #[serde(default = "d_true")]
     pub preallocate: bool,
+    /// Group commit: wait up to this many microseconds for more requests
+    /// before a commit round's write + fsync (0: start at once).
+    #[serde(default)]
+    pub group_commit_linger_us: u64,
+    /// Delete sealed segments older than this even if a destination has not
+    /// committed them (counted as dropped for it). 0: keep until every
+    /// destination committed.
+    #[serde(default)]
+    pub retention_max_age_secs: u64,
     /// Largest request body as sent (compressed or not).
     #[serde(default = "d_max_body")]
     pub max_body_bytes: u64,
@@ -272,6 +281,9 @@ token = "{DEV_EXPORTER_TOKEN}"
         }
         if !(0.0..=1.0).contains(&self.disk_high_watermark) {
             return bad("disk_high_watermark: must be a fraction between 0 and 1".into());
+        }
+        if self.group_commit_linger_us > 100_000 {
+            return bad("group_commit_linger_us: at most 100000 (100 ms)".into());
         }
         if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 || self.low_priority_every == 0 {
             return bad("lease_timeout_ms must be >= 1000; max_lease_records and low_priority_every >= 1".into());

@@ -73,7 +73,7 @@ impl Broker {
         if dirty {
             self.store.flush().await?;
         }
-        self.retain()?;
+        self.retain(now).await?;
         self.check_disk();
         self.idempotency.expire(now);
         for lane in self.wal.lanes() {
@@ -136,37 +136,83 @@ impl Broker {
                 ControlFlow::Continue(())
             });
             if new_cursor > cursor {
-                let void: Vec<String> = st
-                    .leases
-                    .values()
-                    .filter(|l| l.source == crate::destination::LeaseSource::Lane(id) && l.from < new_cursor)
-                    .map(|l| l.id.clone())
-                    .collect();
-                for lid in void {
-                    st.leases.remove(&lid);
-                    self.store.remove_lease(&dest.name, &lid)?;
-                }
-                if let Some(ll) = st.lanes.get_mut(&id) {
-                    ll.expired.retain(|from, _| *from >= new_cursor);
-                    ll.next_unleased = ll.next_unleased.max(new_cursor);
-                }
+                self.skip_to(dest, &mut st, id, new_cursor)?;
             }
         }
         self.persist_cursors(dest, &mut st)?;
+        self.count_dropped(dest, dropped, "lag over limit (on_lag_limit = drop_oldest)");
+        Ok(dropped)
+    }
+
+    /// Move a destination's cursor on `lane` forward to `to`, voiding what
+    /// is outstanding below it. The caller persists and flushes.
+    fn skip_to(
+        &self,
+        dest: &Destination,
+        st: &mut crate::destination::DestState,
+        lane: LaneId,
+        to: u64,
+    ) -> Result<(), BrokerError> {
+        let void: Vec<String> = st
+            .leases
+            .values()
+            .filter(|l| l.source == crate::destination::LeaseSource::Lane(lane) && l.from < to)
+            .map(|l| l.id.clone())
+            .collect();
+        for lid in void {
+            st.leases.remove(&lid);
+            self.store.remove_lease(&dest.name, &lid)?;
+        }
+        if let Some(ll) = st.lanes.get_mut(&lane) {
+            ll.expired.retain(|from, _| *from >= to);
+            ll.next_unleased = ll.next_unleased.max(to);
+        }
+        Ok(())
+    }
+
+    fn count_dropped(&self, dest: &Destination, dropped: u64, why: &str) {
         if dropped > 0 {
             dest.dropped.fetch_add(dropped, Ordering::Relaxed);
             self.metrics.destination_dropped_records.with_label_values(&[dest.name.as_str()]).inc_by(dropped);
-            tracing::warn!(destination = %dest.name, dropped, "lag over limit: dropped oldest records (on_lag_limit = drop_oldest)");
+            tracing::warn!(destination = %dest.name, dropped, "dropped records not yet delivered: {why}");
         }
-        Ok(dropped)
+    }
+
+    /// `retention_max_age_secs`: the end offset of the newest sealed segment
+    /// of `lane` whose records are all older than the limit, after moving
+    /// every destination still behind it past it.
+    fn expire_by_age(&self, lane: &Lane, now: u64) -> Result<Option<u64>, BrokerError> {
+        if self.cfg.retention_max_age_secs == 0 {
+            return Ok(None);
+        }
+        let cutoff = now.saturating_sub(self.cfg.retention_max_age_secs * 1000);
+        let Some(end) =
+            lane.segments().iter().filter(|s| s.sealed && s.last_ts_ms < cutoff).map(|s| s.next_offset).max()
+        else {
+            return Ok(None);
+        };
+        for dest in &self.dests {
+            let mut st = dest.state();
+            let cursor = st.committed(lane.id());
+            if cursor < end {
+                self.skip_to(dest, &mut st, lane.id(), end)?;
+                self.persist_cursors(dest, &mut st)?;
+                self.count_dropped(dest, end - cursor, "older than retention_max_age_secs");
+            }
+        }
+        Ok(Some(end))
     }
 
     /// Delete sealed segments every destination has durably committed past.
     /// Cursors are flushed by commit before they are visible here.
-    fn retain(&self) -> Result<(), BrokerError> {
+    async fn retain(&self, now: u64) -> Result<(), BrokerError> {
         let mut total_bytes = 0u64;
         for lane in self.wal.lanes() {
             let id = lane.id();
+            if self.expire_by_age(lane, now)?.is_some() {
+                // The moved cursors must be durable before segments go.
+                self.store.flush().await?;
+            }
             let released = self
                 .dests
                 .iter()

@@ -169,6 +169,23 @@ impl LaneShared {
         Some(std::mem::take(&mut q.items))
     }
 
+    /// Group-commit linger: add to `round` whatever arrives before
+    /// `deadline` (or until shutdown). Used only with a non-zero linger.
+    pub fn gather_until(&self, round: &mut Vec<Pending>, deadline: std::time::Instant) {
+        let mut q = lock(&self.queue);
+        loop {
+            round.append(&mut q.items);
+            let now = std::time::Instant::now();
+            if q.shutdown || now >= deadline {
+                return;
+            }
+            q.writer_waiting = true;
+            let (guard, _) = self.wake.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner());
+            q = guard;
+            q.writer_waiting = false;
+        }
+    }
+
     pub fn failure(&self) -> Option<String> {
         lock(&self.failure).clone()
     }

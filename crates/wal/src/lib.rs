@@ -77,11 +77,22 @@ pub struct WalOptions {
     /// Reserve each segment's space up front and zero-fill it (the next
     /// segment is prepared by a helper thread, off the commit path).
     pub preallocate: bool,
+    /// After taking the first waiting append of a round, wait up to this
+    /// long for more before writing and syncing. Zero (the default): a round
+    /// starts as soon as the previous one ends. Never a timer-driven sync:
+    /// every sync serves appends that are waiting for it.
+    pub group_commit_linger: std::time::Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { shards: 4, segment_bytes: 16 << 20, max_frame_bytes: 16 << 20, preallocate: true }
+        WalOptions {
+            shards: 4,
+            segment_bytes: 16 << 20,
+            max_frame_bytes: 16 << 20,
+            preallocate: true,
+            group_commit_linger: std::time::Duration::ZERO,
+        }
     }
 }
 

@@ -82,9 +82,13 @@ impl Writer {
     pub fn run(mut self) {
         loop {
             let wait = self.failed_at.map(|_| REOPEN_BACKOFF);
-            let Some(round) = self.shared.take_pending(wait) else {
+            let Some(mut round) = self.shared.take_pending(wait) else {
                 return;
             };
+            let linger = self.shared.opts.group_commit_linger;
+            if !linger.is_zero() && !round.is_empty() {
+                self.shared.gather_until(&mut round, Instant::now() + linger);
+            }
             if self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_BACKOFF) {
                 self.try_reopen();
             }

@@ -81,6 +81,9 @@ fn check(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
 }
 
 fn run(seed: u64, actions: Vec<Action>) -> Result<(), TestCaseError> {
+    // Half the cases run with a group-commit linger: same invariants.
+    let linger = if seed.is_multiple_of(2) { std::time::Duration::from_micros(200) } else { std::time::Duration::ZERO };
+    let small_opts = || wal::WalOptions { group_commit_linger: linger, ..small_opts() };
     let sim = SimFs::new(seed);
     let fs: Arc<dyn wal::FileSystem> = Arc::new(sim.clone());
     let dir = Path::new("/data/wal");

@@ -17,7 +17,13 @@ const CHILD_ENV: &str = "WEIR_KILL9_CHILD";
 const WRITERS: u64 = 8;
 
 fn opts() -> WalOptions {
-    WalOptions { shards: 2, segment_bytes: 64 << 10, max_frame_bytes: 1 << 20, preallocate: true }
+    WalOptions {
+        shards: 2,
+        segment_bytes: 64 << 10,
+        max_frame_bytes: 1 << 20,
+        preallocate: true,
+        ..WalOptions::default()
+    }
 }
 
 fn lane_for(id: u64) -> wal::LaneId {

@@ -12,7 +12,13 @@ use wal::sim::SimFs;
 use wal::{FileSystem, RealFs, RecoveryEvent, WalError, WalOptions};
 
 fn opts() -> WalOptions {
-    WalOptions { shards: 1, segment_bytes: 1 << 20, max_frame_bytes: 1 << 20, preallocate: true }
+    WalOptions {
+        shards: 1,
+        segment_bytes: 1 << 20,
+        max_frame_bytes: 1 << 20,
+        preallocate: true,
+        ..WalOptions::default()
+    }
 }
 
 /// Write `n` batches of 3 records to normal/0 of a real directory and close it.

@@ -27,7 +27,7 @@ pub fn batch(id: u64, n: u32, size: usize) -> EncodedBatch {
 }
 
 pub fn small_opts() -> WalOptions {
-    WalOptions { shards: 2, segment_bytes: 4096, max_frame_bytes: 1 << 20, preallocate: true }
+    WalOptions { shards: 2, segment_bytes: 4096, max_frame_bytes: 1 << 20, preallocate: true, ..WalOptions::default() }
 }
 
 pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, opts: WalOptions) -> Wal {
