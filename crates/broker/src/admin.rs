@@ -59,7 +59,7 @@ impl Broker {
         let dest = self.dest(name)?;
         {
             let mut st = dest.state();
-            st.breaker = Breaker::reset();
+            st.breaker = Breaker::default();
             st.not_before_ms = 0;
             self.store.set_breaker(&dest.name, &st.breaker)?;
         }

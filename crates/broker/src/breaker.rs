@@ -112,11 +112,6 @@ impl Breaker {
         }
     }
 
-    /// Operator reset.
-    pub fn reset() -> Breaker {
-        Breaker::default()
-    }
-
     pub fn retry_in_ms(self, now_ms: u64, p: BreakerPolicy) -> Option<u64> {
         (self.state == BreakerState::Open).then(|| self.opened_at_ms.saturating_add(p.open_ms).saturating_sub(now_ms))
     }

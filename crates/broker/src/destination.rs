@@ -77,10 +77,6 @@ impl DestState {
         c
     }
 
-    pub fn lane_leases_in_flight(&self) -> usize {
-        self.leases.len()
-    }
-
     pub fn next_lease_id(&mut self, dest_idx: usize) -> String {
         self.seq += 1;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -90,6 +90,16 @@ impl IdempotencyCache {
         let _ = ticket.tx.send(Some(response.clone()));
     }
 
+    /// Release a ticket whose request was not acknowledged.
+    pub fn abandon(&self, ticket: Ticket) {
+        let mut slots = self.slots();
+        if matches!(slots.get(&ticket.key), Some(Slot::InFlight(_))) {
+            slots.remove(&ticket.key);
+        }
+        drop(slots);
+        drop(ticket);
+    }
+
     /// Forget keys older than the window.
     pub fn expire(&self, now_ms: u64) {
         self.slots().retain(|_, s| !matches!(s, Slot::Done { expires_at_ms, .. } if *expires_at_ms <= now_ms));
@@ -130,17 +140,5 @@ impl Drop for Ticket {
             // The request failed or was cancelled: waiters retry as fresh.
             let _ = self.tx.send(None);
         }
-    }
-}
-
-impl IdempotencyCache {
-    /// Release a ticket whose request was not acknowledged.
-    pub fn abandon(&self, ticket: Ticket) {
-        let mut slots = self.slots();
-        if matches!(slots.get(&ticket.key), Some(Slot::InFlight(_))) {
-            slots.remove(&ticket.key);
-        }
-        drop(slots);
-        drop(ticket);
     }
 }

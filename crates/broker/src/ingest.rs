@@ -187,29 +187,25 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
         },
         None => None,
     };
-    let admitted =
-        check_backpressure(b, input.tenant, topic_idx).and_then(|()| admit(b, input.tenant, records.len() as u64, now));
-    let lane = match admitted {
-        Ok(lane) => lane,
-        Err(e) => {
-            if let Some(t) = ticket {
-                b.idempotency.abandon(t);
-            }
-            return Err(e);
-        }
-    };
     let meta = BatchMeta {
         tenant: tenant.name.clone(),
         topic: input.topic.to_string(),
         idempotency_key: key.map(str::to_string),
     };
-    let batch = match EncodedBatch::new(&meta, &records) {
-        Ok(batch) => batch,
+    let prepared = check_backpressure(b, input.tenant, topic_idx)
+        .and_then(|()| admit(b, input.tenant, records.len() as u64, now))
+        .and_then(|lane| {
+            let batch = EncodedBatch::new(&meta, &records)
+                .map_err(|e| BrokerError::InvalidBody(format!("cannot store this batch: {e}")))?;
+            Ok((lane, batch))
+        });
+    let (lane, batch) = match prepared {
+        Ok(p) => p,
         Err(e) => {
             if let Some(t) = ticket {
                 b.idempotency.abandon(t);
             }
-            return Err(BrokerError::InvalidBody(format!("cannot store this batch: {e}")));
+            return Err(e);
         }
     };
     let n = records.len() as u64;

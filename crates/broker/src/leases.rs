@@ -17,6 +17,7 @@ use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::store::{DeadLetterRecord, LeaseRecord};
 use api::lease::*;
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -536,5 +537,3 @@ async fn futures_select_any(mut notified: Vec<std::pin::Pin<Box<tokio::sync::fut
     })
     .await
 }
-
-use std::future::Future;

@@ -58,11 +58,14 @@ impl Broker {
         let mut dirty = false;
         for dest in &self.dests {
             dirty |= self.expire_leases(dest, now)? > 0;
-            let lag = self.lag_of(dest, now);
-            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
-                dirty |= self.drop_oldest(dest, lag)? > 0;
+            let mut lag = self.lag_of(dest, now);
+            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest
+                && dest.over_limit(lag)
+                && self.drop_oldest(dest, lag)? > 0
+            {
+                dirty = true;
+                lag = self.lag_of(dest, now);
             }
-            let lag = self.lag_of(dest, now);
             dest.publish_lag(lag);
             let name = dest.name.as_str();
             self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);

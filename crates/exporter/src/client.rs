@@ -17,9 +17,6 @@ impl ClientError {
     pub fn is_lease_gone(&self) -> bool {
         matches!(self, ClientError::Api { status: 404, code, .. } if code == "lease_not_found")
     }
-    pub fn is_auth(&self) -> bool {
-        matches!(self, ClientError::Api { status: 401 | 403, .. })
-    }
 }
 
 pub struct BrokerClient {

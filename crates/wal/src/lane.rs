@@ -10,7 +10,7 @@ use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameView};
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::recovery::{summary_path, RecoveredLane, RecoveredSegment};
-use crate::segment::FrameLoc;
+use crate::segment::{FrameLoc, Summary};
 use crate::writer::{CommitObserver, Pending, Writer};
 use crate::WalOptions;
 use std::ops::ControlFlow;
@@ -442,15 +442,16 @@ impl Lane {
         let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<_> = idx.sealed.iter().map(|s| s.info(self.id())).collect();
         let a = &idx.active;
+        let sum = Summary::from_frames(a.base, a.bytes, &a.frames);
         out.push(SegmentInfo {
             lane: self.id(),
             path: a.path.clone(),
             base_offset: a.base,
-            next_offset: a.frames.last().map_or(a.base, FrameLoc::next_offset),
-            records: a.frames.iter().map(|f| u64::from(f.records)).sum(),
+            next_offset: sum.next_offset,
+            records: sum.records,
             bytes: a.bytes,
-            first_ts_ms: a.frames.first().map_or(0, |f| f.ts_ms),
-            last_ts_ms: a.frames.last().map_or(0, |f| f.ts_ms),
+            first_ts_ms: sum.first_ts_ms,
+            last_ts_ms: sum.last_ts_ms,
             sealed: false,
         });
         out

@@ -61,7 +61,7 @@ pub use recovery::RecoveryEvent;
 pub use writer::{CommitObserver, CommitStats};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Tunables of the log. Defaults suit a broker on one SSD.
@@ -99,7 +99,6 @@ impl Default for WalOptions {
 /// The log: every lane of one data directory.
 pub struct Wal {
     lanes: BTreeMap<LaneId, Lane>,
-    dir: PathBuf,
     recovery: Vec<RecoveryEvent>,
 }
 
@@ -137,11 +136,7 @@ impl Wal {
                 tracing::debug!(event = ?e, "WAL recovery");
             }
         }
-        Ok(Wal { lanes, dir: dir.to_path_buf(), recovery: events })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(Wal { lanes, recovery: events })
     }
 
     /// What recovery did when this log was opened.
