@@ -3,7 +3,11 @@
 //!
 //! - `records/{appenders}x{size}B`: that many concurrent appenders, each
 //!   appending one-record batches; throughput in records.
-//! - `batch_1MiB/{appenders}`: 1 MiB batches (1024 x 1 KiB records); throughput in bytes.
+//! - `batch_1MiB/{appenders}`: 1 MiB batches (1024 x 1 KiB records); throughput
+//!   in bytes. After each iteration a consumer that keeps up releases the
+//!   sealed segments, so rolls reuse them (the broker's steady state).
+//! - `batch_1MiB_unreleased/{appenders}`: the same with nothing released, so
+//!   every segment is a fresh file (a cold or lagging broker).
 //!
 //! Latency percentiles and fsyncs per commit come from `examples/wal_load.rs`.
 
@@ -68,21 +72,27 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    let mut g = c.benchmark_group("batch_1MiB");
-    g.measurement_time(Duration::from_secs(4)).sample_size(10);
-    for appenders in [1usize, 4] {
-        g.throughput(Throughput::Bytes((appenders * 16 * 1024 * 1024) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(appenders), &appenders, |b, &k| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    rt.block_on(run(&wal, k, 16, 1024, 1024));
-                }
-                start.elapsed()
-            })
-        });
+    for (group, release) in [("batch_1MiB", true), ("batch_1MiB_unreleased", false)] {
+        let mut g = c.benchmark_group(group);
+        g.measurement_time(Duration::from_secs(4)).sample_size(10);
+        for appenders in [1usize, 4] {
+            g.throughput(Throughput::Bytes((appenders * 16 * 1024 * 1024) as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(appenders), &appenders, |b, &k| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        rt.block_on(run(&wal, k, 16, 1024, 1024));
+                        if release {
+                            let lane = wal.lane(LANE).expect("lane");
+                            lane.delete_segments_below(lane.next_offset()).expect("release");
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
     wal.shutdown();
 }
 

@@ -2,6 +2,10 @@
 //! records/s, MiB/s, append latency percentiles and fsyncs per commit.
 //!
 //!   cargo run --release --example wal_load -- APPENDERS RECORD_BYTES RECORDS_PER_BATCH SECONDS [DIR]
+//!
+//! A consumer that keeps up releases sealed segments every 10 ms (so rolls
+//! reuse released files, the steady state of a broker whose exporters keep
+//! up); `WEIR_NO_RELEASE=1` keeps everything (every segment a fresh file).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,18 @@ fn main() {
     let opts = WalOptions { shards: 1, segment_bytes, preallocate, group_commit_linger, ..WalOptions::default() };
     let wal = Arc::new(Wal::open(Arc::new(RealFs), tmp.path(), opts, Some(counts.clone())).expect("open"));
     let lane = LaneId::new(Priority::Normal, 0);
+    let release = std::env::var_os("WEIR_NO_RELEASE").is_none();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let releaser = release.then(|| {
+        let (wal, stop) = (Arc::clone(&wal), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let l = wal.lane(lane).expect("lane");
+                l.delete_segments_below(l.next_offset()).expect("release");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let lat = Arc::new(Mutex::new(Vec::<u32>::new()));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -63,6 +79,10 @@ fn main() {
         }
     });
     let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(r) = releaser {
+        r.join().expect("releaser");
+    }
     let mut l = lat.lock().unwrap().clone();
     l.sort_unstable();
     let pct = |p: f64| l.get(((l.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
@@ -70,7 +90,7 @@ fn main() {
     let records = batches * per_batch as f64;
     let commits = counts.commits.load(Ordering::Relaxed).max(1) as f64;
     println!(
-        "appenders={appenders} record={size}B batch={per_batch} records/s={:.0} MiB/s={:.1} p50={}us p99={}us p999={}us batches/commit={:.1} fsyncs/commit={:.2}",
+        "appenders={appenders} record={size}B batch={per_batch} release={release} records/s={:.0} MiB/s={:.1} p50={}us p99={}us p999={}us batches/commit={:.1} fsyncs/commit={:.2}",
         records / elapsed,
         records * size as f64 / elapsed / (1 << 20) as f64,
         pct(0.5),

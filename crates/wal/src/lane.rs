@@ -10,6 +10,7 @@ use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameView};
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::recovery::{summary_path, RecoveredLane, RecoveredSegment};
+use crate::recycle;
 use crate::segment::{FrameLoc, Summary};
 use crate::writer::{CommitObserver, Pending, Writer};
 use crate::WalOptions;
@@ -61,7 +62,7 @@ pub(crate) struct SealedSegment {
     pub bytes: u64,
     /// Derived once: listing segments must not walk every frame.
     records: u64,
-    map: OnceLock<Arc<FileBytes>>,
+    pub(crate) map: OnceLock<Arc<FileBytes>>,
 }
 
 impl SealedSegment {
@@ -124,6 +125,8 @@ pub(crate) struct LaneShared {
     /// synced) after each commit so read-only tools beside a running broker
     /// stop there. Advisory: recovery never reads it.
     watermark: Option<Arc<dyn WalFile>>,
+    /// Released segments kept for reuse as spares (see [`crate::recycle`]).
+    pub recycled: Mutex<Vec<PathBuf>>,
 }
 
 pub const WATERMARK_FILE: &str = "watermark";
@@ -269,6 +272,7 @@ impl Lane {
             failure: Mutex::new(None),
             appended: tokio::sync::Notify::new(),
             watermark,
+            recycled: Mutex::new(Vec::new()),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -466,18 +470,19 @@ impl Lane {
             let keep_from = idx.sealed.partition_point(|s| s.next <= offset);
             idx.sealed.drain(..keep_from).collect()
         };
-        for seg in &gone {
-            let fs = &self.shared.fs;
-            fs.remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, e))?;
+        let removed = gone.len();
+        for seg in gone {
+            let fs = &*self.shared.fs;
             let sum = summary_path(&seg.path);
             if fs.exists(&sum) {
                 fs.remove_file(&sum).map_err(|e| WalError::io(&sum, e))?;
             }
+            recycle::retire(&self.shared, seg)?;
         }
-        if !gone.is_empty() {
+        if removed > 0 {
             self.shared.fs.sync_dir(&self.shared.dir).map_err(|e| WalError::io(&self.shared.dir, e))?;
         }
-        Ok(gone.len())
+        Ok(removed)
     }
 
     /// Stop taking appends, commit what is queued, and join the writer.

@@ -48,6 +48,7 @@ pub mod inspect;
 mod lane;
 pub mod lane_id;
 pub mod recovery;
+mod recycle;
 pub mod segment;
 pub mod sim;
 mod writer;

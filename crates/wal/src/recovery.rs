@@ -187,7 +187,8 @@ fn recover_segment(
     }
     drop(bytes);
     // A zero tail on the active segment is its preallocated space: keep it
-    // (already zero-filled) rather than cut and fill it again.
+    // (already zero-filled) rather than cut and fill it again. A stale tail
+    // is cut: recycled bytes never outlive a restart.
     let keep_zero_tail = is_last && matches!(s.tail, Tail::Zeros { .. });
     if s.valid_end < file_len && !keep_zero_tail {
         let torn = matches!(s.tail, Tail::Torn { .. });
@@ -247,18 +248,33 @@ pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary)
 
 pub(crate) const SPARE_EXT: &str = "spare";
 
-/// Zero-fill and sync a spare file, off the commit path, for the next roll.
+/// Prepare the file of the next segment, off the commit path: reuse a
+/// released segment of this lane when one waits (see [`crate::recycle`]),
+/// else create one; then preallocate (zero-filling on request) and sync.
 pub(crate) fn prepare_spare(
     fs: &dyn FileSystem,
     dir: &Path,
     opts: &WalOptions,
     zero_fill: bool,
+    recycled: Option<PathBuf>,
 ) -> Result<(PathBuf, Arc<dyn WalFile>)> {
     let path = dir.join(format!("next.{SPARE_EXT}"));
     if fs.exists(&path) {
         fs.remove_file(&path).map_err(io(&path))?;
     }
-    let f = fs.create_new(&path).map_err(io(&path))?;
+    let reused = recycled.and_then(|old| match fs.rename(&old, &path).and_then(|()| fs.open_rw(&path)) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(path = %old.display(), error = %e, "could not reuse a released segment");
+            let _ = fs.remove_file(&old);
+            let _ = fs.remove_file(&path);
+            None
+        }
+    });
+    let f = match reused {
+        Some(f) => f,
+        None => fs.create_new(&path).map_err(io(&path))?,
+    };
     let fill = || -> std::io::Result<()> {
         f.preallocate(opts.segment_bytes, zero_fill)?;
         f.sync_data()

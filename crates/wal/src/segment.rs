@@ -95,6 +95,11 @@ pub enum Tail {
     Zeros { at: u64 },
     /// An incomplete or invalid frame with nothing valid after it.
     Torn { at: u64, what: FrameError },
+    /// What follows is left over from the file's earlier life as an older
+    /// segment of the same lane (see [`crate::recycle`]): it holds frames
+    /// with offsets below this segment's base. A write torn over such bytes
+    /// looks the same and is cut the same way.
+    Stale { at: u64 },
 }
 
 /// A damaged region followed by valid frames.
@@ -151,14 +156,15 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_body: u32) -> Scan {
                 expected = h.next_offset();
                 continue;
             }
+            Ok(h) if h.base_offset < base_offset => break Tail::Stale { at: pos as u64 },
             Ok(_) => FrameError::BadMeta,
             Err(e) => e,
         };
         if bytes[pos..].iter().all(|&b| b == 0) {
             break Tail::Zeros { at: pos as u64 };
         }
-        match find_next_valid(bytes, pos + 1, expected, max_body) {
-            Some((next, next_base)) => {
+        match find_next_valid(bytes, pos + 1, expected, base_offset, max_body) {
+            NextValid::Found(next, next_base) => {
                 corruptions.push(Corruption {
                     at: pos as u64,
                     what,
@@ -168,29 +174,44 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_body: u32) -> Scan {
                 pos = next;
                 expected = next_base;
             }
-            None => break Tail::Torn { at: pos as u64, what },
+            NextValid::OnlyStale => break Tail::Stale { at: pos as u64 },
+            NextValid::Nothing => break Tail::Torn { at: pos as u64, what },
         }
     };
     let valid_end = frames.last().map_or(SEGMENT_HEADER_LEN.min(bytes.len()) as u64, FrameLoc::end);
     Scan { frames, valid_end, tail, corruptions }
 }
 
-/// The first position at or after `from` holding a valid frame whose offset
-/// does not go backwards; returns (position, its base offset).
-fn find_next_valid(bytes: &[u8], from: usize, min_offset: u64, max_body: u32) -> Option<(usize, u64)> {
+enum NextValid {
+    /// (position, base offset) of the next frame whose offset does not go backwards.
+    Found(usize, u64),
+    /// No such frame, but frames older than the segment itself: recycled bytes.
+    OnlyStale,
+    Nothing,
+}
+
+/// Search from `from` for a valid frame whose offset does not go backwards
+/// (at least `min_offset`), noting stale frames (below `segment_base`) seen.
+fn find_next_valid(bytes: &[u8], from: usize, min_offset: u64, segment_base: u64, max_body: u32) -> NextValid {
     let magic = MAGIC.to_le_bytes();
+    let mut stale = false;
     let mut at = from;
     while at + HEADER_LEN <= bytes.len() {
         if bytes[at..at + 4] == magic {
             if let Ok(h) = check_frame(&bytes[at..], max_body) {
                 if h.base_offset >= min_offset {
-                    return Some((at, h.base_offset));
+                    return NextValid::Found(at, h.base_offset);
                 }
+                stale |= h.base_offset < segment_base;
             }
         }
         at += 1;
     }
-    None
+    if stale {
+        NextValid::OnlyStale
+    } else {
+        NextValid::Nothing
+    }
 }
 
 /// Derived per-segment summary, written beside a sealed segment. Recovery
@@ -311,6 +332,25 @@ mod tests {
         assert_eq!(s.corruptions.len(), 1);
         assert_eq!(s.corruptions[0].at, second.pos);
         assert_eq!(s.corruptions[0].lost_offsets, (2, 5));
+    }
+
+    #[test]
+    fn stale_frames_of_a_recycled_segment_are_a_stale_tail_not_data_or_corruption() {
+        // An old segment (offsets 0..6) reused for the segment starting at 100.
+        let old = segment_with(&[(0, 2), (2, 3), (5, 1)]);
+        let new = segment_with(&[(100, 1)]);
+        let mut b = old.clone();
+        b[..new.len()].copy_from_slice(&new);
+        let s = scan(&b, 100, 1 << 20);
+        assert_eq!(s.frames.iter().map(|f| f.base_offset).collect::<Vec<_>>(), vec![100]);
+        assert!(matches!(s.tail, Tail::Stale { at } if at == new.len() as u64), "{:?}", s.tail);
+        assert!(s.corruptions.is_empty());
+        // New bytes ending exactly where an old frame starts.
+        let mut b = new.clone();
+        b.extend_from_slice(&old[SEGMENT_HEADER_LEN..]);
+        let s = scan(&b, 100, 1 << 20);
+        assert_eq!(s.frames.len(), 1);
+        assert_eq!(s.tail, Tail::Stale { at: new.len() as u64 });
     }
 
     #[test]

@@ -233,9 +233,10 @@ impl Writer {
         if self.spare.is_none() && self.shared.opts.preallocate && self.used > self.shared.opts.segment_bytes / 2 {
             let shared = Arc::clone(&self.shared);
             let zero_fill = self.avg_commit_bytes < ZERO_FILL_BELOW_BYTES;
+            let recycled = crate::recycle::take(&shared);
             self.spare = std::thread::Builder::new()
                 .name(format!("wal-spare-{}", shared.id))
-                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts, zero_fill))
+                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts, zero_fill, recycled))
                 .ok();
         }
     }

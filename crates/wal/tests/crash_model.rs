@@ -26,6 +26,12 @@ enum Action {
         records: u32,
         size: usize,
     },
+    /// Release the lane below `percent` of the way from its earliest to its
+    /// next offset (segments wholly below are recycled or deleted).
+    Release {
+        lane: u16,
+        percent: u64,
+    },
     Crash,
     FailNextSync,
     DiskFull {
@@ -38,6 +44,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (0u16..3, 1usize..6, 1u32..5, 10usize..900)
             .prop_map(|(lane, n, records, size)| Action::Append { lane, n, records, size }),
+        2 => (0u16..3, 0u64..=100).prop_map(|(lane, percent)| Action::Release { lane, percent }),
         2 => Just(Action::Crash),
         1 => Just(Action::FailNextSync),
         1 => (0u64..3000).prop_map(|bytes| Action::DiskFull { bytes }),
@@ -54,13 +61,16 @@ struct Model {
     acked: HashMap<LaneId, HashMap<u64, u64>>,
     /// Every batch ever attempted: id -> (records, size).
     attempted: HashMap<u64, (u32, usize)>,
+    /// Per lane, the offset below which the log may have been released.
+    released: HashMap<LaneId, u64>,
 }
 
 fn check(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
     for (lane, acked) in &model.acked {
         let held = read_lane(wal, *lane);
         let by_offset: HashMap<u64, u64> = held.iter().map(|(o, id, _)| (*o, *id)).collect();
-        for (off, id) in acked {
+        let released = model.released.get(lane).copied().unwrap_or(0);
+        for (off, id) in acked.iter().filter(|(off, _)| **off >= released) {
             prop_assert_eq!(by_offset.get(off), Some(id), "acked batch {} at {}/{} missing", id, lane, off);
         }
         for (_, id, recs) in &held {
@@ -89,7 +99,7 @@ fn run(seed: u64, actions: Vec<Action>) -> Result<(), TestCaseError> {
     let dir = Path::new("/data/wal");
     let rt = rt();
     let mut wal = open(Arc::clone(&fs), dir, small_opts());
-    let mut model = Model { acked: HashMap::new(), attempted: HashMap::new() };
+    let mut model = Model { acked: HashMap::new(), attempted: HashMap::new(), released: HashMap::new() };
     let mut next_id = 0u64;
     for a in actions {
         match a {
@@ -122,6 +132,20 @@ fn run(seed: u64, actions: Vec<Action>) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Action::Release { lane, percent } => {
+                let lane = lane_of(lane);
+                let l = wal.lane(lane).expect("lane");
+                let (from, to) = (l.earliest_offset(), l.next_offset());
+                let below = from + (to - from) * percent / 100;
+                // Like the broker: the release is recorded before segments go.
+                let r = model.released.entry(lane).or_default();
+                *r = (*r).max(below);
+                match l.delete_segments_below(below) {
+                    Ok(_) => {}
+                    Err(e) if sim_failure(&e) => {}
+                    Err(e) => return Err(TestCaseError::fail(format!("release failed: {e}"))),
+                }
+            }
             Action::Crash => {
                 drop(wal);
                 sim.crash();
@@ -143,6 +167,11 @@ fn run(seed: u64, actions: Vec<Action>) -> Result<(), TestCaseError> {
     sim.crash();
     let wal = open(fs, dir, small_opts());
     check(&wal, &model)
+}
+
+/// An error the simulated filesystem was told to cause.
+fn sim_failure(e: &WalError) -> bool {
+    matches!(e, WalError::Io { .. })
 }
 
 fn cases() -> u32 {

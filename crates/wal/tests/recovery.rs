@@ -240,3 +240,48 @@ fn sealed_segments_are_deleted_only_below_the_released_offset() {
     assert!(matches!(lane.read(0, 10, 1 << 20), Err(WalError::OffsetGone { .. })));
     assert_eq!(lane.delete_segments_below(u64::MAX).unwrap(), segs.len() - 2, "the active segment stays");
 }
+
+#[test]
+fn released_segments_are_reused_and_their_stale_frames_never_surface() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let small = WalOptions { segment_bytes: 4096, ..opts() };
+    let lane_dir = tmp.path().join("normal").join("0");
+    let recycled = |dir: &Path| -> Vec<u64> {
+        let mut inodes = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().starts_with("recycled-") {
+                inodes.push(e.metadata().unwrap().ino());
+            }
+        }
+        inodes
+    };
+    let wal = open(Arc::new(RealFs), tmp.path(), small.clone());
+    let rt = rt();
+    for id in 0..20 {
+        rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
+    }
+    let lane = wal.lane(NORMAL0).unwrap();
+    let released_at = lane.next_offset();
+    assert!(lane.delete_segments_below(released_at).unwrap() >= 3);
+    let pooled = recycled(&lane_dir);
+    assert_eq!(pooled.len(), 2, "two released segments wait for reuse");
+    for id in 20..40 {
+        rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
+    }
+    assert!(recycled(&lane_dir).is_empty(), "the pool was drawn on by later rolls");
+    let in_use: Vec<u64> = lane.segments().iter().map(|s| std::fs::metadata(&s.path).unwrap().ino()).collect();
+    assert!(pooled.iter().any(|ino| in_use.contains(ino)), "a released file now holds a segment");
+    let expect: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(expect.last(), Some(&39));
+    assert!(expect.windows(2).all(|w| w[1] == w[0] + 1), "no stale batch in between: {expect:?}");
+    assert!((20..40).all(|id| expect.contains(&id)));
+    drop(wal);
+
+    let wal = open(Arc::new(RealFs), tmp.path(), small);
+    let held: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(held, expect, "the same batches after a restart");
+    let damage: Vec<_> = wal.recovery_events().iter().filter(|e| e.is_damage()).collect();
+    assert!(damage.is_empty(), "stale bytes are not damage: {damage:?}");
+}

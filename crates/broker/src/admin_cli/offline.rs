@@ -207,6 +207,8 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
             Tail::Zeros { at } if !is_active => {
                 problems.push(format!("{p}: sealed segment has {} zero bytes after byte {at}", r.file_len - at))
             }
+            Tail::Stale { at } if !is_active => problems
+                .push(format!("{p}: sealed segment has {} bytes of an older segment after byte {at}", r.file_len - at)),
             _ => {}
         }
         if r.summary_ok == Some(false) {

@@ -1,0 +1,62 @@
+//! Segment recycling: a released segment becomes one of its lane's next spares.
+//!
+//! Why: an fdatasync after appending into blocks that were written before
+//! flushes data only. Appending into fresh preallocated space also journals
+//! an extent conversion on every sync, and zero-filling the space ahead
+//! writes every byte twice. Measured here with 1 MiB writes, each followed by
+//! fdatasync: ~700 MiB/s over written blocks, ~430 over fallocated ones. So,
+//! like PostgreSQL with its WAL files, released segments are reused.
+//!
+//! Invariants:
+//! - A file is reused only by the lane it came from. Its stale frames carry
+//!   offsets below every offset the lane will write, so the scanner reads
+//!   them as the end of the log ([`crate::segment::Tail::Stale`]), never as
+//!   data and never as corruption.
+//! - Only a segment that no reader holds (no cloned handle, no live mapping)
+//!   is reused; any other is unlinked, which keeps open mappings valid.
+//! - Recycled files are named `recycled-<base>.spare`. Recovery deletes every
+//!   spare, so stale bytes never outlive a restart, and a lane that restarts
+//!   at a lower offset (say, after its segments were quarantined) never meets
+//!   them.
+//! - At most [`POOL_PER_LANE`] files wait per lane; the others are deleted,
+//!   so the pool's disk use stays bounded.
+//! - Stale bytes sit only past the durable watermark of the active segment,
+//!   which no reader passes; sealing cuts the file to its last frame.
+
+use crate::error::{Result, WalError};
+use crate::lane::{LaneShared, SealedSegment};
+use crate::recovery::SPARE_EXT;
+use std::path::PathBuf;
+use std::sync::{Arc, MutexGuard};
+
+/// Released segments kept per lane for reuse.
+pub const POOL_PER_LANE: usize = 2;
+
+fn pool(shared: &LaneShared) -> MutexGuard<'_, Vec<PathBuf>> {
+    shared.recycled.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Retire a segment already taken out of the lane's index: keep it for
+/// reuse when that is safe and the pool has room, else delete it. The
+/// caller syncs the directory.
+pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()> {
+    let fs = &*shared.fs;
+    let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
+    let mut pool = pool(shared);
+    if unread && shared.opts.preallocate && pool.len() < POOL_PER_LANE {
+        let to = shared.dir.join(format!("recycled-{:020}.{SPARE_EXT}", seg.base));
+        match fs.rename(&seg.path, &to) {
+            Ok(()) => {
+                pool.push(to);
+                return Ok(());
+            }
+            Err(e) => tracing::warn!(lane = %shared.id, error = %e, "could not keep a released segment; deleting it"),
+        }
+    }
+    fs.remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, e))
+}
+
+/// A released segment of this lane to reuse, if one waits.
+pub(crate) fn take(shared: &LaneShared) -> Option<PathBuf> {
+    pool(shared).pop()
+}
