@@ -1,11 +1,14 @@
 //! Durable WAL appends (criterion). Every measured append has returned from
 //! fdatasync. Run: `cargo bench --bench wal_append`.
 //!
-//! - `records/{appenders}x{size}B`: that many concurrent appenders, each
+//! After each iteration a consumer that keeps up releases the sealed
+//! segments, so rolls reuse them (the steady state of a broker whose
+//! exporters keep up), except in the `_unreleased` group.
+//!
+//! - `records/{size}B/{appenders}`: that many concurrent appenders, each
 //!   appending one-record batches; throughput in records.
 //! - `batch_1MiB/{appenders}`: 1 MiB batches (1024 x 1 KiB records); throughput
-//!   in bytes. After each iteration a consumer that keeps up releases the
-//!   sealed segments, so rolls reuse them (the broker's steady state).
+//!   in bytes.
 //! - `batch_1MiB_unreleased/{appenders}`: the same with nothing released, so
 //!   every segment is a fresh file (a cold or lagging broker).
 //!
@@ -47,6 +50,12 @@ async fn run(wal: &Arc<Wal>, appenders: usize, batches_each: usize, records: usi
     }
 }
 
+/// A consumer that keeps up: every sealed segment is released (and recycled).
+fn release_all(wal: &Wal) {
+    let lane = wal.lane(LANE).expect("lane");
+    lane.delete_segments_below(lane.next_offset()).expect("release");
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let base = std::env::var("WEIR_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
@@ -64,6 +73,7 @@ fn bench(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..iters {
                         rt.block_on(run(&wal, k, total / k, 1, size));
+                        release_all(&wal);
                     }
                     start.elapsed()
                 })
@@ -83,8 +93,7 @@ fn bench(c: &mut Criterion) {
                     for _ in 0..iters {
                         rt.block_on(run(&wal, k, 16, 1024, 1024));
                         if release {
-                            let lane = wal.lane(LANE).expect("lane");
-                            lane.delete_segments_below(lane.next_offset()).expect("release");
+                            release_all(&wal);
                         }
                     }
                     start.elapsed()

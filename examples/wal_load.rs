@@ -17,6 +17,7 @@ struct Counts {
     commits: AtomicU64,
     fsyncs: AtomicU64,
     batches: AtomicU64,
+    commit_us: AtomicU64,
 }
 
 impl CommitObserver for Counts {
@@ -24,6 +25,7 @@ impl CommitObserver for Counts {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.fsyncs.fetch_add(u64::from(s.fsyncs), Ordering::Relaxed);
         self.batches.fetch_add(s.batches as u64, Ordering::Relaxed);
+        self.commit_us.fetch_add(s.duration.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -90,7 +92,7 @@ fn main() {
     let records = batches * per_batch as f64;
     let commits = counts.commits.load(Ordering::Relaxed).max(1) as f64;
     println!(
-        "appenders={appenders} record={size}B batch={per_batch} release={release} records/s={:.0} MiB/s={:.1} p50={}us p99={}us p999={}us batches/commit={:.1} fsyncs/commit={:.2}",
+        "appenders={appenders} record={size}B batch={per_batch} release={release} records/s={:.0} MiB/s={:.1} p50={}us p99={}us p999={}us batches/commit={:.1} fsyncs/commit={:.2} commit_us={:.0} commits/s={:.0}",
         records / elapsed,
         records * size as f64 / elapsed / (1 << 20) as f64,
         pct(0.5),
@@ -98,6 +100,8 @@ fn main() {
         pct(0.999),
         counts.batches.load(Ordering::Relaxed) as f64 / commits,
         counts.fsyncs.load(Ordering::Relaxed) as f64 / commits,
+        counts.commit_us.load(Ordering::Relaxed) as f64 / commits,
+        commits / elapsed,
     );
     wal.shutdown();
 }

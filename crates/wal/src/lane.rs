@@ -99,13 +99,22 @@ struct Index {
     active: ActiveSegment,
 }
 
-#[derive(Default)]
 struct Queue {
     items: Vec<Pending>,
     shutdown: bool,
     /// The writer sleeps on the condvar: only then does an append signal it
     /// (a busy writer takes the queue after its sync without a wake-up).
     writer_waiting: bool,
+    /// How many queued appends make an append wake a waiting writer: 1
+    /// normally; while the writer gathers a round, the number it waits for
+    /// (so it is woken once, not once per append).
+    wake_at: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { items: Vec::new(), shutdown: false, writer_waiting: false, wake_at: 1 }
+    }
 }
 
 pub(crate) struct LaneShared {
@@ -172,21 +181,29 @@ impl LaneShared {
         Some(std::mem::take(&mut q.items))
     }
 
-    /// Group-commit linger: add to `round` whatever arrives before
-    /// `deadline` (or until shutdown). Used only with a non-zero linger.
-    pub fn gather_until(&self, round: &mut Vec<Pending>, deadline: std::time::Instant) {
+    /// Add to `round` what arrives until it holds `want` appends, `deadline`
+    /// passes, or the lane shuts down; the writer is woken once, when enough
+    /// arrived (pass `usize::MAX` to wait out the deadline).
+    pub fn gather_until(&self, round: &mut Vec<Pending>, want: usize, deadline: std::time::Instant) {
         let mut q = lock(&self.queue);
         loop {
             round.append(&mut q.items);
             let now = std::time::Instant::now();
-            if q.shutdown || now >= deadline {
+            if q.shutdown || round.len() >= want || now >= deadline {
+                q.wake_at = 1;
                 return;
             }
+            q.wake_at = want - round.len();
             q.writer_waiting = true;
             let (guard, _) = self.wake.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner());
             q = guard;
             q.writer_waiting = false;
         }
+    }
+
+    /// Appends queued now (they wait for the next round).
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).items.len()
     }
 
     pub fn failure(&self) -> Option<String> {
@@ -287,6 +304,8 @@ impl Lane {
             buf: Vec::new(),
             spare: None,
             avg_commit_bytes: 0.0,
+            expected: 0,
+            avg_sync_us: 0.0,
         };
         let handle = std::thread::Builder::new()
             .name(format!("wal-{id}"))
@@ -323,7 +342,10 @@ impl Lane {
             return Err(WalError::ShuttingDown);
         }
         q.items.push(Pending { batch, reply });
-        let wake = std::mem::take(&mut q.writer_waiting);
+        let wake = q.writer_waiting && q.items.len() >= q.wake_at;
+        if wake {
+            q.writer_waiting = false;
+        }
         drop(q);
         if wake {
             self.shared.wake.notify_one();

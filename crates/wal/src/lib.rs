@@ -78,9 +78,10 @@ pub struct WalOptions {
     /// Reserve each segment's space up front and zero-fill it (the next
     /// segment is prepared by a helper thread, off the commit path).
     pub preallocate: bool,
-    /// After taking the first waiting append of a round, wait up to this
-    /// long for more before writing and syncing. Zero (the default): a round
-    /// starts as soon as the previous one ends. Never a timer-driven sync:
+    /// After taking the first waiting append of a round, wait this long for
+    /// more before writing and syncing. Zero (the default): the adaptive
+    /// gather of [`crate::writer`] (wait only for the appenders the previous
+    /// round just answered, at most half a sync). Never a timer-driven sync:
     /// every sync serves appends that are waiting for it.
     pub group_commit_linger: std::time::Duration,
 }
