@@ -41,6 +41,7 @@ pub struct Broker {
     pub routes: Vec<Vec<Vec<usize>>>,
     pub idempotency: IdempotencyCache,
     pub disk: DiskState,
+    pub ingest_counters: crate::metrics::IngestCounters,
 }
 
 /// Stable shard of a tenant: crc32c of its name (not std's randomised hash).
@@ -115,6 +116,7 @@ impl Broker {
             .collect();
         let idempotency = IdempotencyCache::new(cfg.idempotency_window_secs * 1000);
         idempotency.rebuild(&wal, now_ms());
+        let (tenants_len, topics_len) = (tenants.len(), topics.len());
         Ok(Broker {
             auth: Authenticator::new(roles),
             cfg,
@@ -127,6 +129,7 @@ impl Broker {
             routes,
             idempotency,
             disk: DiskState::default(),
+            ingest_counters: crate::metrics::IngestCounters::new(tenants_len, topics_len),
         })
     }
 

@@ -113,22 +113,25 @@ async fn ingest_handler(
 ) -> Response {
     let started = std::time::Instant::now();
     let (result, tenant) = ingest_inner(&s, &topic, &headers, body).await;
-    let topic_label = match s.broker.get() {
-        Some(b) if b.topics.contains_key(&topic) => topic.as_str(),
-        _ => "_unknown",
-    };
-    let resp = match result {
+    let broker = s.broker.get();
+    let topic_idx = broker.and_then(|b| b.topics.get(&topic).copied());
+    match result {
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
+            if let (Some(b), Some(i)) = (broker, topic_idx) {
+                b.ingest_counters.ok_requests(&s.metrics, (i, &topic)).inc();
+            }
             Json(r).into_response()
         }
         Err(e) => {
-            tracing::warn!(tenant = tenant.as_deref().unwrap_or("-"), topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
-            e.into_response()
+            let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.tenants[i].name.as_str());
+            tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+            let resp = e.into_response();
+            let topic_label = if topic_idx.is_some() { topic.as_str() } else { "_unknown" };
+            s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();
+            resp
         }
-    };
-    s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();
-    resp
+    }
 }
 
 async fn ingest_inner(
@@ -136,7 +139,7 @@ async fn ingest_inner(
     topic: &str,
     headers: &HeaderMap,
     body: Body,
-) -> (Result<api::IngestResponse, BrokerError>, Option<String>) {
+) -> (Result<api::IngestResponse, BrokerError>, Option<usize>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),
@@ -151,7 +154,7 @@ async fn ingest_inner(
         }
         Err(e) => return (Err(e), None),
     };
-    let name = Some(b.tenants[tenant].name.clone());
+    let name = Some(tenant);
     let max = b.cfg.max_body_bytes;
     let too_large = || {
         BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"))

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use wal::{BatchMeta, EncodedBatch, LaneId, Priority};
+use wal::{EncodedBatch, LaneId, Priority};
 
 /// The request parts the accept path needs.
 pub struct IngestInput<'a> {
@@ -60,33 +60,45 @@ fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
 
 /// Split and validate records. Each returned slice is one record.
 fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, BrokerError> {
-    if body.iter().all(u8::is_ascii_whitespace) && (format == Format::Ndjson || body.is_empty()) {
-        return Err(BrokerError::InvalidBody("the body is empty: send at least one record".into()));
-    }
+    let empty = || BrokerError::InvalidBody("the body is empty: send at least one record".into());
     let too_large = |n: usize, len: usize| {
         BrokerError::PayloadTooLarge(format!(
             "record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"
         ))
     };
     if format == Format::Binary {
+        if body.is_empty() {
+            return Err(empty());
+        }
         if body.len() as u64 > max_record {
             return Err(too_large(1, body.len()));
         }
         return Ok(vec![body]);
     }
-    let mut out = Vec::new();
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+    let mut out = Vec::with_capacity(16);
+    let mut rest = body;
+    let mut line_no = 0;
+    while !rest.is_empty() {
+        line_no += 1;
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         if line.len() as u64 > max_record {
-            return Err(too_large(i + 1, line.len()));
+            return Err(too_large(line_no, line.len()));
         }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-            return Err(BrokerError::InvalidBody(format!("line {} is not valid JSON: {e}", i + 1)));
+            return Err(BrokerError::InvalidBody(format!("line {line_no} is not valid JSON: {e}")));
         }
         out.push(line);
+    }
+    if out.is_empty() {
+        return Err(empty());
     }
     Ok(out)
 }
@@ -187,15 +199,10 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
         },
         None => None,
     };
-    let meta = BatchMeta {
-        tenant: tenant.name.clone(),
-        topic: input.topic.to_string(),
-        idempotency_key: key.map(str::to_string),
-    };
     let prepared = check_backpressure(b, input.tenant, topic_idx)
         .and_then(|()| admit(b, input.tenant, records.len() as u64, now))
         .and_then(|lane| {
-            let batch = EncodedBatch::new(&meta, &records)
+            let batch = EncodedBatch::encode(&tenant.name, input.topic, key, &records)
                 .map_err(|e| BrokerError::InvalidBody(format!("cannot store this batch: {e}")))?;
             Ok((lane, batch))
         });
@@ -210,9 +217,10 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
     };
     let n = records.len() as u64;
     drop(records);
+    let stored =
+        b.ingest_counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
     let append = b.wal.append(lane, batch);
     let broker = Arc::clone(b);
-    let topic = input.topic.to_string();
     let commit = async move {
         let result = append.await;
         let b = &broker;
@@ -224,11 +232,7 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
                     lane: lane.to_string(),
                     first_offset: ack.base_offset,
                 };
-                let tenant = &b.tenants[input.tenant].name;
-                b.metrics
-                    .ingest_records
-                    .with_label_values(&[tenant.as_str(), topic.as_str(), lane.priority.as_str()])
-                    .inc_by(n);
+                stored.inc_by(n);
                 if let Some(t) = ticket {
                     b.idempotency.settle(t, &resp, now_ms());
                 }

@@ -5,7 +5,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub struct Metrics {
     registry: Registry,
@@ -103,5 +103,51 @@ impl wal::CommitObserver for Metrics {
         self.wal_commit_seconds.observe(s.duration.as_secs_f64());
         self.wal_records_per_commit.observe(s.records as f64);
         self.wal_batches_per_commit.observe(s.batches as f64);
+    }
+}
+
+/// Ingest counter handles, resolved once per label set: the accept path
+/// must not hash label values and lock the vector on every request. Slots
+/// fill lazily, so only label sets that occur become series.
+pub struct IngestCounters {
+    topics: usize,
+    /// [tenant][topic][priority]
+    records: Vec<OnceLock<IntCounter>>,
+    /// [topic]: requests answered 200.
+    ok_requests: Vec<OnceLock<IntCounter>>,
+}
+
+impl IngestCounters {
+    pub fn new(tenants: usize, topics: usize) -> IngestCounters {
+        IngestCounters {
+            topics,
+            records: (0..tenants * topics * 3).map(|_| OnceLock::new()).collect(),
+            ok_requests: (0..topics).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// `weir_ingest_records_total{tenant,topic,priority}`; indices as in the broker's tables.
+    pub fn records(
+        &self,
+        m: &Metrics,
+        (tenant, tenant_name): (usize, &str),
+        (topic, topic_name): (usize, &str),
+        priority: wal::Priority,
+    ) -> IntCounter {
+        let slot = (tenant * self.topics + topic) * 3 + priority as usize;
+        let resolve = || m.ingest_records.with_label_values(&[tenant_name, topic_name, priority.as_str()]);
+        match self.records.get(slot) {
+            Some(cell) => cell.get_or_init(resolve).clone(),
+            None => resolve(),
+        }
+    }
+
+    /// `weir_ingest_requests_total{topic,code="200"}`.
+    pub fn ok_requests(&self, m: &Metrics, (topic, topic_name): (usize, &str)) -> IntCounter {
+        let resolve = || m.ingest_requests.with_label_values(&[topic_name, "200"]);
+        match self.ok_requests.get(topic) {
+            Some(cell) => cell.get_or_init(resolve).clone(),
+            None => resolve(),
+        }
     }
 }

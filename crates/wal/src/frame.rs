@@ -47,23 +47,30 @@ impl EncodedBatch {
     /// Encode `records` with `meta`. Fails on an empty batch or over-long
     /// metadata; size limits are the caller's (the lane checks the frame max).
     pub fn new<R: AsRef<[u8]>>(meta: &BatchMeta, records: &[R]) -> Result<Self, FrameError> {
+        EncodedBatch::encode(&meta.tenant, &meta.topic, meta.idempotency_key.as_deref(), records)
+    }
+
+    /// [`EncodedBatch::new`] from borrowed metadata (no owned strings needed).
+    pub fn encode<R: AsRef<[u8]>>(
+        tenant: &str,
+        topic: &str,
+        idempotency_key: Option<&str>,
+        records: &[R],
+    ) -> Result<Self, FrameError> {
         if records.is_empty() {
             return Err(FrameError::EmptyBatch);
         }
-        let key = meta.idempotency_key.as_deref().unwrap_or("");
-        for (name, field) in [("tenant", &meta.tenant[..]), ("topic", &meta.topic[..]), ("idempotency key", key)] {
+        let key = idempotency_key.unwrap_or("");
+        for (name, field) in [("tenant", tenant), ("topic", topic), ("idempotency key", key)] {
             if field.len() > u8::MAX as usize {
                 return Err(FrameError::MetaTooLong(name));
             }
         }
-        let body_len: usize = 3
-            + meta.tenant.len()
-            + meta.topic.len()
-            + key.len()
-            + records.iter().map(|r| 4 + r.as_ref().len()).sum::<usize>();
+        let body_len: usize =
+            3 + tenant.len() + topic.len() + key.len() + records.iter().map(|r| 4 + r.as_ref().len()).sum::<usize>();
         let mut bytes = Vec::with_capacity(HEADER_LEN + body_len);
         bytes.resize(HEADER_LEN, 0);
-        for field in [&meta.tenant[..], &meta.topic[..], key] {
+        for field in [tenant, topic, key] {
             bytes.push(field.len() as u8);
             bytes.extend_from_slice(field.as_bytes());
         }
