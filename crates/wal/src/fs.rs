@@ -103,11 +103,14 @@ impl WalFile for RealFile {
         // fallocate leaves *unwritten* extents: the first fdatasync after each
         // write into them must journal their conversion. Writing zeros once
         // makes later small commits pure data flushes (measured: ~1.7x commits/s).
+        // Each MiB is flushed before the next is written: one 16 MiB burst
+        // would queue the lane's own commit syncs behind ~30 ms of writeback.
         let zeros = vec![0u8; 1 << 20];
         let mut at = cur;
         while at < len {
             let n = ((len - at) as usize).min(zeros.len());
             self.0.write_all_at(&zeros[..n], at)?;
+            self.0.sync_data()?;
             at += n as u64;
         }
         Ok(())

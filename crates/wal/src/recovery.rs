@@ -222,7 +222,7 @@ fn check_summary(
     let sum_path = summary_path(&seg.path);
     let have = fs.read_all(&sum_path).ok().and_then(|b| Summary::decode(&b));
     if have != Some(want) {
-        write_summary(fs, &seg.path, &want)?;
+        write_summary(fs, &seg.path, &want, true)?;
         events.push(RecoveryEvent::SummaryRebuilt { lane, path: sum_path });
     }
     Ok(())
@@ -232,8 +232,11 @@ fn summary_of(seg: &RecoveredSegment) -> Summary {
     Summary::from_frames(seg.base, seg.bytes, &seg.frames)
 }
 
-/// Write a summary beside a segment: temp file, fsync, rename, dir fsync.
-pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary) -> Result<()> {
+/// Write a summary beside a segment: temp file, rename. With `durable`,
+/// the file and the rename are synced. Without, a crash may leave the
+/// summary missing, empty or old; recovery checks every summary against its
+/// segment and rebuilds it, so a roll need not wait for two more syncs.
+pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary, durable: bool) -> Result<()> {
     let path = summary_path(seg_path);
     let tmp = path.with_extension("sum.tmp");
     if fs.exists(&tmp) {
@@ -241,9 +244,14 @@ pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary)
     }
     let f = fs.create_new(&tmp).map_err(io(&tmp))?;
     f.write_all_at(&sum.encode(), 0).map_err(io(&tmp))?;
-    f.sync_data().map_err(io(&tmp))?;
+    if durable {
+        f.sync_data().map_err(io(&tmp))?;
+    }
     fs.rename(&tmp, &path).map_err(io(&path))?;
-    sync_parent(fs, &path)
+    if durable {
+        sync_parent(fs, &path)?;
+    }
+    Ok(())
 }
 
 pub(crate) const SPARE_EXT: &str = "spare";

@@ -293,7 +293,7 @@ impl Writer {
     }
 
     /// Start a new segment at the next offset, then seal the current one.
-    /// Returns the number of fsyncs it took.
+    /// Returns the number of fsyncs it took (the new header, its directory).
     fn roll(&mut self) -> Result<u32, WalError> {
         let shared = Arc::clone(&self.shared);
         let spare = self.spare.take().and_then(|h| match h.join() {
@@ -308,8 +308,9 @@ impl Writer {
             Some(spare) => segment_from_spare(&*shared.fs, shared.id, &shared.dir, self.next_offset, spare)?,
             None => create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?,
         };
+        // Cut the sealed segment's preallocated tail. Not synced: every frame
+        // in it already is, and recovery cuts a tail that comes back.
         self.file.set_len(self.used).map_err(|e| WalError::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| WalError::io(&self.path, e))?;
         let old = RecoveredSegment {
             path: std::mem::replace(&mut self.path, seg.path.clone()),
             base: self.base,
@@ -318,9 +319,12 @@ impl Writer {
             bytes: self.used,
         };
         let sealed = shared.seal_active(&old, seg, Arc::clone(&file));
-        if let Err(e) =
-            write_summary(&*shared.fs, &sealed.path, &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames))
-        {
+        if let Err(e) = write_summary(
+            &*shared.fs,
+            &sealed.path,
+            &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames),
+            false,
+        ) {
             // Derived state only: recovery rebuilds it.
             tracing::warn!(lane = %shared.id, error = %e, "could not write segment summary");
         }
@@ -328,6 +332,6 @@ impl Writer {
         self.base = self.next_offset;
         self.used = crate::segment::SEGMENT_HEADER_LEN as u64;
         self.frames_in_segment = 0;
-        Ok(3)
+        Ok(2)
     }
 }
