@@ -197,3 +197,35 @@ async fn dump_beside_a_running_broker_stops_at_the_durable_watermark() {
     assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
     assert_eq!(dumped_ids(&b.data_dir), (0..6).collect::<Vec<_>>());
 }
+
+#[test]
+fn untrimmed_sealed_tail_and_stale_summary_are_notes_but_a_flipped_byte_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let lane = wal::LaneId::new(wal::Priority::Normal, 0);
+    let opts = wal::WalOptions { shards: 1, segment_bytes: 4096, ..wal::WalOptions::default() };
+    let w = wal::Wal::open(std::sync::Arc::new(wal::RealFs), &dir.path().join("wal"), opts, None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let meta = wal::BatchMeta { tenant: "acme".into(), topic: "events".into(), idempotency_key: None };
+    for i in 0..20 {
+        let rec = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(500));
+        rt.block_on(w.append(lane, wal::EncodedBatch::new(&meta, &[rec]).unwrap())).unwrap();
+    }
+    let sealed = w.lane(lane).unwrap().segments().into_iter().find(|s| s.sealed).unwrap();
+    w.shutdown();
+    drop(w);
+    // A crash right after a roll: the sealed segment's trim and summary never reached the disk.
+    let f = std::fs::OpenOptions::new().write(true).open(&sealed.path).unwrap();
+    f.set_len(sealed.bytes + 4096).unwrap();
+    drop(f);
+    std::fs::write(sealed.path.with_extension("sum"), b"").unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, out, err) = run_admin(&["verify", "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("note:") && out.contains("preallocated zero bytes") && out.contains("summary"), "{out}");
+    // Damage, by contrast, fails verify.
+    let mut bytes = std::fs::read(&sealed.path).unwrap();
+    bytes[200] ^= 0xff;
+    std::fs::write(&sealed.path, bytes).unwrap();
+    let (code, out, _) = run_admin(&["verify", "--data-dir", data_dir]);
+    assert_eq!(code, 1, "{out}");
+}

@@ -187,18 +187,22 @@ pub fn run(cli: Cli) -> Exit {
             }
         }
         Cmd::Verify { data_dir } => match offline::verify(&data_dir, true) {
-            Ok(p) if p.is_empty() => {
-                println!("verify: clean");
-                Exit::Ok
-            }
-            Ok(p) => {
-                for line in &p {
+            Ok(v) => {
+                for line in &v.notes {
+                    println!("note: {line}");
+                }
+                for line in &v.problems {
                     println!("{line}");
                 }
-                Exit::Problems(format!(
-                    "verify: {} problem(s) found; run `broker-admin repair` with the broker stopped",
-                    p.len()
-                ))
+                if v.problems.is_empty() {
+                    println!("verify: clean");
+                    Exit::Ok
+                } else {
+                    Exit::Problems(format!(
+                        "verify: {} problem(s) found; run `broker-admin repair` with the broker stopped",
+                        v.problems.len()
+                    ))
+                }
             }
             Err(e) => Exit::Problems(e),
         },

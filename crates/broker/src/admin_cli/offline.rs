@@ -168,14 +168,25 @@ pub fn dump_from(
     Ok(printed)
 }
 
-/// `verify`: returns the problems found (empty: clean).
-pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Corrupt or torn data, or offsets missing: exit 1.
+    pub problems: Vec<String>,
+    /// Untidy but harmless (derived state, an untrimmed sealed tail left by
+    /// a crash right after a roll): recovery tidies it at the next start.
+    pub notes: Vec<String>,
+}
+
+/// `verify`: every frame of every segment checked.
+pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
     let reps = reports(data_dir)?;
     // Beside a running broker the active segments are being written: their
     // tails are not checked (a write may be in flight there).
     let live = DirLock::is_held(data_dir);
     let show = progress && std::io::stderr().is_terminal();
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     let mut prev: Option<(LaneId, u64)> = None;
     let last_of_lane: std::collections::HashMap<LaneId, std::path::PathBuf> =
         reps.iter().filter(|r| !r.quarantined).map(|r| (r.lane, r.path.clone())).collect();
@@ -204,16 +215,19 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
                 "{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)",
                 r.file_len - at
             )),
-            Tail::Zeros { at } if !is_active => {
-                problems.push(format!("{p}: sealed segment has {} zero bytes after byte {at}", r.file_len - at))
-            }
-            Tail::Stale { at } if !is_active => problems
-                .push(format!("{p}: sealed segment has {} bytes of an older segment after byte {at}", r.file_len - at)),
+            Tail::Zeros { at } if !is_active => notes.push(format!(
+                "{p}: sealed segment keeps {} preallocated zero bytes after byte {at} (trimmed at the next start)",
+                r.file_len - at
+            )),
+            Tail::Stale { at } if !is_active => notes.push(format!(
+                "{p}: sealed segment keeps {} bytes of a recycled file after byte {at} (trimmed at the next start)",
+                r.file_len - at
+            )),
             _ => {}
         }
         if r.summary_ok == Some(false) {
-            problems.push(format!(
-                "{p}: summary file disagrees with the segment (rebuilt by repair or the next broker start)"
+            notes.push(format!(
+                "{p}: summary file disagrees with the segment (derived; rebuilt by repair or the next broker start)"
             ));
         }
         if let Some((lane, next)) = prev {
@@ -229,7 +243,7 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Vec<String>, String> {
     if show {
         eprintln!();
     }
-    Ok(problems)
+    Ok(Verification { problems, notes })
 }
 
 /// `repair`: run WAL recovery under the directory lock; returns what it did.
