@@ -301,7 +301,6 @@ impl Lane {
             last_ts,
             frames_in_segment: writer_state.3,
             failed_at: None,
-            buf: Vec::new(),
             spare: None,
             avg_commit_bytes: 0.0,
             expected: 0,

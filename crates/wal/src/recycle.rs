@@ -18,8 +18,10 @@
 //!   spare, so stale bytes never outlive a restart, and a lane that restarts
 //!   at a lower offset (say, after its segments were quarantined) never meets
 //!   them.
-//! - At most [`POOL_PER_LANE`] files wait per lane; the others are deleted,
-//!   so the pool's disk use stays bounded.
+//! - At most [`pool_limit`] files wait per lane (128 MiB of segments, at
+//!   least two); the others are deleted, so the pool's disk use stays
+//!   bounded. 128 MiB covers the rolls of a lane taking ~500 MiB/s between
+//!   two of the broker's retention passes (every 250 ms by default).
 //! - Stale bytes sit only past the durable watermark of the active segment,
 //!   which no reader passes; sealing cuts the file to its last frame.
 
@@ -29,8 +31,13 @@ use crate::recovery::SPARE_EXT;
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 
-/// Released segments kept per lane for reuse.
-pub const POOL_PER_LANE: usize = 2;
+/// Bytes of released segments a lane keeps for reuse.
+const POOL_BYTES_PER_LANE: u64 = 128 << 20;
+
+/// How many released segments a lane keeps for reuse.
+pub fn pool_limit(segment_bytes: u64) -> usize {
+    (POOL_BYTES_PER_LANE / segment_bytes.max(1)).max(2) as usize
+}
 
 fn pool(shared: &LaneShared) -> MutexGuard<'_, Vec<PathBuf>> {
     shared.recycled.lock().unwrap_or_else(|e| e.into_inner())
@@ -43,7 +50,7 @@ pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()>
     let fs = &*shared.fs;
     let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
     let mut pool = pool(shared);
-    if unread && shared.opts.preallocate && pool.len() < POOL_PER_LANE {
+    if unread && shared.opts.preallocate && pool.len() < pool_limit(shared.opts.segment_bytes) {
         let to = shared.dir.join(format!("recycled-{:020}.{SPARE_EXT}", seg.base));
         match fs.rename(&seg.path, &to) {
             Ok(()) => {

@@ -2,7 +2,7 @@
 //! or syncs that lane's files.
 //!
 //! A commit round takes every append queued so far, stamps offsets, writes
-//! all their frames with one positional write, calls `fdatasync` once, and
+//! all their frames with one positional (vectored) write, calls `fdatasync` once, and
 //! only then moves the durable watermark and answers the waiters. Appends
 //! that arrive during the sync wait for the next round, so one fsync serves
 //! as many batches as arrived while the previous one ran; there is no timer.
@@ -68,7 +68,6 @@ pub(crate) struct Writer {
     pub last_ts: u64,
     pub frames_in_segment: usize,
     pub failed_at: Option<Instant>,
-    pub buf: Vec<u8>,
     /// The next segment, being prepared by a helper thread.
     pub spare: Option<std::thread::JoinHandle<Result<Spare, WalError>>>,
     /// Moving average of bytes per commit round (decides the spare's zero fill).
@@ -222,11 +221,8 @@ impl Writer {
         let write = if round.len() == 1 {
             self.file.write_all_at(&round[0].batch.bytes, start)
         } else {
-            self.buf.clear();
-            for p in &round {
-                self.buf.extend_from_slice(&p.batch.bytes);
-            }
-            self.file.write_all_at(&self.buf, start)
+            let frames: Vec<&[u8]> = round.iter().map(|p| &p.batch.bytes[..]).collect();
+            self.file.write_all_vectored_at(&frames, start)
         };
         if let Err(e) = write {
             if WalError::is_enospc(&e) {

@@ -264,13 +264,14 @@ fn released_segments_are_reused_and_their_stale_frames_never_surface() {
     }
     let lane = wal.lane(NORMAL0).unwrap();
     let released_at = lane.next_offset();
-    assert!(lane.delete_segments_below(released_at).unwrap() >= 3);
+    let released = lane.delete_segments_below(released_at).unwrap();
+    assert!(released >= 3);
     let pooled = recycled(&lane_dir);
-    assert_eq!(pooled.len(), 2, "two released segments wait for reuse");
+    assert_eq!(pooled.len(), released, "small released segments all wait for reuse");
     for id in 20..40 {
         rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
     }
-    assert!(recycled(&lane_dir).is_empty(), "the pool was drawn on by later rolls");
+    assert!(recycled(&lane_dir).len() < pooled.len(), "the pool was drawn on by later rolls");
     let in_use: Vec<u64> = lane.segments().iter().map(|s| std::fs::metadata(&s.path).unwrap().ino()).collect();
     assert!(pooled.iter().any(|ino| in_use.contains(ino)), "a released file now holds a segment");
     let expect: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
