@@ -7,7 +7,7 @@ use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::ingest::{ingest, IngestInput};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -105,14 +105,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
-async fn ingest_handler(
-    State(s): State<AppState>,
-    Path(topic): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let (result, tenant) = ingest_inner(&s, &topic, &headers, body).await;
+    // The request's own header map, not the `HeaderMap` extractor's clone.
+    let (parts, body) = req.into_parts();
+    let (result, tenant) = ingest_inner(&s, &topic, &parts.headers, body).await;
     let broker = s.broker.get();
     let topic_idx = broker.and_then(|b| b.topics.get(&topic).copied());
     match result {
