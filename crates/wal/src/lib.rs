@@ -16,13 +16,18 @@
 //! 3. Readers see frames below the watermark only, and check each frame's
 //!    crc32c as they serve it.
 //! 4. New files and renames are followed by an fsync of their directory;
-//!    segments are preallocated and trimmed to their last frame when sealed.
+//!    segments are preallocated, and trimmed to their last frame when sealed
+//!    (the trim and the summary are derived and not synced: recovery redoes
+//!    both).
 //! 5. An fsync error fails the lane closed: every waiter gets an error at
 //!    once, the sync is never retried on the same handle, and the lane
 //!    reopens through recovery. ENOSPC is its own error and leaves no part of
 //!    the failed round behind.
 //! 6. A segment is deleted only when the caller says every record in it was
-//!    durably released ([`Lane::delete_segments_below`]).
+//!    durably released ([`Lane::delete_segments_below`]). A released file
+//!    may be reused as a later segment of the *same* lane only (see
+//!    `recycle`): its stale frames carry offsets below the new base, so they
+//!    can never be read as data or mistaken for corruption.
 //!
 //! ## Recovery rules (at open; see [`recovery`])
 //! - zeros or an incomplete/invalid frame after the last valid frame, with no
@@ -30,8 +35,10 @@
 //! - an invalid frame followed by valid frames is corruption: the segment is
 //!   moved to `<dir>/quarantine/`, a copy holding every valid frame (before
 //!   and after the damage) takes its place, and the event is reported;
+//! - frames with offsets below the segment's base after the last valid frame
+//!   are stale bytes of a recycled file: cut like a torn tail, not damage;
 //! - derived state (segment summaries, in-memory indexes) is rebuilt from the
-//!   segments whenever it disagrees with them.
+//!   segments whenever it disagrees with them; spares are deleted.
 //!
 //! ## Never
 //! - acknowledge a batch that is not on stable storage;
