@@ -87,7 +87,7 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// After taking the first waiting append of a round, wait this long for
     /// more before writing and syncing. Zero (the default): the adaptive
-    /// gather of [`crate::writer`] (wait only for the appenders the previous
+    /// gather (`docs/wal.md`: wait only for the appenders the previous
     /// round just answered, at most half a sync). Never a timer-driven sync:
     /// every sync serves appends that are waiting for it.
     pub group_commit_linger: std::time::Duration,

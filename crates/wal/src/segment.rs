@@ -96,7 +96,7 @@ pub enum Tail {
     /// An incomplete or invalid frame with nothing valid after it.
     Torn { at: u64, what: FrameError },
     /// What follows is left over from the file's earlier life as an older
-    /// segment of the same lane (see [`crate::recycle`]): it holds frames
+    /// segment of the same lane (see `docs/wal.md`, recycling): it holds frames
     /// with offsets below this segment's base. A write torn over such bytes
     /// looks the same and is cut the same way.
     Stale { at: u64 },
