@@ -199,7 +199,7 @@ async fn dump_beside_a_running_broker_stops_at_the_durable_watermark() {
 }
 
 #[test]
-fn untrimmed_sealed_tail_and_stale_summary_are_notes_but_a_flipped_byte_is_a_problem() {
+fn untrimmed_sealed_tail_and_empty_summary_are_notes_but_lost_or_flipped_bytes_are_problems() {
     let dir = tempfile::tempdir().unwrap();
     let lane = wal::LaneId::new(wal::Priority::Normal, 0);
     let opts = wal::WalOptions { shards: 1, segment_bytes: 4096, ..wal::WalOptions::default() };
@@ -222,7 +222,20 @@ fn untrimmed_sealed_tail_and_stale_summary_are_notes_but_a_flipped_byte_is_a_pro
     let (code, out, err) = run_admin(&["verify", "--data-dir", data_dir]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("note:") && out.contains("preallocated zero bytes") && out.contains("summary"), "{out}");
-    // Damage, by contrast, fails verify.
+    // An intact summary that claims more than the segment holds: the segment lost data after sealing.
+    let claims_more = wal::segment::Summary {
+        base_offset: sealed.base_offset,
+        next_offset: sealed.next_offset + 5,
+        records: sealed.records + 5,
+        bytes: sealed.bytes + 100,
+        first_ts_ms: sealed.first_ts_ms,
+        last_ts_ms: sealed.last_ts_ms,
+    };
+    std::fs::write(sealed.path.with_extension("sum"), claims_more.encode()).unwrap();
+    let (code, out, _) = run_admin(&["verify", "--data-dir", data_dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("changed after it was sealed"), "{out}");
+    // Damage to the frames fails verify too.
     let mut bytes = std::fs::read(&sealed.path).unwrap();
     bytes[200] ^= 0xff;
     std::fs::write(&sealed.path, bytes).unwrap();

@@ -52,6 +52,10 @@ pub struct SegmentReport {
     pub scan: Scan,
     /// Whether the summary beside it agrees with the segment (None: no summary).
     pub summary_ok: Option<bool>,
+    /// Whether that summary is intact (its own crc holds). An intact summary
+    /// that disagrees means the segment changed after it was sealed; a
+    /// damaged or empty one is what a crash leaves of an unsynced write.
+    pub summary_intact: bool,
     pub quarantined: bool,
 }
 
@@ -84,8 +88,9 @@ pub fn inspect_segment(
         Err(e) => (Some(e), name_base),
     };
     let s = scan(&bytes, base, max_body);
-    let summary_ok =
-        fs.read_all(&path.with_extension(SUMMARY_EXT)).ok().map(|b| Summary::decode(&b) == Some(Summary::of(base, &s)));
+    let summary = fs.read_all(&path.with_extension(SUMMARY_EXT)).ok().map(|b| Summary::decode(&b));
+    let summary_ok = summary.as_ref().map(|sum| *sum == Some(Summary::of(base, &s)));
+    let summary_intact = matches!(summary, Some(Some(_)));
     Ok(SegmentReport {
         lane,
         path: path.to_path_buf(),
@@ -94,6 +99,7 @@ pub fn inspect_segment(
         header_error,
         scan: s,
         summary_ok,
+        summary_intact,
         quarantined,
     })
 }

@@ -225,10 +225,13 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
             )),
             _ => {}
         }
-        if r.summary_ok == Some(false) {
-            notes.push(format!(
-                "{p}: summary file disagrees with the segment (derived; rebuilt by repair or the next broker start)"
-            ));
+        match r.summary_ok {
+            Some(false) if r.summary_intact => problems
+                .push(format!("{p}: the segment no longer matches its intact summary: it changed after it was sealed")),
+            Some(false) => notes.push(format!(
+                "{p}: summary file is damaged or empty (derived; rebuilt by repair or the next broker start)"
+            )),
+            _ => {}
         }
         if let Some((lane, next)) = prev {
             if lane == r.lane && next != r.base_offset {
