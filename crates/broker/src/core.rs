@@ -116,7 +116,7 @@ impl Broker {
             .collect();
         let idempotency = IdempotencyCache::new(cfg.idempotency_window_secs * 1000);
         idempotency.rebuild(&wal, now_ms());
-        let (tenants_len, topics_len) = (tenants.len(), topics.len());
+        let ingest_counters = crate::metrics::IngestCounters::new(tenants.len(), topics.len());
         Ok(Broker {
             auth: Authenticator::new(roles),
             cfg,
@@ -129,7 +129,7 @@ impl Broker {
             routes,
             idempotency,
             disk: DiskState::default(),
-            ingest_counters: crate::metrics::IngestCounters::new(tenants_len, topics_len),
+            ingest_counters,
         })
     }
 

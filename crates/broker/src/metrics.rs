@@ -135,19 +135,22 @@ impl IngestCounters {
         priority: wal::Priority,
     ) -> IntCounter {
         let slot = (tenant * self.topics + topic) * 3 + priority as usize;
-        let resolve = || m.ingest_records.with_label_values(&[tenant_name, topic_name, priority.as_str()]);
-        match self.records.get(slot) {
-            Some(cell) => cell.get_or_init(resolve).clone(),
-            None => resolve(),
-        }
+        cached(&self.records, slot, || {
+            m.ingest_records.with_label_values(&[tenant_name, topic_name, priority.as_str()])
+        })
     }
 
     /// `weir_ingest_requests_total{topic,code="200"}`.
     pub fn ok_requests(&self, m: &Metrics, (topic, topic_name): (usize, &str)) -> IntCounter {
-        let resolve = || m.ingest_requests.with_label_values(&[topic_name, "200"]);
-        match self.ok_requests.get(topic) {
-            Some(cell) => cell.get_or_init(resolve).clone(),
-            None => resolve(),
-        }
+        cached(&self.ok_requests, topic, || m.ingest_requests.with_label_values(&[topic_name, "200"]))
+    }
+}
+
+/// The handle in `cells[slot]`, resolved on first use (an index outside the
+/// table resolves every time rather than panic).
+fn cached(cells: &[OnceLock<IntCounter>], slot: usize, resolve: impl FnOnce() -> IntCounter) -> IntCounter {
+    match cells.get(slot) {
+        Some(cell) => cell.get_or_init(resolve).clone(),
+        None => resolve(),
     }
 }

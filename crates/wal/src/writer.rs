@@ -2,8 +2,8 @@
 //! or syncs that lane's files.
 //!
 //! A commit round takes every append queued so far, stamps offsets, writes
-//! all their frames with one positional (vectored) write, calls `fdatasync` once, and
-//! only then moves the durable watermark and answers the waiters. Appends
+//! all their frames with one positional (vectored) write, calls `fdatasync`
+//! once, and only then moves the durable watermark and answers the waiters. Appends
 //! that arrive during the sync wait for the next round, so one fsync serves
 //! as many batches as arrived while the previous one ran; there is no timer.
 //!
@@ -218,12 +218,8 @@ impl Writer {
             offset += u64::from(p.batch.records());
             len += p.batch.len() as u64;
         }
-        let write = if round.len() == 1 {
-            self.file.write_all_at(&round[0].batch.bytes, start)
-        } else {
-            let frames: Vec<&[u8]> = round.iter().map(|p| &p.batch.bytes[..]).collect();
-            self.file.write_all_vectored_at(&frames, start)
-        };
+        let frames: Vec<&[u8]> = round.iter().map(|p| &p.batch.bytes[..]).collect();
+        let write = self.file.write_all_vectored_at(&frames, start);
         if let Err(e) = write {
             if WalError::is_enospc(&e) {
                 self.undo_write(start);
