@@ -112,6 +112,27 @@ async fn unknown_topic_is_404() {
 }
 
 #[tokio::test]
+async fn ingest_answers_the_same_by_the_short_way_and_through_the_router() {
+    // Plain topic paths skip the router; a percent-encoded topic, an empty
+    // one and other methods go through it. The answers must not differ.
+    let b = BrokerProc::start(EXTRA);
+    let plain = ingest(&b.url, "acme-t", "events", "{\"a\":1}").await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    let encoded = ingest(&b.url, "acme-t", "ev%65nts", "{\"a\":2}").await;
+    assert_eq!(encoded.status, 200, "{encoded:?}");
+    assert_eq!(encoded.json["lane"], plain.json["lane"]);
+    assert_eq!(encoded.json["first_offset"].as_u64(), Some(plain.json["first_offset"].as_u64().unwrap() + 1));
+    ingest(&b.url, "acme-t", "n%6Fpe", "{}").await.assert_error(404, "unknown_topic", false);
+    ingest(&b.url, "acme-t", "", "{}").await.assert_error(404, "unknown_topic", false);
+    let get = client().get(format!("{}/v1/topics/events/records", b.url)).bearer_auth("acme-t").send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    assert_eq!(
+        metric(&b.url, "weir_ingest_records_total{priority=\"normal\",tenant=\"acme\",topic=\"events\"}").await,
+        2.0
+    );
+}
+
+#[tokio::test]
 async fn oversized_body_inflated_body_or_record_is_413() {
     let b = BrokerProc::start(EXTRA);
     let big_body: String = (0..100).map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40))).collect();

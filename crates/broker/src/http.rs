@@ -105,18 +105,33 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
+/// The router's way in: the topic arrives percent-decoded.
 async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, req: Request) -> Response {
-    let started = std::time::Instant::now();
     // The request's own header map, not the `HeaderMap` extractor's clone.
     let (parts, body) = req.into_parts();
-    let (result, tenant) = ingest_inner(&s, &topic, &parts.headers, body).await;
+    ingest_parts(&s, &topic, &parts.headers, body).await
+}
+
+/// The front service's way in (see [`crate::front`]): the path is
+/// `/v1/topics/{topic}/records` with a topic that needs no decoding.
+pub async fn ingest_request(s: AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    match crate::front::ingest_topic(parts.uri.path()) {
+        Some(topic) => ingest_parts(&s, topic, &parts.headers, body).await,
+        None => BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response(),
+    }
+}
+
+async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let (result, tenant) = ingest_inner(s, topic, headers, body).await;
     let broker = s.broker.get();
-    let topic_idx = broker.and_then(|b| b.topics.get(&topic).copied());
+    let topic_idx = broker.and_then(|b| b.topics.get(topic).copied());
     match result {
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             if let (Some(b), Some(i)) = (broker, topic_idx) {
-                b.ingest_counters.ok_requests(&s.metrics, (i, &topic)).inc();
+                b.ingest_counters.ok_requests(&s.metrics, (i, topic)).inc();
             }
             Json(r).into_response()
         }
@@ -124,7 +139,7 @@ async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, re
             let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.tenants[i].name.as_str());
             tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
             let resp = e.into_response();
-            let topic_label = if topic_idx.is_some() { topic.as_str() } else { "_unknown" };
+            let topic_label = if topic_idx.is_some() { topic } else { "_unknown" };
             s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();
             resp
         }

@@ -33,10 +33,10 @@ enum Format {
 
 fn format_of(content_type: Option<&str>) -> Result<Format, BrokerError> {
     let ct = content_type.unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match media.as_str() {
-        "application/x-ndjson" => Ok(Format::Ndjson),
-        "application/octet-stream" => Ok(Format::Binary),
+    let media = ct.split(';').next().unwrap_or("").trim();
+    match media {
+        m if m.eq_ignore_ascii_case("application/x-ndjson") => Ok(Format::Ndjson),
+        m if m.eq_ignore_ascii_case("application/octet-stream") => Ok(Format::Binary),
         _ => Err(BrokerError::UnsupportedMediaType(format!(
             "Content-Type {ct:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)"
         ))),
@@ -170,13 +170,15 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
     let topic_idx = *b.topics.get(input.topic).ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
     let format = format_of(input.content_type)?;
     let inflated;
-    let body: &[u8] = match input.content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("identity") => &input.body,
-        Some("gzip") | Some("x-gzip") => {
+    let encoding = input.content_encoding.map(str::trim).unwrap_or("");
+    let body: &[u8] = match encoding {
+        "" => &input.body,
+        e if e.eq_ignore_ascii_case("identity") => &input.body,
+        e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
             inflated = inflate(&input.body, b.cfg.max_inflated_bytes)?;
             &inflated
         }
-        Some(other) => {
+        other => {
             return Err(BrokerError::UnsupportedMediaType(format!(
                 "Content-Encoding {other:?} is not supported: send identity or gzip"
             )))

@@ -33,6 +33,7 @@ pub mod config;
 pub mod core;
 pub mod destination;
 pub mod error;
+pub mod front;
 pub mod http;
 pub mod idempotency;
 pub mod ingest;

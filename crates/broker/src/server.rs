@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
     let metrics = Metrics::new();
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
-    let app = router(state.clone());
+    let app = crate::front::Front::new(state.clone(), router(state.clone()));
     let server =
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await });
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
