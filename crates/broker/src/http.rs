@@ -133,7 +133,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
             if let (Some(b), Some(i)) = (broker, topic_idx) {
                 b.ingest_counters.ok_requests(&s.metrics, (i, topic)).inc();
             }
-            Json(r).into_response()
+            accepted_answer(&r)
         }
         Err(e) => {
             let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.tenants[i].name.as_str());
@@ -146,12 +146,26 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
     }
 }
 
+/// The 200 body, written into a stack buffer and copied once: the answer
+/// is under a hundred bytes, and `Json` would grow a buffer and wrap it.
+fn accepted_answer(a: &crate::ingest::Accepted) -> Response {
+    let mut buf = [0u8; 192];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if let Err(e) = serde_json::to_writer(&mut cursor, a) {
+        // Cannot happen with the fields' bounded widths; say so if it does.
+        return BrokerError::Internal(format!("cannot write the ingest answer: {e}")).into_response();
+    }
+    let len = cursor.position() as usize;
+    let body = Bytes::copy_from_slice(&buf[..len]);
+    ([(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))], body).into_response()
+}
+
 async fn ingest_inner(
     s: &AppState,
     topic: &str,
     headers: &HeaderMap,
     body: Body,
-) -> (Result<api::IngestResponse, BrokerError>, Option<usize>) {
+) -> (Result<crate::ingest::Accepted, BrokerError>, Option<usize>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),

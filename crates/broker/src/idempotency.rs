@@ -6,7 +6,7 @@
 //! broker restart is still recognised. A retry that arrives while the first
 //! request is still committing waits for its outcome instead of appending.
 
-use api::IngestResponse;
+use crate::ingest::Accepted;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard};
@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 enum Slot {
     /// The first request is committing; its outcome is sent here (None: failed).
-    InFlight(watch::Receiver<Option<IngestResponse>>),
+    InFlight(watch::Receiver<Option<Accepted>>),
     Done {
-        response: IngestResponse,
+        response: Accepted,
         expires_at_ms: u64,
     },
 }
@@ -31,13 +31,13 @@ pub enum Claim {
     /// First sighting: append, then settle the ticket.
     Fresh(Ticket),
     /// Already answered: return this.
-    Replay(IngestResponse),
+    Replay(Accepted),
 }
 
 /// Held while the first request with a key commits; settles the slot.
 pub struct Ticket {
     key: (String, String),
-    tx: watch::Sender<Option<IngestResponse>>,
+    tx: watch::Sender<Option<Accepted>>,
     settled: bool,
 }
 
@@ -58,7 +58,7 @@ impl IdempotencyCache {
                 let mut slots = self.slots();
                 match slots.get(&k) {
                     Some(Slot::Done { response, expires_at_ms }) if *expires_at_ms > now_ms => {
-                        return Claim::Replay(response.clone());
+                        return Claim::Replay(*response);
                     }
                     Some(Slot::InFlight(rx)) => rx.clone(),
                     _ => {
@@ -70,7 +70,7 @@ impl IdempotencyCache {
             };
             // Wait for the first request's outcome; a failure frees the key.
             let _ = rx.changed().await;
-            if let Some(resp) = rx.borrow().clone() {
+            if let Some(resp) = *rx.borrow() {
                 return Claim::Replay(resp);
             }
             let mut slots = self.slots();
@@ -81,13 +81,10 @@ impl IdempotencyCache {
     }
 
     /// Record the durable answer for a ticket.
-    pub fn settle(&self, mut ticket: Ticket, response: &IngestResponse, now_ms: u64) {
+    pub fn settle(&self, mut ticket: Ticket, response: Accepted, now_ms: u64) {
         ticket.settled = true;
-        self.slots().insert(
-            ticket.key.clone(),
-            Slot::Done { response: response.clone(), expires_at_ms: now_ms + self.window_ms },
-        );
-        let _ = ticket.tx.send(Some(response.clone()));
+        self.slots().insert(ticket.key.clone(), Slot::Done { response, expires_at_ms: now_ms + self.window_ms });
+        let _ = ticket.tx.send(Some(response));
     }
 
     /// Release a ticket whose request was not acknowledged.
@@ -114,10 +111,9 @@ impl IdempotencyCache {
             let Some(from) = from else { continue };
             let res = lane.visit_frames(from, |f| {
                 if let (Some(key), true) = (f.idempotency_key, f.header.ts_ms >= since) {
-                    let response = IngestResponse {
-                        accepted: u64::from(f.header.records),
-                        priority: lane.id().priority.as_str().to_string(),
-                        lane: lane.id().to_string(),
+                    let response = Accepted {
+                        records: u64::from(f.header.records),
+                        lane: lane.id(),
                         first_offset: f.header.base_offset,
                     };
                     slots.insert(

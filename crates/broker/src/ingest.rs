@@ -8,12 +8,38 @@
 use crate::core::{now_ms, Broker};
 use crate::error::BrokerError;
 use crate::limiter::Verdict;
-use api::IngestResponse;
 use axum::body::Bytes;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wal::{EncodedBatch, LaneId, Priority};
+
+/// An accepted batch: what the 200 says, without owning any string.
+/// Serialises in the shape of [`api::IngestResponse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub records: u64,
+    pub lane: LaneId,
+    pub first_offset: u64,
+}
+
+impl serde::Serialize for Accepted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Lane(LaneId);
+        impl serde::Serialize for Lane {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+        let mut st = s.serialize_struct("IngestResponse", 4)?;
+        st.serialize_field("accepted", &self.records)?;
+        st.serialize_field("priority", self.lane.priority.as_str())?;
+        st.serialize_field("lane", &Lane(self.lane))?;
+        st.serialize_field("first_offset", &self.first_offset)?;
+        st.end()
+    }
+}
 
 /// The request parts the accept path needs.
 pub struct IngestInput<'a> {
@@ -166,7 +192,7 @@ fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
     Ok(LaneId::new(priority, t.shard))
 }
 
-pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestResponse, BrokerError> {
+pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
     let topic_idx = *b.topics.get(input.topic).ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
     let format = format_of(input.content_type)?;
     let inflated;
@@ -228,15 +254,10 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<IngestRes
         let b = &broker;
         match result {
             Ok(ack) => {
-                let resp = IngestResponse {
-                    accepted: n,
-                    priority: lane.priority.as_str().to_string(),
-                    lane: lane.to_string(),
-                    first_offset: ack.base_offset,
-                };
+                let resp = Accepted { records: n, lane, first_offset: ack.base_offset };
                 stored.inc_by(n);
                 if let Some(t) = ticket {
-                    b.idempotency.settle(t, &resp, now_ms());
+                    b.idempotency.settle(t, resp, now_ms());
                 }
                 Ok(resp)
             }
@@ -269,6 +290,15 @@ mod tests {
         assert!(e.to_string().contains("line 4"), "{e}");
         let ok = split_records(b"{\"a\":1}\n\n[1,2]\r\n", Format::Ndjson, 1024).unwrap();
         assert_eq!(ok, vec![&b"{\"a\":1}"[..], b"[1,2]"]);
+    }
+
+    #[test]
+    fn accepted_serialises_as_the_contracts_ingest_response() {
+        let a = Accepted { records: 10, lane: LaneId::new(Priority::Low, 7), first_offset: u64::MAX };
+        let back: api::IngestResponse = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+        let want =
+            api::IngestResponse { accepted: 10, priority: "low".into(), lane: "low/7".into(), first_offset: u64::MAX };
+        assert_eq!(back, want);
     }
 
     #[test]
