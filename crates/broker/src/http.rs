@@ -181,6 +181,7 @@ async fn ingest_inner(
         Err(e) => return (Err(e), None),
     };
     let name = Some(tenant);
+    let arrival = b.wal.announce();
     let max = b.cfg.max_body_bytes;
     let too_large = || {
         BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"))
@@ -200,6 +201,7 @@ async fn ingest_inner(
         content_encoding: header_str(headers, "content-encoding"),
         idempotency_key: header_str(headers, "idempotency-key"),
         body: bytes,
+        arrival,
     };
     (ingest(b, input).await, name)
 }

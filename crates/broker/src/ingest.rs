@@ -49,6 +49,9 @@ pub struct IngestInput<'a> {
     pub content_encoding: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub body: Bytes,
+    /// Announced to the WAL when the request was accepted for reading;
+    /// released once the batch is queued (or refused).
+    pub arrival: wal::Arrival,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -248,6 +251,7 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted,
     let stored =
         b.ingest_counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
     let append = b.wal.append(lane, batch);
+    drop(input.arrival);
     let broker = Arc::clone(b);
     let commit = async move {
         let result = append.await;

@@ -136,6 +136,9 @@ pub(crate) struct LaneShared {
     watermark: Option<Arc<dyn WalFile>>,
     /// Released segments kept for reuse as spares (see [`crate::recycle`]).
     pub recycled: Mutex<Vec<PathBuf>>,
+    /// Appends announced by callers and not yet queued, on every lane of
+    /// this log (see [`crate::Wal::announce`]).
+    pub arriving: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub const WATERMARK_FILE: &str = "watermark";
@@ -259,6 +262,7 @@ impl Lane {
         opts: WalOptions,
         observer: Option<Arc<dyn CommitObserver>>,
         rec: RecoveredLane,
+        arriving: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<Lane> {
         let next = rec.active.next;
         let last_ts = rec.active.frames.last().map_or(0, |f| f.ts_ms);
@@ -290,6 +294,7 @@ impl Lane {
             appended: tokio::sync::Notify::new(),
             watermark,
             recycled: Mutex::new(Vec::new()),
+            arriving,
         });
         let writer = Writer {
             shared: Arc::clone(&shared),

@@ -88,7 +88,8 @@ pub struct WalOptions {
     /// After taking the first waiting append of a round, wait this long for
     /// more before writing and syncing. Zero (the default): the adaptive
     /// gather (`docs/wal.md`: wait only for the appenders the previous
-    /// round just answered, at most half a sync). Never a timer-driven sync:
+    /// round just answered, at most half a sync; a busy lane holds each
+    /// round for a sync and a half, at most 500 µs). Never a timer-driven sync:
     /// every sync serves appends that are waiting for it.
     pub group_commit_linger: std::time::Duration,
 }
@@ -109,6 +110,17 @@ impl Default for WalOptions {
 pub struct Wal {
     lanes: BTreeMap<LaneId, Lane>,
     recovery: Vec<RecoveryEvent>,
+    arriving: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// An append on its way: while any is alive, a busy lane's round waits for
+/// it (up to its gather budget) instead of syncing without it.
+pub struct Arrival(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Wal {
@@ -131,11 +143,13 @@ impl Wal {
         let quarantine = dir.join(inspect::QUARANTINE_DIR);
         let mut events = Vec::new();
         let mut lanes = BTreeMap::new();
+        let arriving = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for id in ids {
             let lane_dir = inspect::lane_dir(dir, id);
             let rec = recovery::recover_lane(&*fs, id, &lane_dir, &quarantine, &opts, &mut events)?;
             fs.sync_dir(dir).map_err(|e| WalError::io(dir, e))?;
-            let lane = Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec)?;
+            let lane =
+                Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec, Arc::clone(&arriving))?;
             lanes.insert(id, lane);
         }
         for e in &events {
@@ -145,7 +159,7 @@ impl Wal {
                 tracing::debug!(event = ?e, "WAL recovery");
             }
         }
-        Ok(Wal { lanes, recovery: events })
+        Ok(Wal { lanes, recovery: events, arriving })
     }
 
     /// What recovery did when this log was opened.
@@ -160,6 +174,14 @@ impl Wal {
     /// Lanes in drain order: high, normal, low; shards ascending.
     pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
         self.lanes.values()
+    }
+
+    /// Announce an append that is being prepared (a request whose body is
+    /// being validated, say); drop the guard once it is appended or given
+    /// up. Busy lanes then hold a round for it rather than sync without it.
+    pub fn announce(&self) -> Arrival {
+        self.arriving.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Arrival(Arc::clone(&self.arriving))
     }
 
     /// Append one batch to `lane`; resolves once durable.
