@@ -37,7 +37,7 @@ pub struct Broker {
     pub tenants: Vec<Tenant>,
     pub topics: HashMap<String, usize>,
     pub dests: Vec<Destination>,
-    /// [tenant][topic] -> destinations that receive that data.
+    /// `[tenant][topic]` -> destinations that receive that data.
     pub routes: Vec<Vec<Vec<usize>>>,
     pub idempotency: IdempotencyCache,
     pub disk: DiskState,

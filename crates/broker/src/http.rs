@@ -43,10 +43,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/destinations/{dest}", get(one_destination))
         .route("/v1/admin/destinations/{dest}/dead-letters", get(dead_letters))
         .route("/v1/admin/destinations/{dest}/{action}", post(admin_action))
-        .fallback(|| async {
-            BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response()
-        })
+        .fallback(|| async { no_such_endpoint() })
         .with_state(state)
+}
+
+fn no_such_endpoint() -> Response {
+    BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response()
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
@@ -118,7 +120,9 @@ pub async fn ingest_request(s: AppState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     match crate::front::ingest_topic(parts.uri.path()) {
         Some(topic) => ingest_parts(&s, topic, &parts.headers, body).await,
-        None => BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response(),
+        // The front only sends ingest paths here; anything else is the
+        // router's fallback answer.
+        None => no_such_endpoint(),
     }
 }
 

@@ -111,9 +111,9 @@ impl wal::CommitObserver for Metrics {
 /// fill lazily, so only label sets that occur become series.
 pub struct IngestCounters {
     topics: usize,
-    /// [tenant][topic][priority]
+    /// `[tenant][topic][priority]`
     records: Vec<OnceLock<IntCounter>>,
-    /// [topic]: requests answered 200.
+    /// `[topic]`: requests answered 200.
     ok_requests: Vec<OnceLock<IntCounter>>,
 }
 
