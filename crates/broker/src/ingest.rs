@@ -121,7 +121,15 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
         if line.len() as u64 > max_record {
             return Err(too_large(line_no, line.len()));
         }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+        // JSON text is UTF-8 (RFC 8259 §8.1), and serde_json does not check
+        // the bytes inside strings it skips: check them first.
+        let text = std::str::from_utf8(line).map_err(|e| {
+            BrokerError::InvalidBody(format!(
+                "line {line_no} is not valid JSON: it is not UTF-8 (invalid byte at column {})",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
             return Err(BrokerError::InvalidBody(format!("line {line_no} is not valid JSON: {e}")));
         }
         out.push(line);
@@ -303,6 +311,17 @@ mod tests {
         let want =
             api::IngestResponse { accepted: 10, priority: "low".into(), lane: "low/7".into(), first_offset: u64::MAX };
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_and_named() {
+        let body = b"{\"a\":1}\n{\"a\":\"caf\xe9\"}\n";
+        match split_records(body, Format::Ndjson, 1024) {
+            Err(BrokerError::InvalidBody(m)) => assert!(m.contains("line 2") && m.contains("UTF-8"), "{m}"),
+            other => panic!("expected InvalidBody, got {:?}", other.map(|r| r.len())),
+        }
+        let ok = "{\"a\":\"café ✓\"}\n".as_bytes();
+        assert_eq!(split_records(ok, Format::Ndjson, 1024).map(|r| r.len()).ok(), Some(1));
     }
 
     #[test]
