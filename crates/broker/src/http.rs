@@ -150,17 +150,9 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
     }
 }
 
-/// The 200 body, written into a stack buffer and copied once: the answer
-/// is under a hundred bytes, and `Json` would grow a buffer and wrap it.
+/// The 200 answer to an ingest request.
 fn accepted_answer(a: &crate::ingest::Accepted) -> Response {
-    let mut buf = [0u8; 192];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    if let Err(e) = serde_json::to_writer(&mut cursor, a) {
-        // Cannot happen with the fields' bounded widths; say so if it does.
-        return BrokerError::Internal(format!("cannot write the ingest answer: {e}")).into_response();
-    }
-    let len = cursor.position() as usize;
-    let body = Bytes::copy_from_slice(&buf[..len]);
+    let body = Bytes::from(a.to_json());
     ([(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))], body).into_response()
 }
 
