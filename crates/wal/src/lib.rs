@@ -89,7 +89,7 @@ pub struct WalOptions {
     /// more before writing and syncing. Zero (the default): the adaptive
     /// gather (`docs/wal.md`: wait only for the appenders the previous
     /// round just answered, at most half a sync; a busy lane holds each
-    /// round for a sync and a half, at most 500 µs). Never a timer-driven sync:
+    /// round for two and a half syncs, at most 800 µs). Never a timer-driven sync:
     /// every sync serves appends that are waiting for it.
     pub group_commit_linger: std::time::Duration,
 }

@@ -19,8 +19,8 @@
 //!
 //! Busy lanes (at least `BUSY_ROUND` appends in play) whose callers have
 //! announced appends still on their way ([`crate::Wal::announce`]) hold the
-//! round for a sync and a half from its start instead: fewer, larger
-//! syncs. At ~2,300 syncs/s the disk here made 0.4% of them slow (>2 ms),
+//! round for two and a half recent syncs from its start (at most 800 µs)
+//! instead: fewer, larger syncs. At ~2,300 syncs/s the disk here made 0.4% of them slow (>2 ms),
 //! each one stalling every waiting request; at ~1,000/s, a few in 10,000.
 //!
 //! Failures:
@@ -97,8 +97,14 @@ const ZERO_FILL_BELOW_BYTES: f64 = 256.0 * 1024.0;
 /// appenders wait on each sync, and a longer gather costs each little.
 const BUSY_ROUND: usize = 8;
 
-/// A busy lane's gather, in recent fdatasync times (capped by [`MAX_GATHER`]).
-const BUSY_GATHER_SYNCS: f64 = 1.5;
+/// A busy lane's gather, in recent fdatasync times (capped by
+/// [`MAX_BUSY_GATHER`]). At 1.5 the 64-connection load made ~50 commit
+/// rounds over 2 ms per 10 s and p99 4.4–5.8 ms; at 2.5, 8–25 and
+/// 2.5–4.1 ms, at the same throughput (docs/performance.md).
+const BUSY_GATHER_SYNCS: f64 = 2.5;
+
+/// A busy lane never holds a round longer than this.
+const MAX_BUSY_GATHER: Duration = Duration::from_micros(800);
 
 type Spare = (PathBuf, Arc<dyn WalFile>);
 
@@ -159,7 +165,7 @@ impl Writer {
             self.shared.gather_until(round, self.expected, started + budget);
         }
         if self.expected >= BUSY_ROUND && self.shared.arriving.load(Ordering::Acquire) > 0 {
-            let budget = Duration::from_secs_f64(BUSY_GATHER_SYNCS * self.avg_sync_us / 1e6).min(MAX_GATHER);
+            let budget = Duration::from_secs_f64(BUSY_GATHER_SYNCS * self.avg_sync_us / 1e6).min(MAX_BUSY_GATHER);
             self.shared.gather_until(round, usize::MAX, started + budget);
         }
     }
