@@ -309,6 +309,7 @@ impl Lane {
             spare: None,
             avg_commit_bytes: 0.0,
             expected: 0,
+            peak_in_play: 0.0,
             avg_sync_us: 0.0,
         };
         let handle = std::thread::Builder::new()
