@@ -23,8 +23,11 @@
 //! instead: fewer, larger syncs. The hold ends early once the round holds
 //! as many appends as were recently in play at once (a peak that decays
 //! per round): with 16 clients it ends when all 16 are in, with 64 it runs
-//! its time. At ~2,300 syncs/s the disk here made 0.4% of them slow (>2 ms),
-//! each one stalling every waiting request; at ~1,000/s, a few in 10,000.
+//! its time. Under the HTTP load here (the load tool on the same two CPUs)
+//! ~0.4% of syncs took over 2 ms at ~2,300 syncs/s, each one stalling every
+//! waiting request; at ~1,000/s, a few in 10,000. The device alone does not
+//! do this: the slow ones are completions waiting for a busy CPU, so fewer
+//! syncs per second is the lever.
 //!
 //! Failures:
 //! - ENOSPC on write: the round's bytes are cut off again (and that cut is
