@@ -18,8 +18,7 @@ use axum::Router;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use tower_service::Service;
+use tower_service::Service as _;
 
 /// `POST /v1/topics/{topic}/records` → the raw topic segment, when it can
 /// be used as is (non-empty, no percent-escape).
@@ -43,39 +42,25 @@ impl Front {
 
 type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl Service<Request> for Front {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxedResponse;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready, and so is the ingest handler.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Front {
+    fn route(&self, req: Request) -> BoxedResponse {
         if req.method() == Method::POST && ingest_topic(req.uri().path()).is_some() {
             let state = self.state.clone();
             return Box::pin(async move { Ok(ingest_request(state, req).await) });
         }
-        Box::pin(self.router.call(req))
+        let mut router = self.router.clone();
+        Box::pin(async move { router.call(req).await })
     }
 }
 
-impl<'a, L> Service<axum::serve::IncomingStream<'a, L>> for Front
-where
-    L: axum::serve::Listener,
-{
-    type Response = Front;
+/// What hyper calls for each request of a connection (see [`crate::listener`]).
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
+    type Response = Response;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Front, Infallible>>;
+    type Future = BoxedResponse;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: axum::serve::IncomingStream<'a, L>) -> Self::Future {
-        std::future::ready(Ok(self.clone()))
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.route(req.map(axum::body::Body::new))
     }
 }
 

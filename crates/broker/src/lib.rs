@@ -39,6 +39,7 @@ pub mod idempotency;
 pub mod ingest;
 pub mod leases;
 pub mod limiter;
+pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod server;

@@ -155,8 +155,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = crate::front::Front::new(state.clone(), router(state.clone()));
-    let server =
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await });
+    let server = tokio::spawn(crate::listener::serve(listener, app, shutdown_signal()));
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))
@@ -176,9 +175,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         println!("weir broker listening on http://{local}");
     }
     let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&broker)));
-    let served = server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
+    server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
     maintenance.abort();
-    served.map_err(|e| RunError::Fatal(format!("server error: {e}")))?;
     // In-flight requests have been answered; commit anything still queued.
     broker.wal.shutdown();
     broker.store.flush().await.map_err(|e| RunError::Fatal(e.to_string()))?;
