@@ -34,15 +34,13 @@ pub struct Front {
     router: Router,
 }
 
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 impl Front {
     pub fn new(state: AppState, router: Router) -> Self {
         Front { state, router }
     }
-}
 
-type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl Front {
     fn route(&self, req: Request) -> BoxedResponse {
         if req.method() == Method::POST && ingest_topic(req.uri().path()).is_some() {
             let state = self.state.clone();

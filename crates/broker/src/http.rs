@@ -128,9 +128,9 @@ pub async fn ingest_request(s: AppState, req: Request) -> Response {
 
 async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
-    let (result, tenant) = ingest_inner(s, topic, headers, body).await;
     let broker = s.broker.get();
     let topic_idx = broker.and_then(|b| b.topics.get(topic).copied());
+    let (result, tenant) = ingest_inner(s, (topic_idx, topic), headers, body).await;
     match result {
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
@@ -158,7 +158,7 @@ fn accepted_answer(a: &crate::ingest::Accepted) -> Response {
 
 async fn ingest_inner(
     s: &AppState,
-    topic: &str,
+    (topic_idx, topic): (Option<usize>, &str),
     headers: &HeaderMap,
     body: Body,
 ) -> (Result<crate::ingest::Accepted, BrokerError>, Option<usize>) {
@@ -193,6 +193,7 @@ async fn ingest_inner(
     let input = IngestInput {
         tenant,
         topic,
+        topic_idx,
         content_type: header_str(headers, "content-type"),
         content_encoding: header_str(headers, "content-encoding"),
         idempotency_key: header_str(headers, "idempotency-key"),

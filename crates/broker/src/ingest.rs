@@ -49,6 +49,9 @@ impl Accepted {
 pub struct IngestInput<'a> {
     pub tenant: usize,
     pub topic: &'a str,
+    /// The topic's index, `None` for a topic not configured (looked up once
+    /// by the caller, which also labels its metrics with it).
+    pub topic_idx: Option<usize>,
     pub content_type: Option<&'a str>,
     pub content_encoding: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
@@ -208,7 +211,7 @@ fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
 }
 
 pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
-    let topic_idx = *b.topics.get(input.topic).ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
+    let topic_idx = input.topic_idx.ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
     let format = format_of(input.content_type)?;
     let inflated;
     let encoding = input.content_encoding.map(str::trim).unwrap_or("");

@@ -179,8 +179,8 @@ impl Writer {
         }
         if self.expected >= BUSY_ROUND && self.shared.arriving.load(Ordering::Acquire) > 0 {
             let budget = Duration::from_secs_f64(BUSY_GATHER_SYNCS * self.avg_sync_us / 1e6).min(MAX_BUSY_GATHER);
-            let want = (self.peak_in_play.ceil() as usize).max(self.expected);
-            self.shared.gather_until(round, want, started + budget);
+            // The peak is never below `expected` (see `commit`).
+            self.shared.gather_until(round, self.peak_in_play.ceil() as usize, started + budget);
         }
     }
 
