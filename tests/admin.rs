@@ -23,7 +23,7 @@ async fn fill(url: &str, n: usize) -> String {
 
 /// The active segment of `lane` and its frames (read-only inspection).
 fn frames(data_dir: &Path, lane: &str) -> (PathBuf, Vec<wal::segment::FrameLoc>) {
-    let reports = wal::inspect::inspect_all(&wal::RealFs, &data_dir.join("wal"), 1 << 30).unwrap();
+    let reports = wal::inspect::inspect_all(&wal::RealFs, &data_dir.join("wal")).unwrap();
     let r = reports.iter().rfind(|r| r.lane.to_string() == lane && !r.quarantined).unwrap();
     (r.path.clone(), r.scan.frames.clone())
 }

@@ -31,9 +31,9 @@ async fn serve(sim: &SimFs, data_dir: &Path) -> (String, Arc<Broker>) {
 
 /// After a crash: every batch of `lane` as (first offset, records).
 fn batches_after_crash(sim: &SimFs, data_dir: &Path, lane: &str) -> Vec<(u64, Vec<String>)> {
-    sim.crash();
+    let after = sim.crash();
     let opts = WalOptions { shards: 4, segment_bytes: 65536, ..WalOptions::default() };
-    let wal = Wal::open(Arc::new(sim.clone()), &data_dir.join("wal"), opts, None).unwrap();
+    let wal = Wal::open(Arc::new(after), &data_dir.join("wal"), opts, None).unwrap();
     let lane = wal.lane(lane.parse::<LaneId>().unwrap()).unwrap();
     lane.read(lane.earliest_offset(), usize::MAX, usize::MAX)
         .unwrap()

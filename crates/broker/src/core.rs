@@ -78,6 +78,7 @@ impl Broker {
             max_frame_bytes: u32::try_from(cfg.max_inflated_bytes + (1 << 20)).unwrap_or(u32::MAX),
             preallocate: cfg.preallocate,
             group_commit_linger: std::time::Duration::from_micros(cfg.group_commit_linger_us),
+            drive: wal::Drive::Thread,
         };
         let observer: Arc<dyn wal::CommitObserver> = metrics.clone();
         let wal = Wal::open(fs, &Self::wal_dir(&cfg.data_dir), opts, Some(observer))?;

@@ -82,7 +82,12 @@ impl BrokerError {
                 message: format!("{e}; the batch was not acknowledged, retry later"),
                 retry_after_secs,
             },
-            e @ (Io { .. } | Corrupt { .. } | UnknownLane(_) | OffsetGone { .. } | InvalidBatch(_)) => {
+            e @ (Io { .. }
+            | Corrupt { .. }
+            | UnknownLane(_)
+            | OffsetGone { .. }
+            | InvalidBatch(_)
+            | UnsupportedFormat { .. }) => {
                 BrokerError::Internal(e.to_string())
             }
         }

@@ -34,6 +34,10 @@ pub struct Args {
 pub enum RunError {
     #[error("{0}")]
     Usage(#[from] ConfigError),
+    /// The data directory is in an on-disk format this build does not
+    /// read: a usage error (exit 2), never a crash loop or a guess.
+    #[error("{0}")]
+    Format(wal::WalError),
     #[error("{0}")]
     Fatal(String),
 }
@@ -41,7 +45,7 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Usage(_) => 2,
+            RunError::Usage(_) | RunError::Format(_) => 2,
             RunError::Fatal(_) => 1,
         }
     }
@@ -163,6 +167,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .map_err(|e| RunError::Fatal(format!("recovery task failed: {e}")))?
         .map_err(|e| match e {
             crate::core::OpenError::Config(c) => RunError::Usage(c),
+            crate::core::OpenError::Wal(e @ wal::WalError::UnsupportedFormat { .. }) => RunError::Format(e),
             other => RunError::Fatal(other.to_string()),
         })?;
     let broker = Arc::new(broker);

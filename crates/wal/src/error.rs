@@ -14,8 +14,16 @@ pub enum FrameError {
     BadVersion(u8),
     #[error("length fields out of range")]
     BadLength,
+    /// A segment header's or summary's crc32c does not hold.
     #[error("crc32c mismatch")]
     BadCrc,
+    /// The frame is not authentic under its file's key: damaged, left by an
+    /// earlier use of the file, or bytes that were never a frame.
+    #[error("frame authentication failed")]
+    BadMac,
+    /// A segment written by a format this build does not read.
+    #[error("segment format {0} is not this build's ({current})", current = crate::segment::SEGMENT_VERSION)]
+    UnsupportedFormat(u16),
     #[error("malformed batch metadata")]
     BadMeta,
     #[error("a batch needs at least one record")]
@@ -50,6 +58,10 @@ pub enum WalError {
     OffsetGone { lane: String, offset: u64, earliest: u64 },
     #[error("corrupt data in {path} at byte {pos}: {what}")]
     Corrupt { path: PathBuf, pos: u64, what: FrameError },
+    /// A segment of another on-disk format: the broker never guesses at it.
+    /// Format 1 is converted by `broker-admin migrate`.
+    #[error("{path} is in WAL format {version}; this build reads format {current}{hint}", current = crate::segment::SEGMENT_VERSION, hint = if *version == 1 { " (convert it with `broker-admin migrate --data-dir DIR` while the broker is stopped)" } else { " (written by a newer Weir?)" })]
+    UnsupportedFormat { path: PathBuf, version: u16 },
 }
 
 impl WalError {

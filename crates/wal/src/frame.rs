@@ -1,30 +1,97 @@
 //! Batch frames: one producer request, written and recovered atomically.
 //!
-//! Byte layout (little endian), header outside any serializer:
+//! Byte layout (format 2, little endian), header outside any serializer:
 //!
-//! | at | size | field                                              |
-//! |----|------|----------------------------------------------------|
-//! | 0  | 4    | magic `0x31465257` (`"WRF1"`), never zero          |
-//! | 4  | 1    | version (1)                                        |
-//! | 5  | 1    | flags (0)                                          |
-//! | 6  | 2    | meta length M (tenant, topic, idempotency key)     |
-//! | 8  | 4    | record count N (>= 1)                              |
-//! | 12 | 4    | body length B (M + records)                        |
-//! | 16 | 8    | base offset (offset of the first record)           |
-//! | 24 | 8    | timestamp, ms since the Unix epoch                 |
-//! | 32 | 4    | crc32c of body, then extended over bytes 0..32     |
-//! | 36 | M    | meta: u8 len + tenant, u8 len + topic, u8 len + key |
-//! | .. | ..   | N records: u32 length + bytes                      |
+//! | at | size | field                                                 |
+//! |----|------|-------------------------------------------------------|
+//! | 0  | 4    | magic `0x32465257` (`"WRF2"`), never zero             |
+//! | 4  | 1    | version (2)                                           |
+//! | 5  | 1    | flags (0)                                             |
+//! | 6  | 2    | meta length M (tenant, topic, idempotency key)        |
+//! | 8  | 4    | record count N (>= 1)                                 |
+//! | 12 | 4    | body length B (M + records)                           |
+//! | 16 | 8    | base offset (offset of the first record)              |
+//! | 24 | 8    | timestamp, ms since the Unix epoch                    |
+//! | 32 | 8    | body MAC: SipHash-2-4 of the body under the body key  |
+//! | 40 | 8    | header MAC: SipHash-2-4 of bytes 0..40, header key    |
+//! | 48 | M    | meta: u8 len + tenant, u8 len + topic, u8 len + key   |
+//! | .. | ..   | N records: u32 length + bytes                         |
 //!
-//! The crc covers every header field and the whole body, so any flipped bit
-//! is caught; the body's part is computed by the producer's thread, and the
-//! writer only extends it over the header once it assigned the offset.
+//! **Why a tenant cannot forge a frame.** Every frame is authenticated
+//! under the [`FrameKey`] of the file it is written into: 256 random bits,
+//! drawn from the OS when the file's current use (its *generation*) begins,
+//! kept only in that file's segment header, and never sent through any API
+//! (leases and `dump` carry records, not frames). Bytes a client sends sit
+//! inside a frame body, and bytes left by an earlier generation were
+//! authenticated under another key; neither verifies, so neither can be read
+//! as a frame — at recovery, after a file is reused, or while resynchronising
+//! past damage. A crc would not do: crc32c is linear, so a secret mixed into
+//! it is a 32-bit mask that can be guessed or learnt from one checksum. The
+//! header MAC is checked before the body is touched, so a forged length
+//! costs the scanner 40 hashed bytes, not a hash of the rest of the file.
+//!
+//! Limits are the format's own: a body length is a `u32`. No configured
+//! size limit is consulted when reading, so lowering one never hides data.
 
 use crate::error::FrameError;
+use siphasher::sip::SipHasher24;
+use std::hash::Hasher;
 
-pub const MAGIC: u32 = 0x3146_5257;
-pub const VERSION: u8 = 1;
-pub const HEADER_LEN: usize = 36;
+pub const MAGIC: u32 = 0x3246_5257;
+pub const VERSION: u8 = 2;
+pub const HEADER_LEN: usize = 48;
+
+/// The keys that authenticate the frames of one file generation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FrameKey {
+    body: [u8; 16],
+    head: [u8; 16],
+}
+
+impl std::fmt::Debug for FrameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never printed: a key in a log would let its reader forge frames.
+        f.write_str("FrameKey(..)")
+    }
+}
+
+impl FrameKey {
+    pub const LEN: usize = 32;
+
+    /// A fresh key from the OS's random source.
+    pub fn random() -> std::io::Result<FrameKey> {
+        let mut b = [0u8; Self::LEN];
+        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(format!("no random key: {e}")))?;
+        Ok(FrameKey::from_bytes(&b))
+    }
+
+    pub fn from_bytes(b: &[u8; Self::LEN]) -> FrameKey {
+        let mut body = [0u8; 16];
+        let mut head = [0u8; 16];
+        body.copy_from_slice(&b[..16]);
+        head.copy_from_slice(&b[16..]);
+        FrameKey { body, head }
+    }
+
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..16].copy_from_slice(&self.body);
+        b[16..].copy_from_slice(&self.head);
+        b
+    }
+
+    fn body_mac(&self, body: &[u8]) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.body);
+        h.write(body);
+        h.finish()
+    }
+
+    fn header_mac(&self, header: &[u8]) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.head);
+        h.write(header);
+        h.finish()
+    }
+}
 
 /// Who sent a batch, where to, and its optional idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -39,7 +106,6 @@ pub struct BatchMeta {
 pub struct EncodedBatch {
     /// Header space (zeroed) followed by the body.
     pub(crate) bytes: Vec<u8>,
-    pub(crate) body_crc: u32,
     pub(crate) records: u32,
 }
 
@@ -81,7 +147,6 @@ impl EncodedBatch {
             bytes.extend_from_slice(&len.to_le_bytes());
             bytes.extend_from_slice(r);
         }
-        let body_crc = crc32c::crc32c(&bytes[HEADER_LEN..]);
         let records = records.len() as u32;
         bytes[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         bytes[4] = VERSION;
@@ -89,7 +154,7 @@ impl EncodedBatch {
         bytes[8..12].copy_from_slice(&records.to_le_bytes());
         let body = u32::try_from(body_len).map_err(|_| FrameError::RecordTooLarge)?;
         bytes[12..16].copy_from_slice(&body.to_le_bytes());
-        Ok(EncodedBatch { bytes, body_crc, records })
+        Ok(EncodedBatch { bytes, records })
     }
 
     pub fn len(&self) -> usize {
@@ -104,12 +169,15 @@ impl EncodedBatch {
         self.records
     }
 
-    /// Stamp offset and time into the header and finish the crc.
-    pub(crate) fn seal(&mut self, base_offset: u64, ts_ms: u64) {
+    /// Stamp offset and time into the header and authenticate the frame
+    /// under the key of the file it is about to be written into.
+    pub(crate) fn seal(&mut self, key: &FrameKey, base_offset: u64, ts_ms: u64) {
         self.bytes[16..24].copy_from_slice(&base_offset.to_le_bytes());
         self.bytes[24..32].copy_from_slice(&ts_ms.to_le_bytes());
-        let crc = crc32c::crc32c_append(self.body_crc, &self.bytes[0..32]);
-        self.bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+        let body = key.body_mac(&self.bytes[HEADER_LEN..]);
+        self.bytes[32..40].copy_from_slice(&body.to_le_bytes());
+        let head = key.header_mac(&self.bytes[0..40]);
+        self.bytes[40..48].copy_from_slice(&head.to_le_bytes());
     }
 }
 
@@ -142,10 +210,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Parse and fully check the frame starting at `buf[0]`: magic, version,
-/// lengths (before touching the body), and the crc. `buf` may extend past
-/// the frame.
-pub fn check_frame(buf: &[u8], max_body: u32) -> Result<FrameHeader, FrameError> {
+/// Parse and fully check the frame starting at `buf[0]` under `key`:
+/// magic, version, lengths, the header MAC (before touching the body), then
+/// the body MAC. `buf` may extend past the frame.
+pub fn check_frame(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
     if buf.len() < HEADER_LEN {
         return Err(FrameError::Incomplete);
     }
@@ -155,6 +223,9 @@ pub fn check_frame(buf: &[u8], max_body: u32) -> Result<FrameHeader, FrameError>
     if buf[4] != VERSION || buf[5] != 0 {
         return Err(FrameError::BadVersion(buf[4]));
     }
+    if key.header_mac(&buf[0..40]) != u64_at(buf, 40) {
+        return Err(FrameError::BadMac);
+    }
     let h = FrameHeader {
         meta_len: u16::from_le_bytes([buf[6], buf[7]]),
         records: u32_at(buf, 8),
@@ -162,15 +233,16 @@ pub fn check_frame(buf: &[u8], max_body: u32) -> Result<FrameHeader, FrameError>
         base_offset: u64_at(buf, 16),
         ts_ms: u64_at(buf, 24),
     };
-    if h.records == 0 || h.body_len > max_body || u32::from(h.meta_len) > h.body_len {
+    // An authentic header was written by the writer; this guards the
+    // decoder against a bug, not against a forger.
+    if h.records == 0 || u32::from(h.meta_len) > h.body_len {
         return Err(FrameError::BadLength);
     }
     if buf.len() < h.frame_len() {
         return Err(FrameError::Incomplete);
     }
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[HEADER_LEN..h.frame_len()]), &buf[0..32]);
-    if crc != u32_at(buf, 32) {
-        return Err(FrameError::BadCrc);
+    if key.body_mac(&buf[HEADER_LEN..h.frame_len()]) != u64_at(buf, 32) {
+        return Err(FrameError::BadMac);
     }
     Ok(h)
 }
@@ -219,7 +291,7 @@ pub struct RecordIter<'a> {
 
 impl<'a> Iterator for RecordIter<'a> {
     /// (offset, bytes); a malformed body ends the iteration early, which the
-    /// crc makes impossible for frames that passed [`check_frame`].
+    /// MAC makes impossible for frames that passed [`check_frame`].
     type Item = (u64, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 || self.rest.len() < 4 {
@@ -243,11 +315,15 @@ mod tests {
         BatchMeta { tenant: "acme".into(), topic: "events".into(), idempotency_key: Some("k1".into()) }
     }
 
+    fn key(n: u8) -> FrameKey {
+        FrameKey::from_bytes(&[n; FrameKey::LEN])
+    }
+
     #[test]
     fn encoded_frame_round_trips_every_field() {
         let mut b = EncodedBatch::new(&meta(), &[&b"{\"a\":1}"[..], b"xyz"]).unwrap();
-        b.seal(42, 1_700_000_000_000);
-        let h = check_frame(&b.bytes, 1 << 20).unwrap();
+        b.seal(&key(1), 42, 1_700_000_000_000);
+        let h = check_frame(&b.bytes, &key(1)).unwrap();
         assert_eq!((h.base_offset, h.records, h.ts_ms), (42, 2, 1_700_000_000_000));
         let v = FrameView::decode(&b.bytes, h).unwrap();
         assert_eq!((v.tenant, v.topic, v.idempotency_key), ("acme", "events", Some("k1")));
@@ -257,24 +333,44 @@ mod tests {
 
     #[test]
     fn all_zero_header_never_parses_as_a_frame() {
-        assert_eq!(check_frame(&[0u8; 128], 1 << 20), Err(FrameError::BadMagic));
+        assert_eq!(check_frame(&[0u8; 128], &key(1)), Err(FrameError::BadMagic));
     }
 
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
-        b.seal(7, 9);
+        b.seal(&key(1), 7, 9);
         for i in 0..b.bytes.len() * 8 {
             let mut c = b.bytes.clone();
             c[i / 8] ^= 1 << (i % 8);
-            assert!(check_frame(&c, 1 << 20).is_err(), "flip of bit {i} went unnoticed");
+            assert!(check_frame(&c, &key(1)).is_err(), "flip of bit {i} went unnoticed");
         }
     }
 
     #[test]
-    fn oversized_length_is_rejected_before_reading_the_body() {
+    fn a_frame_sealed_under_another_key_is_not_a_frame() {
         let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
-        b.seal(0, 0);
-        assert_eq!(check_frame(&b.bytes[..HEADER_LEN], 4), Err(FrameError::BadLength));
+        b.seal(&key(1), 7, 9);
+        assert_eq!(check_frame(&b.bytes, &key(2)), Err(FrameError::BadMac));
+    }
+
+    #[test]
+    fn a_forged_length_is_rejected_before_the_body_is_read() {
+        let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
+        b.seal(&key(1), 0, 0);
+        b.bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(check_frame(&b.bytes, &key(1)), Err(FrameError::BadMac));
+        // An authentic header whose body is not all there yet is incomplete.
+        let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
+        b.seal(&key(1), 0, 0);
+        assert_eq!(check_frame(&b.bytes[..HEADER_LEN + 2], &key(1)), Err(FrameError::Incomplete));
+    }
+
+    #[test]
+    fn random_keys_differ_and_never_print() {
+        let (a, b) = (FrameKey::random().unwrap(), FrameKey::random().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(format!("{a:?}"), "FrameKey(..)");
+        assert_eq!(FrameKey::from_bytes(&a.to_bytes()), a);
     }
 }

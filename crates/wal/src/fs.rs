@@ -52,8 +52,13 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
     /// Open an existing file for reading and writing.
     fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
-    /// Map (or copy) a whole file for reading.
+    /// Map (or copy) a whole file for reading. Only for files no other
+    /// process truncates while mapped (the WAL's own, by its invariants).
     fn read_all(&self, path: &Path) -> io::Result<FileBytes>;
+    /// Copy a whole file into memory with plain reads, never a mapping:
+    /// safe on a file another process may cut or rewrite meanwhile (it
+    /// gives a short or newer read, never SIGBUS). For read-only tools.
+    fn read_copy(&self, path: &Path) -> io::Result<Vec<u8>>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Entries of a directory (full paths), sorted by name.
@@ -188,6 +193,9 @@ impl FileSystem for RealFs {
         // only unlinks (existing mappings stay valid).
         let map = unsafe { memmap2::Mmap::map(&f)? };
         Ok(FileBytes::Mapped(map))
+    }
+    fn read_copy(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)

@@ -3,15 +3,16 @@
 //!
 //! Readers never see a byte the writer has not synced: the in-memory index
 //! only learns of frames after their fdatasync returned, and every frame is
-//! crc-checked again as it is served.
+//! authenticated again (under its segment's key) as it is served.
 
 use crate::error::{Result, WalError};
-use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameView};
+use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameKey, FrameView};
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
-use crate::recovery::{summary_path, RecoveredLane, RecoveredSegment};
+use crate::recovery::RecoveredLane;
 use crate::recycle;
 use crate::segment::{FrameLoc, Summary};
+use crate::segment_file::{summary_path, RecoveredSegment};
 use crate::writer::{CommitObserver, Pending, Writer};
 use crate::WalOptions;
 use std::ops::ControlFlow;
@@ -60,15 +61,17 @@ pub(crate) struct SealedSegment {
     pub next: u64,
     pub frames: Vec<FrameLoc>,
     pub bytes: u64,
+    key: FrameKey,
     /// Derived once: listing segments must not walk every frame.
     records: u64,
     pub(crate) map: OnceLock<Arc<FileBytes>>,
 }
 
 impl SealedSegment {
-    fn new(path: PathBuf, base: u64, next: u64, frames: Vec<FrameLoc>, bytes: u64) -> Self {
+    fn new(seg: RecoveredSegment) -> Self {
+        let RecoveredSegment { path, base, next, frames, bytes, key } = seg;
         let records = frames.iter().map(|f| u64::from(f.records)).sum();
-        SealedSegment { path, base, next, frames, bytes, records, map: OnceLock::new() }
+        SealedSegment { path, base, next, frames, bytes, key, records, map: OnceLock::new() }
     }
 
     fn info(&self, lane: LaneId) -> SegmentInfo {
@@ -92,6 +95,13 @@ struct ActiveSegment {
     file: Arc<dyn WalFile>,
     frames: Vec<FrameLoc>,
     bytes: u64,
+    key: FrameKey,
+}
+
+impl ActiveSegment {
+    fn new(seg: RecoveredSegment, file: Arc<dyn WalFile>) -> Self {
+        ActiveSegment { path: seg.path, base: seg.base, file, frames: seg.frames, bytes: seg.bytes, key: seg.key }
+    }
 }
 
 struct Index {
@@ -219,8 +229,10 @@ impl LaneShared {
 
     /// Make synced frames visible to readers.
     pub fn publish(&self, locs: Vec<FrameLoc>, bytes: u64, next: u64) {
+        debug_assert!(next >= self.durable_next.load(Ordering::Acquire), "the watermark never moves back");
         {
             let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+            debug_assert!(bytes >= idx.active.bytes, "the durable end of a segment never moves back");
             idx.active.frames.extend(locs);
             idx.active.bytes = bytes;
         }
@@ -241,17 +253,27 @@ impl LaneShared {
     ) -> Arc<SealedSegment> {
         let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
         let frames = std::mem::take(&mut idx.active.frames);
-        let sealed = Arc::new(SealedSegment::new(old.path.clone(), old.base, old.next, frames, old.bytes));
+        debug_assert!(frames.last().is_none_or(|f| f.next_offset() == old.next), "sealed at its last frame");
+        debug_assert_eq!(new.base, old.next, "offsets continue across a roll");
+        let sealed = Arc::new(SealedSegment::new(RecoveredSegment { frames, ..old.clone() }));
         idx.sealed.push(Arc::clone(&sealed));
-        idx.active = ActiveSegment { path: new.path, base: new.base, file, frames: new.frames, bytes: new.bytes };
+        idx.active = ActiveSegment::new(new, file);
         sealed
     }
+}
+
+/// Who runs a lane's commit rounds.
+enum WriterSlot {
+    /// A writer thread (joined at shutdown).
+    Thread(Option<JoinHandle<()>>),
+    /// The caller, through [`Lane::commit_queued`] ([`crate::Drive::Manual`]).
+    Manual(Option<Writer>),
 }
 
 /// One lane of the WAL. Cheap to share behind the [`crate::Wal`].
 pub struct Lane {
     shared: Arc<LaneShared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<WriterSlot>,
 }
 
 impl Lane {
@@ -264,22 +286,11 @@ impl Lane {
         rec: RecoveredLane,
         arriving: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<Lane> {
-        let next = rec.active.next;
-        let last_ts = rec.active.frames.last().map_or(0, |f| f.ts_ms);
-        let sealed = rec
-            .sealed
-            .into_iter()
-            .map(|s| Arc::new(SealedSegment::new(s.path, s.base, s.next, s.frames, s.bytes)))
-            .collect();
-        let writer_state = (rec.active.path.clone(), rec.active.base, rec.active.bytes, rec.active.frames.len());
-        let active = ActiveSegment {
-            path: rec.active.path,
-            base: rec.active.base,
-            file: Arc::clone(&rec.active_file),
-            frames: rec.active.frames,
-            bytes: rec.active.bytes,
-        };
+        let RecoveredLane { sealed, active, active_file } = rec;
+        let next = active.next;
+        let sealed = sealed.into_iter().map(|s| Arc::new(SealedSegment::new(s))).collect();
         let watermark = open_watermark(&*fs, &dir, next);
+        let drive = opts.drive;
         let shared = Arc::new(LaneShared {
             id,
             dir,
@@ -288,7 +299,7 @@ impl Lane {
             observer,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            index: RwLock::new(Index { sealed, active }),
+            index: RwLock::new(Index { sealed, active: ActiveSegment::new(active.clone(), Arc::clone(&active_file)) }),
             durable_next: AtomicU64::new(next),
             failure: Mutex::new(None),
             appended: tokio::sync::Notify::new(),
@@ -296,27 +307,28 @@ impl Lane {
             recycled: Mutex::new(Vec::new()),
             arriving,
         });
-        let writer = Writer {
-            shared: Arc::clone(&shared),
-            file: rec.active_file,
-            path: writer_state.0,
-            base: writer_state.1,
-            used: writer_state.2,
-            next_offset: next,
-            last_ts,
-            frames_in_segment: writer_state.3,
-            failed_at: None,
-            spare: None,
-            avg_commit_bytes: 0.0,
-            expected: 0,
-            peak_in_play: 0.0,
-            avg_sync_us: 0.0,
+        let writer = Writer::new(Arc::clone(&shared), &active, active_file);
+        let slot = match drive {
+            crate::Drive::Manual => WriterSlot::Manual(Some(writer)),
+            crate::Drive::Thread => {
+                let handle = std::thread::Builder::new()
+                    .name(format!("wal-{id}"))
+                    .spawn(move || writer.run())
+                    .map_err(|e| WalError::io("<writer thread>", e))?;
+                WriterSlot::Thread(Some(handle))
+            }
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("wal-{id}"))
-            .spawn(move || writer.run())
-            .map_err(|e| WalError::io("<writer thread>", e))?;
-        Ok(Lane { shared, writer: Mutex::new(Some(handle)) })
+        Ok(Lane { shared, writer: Mutex::new(slot) })
+    }
+
+    /// With [`crate::Drive::Manual`]: run one commit round of everything
+    /// queued now, in the caller's thread (a failed lane tries to reopen
+    /// first). A no-op for a lane with a writer thread.
+    pub fn commit_queued(&self) {
+        if let WriterSlot::Manual(Some(w)) = &mut *lock(&self.writer) {
+            let round = std::mem::take(&mut lock(&self.shared.queue).items);
+            w.step(round, true);
+        }
     }
 
     pub fn id(&self) -> LaneId {
@@ -382,12 +394,12 @@ impl Lane {
     /// Visit durable frames from the one holding `from` onwards, in order,
     /// until `visit` breaks. Each frame's crc is checked before it is shown.
     pub fn visit_frames(&self, from: u64, mut visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
-        let max_body = self.shared.opts.max_frame_bytes;
         let (sealed, active) = {
             let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
             let sealed: Vec<_> = idx.sealed.iter().filter(|s| s.next > from).cloned().collect();
             let start = idx.active.frames.partition_point(|f| f.next_offset() <= from);
-            let active = (Arc::clone(&idx.active.file), idx.active.path.clone(), idx.active.frames[start..].to_vec());
+            let a = &idx.active;
+            let active = (Arc::clone(&a.file), a.path.clone(), a.frames[start..].to_vec(), a.key);
             (sealed, active)
         };
         for seg in sealed {
@@ -401,12 +413,12 @@ impl Lane {
             let start = seg.frames.partition_point(|f| f.next_offset() <= from);
             for loc in &seg.frames[start..] {
                 let bytes = map.get(loc.pos as usize..loc.end() as usize).unwrap_or(&[]);
-                if visit_one(bytes, loc, max_body, &seg.path, &mut visit)?.is_break() {
+                if visit_one(bytes, loc, &seg.key, &seg.path, &mut visit)?.is_break() {
                     return Ok(());
                 }
             }
         }
-        let (file, path, locs) = active;
+        let (file, path, locs, key) = active;
         // Read the active segment in chunks of whole frames, starting small
         // (many callers stop after a frame or two) and doubling up to 4 MiB.
         const MAX_CHUNK: u64 = 4 << 20;
@@ -426,7 +438,7 @@ impl Lane {
             for loc in &locs[i..j] {
                 let rel = (loc.pos - first.pos) as usize;
                 let bytes = &buf[rel..rel + loc.len as usize];
-                if visit_one(bytes, loc, max_body, &path, &mut visit)?.is_break() {
+                if visit_one(bytes, loc, &key, &path, &mut visit)?.is_break() {
                     return Ok(());
                 }
             }
@@ -514,10 +526,18 @@ impl Lane {
 
     /// Stop taking appends, commit what is queued, and join the writer.
     pub fn shutdown(&self) {
+        self.commit_queued();
         lock(&self.shared.queue).shutdown = true;
         self.shared.wake.notify_all();
-        if let Some(h) = lock(&self.writer).take() {
-            let _ = h.join();
+        let mut slot = lock(&self.writer);
+        match &mut *slot {
+            WriterSlot::Thread(h) => {
+                if let Some(h) = h.take() {
+                    let _ = h.join();
+                }
+            }
+            // Dropping the writer joins anything it started.
+            WriterSlot::Manual(w) => drop(w.take()),
         }
     }
 }
@@ -531,12 +551,12 @@ impl Drop for Lane {
 fn visit_one(
     bytes: &[u8],
     loc: &FrameLoc,
-    max_body: u32,
+    key: &FrameKey,
     path: &std::path::Path,
     visit: &mut impl FnMut(&FrameView<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let corrupt = |what| WalError::Corrupt { path: path.to_path_buf(), pos: loc.pos, what };
-    let h = check_frame(bytes, max_body).map_err(corrupt)?;
+    let h = check_frame(bytes, key).map_err(corrupt)?;
     let view = FrameView::decode(bytes, h).map_err(corrupt)?;
     Ok(visit(&view))
 }

@@ -13,8 +13,8 @@
 //! 2. One writer thread per lane; concurrent appends share one write and one
 //!    sync per commit round (group commit). The durable watermark
 //!    ([`Lane::next_offset`]) moves only after the sync.
-//! 3. Readers see frames below the watermark only, and check each frame's
-//!    crc32c as they serve it.
+//! 3. Readers see frames below the watermark only, and authenticate each
+//!    frame (keyed MAC, see [`frame`]) as they serve it.
 //! 4. New files and renames are followed by an fsync of their directory;
 //!    segments are preallocated, and trimmed to their last frame when sealed
 //!    (the trim and the summary are derived and not synced: recovery redoes
@@ -26,17 +26,29 @@
 //! 6. A segment is deleted only when the caller says every record in it was
 //!    durably released ([`Lane::delete_segments_below`]). A released file
 //!    may be reused as a later segment of the *same* lane only (see
-//!    `recycle`): its stale frames carry offsets below the new base, so they
-//!    can never be read as data or mistaken for corruption.
+//!    `recycle`), under a new frame key: its stale frames never verify, so
+//!    they can never be read as data or mistaken for corruption.
+//! 7. No frame is ever accepted that is not authentic under its file's key:
+//!    no byte a client sends and no byte of a file's earlier generation can
+//!    become a record (`docs/wal.md`, "Why a tenant cannot forge a frame").
+//! 8. Every thread a lane starts (its writer, the helper preparing a spare)
+//!    is owned and joined: once a [`Wal`] is dropped, nothing of it touches
+//!    the directory. Spares have names of their own, so no file operation
+//!    trusts a name another thread can change.
+//! 9. Frames are judged by the format's own limits only: no configured
+//!    limit is consulted when reading, so a config change never truncates,
+//!    quarantines or hides acknowledged data.
 //!
 //! ## Recovery rules (at open; see [`recovery`])
-//! - zeros or an incomplete/invalid frame after the last valid frame, with no
-//!   valid frame after it, is a torn write: truncate, fsync, continue;
-//! - an invalid frame followed by valid frames is corruption: the segment is
-//!   moved to `<dir>/quarantine/`, a copy holding every valid frame (before
-//!   and after the damage) takes its place, and the event is reported;
-//! - frames with offsets below the segment's base after the last valid frame
-//!   are stale bytes of a recycled file: cut like a torn tail, not damage;
+//! - zeros or bytes that are not an authentic frame after the last valid
+//!   frame, with no authentic frame after them, is a torn write (or, in a
+//!   reused file, its earlier generation): truncate, fsync, continue;
+//! - a non-authentic region followed by authentic frames is corruption: the
+//!   segment is moved to `<dir>/quarantine/`, a copy holding every valid
+//!   frame (before and after the damage) takes its place, the lost offsets
+//!   are reported; each step is crash-safe (see `recovery`);
+//! - a segment of another format version stops the open with
+//!   [`WalError::UnsupportedFormat`]: never scanned, never quarantined;
 //! - derived state (segment summaries, in-memory indexes) is rebuilt from the
 //!   segments whenever it disagrees with them; spares are deleted.
 //!
@@ -57,11 +69,12 @@ pub mod lane_id;
 pub mod recovery;
 mod recycle;
 pub mod segment;
+mod segment_file;
 pub mod sim;
 mod writer;
 
 pub use error::{FrameError, Result, WalError};
-pub use frame::{BatchMeta, EncodedBatch, FrameView};
+pub use frame::{BatchMeta, EncodedBatch, FrameKey, FrameView};
 pub use fs::{FileSystem, RealFs};
 pub use lane::{Appended, Lane, SegmentInfo, StoredBatch, WATERMARK_FILE};
 pub use lane_id::{LaneId, Priority};
@@ -80,7 +93,8 @@ pub struct WalOptions {
     pub shards: u16,
     /// A segment is rolled once it holds at least this many bytes.
     pub segment_bytes: u64,
-    /// Largest frame body accepted (and believed when recovering).
+    /// Largest frame accepted for appending. Never consulted when reading
+    /// or recovering: lowering it hides nothing already written.
     pub max_frame_bytes: u32,
     /// Reserve each segment's space up front and zero-fill it (the next
     /// segment is prepared by a helper thread, off the commit path).
@@ -92,6 +106,22 @@ pub struct WalOptions {
     /// round for two and a half syncs, at most 800 µs). Never a timer-driven sync:
     /// every sync serves appends that are waiting for it.
     pub group_commit_linger: std::time::Duration,
+    /// Who runs commit rounds: a writer thread per lane (the default), or
+    /// the caller, for tests that must replay exactly from a seed.
+    pub drive: Drive,
+}
+
+/// Who runs a lane's commit rounds and prepares its spares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drive {
+    /// A writer thread per lane, spares prepared by a helper it owns.
+    #[default]
+    Thread,
+    /// No thread at all: [`Wal::commit_queued`] runs one round per lane of
+    /// what is queued, spares are prepared inline. Every file operation then
+    /// happens in an order the caller fixes, so a failing model case
+    /// replays from its seed and shrinks.
+    Manual,
 }
 
 impl Default for WalOptions {
@@ -102,6 +132,7 @@ impl Default for WalOptions {
             max_frame_bytes: 16 << 20,
             preallocate: true,
             group_commit_linger: std::time::Duration::ZERO,
+            drive: Drive::Thread,
         }
     }
 }
@@ -192,6 +223,14 @@ impl Wal {
     ) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
         let fut = self.lane(lane).map(|l| l.append(batch));
         async move { fut?.await }
+    }
+
+    /// With [`Drive::Manual`]: run one commit round per lane of what is
+    /// queued now, in the caller's thread.
+    pub fn commit_queued(&self) {
+        for lane in self.lanes.values() {
+            lane.commit_queued();
+        }
     }
 
     /// Lanes that are failed closed, with their reasons.

@@ -5,16 +5,18 @@
 //! Each rule leaves a [`RecoveryEvent`] so operators see what happened; none
 //! of them crashes the process or drops a valid frame.
 
-use crate::error::{Result, WalError};
+use crate::error::{FrameError, Result, WalError};
 use crate::fs::{FileSystem, WalFile};
 use crate::lane_id::LaneId;
-use crate::segment::{
-    decode_header, encode_header, scan, segment_file_name, Corruption, FrameLoc, Scan, Summary, Tail, SEGMENT_EXT,
-    SEGMENT_HEADER_LEN, SUMMARY_EXT,
-};
+use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_EXT, SEGMENT_HEADER_LEN};
+use crate::segment_file::{create_segment, ensure_dir, summary_path, write_summary, RecoveredSegment, SPARE_EXT};
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The cleaned copy of a segment being quarantined, before it takes the
+/// segment's place: `<base>.seg.tmp`.
+const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
 
 /// What recovery did to the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,31 +33,27 @@ pub enum RecoveryEvent {
     SummaryRebuilt { lane: LaneId, path: PathBuf },
     /// Offsets missing between two segments (data lost before this start).
     OffsetGap { lane: LaneId, from: u64, to: u64 },
+    /// A quarantine that a crash interrupted after the damaged segment was
+    /// moved aside was completed: its cleaned copy took the segment's place.
+    QuarantineCompleted { lane: LaneId, path: PathBuf },
 }
 
 impl RecoveryEvent {
     /// Whether the event means damage (as opposed to routine tidying).
     pub fn is_damage(&self) -> bool {
-        !matches!(self, RecoveryEvent::TruncatedTail { torn: false, .. } | RecoveryEvent::SummaryRebuilt { .. })
+        !matches!(
+            self,
+            RecoveryEvent::TruncatedTail { torn: false, .. }
+                | RecoveryEvent::SummaryRebuilt { .. }
+                | RecoveryEvent::QuarantineCompleted { .. }
+        )
     }
-}
-
-pub(crate) struct RecoveredSegment {
-    pub path: PathBuf,
-    pub base: u64,
-    pub next: u64,
-    pub frames: Vec<FrameLoc>,
-    pub bytes: u64,
 }
 
 pub(crate) struct RecoveredLane {
     pub sealed: Vec<RecoveredSegment>,
     pub active: RecoveredSegment,
     pub active_file: Arc<dyn WalFile>,
-}
-
-pub(crate) fn summary_path(seg: &Path) -> PathBuf {
-    seg.with_extension(SUMMARY_EXT)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -85,18 +83,20 @@ pub(crate) fn recover_lane(
     opts: &WalOptions,
     events: &mut Vec<RecoveryEvent>,
 ) -> Result<RecoveredLane> {
-    fs.create_dir_all(dir).map_err(io(dir))?;
+    ensure_dir(fs, dir)?;
     for p in fs.list_dir(dir).map_err(io(dir))? {
         if p.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT) {
             // A spare segment never used: holds no frame.
             fs.remove_file(&p).map_err(io(&p))?;
+        } else if let Some(seg) = p.to_str().and_then(|s| s.strip_suffix(CLEAN_COPY_SUFFIX)) {
+            finish_clean_copy(fs, lane, &p, Path::new(&format!("{seg}.{SEGMENT_EXT}")), events)?;
         }
     }
     let paths = segment_paths(fs, dir)?;
     let mut segments: Vec<RecoveredSegment> = Vec::with_capacity(paths.len());
     for (i, (base, path)) in paths.iter().enumerate() {
         let is_last = i + 1 == paths.len();
-        if let Some(seg) = recover_segment(fs, lane, *base, path, quarantine_dir, opts, is_last, events)? {
+        if let Some(seg) = recover_segment(fs, lane, *base, path, quarantine_dir, is_last, events)? {
             if let Some(prev) = segments.last() {
                 if prev.next != seg.base {
                     events.push(RecoveryEvent::OffsetGap { lane, from: prev.next, to: seg.base });
@@ -129,14 +129,16 @@ fn recover_segment(
     base: u64,
     path: &Path,
     quarantine_dir: &Path,
-    opts: &WalOptions,
     is_last: bool,
     events: &mut Vec<RecoveryEvent>,
 ) -> Result<Option<RecoveredSegment>> {
     let bytes = fs.read_all(path).map_err(io(path))?;
     let file_len = bytes.len() as u64;
-    match decode_header(&bytes) {
-        Ok((l, b)) if l == lane && b == base => {}
+    let header = match SegmentHeader::decode(&bytes) {
+        Ok(h) if h.lane == lane && h.base_offset == base => h,
+        Err(FrameError::UnsupportedFormat(version)) => {
+            return Err(WalError::UnsupportedFormat { path: path.to_path_buf(), version });
+        }
         Ok(_) | Err(_) if is_last && bytes.iter().take(SEGMENT_HEADER_LEN * 2).all(|&b| b == 0) => {
             // The roll that created it never synced its header: nothing was
             // ever acknowledged in it.
@@ -158,32 +160,26 @@ fn recover_segment(
             events.push(RecoveryEvent::Quarantined { lane, path: path.to_path_buf(), moved_to, corruptions });
             return Ok(None);
         }
-    }
-    let mut s = scan(&bytes, base, opts.max_frame_bytes);
+    };
+    let s = scan(&bytes, &header);
     if !s.corruptions.is_empty() {
-        let mut clean = encode_header(lane, base).to_vec();
+        // The copy keeps the key: its frames stay authentic as they are.
+        let clean_header = SegmentHeader { recycled: false, ..header };
+        let mut clean = clean_header.encode().to_vec();
         for f in &s.frames {
             clean.extend_from_slice(&bytes[f.pos as usize..f.end() as usize]);
         }
         drop(bytes);
-        let tmp = path.with_extension("seg.tmp");
-        if fs.exists(&tmp) {
-            fs.remove_file(&tmp).map_err(io(&tmp))?;
-        }
-        let f = fs.create_new(&tmp).map_err(io(&tmp))?;
-        f.write_all_at(&clean, 0).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
-        let moved_to = move_to_quarantine(fs, lane, path, quarantine_dir)?;
-        fs.rename(&tmp, path).map_err(io(path))?;
-        sync_parent(fs, path)?;
+        let moved_to = quarantine_keeping_frames(fs, lane, path, &clean, quarantine_dir)?;
         events.push(RecoveryEvent::Quarantined {
             lane,
             path: path.to_path_buf(),
             moved_to,
             corruptions: s.corruptions.clone(),
         });
-        s = scan(&clean, base, opts.max_frame_bytes);
-        return Ok(Some(recovered(path, base, s)));
+        let s = scan(&clean, &clean_header);
+        debug_assert!(s.corruptions.is_empty() && s.tail == Tail::Clean, "a cleaned copy is clean");
+        return Ok(Some(recovered(path, &clean_header, s)));
     }
     drop(bytes);
     // A zero tail on the active segment is its preallocated space: keep it
@@ -205,11 +201,65 @@ fn recover_segment(
         f.set_len(s.valid_end).map_err(io(path))?;
         f.sync_data().map_err(io(path))?;
     }
-    Ok(Some(recovered(path, base, s)))
+    Ok(Some(recovered(path, &header, s)))
 }
 
-fn recovered(path: &Path, base: u64, s: Scan) -> RecoveredSegment {
-    RecoveredSegment { path: path.to_path_buf(), base, next: s.next_offset(base), bytes: s.valid_end, frames: s.frames }
+fn recovered(path: &Path, header: &SegmentHeader, s: Scan) -> RecoveredSegment {
+    let base = header.base_offset;
+    RecoveredSegment {
+        path: path.to_path_buf(),
+        base,
+        next: s.next_offset(base),
+        bytes: s.valid_end,
+        frames: s.frames,
+        key: header.key,
+    }
+}
+
+/// Replace the damaged segment at `path` by `clean` (its authentic frames),
+/// moving the damaged file into quarantine. Crash-safe at every step: the
+/// copy is synced and its name made durable *before* the segment moves, so
+/// whenever `<base>.seg` is missing, `<base>.seg.tmp` is a whole copy, which
+/// [`finish_clean_copy`] puts in place at the next start.
+fn quarantine_keeping_frames(
+    fs: &dyn FileSystem,
+    lane: LaneId,
+    path: &Path,
+    clean: &[u8],
+    quarantine_dir: &Path,
+) -> Result<PathBuf> {
+    let tmp = PathBuf::from(format!("{}{CLEAN_COPY_SUFFIX}", path.with_extension("").display()));
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp).map_err(io(&tmp))?;
+    }
+    let f = fs.create_new(&tmp).map_err(io(&tmp))?;
+    f.write_all_at(clean, 0).map_err(io(&tmp))?;
+    f.sync_data().map_err(io(&tmp))?;
+    sync_parent(fs, &tmp)?;
+    let moved_to = move_to_quarantine(fs, lane, path, quarantine_dir)?;
+    fs.rename(&tmp, path).map_err(io(path))?;
+    sync_parent(fs, path)?;
+    Ok(moved_to)
+}
+
+/// A cleaned copy found at start: if its segment is gone, a crash
+/// interrupted [`quarantine_keeping_frames`] after the segment moved, and
+/// the copy is whole: put it in place. Otherwise the copy may be partial
+/// and the segment is still there (to be quarantined again): drop the copy.
+fn finish_clean_copy(
+    fs: &dyn FileSystem,
+    lane: LaneId,
+    tmp: &Path,
+    seg: &Path,
+    events: &mut Vec<RecoveryEvent>,
+) -> Result<()> {
+    if fs.exists(seg) {
+        fs.remove_file(tmp).map_err(io(tmp))?;
+    } else {
+        fs.rename(tmp, seg).map_err(io(seg))?;
+        events.push(RecoveryEvent::QuarantineCompleted { lane, path: seg.to_path_buf() });
+    }
+    sync_parent(fs, seg)
 }
 
 fn check_summary(
@@ -232,123 +282,9 @@ fn summary_of(seg: &RecoveredSegment) -> Summary {
     Summary::from_frames(seg.base, seg.bytes, &seg.frames)
 }
 
-/// Write a summary beside a segment: temp file, rename. With `durable`,
-/// the file and the rename are synced. Without, a crash may leave the
-/// summary missing, empty or old; recovery checks every summary against its
-/// segment and rebuilds it, so a roll need not wait for two more syncs.
-pub(crate) fn write_summary(fs: &dyn FileSystem, seg_path: &Path, sum: &Summary, durable: bool) -> Result<()> {
-    let path = summary_path(seg_path);
-    let tmp = path.with_extension("sum.tmp");
-    if fs.exists(&tmp) {
-        fs.remove_file(&tmp).map_err(io(&tmp))?;
-    }
-    let f = fs.create_new(&tmp).map_err(io(&tmp))?;
-    f.write_all_at(&sum.encode(), 0).map_err(io(&tmp))?;
-    if durable {
-        f.sync_data().map_err(io(&tmp))?;
-    }
-    fs.rename(&tmp, &path).map_err(io(&path))?;
-    if durable {
-        sync_parent(fs, &path)?;
-    }
-    Ok(())
-}
-
-pub(crate) const SPARE_EXT: &str = "spare";
-
-/// Prepare the file of the next segment, off the commit path: reuse a
-/// released segment of this lane when one waits (see [`crate::recycle`]),
-/// else create one; then preallocate (zero-filling on request) and sync.
-pub(crate) fn prepare_spare(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    opts: &WalOptions,
-    zero_fill: bool,
-    recycled: Option<PathBuf>,
-) -> Result<(PathBuf, Arc<dyn WalFile>)> {
-    let path = dir.join(format!("next.{SPARE_EXT}"));
-    if fs.exists(&path) {
-        fs.remove_file(&path).map_err(io(&path))?;
-    }
-    let reused = recycled.and_then(|old| match fs.rename(&old, &path).and_then(|()| fs.open_rw(&path)) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(path = %old.display(), error = %e, "could not reuse a released segment");
-            let _ = fs.remove_file(&old);
-            let _ = fs.remove_file(&path);
-            None
-        }
-    });
-    let f = match reused {
-        Some(f) => f,
-        None => fs.create_new(&path).map_err(io(&path))?,
-    };
-    let fill = || -> std::io::Result<()> {
-        f.preallocate(opts.segment_bytes, zero_fill)?;
-        f.sync_data()
-    };
-    if let Err(e) = fill() {
-        let _ = fs.remove_file(&path);
-        return Err(WalError::io(&path, e));
-    }
-    Ok((path, f))
-}
-
-/// Turn a prepared spare into the segment starting at `base`: header, sync,
-/// rename, directory sync.
-pub(crate) fn segment_from_spare(
-    fs: &dyn FileSystem,
-    lane: LaneId,
-    dir: &Path,
-    base: u64,
-    spare: (PathBuf, Arc<dyn WalFile>),
-) -> Result<(RecoveredSegment, Arc<dyn WalFile>)> {
-    let (spare_path, f) = spare;
-    let path = dir.join(segment_file_name(base));
-    let setup = || -> std::io::Result<()> {
-        f.write_all_at(&encode_header(lane, base), 0)?;
-        f.sync_data()?;
-        fs.rename(&spare_path, &path)?;
-        fs.sync_dir(dir)
-    };
-    setup().map_err(|e| WalError::io(&path, e))?;
-    let seg = RecoveredSegment { path, base, next: base, frames: Vec::new(), bytes: SEGMENT_HEADER_LEN as u64 };
-    Ok((seg, f))
-}
-
-/// Create, preallocate and sync a fresh segment, then make its name durable.
-pub(crate) fn create_segment(
-    fs: &dyn FileSystem,
-    lane: LaneId,
-    dir: &Path,
-    base: u64,
-    opts: &WalOptions,
-) -> Result<(RecoveredSegment, Arc<dyn WalFile>)> {
-    let path = dir.join(segment_file_name(base));
-    if fs.exists(&path) {
-        // Left by a roll that failed before it was used: holds no frame.
-        fs.remove_file(&path).map_err(io(&path))?;
-    }
-    let f = fs.create_new(&path).map_err(io(&path))?;
-    let setup = || -> std::io::Result<()> {
-        f.write_all_at(&encode_header(lane, base), 0)?;
-        if opts.preallocate {
-            f.preallocate(opts.segment_bytes, true)?;
-        }
-        f.sync_data()?;
-        fs.sync_dir(dir)
-    };
-    if let Err(e) = setup() {
-        let _ = fs.remove_file(&path);
-        return Err(WalError::io(&path, e));
-    }
-    let seg = RecoveredSegment { path, base, next: base, frames: Vec::new(), bytes: SEGMENT_HEADER_LEN as u64 };
-    Ok((seg, f))
-}
-
 fn move_to_quarantine(fs: &dyn FileSystem, lane: LaneId, path: &Path, quarantine_dir: &Path) -> Result<PathBuf> {
     let dir = quarantine_dir.join(lane.priority.as_str()).join(lane.shard.to_string());
-    fs.create_dir_all(&dir).map_err(io(&dir))?;
+    ensure_dir(fs, &dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let mut n = 0u32;
     let target = loop {

@@ -8,10 +8,12 @@
 //! like PostgreSQL with its WAL files, released segments are reused.
 //!
 //! Invariants:
-//! - A file is reused only by the lane it came from. Its stale frames carry
-//!   offsets below every offset the lane will write, so the scanner reads
-//!   them as the end of the log ([`crate::segment::Tail::Stale`]), never as
-//!   data and never as corruption.
+//! - A reused file gets a fresh frame key before it is named a segment
+//!   (`segment_file`): its stale frames were authenticated under the old
+//!   key and never verify again, so the scanner reads them as the end of the
+//!   log ([`crate::segment::Tail::Stale`]), never as data and never as
+//!   corruption — whatever their offsets, and whatever a tenant's payload
+//!   inside them looks like.
 //! - Only a segment that no reader holds (no cloned handle, no live mapping)
 //!   is reused; any other is unlinked, which keeps open mappings valid.
 //! - Recycled files are named `recycled-<base>.spare`. Recovery deletes every
@@ -27,7 +29,7 @@
 
 use crate::error::{Result, WalError};
 use crate::lane::{LaneShared, SealedSegment};
-use crate::recovery::SPARE_EXT;
+use crate::segment_file::SPARE_EXT;
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 

@@ -1,69 +1,115 @@
 //! Segment files: a 64-byte header, then frames back to back.
 //!
-//! | at | size | field                                   |
-//! |----|------|-----------------------------------------|
-//! | 0  | 8    | magic `"WEIRSEG1"`                      |
-//! | 8  | 2    | version (1)                             |
-//! | 10 | 1    | priority (0 high, 1 normal, 2 low)      |
-//! | 11 | 1    | reserved (0)                            |
-//! | 12 | 4    | shard                                   |
-//! | 16 | 8    | base offset                             |
-//! | 24 | 4    | crc32c of bytes 0..24                   |
-//! | 28 | 36   | reserved (0)                            |
+//! Header, format 2 (little endian):
 //!
-//! [`scan`] is a pure function over a segment's bytes: it finds every valid
-//! frame and classifies what is not valid. The recovery rules stand on it:
-//! - zeros, or an invalid frame with no valid frame after it, form a tail the
-//!   last write tore (or preallocation left): cut it off;
-//! - an invalid frame *followed by* a valid one is corruption of bytes that
-//!   were once durable: the segment is quarantined and its valid frames kept.
+//! | at | size | field                                          |
+//! |----|------|------------------------------------------------|
+//! | 0  | 8    | magic `"WEIRSEG1"` (all formats)               |
+//! | 8  | 2    | format version (2)                             |
+//! | 10 | 1    | priority (0 high, 1 normal, 2 low)             |
+//! | 11 | 1    | flags: bit 0 = the file was reused (recycled)  |
+//! | 12 | 4    | shard                                          |
+//! | 16 | 8    | base offset                                    |
+//! | 24 | 32   | frame key of this generation ([`FrameKey`])    |
+//! | 56 | 4    | crc32c of bytes 0..56                          |
+//! | 60 | 4    | reserved (0)                                   |
+//!
+//! Format 1 (crc-only frames, no key) is recognised and refused with its
+//! version, never scanned: `broker-admin migrate` converts it.
+//!
+//! [`scan`] is a pure function over a segment's bytes and its key: it finds
+//! every authentic frame and classifies what is not. The recovery rules
+//! stand on it:
+//! - zeros, or bytes that are not an authentic frame with no authentic
+//!   frame after them, form a tail the last write tore (or preallocation, or
+//!   the file's earlier generation, left): cut it off;
+//! - a non-authentic region *followed by* an authentic frame whose offset
+//!   does not go backwards is corruption of bytes that were once durable:
+//!   the segment is quarantined and its authentic frames kept; the offsets
+//!   in between are reported lost.
 
 use crate::error::FrameError;
-use crate::frame::{check_frame, HEADER_LEN, MAGIC};
+use crate::frame::{check_frame, FrameKey, HEADER_LEN, MAGIC};
 use crate::lane_id::{LaneId, Priority};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
 pub const SEGMENT_HEADER_LEN: usize = 64;
+/// The on-disk format this build writes and reads.
+pub const SEGMENT_VERSION: u16 = 2;
 pub const SEGMENT_EXT: &str = "seg";
 pub const SUMMARY_EXT: &str = "sum";
+
+const FLAG_RECYCLED: u8 = 1;
 
 pub fn segment_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.{SEGMENT_EXT}")
 }
 
-pub fn encode_header(lane: LaneId, base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
-    let mut h = [0u8; SEGMENT_HEADER_LEN];
-    h[0..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&1u16.to_le_bytes());
-    h[10] = lane.priority as u8;
-    h[12..16].copy_from_slice(&u32::from(lane.shard).to_le_bytes());
-    h[16..24].copy_from_slice(&base_offset.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
-    h
+/// A segment header's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub lane: LaneId,
+    pub base_offset: u64,
+    pub key: FrameKey,
+    /// The file held an earlier segment of its lane: bytes past the last
+    /// frame are that generation's, expected, and not damage.
+    pub recycled: bool,
 }
 
-/// Parse a segment header: (lane, base offset).
-pub fn decode_header(b: &[u8]) -> Result<(LaneId, u64), FrameError> {
-    if b.len() < SEGMENT_HEADER_LEN {
-        return Err(FrameError::Incomplete);
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = [0u8; SEGMENT_HEADER_LEN];
+        h[0..8].copy_from_slice(SEGMENT_MAGIC);
+        h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        h[10] = self.lane.priority as u8;
+        h[11] = if self.recycled { FLAG_RECYCLED } else { 0 };
+        h[12..16].copy_from_slice(&u32::from(self.lane.shard).to_le_bytes());
+        h[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
+        h[24..56].copy_from_slice(&self.key.to_bytes());
+        let crc = crc32c::crc32c(&h[0..56]);
+        h[56..60].copy_from_slice(&crc.to_le_bytes());
+        h
     }
-    if &b[0..8] != SEGMENT_MAGIC {
-        return Err(FrameError::BadMagic);
+
+    /// Parse a segment header. A header of another format whose own crc
+    /// holds is [`FrameError::UnsupportedFormat`]; anything else that does
+    /// not parse is damage.
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, FrameError> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(FrameError::Incomplete);
+        }
+        if &b[0..8] != SEGMENT_MAGIC {
+            return Err(FrameError::BadMagic);
+        }
+        let crc_at = |at: usize, over: usize| {
+            u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) == crc32c::crc32c(&b[0..over])
+        };
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != SEGMENT_VERSION {
+            // Format 1 kept its crc at 24 over 0..24.
+            return Err(if crc_at(24, 24) || crc_at(56, 56) {
+                FrameError::UnsupportedFormat(version)
+            } else {
+                FrameError::BadCrc
+            });
+        }
+        if !crc_at(56, 56) {
+            return Err(FrameError::BadCrc);
+        }
+        let priority = Priority::from_index(b[10]).ok_or(FrameError::BadMeta)?;
+        let shard = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        let shard = u16::try_from(shard).map_err(|_| FrameError::BadMeta)?;
+        let mut base = [0u8; 8];
+        base.copy_from_slice(&b[16..24]);
+        let mut key = [0u8; FrameKey::LEN];
+        key.copy_from_slice(&b[24..56]);
+        Ok(SegmentHeader {
+            lane: LaneId { priority, shard },
+            base_offset: u64::from_le_bytes(base),
+            key: FrameKey::from_bytes(&key),
+            recycled: b[11] & FLAG_RECYCLED != 0,
+        })
     }
-    let crc = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
-    if crc != crc32c::crc32c(&b[0..24]) {
-        return Err(FrameError::BadCrc);
-    }
-    if u16::from_le_bytes([b[8], b[9]]) != 1 {
-        return Err(FrameError::BadVersion(b[8]));
-    }
-    let priority = Priority::from_index(b[10]).ok_or(FrameError::BadMeta)?;
-    let shard = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
-    let shard = u16::try_from(shard).map_err(|_| FrameError::BadMeta)?;
-    let mut base = [0u8; 8];
-    base.copy_from_slice(&b[16..24]);
-    Ok((LaneId { priority, shard }, u64::from_le_bytes(base)))
 }
 
 /// Where one valid frame sits.
@@ -95,10 +141,10 @@ pub enum Tail {
     Zeros { at: u64 },
     /// An incomplete or invalid frame with nothing valid after it.
     Torn { at: u64, what: FrameError },
-    /// What follows is left over from the file's earlier life as an older
-    /// segment of the same lane (see `docs/wal.md`, recycling): it holds frames
-    /// with offsets below this segment's base. A write torn over such bytes
-    /// looks the same and is cut the same way.
+    /// What follows is left over from the file's earlier life as another
+    /// segment (see `docs/wal.md`, recycling): bytes authenticated under an
+    /// earlier key, which never verify under this one. A write torn over
+    /// such bytes looks the same and is cut the same way.
     Stale { at: u64 },
 }
 
@@ -131,20 +177,23 @@ impl Scan {
     }
 }
 
-/// Classify every byte after the segment header of `bytes`.
-pub fn scan(bytes: &[u8], base_offset: u64, max_body: u32) -> Scan {
+/// Classify every byte after the segment header of `bytes`, a segment
+/// whose header is `header`.
+pub fn scan(bytes: &[u8], header: &SegmentHeader) -> Scan {
+    let key = &header.key;
     let mut frames = Vec::new();
     let mut corruptions = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN.min(bytes.len());
-    let mut expected = base_offset;
+    let mut expected = header.base_offset;
     let tail = loop {
         if pos == bytes.len() {
             break Tail::Clean;
         }
-        let what = match check_frame(&bytes[pos..], max_body) {
-            // Offsets may jump forward (records lost to an earlier quarantine),
-            // never back: stale bytes always carry lower offsets.
+        let what = match check_frame(&bytes[pos..], key) {
+            // Offsets may jump forward (records lost to an earlier
+            // quarantine), never back.
             Ok(h) if h.base_offset >= expected => {
+                debug_assert!(h.next_offset() > h.base_offset, "a frame holds at least one record");
                 frames.push(FrameLoc {
                     base_offset: h.base_offset,
                     records: h.records,
@@ -156,15 +205,14 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_body: u32) -> Scan {
                 expected = h.next_offset();
                 continue;
             }
-            Ok(h) if h.base_offset < base_offset => break Tail::Stale { at: pos as u64 },
             Ok(_) => FrameError::BadMeta,
             Err(e) => e,
         };
         if bytes[pos..].iter().all(|&b| b == 0) {
             break Tail::Zeros { at: pos as u64 };
         }
-        match find_next_valid(bytes, pos + 1, expected, base_offset, max_body) {
-            NextValid::Found(next, next_base) => {
+        match find_next_authentic(bytes, pos + 1, expected, key) {
+            Some((next, next_base)) => {
                 corruptions.push(Corruption {
                     at: pos as u64,
                     what,
@@ -174,44 +222,30 @@ pub fn scan(bytes: &[u8], base_offset: u64, max_body: u32) -> Scan {
                 pos = next;
                 expected = next_base;
             }
-            NextValid::OnlyStale => break Tail::Stale { at: pos as u64 },
-            NextValid::Nothing => break Tail::Torn { at: pos as u64, what },
+            None if header.recycled => break Tail::Stale { at: pos as u64 },
+            None => break Tail::Torn { at: pos as u64, what },
         }
     };
     let valid_end = frames.last().map_or(SEGMENT_HEADER_LEN.min(bytes.len()) as u64, FrameLoc::end);
     Scan { frames, valid_end, tail, corruptions }
 }
 
-enum NextValid {
-    /// (position, base offset) of the next frame whose offset does not go backwards.
-    Found(usize, u64),
-    /// No such frame, but frames older than the segment itself: recycled bytes.
-    OnlyStale,
-    Nothing,
-}
-
-/// Search from `from` for a valid frame whose offset does not go backwards
-/// (at least `min_offset`), noting stale frames (below `segment_base`) seen.
-fn find_next_valid(bytes: &[u8], from: usize, min_offset: u64, segment_base: u64, max_body: u32) -> NextValid {
+/// Search from `from` for an authentic frame whose offset does not go
+/// backwards (at least `min_offset`): (position, base offset).
+fn find_next_authentic(bytes: &[u8], from: usize, min_offset: u64, key: &FrameKey) -> Option<(usize, u64)> {
     let magic = MAGIC.to_le_bytes();
-    let mut stale = false;
     let mut at = from;
     while at + HEADER_LEN <= bytes.len() {
-        if bytes[at..at + 4] == magic {
-            if let Ok(h) = check_frame(&bytes[at..], max_body) {
-                if h.base_offset >= min_offset {
-                    return NextValid::Found(at, h.base_offset);
-                }
-                stale |= h.base_offset < segment_base;
+        let Some(i) = memchr::memmem::find(&bytes[at..], &magic) else { return None };
+        at += i;
+        if let Ok(h) = check_frame(&bytes[at..], key) {
+            if h.base_offset >= min_offset {
+                return Some((at, h.base_offset));
             }
         }
         at += 1;
     }
-    if stale {
-        NextValid::OnlyStale
-    } else {
-        NextValid::Nothing
-    }
+    None
 }
 
 /// Derived per-segment summary, written beside a sealed segment. Recovery
@@ -282,39 +316,63 @@ mod tests {
     use super::*;
     use crate::frame::{BatchMeta, EncodedBatch};
 
-    fn segment_with(frames: &[(u64, u32)]) -> Vec<u8> {
+    fn header(base: u64, key: u8, recycled: bool) -> SegmentHeader {
         let lane = LaneId { priority: Priority::Normal, shard: 1 };
-        let mut b = encode_header(lane, frames.first().map_or(0, |f| f.0)).to_vec();
+        SegmentHeader { lane, base_offset: base, key: FrameKey::from_bytes(&[key; FrameKey::LEN]), recycled }
+    }
+
+    fn frames_of(h: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
         let meta = BatchMeta { tenant: "t".into(), topic: "e".into(), idempotency_key: None };
+        let mut b = Vec::new();
         for &(base, n) in frames {
             let recs: Vec<Vec<u8>> = (0..n).map(|i| vec![b'a' + i as u8; 700]).collect();
             let mut f = EncodedBatch::new(&meta, &recs).unwrap();
-            f.seal(base, 1);
+            f.seal(&h.key, base, 1);
             b.extend_from_slice(&f.bytes);
         }
         b
     }
 
+    fn segment_with(h: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
+        let mut b = h.encode().to_vec();
+        b.extend_from_slice(&frames_of(h, frames));
+        b
+    }
+
     #[test]
     fn header_round_trips_and_zero_header_is_rejected() {
-        let lane = LaneId { priority: Priority::Low, shard: 3 };
-        assert_eq!(decode_header(&encode_header(lane, 99)), Ok((lane, 99)));
-        assert!(decode_header(&[0u8; 64]).is_err());
+        let h = SegmentHeader { lane: LaneId { priority: Priority::Low, shard: 3 }, ..header(99, 5, true) };
+        assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        assert!(SegmentHeader::decode(&[0u8; 64]).is_err());
+    }
+
+    #[test]
+    fn a_format_1_header_is_refused_by_version_not_called_damage() {
+        let mut b = [0u8; 64];
+        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..24]);
+        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&b), Err(FrameError::UnsupportedFormat(1)));
+        b[17] ^= 1;
+        assert_eq!(SegmentHeader::decode(&b), Err(FrameError::BadCrc));
     }
 
     #[test]
     fn preallocated_zeros_after_frames_are_a_zero_tail() {
-        let mut b = segment_with(&[(0, 2), (2, 1)]);
+        let h = header(0, 1, false);
+        let mut b = segment_with(&h, &[(0, 2), (2, 1)]);
         let end = b.len() as u64;
         b.resize(b.len() + 4096, 0);
-        let s = scan(&b, 0, 1 << 20);
+        let s = scan(&b, &h);
         assert_eq!((s.frames.len(), s.valid_end, s.tail), (2, end, Tail::Zeros { at: end }));
     }
 
     #[test]
     fn half_written_last_frame_is_a_torn_tail() {
-        let b = segment_with(&[(0, 2), (2, 3)]);
-        let s = scan(&b[..b.len() - 100], 0, 1 << 20);
+        let h = header(0, 1, false);
+        let b = segment_with(&h, &[(0, 2), (2, 3)]);
+        let s = scan(&b[..b.len() - 100], &h);
         assert_eq!(s.frames.len(), 1);
         assert!(matches!(s.tail, Tail::Torn { what: FrameError::Incomplete, .. }));
         assert!(s.corruptions.is_empty());
@@ -322,11 +380,12 @@ mod tests {
 
     #[test]
     fn flipped_byte_before_valid_frames_is_corruption_not_a_torn_tail() {
-        let mut b = segment_with(&[(0, 2), (2, 3), (5, 1)]);
-        let clean = scan(&b, 0, 1 << 20);
+        let h = header(0, 1, false);
+        let mut b = segment_with(&h, &[(0, 2), (2, 3), (5, 1)]);
+        let clean = scan(&b, &h);
         let second = clean.frames[1];
         b[second.pos as usize + 200] ^= 0xff;
-        let s = scan(&b, 0, 1 << 20);
+        let s = scan(&b, &h);
         assert_eq!(s.tail, Tail::Clean);
         assert_eq!(s.frames.iter().map(|f| f.base_offset).collect::<Vec<_>>(), vec![0, 5]);
         assert_eq!(s.corruptions.len(), 1);
@@ -335,28 +394,50 @@ mod tests {
     }
 
     #[test]
-    fn stale_frames_of_a_recycled_segment_are_a_stale_tail_not_data_or_corruption() {
-        // An old segment (offsets 0..6) reused for the segment starting at 100.
-        let old = segment_with(&[(0, 2), (2, 3), (5, 1)]);
-        let new = segment_with(&[(100, 1)]);
+    fn frames_of_an_earlier_generation_are_a_stale_tail_never_data() {
+        // An old segment (offsets 0..6, key 1) reused for a segment at 100 (key 2).
+        let old_h = header(0, 1, false);
+        let old = segment_with(&old_h, &[(0, 2), (2, 3), (5, 1)]);
+        let new_h = header(100, 2, true);
+        let new = segment_with(&new_h, &[(100, 1)]);
         let mut b = old.clone();
         b[..new.len()].copy_from_slice(&new);
-        let s = scan(&b, 100, 1 << 20);
+        let s = scan(&b, &new_h);
         assert_eq!(s.frames.iter().map(|f| f.base_offset).collect::<Vec<_>>(), vec![100]);
         assert!(matches!(s.tail, Tail::Stale { at } if at == new.len() as u64), "{:?}", s.tail);
         assert!(s.corruptions.is_empty());
-        // New bytes ending exactly where an old frame starts.
+        // Even old frames with offsets past the new ones are not data.
+        let later = segment_with(&header(0, 1, false), &[(500, 2)]);
         let mut b = new.clone();
-        b.extend_from_slice(&old[SEGMENT_HEADER_LEN..]);
-        let s = scan(&b, 100, 1 << 20);
+        b.extend_from_slice(&later[SEGMENT_HEADER_LEN..]);
+        let s = scan(&b, &new_h);
         assert_eq!(s.frames.len(), 1);
         assert_eq!(s.tail, Tail::Stale { at: new.len() as u64 });
     }
 
     #[test]
+    fn a_frame_planted_in_a_payload_is_never_found_by_resync() {
+        // The tenant's record is itself a frame, sealed under a key it guessed.
+        let h = header(0, 1, false);
+        let planted = frames_of(&header(0, 9, false), &[(1_000_000, 1)]);
+        let meta = BatchMeta { tenant: "mallory".into(), topic: "e".into(), idempotency_key: None };
+        let mut carrier = EncodedBatch::new(&meta, &[planted.as_slice()]).unwrap();
+        carrier.seal(&h.key, 0, 1);
+        let mut b = h.encode().to_vec();
+        b.extend_from_slice(&carrier.bytes);
+        b.extend_from_slice(&frames_of(&h, &[(1, 1)]));
+        // Damage the carrier's header: resync must skip the planted frame.
+        b[SEGMENT_HEADER_LEN + 20] ^= 1;
+        let s = scan(&b, &h);
+        assert_eq!(s.frames.iter().map(|f| f.base_offset).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(s.corruptions[0].lost_offsets, (0, 1));
+    }
+
+    #[test]
     fn summary_round_trips_and_detects_damage() {
-        let b = segment_with(&[(10, 2)]);
-        let sum = Summary::of(10, &scan(&b, 10, 1 << 20));
+        let h = header(10, 1, false);
+        let b = segment_with(&h, &[(10, 2)]);
+        let sum = Summary::of(10, &scan(&b, &h));
         assert_eq!(sum.next_offset, 12);
         let mut enc = sum.encode();
         assert_eq!(Summary::decode(&enc), Some(sum));

@@ -5,12 +5,19 @@
 //!   Unsynced writes are kept in order; at a crash a prefix of them survives,
 //!   and the first write past that prefix may be *torn*: an arbitrary subset
 //!   of its 512-byte sectors reaches the disk.
-//! - Directory entries (create, rename, remove) are durable once `sync_dir`
-//!   ran on the directory; unsynced ones are rolled back at a crash.
-//! - Faults: a failing `sync_data`, and `ENOSPC` once a byte budget is spent.
+//! - Directory entries (create, rename, remove, and new subdirectories) are
+//!   durable once `sync_dir` ran on the directory; unsynced ones are rolled
+//!   back at a crash, with everything below a subdirectory that goes.
+//! - Faults: a failing `sync_data`, `ENOSPC` once a byte budget is spent,
+//!   and a power cut after the next N mutating operations
+//!   ([`SimFs::crash_after_ops`]), which puts a crash point between any two
+//!   file operations of recovery, roll, recycle and retention.
 //!
-//! After [`SimFs::crash`] every handle opened before it fails with `EIO`, as
-//! a process that died would no longer hold them.
+//! A crash *fences* the instance that died: every file handle opened before
+//! it, and every [`SimFs`] handle mounted before it (with all its clones),
+//! fails every later operation with `EIO`, as the threads of a process that
+//! lost power no longer touch the disk. Only the handle [`SimFs::crash`] (or
+//! [`SimFs::remount`]) returns sees the disk afterwards.
 
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,18 +50,27 @@ struct State {
     /// Namespace as of the last sync of each directory.
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose entry in their parent was synced (a root always is).
+    durable_dirs: BTreeSet<PathBuf>,
     next_inode: u64,
     generation: u64,
     rng: u64,
     fail_syncs: u32,
     space_left: Option<u64>,
     syncs: u64,
+    /// Mutating operations left before a power cut (`None`: not armed).
+    ops_left: Option<u64>,
+    /// Power cuts that [`State::ops_left`] caused.
+    cuts: u64,
 }
 
-/// A crashable in-memory filesystem. Cloning shares the same state.
+/// A crashable in-memory filesystem. Cloning shares the same state and
+/// the same mount: a crash fences every clone of a mount together.
 #[derive(Clone, Default)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+    /// The crash generation this handle was mounted in.
+    mount: u64,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -73,6 +89,77 @@ impl State {
 
     fn inode_mut(&mut self, ino: u64) -> io::Result<&mut Inode> {
         self.inodes.get_mut(&ino).ok_or_else(|| eio("stale inode"))
+    }
+
+    /// Gate one operation of a handle mounted (or opened) in `generation`:
+    /// fenced after a crash, and counted towards an armed power cut.
+    fn admit(&mut self, generation: u64, mutating: bool) -> io::Result<()> {
+        if generation != self.generation {
+            return Err(eio("operation of an instance that crashed"));
+        }
+        if mutating {
+            match self.ops_left {
+                Some(0) => {
+                    self.ops_left = None;
+                    self.cuts += 1;
+                    self.power_loss();
+                    return Err(eio("power cut"));
+                }
+                Some(n) => self.ops_left = Some(n - 1),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop unsynced bytes, tear the first unsynced write of each file at
+    /// sector granularity, roll back unsynced directory entries, and fence
+    /// every handle of the generation that ends.
+    fn power_loss(&mut self) {
+        self.generation += 1;
+        self.fail_syncs = 0;
+        self.space_left = None;
+        self.ops_left = None;
+        let durable_dirs = &self.durable_dirs;
+        let kept = |d: &Path| d.ancestors().all(|a| a.parent().is_none() || durable_dirs.contains(a));
+        self.dirs = self.dirs.iter().filter(|d| kept(d)).cloned().collect();
+        let dirs = &self.dirs;
+        self.names = self
+            .durable_names
+            .iter()
+            .filter(|(p, _)| p.parent().is_some_and(|d| dirs.contains(d)))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        let inos: Vec<u64> = self.inodes.keys().copied().collect();
+        for ino in inos {
+            let keep_full = {
+                let n = self.inodes[&ino].pending.len() as u64;
+                if n == 0 {
+                    0
+                } else {
+                    (self.next_rand() % (n + 1)) as usize
+                }
+            };
+            let tear_mask = self.next_rand();
+            let Some(inode) = self.inodes.get_mut(&ino) else { continue };
+            let mut data = std::mem::take(&mut inode.durable);
+            let pending = std::mem::take(&mut inode.pending);
+            for op in &pending[..keep_full] {
+                apply(&mut data, op);
+            }
+            if let Some(Op::Write(pos, bytes)) = pending.get(keep_full) {
+                // Tear: each sector of the next write lands or not.
+                for (i, chunk) in bytes.chunks(SECTOR).enumerate() {
+                    if tear_mask.rotate_left(i as u32) & 1 == 1 {
+                        apply(&mut data, &Op::Write(pos + (i * SECTOR) as u64, chunk.to_vec()));
+                    }
+                }
+            }
+            inode.durable = data.clone();
+            inode.data = data;
+        }
+        let live: BTreeSet<u64> = self.names.values().copied().collect();
+        self.inodes.retain(|ino, _| live.contains(ino));
     }
 }
 
@@ -116,45 +203,35 @@ impl SimFs {
         self.lock().syncs
     }
 
-    /// Simulate power loss: drop unsynced bytes, tear the first unsynced write
-    /// of each file at sector granularity, roll back unsynced directory
-    /// entries, and invalidate every open handle.
-    pub fn crash(&self) {
+    /// Simulate power loss now: drop unsynced bytes, tear the first unsynced
+    /// write of each file at sector granularity, roll back unsynced directory
+    /// entries, and fence this mount and every handle opened through it.
+    /// Returns the handle of the next mount (the disk after the reboot).
+    #[must_use = "the old mount is fenced: use the returned one"]
+    pub fn crash(&self) -> SimFs {
         let mut st = self.lock();
-        st.generation += 1;
-        st.fail_syncs = 0;
-        st.space_left = None;
-        st.names = st.durable_names.clone();
-        let inos: Vec<u64> = st.inodes.keys().copied().collect();
-        for ino in inos {
-            let keep_full = {
-                let n = st.inodes[&ino].pending.len() as u64;
-                if n == 0 {
-                    0
-                } else {
-                    (st.next_rand() % (n + 1)) as usize
-                }
-            };
-            let tear_mask = st.next_rand();
-            let inode = st.inodes.get_mut(&ino).expect("inode listed above");
-            let mut data = std::mem::take(&mut inode.durable);
-            let pending = std::mem::take(&mut inode.pending);
-            for op in &pending[..keep_full] {
-                apply(&mut data, op);
-            }
-            if let Some(Op::Write(pos, bytes)) = pending.get(keep_full) {
-                // Tear: each sector of the next write lands or not.
-                for (i, chunk) in bytes.chunks(SECTOR).enumerate() {
-                    if tear_mask.rotate_left(i as u32) & 1 == 1 {
-                        apply(&mut data, &Op::Write(pos + (i * SECTOR) as u64, chunk.to_vec()));
-                    }
-                }
-            }
-            inode.durable = data.clone();
-            inode.data = data;
-        }
-        let live: BTreeSet<u64> = st.names.values().copied().collect();
-        st.inodes.retain(|ino, _| live.contains(ino));
+        st.power_loss();
+        SimFs { state: Arc::clone(&self.state), mount: st.generation }
+    }
+
+    /// A handle on the disk as it is now (after a power cut that
+    /// [`SimFs::crash_after_ops`] caused, say).
+    #[must_use]
+    pub fn remount(&self) -> SimFs {
+        let st = self.lock();
+        SimFs { state: Arc::clone(&self.state), mount: st.generation }
+    }
+
+    /// Cut the power when the `(n + 1)`th mutating operation from now
+    /// (write, resize, sync, create, rename, remove, directory sync) is
+    /// attempted: it and everything after it on this mount fail with EIO.
+    pub fn crash_after_ops(&self, n: u64) {
+        self.lock().ops_left = Some(n);
+    }
+
+    /// How many power cuts [`SimFs::crash_after_ops`] caused so far.
+    pub fn power_cuts(&self) -> u64 {
+        self.lock().cuts
     }
 
     /// Current bytes of a file (for byte-surgery in tests).
@@ -183,18 +260,16 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn with<R>(&self, f: impl FnOnce(&mut State, u64) -> io::Result<R>) -> io::Result<R> {
+    fn with<R>(&self, mutating: bool, f: impl FnOnce(&mut State, u64) -> io::Result<R>) -> io::Result<R> {
         let mut st = self.fs.lock();
-        if st.generation != self.generation {
-            return Err(eio("handle from before the crash"));
-        }
+        st.admit(self.generation, mutating)?;
         f(&mut st, self.ino)
     }
 }
 
 impl WalFile for SimFile {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.with(|st, ino| {
+        self.with(true, |st, ino| {
             if let Some(left) = st.space_left {
                 if left < buf.len() as u64 {
                     // A partial write before ENOSPC, as a real disk may do.
@@ -216,7 +291,7 @@ impl WalFile for SimFile {
         })
     }
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.with(|st, ino| {
+        self.with(false, |st, ino| {
             let inode = st.inode_mut(ino)?;
             let pos = pos as usize;
             if pos + buf.len() > inode.data.len() {
@@ -227,7 +302,7 @@ impl WalFile for SimFile {
         })
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.with(|st, ino| {
+        self.with(true, |st, ino| {
             if st.fail_syncs > 0 {
                 st.fail_syncs -= 1;
                 // Like Linux after a failed writeback: the dirty pages are
@@ -242,7 +317,7 @@ impl WalFile for SimFile {
         })
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with(|st, ino| {
+        self.with(true, |st, ino| {
             let inode = st.inode_mut(ino)?;
             let op = Op::SetLen(len);
             apply(&mut inode.data, &op);
@@ -251,7 +326,7 @@ impl WalFile for SimFile {
         })
     }
     fn preallocate(&self, len: u64, _zero_fill: bool) -> io::Result<()> {
-        self.with(|st, ino| {
+        self.with(true, |st, ino| {
             let cur = st.inode_mut(ino)?.data.len() as u64;
             if len <= cur {
                 return Ok(());
@@ -274,6 +349,7 @@ impl WalFile for SimFile {
 impl FileSystem for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.admit(self.mount, true)?;
         for anc in path.ancestors() {
             st.dirs.insert(anc.to_path_buf());
         }
@@ -281,6 +357,7 @@ impl FileSystem for SimFs {
     }
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
         let mut st = self.lock();
+        st.admit(self.mount, true)?;
         if st.names.contains_key(path) {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
         }
@@ -288,30 +365,38 @@ impl FileSystem for SimFs {
         st.next_inode += 1;
         st.inodes.insert(ino, Inode::default());
         st.names.insert(path.to_path_buf(), ino);
-        let generation = st.generation;
-        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation }))
+        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: self.mount }))
     }
     fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.admit(self.mount, false)?;
         let ino = *st.names.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: st.generation }))
+        Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: self.mount }))
     }
     fn read_all(&self, path: &Path) -> io::Result<FileBytes> {
+        self.lock().admit(self.mount, false)?;
         self.file_bytes(path).map(FileBytes::Owned).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn read_copy(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.lock().admit(self.mount, false)?;
+        self.file_bytes(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.admit(self.mount, true)?;
         let ino = st.names.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         st.names.insert(to.to_path_buf(), ino);
         Ok(())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.admit(self.mount, true)?;
         st.names.remove(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         Ok(())
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.admit(self.mount, false)?;
         let mut out: BTreeSet<PathBuf> = BTreeSet::new();
         for p in st.names.keys().chain(st.dirs.iter()) {
             if p.parent() == Some(path) {
@@ -322,6 +407,7 @@ impl FileSystem for SimFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        st.admit(self.mount, true)?;
         let st = &mut *st;
         st.durable_names.retain(|p, _| p.parent() != Some(path));
         for (p, ino) in &st.names {
@@ -329,10 +415,12 @@ impl FileSystem for SimFs {
                 st.durable_names.insert(p.clone(), *ino);
             }
         }
+        let children: Vec<PathBuf> = st.dirs.iter().filter(|d| d.parent() == Some(path)).cloned().collect();
+        st.durable_dirs.extend(children);
         Ok(())
     }
     fn exists(&self, path: &Path) -> bool {
         let st = self.lock();
-        st.names.contains_key(path) || st.dirs.contains(path)
+        st.generation == self.mount && (st.names.contains_key(path) || st.dirs.contains(path))
     }
 }

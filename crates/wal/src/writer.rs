@@ -39,11 +39,13 @@
 //!   acknowledged byte, syncs, and resumes.
 
 use crate::error::WalError;
-use crate::frame::EncodedBatch;
+use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::WalFile;
 use crate::lane::{Appended, LaneShared};
-use crate::recovery::{create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment};
 use crate::segment::{FrameLoc, Summary};
+use crate::segment_file::{
+    create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Spare, SPARE_EXT,
+};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,27 +73,67 @@ pub trait CommitObserver: Send + Sync {
 }
 
 pub(crate) struct Writer {
-    pub shared: Arc<LaneShared>,
-    pub file: Arc<dyn WalFile>,
-    pub path: PathBuf,
-    pub base: u64,
+    shared: Arc<LaneShared>,
+    file: Arc<dyn WalFile>,
+    path: PathBuf,
+    base: u64,
+    /// The key that authenticates the active segment's frames.
+    key: FrameKey,
     /// Durable end of the active segment: every byte before it is synced.
-    pub used: u64,
-    pub next_offset: u64,
-    pub last_ts: u64,
-    pub frames_in_segment: usize,
-    pub failed_at: Option<Instant>,
-    /// The next segment, being prepared by a helper thread.
-    pub spare: Option<std::thread::JoinHandle<Result<Spare, WalError>>>,
+    used: u64,
+    next_offset: u64,
+    last_ts: u64,
+    frames_in_segment: usize,
+    failed_at: Option<Instant>,
+    /// The next segment's file.
+    spare: SpareSlot,
+    /// Names this instance's spares: `spare-<instance>-<n>.spare`.
+    instance: u64,
+    spares_made: u64,
     /// Moving average of bytes per commit round (decides the spare's zero fill).
-    pub avg_commit_bytes: f64,
+    avg_commit_bytes: f64,
     /// Appends in play when the last round ended: the adaptive gather's goal.
-    pub expected: usize,
+    expected: usize,
     /// Recent peak of appends in play at a round's end (decays per round):
     /// a busy round that holds this many has nothing more to wait for.
-    pub peak_in_play: f64,
+    peak_in_play: f64,
     /// Moving average of fdatasync time, microseconds: bounds the gather.
-    pub avg_sync_us: f64,
+    avg_sync_us: f64,
+}
+
+/// The next segment's file: being prepared by a helper thread that this
+/// writer owns (and joins before it goes), or ready.
+enum SpareSlot {
+    None,
+    Preparing(std::thread::JoinHandle<Result<Spare, WalError>>),
+    Ready(Spare),
+}
+
+impl SpareSlot {
+    /// Wait for the spare, if one is on its way.
+    fn take(&mut self, lane: crate::LaneId) -> Option<Spare> {
+        let result = match std::mem::replace(self, SpareSlot::None) {
+            SpareSlot::None => return None,
+            SpareSlot::Ready(spare) => Ok(spare),
+            SpareSlot::Preparing(h) => h.join().unwrap_or(Err(WalError::ShuttingDown)),
+        };
+        match result {
+            Ok(spare) => Some(spare),
+            Err(e) => {
+                tracing::warn!(%lane, error = %e, "spare segment not ready; creating one inline");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// No thread of a lane outlives its writer: a helper still preparing a
+    /// spare is joined, so nothing of this instance touches the directory
+    /// once the lane is gone (its spare is deleted by the next recovery).
+    fn drop(&mut self) {
+        let _ = self.spare.take(self.shared.id);
+    }
 }
 
 /// The adaptive gather never waits longer than this, whatever syncs cost.
@@ -119,8 +161,6 @@ const PEAK_DECAY: f64 = 0.99;
 /// A busy lane never holds a round longer than this.
 const MAX_BUSY_GATHER: Duration = Duration::from_micros(800);
 
-type Spare = (PathBuf, Arc<dyn WalFile>);
-
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
 
 fn now_ms() -> u64 {
@@ -138,6 +178,35 @@ fn precise_timer_slack() {
 }
 
 impl Writer {
+    /// The writer of a lane whose active segment recovery handed over.
+    pub fn new(shared: Arc<LaneShared>, active: &RecoveredSegment, file: Arc<dyn WalFile>) -> Writer {
+        let instance = FrameKey::random().map_or(0, |k| {
+            let b = k.to_bytes();
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        });
+        Writer {
+            shared,
+            file,
+            path: active.path.clone(),
+            base: active.base,
+            key: active.key,
+            used: active.bytes,
+            next_offset: active.next,
+            last_ts: active.frames.last().map_or(0, |f| f.ts_ms),
+            frames_in_segment: active.frames.len(),
+            failed_at: None,
+            spare: SpareSlot::None,
+            instance,
+            spares_made: 0,
+            avg_commit_bytes: 0.0,
+            expected: 0,
+            peak_in_play: 0.0,
+            avg_sync_us: 0.0,
+        }
+    }
+
+    /// The writer thread's loop: take what is queued, let the round grow,
+    /// commit it; until the lane shuts down and its queue is drained.
     pub fn run(mut self) {
         precise_timer_slack();
         loop {
@@ -146,19 +215,25 @@ impl Writer {
                 return;
             };
             self.gather(&mut round);
-            self.expected = 0;
-            if self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_BACKOFF) {
-                self.try_reopen();
-            }
-            if round.is_empty() {
-                continue;
-            }
-            if self.failed_at.is_some() {
-                self.reply_failed(round);
-                continue;
-            }
-            self.commit(round);
+            self.step(round, false);
         }
+    }
+
+    /// One round: reopen a failed lane once its back-off passed (or at once
+    /// with `reopen_now`), then commit `round` or fail it.
+    pub fn step(&mut self, round: Vec<Pending>, reopen_now: bool) {
+        self.expected = 0;
+        if self.failed_at.is_some_and(|t| reopen_now || t.elapsed() >= REOPEN_BACKOFF) {
+            self.try_reopen();
+        }
+        if round.is_empty() {
+            return;
+        }
+        if self.failed_at.is_some() {
+            self.reply_failed(round);
+            return;
+        }
+        self.commit(round);
     }
 
     /// Let `round` grow before it is written: a fixed linger if one is
@@ -257,7 +332,7 @@ impl Writer {
         let mut locs = Vec::with_capacity(round.len());
         let mut len = 0u64;
         for p in &mut round {
-            p.batch.seal(offset, ts);
+            p.batch.seal(&self.key, offset, ts);
             locs.push(FrameLoc {
                 base_offset: offset,
                 records: p.batch.records(),
@@ -308,15 +383,41 @@ impl Writer {
             obs.on_commit(self.shared.id, &stats);
         }
         self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * len as f64;
-        if self.spare.is_none() && self.shared.opts.preallocate && self.used > self.shared.opts.segment_bytes / 2 {
-            let shared = Arc::clone(&self.shared);
-            let zero_fill = self.avg_commit_bytes < ZERO_FILL_BELOW_BYTES;
-            let recycled = crate::recycle::take(&shared);
-            self.spare = std::thread::Builder::new()
-                .name(format!("wal-spare-{}", shared.id))
-                .spawn(move || prepare_spare(&*shared.fs, &shared.dir, &shared.opts, zero_fill, recycled))
-                .ok();
+        if matches!(self.spare, SpareSlot::None)
+            && self.shared.opts.preallocate
+            && self.used > self.shared.opts.segment_bytes / 2
+        {
+            self.start_spare();
         }
+    }
+
+    /// Prepare the next segment's file: on a helper thread this writer owns,
+    /// or inline when the lane is driven by its caller (deterministic tests).
+    fn start_spare(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let zero_fill = self.avg_commit_bytes < ZERO_FILL_BELOW_BYTES;
+        let recycled = crate::recycle::take(&shared);
+        let name = format!("spare-{:016x}-{}.{SPARE_EXT}", self.instance, self.spares_made);
+        self.spares_made += 1;
+        let prepare = move || prepare_spare(&*shared.fs, &shared.dir, &name, &shared.opts, zero_fill, recycled);
+        self.spare = match self.shared.opts.drive {
+            crate::Drive::Manual => match prepare() {
+                Ok(spare) => SpareSlot::Ready(spare),
+                Err(e) => {
+                    tracing::warn!(lane = %self.shared.id, error = %e, "could not prepare a spare segment");
+                    SpareSlot::None
+                }
+            },
+            crate::Drive::Thread => {
+                match std::thread::Builder::new().name(format!("wal-spare-{}", self.shared.id)).spawn(prepare) {
+                    Ok(h) => SpareSlot::Preparing(h),
+                    Err(e) => {
+                        tracing::warn!(lane = %self.shared.id, error = %e, "could not start the spare helper");
+                        SpareSlot::None
+                    }
+                }
+            }
+        };
     }
 
     /// Cut off a round that hit ENOSPC so no unacknowledged frame can surface
@@ -339,14 +440,7 @@ impl Writer {
     /// Returns the number of fsyncs it took (the new header, its directory).
     fn roll(&mut self) -> Result<u32, WalError> {
         let shared = Arc::clone(&self.shared);
-        let spare = self.spare.take().and_then(|h| match h.join() {
-            Ok(Ok(spare)) => Some(spare),
-            Ok(Err(e)) => {
-                tracing::warn!(lane = %shared.id, error = %e, "spare segment not ready; creating one inline");
-                None
-            }
-            Err(_) => None,
-        });
+        let spare = self.spare.take(shared.id);
         let (seg, file) = match spare {
             Some(spare) => segment_from_spare(&*shared.fs, shared.id, &shared.dir, self.next_offset, spare)?,
             None => create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?,
@@ -360,7 +454,9 @@ impl Writer {
             next: self.next_offset,
             frames: Vec::new(),
             bytes: self.used,
+            key: self.key,
         };
+        self.key = seg.key;
         let sealed = shared.seal_active(&old, seg, Arc::clone(&file));
         if let Err(e) = write_summary(
             &*shared.fs,

@@ -32,7 +32,7 @@ fn write_batches(dir: &Path, n: u64) {
 }
 
 fn active_segment(dir: &Path) -> (PathBuf, Vec<wal::segment::FrameLoc>) {
-    let reports = inspect_all(&RealFs, dir, 1 << 20).expect("inspect");
+    let reports = inspect_all(&RealFs, dir).expect("inspect");
     let r = reports.iter().find(|r| r.lane == NORMAL0 && !r.quarantined).expect("segment of normal/0");
     (r.path.clone(), r.scan.frames.clone())
 }
@@ -136,7 +136,7 @@ fn stale_segment_summary_is_rebuilt_from_the_segment() {
         .iter()
         .any(|e| matches!(e, RecoveryEvent::SummaryRebuilt { path, .. } if *path == sums[0])));
     assert_eq!(read_lane(&wal, NORMAL0).len(), 8);
-    let reports = inspect_all(&RealFs, tmp.path(), 1 << 20).unwrap();
+    let reports = inspect_all(&RealFs, tmp.path()).unwrap();
     assert!(reports.iter().all(|r| r.summary_ok != Some(false)));
 }
 
@@ -193,7 +193,7 @@ fn fsync_error_fails_the_lane_closed_at_once_and_it_recovers() {
     assert_eq!(*held.last().unwrap(), 100);
     assert_eq!(ack.base_offset, held.len() as u64 - 1, "offsets continue without a gap");
     drop(wal);
-    sim.crash();
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.crash());
     let wal = open(fs, dir, opts());
     let after: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
     assert_eq!(after, held);
@@ -215,7 +215,7 @@ fn enospc_is_its_own_error_and_leaves_no_partial_batch() {
     let ack = rt.block_on(wal.append(NORMAL0, batch(2, 1, 100))).unwrap();
     assert_eq!(ack.base_offset, 2, "the failed batch took no offsets");
     drop(wal);
-    sim.crash();
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.crash());
     let wal = open(fs, dir, no_prealloc);
     let held: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
     assert_eq!(held, vec![0, 2]);

@@ -12,9 +12,6 @@ use wal::inspect::{inspect_all, visit_segment_frames, SegmentReport};
 use wal::segment::Tail;
 use wal::{LaneId, RealFs};
 
-/// Frames larger than this are not believed even when reading offline.
-pub const MAX_FRAME: u32 = 1 << 30;
-
 /// Beside a running broker, each lane's durable watermark: frames at or
 /// past it may still be in flight (written, not yet synced) and are not
 /// shown. Empty when no broker holds the directory.
@@ -35,7 +32,7 @@ fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, String> {
     if !wal_dir.exists() {
         return Err(format!("{} holds no WAL (no {} directory)", data_dir.display(), wal_dir.display()));
     }
-    inspect_all(&RealFs, &wal_dir, MAX_FRAME).map_err(|e| e.to_string())
+    inspect_all(&RealFs, &wal_dir).map_err(|e| e.to_string())
 }
 
 fn last_ts(r: &SegmentReport) -> u64 {
@@ -126,7 +123,7 @@ pub fn dump_from(
         if r.next_offset() <= from {
             continue;
         }
-        let flow = visit_segment_frames(&RealFs, r, from, MAX_FRAME, |v| {
+        let flow = visit_segment_frames(&RealFs, r, from, |v| {
             if f.tenant.as_deref().is_some_and(|t| t != v.tenant) || f.topic.as_deref().is_some_and(|t| t != v.topic) {
                 seen.insert(r.lane, v.header.next_offset());
                 return ControlFlow::Continue(());
@@ -252,7 +249,7 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
 /// `repair`: run WAL recovery under the directory lock; returns what it did.
 pub fn repair(data_dir: &Path) -> Result<Vec<String>, String> {
     let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to repair: {e}"))?;
-    let opts = wal::WalOptions { shards: 0, max_frame_bytes: MAX_FRAME, ..wal::WalOptions::default() };
+    let opts = wal::WalOptions { shards: 0, ..wal::WalOptions::default() };
     let wal = wal::Wal::open(Arc::new(RealFs), &Broker::wal_dir(data_dir), opts, None).map_err(|e| e.to_string())?;
     let done = wal
         .recovery_events()
@@ -278,5 +275,8 @@ fn describe(e: &wal::RecoveryEvent) -> String {
         RemovedEmptySegment { lane, path } => format!("{lane}: removed never-used segment {}", path.display()),
         SummaryRebuilt { lane, path } => format!("{lane}: rebuilt summary {}", path.display()),
         OffsetGap { lane, from, to } => format!("{lane}: offsets {from}..{to} are missing (lost before this repair)"),
+        QuarantineCompleted { lane, path } => {
+            format!("{lane}: completed an interrupted quarantine: the cleaned copy of {} is in place", path.display())
+        }
     }
 }
