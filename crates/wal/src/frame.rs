@@ -157,6 +157,24 @@ impl EncodedBatch {
         Ok(EncodedBatch { bytes, records })
     }
 
+    /// A frame around a body already encoded (meta, then records), as a
+    /// format-1 frame held it: for `migrate`, which keeps bodies verbatim.
+    pub(crate) fn from_body(meta_len: u16, records: u32, body: &[u8]) -> Result<Self, FrameError> {
+        if records == 0 || usize::from(meta_len) > body.len() {
+            return Err(FrameError::BadLength);
+        }
+        let body_len = u32::try_from(body.len()).map_err(|_| FrameError::RecordTooLarge)?;
+        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+        bytes.resize(HEADER_LEN, 0);
+        bytes[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        bytes[4] = VERSION;
+        bytes[6..8].copy_from_slice(&meta_len.to_le_bytes());
+        bytes[8..12].copy_from_slice(&records.to_le_bytes());
+        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
+        bytes.extend_from_slice(body);
+        Ok(EncodedBatch { bytes, records })
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

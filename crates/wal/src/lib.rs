@@ -66,6 +66,7 @@ pub mod fs;
 pub mod inspect;
 mod lane;
 pub mod lane_id;
+pub mod legacy;
 pub mod recovery;
 mod recycle;
 pub mod segment;

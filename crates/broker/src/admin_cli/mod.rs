@@ -66,8 +66,20 @@ pub enum Cmd {
         data_dir: PathBuf,
     },
     /// Truncate torn tails and quarantine corrupt segments (refuses while a broker runs).
-    #[command(after_help = "Example:\n  systemctl stop weir-broker && broker-admin repair --data-dir /var/lib/weir")]
+    #[command(
+        after_help = "Examples:\n  systemctl stop weir-broker && broker-admin repair --data-dir /var/lib/weir\n  broker-admin repair --data-dir /var/lib/weir --discard-quarantine   # after reading `verify`"
+    )]
     Repair {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Also delete the quarantined segments (acknowledging the offsets
+        /// `verify` says they lost); until then `verify` exits 1.
+        #[arg(long)]
+        discard_quarantine: bool,
+    },
+    /// Convert a data directory written by WAL format 1 to format 2 (refuses while a broker runs).
+    #[command(after_help = "Example:\n  systemctl stop weir-broker && broker-admin migrate --data-dir /var/lib/weir")]
+    Migrate {
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -206,7 +218,16 @@ pub fn run(cli: Cli) -> Exit {
             }
             Err(e) => Exit::Problems(e),
         },
-        Cmd::Repair { data_dir } => match offline::repair(&data_dir) {
+        Cmd::Migrate { data_dir } => match offline::migrate(&data_dir) {
+            Ok(done) => {
+                for line in done {
+                    println!("migrate: {line}");
+                }
+                Exit::Ok
+            }
+            Err(e) => Exit::Problems(e),
+        },
+        Cmd::Repair { data_dir, discard_quarantine } => match offline::repair(&data_dir, discard_quarantine) {
             Ok(done) => {
                 if done.is_empty() {
                     println!("repair: nothing to do");
@@ -277,7 +298,9 @@ fn run_online(cmd: Cmd) -> Exit {
             Cmd::Redrive { online, destination } => {
                 print_action(client(&online)?.action(&destination, "redrive", None).await)
             }
-            Cmd::Segments { .. } | Cmd::Dump { .. } | Cmd::Verify { .. } | Cmd::Repair { .. } => Exit::Ok,
+            Cmd::Segments { .. } | Cmd::Dump { .. } | Cmd::Verify { .. } | Cmd::Repair { .. } | Cmd::Migrate { .. } => {
+                Exit::Ok
+            }
         })
     });
     result.unwrap_or_else(Exit::Problems)

@@ -191,10 +191,11 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
         if show {
             eprint!("\rverifying segment {}/{} ", i + 1, reps.len());
         }
+        let p = r.path.display();
         if r.quarantined {
+            problems.push(format!("{p}: quarantined segment of lane {}; {}", r.lane, describe_lost(&r.lost_offsets())));
             continue;
         }
-        let p = r.path.display();
         if let Some(e) = r.header_error {
             problems.push(format!("{p}: segment header unusable at byte 0: {e}"));
             continue;
@@ -246,19 +247,69 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
     Ok(Verification { problems, notes })
 }
 
-/// `repair`: run WAL recovery under the directory lock; returns what it did.
-pub fn repair(data_dir: &Path) -> Result<Vec<String>, String> {
+/// What a quarantined file lost, for operators.
+fn describe_lost(lost: &[(u64, Option<u64>)]) -> String {
+    if lost.is_empty() {
+        return "no offsets lost (its valid frames were kept in the live log)".into();
+    }
+    let ranges: Vec<String> = lost
+        .iter()
+        .map(|(from, to)| match to {
+            Some(to) => format!("{from}..{to}"),
+            None => format!("{from}.. (header unusable: the end is unknown)"),
+        })
+        .collect();
+    format!("offsets {} lost; acknowledge with `broker-admin repair --discard-quarantine`", ranges.join(", "))
+}
+
+/// `repair`: run WAL recovery under the directory lock; with
+/// `discard_quarantine`, then delete the quarantined segments. Returns what
+/// it did.
+pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, String> {
     let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to repair: {e}"))?;
     let opts = wal::WalOptions { shards: 0, ..wal::WalOptions::default() };
-    let wal = wal::Wal::open(Arc::new(RealFs), &Broker::wal_dir(data_dir), opts, None).map_err(|e| e.to_string())?;
-    let done = wal
+    let wal_dir = Broker::wal_dir(data_dir);
+    let wal = wal::Wal::open(Arc::new(RealFs), &wal_dir, opts, None).map_err(|e| e.to_string())?;
+    let mut done: Vec<String> = wal
         .recovery_events()
         .iter()
         .filter(|e| e.is_damage() || matches!(e, wal::RecoveryEvent::SummaryRebuilt { .. }))
         .map(describe)
         .collect();
     wal.shutdown();
+    drop(wal);
+    if discard_quarantine {
+        for r in reports(data_dir)?.iter().filter(|r| r.quarantined) {
+            std::fs::remove_file(&r.path).map_err(|e| format!("cannot remove {}: {e}", r.path.display()))?;
+            if let Some(dir) = r.path.parent() {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            done.push(format!("discarded quarantined {}; {}", r.path.display(), describe_lost(&r.lost_offsets())));
+        }
+    }
     Ok(done)
+}
+
+/// `migrate`: convert format-1 segments to format 2 under the directory lock.
+pub fn migrate(data_dir: &Path) -> Result<Vec<String>, String> {
+    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to migrate: {e}"))?;
+    let report = wal::legacy::migrate(&RealFs, &Broker::wal_dir(data_dir)).map_err(|e| e.to_string())?;
+    let mut out = vec![format!(
+        "converted {} segment(s) ({} frames, {} records) to format {}; {} already current",
+        report.segments,
+        report.frames,
+        report.records,
+        wal::segment::SEGMENT_VERSION,
+        report.current
+    )];
+    for (seg, aside, from) in &report.kept_aside {
+        out.push(format!(
+            "{}: records from offset {from} on could not be read as format 1 and were not converted; the whole original is kept at {}",
+            seg.display(),
+            aside.display()
+        ));
+    }
+    Ok(out)
 }
 
 fn describe(e: &wal::RecoveryEvent) -> String {
