@@ -82,6 +82,7 @@ impl Broker {
         };
         let observer: Arc<dyn wal::CommitObserver> = metrics.clone();
         let wal = Wal::open(fs, &Self::wal_dir(&cfg.data_dir), opts, Some(observer))?;
+        metrics.wal_quarantined_segments.set(wal.quarantined().len() as i64);
         let store = Store::open(&cfg.data_dir.join("meta"))?;
 
         let mut roles = vec![(TokenSpec::parse(&cfg.admin_token).map_err(ConfigError)?, Role::Admin)];

@@ -95,8 +95,17 @@ async fn readyz(State(s): State<AppState>) -> Response {
     };
     let failures: Vec<String> =
         b.wal.failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
-    if failures.is_empty() {
+    // Quarantined data does not stop service, but an operator must see it.
+    let notes: Vec<String> = b
+        .wal
+        .quarantined()
+        .iter()
+        .map(|p| format!("quarantined segment {} (see `broker-admin verify`)", p.display()))
+        .collect();
+    if failures.is_empty() && notes.is_empty() {
         Json(serde_json::json!({"ready": true})).into_response()
+    } else if failures.is_empty() {
+        Json(serde_json::json!({"ready": true, "reasons": notes})).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": failures})))
             .into_response()

@@ -144,6 +144,17 @@ pub fn inspect_all(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<SegmentRep
     Ok(out)
 }
 
+/// Every file under `<wal_dir>/quarantine/<priority>/<shard>/`.
+pub fn quarantined_files(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<PathBuf>> {
+    let qdir = wal_dir.join(QUARANTINE_DIR);
+    let mut out = Vec::new();
+    for lane in lanes_on_disk(fs, &qdir)? {
+        let d = lane_dir(&qdir, lane);
+        out.extend(fs.list_dir(&d).map_err(|e| WalError::io(&d, e))?);
+    }
+    Ok(out)
+}
+
 /// The durable next offset a running broker published for `lane` (see
 /// `LaneShared::watermark`); `None` when there is none.
 pub fn durable_watermark(fs: &dyn FileSystem, wal_dir: &Path, lane: LaneId) -> Option<u64> {

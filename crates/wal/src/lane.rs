@@ -267,7 +267,7 @@ enum WriterSlot {
     /// A writer thread (joined at shutdown).
     Thread(Option<JoinHandle<()>>),
     /// The caller, through [`Lane::commit_queued`] ([`crate::Drive::Manual`]).
-    Manual(Option<Writer>),
+    Manual(Option<Box<Writer>>),
 }
 
 /// One lane of the WAL. Cheap to share behind the [`crate::Wal`].
@@ -309,7 +309,7 @@ impl Lane {
         });
         let writer = Writer::new(Arc::clone(&shared), &active, active_file);
         let slot = match drive {
-            crate::Drive::Manual => WriterSlot::Manual(Some(writer)),
+            crate::Drive::Manual => WriterSlot::Manual(Some(Box::new(writer))),
             crate::Drive::Thread => {
                 let handle = std::thread::Builder::new()
                     .name(format!("wal-{id}"))

@@ -142,6 +142,7 @@ impl Default for WalOptions {
 pub struct Wal {
     lanes: BTreeMap<LaneId, Lane>,
     recovery: Vec<RecoveryEvent>,
+    quarantined: Vec<std::path::PathBuf>,
     arriving: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -191,7 +192,15 @@ impl Wal {
                 tracing::debug!(event = ?e, "WAL recovery");
             }
         }
-        Ok(Wal { lanes, recovery: events, arriving })
+        let quarantined = inspect::quarantined_files(&*fs, dir)?;
+        Ok(Wal { lanes, recovery: events, quarantined, arriving })
+    }
+
+    /// Quarantined segment files (kept for the operator, outside the live
+    /// log) as found once recovery was done; `broker-admin verify` names the
+    /// offsets each lost.
+    pub fn quarantined(&self) -> &[std::path::PathBuf] {
+        &self.quarantined
     }
 
     /// What recovery did when this log was opened.

@@ -236,7 +236,7 @@ fn find_next_authentic(bytes: &[u8], from: usize, min_offset: u64, key: &FrameKe
     let magic = MAGIC.to_le_bytes();
     let mut at = from;
     while at + HEADER_LEN <= bytes.len() {
-        let Some(i) = memchr::memmem::find(&bytes[at..], &magic) else { return None };
+        let i = memchr::memmem::find(&bytes[at..], &magic)?;
         at += i;
         if let Ok(h) = check_frame(&bytes[at..], key) {
             if h.base_offset >= min_offset {

@@ -110,75 +110,12 @@ fn check(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The log under test and the disk it runs on.
-struct Rig {
-    sim: SimFs,
-    wal: Option<Wal>,
-    opts: wal::WalOptions,
-    cuts_seen: u64,
-}
-
-const DIR: &str = "/data/wal";
-
-impl Rig {
-    fn wal(&self) -> &Wal {
-        self.wal.as_ref().expect("the log is open between actions")
-    }
-
-    /// Open the log on the disk as it is; with `cut_after`, the power is
-    /// cut during this recovery, and the next one must still succeed.
-    fn open(&mut self, cut_after: Option<u64>) -> Result<(), TestCaseError> {
-        // A cut may also fire while the previous instance shut down.
-        if self.sim.power_cuts() != self.cuts_seen {
-            self.cuts_seen = self.sim.power_cuts();
-            self.sim = self.sim.remount();
-        }
-        if let Some(n) = cut_after {
-            self.sim.crash_after_ops(n);
-            let fs: Arc<dyn wal::FileSystem> = Arc::new(self.sim.clone());
-            let opened = Wal::open(fs, Path::new(DIR), self.opts.clone(), None);
-            if self.sim.power_cuts() == self.cuts_seen {
-                self.sim.crash_after_ops(u64::MAX);
-                self.wal = Some(opened.map_err(|e| TestCaseError::fail(format!("open failed: {e}")))?);
-                return Ok(());
-            }
-            drop(opened);
-            self.cuts_seen = self.sim.power_cuts();
-            self.sim = self.sim.remount();
-        }
-        let fs: Arc<dyn wal::FileSystem> = Arc::new(self.sim.clone());
-        let wal = Wal::open(fs, Path::new(DIR), self.opts.clone(), None)
-            .map_err(|e| TestCaseError::fail(format!("recovery after a crash failed: {e}")))?;
-        self.wal = Some(wal);
-        Ok(())
-    }
-
-    /// Power loss now: every unsynced byte and name may go.
-    fn crash(&mut self, cut_during_recovery: Option<u64>) -> Result<(), TestCaseError> {
-        drop(self.wal.take());
-        self.sim = self.sim.crash();
-        self.open(cut_during_recovery)
-    }
-
-    /// If an armed power cut fired during the last action, reboot.
-    fn after_cut(&mut self) -> Result<bool, TestCaseError> {
-        if self.sim.power_cuts() == self.cuts_seen {
-            return Ok(false);
-        }
-        self.cuts_seen = self.sim.power_cuts();
-        drop(self.wal.take());
-        self.sim = self.sim.remount();
-        self.open(None)?;
-        Ok(true)
-    }
-}
-
 fn run(seed: u64, actions: Vec<Action>, drive: Drive) -> Result<(), TestCaseError> {
     // Half the cases run with a group-commit linger: same invariants.
     let linger = if seed.is_multiple_of(2) { std::time::Duration::from_micros(200) } else { std::time::Duration::ZERO };
     let opts = wal::WalOptions { group_commit_linger: linger, drive, ..small_opts() };
     let rt = rt();
-    let mut rig = Rig { sim: SimFs::new(seed), wal: None, opts, cuts_seen: 0 };
+    let mut rig = Rig::new(SimFs::new(seed), opts);
     rig.open(None)?;
     let mut model = Model { acked: HashMap::new(), attempted: HashMap::new(), released: HashMap::new() };
     let mut next_id = 0u64;

@@ -1,8 +1,10 @@
 //! Helpers shared by the WAL's integration tests.
 #![allow(dead_code)]
 
+use proptest::test_runner::TestCaseError;
 use std::path::Path;
 use std::sync::Arc;
+use wal::sim::SimFs;
 use wal::{BatchMeta, EncodedBatch, FileSystem, LaneId, Priority, Wal, WalOptions};
 
 pub const NORMAL0: LaneId = LaneId { priority: Priority::Normal, shard: 0 };
@@ -49,4 +51,71 @@ pub fn read_lane(wal: &Wal, lane: LaneId) -> Vec<(u64, u64, Vec<Vec<u8>>)> {
 
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// The log under test and the disk it runs on.
+pub struct Rig {
+    pub sim: SimFs,
+    pub wal: Option<Wal>,
+    opts: WalOptions,
+    cuts_seen: u64,
+}
+
+pub const DIR: &str = "/data/wal";
+
+impl Rig {
+    pub fn new(sim: SimFs, opts: WalOptions) -> Rig {
+        Rig { sim, wal: None, opts, cuts_seen: 0 }
+    }
+
+    pub fn wal(&self) -> &Wal {
+        self.wal.as_ref().expect("the log is open between actions")
+    }
+
+    /// Open the log on the disk as it is; with `cut_after`, the power is
+    /// cut during this recovery, and the next one must still succeed.
+    pub fn open(&mut self, cut_after: Option<u64>) -> Result<(), TestCaseError> {
+        // A cut may also fire while the previous instance shut down.
+        if self.sim.power_cuts() != self.cuts_seen {
+            self.cuts_seen = self.sim.power_cuts();
+            self.sim = self.sim.remount();
+        }
+        if let Some(n) = cut_after {
+            self.sim.crash_after_ops(n);
+            let fs: Arc<dyn wal::FileSystem> = Arc::new(self.sim.clone());
+            let opened = Wal::open(fs, Path::new(DIR), self.opts.clone(), None);
+            if self.sim.power_cuts() == self.cuts_seen {
+                self.sim.crash_after_ops(u64::MAX);
+                self.wal = Some(opened.map_err(|e| TestCaseError::fail(format!("open failed: {e}")))?);
+                return Ok(());
+            }
+            drop(opened);
+            self.cuts_seen = self.sim.power_cuts();
+            self.sim = self.sim.remount();
+        }
+        let fs: Arc<dyn wal::FileSystem> = Arc::new(self.sim.clone());
+        let wal = Wal::open(fs, Path::new(DIR), self.opts.clone(), None)
+            .map_err(|e| TestCaseError::fail(format!("recovery after a crash failed: {e}")))?;
+        self.wal = Some(wal);
+        Ok(())
+    }
+
+    /// Power loss now: every unsynced byte and name may go.
+    pub fn crash(&mut self, cut_during_recovery: Option<u64>) -> Result<(), TestCaseError> {
+        drop(self.wal.take());
+        self.sim = self.sim.crash();
+        self.open(cut_during_recovery)
+    }
+
+    /// If an armed power cut fired during the last action, reboot.
+    pub fn after_cut(&mut self) -> Result<bool, TestCaseError> {
+        if self.sim.power_cuts() == self.cuts_seen {
+            return Ok(false);
+        }
+        self.cuts_seen = self.sim.power_cuts();
+        drop(self.wal.take());
+        self.sim = self.sim.remount();
+        self.open(None)?;
+        Ok(true)
+    }
 }
