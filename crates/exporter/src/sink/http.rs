@@ -4,6 +4,11 @@
 //! Classification: 2xx delivered; 408, 429, 5xx, timeouts and connection
 //! errors retryable (Retry-After honoured); other 4xx poison. ClickHouse
 //! answers 500 for bad rows too, so its error code decides there.
+//!
+//! Redirects are never followed: a client that follows a 302 turns the POST
+//! into a bodiless GET, whose 200 would count as a delivery of nothing. A
+//! 3xx is poison (the endpoint is misconfigured, not busy), and the dead
+//! letter names the `Location` so the operator can fix the URL and re-drive.
 
 use super::{Delivery, Record, Sink, SinkError};
 use std::time::Duration;
@@ -38,6 +43,7 @@ impl HttpSink {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         reqwest::Url::parse(url).map_err(|e| format!("sink URL {url:?}: {e}"))?;
@@ -104,6 +110,16 @@ impl HttpSink {
         let status = resp.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(300).collect::<String>());
+            return Err(SinkError::Poison(format!(
+                "HTTP {status}: redirect to {} not followed; a redirect is not a delivery (point the sink at the final URL)",
+                location.as_deref().map_or_else(|| "(no Location)".to_string(), |l| format!("Location: {l}"))
+            )));
         }
         let ra = retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
