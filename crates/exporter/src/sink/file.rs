@@ -1,5 +1,7 @@
 //! `file:PATH`: append each record as one line and fsync before the lease
-//! is committed.
+//! is committed. Lines follow the NDJSON framing of [`super::framing`]: a
+//! record that is one JSON line is written as is, newline terminated; any
+//! other record as one `{"payload_b64":...}` line.
 //!
 //! Everything committed ends with a newline (the write and its fsync come
 //! before the commit). An exporter that died mid-write can leave an
@@ -7,6 +9,7 @@
 //! redelivered, so at open that partial line is cut off — otherwise the next
 //! append would be glued onto it.
 
+use super::framing::{push_ndjson_line, Shape};
 use super::{Delivery, Record, Sink, SinkError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
@@ -59,8 +62,7 @@ impl Sink for FileSink {
     fn deliver<'a>(&'a self, records: &'a [Record], _key: &'a str) -> Delivery<'a> {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
         for r in records {
-            buf.extend_from_slice(&r.payload);
-            buf.push(b'\n');
+            push_ndjson_line(&mut buf, &r.payload, &Shape::of(&r.payload));
         }
         let file = Arc::clone(&self.file);
         let path = self.path.clone();

@@ -9,7 +9,16 @@
 //! into a bodiless GET, whose 200 would count as a delivery of nothing. A
 //! 3xx is poison (the endpoint is misconfigured, not busy), and the dead
 //! letter names the `Location` so the operator can fix the URL and re-drive.
+//!
+//! Framing (docs/sinks.md): the webhook sends one NDJSON line per record,
+//! framing records that are not one JSON line (see [`super::framing`]);
+//! ClickHouse takes only records that are one JSON object and refuses the
+//! others to dead letters, because a framed object inserted into an
+//! arbitrary table is either rejected or, where unknown fields are skipped
+//! (`input_format_skip_unknown_fields`), becomes a row of defaults that
+//! holds none of the record.
 
+use super::framing::{push_ndjson_line, Shape};
 use super::{Delivery, Record, Sink, SinkError};
 use std::time::Duration;
 
@@ -73,8 +82,17 @@ impl HttpSink {
     fn body(&self, records: &[Record]) -> Result<Vec<u8>, SinkError> {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
         for r in records {
-            buf.extend_from_slice(&r.payload);
-            buf.push(b'\n');
+            let shape = Shape::of(&r.payload);
+            if self.style == HttpStyle::ClickHouse {
+                // `refuse` screens these out before delivery; never send one
+                // that slipped through, whatever the caller did. Rows are
+                // never framed, so an accepted row goes as is.
+                shape.as_row().map_err(|why| SinkError::Poison(not_a_row(&why)))?;
+                buf.extend_from_slice(&r.payload);
+                buf.push(b'\n');
+            } else {
+                push_ndjson_line(&mut buf, &r.payload, &shape);
+            }
         }
         if let HttpStyle::Webhook { gzip: true } = self.style {
             use std::io::Write;
@@ -141,9 +159,20 @@ impl HttpSink {
     }
 }
 
+fn not_a_row(why: &super::framing::NotARow) -> String {
+    format!("not sent: ClickHouse JSONEachRow takes one JSON object per record, and {why}")
+}
+
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a> {
         Box::pin(self.post(records, key))
+    }
+
+    fn refuse(&self, record: &Record) -> Option<String> {
+        match self.style {
+            HttpStyle::ClickHouse => Shape::of(&record.payload).as_row().err().map(|why| not_a_row(&why)),
+            HttpStyle::Webhook { .. } => None,
+        }
     }
 
     fn describe(&self) -> String {
@@ -163,6 +192,25 @@ mod tests {
         assert_eq!(clickhouse_code("Code: 26, e.displayText() = DB::Exception: Cannot parse"), Some(26));
         assert_eq!(clickhouse_code("Code: 241. DB::Exception: Memory limit"), Some(241));
         assert_eq!(clickhouse_code("oops"), None);
+    }
+
+    fn rec(payload: &[u8]) -> Record {
+        Record { offset: 0, payload: payload.to_vec() }
+    }
+
+    #[test]
+    fn webhook_bodies_frame_what_is_not_one_json_line_and_clickhouse_bodies_never_frame() {
+        let web =
+            HttpSink::new("http://127.0.0.1:1/", HttpStyle::Webhook { gzip: false }, Duration::from_secs(1)).unwrap();
+        let body = web.body(&[rec(b"{\"a\":1}"), rec(b"x\ny")]).unwrap();
+        assert_eq!(body, b"{\"a\":1}\n{\"payload_b64\":\"eAp5\"}\n");
+        let ch = HttpSink::clickhouse("http://127.0.0.1:1/?table=t", Duration::from_secs(1)).unwrap();
+        // A tenant's own object with the key payload_b64 is an ordinary row.
+        let row = b"{\"payload_b64\":\"eAp5\"}";
+        assert_eq!(ch.body(&[rec(row)]).unwrap(), [&row[..], b"\n"].concat());
+        assert!(ch.refuse(&rec(row)).is_none());
+        assert!(ch.refuse(&rec(b"{\"a\":1}\n{\"a\":2}")).is_some());
+        assert!(matches!(ch.body(&[rec(b"[{\"a\":1}]")]), Err(SinkError::Poison(_))));
     }
 
     #[test]

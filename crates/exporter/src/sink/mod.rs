@@ -1,8 +1,10 @@
 //! Sinks: where a destination's records go. Each classifies its failures
 //! as retryable (the breaker counts them) or poison (the records are bad;
-//! they are bisected out to dead letters).
+//! they are bisected out to dead letters). How a record's bytes are framed
+//! so that one record stays one record downstream is in [`framing`].
 
 mod file;
+pub mod framing;
 mod http;
 
 use std::time::Duration;
@@ -35,6 +37,13 @@ pub trait Sink: Send + Sync {
     /// Deliver `records` (a sub-range of a lease); `key` is stable for the
     /// same records across redeliveries.
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a>;
+
+    /// A record this sink can never take as one record, and why: it goes
+    /// to dead letters without being sent. Sinks that frame such records
+    /// instead (file, webhook) refuse none.
+    fn refuse(&self, _record: &Record) -> Option<String> {
+        None
+    }
 
     fn describe(&self) -> String;
 }
