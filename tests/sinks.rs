@@ -167,6 +167,69 @@ async fn a_redirect_is_not_a_delivery_and_its_location_is_in_the_dead_letter() {
     wait_until("re-driven records delivered", Duration::from_secs(30), || async { sink.lines().len() == 3 }).await;
 }
 
+/// Start an exporter whose files may not grow past `limit` bytes
+/// (RLIMIT_FSIZE, SIGXFSZ ignored): a write crossing it stops part-way and
+/// the next one fails with EFBIG, a real partial write on a real file.
+fn exporter_with_file_limit(broker: &str, sink: &str, limit: u64, extra: &[&str]) -> ExporterProc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(EXPORTER);
+    cmd.args(["--broker", broker, "--destination", "f", "--token", "f-t", "--sink", sink]).args(extra);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ExporterProc { child: cmd.spawn().expect("spawn exporter") }
+}
+
+fn lift_file_limit(pid: u32) {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: prlimit on our own child with valid pointers.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_write_that_failed_part_way_is_cut_back_before_the_retry() {
+    let b = BrokerProc::start(
+        "[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\nfailure_threshold = 1000\nbreaker_open_ms = 100\n",
+    );
+    // 60 records of 50 bytes: one batch of 3000 bytes against a 2048-byte
+    // limit (above the 1024-byte .committed file).
+    let ids: Vec<String> = (0..60).map(|i| format!("rec-{i:04}")).collect();
+    let body: String = ids.iter().map(|id| format!("{{\"id\":\"{id}\",\"pad\":\"{}\"}}\n", "p".repeat(23))).collect();
+    assert_eq!(body.len(), 3000);
+    assert_eq!(ingest(&b.url, "acme-t", "events", body).await.status, 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.ndjson");
+    let sink = format!("file:{}", out.display());
+    let e = exporter_with_file_limit(&b.url, &sink, 2048, &["--wait-ms", "200", "--batch-records", "60"]);
+    wait_until("a delivery failed on the size limit", Duration::from_secs(30), || async {
+        destination(&b.url, "f").await["breaker"]["consecutive_failures"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 2048, "the write stopped part-way");
+    lift_file_limit(e.child.id());
+    drained(&b.url, "f").await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines {
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "a torn or glued line: {l:?}");
+    }
+    let got: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids, "each record exactly once, in order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_that_are_not_one_json_object_never_become_clickhouse_rows() {
     let tmp = tempfile::tempdir().unwrap();

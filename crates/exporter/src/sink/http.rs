@@ -19,7 +19,7 @@
 //! holds none of the record.
 
 use super::framing::{push_ndjson_line, Shape};
-use super::{Delivery, Record, Sink, SinkError};
+use super::{Delivery, OpenError, Record, Sink, SinkError};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,27 +48,30 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 impl HttpSink {
-    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, String> {
+    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, OpenError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        reqwest::Url::parse(url).map_err(|e| format!("sink URL {url:?}: {e}"))?;
+            .map_err(|e| OpenError::Spec(format!("http client: {e}")))?;
+        reqwest::Url::parse(url).map_err(|e| OpenError::Spec(format!("sink URL {url:?}: {e}")))?;
         Ok(HttpSink { url: url.to_string(), style, client })
     }
 
     /// `http://HOST:PORT/?table=T[&database=D]` (after the `clickhouse+` prefix).
-    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, String> {
-        let mut url = reqwest::Url::parse(spec).map_err(|e| format!("clickhouse sink {spec:?}: {e}"))?;
+    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, OpenError> {
+        let mut url =
+            reqwest::Url::parse(spec).map_err(|e| OpenError::Spec(format!("clickhouse sink {spec:?}: {e}")))?;
         let table = url
             .query_pairs()
             .find(|(k, _)| k == "table")
             .map(|(_, v)| v.to_string())
-            .ok_or_else(|| format!("clickhouse sink {spec:?} needs ?table=NAME"))?;
+            .ok_or_else(|| OpenError::Spec(format!("clickhouse sink {spec:?} needs ?table=NAME")))?;
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(format!("clickhouse table name {table:?} may hold only letters, digits, _ and ."));
+            return Err(OpenError::Spec(format!(
+                "clickhouse table name {table:?} may hold only letters, digits, _ and ."
+            )));
         }
         let others: Vec<(String, String)> =
             url.query_pairs().filter(|(k, _)| k != "table").map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -3,10 +3,12 @@
 //! they are bisected out to dead letters). How a record's bytes are framed
 //! so that one record stays one record downstream is in [`framing`].
 
+mod committed;
 mod file;
 pub mod framing;
 mod http;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use file::FileSink;
@@ -29,6 +31,24 @@ pub enum SinkError {
     Poison(String),
 }
 
+/// Why a sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The `--sink` spec itself is wrong.
+    #[error("{0}")]
+    Spec(String),
+    #[error("sink file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("sink file {} is locked by another exporter", path.display())]
+    Locked { path: PathBuf },
+    /// Records already committed to the broker are missing from the file.
+    #[error(
+        "sink file {} is {len} bytes, shorter than the {committed} bytes already committed: committed records are missing; restore the file, or move it and its .committed file aside to start a new one",
+        path.display()
+    )]
+    Shorter { path: PathBuf, len: u64, committed: u64 },
+}
+
 /// The future of one delivery attempt.
 pub type Delivery<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
@@ -49,10 +69,10 @@ pub trait Sink: Send + Sync {
 }
 
 /// Build a sink from its `--sink` spec.
-pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, String> {
+pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, OpenError> {
     if let Some(path) = spec.strip_prefix("file:") {
         if path.is_empty() {
-            return Err("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into());
+            return Err(OpenError::Spec("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into()));
         }
         return Ok(Box::new(FileSink::open(path)?));
     }
@@ -62,5 +82,7 @@ pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Si
     if let Some(rest) = spec.strip_prefix("clickhouse+") {
         return Ok(Box::new(HttpSink::clickhouse(rest, timeout)?));
     }
-    Err(format!("unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"))
+    Err(OpenError::Spec(format!(
+        "unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"
+    )))
 }
