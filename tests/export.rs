@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::clickhouse::{start_clickhouse, KillOnDrop};
 use common::sink::TestSink;
 use common::*;
 use std::collections::HashMap;
@@ -302,26 +303,6 @@ fn exporter_refuses_a_lease_timeout_that_cannot_cover_its_retries_and_exits_zero
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(e.sigterm(), Some(0));
-}
-
-/// Start ClickHouse on a free loopback port through the project's script.
-fn start_clickhouse(dir: &std::path::Path) -> (String, u32) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/clickhouse.sh");
-    let out = std::process::Command::new("bash").arg(script).arg(dir).arg(port.to_string()).output().unwrap();
-    assert!(out.status.success(), "clickhouse did not start: {}", String::from_utf8_lossy(&out.stderr));
-    let pid: u32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
-    (String::from_utf8_lossy(&out.stdout).trim().to_string(), pid)
-}
-
-struct KillOnDrop(u32);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! `broker-admin` binaries, real files, and real HTTP sinks on loopback.
 #![allow(dead_code)]
 
+pub mod clickhouse;
 pub mod sink;
 
 use std::io::{BufRead, BufReader};

@@ -49,8 +49,23 @@ impl Deliverer<'_> {
 
     /// Deliver `records`, bisecting rejected batches down to single poison records.
     pub async fn deliver(&self, records: &[Record]) -> Outcome {
-        let mut jitter = Jitter::seeded();
+        // Records the sink can never take as one record go straight to dead
+        // letters: sending them would only fail (or worse, split them).
         let mut poison = Vec::new();
+        let screened: Vec<Record>;
+        let mut records = records;
+        if records.iter().any(|r| self.sink.refuse(r).is_some()) {
+            let mut kept = Vec::with_capacity(records.len());
+            for r in records {
+                match self.sink.refuse(r) {
+                    Some(reason) => poison.push((r.offset, reason)),
+                    None => kept.push(r.clone()),
+                }
+            }
+            screened = kept;
+            records = &screened;
+        }
+        let mut jitter = Jitter::seeded();
         // Work list instead of recursion: (start, end) ranges still to deliver.
         let mut pending = vec![(0usize, records.len())];
         while let Some((start, end)) = pending.pop() {
@@ -121,5 +136,42 @@ mod tests {
         let delivered = sink.delivered.lock().unwrap().clone();
         assert_eq!(delivered, (0..100).filter(|&i| i != 37).collect::<Vec<_>>());
         assert!(*sink.calls.lock().unwrap() <= 2 * 7 + 1, "bisection takes O(log n) calls per bad record");
+    }
+
+    /// A sink that can never take records holding a newline as one record.
+    struct Rows(Mutex<Vec<u64>>);
+
+    impl Sink for Rows {
+        fn deliver<'a>(&'a self, records: &'a [Record], _key: &'a str) -> Delivery<'a> {
+            Box::pin(async move {
+                assert!(records.iter().all(|r| !r.payload.contains(&b'\n')), "a refused record was sent");
+                self.0.lock().unwrap().extend(records.iter().map(|r| r.offset));
+                Ok(())
+            })
+        }
+        fn refuse(&self, record: &Record) -> Option<String> {
+            record.payload.contains(&b'\n').then(|| "holds a newline".to_string())
+        }
+        fn describe(&self) -> String {
+            "rows".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn records_the_sink_refuses_go_to_dead_letters_unsent_and_the_rest_in_one_call() {
+        let sink = Rows(Mutex::new(Vec::new()));
+        let records: Vec<Record> = (0..10)
+            .map(|i| Record { offset: i, payload: if i % 4 == 1 { b"a\nb".to_vec() } else { b"{}".to_vec() } })
+            .collect();
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            key_prefix: "t".into(),
+        };
+        let out = d.deliver(&records).await;
+        let why = "holds a newline".to_string();
+        assert_eq!(out, Outcome::Delivered { poison: vec![(1, why.clone()), (5, why.clone()), (9, why)] });
+        assert_eq!(*sink.0.lock().unwrap(), vec![0, 2, 3, 4, 6, 7, 8]);
     }
 }

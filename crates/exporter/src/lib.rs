@@ -7,7 +7,10 @@
 //!
 //! ## Invariants
 //! - A lease is committed only after its sink accepted (the file sink:
-//!   after fsync) every record not sent to dead letters.
+//!   after fsync and after storing its committed length) every record not
+//!   sent to dead letters.
+//! - One record is one record at every sink, whatever its bytes
+//!   (`sink::framing`, docs/sinks.md); a redirect is never a delivery.
 //! - Timeouts are never retried locally: the broker's breaker must see a
 //!   slow sink at once. Quick failures are retried with full-jitter backoff
 //!   within a budget the lease timeout covers (checked at start).

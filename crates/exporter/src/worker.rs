@@ -7,7 +7,7 @@ use crate::client::{BrokerClient, ClientError};
 use crate::config::Options;
 use crate::deliver::{Deliverer, Outcome};
 use crate::metrics::ExporterMetrics;
-use crate::sink::{Record, Sink};
+use crate::sink::{OpenError, Record, Sink};
 use api::lease::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,11 @@ async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<()
 }
 
 pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
-    let sink = crate::sink::from_spec(&opts.sink, opts.sink_timeout, opts.gzip).map_err(ExportError::Usage)?;
+    let sink = crate::sink::from_spec(&opts.sink, opts.sink_timeout, opts.gzip).map_err(|e| match e {
+        // Committed records missing from the sink is damage found, not bad usage.
+        OpenError::Shorter { .. } => ExportError::Fatal(e.to_string()),
+        _ => ExportError::Usage(e.to_string()),
+    })?;
     let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token).map_err(ExportError::Usage)?;
     let metrics = ExporterMetrics::new();
     if let Some(addr) = &opts.metrics_listen {

@@ -4,8 +4,22 @@
 //! Classification: 2xx delivered; 408, 429, 5xx, timeouts and connection
 //! errors retryable (Retry-After honoured); other 4xx poison. ClickHouse
 //! answers 500 for bad rows too, so its error code decides there.
+//!
+//! Redirects are never followed: a client that follows a 302 turns the POST
+//! into a bodiless GET, whose 200 would count as a delivery of nothing. A
+//! 3xx is poison (the endpoint is misconfigured, not busy), and the dead
+//! letter names the `Location` so the operator can fix the URL and re-drive.
+//!
+//! Framing (docs/sinks.md): the webhook sends one NDJSON line per record,
+//! framing records that are not one JSON line (see [`super::framing`]);
+//! ClickHouse takes only records that are one JSON object and refuses the
+//! others to dead letters, because a framed object inserted into an
+//! arbitrary table is either rejected or, where unknown fields are skipped
+//! (`input_format_skip_unknown_fields`), becomes a row of defaults that
+//! holds none of the record.
 
-use super::{Delivery, Record, Sink, SinkError};
+use super::framing::{push_ndjson_line, Shape};
+use super::{Delivery, OpenError, Record, Sink, SinkError};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,26 +48,30 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 impl HttpSink {
-    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, String> {
+    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, OpenError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        reqwest::Url::parse(url).map_err(|e| format!("sink URL {url:?}: {e}"))?;
+            .map_err(|e| OpenError::Spec(format!("http client: {e}")))?;
+        reqwest::Url::parse(url).map_err(|e| OpenError::Spec(format!("sink URL {url:?}: {e}")))?;
         Ok(HttpSink { url: url.to_string(), style, client })
     }
 
     /// `http://HOST:PORT/?table=T[&database=D]` (after the `clickhouse+` prefix).
-    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, String> {
-        let mut url = reqwest::Url::parse(spec).map_err(|e| format!("clickhouse sink {spec:?}: {e}"))?;
+    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, OpenError> {
+        let mut url =
+            reqwest::Url::parse(spec).map_err(|e| OpenError::Spec(format!("clickhouse sink {spec:?}: {e}")))?;
         let table = url
             .query_pairs()
             .find(|(k, _)| k == "table")
             .map(|(_, v)| v.to_string())
-            .ok_or_else(|| format!("clickhouse sink {spec:?} needs ?table=NAME"))?;
+            .ok_or_else(|| OpenError::Spec(format!("clickhouse sink {spec:?} needs ?table=NAME")))?;
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(format!("clickhouse table name {table:?} may hold only letters, digits, _ and ."));
+            return Err(OpenError::Spec(format!(
+                "clickhouse table name {table:?} may hold only letters, digits, _ and ."
+            )));
         }
         let others: Vec<(String, String)> =
             url.query_pairs().filter(|(k, _)| k != "table").map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -67,8 +85,17 @@ impl HttpSink {
     fn body(&self, records: &[Record]) -> Result<Vec<u8>, SinkError> {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
         for r in records {
-            buf.extend_from_slice(&r.payload);
-            buf.push(b'\n');
+            let shape = Shape::of(&r.payload);
+            if self.style == HttpStyle::ClickHouse {
+                // `refuse` screens these out before delivery; never send one
+                // that slipped through, whatever the caller did. Rows are
+                // never framed, so an accepted row goes as is.
+                shape.as_row().map_err(|why| SinkError::Poison(not_a_row(&why)))?;
+                buf.extend_from_slice(&r.payload);
+                buf.push(b'\n');
+            } else {
+                push_ndjson_line(&mut buf, &r.payload, &shape);
+            }
         }
         if let HttpStyle::Webhook { gzip: true } = self.style {
             use std::io::Write;
@@ -105,6 +132,16 @@ impl HttpSink {
         if status.is_success() {
             return Ok(());
         }
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(300).collect::<String>());
+            return Err(SinkError::Poison(format!(
+                "HTTP {status}: redirect to {} not followed; a redirect is not a delivery (point the sink at the final URL)",
+                location.as_deref().map_or_else(|| "(no Location)".to_string(), |l| format!("Location: {l}"))
+            )));
+        }
         let ra = retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let snippet: String = text.chars().take(300).collect();
@@ -125,9 +162,20 @@ impl HttpSink {
     }
 }
 
+fn not_a_row(why: &super::framing::NotARow) -> String {
+    format!("not sent: ClickHouse JSONEachRow takes one JSON object per record, and {why}")
+}
+
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a> {
         Box::pin(self.post(records, key))
+    }
+
+    fn refuse(&self, record: &Record) -> Option<String> {
+        match self.style {
+            HttpStyle::ClickHouse => Shape::of(&record.payload).as_row().err().map(|why| not_a_row(&why)),
+            HttpStyle::Webhook { .. } => None,
+        }
     }
 
     fn describe(&self) -> String {
@@ -147,6 +195,25 @@ mod tests {
         assert_eq!(clickhouse_code("Code: 26, e.displayText() = DB::Exception: Cannot parse"), Some(26));
         assert_eq!(clickhouse_code("Code: 241. DB::Exception: Memory limit"), Some(241));
         assert_eq!(clickhouse_code("oops"), None);
+    }
+
+    fn rec(payload: &[u8]) -> Record {
+        Record { offset: 0, payload: payload.to_vec() }
+    }
+
+    #[test]
+    fn webhook_bodies_frame_what_is_not_one_json_line_and_clickhouse_bodies_never_frame() {
+        let web =
+            HttpSink::new("http://127.0.0.1:1/", HttpStyle::Webhook { gzip: false }, Duration::from_secs(1)).unwrap();
+        let body = web.body(&[rec(b"{\"a\":1}"), rec(b"x\ny")]).unwrap();
+        assert_eq!(body, b"{\"a\":1}\n{\"payload_b64\":\"eAp5\"}\n");
+        let ch = HttpSink::clickhouse("http://127.0.0.1:1/?table=t", Duration::from_secs(1)).unwrap();
+        // A tenant's own object with the key payload_b64 is an ordinary row.
+        let row = b"{\"payload_b64\":\"eAp5\"}";
+        assert_eq!(ch.body(&[rec(row)]).unwrap(), [&row[..], b"\n"].concat());
+        assert!(ch.refuse(&rec(row)).is_none());
+        assert!(ch.refuse(&rec(b"{\"a\":1}\n{\"a\":2}")).is_some());
+        assert!(matches!(ch.body(&[rec(b"[{\"a\":1}]")]), Err(SinkError::Poison(_))));
     }
 
     #[test]

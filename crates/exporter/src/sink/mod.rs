@@ -1,10 +1,14 @@
 //! Sinks: where a destination's records go. Each classifies its failures
 //! as retryable (the breaker counts them) or poison (the records are bad;
-//! they are bisected out to dead letters).
+//! they are bisected out to dead letters). How a record's bytes are framed
+//! so that one record stays one record downstream is in [`framing`].
 
+mod committed;
 mod file;
+pub mod framing;
 mod http;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use file::FileSink;
@@ -27,6 +31,24 @@ pub enum SinkError {
     Poison(String),
 }
 
+/// Why a sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The `--sink` spec itself is wrong.
+    #[error("{0}")]
+    Spec(String),
+    #[error("sink file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("sink file {} is locked by another exporter", path.display())]
+    Locked { path: PathBuf },
+    /// Records already committed to the broker are missing from the file.
+    #[error(
+        "sink file {} is {len} bytes, shorter than the {committed} bytes already committed: committed records are missing; restore the file, or move it and its .committed file aside to start a new one",
+        path.display()
+    )]
+    Shorter { path: PathBuf, len: u64, committed: u64 },
+}
+
 /// The future of one delivery attempt.
 pub type Delivery<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
@@ -36,14 +58,21 @@ pub trait Sink: Send + Sync {
     /// same records across redeliveries.
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a>;
 
+    /// A record this sink can never take as one record, and why: it goes
+    /// to dead letters without being sent. Sinks that frame such records
+    /// instead (file, webhook) refuse none.
+    fn refuse(&self, _record: &Record) -> Option<String> {
+        None
+    }
+
     fn describe(&self) -> String;
 }
 
 /// Build a sink from its `--sink` spec.
-pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, String> {
+pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, OpenError> {
     if let Some(path) = spec.strip_prefix("file:") {
         if path.is_empty() {
-            return Err("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into());
+            return Err(OpenError::Spec("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into()));
         }
         return Ok(Box::new(FileSink::open(path)?));
     }
@@ -53,5 +82,7 @@ pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Si
     if let Some(rest) = spec.strip_prefix("clickhouse+") {
         return Ok(Box::new(HttpSink::clickhouse(rest, timeout)?));
     }
-    Err(format!("unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"))
+    Err(OpenError::Spec(format!(
+        "unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"
+    )))
 }

@@ -1,0 +1,256 @@
+//! How a record becomes exactly one record downstream, whatever its bytes.
+//!
+//! Every sink here is line- or row-oriented: the file sink and the webhook
+//! write NDJSON, ClickHouse reads `JSONEachRow`. A record that holds a line
+//! break (an `application/octet-stream` record may hold anything) would read
+//! back as several records, so tenant bytes would pose as other records.
+//!
+//! The rule (docs/sinks.md):
+//! - a record that is **one JSON line** — valid UTF-8, exactly one JSON value,
+//!   no `\r`, `\n`, U+0085, U+2028 or U+2029 — is sent as is;
+//! - any other record is sent as `{"payload_b64":"<standard base64>"}`
+//!   (file and webhook), or refused (ClickHouse, see [`Shape::as_row`]).
+//!
+//! So that the framing can always be undone, a record that is itself a JSON
+//! object whose only key is `payload_b64` is framed too: downstream, a line
+//! that is an object with the single key `payload_b64` always stands for the
+//! decoded bytes, and any other line is the record itself.
+//!
+//! U+0085, U+2028 and U+2029 may appear raw inside JSON strings, but some
+//! line readers (Python's `str.splitlines`, several log shippers) break lines
+//! there; framing those rare records costs little and keeps them whole.
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+
+/// The key of a framed record.
+pub const FRAMED_KEY: &str = "payload_b64";
+
+/// Why a record cannot be sent as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotOneLine {
+    #[error("the record is empty")]
+    Empty,
+    #[error("the record holds a line break (byte {at})")]
+    LineBreak { at: usize },
+    #[error("the record is not UTF-8 text")]
+    NotUtf8,
+    #[error("the record is not one JSON value: {0}")]
+    NotJson(String),
+    #[error(
+        "the record is a JSON object whose only key is \"payload_b64\", which downstream reads as a framed record"
+    )]
+    LooksFramed,
+}
+
+/// What a record is, as far as line-oriented sinks care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// One JSON line that is an object.
+    Object,
+    /// One JSON line that is not an object (array, string, number, ...).
+    OtherJson,
+    /// Must be framed (or refused).
+    NotOneLine(NotOneLine),
+}
+
+/// Why a record cannot be a ClickHouse `JSONEachRow` row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotARow {
+    #[error("{0}")]
+    NotOneLine(NotOneLine),
+    /// ClickHouse reads a top-level array as several rows, and scalars not at all.
+    #[error("the record is JSON but not an object")]
+    NotAnObject,
+}
+
+impl Shape {
+    pub fn of(payload: &[u8]) -> Shape {
+        match classify(payload) {
+            Ok(true) => Shape::Object,
+            Ok(false) => Shape::OtherJson,
+            Err(why) => Shape::NotOneLine(why),
+        }
+    }
+
+    /// Whether this record may be one `JSONEachRow` row sent as is.
+    /// ClickHouse rows are never framed, so an object whose only key is
+    /// `payload_b64` is an ordinary row there.
+    pub fn as_row(&self) -> Result<(), NotARow> {
+        match self {
+            Shape::Object | Shape::NotOneLine(NotOneLine::LooksFramed) => Ok(()),
+            Shape::OtherJson => Err(NotARow::NotAnObject),
+            Shape::NotOneLine(why) => Err(NotARow::NotOneLine(why.clone())),
+        }
+    }
+}
+
+/// Ok(is_object) for one JSON line that may be sent as is.
+fn classify(payload: &[u8]) -> Result<bool, NotOneLine> {
+    if payload.is_empty() {
+        return Err(NotOneLine::Empty);
+    }
+    if let Some(at) = payload.iter().position(|&b| b == b'\n' || b == b'\r') {
+        return Err(NotOneLine::LineBreak { at });
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| NotOneLine::NotUtf8)?;
+    if let Some((at, _)) = text.char_indices().find(|(_, c)| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')) {
+        return Err(NotOneLine::LineBreak { at });
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let kind = de.deserialize_any(KindVisitor).map_err(|e| NotOneLine::NotJson(e.to_string()))?;
+    // Trailing characters (a second value on the same line) are refused here.
+    de.end().map_err(|e| NotOneLine::NotJson(e.to_string()))?;
+    match kind {
+        Kind::Object { sole_framed_key: true } => Err(NotOneLine::LooksFramed),
+        Kind::Object { .. } => Ok(true),
+        Kind::Other => Ok(false),
+    }
+}
+
+/// Append `payload` as one NDJSON line: as is when it is one JSON line,
+/// framed otherwise. Returns whether it was framed.
+pub fn push_ndjson_line(out: &mut Vec<u8>, payload: &[u8], shape: &Shape) -> bool {
+    let framed = matches!(shape, Shape::NotOneLine(_));
+    if framed {
+        // Base64's alphabet needs no JSON escaping.
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(FRAMED_KEY.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(api::b64_encode(payload).as_bytes());
+        out.extend_from_slice(b"\"}");
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out.push(b'\n');
+    framed
+}
+
+/// A JSON value's top-level kind, read without building it.
+enum Kind {
+    Object { sole_framed_key: bool },
+    Other,
+}
+
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+        let mut keys = 0usize;
+        let mut first_is_framed = false;
+        // Keys are unescaped by serde_json, so "payload\u005fb64" counts too.
+        while let Some(key) = map.next_key::<String>()? {
+            if keys == 0 {
+                first_is_framed = key == FRAMED_KEY;
+            }
+            keys += 1;
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(Kind::Object { sole_framed_key: keys == 1 && first_is_framed })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Kind, E> {
+        Ok(Kind::Other)
+    }
+}
+
+/// Undo [`push_ndjson_line`] for one line (without its `\n`): what a
+/// consumer does. None for a framed line whose base64 does not decode.
+/// Used by the tests; kept here beside the rule it inverts.
+pub fn unframe(line: &[u8]) -> Option<Vec<u8>> {
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(line) {
+        if m.len() == 1 {
+            if let Some(serde_json::Value::String(b64)) = m.get(FRAMED_KEY) {
+                return api::b64_decode(b64).ok();
+            }
+        }
+    }
+    Some(line.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_ndjson_line(&mut out, payload, &Shape::of(payload));
+        out
+    }
+
+    #[test]
+    fn one_json_line_is_sent_as_is() {
+        for p in [&b"{\"a\":1}"[..], b"[1,2]", b"\"text\"", b"5", b"  {\"a\":\"\\n\"}  ", "{\"é\":\"ü\"}".as_bytes()]
+        {
+            assert_eq!(line(p), [p, b"\n"].concat(), "{:?}", String::from_utf8_lossy(p));
+        }
+        assert_eq!(Shape::of(b"{\"a\":1}"), Shape::Object);
+        assert_eq!(Shape::of(b"[{\"a\":1},{\"a\":2}]"), Shape::OtherJson);
+    }
+
+    #[test]
+    fn every_hostile_record_becomes_exactly_one_line_that_unframes_to_its_bytes() {
+        let hostile: Vec<Vec<u8>> = vec![
+            b"a\nb".to_vec(),
+            b"{\"a\":1}\r\n{\"a\":2}".to_vec(),
+            b"{\"a\":1}\n{\"a\":2}\n".to_vec(),
+            b"{\"a\":1} {\"a\":2}".to_vec(),
+            vec![0xff, 0xfe, b'\n', 0x00],
+            b"\n".to_vec(),
+            b" ".to_vec(),
+            b"\r".to_vec(),
+            Vec::new(),
+            b"plain text".to_vec(),
+            "{\"a\":\"x\u{2028}y\"}".as_bytes().to_vec(),
+            b"{\"payload_b64\":\"aGk=\"}".to_vec(),
+            b"{\"payload\\u005fb64\":\"aGk=\"}".to_vec(),
+        ];
+        for p in &hostile {
+            let out = line(p);
+            assert_eq!(out.iter().filter(|&&b| b == b'\n' || b == b'\r').count(), 1, "{p:?} -> {out:?}");
+            assert_eq!(out.last(), Some(&b'\n'));
+            let text = std::str::from_utf8(&out).expect("framed lines are ASCII");
+            assert!(serde_json::from_str::<serde_json::Value>(text.trim_end()).is_ok());
+            assert_eq!(&unframe(&out[..out.len() - 1]).unwrap(), p, "round trip of {p:?}");
+        }
+    }
+
+    #[test]
+    fn clickhouse_rows_are_json_objects_only() {
+        assert!(Shape::of(b"{\"id\":\"x\"}").as_row().is_ok());
+        assert_eq!(Shape::of(b"[{\"id\":\"x\"},{\"id\":\"y\"}]").as_row(), Err(NotARow::NotAnObject));
+        assert!(matches!(
+            Shape::of(b"{\"id\":\"x\"}\n{\"id\":\"y\"}").as_row(),
+            Err(NotARow::NotOneLine(NotOneLine::LineBreak { at: 10 }))
+        ));
+        // A tenant's own object with the key payload_b64 is an ordinary row there.
+        assert!(Shape::of(b"{\"payload_b64\":\"x\"}").as_row().is_ok());
+        assert!(Shape::of(b"{\"payload_b64\":\"x\"} ").as_row().is_ok());
+    }
+}
