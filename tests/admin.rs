@@ -67,7 +67,7 @@ async fn torn_tail_is_found_by_verify_and_mended_by_repair() {
 }
 
 #[tokio::test]
-async fn flipped_byte_is_found_by_verify_and_repair_keeps_every_record_around_it() {
+async fn flipped_byte_is_found_by_verify_and_repair_keeps_every_record_around_it_and_reports_the_quarantine() {
     let mut b = BrokerProc::start(DEST);
     let lane = fill(&b.url, 10).await;
     assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
@@ -86,15 +86,33 @@ async fn flipped_byte_is_found_by_verify_and_repair_keeps_every_record_around_it
     let (code, out, _) = run_admin(&["repair", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("quarantined"), "{out}");
-    let (code, out, _) = run_admin(&["verify", "--data-dir", dir.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}");
     assert_eq!(dumped_ids(&dir), vec![0, 1, 2, 3, 5, 6, 7, 8, 9], "records before and after the damage survive");
     // The damaged original is kept aside and listed as quarantined.
     let (_, segs, _) = run_admin(&["segments", "--data-dir", dir.to_str().unwrap(), "--json"]);
     assert!(segs.lines().any(|l| l.contains("\"quarantined\":true")), "{segs}");
-    // And the broker starts on the repaired directory and serves on.
+    quarantine_is_reported_until_the_operator_discards_it(&mut b, &dir).await;
+}
+
+/// While quarantined data exists: verify exits 1 naming it and the offsets
+/// it lost, the broker serves but says so in /readyz and its gauge; after
+/// `repair --discard-quarantine` verify is clean.
+async fn quarantine_is_reported_until_the_operator_discards_it(b: &mut BrokerProc, dir: &Path) {
+    let (code, out, _) = run_admin(&["verify", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("quarantined segment") && out.contains("offsets 4..5 lost"), "{out}");
     b.start_again();
     assert_eq!(ingest(&b.url, "acme-t", "events", "{\"i\":10}").await.status, 200);
+    assert_eq!(metric(&b.url, "weir_wal_quarantined_segments").await, 1.0);
+    let ready = client().get(format!("{}/readyz", b.url)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "quarantined data does not stop service");
+    assert!(ready.text().await.unwrap().contains("quarantined segment"));
+    assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
+    let (code, out, _) = run_admin(&["repair", "--data-dir", dir.to_str().unwrap(), "--discard-quarantine"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("discarded quarantined"), "{out}");
+    let (code, out, _) = run_admin(&["verify", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(dumped_ids(dir), vec![0, 1, 2, 3, 5, 6, 7, 8, 9, 10]);
 }
 
 #[tokio::test]

@@ -12,13 +12,16 @@ use std::path::Path;
 /// A format-1 frame (crc-only) as the previous format wrote it: what a
 /// tenant would plant to be read as `victim`'s record by a crc scanner.
 fn planted_v1_frame(offset: u64) -> Vec<u8> {
+    v1_frame("victim", b"{\"planted\":true}", offset)
+}
+
+fn v1_frame(tenant: &str, rec: &[u8], offset: u64) -> Vec<u8> {
     let mut body = Vec::new();
-    for f in ["victim", "events", ""] {
+    for f in [tenant, "events", ""] {
         body.push(f.len() as u8);
         body.extend_from_slice(f.as_bytes());
     }
     let meta_len = body.len() as u16;
-    let rec = b"{\"planted\":true}";
     body.extend_from_slice(&(rec.len() as u32).to_le_bytes());
     body.extend_from_slice(rec);
     let mut h = vec![0u8; 36];
@@ -199,4 +202,61 @@ async fn read_only_commands_beside_a_live_broker_survive_rolls_and_reuse() {
         runs += 1;
     }
     writer.await.unwrap();
+}
+
+/// A segment file of format 1 for lane normal/0 holding `records` from offset 0.
+fn v1_segment(records: &[&[u8]]) -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[0..8].copy_from_slice(b"WEIRSEG1");
+    h[8..10].copy_from_slice(&1u16.to_le_bytes());
+    h[10] = 1; // normal
+    let crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    for (i, r) in records.iter().enumerate() {
+        h.extend_from_slice(&v1_frame("acme", r, i as u64));
+    }
+    h.resize(h.len() + 4096, 0);
+    h
+}
+
+#[tokio::test]
+async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_servable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let lane_dir = data.join("wal").join("normal").join("0");
+    std::fs::create_dir_all(&lane_dir).unwrap();
+    let recs: [&[u8]; 3] = [b"{\"old\":0}", b"{\"old\":1}", b"{\"old\":2}"];
+    std::fs::write(lane_dir.join(format!("{:020}.seg", 0)), v1_segment(&recs)).unwrap();
+    let cfg = data.with_extension("toml");
+    std::fs::write(&cfg, config(&data, "[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n"))
+        .unwrap();
+    let out = std::process::Command::new(BROKER).arg("--config").arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let reason: Vec<&str> = stderr.lines().filter(|l| l.contains("format 1")).collect();
+    assert!(reason.len() == 1 && reason[0].contains("broker-admin migrate"), "{stderr}");
+    let (code, out, err) = run_admin(&["migrate", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("converted 1 segment(s) (3 frames, 3 records)"), "{out}");
+    let held = dumped(&data);
+    assert_eq!(
+        held.iter().map(|(_, o, p)| (*o, p.clone())).collect::<Vec<_>>(),
+        recs.iter().enumerate().map(|(i, r)| (i as u64, r.to_vec())).collect::<Vec<_>>()
+    );
+    let mut b = BrokerProc::start_with(&data, &std::fs::read_to_string(&cfg).unwrap());
+    let (code, out, _) = run_admin(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
+    // A format this build does not know is refused the same way, untouched.
+    let mut future = v1_segment(&recs);
+    future[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let crc = crc32c::crc32c(&future[0..56]);
+    future[56..60].copy_from_slice(&crc.to_le_bytes());
+    let seg = lane_dir.join(format!("{:020}.seg", 100));
+    std::fs::write(&seg, &future).unwrap();
+    let out = std::process::Command::new(BROKER).arg("--config").arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("format 3") && stderr.contains("newer Weir"), "{stderr}");
+    assert_eq!(std::fs::read(&seg).unwrap(), future, "an unknown format is never modified");
 }
