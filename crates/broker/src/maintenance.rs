@@ -222,7 +222,9 @@ impl Broker {
                 .map(|d| d.state().persisted.get(&id).copied().unwrap_or(0))
                 .min()
                 .unwrap_or_else(|| lane.next_offset());
-            let n = lane.delete_segments_below(released).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            // The lane's writer does the file work; this task waits off the async workers.
+            let handle = self.wal.lane_handle(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let n = handle.release_below(released).await.map_err(|e| BrokerError::Internal(e.to_string()))?;
             if n > 0 {
                 self.metrics.segments_deleted.inc_by(n as u64);
                 tracing::info!(lane = %id, segments = n, released, "retention deleted segments");

@@ -10,9 +10,8 @@ use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameKey, FrameView};
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::recovery::RecoveredLane;
-use crate::recycle;
 use crate::segment::{FrameLoc, Summary};
-use crate::segment_file::{summary_path, RecoveredSegment};
+use crate::segment_file::RecoveredSegment;
 use crate::writer::{CommitObserver, Pending, Writer};
 use crate::WalOptions;
 use std::ops::ControlFlow;
@@ -109,8 +108,15 @@ struct Index {
     active: ActiveSegment,
 }
 
+/// A release of segments below `offset`, for the writer to carry out.
+pub(crate) struct Release {
+    pub offset: u64,
+    pub reply: std::sync::mpsc::SyncSender<Result<usize>>,
+}
+
 struct Queue {
     items: Vec<Pending>,
+    releases: Vec<Release>,
     shutdown: bool,
     /// The writer sleeps on the condvar: only then does an append signal it
     /// (a busy writer takes the queue after its sync without a wake-up).
@@ -123,7 +129,7 @@ struct Queue {
 
 impl Default for Queue {
     fn default() -> Self {
-        Queue { items: Vec::new(), shutdown: false, writer_waiting: false, wake_at: 1 }
+        Queue { items: Vec::new(), releases: Vec::new(), shutdown: false, writer_waiting: false, wake_at: 1 }
     }
 }
 
@@ -169,9 +175,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LaneShared {
     /// Block until appends are queued; `None` once shut down and drained.
     /// With `timeout`, may return an empty round so the writer can retry a reopen.
-    pub fn take_pending(&self, timeout: Option<Duration>) -> Option<Vec<Pending>> {
+    pub fn take_pending(&self, timeout: Option<Duration>) -> Option<(Vec<Pending>, Vec<Release>)> {
         let mut q = lock(&self.queue);
-        while q.items.is_empty() {
+        while q.items.is_empty() && q.releases.is_empty() {
             if q.shutdown {
                 return None;
             }
@@ -182,7 +188,7 @@ impl LaneShared {
                     q = guard;
                     q.writer_waiting = false;
                     if res.timed_out() {
-                        return Some(Vec::new());
+                        return Some((Vec::new(), Vec::new()));
                     }
                 }
                 None => {
@@ -191,7 +197,21 @@ impl LaneShared {
                 }
             }
         }
-        Some(std::mem::take(&mut q.items))
+        Some((std::mem::take(&mut q.items), std::mem::take(&mut q.releases)))
+    }
+
+    /// Take what is queued now, without waiting (the manual drive).
+    fn take_now(&self) -> (Vec<Pending>, Vec<Release>) {
+        let mut q = lock(&self.queue);
+        (std::mem::take(&mut q.items), std::mem::take(&mut q.releases))
+    }
+
+    /// Take sealed segments wholly below `offset` out of the index, for the
+    /// writer to retire.
+    pub fn take_sealed_below(&self, offset: u64) -> Vec<Arc<SealedSegment>> {
+        let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let keep_from = idx.sealed.partition_point(|s| s.next <= offset);
+        idx.sealed.drain(..keep_from).collect()
     }
 
     /// Add to `round` what arrives until it holds `want` appends, `deadline`
@@ -326,7 +346,8 @@ impl Lane {
     /// first). A no-op for a lane with a writer thread.
     pub fn commit_queued(&self) {
         if let WriterSlot::Manual(Some(w)) = &mut *lock(&self.writer) {
-            let round = std::mem::take(&mut lock(&self.shared.queue).items);
+            let (round, releases) = self.shared.take_now();
+            w.release(releases);
             w.step(round, true);
         }
     }
@@ -500,28 +521,36 @@ impl Lane {
         out
     }
 
-    /// Delete sealed segments whose every record is below `offset`. The
-    /// caller must have made its own release of them durable first.
-    /// Returns how many segments were removed.
+    /// Delete (or keep for reuse) sealed segments whose every record is
+    /// below `offset`. The caller must have made its own release of them
+    /// durable first. The lane's writer does the file work — it alone
+    /// renames, unlinks and syncs the lane's files — and this call blocks
+    /// until it did; async callers use [`Lane::release_below`]. Returns how
+    /// many segments were removed.
     pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
-        let gone: Vec<Arc<SealedSegment>> = {
-            let mut idx = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
-            let keep_from = idx.sealed.partition_point(|s| s.next <= offset);
-            idx.sealed.drain(..keep_from).collect()
-        };
-        let removed = gone.len();
-        for seg in gone {
-            let fs = &*self.shared.fs;
-            let sum = summary_path(&seg.path);
-            if fs.exists(&sum) {
-                fs.remove_file(&sum).map_err(|e| WalError::io(&sum, e))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut q = lock(&self.shared.queue);
+            if q.shutdown {
+                return Err(WalError::ShuttingDown);
             }
-            recycle::retire(&self.shared, seg)?;
+            q.releases.push(Release { offset, reply: tx });
+            q.writer_waiting = false;
         }
-        if removed > 0 {
-            self.shared.fs.sync_dir(&self.shared.dir).map_err(|e| WalError::io(&self.shared.dir, e))?;
+        self.shared.wake.notify_one();
+        if let WriterSlot::Manual(Some(w)) = &mut *lock(&self.writer) {
+            let releases = std::mem::take(&mut lock(&self.shared.queue).releases);
+            w.release(releases);
         }
-        Ok(removed)
+        rx.recv().unwrap_or(Err(WalError::ShuttingDown))
+    }
+
+    /// [`Lane::delete_segments_below`] off the async workers.
+    pub async fn release_below(self: &Arc<Self>, offset: u64) -> Result<usize> {
+        let lane = Arc::clone(self);
+        tokio::task::spawn_blocking(move || lane.delete_segments_below(offset))
+            .await
+            .unwrap_or(Err(WalError::ShuttingDown))
     }
 
     /// Stop taking appends, commit what is queued, and join the writer.

@@ -63,6 +63,7 @@
 pub mod error;
 pub mod frame;
 pub mod fs;
+pub mod gather;
 pub mod inspect;
 mod lane;
 pub mod lane_id;
@@ -102,10 +103,7 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// After taking the first waiting append of a round, wait this long for
     /// more before writing and syncing. Zero (the default): the adaptive
-    /// gather (`docs/wal.md`: wait only for the appenders the previous
-    /// round just answered, at most half a sync; a busy lane holds each
-    /// round for two and a half syncs, at most 800 µs). Never a timer-driven sync:
-    /// every sync serves appends that are waiting for it.
+    /// gather, described in [`gather`].
     pub group_commit_linger: std::time::Duration,
     /// Who runs commit rounds: a writer thread per lane (the default), or
     /// the caller, for tests that must replay exactly from a seed.
@@ -140,7 +138,7 @@ impl Default for WalOptions {
 
 /// The log: every lane of one data directory.
 pub struct Wal {
-    lanes: BTreeMap<LaneId, Lane>,
+    lanes: BTreeMap<LaneId, Arc<Lane>>,
     recovery: Vec<RecoveryEvent>,
     quarantined: Vec<std::path::PathBuf>,
     arriving: Arc<std::sync::atomic::AtomicUsize>,
@@ -183,7 +181,7 @@ impl Wal {
             fs.sync_dir(dir).map_err(|e| WalError::io(dir, e))?;
             let lane =
                 Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec, Arc::clone(&arriving))?;
-            lanes.insert(id, lane);
+            lanes.insert(id, Arc::new(lane));
         }
         for e in &events {
             if e.is_damage() {
@@ -209,12 +207,18 @@ impl Wal {
     }
 
     pub fn lane(&self, id: LaneId) -> Result<&Lane> {
-        self.lanes.get(&id).ok_or_else(|| WalError::UnknownLane(id.to_string()))
+        self.lanes.get(&id).map(|l| &**l).ok_or_else(|| WalError::UnknownLane(id.to_string()))
+    }
+
+    /// A lane to hold beyond a borrow of the log (to release segments off
+    /// the async workers, say: [`Lane::release_below`]).
+    pub fn lane_handle(&self, id: LaneId) -> Result<Arc<Lane>> {
+        self.lanes.get(&id).cloned().ok_or_else(|| WalError::UnknownLane(id.to_string()))
     }
 
     /// Lanes in drain order: high, normal, low; shards ascending.
     pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
-        self.lanes.values()
+        self.lanes.values().map(|l| &**l)
     }
 
     /// Announce an append that is being prepared (a request whose body is

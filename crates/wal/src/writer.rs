@@ -7,27 +7,8 @@
 //! that arrive during the sync wait for the next round, so one fsync serves
 //! as many batches as arrived while the previous one ran; there is no timer.
 //!
-//! Adaptive gather (when no fixed linger is configured): the appenders a
-//! round answers usually append again at once, but a few microseconds too
-//! late for the next round, which takes only those that queued during the
-//! sync. Left alone, N closed-loop appenders settle into two cohorts of N/2
-//! that take turns, halving the batches per sync. So the next round waits
-//! for as many appends as were in play when the last one ended (those it
-//! answered plus those then queued), never longer than half a recent sync;
-//! an append wakes the writer only once that many are queued. One appender
-//! alone never waits.
-//!
-//! Busy lanes (at least `BUSY_ROUND` appends in play) whose callers have
-//! announced appends still on their way ([`crate::Wal::announce`]) hold the
-//! round for two and a half recent syncs from its start (at most 800 µs)
-//! instead: fewer, larger syncs. The hold ends early once the round holds
-//! as many appends as were recently in play at once (a peak that decays
-//! per round): with 16 clients it ends when all 16 are in, with 64 it runs
-//! its time. Under the HTTP load here (the load tool on the same two CPUs)
-//! ~0.4% of syncs took over 2 ms at ~2,300 syncs/s, each one stalling every
-//! waiting request; at ~1,000/s, a few in 10,000. The device alone does not
-//! do this: the slow ones are completions waiting for a busy CPU, so fewer
-//! syncs per second is the lever.
+//! How long a round waits for more appends before it syncs is the pure
+//! policy of [`crate::gather`].
 //!
 //! Failures:
 //! - ENOSPC on write: the round's bytes are cut off again (and that cut is
@@ -41,10 +22,11 @@
 use crate::error::WalError;
 use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::WalFile;
-use crate::lane::{Appended, LaneShared};
+use crate::gather::Gather;
+use crate::lane::{Appended, LaneShared, Release};
 use crate::segment::{FrameLoc, Summary};
 use crate::segment_file::{
-    create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Spare, SPARE_EXT,
+    create_segment, prepare_spare, segment_from_spare, summary_path, write_summary, RecoveredSegment, Spare, SPARE_EXT,
 };
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -92,13 +74,8 @@ pub(crate) struct Writer {
     spares_made: u64,
     /// Moving average of bytes per commit round (decides the spare's zero fill).
     avg_commit_bytes: f64,
-    /// Appends in play when the last round ended: the adaptive gather's goal.
-    expected: usize,
-    /// Recent peak of appends in play at a round's end (decays per round):
-    /// a busy round that holds this many has nothing more to wait for.
-    peak_in_play: f64,
-    /// Moving average of fdatasync time, microseconds: bounds the gather.
-    avg_sync_us: f64,
+    /// What the gather policy remembers of recent rounds.
+    gather: Gather,
 }
 
 /// The next segment's file: being prepared by a helper thread that this
@@ -136,30 +113,10 @@ impl Drop for Writer {
     }
 }
 
-/// The adaptive gather never waits longer than this, whatever syncs cost.
-const MAX_GATHER: Duration = Duration::from_micros(500);
-
 /// Zero-filling pays off when commits are small (each fdatasync would
 /// otherwise journal an extent conversion, ~0.25 ms here); for large
 /// commits that cost is amortised and the zero fill only doubles the I/O.
 const ZERO_FILL_BELOW_BYTES: f64 = 256.0 * 1024.0;
-
-/// This many appends in play when a round ends means a busy lane: many
-/// appenders wait on each sync, and a longer gather costs each little.
-const BUSY_ROUND: usize = 8;
-
-/// A busy lane's gather, in recent fdatasync times (capped by
-/// [`MAX_BUSY_GATHER`]). At 1.5 the 64-connection load made ~50 commit
-/// rounds over 2 ms per 10 s and p99 4.4–5.8 ms; at 2.5, 8–25 and
-/// 2.5–4.1 ms, at the same throughput (docs/performance.md).
-const BUSY_GATHER_SYNCS: f64 = 2.5;
-
-/// Per round, the remembered peak of appends in play shrinks by this
-/// factor (to half in ~70 rounds, a few tens of milliseconds when busy).
-const PEAK_DECAY: f64 = 0.99;
-
-/// A busy lane never holds a round longer than this.
-const MAX_BUSY_GATHER: Duration = Duration::from_micros(800);
 
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -199,9 +156,7 @@ impl Writer {
             instance,
             spares_made: 0,
             avg_commit_bytes: 0.0,
-            expected: 0,
-            peak_in_play: 0.0,
-            avg_sync_us: 0.0,
+            gather: Gather::default(),
         }
     }
 
@@ -211,18 +166,45 @@ impl Writer {
         precise_timer_slack();
         loop {
             let wait = self.failed_at.map(|_| REOPEN_BACKOFF);
-            let Some(mut round) = self.shared.take_pending(wait) else {
+            let Some((mut round, releases)) = self.shared.take_pending(wait) else {
                 return;
             };
+            self.release(releases);
             self.gather(&mut round);
             self.step(round, false);
         }
     }
 
+    /// Carry out releases: retire the sealed segments below each offset
+    /// (kept for reuse or deleted, see [`crate::recycle`]), then sync the
+    /// directory once, and answer.
+    pub fn release(&mut self, releases: Vec<Release>) {
+        for r in releases {
+            let _ = r.reply.send(self.retire_below(r.offset));
+        }
+    }
+
+    fn retire_below(&mut self, offset: u64) -> Result<usize, WalError> {
+        let gone = self.shared.take_sealed_below(offset);
+        let removed = gone.len();
+        let fs = &*self.shared.fs;
+        for seg in gone {
+            let sum = summary_path(&seg.path);
+            if fs.exists(&sum) {
+                fs.remove_file(&sum).map_err(|e| WalError::io(&sum, e))?;
+            }
+            crate::recycle::retire(&self.shared, seg)?;
+        }
+        if removed > 0 {
+            fs.sync_dir(&self.shared.dir).map_err(|e| WalError::io(&self.shared.dir, e))?;
+        }
+        Ok(removed)
+    }
+
     /// One round: reopen a failed lane once its back-off passed (or at once
     /// with `reopen_now`), then commit `round` or fail it.
     pub fn step(&mut self, round: Vec<Pending>, reopen_now: bool) {
-        self.expected = 0;
+        self.gather.round_started();
         if self.failed_at.is_some_and(|t| reopen_now || t.elapsed() >= REOPEN_BACKOFF) {
             self.try_reopen();
         }
@@ -239,23 +221,13 @@ impl Writer {
     /// Let `round` grow before it is written: a fixed linger if one is
     /// configured, else the adaptive gather (see the module doc).
     fn gather(&self, round: &mut Vec<Pending>) {
-        if round.is_empty() {
-            return;
-        }
         let started = Instant::now();
-        let linger = self.shared.opts.group_commit_linger;
-        if !linger.is_zero() {
-            self.shared.gather_until(round, usize::MAX, started + linger);
-            return;
+        if let Some(p) = self.gather.first_wait(self.shared.opts.group_commit_linger, round.len()) {
+            self.shared.gather_until(round, p.want, started + p.budget);
         }
-        if round.len() < self.expected {
-            let budget = Duration::from_secs_f64(self.avg_sync_us / 2e6).min(MAX_GATHER);
-            self.shared.gather_until(round, self.expected, started + budget);
-        }
-        if self.expected >= BUSY_ROUND && self.shared.arriving.load(Ordering::Acquire) > 0 {
-            let budget = Duration::from_secs_f64(BUSY_GATHER_SYNCS * self.avg_sync_us / 1e6).min(MAX_BUSY_GATHER);
-            // The peak is never below `expected` (see `commit`).
-            self.shared.gather_until(round, self.peak_in_play.ceil() as usize, started + budget);
+        let arriving = self.shared.arriving.load(Ordering::Acquire);
+        if let Some(p) = self.gather.busy_hold(self.shared.opts.group_commit_linger, round.len(), arriving) {
+            self.shared.gather_until(round, p.want, started + p.budget);
         }
     }
 
@@ -364,7 +336,7 @@ impl Writer {
             return;
         }
         fsyncs += 1;
-        self.avg_sync_us = 0.9 * self.avg_sync_us + 0.1 * sync_started.elapsed().as_secs_f64() * 1e6;
+        self.gather.synced(sync_started.elapsed());
         // Durable: publish, then answer.
         self.used = start + len;
         self.next_offset = offset;
@@ -377,8 +349,7 @@ impl Writer {
         for (p, loc) in round.into_iter().zip(answers) {
             let _ = p.reply.send(Ok(Appended { lane: self.shared.id, base_offset: loc.0, records: loc.1, ts_ms: ts }));
         }
-        self.expected = stats.batches + self.shared.queued();
-        self.peak_in_play = (self.expected as f64).max(self.peak_in_play * PEAK_DECAY);
+        self.gather.round_ended(stats.batches, self.shared.queued());
         if let Some(obs) = &self.shared.observer {
             obs.on_commit(self.shared.id, &stats);
         }

@@ -22,8 +22,6 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 use wal::sim::SimFs;
 use wal::{Drive, LaneId, Priority, Wal, WalError};
 
