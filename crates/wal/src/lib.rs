@@ -57,8 +57,8 @@
 //! - crash-loop on damaged data, or silently drop valid frames behind damage;
 //! - allocate from an unchecked length field.
 //!
-//! All file I/O goes through [`fs::FileSystem`], so [`sim::SimFs`] can crash
-//! the log at any point in tests.
+//! All file I/O goes through [`fs::FileSystem`], so `sim::SimFs` (feature
+//! `sim`, tests only) can crash the log at any point.
 
 pub mod error;
 pub mod frame;
@@ -72,6 +72,7 @@ pub mod recovery;
 mod recycle;
 pub mod segment;
 mod segment_file;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod writer;
 
