@@ -15,38 +15,13 @@
 use crate::error::{FrameError, Result, WalError};
 use crate::frame::{check_frame, FrameView};
 use crate::fs::FileSystem;
-use crate::lane_id::{LaneId, Priority};
-use crate::recovery::segment_paths;
-use crate::segment::{scan, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN, SUMMARY_EXT};
+use crate::lane_id::LaneId;
+use crate::layout::{quarantine_lane_dir, segment_paths, summary_path, WATERMARK_FILE};
+use crate::segment::{scan, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-pub const QUARANTINE_DIR: &str = "quarantine";
-
-pub fn lane_dir(wal_dir: &Path, id: LaneId) -> PathBuf {
-    wal_dir.join(id.priority.as_str()).join(id.shard.to_string())
-}
-
-/// Lanes that have a directory under `wal_dir`.
-pub fn lanes_on_disk(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<LaneId>> {
-    let mut out = Vec::new();
-    if !fs.exists(wal_dir) {
-        return Ok(out);
-    }
-    for p in Priority::ALL {
-        let pdir = wal_dir.join(p.as_str());
-        if !fs.exists(&pdir) {
-            continue;
-        }
-        for d in fs.list_dir(&pdir).map_err(|e| WalError::io(&pdir, e))? {
-            if let Some(shard) = d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
-                out.push(LaneId::new(p, shard));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+pub use crate::layout::{lane_dir, lanes_on_disk, QUARANTINE_DIR};
 
 /// One segment file as found on disk.
 #[derive(Debug, Clone)]
@@ -110,7 +85,7 @@ pub fn inspect_segment(fs: &dyn FileSystem, lane: LaneId, path: &Path, quarantin
             Scan { frames: Vec::new(), valid_end: end, tail: Tail::Clean, corruptions: Vec::new() }
         }
     };
-    let summary = fs.read_all(&path.with_extension(SUMMARY_EXT)).ok().map(|b| Summary::decode(&b));
+    let summary = fs.read_all(&summary_path(path)).ok().map(|b| Summary::decode(&b));
     let summary_ok = summary.as_ref().map(|sum| *sum == Some(Summary::of(base, &s)));
     let summary_intact = matches!(summary, Some(Some(_)));
     Ok(SegmentReport {
@@ -134,7 +109,7 @@ pub fn inspect_all(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<SegmentRep
         for (_, path) in segment_paths(fs, &lane_dir(wal_dir, lane))? {
             out.push(inspect_segment(fs, lane, &path, false)?);
         }
-        let qdir = lane_dir(&wal_dir.join(QUARANTINE_DIR), lane);
+        let qdir = quarantine_lane_dir(wal_dir, lane);
         if fs.exists(&qdir) {
             for path in fs.list_dir(&qdir).map_err(|e| WalError::io(&qdir, e))? {
                 out.push(inspect_segment(fs, lane, &path, true)?);
@@ -149,7 +124,7 @@ pub fn quarantined_files(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<Path
     let qdir = wal_dir.join(QUARANTINE_DIR);
     let mut out = Vec::new();
     for lane in lanes_on_disk(fs, &qdir)? {
-        let d = lane_dir(&qdir, lane);
+        let d = quarantine_lane_dir(wal_dir, lane);
         out.extend(fs.list_dir(&d).map_err(|e| WalError::io(&d, e))?);
     }
     Ok(out)
@@ -158,7 +133,7 @@ pub fn quarantined_files(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<Path
 /// The durable next offset a running broker published for `lane` (see
 /// `LaneShared::watermark`); `None` when there is none.
 pub fn durable_watermark(fs: &dyn FileSystem, wal_dir: &Path, lane: LaneId) -> Option<u64> {
-    let b = fs.read_copy(&lane_dir(wal_dir, lane).join(crate::lane::WATERMARK_FILE)).ok()?;
+    let b = fs.read_copy(&lane_dir(wal_dir, lane).join(WATERMARK_FILE)).ok()?;
     Some(u64::from_le_bytes(b.get(0..8)?.try_into().ok()?))
 }
 

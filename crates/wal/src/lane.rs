@@ -157,10 +157,8 @@ pub(crate) struct LaneShared {
     pub arriving: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-pub const WATERMARK_FILE: &str = "watermark";
-
 fn open_watermark(fs: &dyn FileSystem, dir: &std::path::Path, next: u64) -> Option<Arc<dyn WalFile>> {
-    let path = dir.join(WATERMARK_FILE);
+    let path = dir.join(crate::layout::WATERMARK_FILE);
     let f = fs.open_rw(&path).or_else(|_| fs.create_new(&path)).ok()?;
     f.write_all_at(&next.to_le_bytes(), 0).ok()?;
     Some(f)

@@ -16,16 +16,14 @@
 use crate::error::{FrameError, Result, WalError};
 use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::FileSystem;
-use crate::inspect::{lane_dir, lanes_on_disk, QUARANTINE_DIR};
 use crate::lane_id::LaneId;
-use crate::recovery::segment_paths;
+use crate::layout::{lane_dir, lanes_on_disk, quarantine_lane_dir, segment_paths, summary_path, MIGRATE_EXT};
 use crate::segment::{SegmentHeader, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
-use crate::segment_file::{ensure_dir, summary_path};
+use crate::segment_file::ensure_dir;
 use std::path::{Path, PathBuf};
 
 const V1_FRAME_MAGIC: u32 = 0x3146_5257;
 const V1_HEADER_LEN: usize = 36;
-const MIGRATE_EXT: &str = "seg.migrate";
 
 /// What `migrate` did.
 #[derive(Debug, Default)]
@@ -155,7 +153,7 @@ fn migrate_segment(
 /// Keep a whole format-1 segment whose rest could not be converted under
 /// `quarantine/<lane>/<name>.v1.<n>`, durably, before it is replaced.
 fn keep_aside(fs: &dyn FileSystem, wal_dir: &Path, lane: LaneId, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let dir = lane_dir(&wal_dir.join(QUARANTINE_DIR), lane);
+    let dir = quarantine_lane_dir(wal_dir, lane);
     ensure_dir(fs, &dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let target = (0u32..)

@@ -67,6 +67,7 @@ pub mod gather;
 pub mod inspect;
 mod lane;
 pub mod lane_id;
+pub mod layout;
 pub mod legacy;
 pub mod recovery;
 mod recycle;
@@ -79,8 +80,9 @@ mod writer;
 pub use error::{FrameError, Result, WalError};
 pub use frame::{BatchMeta, EncodedBatch, FrameKey, FrameView};
 pub use fs::{FileSystem, RealFs};
-pub use lane::{Appended, Lane, SegmentInfo, StoredBatch, WATERMARK_FILE};
+pub use lane::{Appended, Lane, SegmentInfo, StoredBatch};
 pub use lane_id::{LaneId, Priority};
+pub use layout::WATERMARK_FILE;
 pub use recovery::RecoveryEvent;
 pub use writer::{CommitObserver, CommitStats};
 
@@ -164,7 +166,7 @@ impl Wal {
         opts: WalOptions,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Wal> {
-        let mut ids: Vec<LaneId> = inspect::lanes_on_disk(&*fs, dir)?;
+        let mut ids: Vec<LaneId> = layout::lanes_on_disk(&*fs, dir)?;
         for p in Priority::ALL {
             for shard in 0..opts.shards {
                 ids.push(LaneId::new(p, shard));
@@ -172,12 +174,12 @@ impl Wal {
         }
         ids.sort();
         ids.dedup();
-        let quarantine = dir.join(inspect::QUARANTINE_DIR);
+        let quarantine = dir.join(layout::QUARANTINE_DIR);
         let mut events = Vec::new();
         let mut lanes = BTreeMap::new();
         let arriving = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for id in ids {
-            let lane_dir = inspect::lane_dir(dir, id);
+            let lane_dir = layout::lane_dir(dir, id);
             let rec = recovery::recover_lane(&*fs, id, &lane_dir, &quarantine, &opts, &mut events)?;
             fs.sync_dir(dir).map_err(|e| WalError::io(dir, e))?;
             let lane =

@@ -8,15 +8,12 @@
 use crate::error::{FrameError, Result, WalError};
 use crate::fs::{FileSystem, WalFile};
 use crate::lane_id::LaneId;
-use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_EXT, SEGMENT_HEADER_LEN};
-use crate::segment_file::{create_segment, ensure_dir, summary_path, write_summary, RecoveredSegment, SPARE_EXT};
+use crate::layout::{clean_copy_path, is_spare, segment_of_clean_copy, segment_paths, summary_path};
+use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN};
+use crate::segment_file::{create_segment, ensure_dir, write_summary, RecoveredSegment};
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The cleaned copy of a segment being quarantined, before it takes the
-/// segment's place: `<base>.seg.tmp`.
-const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
 
 /// What recovery did to the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,21 +57,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |e| WalError::io(path, e)
 }
 
-/// Segment files of a lane directory, ordered by base offset.
-pub(crate) fn segment_paths(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for p in fs.list_dir(dir).map_err(io(dir))? {
-        if p.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
-            continue;
-        }
-        if let Some(base) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()) {
-            out.push((base, p));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 pub(crate) fn recover_lane(
     fs: &dyn FileSystem,
     lane: LaneId,
@@ -85,11 +67,11 @@ pub(crate) fn recover_lane(
 ) -> Result<RecoveredLane> {
     ensure_dir(fs, dir)?;
     for p in fs.list_dir(dir).map_err(io(dir))? {
-        if p.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT) {
+        if is_spare(&p) {
             // A spare segment never used: holds no frame.
             fs.remove_file(&p).map_err(io(&p))?;
-        } else if let Some(seg) = p.to_str().and_then(|s| s.strip_suffix(CLEAN_COPY_SUFFIX)) {
-            finish_clean_copy(fs, lane, &p, Path::new(&format!("{seg}.{SEGMENT_EXT}")), events)?;
+        } else if let Some(seg) = segment_of_clean_copy(&p) {
+            finish_clean_copy(fs, lane, &p, &seg, events)?;
         }
     }
     let paths = segment_paths(fs, dir)?;
@@ -228,7 +210,7 @@ fn quarantine_keeping_frames(
     clean: &[u8],
     quarantine_dir: &Path,
 ) -> Result<PathBuf> {
-    let tmp = PathBuf::from(format!("{}{CLEAN_COPY_SUFFIX}", path.with_extension("").display()));
+    let tmp = clean_copy_path(path);
     if fs.exists(&tmp) {
         fs.remove_file(&tmp).map_err(io(&tmp))?;
     }
@@ -283,7 +265,7 @@ fn summary_of(seg: &RecoveredSegment) -> Summary {
 }
 
 fn move_to_quarantine(fs: &dyn FileSystem, lane: LaneId, path: &Path, quarantine_dir: &Path) -> Result<PathBuf> {
-    let dir = quarantine_dir.join(lane.priority.as_str()).join(lane.shard.to_string());
+    let dir = crate::layout::lane_dir(quarantine_dir, lane);
     ensure_dir(fs, &dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let mut n = 0u32;

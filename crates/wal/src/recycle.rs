@@ -29,7 +29,6 @@
 
 use crate::error::{Result, WalError};
 use crate::lane::{LaneShared, SealedSegment};
-use crate::segment_file::SPARE_EXT;
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 
@@ -53,7 +52,7 @@ pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()>
     let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
     let mut pool = pool(shared);
     if unread && shared.opts.preallocate && pool.len() < pool_limit(shared.opts.segment_bytes) {
-        let to = shared.dir.join(format!("recycled-{:020}.{SPARE_EXT}", seg.base));
+        let to = crate::layout::recycled_path(&shared.dir, seg.base);
         match fs.rename(&seg.path, &to) {
             Ok(()) => {
                 pool.push(to);

@@ -36,14 +36,8 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// The on-disk format this build writes and reads.
 pub const SEGMENT_VERSION: u16 = 2;
-pub const SEGMENT_EXT: &str = "seg";
-pub const SUMMARY_EXT: &str = "sum";
 
 const FLAG_RECYCLED: u8 = 1;
-
-pub fn segment_file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}.{SEGMENT_EXT}")
-}
 
 /// A segment header's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

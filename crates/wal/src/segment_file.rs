@@ -5,7 +5,7 @@
 //! the old state or the new one, which recovery tells apart:
 //! - a segment is named only after its header (with a fresh [`FrameKey`])
 //!   is synced, and its name is made durable before any frame is written;
-//! - a spare has a name of its own (`spare-<lane instance>-<n>.spare`), so no
+//! - a spare has a name of its own ([`crate::layout::spare_name`]), so no
 //!   other thread or earlier instance can swap the file behind it; recovery
 //!   deletes every spare, which holds no frame;
 //! - a reused file gets a new key before it is named a segment, so what the
@@ -16,12 +16,11 @@ use crate::error::{Result, WalError};
 use crate::frame::FrameKey;
 use crate::fs::{FileSystem, WalFile};
 use crate::lane_id::LaneId;
-use crate::segment::{segment_file_name, SegmentHeader, Summary, SEGMENT_HEADER_LEN, SUMMARY_EXT};
+use crate::layout::{segment_file_name, summary_path};
+use crate::segment::{SegmentHeader, Summary, SEGMENT_HEADER_LEN};
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-pub(crate) const SPARE_EXT: &str = "spare";
 
 /// A segment as the lane tracks it.
 #[derive(Clone)]
@@ -62,10 +61,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 fn new_header(lane: LaneId, base: u64, recycled: bool, path: &Path) -> Result<SegmentHeader> {
     let key = FrameKey::random().map_err(io(path))?;
     Ok(SegmentHeader { lane, base_offset: base, key, recycled })
-}
-
-pub(crate) fn summary_path(seg: &Path) -> PathBuf {
-    seg.with_extension(SUMMARY_EXT)
 }
 
 /// Create `dir` and any missing parents, syncing each new directory's

@@ -24,10 +24,9 @@ use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::WalFile;
 use crate::gather::Gather;
 use crate::lane::{Appended, LaneShared, Release};
+use crate::layout::{spare_name, summary_path};
 use crate::segment::{FrameLoc, Summary};
-use crate::segment_file::{
-    create_segment, prepare_spare, segment_from_spare, summary_path, write_summary, RecoveredSegment, Spare, SPARE_EXT,
-};
+use crate::segment_file::{create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Spare};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -368,7 +367,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let zero_fill = self.avg_commit_bytes < ZERO_FILL_BELOW_BYTES;
         let recycled = crate::recycle::take(&shared);
-        let name = format!("spare-{:016x}-{}.{SPARE_EXT}", self.instance, self.spares_made);
+        let name = spare_name(self.instance, self.spares_made);
         self.spares_made += 1;
         let prepare = move || prepare_spare(&*shared.fs, &shared.dir, &name, &shared.opts, zero_fill, recycled);
         self.spare = match self.shared.opts.drive {
