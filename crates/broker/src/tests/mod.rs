@@ -2,6 +2,7 @@
 //! on the crash-simulating filesystem, sled in a temporary directory, and
 //! restarts that reopen both from what is on disk.
 
+mod lease_model;
 mod regressions;
 
 use crate::config::Config;
@@ -73,9 +74,24 @@ impl Harness {
     }
 
     fn open(&mut self) {
-        let cfg = Config::from_toml(&self.config).expect("config");
-        let fs: Arc<dyn FileSystem> = Arc::new(self.sim.clone());
-        self.broker = Some(Broker::open(cfg, fs, Metrics::new()).expect("broker opens"));
+        // sled lets go of its file lock from its background flusher thread,
+        // a moment after the last handle drops, and offers nothing to wait
+        // on: retry the open a bounded number of times.
+        let mut last = None;
+        for _ in 0..400 {
+            let cfg = Config::from_toml(&self.config).expect("config");
+            let fs: Arc<dyn FileSystem> = Arc::new(self.sim.clone());
+            match Broker::open(cfg, fs, Metrics::new()) {
+                Ok(b) => {
+                    self.broker = Some(b);
+                    return;
+                }
+                Err(crate::core::OpenError::Store(e)) if e.to_string().contains("lock") => last = Some(e),
+                Err(e) => panic!("broker opens: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("sled stayed locked after the broker stopped: {last:?}");
     }
 
     pub fn b(&self) -> &Broker {
@@ -86,7 +102,9 @@ impl Harness {
     /// from what is on disk.
     pub fn restart(&mut self) {
         if let Some(b) = self.broker.take() {
+            // As the SIGTERM path does: writers stopped, sled flushed.
             b.wal.shutdown();
+            self.rt.block_on(b.store.flush()).expect("flush");
             drop(b);
         }
         self.open();
@@ -94,9 +112,14 @@ impl Harness {
 
     /// Append one batch for (tenant, topic) to normal/0; its first offset.
     pub fn append(&self, tenant: &str, topic: &str, records: &[String]) -> u64 {
+        self.append_full(tenant, topic, records).base_offset
+    }
+
+    /// Append one batch, durably; where and when it landed.
+    pub fn append_full(&self, tenant: &str, topic: &str, records: &[String]) -> wal::Appended {
         let batch = EncodedBatch::encode(tenant, topic, None, records).expect("batch");
         let fut = self.b().wal.append(normal0(), batch);
-        self.rt.block_on(fut).expect("append").base_offset
+        self.rt.block_on(fut).expect("append")
     }
 
     pub fn run<F: std::future::Future>(&self, f: F) -> F::Output {
