@@ -2,10 +2,11 @@
 //! rewind, dead letters and their re-drive. Each change is flushed to sled
 //! before it is answered.
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, LeaseEnd};
 use crate::core::{now_ms, Broker};
 use crate::destination::{Destination, LaneLeases, LeaseSource};
 use crate::error::BrokerError;
+use crate::settle::end_lease;
 use crate::store::DestFlags;
 use api::{ActionResult, BreakerView, DeadLetter, DestinationStatus, LaneCursor, RewindTarget};
 use std::ops::ControlFlow;
@@ -47,8 +48,13 @@ impl Broker {
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ActionResult, BrokerError> {
         let dest = self.dest(name)?;
-        dest.state().paused = paused;
-        self.store.set_flags(&dest.name, &DestFlags { paused })?;
+        {
+            // sled first: an error leaves the flag as it was. Leases in
+            // flight stay held; a paused destination only gets no new ones.
+            let mut st = dest.state();
+            self.store.set_flags(&dest.name, &DestFlags { paused })?;
+            st.paused = paused;
+        }
         self.store.flush().await?;
         tracing::info!(destination = %dest.name, paused, "destination pause flag changed by an operator");
         let action = if paused { "pause" } else { "resume" };
@@ -59,9 +65,9 @@ impl Broker {
         let dest = self.dest(name)?;
         {
             let mut st = dest.state();
+            self.store.set_breaker(&dest.name, &Breaker::default())?;
             st.breaker = Breaker::default();
             st.not_before_ms = 0;
-            self.store.set_breaker(&dest.name, &st.breaker)?;
         }
         self.store.flush().await?;
         tracing::info!(destination = %dest.name, "breaker reset by an operator");
@@ -72,6 +78,14 @@ impl Broker {
     /// commits get lease_not_found) and everything from the new cursor is
     /// delivered again.
     pub async fn rewind(&self, name: &str, target: RewindTarget) -> Result<ActionResult, BrokerError> {
+        self.rewind_at(name, target, now_ms()).await
+    }
+
+    /// [`Broker::rewind`] at `now`. Voided leases end as cancelled (a
+    /// cancelled probe frees the breaker's half-open slot), and every lease
+    /// record of a rewound lane goes, so a restart cannot raise the cursor
+    /// over what the rewind asked to redeliver.
+    pub async fn rewind_at(&self, name: &str, target: RewindTarget, now: u64) -> Result<ActionResult, BrokerError> {
         let dest = self.dest(name)?;
         let only_lane = match &target {
             RewindTarget::Offset { lane: Some(l), .. } => {
@@ -79,48 +93,53 @@ impl Broker {
             }
             _ => None,
         };
-        let mut moved = Vec::new();
+        let mut targets = Vec::new();
+        for lane in self.wal.lanes() {
+            let id = lane.id();
+            if only_lane.is_some_and(|l| l != id) {
+                continue;
+            }
+            let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
+            let to = match &target {
+                RewindTarget::Earliest => earliest,
+                RewindTarget::Offset { offset, .. } => (*offset).clamp(earliest, end),
+                RewindTarget::Timestamp { ts_ms } => {
+                    let mut found = end;
+                    lane.visit_frames(earliest, |f| {
+                        if f.header.ts_ms >= *ts_ms {
+                            found = f.header.base_offset;
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .map_err(|e| BrokerError::Internal(e.to_string()))?;
+                    found
+                }
+            };
+            targets.push((id, to));
+        }
         {
             let mut st = dest.state();
-            for lane in self.wal.lanes() {
-                let id = lane.id();
-                if only_lane.is_some_and(|l| l != id) {
-                    continue;
-                }
-                let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
-                let to = match &target {
-                    RewindTarget::Earliest => earliest,
-                    RewindTarget::Offset { offset, .. } => (*offset).clamp(earliest, end),
-                    RewindTarget::Timestamp { ts_ms } => {
-                        let mut found = end;
-                        lane.visit_frames(earliest, |f| {
-                            if f.header.ts_ms >= *ts_ms {
-                                found = f.header.base_offset;
-                                ControlFlow::Break(())
-                            } else {
-                                ControlFlow::Continue(())
-                            }
-                        })
-                        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-                        found
+            self.transact(dest, &mut st, |next, _| {
+                for &(id, to) in &targets {
+                    let void: Vec<String> = next
+                        .leases
+                        .values()
+                        .filter(|l| l.source == LeaseSource::Lane(id))
+                        .map(|l| l.id.clone())
+                        .collect();
+                    for lid in void {
+                        end_lease(dest, next, &lid, LeaseEnd::Cancelled, now)?;
                     }
-                };
-                let void: Vec<String> =
-                    st.leases.values().filter(|l| l.source == LeaseSource::Lane(id)).map(|l| l.id.clone()).collect();
-                for lid in void {
-                    st.leases.remove(&lid);
-                    self.store.remove_lease(&dest.name, &lid)?;
+                    next.lanes.insert(id, LaneLeases { next_unleased: to, expired: Default::default() });
                 }
-                st.lanes.insert(id, LaneLeases { next_unleased: to, expired: Default::default() });
-                moved.push(format!("{id}={to}"));
-            }
-            if only_lane.is_none() {
-                self.store.clear_leases(&dest.name)?;
-            }
-            self.persist_cursors(dest, &mut st)?;
+                Ok(())
+            })?;
         }
         self.store.flush().await?;
         tracing::info!(destination = %dest.name, target = ?target, "cursor rewound by an operator");
+        let moved: Vec<String> = targets.iter().map(|(id, to)| format!("{id}={to}")).collect();
         Ok(done(dest, "rewind", format!("cursors now {}", moved.join(" "))))
     }
 

@@ -49,6 +49,23 @@ pub struct BreakerPolicy {
     pub open_ms: u64,
 }
 
+/// How a lease ended: every path that ends one says which, and the
+/// breaker settles from it ([`Breaker::on_lease_end`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// The exporter delivered it.
+    Committed,
+    /// The exporter failed it as retryable: counts towards opening.
+    Failed,
+    /// The exporter gave it back without a verdict (e.g. on SIGTERM).
+    Released,
+    /// Nobody committed it in time.
+    Expired,
+    /// The broker voided it: rewind, drop-oldest or age retention moved
+    /// the cursor over it. Says nothing about the sink.
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Allow,
@@ -112,6 +129,20 @@ impl Breaker {
         }
     }
 
+    /// Settle the breaker for a lease that ended. A probe that ends without
+    /// a verdict (released or cancelled) frees the half-open slot for the
+    /// next probe, so the breaker can always leave half-open; an expired
+    /// probe counts as a failure.
+    pub fn on_lease_end(self, probe: bool, end: LeaseEnd, now_ms: u64, p: BreakerPolicy) -> Breaker {
+        match end {
+            LeaseEnd::Committed => self.on_success(),
+            LeaseEnd::Failed => self.on_failure(now_ms, p),
+            LeaseEnd::Expired if probe => self.on_probe_returned(now_ms, p, true),
+            LeaseEnd::Released | LeaseEnd::Cancelled if probe => self.on_probe_returned(now_ms, p, false),
+            LeaseEnd::Expired | LeaseEnd::Released | LeaseEnd::Cancelled => self,
+        }
+    }
+
     pub fn retry_in_ms(self, now_ms: u64, p: BreakerPolicy) -> Option<u64> {
         (self.state == BreakerState::Open).then(|| self.opened_at_ms.saturating_add(p.open_ms).saturating_sub(now_ms))
     }
@@ -157,6 +188,15 @@ mod tests {
         assert_eq!(b.state, BreakerState::Open);
         assert_eq!(b.admit(10_999, P).1, Admission::Deny { retry_after_ms: 1 });
         assert_eq!(b.admit(11_000, P).1, Admission::Probe);
+    }
+
+    #[test]
+    fn cancelled_probe_lets_another_probe_through() {
+        let (b, _) = Breaker::default().on_failure(0, P).on_failure(0, P).admit(5_000, P);
+        let b = b.on_lease_end(true, LeaseEnd::Cancelled, 5_100, P);
+        assert_eq!(b.admit(5_100, P).1, Admission::Probe);
+        let b = b.on_lease_end(false, LeaseEnd::Cancelled, 5_100, P);
+        assert_eq!(b.state, BreakerState::HalfOpen, "a cancelled ordinary lease says nothing about the sink");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::auth::{Authenticator, Role, TokenSpec};
 use crate::config::{Config, ConfigError};
-use crate::destination::{DestState, Destination, LaneLeases, LeaseSource, LiveLease};
+use crate::destination::Destination;
 use crate::idempotency::IdempotencyCache;
 use crate::limiter::{Limits, TenantLimiter};
 use crate::metrics::Metrics;
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use wal::{FileSystem, LaneId, Priority, Wal, WalOptions};
+use wal::{FileSystem, Priority, Wal, WalOptions};
 
 pub struct Tenant {
     pub name: String,
@@ -102,7 +102,7 @@ impl Broker {
         let mut dests = Vec::new();
         for (i, d) in cfg.destinations.iter().enumerate() {
             roles.push((TokenSpec::parse(&d.token).map_err(ConfigError)?, Role::Exporter(i)));
-            let state = load_dest_state(&store, &wal, &d.name)?;
+            let state = crate::settle::load_dest_state(&store, &wal, &d.name, i)?;
             let dest = Destination::new(i, d.clone(), cfg.destination_lease_ms(d), state);
             dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
             dests.push(dest);
@@ -138,49 +138,4 @@ impl Broker {
     pub fn dest_by_name(&self, name: &str) -> Option<&Destination> {
         self.dests.iter().find(|d| d.name == name)
     }
-}
-
-/// Rebuild a destination's state from its cursors and persisted leases.
-/// Leases in flight stay in flight (their exporter may still commit);
-/// expired ones are offered again first.
-fn load_dest_state(store: &Store, wal: &Wal, dest: &str) -> Result<DestState, OpenError> {
-    let mut st = DestState { breaker: store.breaker(dest)?, paused: store.flags(dest)?.paused, ..DestState::default() };
-    for lane in wal.lanes() {
-        let id = lane.id();
-        let cursor =
-            store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
-        st.lanes.insert(id, LaneLeases { next_unleased: cursor, expired: Default::default() });
-        st.persisted.insert(id, cursor);
-    }
-    for rec in store.leases(dest)? {
-        let Ok(lane) = rec.lane.parse::<LaneId>() else {
-            continue;
-        };
-        let Some(ll) = st.lanes.get_mut(&lane) else {
-            continue;
-        };
-        let committed = st.persisted.get(&lane).copied().unwrap_or(0);
-        if rec.to <= committed {
-            continue;
-        }
-        ll.next_unleased = ll.next_unleased.max(rec.to);
-        if rec.expired {
-            ll.expired.insert(rec.from.max(committed), (rec.to, rec.redeliveries));
-        } else {
-            st.leases.insert(
-                rec.id.clone(),
-                LiveLease {
-                    id: rec.id,
-                    source: LeaseSource::Lane(lane),
-                    from: rec.from.max(committed),
-                    to: rec.to,
-                    expires_at_ms: rec.expires_at_ms,
-                    acquired_at: std::time::Instant::now(),
-                    probe: rec.probe,
-                    redeliveries: rec.redeliveries,
-                },
-            );
-        }
-    }
-    Ok(st)
 }

@@ -8,20 +8,31 @@
 //! destination). So commits may arrive in any order and the cursor advances
 //! over the contiguous committed prefix without tracking committed ranges.
 
-use crate::breaker::{Breaker, BreakerPolicy};
+use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::config::{DestinationConfig, OnLagLimit};
+use crate::store::LeaseRecord;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use wal::LaneId;
 
 /// Per-lane lease bookkeeping.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaneLeases {
     /// First offset never handed out.
     pub next_unleased: u64,
-    /// Ranges whose lease expired or failed: from -> (to, redeliveries).
-    pub expired: BTreeMap<u64, (u64, u32)>,
+    /// Ranges whose lease expired or failed, by first offset.
+    pub expired: BTreeMap<u64, ExpiredRange>,
+}
+
+/// A range to offer again first. Its sled record (`expired: true`) is
+/// keyed by `record_id`, the id of the lease it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRange {
+    pub to: u64,
+    pub redeliveries: u32,
+    pub record_id: String,
+    pub expired_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +54,7 @@ pub struct LiveLease {
     pub redeliveries: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DestState {
     pub lanes: BTreeMap<LaneId, LaneLeases>,
     pub leases: HashMap<String, LiveLease>,
@@ -77,12 +88,93 @@ impl DestState {
         c
     }
 
+    /// The sled lease records this state implies: one per lease in flight
+    /// on a lane and one per range waiting to be offered again — exactly
+    /// what sled must hold (re-drive leases are not persisted: their dead
+    /// letters are).
+    pub fn lease_records(&self) -> HashMap<String, LeaseRecord> {
+        let mut out = HashMap::new();
+        for l in self.leases.values() {
+            if let LeaseSource::Lane(lane) = l.source {
+                let rec = LeaseRecord {
+                    id: l.id.clone(),
+                    lane: lane.to_string(),
+                    from: l.from,
+                    to: l.to,
+                    expires_at_ms: l.expires_at_ms,
+                    expired: false,
+                    probe: l.probe,
+                    redeliveries: l.redeliveries,
+                };
+                out.insert(rec.id.clone(), rec);
+            }
+        }
+        for (lane, ll) in &self.lanes {
+            for (&from, r) in &ll.expired {
+                let rec = LeaseRecord {
+                    id: r.record_id.clone(),
+                    lane: lane.to_string(),
+                    from,
+                    to: r.to,
+                    expires_at_ms: r.expired_at_ms,
+                    expired: true,
+                    probe: false,
+                    redeliveries: r.redeliveries,
+                };
+                out.insert(rec.id.clone(), rec);
+            }
+        }
+        out
+    }
+
+    /// The written invariants of this state; checked in debug builds after
+    /// every change. Ranges out or waiting on one lane never overlap, lie
+    /// below `next_unleased`, and a half-open breaker with its probe out
+    /// has that probe among the leases (so its end can settle it).
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        for (lane, ll) in &self.lanes {
+            let mut ranges: Vec<(u64, u64)> = ll.expired.iter().map(|(&f, r)| (f, r.to)).collect();
+            ranges
+                .extend(self.leases.values().filter(|l| l.source == LeaseSource::Lane(*lane)).map(|l| (l.from, l.to)));
+            ranges.sort_unstable();
+            for w in ranges.windows(2) {
+                if w[0].1 > w[1].0 {
+                    return Err(InvariantViolation(format!("lane {lane}: ranges {:?} and {:?} overlap", w[0], w[1])));
+                }
+            }
+            if let Some(&(f, t)) = ranges.iter().find(|(f, t)| f >= t || *t > ll.next_unleased) {
+                let next = ll.next_unleased;
+                return Err(InvariantViolation(format!(
+                    "lane {lane}: range [{f},{t}) is empty or above next_unleased {next}"
+                )));
+            }
+        }
+        let ids = self.lease_records().len();
+        let lane_leases = self.leases.values().filter(|l| matches!(l.source, LeaseSource::Lane(_))).count();
+        let expired: usize = self.lanes.values().map(|ll| ll.expired.len()).sum();
+        if ids != lane_leases + expired {
+            return Err(InvariantViolation("two lease records share an id".into()));
+        }
+        if self.breaker.state == BreakerState::HalfOpen
+            && self.breaker.probe_out
+            && !self.leases.values().any(|l| l.probe)
+        {
+            return Err(InvariantViolation("breaker half-open with its probe out, but no probe lease is held".into()));
+        }
+        Ok(())
+    }
+
     pub fn next_lease_id(&mut self, dest_idx: usize) -> String {
         self.seq += 1;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         format!("{dest_idx}-{}-{:08x}", self.seq, nanos)
     }
 }
+
+/// A broken invariant of [`DestState`]: a bug, never an input error.
+#[derive(Debug, thiserror::Error)]
+#[error("destination state invariant broken: {0}")]
+pub struct InvariantViolation(pub String);
 
 /// Lag figures computed by the maintenance loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -198,7 +290,7 @@ mod tests {
     fn expired_range_holds_the_cursor_until_redelivered() {
         let mut st = DestState::default();
         let mut ll = LaneLeases { next_unleased: 50, expired: BTreeMap::new() };
-        ll.expired.insert(10, (20, 1));
+        ll.expired.insert(10, ExpiredRange { to: 20, redeliveries: 1, record_id: "x".into(), expired_at_ms: 0 });
         st.lanes.insert(lane(), ll);
         assert_eq!(st.committed(lane()), 10);
     }

@@ -9,25 +9,24 @@
 //!
 //! Durability: acquire, commit, fail and breaker transitions are flushed to
 //! sled before the answer, so a broker crash loses no committed cursor and
-//! re-offers every range that was out.
+//! re-offers every range that was out. Every change goes through
+//! `Broker::transact` and every lease ends through `settle::end_lease`.
+//!
+//! The clock is an argument (`*_at(.., now)`): the HTTP paths pass the wall
+//! clock, the model test a virtual one.
 
-use crate::breaker::Admission;
+use crate::breaker::{Admission, LeaseEnd};
 use crate::core::{now_ms, Broker};
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
-use crate::store::{DeadLetterRecord, LeaseRecord};
+use crate::settle::end_lease;
+use crate::store::DeadLetterRecord;
 use api::lease::*;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wal::{LaneId, Priority};
-
-/// A lease being built under the destination lock.
-struct Built {
-    lease: Lease,
-    record: Option<LeaseRecord>,
-}
 
 fn idle(reason: IdleReason, retry_after_ms: u64) -> AcquireResponse {
     AcquireResponse { lease: None, idle: Some(reason), retry_after_ms }
@@ -57,17 +56,13 @@ impl Broker {
         let dest = self.dest(dest_name)?;
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(self.cfg.max_long_poll_ms));
         let deadline = tokio::time::Instant::now() + wait;
+        // Bounded by the deadline: each round waits for an append or the deadline.
         loop {
             // Register for wake-ups before looking, so no append slips between.
             let notified: Vec<_> = self.wal.lanes().map(|l| Box::pin(l.appended())).collect();
-            let resp = self.try_acquire(dest, &req)?;
-            if resp.lease.is_some() {
-                self.store.flush().await?;
-                self.metrics.leases_acquired.with_label_values(&[dest.name.as_str()]).inc();
-                return Ok(resp);
-            }
+            let resp = self.acquire_once(dest, &req, now_ms()).await?;
             let now = tokio::time::Instant::now();
-            if resp.idle != Some(IdleReason::Empty) || now >= deadline {
+            if resp.lease.is_some() || resp.idle != Some(IdleReason::Empty) || now >= deadline {
                 return Ok(resp);
             }
             let any = futures_select_any(notified);
@@ -77,8 +72,32 @@ impl Broker {
         }
     }
 
-    fn try_acquire(&self, dest: &Destination, req: &AcquireRequest) -> Result<AcquireResponse, BrokerError> {
-        let now = now_ms();
+    /// One acquire attempt at `now`, without waiting; flushed before it returns a lease.
+    pub async fn acquire_at(
+        &self,
+        dest_name: &str,
+        req: AcquireRequest,
+        now: u64,
+    ) -> Result<AcquireResponse, BrokerError> {
+        let dest = self.dest(dest_name)?;
+        self.acquire_once(dest, &req, now).await
+    }
+
+    async fn acquire_once(
+        &self,
+        dest: &Destination,
+        req: &AcquireRequest,
+        now: u64,
+    ) -> Result<AcquireResponse, BrokerError> {
+        let resp = self.try_acquire(dest, req, now)?;
+        if resp.lease.is_some() {
+            self.store.flush().await?;
+            self.metrics.leases_acquired.with_label_values(&[dest.name.as_str()]).inc();
+        }
+        Ok(resp)
+    }
+
+    fn try_acquire(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<AcquireResponse, BrokerError> {
         let mut st = dest.state();
         if st.paused {
             return Ok(idle(IdleReason::Paused, 1000));
@@ -96,25 +115,25 @@ impl Broker {
         let max_records =
             req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
         let max_bytes = req.max_bytes.unwrap_or(self.cfg.max_lease_bytes).clamp(1, self.cfg.max_lease_bytes) as usize;
-        st.acquires += 1;
         let probe = admission == Admission::Probe;
-        let built = match self.build_redrive(dest, &mut st, max_records, now, probe)? {
-            Some(b) => Some(b),
-            None => self.build_from_lanes(dest, &mut st, max_records, max_bytes, now, probe)?,
-        };
-        self.persist_cursors(dest, &mut st)?;
-        let Some(built) = built else {
+        let (lease, _) = self.transact(dest, &mut st, |next, _| {
+            next.acquires += 1;
+            let lease = match self.build_redrive(dest, next, max_records, now, probe)? {
+                Some(l) => Some(l),
+                None => self.build_from_lanes(dest, next, max_records, max_bytes, now, probe)?,
+            };
+            if lease.is_some() && probe {
+                next.breaker = next_breaker;
+            }
+            Ok(lease)
+        })?;
+        let Some(lease) = lease else {
             return Ok(idle(IdleReason::Empty, 0));
         };
         if probe {
-            st.breaker = next_breaker;
-            self.store.set_breaker(&dest.name, &st.breaker)?;
             tracing::info!(destination = %dest.name, "breaker half-open: probe lease handed out");
         }
-        if let Some(rec) = &built.record {
-            self.store.put_lease(&dest.name, rec)?;
-        }
-        Ok(AcquireResponse { lease: Some(built.lease), idle: None, retry_after_ms: 0 })
+        Ok(AcquireResponse { lease: Some(lease), idle: None, retry_after_ms: 0 })
     }
 
     fn build_redrive(
@@ -124,7 +143,7 @@ impl Broker {
         max_records: usize,
         now: u64,
         probe: bool,
-    ) -> Result<Option<Built>, BrokerError> {
+    ) -> Result<Option<Lease>, BrokerError> {
         let mut ids = Vec::new();
         let mut records = Vec::new();
         while records.len() < max_records {
@@ -142,11 +161,11 @@ impl Broker {
                 ids.push(id);
             }
         }
-        if ids.is_empty() {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             return Ok(None);
-        }
+        };
         let id = st.next_lease_id(dest.idx);
-        let (from, to) = (ids[0], ids[ids.len() - 1] + 1);
+        let (from, to) = (first, last + 1);
         st.leases.insert(
             id.clone(),
             LiveLease {
@@ -160,7 +179,7 @@ impl Broker {
                 redeliveries: 0,
             },
         );
-        let lease = Lease {
+        Ok(Some(Lease {
             id,
             destination: dest.name.clone(),
             lane: "dead_letters".into(),
@@ -170,8 +189,7 @@ impl Broker {
             probe,
             redeliveries: 0,
             records,
-        };
-        Ok(Some(Built { lease, record: None }))
+        }))
     }
 
     fn build_from_lanes(
@@ -182,24 +200,27 @@ impl Broker {
         max_bytes: usize,
         now: u64,
         probe: bool,
-    ) -> Result<Option<Built>, BrokerError> {
+    ) -> Result<Option<Lease>, BrokerError> {
         let order = self.lane_order(st.acquires);
-        // Expired ranges first, in lane order.
+        // Ranges to offer again first, in lane order. A range that holds no
+        // record for this destination any more (retention) is dropped; its
+        // record goes with it.
         for &lane_id in &order {
             let Some(ll) = st.lanes.get_mut(&lane_id) else {
                 continue;
             };
-            while let Some((from, (to, redeliveries))) = ll.expired.pop_first() {
+            while let Some((from, range)) = ll.expired.pop_first() {
                 let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
                 let from = from.max(lane.earliest_offset());
-                if from >= to {
+                if from >= range.to {
                     continue;
                 }
-                let records = self.read_matching(dest, lane_id, from, to, usize::MAX, usize::MAX)?.0;
+                let records = self.read_matching(dest, lane_id, from, range.to, usize::MAX, usize::MAX)?.0;
                 if records.is_empty() {
                     continue;
                 }
-                return Ok(Some(self.start_lease(dest, st, lane_id, from, to, records, redeliveries, now, probe)));
+                let span = (lane_id, from, range.to, range.redeliveries);
+                return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
             }
         }
         for &lane_id in &order {
@@ -220,25 +241,24 @@ impl Broker {
                 if records.is_empty() {
                     continue;
                 }
-                return Ok(Some(self.start_lease(dest, st, lane_id, from, to, records, 0, now, probe)));
+                return Ok(Some(self.start_lease(dest, st, (lane_id, from, to, 0), records, now, probe)));
             }
         }
         Ok(None)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A lease of `span` = (lane, from, to, redeliveries), held in `st`
+    /// (its sled record follows from the state, see `settle`).
     fn start_lease(
         &self,
         dest: &Destination,
         st: &mut DestState,
-        lane: LaneId,
-        from: u64,
-        to: u64,
+        span: (LaneId, u64, u64, u32),
         records: Vec<LeasedRecord>,
-        redeliveries: u32,
         now: u64,
         probe: bool,
-    ) -> Built {
+    ) -> Lease {
+        let (lane, from, to, redeliveries) = span;
         let id = st.next_lease_id(dest.idx);
         let expires_at_ms = now + dest.lease_ms;
         st.leases.insert(
@@ -254,17 +274,7 @@ impl Broker {
                 redeliveries,
             },
         );
-        let record = LeaseRecord {
-            id: id.clone(),
-            lane: lane.to_string(),
-            from,
-            to,
-            expires_at_ms,
-            expired: false,
-            probe,
-            redeliveries,
-        };
-        let lease = Lease {
+        Lease {
             id,
             destination: dest.name.clone(),
             lane: lane.to_string(),
@@ -274,8 +284,7 @@ impl Broker {
             probe,
             redeliveries,
             records,
-        };
-        Built { lease, record: Some(record) }
+        }
     }
 
     /// Records of [from, to) of a lane that go to `dest`, whole frames at a
@@ -324,56 +333,68 @@ impl Broker {
         Ok((out, end))
     }
 
-    /// Write cursors that moved (no flush: the caller flushes).
-    pub(crate) fn persist_cursors(&self, dest: &Destination, st: &mut DestState) -> Result<(), BrokerError> {
-        let lanes: Vec<LaneId> = st.lanes.keys().copied().collect();
-        for lane in lanes {
-            let c = st.committed(lane);
-            if st.persisted.get(&lane) != Some(&c) {
-                self.store.set_cursor(&dest.name, &lane.to_string(), c)?;
-                st.persisted.insert(lane, c);
-            }
-        }
-        Ok(())
+    pub fn heartbeat(&self, dest_name: &str, id: &str) -> Result<HeartbeatResponse, BrokerError> {
+        self.heartbeat_at(dest_name, id, now_ms())
     }
 
-    pub fn heartbeat(&self, dest_name: &str, id: &str) -> Result<HeartbeatResponse, BrokerError> {
+    /// Extend lease `id` to `now + lease_ms`. Written to sled but not
+    /// flushed: a heartbeat lost in a crash only makes the lease expire
+    /// sooner, and its range is then offered again.
+    pub fn heartbeat_at(&self, dest_name: &str, id: &str, now: u64) -> Result<HeartbeatResponse, BrokerError> {
         let dest = self.dest(dest_name)?;
         let mut st = dest.state();
-        let lease = st.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
-        lease.expires_at_ms = now_ms() + dest.lease_ms;
+        self.transact(dest, &mut st, |next, _| {
+            let lease = next.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+            lease.expires_at_ms = now + dest.lease_ms;
+            Ok(())
+        })?;
         Ok(HeartbeatResponse { lease_ms: dest.lease_ms })
     }
 
     pub async fn commit(&self, dest_name: &str, id: &str, req: CommitRequest) -> Result<CommitResponse, BrokerError> {
+        self.commit_at(dest_name, id, req, now_ms()).await
+    }
+
+    /// Commit lease `id`: everything is checked before anything changes, and
+    /// the dead letters, the lease's end, the breaker and the cursor go to
+    /// sled in one transaction, so a refused commit leaves the lease held.
+    pub async fn commit_at(
+        &self,
+        dest_name: &str,
+        id: &str,
+        req: CommitRequest,
+        now: u64,
+    ) -> Result<CommitResponse, BrokerError> {
         let dest = self.dest(dest_name)?;
-        let now = now_ms();
         let cursor = {
             let mut st = dest.state();
-            let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
-            let poison = self.dead_letter_records(dest, &lease, &req.dead_letters, now)?;
-            if !poison.is_empty() {
-                self.store.add_dead_letters(&dest.name, &poison)?;
-                dest.dead_letters.fetch_add(poison.len() as u64, Ordering::Relaxed);
-                self.metrics.dead_letter_records.with_label_values(&[dest.name.as_str()]).inc_by(poison.len() as u64);
+            let before = st.breaker;
+            let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
+                let lease = next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+                ch.add_dead_letters = self.dead_letter_records(dest, &lease, &req.dead_letters, now)?;
+                let redriven = match &lease.source {
+                    LeaseSource::DeadLetters(ids) => {
+                        ch.remove_dead_letters = ids.clone();
+                        ids.len() as u64
+                    }
+                    LeaseSource::Lane(_) => 0,
+                };
+                end_lease(dest, next, id, LeaseEnd::Committed, now)?;
+                let cursor = match lease.source {
+                    LeaseSource::Lane(lane) => next.committed(lane),
+                    LeaseSource::DeadLetters(_) => 0,
+                };
+                Ok((lease, cursor, redriven))
+            })?;
+            let poisoned = added.len() as u64;
+            if poisoned > 0 {
+                self.metrics.dead_letter_records.with_label_values(&[dest.name.as_str()]).inc_by(poisoned);
             }
-            let cursor = match &lease.source {
-                LeaseSource::Lane(lane) => {
-                    self.store.remove_lease(&dest.name, id)?;
-                    st.committed(*lane)
-                }
-                LeaseSource::DeadLetters(ids) => {
-                    self.store.remove_dead_letters(&dest.name, ids)?;
-                    dest.dead_letters.fetch_sub(ids.len() as u64, Ordering::Relaxed);
-                    0
-                }
-            };
-            if st.breaker != crate::breaker::Breaker::default() {
-                st.breaker = st.breaker.on_success();
-                self.store.set_breaker(&dest.name, &st.breaker)?;
+            dest.dead_letters.fetch_add(poisoned, Ordering::Relaxed);
+            dest.dead_letters.fetch_sub(redriven.min(dest.dead_letters.load(Ordering::Relaxed)), Ordering::Relaxed);
+            if before != st.breaker {
                 tracing::info!(destination = %dest.name, "breaker closed after a successful delivery");
             }
-            self.persist_cursors(dest, &mut st)?;
             self.metrics
                 .lease_seconds
                 .with_label_values(&[dest.name.as_str()])
@@ -386,7 +407,8 @@ impl Broker {
     }
 
     /// Dead-letter records for the offsets an exporter named, read back from
-    /// the WAL (or the dead letters being re-driven).
+    /// the WAL (or the dead letters being re-driven). Refused, changing
+    /// nothing, when an offset is named twice or is not a record of the lease.
     fn dead_letter_records(
         &self,
         dest: &Destination,
@@ -397,21 +419,30 @@ impl Broker {
         if poison.is_empty() {
             return Ok(Vec::new());
         }
-        let errors: std::collections::HashMap<u64, &str> =
-            poison.iter().map(|p| (p.offset, p.error.as_str())).collect();
+        let mut errors: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
+        for p in poison {
+            if errors.insert(p.offset, p.error.as_str()).is_some() {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "dead-letter offset {} is named twice in the commit of lease {}; name each offset once",
+                    p.offset, lease.id
+                )));
+            }
+        }
         let mut out = Vec::new();
         match &lease.source {
             LeaseSource::Lane(lane) => {
                 let (records, _) = self.read_matching(dest, *lane, lease.from, lease.to, usize::MAX, usize::MAX)?;
                 for r in records {
                     if let Some(err) = errors.get(&r.offset) {
+                        let payload = api::b64_decode(&r.payload_b64)
+                            .map_err(|e| BrokerError::Internal(format!("re-reading offset {}: {e}", r.offset)))?;
                         out.push(DeadLetterRecord {
                             lane: lane.to_string(),
                             offset: r.offset,
                             tenant: r.tenant,
                             topic: r.topic,
                             ts_ms: r.ts_ms,
-                            payload: api::b64_decode(&r.payload_b64).unwrap_or_default(),
+                            payload,
                             error: err.to_string(),
                             failed_at_ms: now,
                         });
@@ -432,9 +463,11 @@ impl Broker {
         }
         if out.len() != poison.len() {
             return Err(BrokerError::InvalidRequest(format!(
-                "{} of the dead-letter offsets are not records of lease {}",
-                poison.len() - out.len(),
-                lease.id
+                "{} of the dead-letter offsets are not records of lease {} [{}, {}); nothing was committed",
+                poison.len().saturating_sub(out.len()),
+                lease.id,
+                lease.from,
+                lease.to
             )));
         }
         Ok(out)
@@ -442,83 +475,51 @@ impl Broker {
 
     /// Give a lease back: `Retryable` counts towards the breaker; `Released` does not.
     pub async fn fail(&self, dest_name: &str, id: &str, req: FailRequest) -> Result<(), BrokerError> {
+        self.fail_at(dest_name, id, req, now_ms()).await
+    }
+
+    pub async fn fail_at(&self, dest_name: &str, id: &str, req: FailRequest, now: u64) -> Result<(), BrokerError> {
         let dest = self.dest(dest_name)?;
-        let now = now_ms();
         {
             let mut st = dest.state();
-            let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
-            self.return_range(dest, &mut st, lease.clone())?;
             let before = st.breaker;
-            st.breaker = match req.class {
-                FailureClass::Retryable => st.breaker.on_failure(now, dest.policy),
-                FailureClass::Released if lease.probe => st.breaker.on_probe_returned(now, dest.policy, false),
-                FailureClass::Released => st.breaker,
+            let end = match req.class {
+                FailureClass::Retryable => LeaseEnd::Failed,
+                FailureClass::Released => LeaseEnd::Released,
             };
-            if let Some(ms) = req.retry_after_ms {
-                st.not_before_ms = st.not_before_ms.max(now + ms.min(300_000));
-            }
-            if st.breaker != before {
-                self.store.set_breaker(&dest.name, &st.breaker)?;
-                if st.breaker.state != before.state {
-                    tracing::warn!(destination = %dest.name, state = st.breaker.state.as_str(), reason = %req.message, "breaker transition");
+            self.transact(dest, &mut st, |next, _| {
+                end_lease(dest, next, id, end, now)?;
+                if let Some(ms) = req.retry_after_ms {
+                    next.not_before_ms = next.not_before_ms.max(now + ms.min(300_000));
                 }
+                Ok(())
+            })?;
+            if st.breaker.state != before.state {
+                tracing::warn!(destination = %dest.name, state = st.breaker.state.as_str(), reason = %req.message, "breaker transition");
             }
-            self.persist_cursors(dest, &mut st)?;
         }
         self.store.flush().await?;
         Ok(())
     }
 
-    /// Put a lease's range back to be offered first (and remember that durably).
-    pub(crate) fn return_range(
-        &self,
-        dest: &Destination,
-        st: &mut DestState,
-        lease: LiveLease,
-    ) -> Result<(), BrokerError> {
-        match lease.source {
-            LeaseSource::Lane(lane) => {
-                if let Some(ll) = st.lanes.get_mut(&lane) {
-                    ll.expired.insert(lease.from, (lease.to, lease.redeliveries + 1));
-                }
-                self.store.put_lease(
-                    &dest.name,
-                    &LeaseRecord {
-                        id: lease.id,
-                        lane: lane.to_string(),
-                        from: lease.from,
-                        to: lease.to,
-                        expires_at_ms: lease.expires_at_ms,
-                        expired: true,
-                        probe: false,
-                        redeliveries: lease.redeliveries + 1,
-                    },
-                )?;
-            }
-            LeaseSource::DeadLetters(ids) => {
-                for id in ids.into_iter().rev() {
-                    st.redrive.push_front(id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Expire leases past their deadline; their ranges are offered again first.
+    /// Expire leases past their deadline; their ranges are offered again
+    /// first. The caller flushes.
     pub(crate) fn expire_leases(&self, dest: &Destination, now: u64) -> Result<usize, BrokerError> {
         let mut st = dest.state();
-        let expired: Vec<String> =
+        let mut expired: Vec<String> =
             st.leases.values().filter(|l| l.expires_at_ms <= now).map(|l| l.id.clone()).collect();
-        for id in &expired {
-            let Some(lease) = st.leases.remove(id) else {
-                continue;
-            };
-            if lease.probe {
-                st.breaker = st.breaker.on_probe_returned(now, dest.policy, true);
-                self.store.set_breaker(&dest.name, &st.breaker)?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        expired.sort();
+        self.transact(dest, &mut st, |next, _| {
+            for id in &expired {
+                end_lease(dest, next, id, LeaseEnd::Expired, now)?;
             }
+            Ok(())
+        })?;
+        for id in &expired {
             tracing::warn!(destination = %dest.name, lease = %id, "lease expired; its range will be offered again");
-            self.return_range(dest, &mut st, lease)?;
             self.metrics.lease_expired.with_label_values(&[dest.name.as_str()]).inc();
         }
         Ok(expired.len())

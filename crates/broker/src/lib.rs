@@ -43,7 +43,10 @@ pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod server;
+pub(crate) mod settle;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 /// Install the stderr log subscriber (RUST_LOG, default `info`).
 pub fn init_tracing() {

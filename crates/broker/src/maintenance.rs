@@ -6,6 +6,7 @@ use crate::config::OnLagLimit;
 use crate::core::{now_ms, Broker};
 use crate::destination::{Destination, Lag};
 use crate::error::BrokerError;
+use crate::settle::skip_to;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,20 +52,37 @@ fn first_ts_at(lane: &Lane, from: u64) -> Option<u64> {
     ts
 }
 
+/// What one maintenance pass did to the destinations' cursors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub leases_expired: usize,
+    /// (destination index, lane, offset): the cursor was moved forward to
+    /// the offset by drop-oldest or age retention, dropping what was below.
+    pub skipped: Vec<(usize, LaneId, u64)>,
+}
+
 impl Broker {
     /// One maintenance pass.
     pub async fn maintain(&self) -> Result<(), BrokerError> {
-        let now = now_ms();
+        self.maintain_at(now_ms()).await.map(|_| ())
+    }
+
+    /// One maintenance pass at `now` (the clock is an argument for the tests).
+    pub async fn maintain_at(&self, now: u64) -> Result<MaintenanceReport, BrokerError> {
+        let mut report = MaintenanceReport::default();
         let mut dirty = false;
         for dest in &self.dests {
-            dirty |= self.expire_leases(dest, now)? > 0;
+            let expired = self.expire_leases(dest, now)?;
+            report.leases_expired += expired;
+            dirty |= expired > 0;
             let mut lag = self.lag_of(dest, now);
-            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest
-                && dest.over_limit(lag)
-                && self.drop_oldest(dest, lag)? > 0
-            {
-                dirty = true;
-                lag = self.lag_of(dest, now);
+            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
+                let skips = self.drop_oldest(dest, lag, now)?;
+                if !skips.is_empty() {
+                    dirty = true;
+                    lag = self.lag_of(dest, now);
+                    report.skipped.extend(skips.into_iter().map(|(lane, to)| (dest.idx, lane, to)));
+                }
             }
             dest.publish_lag(lag);
             let name = dest.name.as_str();
@@ -76,14 +94,14 @@ impl Broker {
         if dirty {
             self.store.flush().await?;
         }
-        self.retain(now).await?;
+        self.retain(now, &mut report).await?;
         self.check_disk();
         self.idempotency.expire(now);
         for lane in self.wal.lanes() {
             let failed = i64::from(lane.failure().is_some());
             self.metrics.wal_lane_failed.with_label_values(&[&lane.id().to_string()]).set(failed);
         }
-        Ok(())
+        Ok(report)
     }
 
     pub fn lag_of(&self, dest: &Destination, now: u64) -> Lag {
@@ -112,8 +130,9 @@ impl Broker {
     }
 
     /// `on_lag_limit = "drop_oldest"`: move the cursor forward past the
-    /// oldest records until the lag is back under 90% of the limit.
-    fn drop_oldest(&self, dest: &Destination, lag: Lag) -> Result<u64, BrokerError> {
+    /// oldest records until the lag is back under 90% of the limit. Returns
+    /// the (lane, new cursor) of each lane it moved.
+    fn drop_oldest(&self, dest: &Destination, lag: Lag, now: u64) -> Result<Vec<(LaneId, u64)>, BrokerError> {
         let target_bytes = lag.bytes.saturating_sub(dest.cfg.max_lag_bytes * 9 / 10);
         let target_records = if dest.cfg.max_lag_records > 0 {
             lag.records.saturating_sub(dest.cfg.max_lag_records * 9 / 10)
@@ -122,6 +141,7 @@ impl Broker {
         };
         let mut st = dest.state();
         let (mut freed_bytes, mut dropped) = (0u64, 0u64);
+        let mut skips = Vec::new();
         for lane in self.wal.lanes() {
             if freed_bytes >= target_bytes && dropped >= target_records {
                 break;
@@ -139,38 +159,17 @@ impl Broker {
                 ControlFlow::Continue(())
             });
             if new_cursor > cursor {
-                self.skip_to(dest, &mut st, id, new_cursor)?;
+                skips.push((id, new_cursor));
             }
         }
-        self.persist_cursors(dest, &mut st)?;
+        self.transact(dest, &mut st, |next, _| {
+            for &(lane, to) in &skips {
+                skip_to(dest, next, lane, to, now)?;
+            }
+            Ok(())
+        })?;
         self.count_dropped(dest, dropped, "lag over limit (on_lag_limit = drop_oldest)");
-        Ok(dropped)
-    }
-
-    /// Move a destination's cursor on `lane` forward to `to`, voiding what
-    /// is outstanding below it. The caller persists and flushes.
-    fn skip_to(
-        &self,
-        dest: &Destination,
-        st: &mut crate::destination::DestState,
-        lane: LaneId,
-        to: u64,
-    ) -> Result<(), BrokerError> {
-        let void: Vec<String> = st
-            .leases
-            .values()
-            .filter(|l| l.source == crate::destination::LeaseSource::Lane(lane) && l.from < to)
-            .map(|l| l.id.clone())
-            .collect();
-        for lid in void {
-            st.leases.remove(&lid);
-            self.store.remove_lease(&dest.name, &lid)?;
-        }
-        if let Some(ll) = st.lanes.get_mut(&lane) {
-            ll.expired.retain(|from, _| *from >= to);
-            ll.next_unleased = ll.next_unleased.max(to);
-        }
-        Ok(())
+        Ok(skips)
     }
 
     fn count_dropped(&self, dest: &Destination, dropped: u64, why: &str) {
@@ -184,7 +183,7 @@ impl Broker {
     /// `retention_max_age_secs`: the end offset of the newest sealed segment
     /// of `lane` whose records are all older than the limit, after moving
     /// every destination still behind it past it.
-    fn expire_by_age(&self, lane: &Lane, now: u64) -> Result<Option<u64>, BrokerError> {
+    fn expire_by_age(&self, lane: &Lane, now: u64, report: &mut MaintenanceReport) -> Result<Option<u64>, BrokerError> {
         if self.cfg.retention_max_age_secs == 0 {
             return Ok(None);
         }
@@ -198,8 +197,8 @@ impl Broker {
             let mut st = dest.state();
             let cursor = st.committed(lane.id());
             if cursor < end {
-                self.skip_to(dest, &mut st, lane.id(), end)?;
-                self.persist_cursors(dest, &mut st)?;
+                self.transact(dest, &mut st, |next, _| skip_to(dest, next, lane.id(), end, now))?;
+                report.skipped.push((dest.idx, lane.id(), end));
                 self.count_dropped(dest, end - cursor, "older than retention_max_age_secs");
             }
         }
@@ -208,11 +207,11 @@ impl Broker {
 
     /// Delete sealed segments every destination has durably committed past.
     /// Cursors are flushed by commit before they are visible here.
-    async fn retain(&self, now: u64) -> Result<(), BrokerError> {
+    async fn retain(&self, now: u64, report: &mut MaintenanceReport) -> Result<(), BrokerError> {
         let mut total_bytes = 0u64;
         for lane in self.wal.lanes() {
             let id = lane.id();
-            if self.expire_by_age(lane, now)?.is_some() {
+            if self.expire_by_age(lane, now, report)?.is_some() {
                 // The moved cursors must be durable before segments go.
                 self.store.flush().await?;
             }

@@ -4,6 +4,11 @@
 //! sled flushes on a timer; every change that must survive a crash is
 //! followed by [`Store::flush`] before the caller answers (commits, acquires,
 //! breaker transitions, admin actions).
+//!
+//! The lease protocol writes through [`Store::apply`]: one operation's
+//! cursors, lease records, breaker and dead letters go in one sled
+//! transaction, so a crash or an I/O error never leaves half of an
+//! operation on disk (sled recovers a prefix of whole transactions).
 
 use crate::breaker::Breaker;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -20,6 +25,25 @@ impl From<sled::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything one lease-protocol operation changes in sled, applied
+/// atomically by [`Store::apply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// (lane, committed cursor) pairs.
+    pub cursors: Vec<(String, u64)>,
+    pub put_leases: Vec<LeaseRecord>,
+    pub remove_leases: Vec<String>,
+    pub breaker: Option<Breaker>,
+    pub add_dead_letters: Vec<DeadLetterRecord>,
+    pub remove_dead_letters: Vec<u64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
 
 /// A lease as persisted: in flight until it expires, or expired (to be
 /// offered again). Committed leases are removed.
@@ -59,6 +83,9 @@ pub struct Store {
     breakers: sled::Tree,
     flags: sled::Tree,
     dead_letters: sled::Tree,
+    /// Tests: make the next writes fail as a sled I/O error would.
+    #[cfg(test)]
+    pub(crate) fail_writes: std::sync::atomic::AtomicBool,
 }
 
 fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
@@ -93,13 +120,65 @@ impl Store {
             flags: db.open_tree("flags")?,
             dead_letters: db.open_tree("dead_letters")?,
             db,
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Tests inject a sled failure here.
+    fn check_fault(&self) -> StoreResult<()> {
+        #[cfg(test)]
+        if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError("injected write failure".into()));
+        }
+        Ok(())
     }
 
     /// Make every change so far durable.
     pub async fn flush(&self) -> StoreResult<()> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Apply one operation's changes in a single transaction; returns the
+    /// ids given to the added dead letters, in order.
+    pub fn apply(&self, dest: &str, ch: &Changes) -> StoreResult<Vec<u64>> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        self.check_fault()?;
+        // Encode outside the transaction: its closure may run more than once.
+        let leases: Vec<(Vec<u8>, Vec<u8>)> =
+            ch.put_leases.iter().map(|l| Ok((key(dest, l.id.as_bytes()), enc(l)?))).collect::<StoreResult<_>>()?;
+        let dead: Vec<Vec<u8>> = ch.add_dead_letters.iter().map(enc).collect::<StoreResult<_>>()?;
+        let breaker = ch.breaker.as_ref().map(enc).transpose()?;
+        let res = (&self.cursors, &self.leases, &self.breakers, &self.dead_letters).transaction(|(c, l, b, d)| {
+            for (lane, off) in &ch.cursors {
+                c.insert(key(dest, lane.as_bytes()), &off.to_be_bytes())?;
+            }
+            for id in &ch.remove_leases {
+                l.remove(key(dest, id.as_bytes()))?;
+            }
+            for (k, v) in &leases {
+                l.insert(k.as_slice(), v.as_slice())?;
+            }
+            if let Some(v) = &breaker {
+                b.insert(dest.as_bytes(), v.as_slice())?;
+            }
+            for id in &ch.remove_dead_letters {
+                d.remove(key(dest, &id.to_be_bytes()))?;
+            }
+            let mut ids = Vec::with_capacity(dead.len());
+            for v in &dead {
+                let id = d.generate_id()?;
+                d.insert(key(dest, &id.to_be_bytes()), v.as_slice())?;
+                ids.push(id);
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(ids)
+        });
+        res.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::from(e),
+        })
     }
 
     pub fn cursor(&self, dest: &str, lane: &str) -> StoreResult<Option<u64>> {
@@ -109,30 +188,8 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
-    pub fn set_cursor(&self, dest: &str, lane: &str, offset: u64) -> StoreResult<()> {
-        self.cursors.insert(key(dest, lane.as_bytes()), &offset.to_be_bytes())?;
-        Ok(())
-    }
-
-    pub fn put_lease(&self, dest: &str, l: &LeaseRecord) -> StoreResult<()> {
-        self.leases.insert(key(dest, l.id.as_bytes()), enc(l)?)?;
-        Ok(())
-    }
-
-    pub fn remove_lease(&self, dest: &str, id: &str) -> StoreResult<()> {
-        self.leases.remove(key(dest, id.as_bytes()))?;
-        Ok(())
-    }
-
     pub fn leases(&self, dest: &str) -> StoreResult<Vec<LeaseRecord>> {
         self.leases.scan_prefix(prefix(dest)).map(|kv| dec(&kv?.1)).collect()
-    }
-
-    pub fn clear_leases(&self, dest: &str) -> StoreResult<()> {
-        for kv in self.leases.scan_prefix(prefix(dest)) {
-            self.leases.remove(kv?.0)?;
-        }
-        Ok(())
     }
 
     pub fn breaker(&self, dest: &str) -> StoreResult<Breaker> {
@@ -140,6 +197,7 @@ impl Store {
     }
 
     pub fn set_breaker(&self, dest: &str, b: &Breaker) -> StoreResult<()> {
+        self.check_fault()?;
         self.breakers.insert(dest.as_bytes(), enc(b)?)?;
         Ok(())
     }
@@ -149,12 +207,14 @@ impl Store {
     }
 
     pub fn set_flags(&self, dest: &str, f: &DestFlags) -> StoreResult<()> {
+        self.check_fault()?;
         self.flags.insert(dest.as_bytes(), enc(f)?)?;
         Ok(())
     }
 
     /// Store dead letters; returns their ids.
     pub fn add_dead_letters(&self, dest: &str, records: &[DeadLetterRecord]) -> StoreResult<Vec<u64>> {
+        self.check_fault()?;
         let mut ids = Vec::with_capacity(records.len());
         for r in records {
             let id = self.db.generate_id()?;
@@ -183,6 +243,7 @@ impl Store {
     }
 
     pub fn remove_dead_letters(&self, dest: &str, ids: &[u64]) -> StoreResult<()> {
+        self.check_fault()?;
         for id in ids {
             self.dead_letters.remove(key(dest, &id.to_be_bytes()))?;
         }

@@ -1,0 +1,311 @@
+//! The one way a destination's lease state changes, and the one way a
+//! lease ends.
+//!
+//! [`Broker::transact`] runs an operation on a copy of the state, derives
+//! what sled must change from the difference (lease records, cursors,
+//! breaker), applies that in one sled transaction, and only then installs
+//! the copy. So a refused call or a sled error changes nothing, and sled's
+//! lease records are by construction exactly the leases in flight and the
+//! ranges waiting to be offered again.
+//!
+//! [`end_lease`] is called by every path that ends a lease — commit, fail,
+//! release, expiry, and cancellation by rewind, drop-oldest or retention —
+//! and settles the breaker's probe on the way ([`Breaker::on_lease_end`]).
+//! A restart rebuilds the state from sled in [`load_dest_state`], which
+//! repairs what an older version left behind.
+
+use crate::breaker::{BreakerState, LeaseEnd};
+use crate::core::Broker;
+use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease};
+use crate::error::BrokerError;
+use crate::store::{Changes, LeaseRecord, Store, StoreError};
+use std::collections::HashMap;
+use wal::{LaneId, Wal};
+
+impl Broker {
+    /// Run `f` on a copy of `st`, write what it changed to sled atomically,
+    /// then install the copy. `f` adds what the state does not mirror
+    /// (dead letters) to the `Changes`. Returns `f`'s value and the ids of
+    /// the dead letters added. The caller flushes before answering.
+    pub(crate) fn transact<T>(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        f: impl FnOnce(&mut DestState, &mut Changes) -> Result<T, BrokerError>,
+    ) -> Result<(T, Vec<u64>), BrokerError> {
+        let mut next = st.clone();
+        let mut ch = Changes::default();
+        let out = f(&mut next, &mut ch)?;
+        diff_records(&st.lease_records(), &next.lease_records(), &mut ch);
+        if next.breaker != st.breaker {
+            ch.breaker = Some(next.breaker);
+        }
+        let lanes: Vec<LaneId> = next.lanes.keys().copied().collect();
+        for lane in lanes {
+            let c = next.committed(lane);
+            if next.persisted.get(&lane) != Some(&c) {
+                ch.cursors.push((lane.to_string(), c));
+                next.persisted.insert(lane, c);
+            }
+        }
+        if cfg!(debug_assertions) {
+            if let Err(e) = next.check_invariants() {
+                debug_assert!(false, "{} after an operation: {e}", dest.name);
+            }
+        }
+        let ids = if ch.is_empty() { Vec::new() } else { self.store.apply(&dest.name, &ch)? };
+        *st = next;
+        Ok((out, ids))
+    }
+}
+
+/// Lease records to remove and to write so that sled goes from `before` to `after`.
+fn diff_records(before: &HashMap<String, LeaseRecord>, after: &HashMap<String, LeaseRecord>, ch: &mut Changes) {
+    let mut removed: Vec<String> = before.keys().filter(|id| !after.contains_key(*id)).cloned().collect();
+    removed.sort();
+    ch.remove_leases.extend(removed);
+    let mut put: Vec<LeaseRecord> = after.values().filter(|r| before.get(&r.id) != Some(*r)).cloned().collect();
+    put.sort_by(|a, b| a.id.cmp(&b.id));
+    ch.put_leases.extend(put);
+}
+
+/// End lease `id` of `st` the way `end` says, settling the breaker. A
+/// failed, released or expired lane lease's range is offered again first;
+/// a failed re-drive's dead letters are queued again; a committed range is
+/// gone; a cancelled lane lease's range is the caller's to reposition.
+pub(crate) fn end_lease(
+    dest: &Destination,
+    st: &mut DestState,
+    id: &str,
+    end: LeaseEnd,
+    now: u64,
+) -> Result<LiveLease, BrokerError> {
+    let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+    st.breaker = st.breaker.on_lease_end(lease.probe, end, now, dest.policy);
+    match (&lease.source, end) {
+        (_, LeaseEnd::Committed) | (LeaseSource::Lane(_), LeaseEnd::Cancelled) => {}
+        (LeaseSource::Lane(lane), _) => {
+            let ll = st.lanes.get_mut(lane);
+            debug_assert!(ll.is_some(), "lease {id} on unknown lane {lane}");
+            if let Some(ll) = ll {
+                let range = ExpiredRange {
+                    to: lease.to,
+                    redeliveries: lease.redeliveries + 1,
+                    record_id: lease.id.clone(),
+                    expired_at_ms: now,
+                };
+                ll.expired.insert(lease.from, range);
+            }
+        }
+        (LeaseSource::DeadLetters(ids), _) => {
+            for dl in ids.iter().rev() {
+                st.redrive.push_front(*dl);
+            }
+        }
+    }
+    Ok(lease)
+}
+
+/// Move the cursor of `lane` forward to `to` (drop-oldest, retention),
+/// voiding what is outstanding below it. Leases and waiting ranges that
+/// reach past `to` keep their part above it, waiting to be offered again:
+/// only what is below `to` is dropped.
+pub(crate) fn skip_to(
+    dest: &Destination,
+    st: &mut DestState,
+    lane: LaneId,
+    to: u64,
+    now: u64,
+) -> Result<(), BrokerError> {
+    let void: Vec<String> = st
+        .leases
+        .values()
+        .filter(|l| l.source == LeaseSource::Lane(lane) && l.from < to)
+        .map(|l| l.id.clone())
+        .collect();
+    let mut tails = Vec::new();
+    for id in void {
+        let l = end_lease(dest, st, &id, LeaseEnd::Cancelled, now)?;
+        if l.to > to {
+            tails.push((l.to, l.redeliveries));
+        }
+    }
+    let tail_ids: Vec<String> = tails.iter().map(|_| st.next_lease_id(dest.idx)).collect();
+    let Some(ll) = st.lanes.get_mut(&lane) else {
+        return Ok(());
+    };
+    let below: Vec<u64> = ll.expired.range(..to).map(|(&f, _)| f).collect();
+    for from in below {
+        if let Some(r) = ll.expired.remove(&from) {
+            if r.to > to {
+                ll.expired.insert(to, r);
+            }
+        }
+    }
+    // Ranges are disjoint, so at most one of these reaches past `to`.
+    for ((end, redeliveries), record_id) in tails.into_iter().zip(tail_ids) {
+        ll.expired.insert(to, ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now });
+    }
+    ll.next_unleased = ll.next_unleased.max(to);
+    Ok(())
+}
+
+/// Rebuild a destination's state at start from its cursors and lease
+/// records. Leases in flight stay in flight (their exporter may still
+/// commit); waiting ranges are offered again first. `next_unleased` starts
+/// at the end of the highest record: every offset between the cursor and
+/// it was leased and is either in a record or committed. Records an older
+/// version left behind (overlapping, below the cursor, past the log's end)
+/// are merged or dropped, and a half-open breaker whose probe is gone gets
+/// its slot back; those repairs are written back.
+pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: usize) -> Result<DestState, StoreError> {
+    let mut st = DestState { breaker: store.breaker(dest)?, paused: store.flags(dest)?.paused, ..DestState::default() };
+    let mut ends = HashMap::new();
+    for lane in wal.lanes() {
+        let id = lane.id();
+        let cursor =
+            store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
+        st.lanes.insert(id, LaneLeases { next_unleased: cursor, expired: Default::default() });
+        st.persisted.insert(id, cursor);
+        ends.insert(id, lane.next_offset());
+    }
+    let raw = store.leases(dest)?;
+    let mut waiting: HashMap<LaneId, Vec<(u64, u64, u32, String)>> = HashMap::new();
+    for rec in &raw {
+        st.seq = st.seq.max(rec.id.split('-').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+        let Ok(lane) = rec.lane.parse::<LaneId>() else {
+            continue;
+        };
+        let (Some(&committed), Some(&end)) = (st.persisted.get(&lane), ends.get(&lane)) else {
+            continue;
+        };
+        let (from, to) = (rec.from.max(committed), rec.to.min(end));
+        if from >= to {
+            continue;
+        }
+        if rec.expired {
+            waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone()));
+        } else {
+            st.leases.insert(
+                rec.id.clone(),
+                LiveLease {
+                    id: rec.id.clone(),
+                    source: LeaseSource::Lane(lane),
+                    from,
+                    to,
+                    expires_at_ms: rec.expires_at_ms,
+                    acquired_at: std::time::Instant::now(),
+                    probe: rec.probe,
+                    redeliveries: rec.redeliveries,
+                },
+            );
+        }
+        if let Some(ll) = st.lanes.get_mut(&lane) {
+            ll.next_unleased = ll.next_unleased.max(to);
+        }
+    }
+    for (lane, ranges) in waiting {
+        let live: Vec<(u64, u64)> =
+            st.leases.values().filter(|l| l.source == LeaseSource::Lane(lane)).map(|l| (l.from, l.to)).collect();
+        for (from, to, redeliveries, id) in uncovered(ranges, &live) {
+            let record_id = match id {
+                Some(id) => id,
+                None => st.next_lease_id(dest_idx),
+            };
+            if let Some(ll) = st.lanes.get_mut(&lane) {
+                ll.expired.insert(from, ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0 });
+            }
+        }
+    }
+    if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
+        st.breaker.probe_out = false;
+    }
+    let mut ch = Changes::default();
+    let before: HashMap<String, LeaseRecord> = raw.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut after = st.lease_records();
+    // Expired ranges loaded unchanged keep their record as it was.
+    for (id, rec) in after.iter_mut() {
+        if let Some(old) = before.get(id) {
+            if rec.expired && (old.from, old.to, old.redeliveries) == (rec.from, rec.to, rec.redeliveries) {
+                rec.expires_at_ms = old.expires_at_ms;
+            }
+        }
+    }
+    diff_records(&before, &after, &mut ch);
+    if st.breaker != store.breaker(dest)? {
+        ch.breaker = Some(st.breaker);
+    }
+    if !ch.is_empty() {
+        tracing::warn!(
+            destination = dest,
+            removed = ch.remove_leases.len(),
+            rewritten = ch.put_leases.len(),
+            "repaired lease records at start"
+        );
+        store.apply(dest, &ch)?;
+    }
+    for ll in st.lanes.values_mut() {
+        for r in ll.expired.values_mut() {
+            if let Some(old) = before.get(&r.record_id) {
+                r.expired_at_ms = old.expires_at_ms;
+            }
+        }
+    }
+    debug_assert!(st.check_invariants().is_ok(), "{dest} after load: {:?}", st.check_invariants());
+    Ok(st)
+}
+
+/// The parts of the waiting `ranges` (from, to, redeliveries, record id)
+/// that no lease in flight covers, merged where they overlap; a part keeps
+/// the record id of a range it equals exactly.
+fn uncovered(mut ranges: Vec<(u64, u64, u32, String)>, live: &[(u64, u64)]) -> Vec<(u64, u64, u32, Option<String>)> {
+    ranges.sort();
+    let mut merged: Vec<(u64, u64, u32)> = Vec::new();
+    for &(f, t, r, _) in &ranges {
+        match merged.last_mut() {
+            Some(last) if f <= last.1 => {
+                last.1 = last.1.max(t);
+                last.2 = last.2.max(r);
+            }
+            _ => merged.push((f, t, r)),
+        }
+    }
+    let mut live = live.to_vec();
+    live.sort_unstable();
+    let mut out = Vec::new();
+    for (mut f, t, r) in merged {
+        for &(lf, lt) in &live {
+            if lt <= f || lf >= t {
+                continue;
+            }
+            if lf > f {
+                out.push((f, lf, r));
+            }
+            f = f.max(lt);
+        }
+        if f < t {
+            out.push((f, t, r));
+        }
+    }
+    out.into_iter()
+        .map(|(f, t, r)| {
+            let id = ranges.iter().find(|x| (x.0, x.1) == (f, t)).map(|x| x.3.clone());
+            (f, t, r, id)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncovered;
+
+    #[test]
+    fn leftover_waiting_ranges_merge_and_give_way_to_leases_in_flight() {
+        let ranges = vec![(3, 6, 1, "a".to_string()), (3, 6, 2, "b".to_string()), (10, 12, 0, "c".to_string())];
+        let got = uncovered(ranges, &[(3, 6), (11, 12)]);
+        assert_eq!(got, vec![(10, 11, 0, None)]);
+        let got = uncovered(vec![(0, 9, 0, "x".into())], &[(3, 5)]);
+        assert_eq!(got, vec![(0, 3, 0, None), (5, 9, 0, None)]);
+        assert_eq!(uncovered(vec![(0, 9, 1, "x".into())], &[]), vec![(0, 9, 1, Some("x".into()))]);
+    }
+}
