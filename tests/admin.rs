@@ -198,7 +198,7 @@ async fn online_commands_rewind_pause_and_show_destinations() {
     let (code, _, err) = admin(&["pause", "--destination", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown_destination"), "{err}");
-    let help = std::process::Command::new(ADMIN).args(["rewind", "--help"]).output().unwrap();
+    let help = std::process::Command::new(&ADMIN).args(["rewind", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
 }
 

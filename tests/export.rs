@@ -285,7 +285,7 @@ async fn drop_oldest_keeps_lag_under_the_limit_and_counts_what_it_dropped() {
 
 #[test]
 fn exporter_refuses_a_lease_timeout_that_cannot_cover_its_retries_and_exits_zero_on_sigterm() {
-    let out = std::process::Command::new(EXPORTER)
+    let out = std::process::Command::new(&EXPORTER)
         .args(["--broker", "http://127.0.0.1:9", "--destination", "d", "--token", "t", "--sink", "file:/tmp/never"])
         .args(["--sink-timeout-ms", "5000", "--lease-timeout-ms", "6000"])
         .output()

@@ -345,26 +345,26 @@ fn bad_config_exits_2_with_a_one_line_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "admin_token = \"a\"\nsegment_byts = 5\n").unwrap();
-    let out = std::process::Command::new(BROKER).arg("--config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(&BROKER).arg("--config").arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("segment_byts"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let out = std::process::Command::new(BROKER)
+    let out = std::process::Command::new(&BROKER)
         .args(["--listen", "0.0.0.0:0", "--data-dir"])
         .arg(tmp.path().join("d"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-loopback"));
-    let help = std::process::Command::new(BROKER).arg("--help").output().unwrap();
+    let help = std::process::Command::new(&BROKER).arg("--help").output().unwrap();
     assert_eq!(help.status.code(), Some(0));
 }
 
 #[tokio::test]
 async fn readme_quickstart_curl_gets_200_on_the_embedded_defaults() {
     let tmp = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(BROKER)
+    let child = std::process::Command::new(&BROKER)
         .current_dir(tmp.path())
         .args(["--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())

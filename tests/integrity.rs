@@ -230,7 +230,7 @@ async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_serv
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, config(&data, "[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n"))
         .unwrap();
-    let out = std::process::Command::new(BROKER).arg("--config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(&BROKER).arg("--config").arg(&cfg).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let reason: Vec<&str> = stderr.lines().filter(|l| l.contains("format 1")).collect();
@@ -254,7 +254,7 @@ async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_serv
     future[56..60].copy_from_slice(&crc.to_le_bytes());
     let seg = lane_dir.join(format!("{:020}.seg", 100));
     std::fs::write(&seg, &future).unwrap();
-    let out = std::process::Command::new(BROKER).arg("--config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(&BROKER).arg("--config").arg(&cfg).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("format 3") && stderr.contains("newer Weir"), "{stderr}");

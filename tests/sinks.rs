@@ -172,7 +172,7 @@ async fn a_redirect_is_not_a_delivery_and_its_location_is_in_the_dead_letter() {
 /// the next one fails with EFBIG, a real partial write on a real file.
 fn exporter_with_file_limit(broker: &str, sink: &str, limit: u64, extra: &[&str]) -> ExporterProc {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(EXPORTER);
+    let mut cmd = std::process::Command::new(&EXPORTER);
     cmd.args(["--broker", broker, "--destination", "f", "--token", "f-t", "--sink", sink]).args(extra);
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
     // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).

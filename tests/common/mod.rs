@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BROKER: &str = env!("CARGO_BIN_EXE_broker");
-pub const EXPORTER: &str = env!("CARGO_BIN_EXE_exporter");
-pub const ADMIN: &str = env!("CARGO_BIN_EXE_broker-admin");
+pub mod bins;
+pub use bins::{ADMIN, BROKER, EXPORTER};
 
 /// Poll `cond` until it holds; bounded in time and count. Panics with `what`.
 pub async fn wait_until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
@@ -128,7 +127,7 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
 }
 
 fn spawn_broker(config: &Path) -> (Child, String) {
-    let mut child = Command::new(BROKER)
+    let mut child = Command::new(&BROKER)
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())
@@ -173,7 +172,7 @@ pub struct ExporterProc {
 
 impl ExporterProc {
     pub fn start(broker: &str, dest: &str, token: &str, sink: &str, extra: &[&str]) -> ExporterProc {
-        let child = Command::new(EXPORTER)
+        let child = Command::new(&EXPORTER)
             .args(["--broker", broker, "--destination", dest, "--token", token, "--sink", sink])
             .args(extra)
             .stdout(Stdio::null())
@@ -279,7 +278,7 @@ pub fn file_lines(path: &Path) -> Vec<String> {
 }
 
 pub fn run_admin(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ADMIN).args(args).output().expect("run broker-admin");
+    let out = Command::new(&ADMIN).args(args).output().expect("run broker-admin");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),

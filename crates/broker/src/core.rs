@@ -65,7 +65,7 @@ pub enum OpenError {
 
 impl Broker {
     pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
-        data_dir.join("wal")
+        plumbing::datadir::wal_dir(data_dir)
     }
 
     /// Open the WAL (running recovery) and the store, and rebuild every
@@ -83,7 +83,7 @@ impl Broker {
         let observer: Arc<dyn wal::CommitObserver> = metrics.clone();
         let wal = Wal::open(fs, &Self::wal_dir(&cfg.data_dir), opts, Some(observer))?;
         metrics.wal_quarantined_segments.set(wal.quarantined().len() as i64);
-        let store = Store::open(&cfg.data_dir.join("meta"))?;
+        let store = Store::open(&plumbing::datadir::meta_dir(&cfg.data_dir))?;
 
         let mut roles = vec![(TokenSpec::parse(&cfg.admin_token).map_err(ConfigError)?, Role::Admin)];
         let mut tenants = Vec::new();

@@ -26,7 +26,6 @@
 //! - log a token.
 
 pub mod admin;
-pub mod admin_cli;
 pub mod auth;
 pub mod breaker;
 pub mod config;
@@ -39,7 +38,6 @@ pub mod idempotency;
 pub mod ingest;
 pub mod leases;
 pub mod limiter;
-pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod server;
@@ -47,34 +45,3 @@ pub(crate) mod settle;
 pub mod store;
 #[cfg(test)]
 mod tests;
-
-/// Install the stderr log subscriber (RUST_LOG, default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
-}
-
-/// Parse a binary's flags: `--help`/`--version` exit 0, bad usage exits 2
-/// with clap's message (the contract's exit codes).
-pub fn parse_args_or_exit<T: clap::Parser>() -> T {
-    T::try_parse().unwrap_or_else(|e| {
-        let code = if e.use_stderr() { 2 } else { 0 };
-        let _ = e.print();
-        std::process::exit(code);
-    })
-}
-
-/// A multi-threaded runtime, or exit 1 with a one-line reason.
-pub fn runtime_or_exit(binary: &str) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
-        eprintln!("{binary}: cannot start the async runtime: {e}");
-        std::process::exit(1);
-    })
-}

@@ -7,7 +7,7 @@ use crate::config::{Config, ConfigError, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DE
 use crate::core::Broker;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 /// Command-line flags; they override the config file.
@@ -70,58 +70,6 @@ pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
     Ok((cfg, dev))
 }
 
-/// An exclusive lock on the data directory, held for the process's life.
-/// An open-file-description `fcntl` lock, so `broker-admin` can test for a
-/// running broker ([`DirLock::is_held`]) without taking any lock itself.
-pub struct DirLock {
-    _file: std::fs::File,
-}
-
-pub const LOCK_FILE: &str = "LOCK";
-
-fn whole_file_lock(kind: libc::c_int) -> libc::flock {
-    // SAFETY: flock is plain data; zeroed is a valid value (l_pid must be 0 for OFD locks).
-    let mut l: libc::flock = unsafe { std::mem::zeroed() };
-    l.l_type = kind as libc::c_short;
-    l.l_whence = libc::SEEK_SET as libc::c_short;
-    l
-}
-
-impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<DirLock, String> {
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-        let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut l = whole_file_lock(libc::F_WRLCK);
-        // SAFETY: fcntl on a descriptor we own with a valid flock struct.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut l) } != 0 {
-            return Err(format!(
-                "data dir {} is in use by another broker (lock {} is held)",
-                dir.display(),
-                path.display()
-            ));
-        }
-        Ok(DirLock { _file: file })
-    }
-
-    /// Whether a broker holds `dir`, asked without taking a lock.
-    pub fn is_held(dir: &Path) -> bool {
-        use std::os::fd::AsRawFd;
-        let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
-        let mut l = whole_file_lock(libc::F_WRLCK);
-        // SAFETY: F_OFD_GETLK only reports; it takes no lock.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
-        rc == 0 && l.l_type != libc::F_UNLCK as libc::c_short
-    }
-}
-
 fn print_dev_banner(addr: std::net::SocketAddr) {
     println!("weir broker listening on http://{addr} (embedded development defaults)");
     println!("  tenant dev        token {DEV_TENANT_TOKEN}");
@@ -135,15 +83,7 @@ fn print_dev_banner(addr: std::net::SocketAddr) {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-        }
-        _ => std::future::pending::<()>().await,
-    }
+    plumbing::signals::shutdown_signal().await;
     tracing::info!("signal received: finishing in-flight commits, then stopping");
 }
 
@@ -151,7 +91,7 @@ async fn shutdown_signal() {
 pub async fn run(args: Args) -> Result<(), RunError> {
     let (cfg, dev) = load_config(&args)?;
     let addr = cfg.listen_addr()?;
-    let _lock = DirLock::acquire(&cfg.data_dir).map_err(RunError::Fatal)?;
+    let _lock = plumbing::datadir::DirLock::acquire(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
@@ -159,7 +99,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = crate::front::Front::new(state.clone(), router(state.clone()));
-    let server = tokio::spawn(crate::listener::serve(listener, app, shutdown_signal()));
+    let server = tokio::spawn(plumbing::listener::serve(listener, app, shutdown_signal()));
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))

@@ -37,9 +37,9 @@ async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<()
         .await
         .map_err(|e| ExportError::Usage(format!("--metrics-listen {addr}: {e}")))?;
     let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics.render() }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // The broker's hardened listener: a request-head deadline on every connection.
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    tokio::spawn(plumbing::listener::serve(listener, service, std::future::pending()));
     Ok(())
 }
 

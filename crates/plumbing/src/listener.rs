@@ -1,4 +1,5 @@
-//! The accept loop: every connection is served by hyper's HTTP/1.1 server
+//! The hardened accept loop that the broker and the exporter's `/metrics`
+//! both serve on: every connection is served by hyper's HTTP/1.1 server
 //! directly, with a deadline on each request head.
 //!
 //! Why not `axum::serve`: it sets no header-read timeout, so a client that
@@ -10,7 +11,9 @@
 //! committed still gets its answer), closes idle ones, and returns once
 //! all are gone.
 
-use crate::front::Front;
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
@@ -27,12 +30,30 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serve `front` on `listener` until `stop` resolves, then drain.
-pub async fn serve(listener: TcpListener, front: Front, stop: impl Future<Output = ()>) {
-    serve_with(listener, front, stop, HEADER_READ_TIMEOUT).await
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serve `service` on `listener` until `stop` resolves, then drain.
+pub async fn serve<S, B>(listener: TcpListener, service: S, stop: impl Future<Output = ()>)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_with(listener, service, stop, HEADER_READ_TIMEOUT).await
 }
 
-async fn serve_with(listener: TcpListener, front: Front, stop: impl Future<Output = ()>, head_timeout: Duration) {
+async fn serve_with<S, B>(listener: TcpListener, service: S, stop: impl Future<Output = ()>, head_timeout: Duration)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(head_timeout);
     let graceful = GracefulShutdown::new();
@@ -43,7 +64,7 @@ async fn serve_with(listener: TcpListener, front: Front, stop: impl Future<Outpu
                 Ok((stream, _peer)) => {
                     // One write per answer; Nagle would only add delay.
                     let _ = stream.set_nodelay(true);
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), front.clone()));
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection closed with an error");
@@ -65,8 +86,6 @@ async fn serve_with(listener: TcpListener, front: Front, stop: impl Future<Outpu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{router, AppState};
-    use std::sync::{Arc, OnceLock};
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -90,8 +109,9 @@ mod tests {
     async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState { broker: Arc::new(OnceLock::new()), metrics: crate::metrics::Metrics::new() };
-        let front = Front::new(state.clone(), router(state));
+        let front = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::builder().status(503).body(String::from("busy")).unwrap())
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_with(
             listener,
@@ -109,7 +129,7 @@ mod tests {
         assert!(closed, "a half-sent request head kept its connection for 10 s");
         assert!(started.elapsed() >= Duration::from_millis(250), "closed before the deadline: {:?}", started.elapsed());
 
-        // The server still answers a whole request (503: no broker behind it).
+        // The server still answers a whole request.
         let mut ok = TcpStream::connect(addr).await.unwrap();
         ok.write_all(b"GET /readyz HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n").await.unwrap();
         let (answer, closed) = read_until_closed(&mut ok, Duration::from_secs(10)).await;

@@ -1,8 +1,8 @@
 //! `broker-admin`: see `broker-admin --help` and `../shared/CONTRACT.md`.
-use broker::admin_cli::{run, Cli, Exit};
+use admin::{run, Cli, Exit};
 
 fn main() {
-    let cli: Cli = broker::parse_args_or_exit();
+    let cli: Cli = plumbing::cli::parse_args_or_exit();
     let (code, why) = match run(cli) {
         Exit::Ok => return,
         Exit::Problems(why) => (1, why),

@@ -2,8 +2,7 @@
 //! dump, verify (read-only, safe beside a running broker) and repair
 //! (refuses while a broker holds the directory).
 
-use crate::core::Broker;
-use crate::server::DirLock;
+use plumbing::datadir::{wal_dir, DirLock};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -19,7 +18,7 @@ fn watermarks(data_dir: &Path) -> std::collections::HashMap<LaneId, u64> {
     if !DirLock::is_held(data_dir) {
         return Default::default();
     }
-    let wal_dir = Broker::wal_dir(data_dir);
+    let wal_dir = wal_dir(data_dir);
     wal::inspect::lanes_on_disk(&RealFs, &wal_dir)
         .unwrap_or_default()
         .into_iter()
@@ -28,7 +27,7 @@ fn watermarks(data_dir: &Path) -> std::collections::HashMap<LaneId, u64> {
 }
 
 fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, String> {
-    let wal_dir = Broker::wal_dir(data_dir);
+    let wal_dir = wal_dir(data_dir);
     if !wal_dir.exists() {
         return Err(format!("{} holds no WAL (no {} directory)", data_dir.display(), wal_dir.display()));
     }
@@ -268,7 +267,7 @@ fn describe_lost(lost: &[(u64, Option<u64>)]) -> String {
 pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, String> {
     let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to repair: {e}"))?;
     let opts = wal::WalOptions { shards: 0, ..wal::WalOptions::default() };
-    let wal_dir = Broker::wal_dir(data_dir);
+    let wal_dir = wal_dir(data_dir);
     let wal = wal::Wal::open(Arc::new(RealFs), &wal_dir, opts, None).map_err(|e| e.to_string())?;
     let mut done: Vec<String> = wal
         .recovery_events()
@@ -293,7 +292,7 @@ pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, 
 /// `migrate`: convert format-1 segments to format 2 under the directory lock.
 pub fn migrate(data_dir: &Path) -> Result<Vec<String>, String> {
     let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to migrate: {e}"))?;
-    let report = wal::legacy::migrate(&RealFs, &Broker::wal_dir(data_dir)).map_err(|e| e.to_string())?;
+    let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir)).map_err(|e| e.to_string())?;
     let mut out = vec![format!(
         "converted {} segment(s) ({} frames, {} records) to format {}; {} already current",
         report.segments,

@@ -1,5 +1,19 @@
-//! `broker-admin`: inspect, verify and repair a data directory; see and
-//! steer destinations of a running broker.
+//! # admin — `broker-admin`
+//!
+//! Owns the operator's tools: offline commands over a data directory
+//! (`segments`, `dump`, `verify`, `repair`, `migrate`) and the online client
+//! of a broker's admin API (`destinations`, pause/resume, rewind, dead
+//! letters, re-drive).
+//!
+//! ## Invariants
+//! - Read-only commands are safe beside a running broker: they never lock,
+//!   write or map its files (see `wal::inspect`).
+//! - `repair` and `migrate` refuse while a broker holds the directory.
+//! - Exit 0 on success, 1 on a problem found, 2 on bad usage.
+//!
+//! ## Never
+//! - depend on the broker crate: the data directory's layout and lock come
+//!   from `plumbing`, the format from `wal`, the wire shapes from `api`.
 
 pub mod offline;
 pub mod online;

@@ -1,0 +1,10 @@
+//! `broker`: see `broker --help` and `../shared/CONTRACT.md`.
+
+fn main() {
+    let args: broker::server::Args = plumbing::cli::parse_args_or_exit();
+    plumbing::logging::init_tracing();
+    if let Err(e) = plumbing::cli::runtime_or_exit("broker").block_on(broker::server::run(args)) {
+        eprintln!("broker: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

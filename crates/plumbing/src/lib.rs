@@ -1,0 +1,23 @@
+//! # plumbing — what every Weir process needs around its own job
+//!
+//! Owns: parsing a binary's flags with the contract's exit codes, the log
+//! subscriber, the async runtime, stop signals, the data directory's layout
+//! and its lock, and the hardened HTTP/1.1 listener that the broker and the
+//! exporter's own `/metrics` both serve on.
+//!
+//! ## Invariants
+//! - `--help`/`--version` exit 0; bad usage exits 2 with a one-line reason.
+//! - One broker per data directory: [`datadir::DirLock`] is an OFD lock
+//!   that read-only tools can test without taking it.
+//! - Every connection the listener serves has a request-head deadline; a
+//!   stop drains requests in flight, then returns.
+//!
+//! ## Never
+//! - depend on the broker, the WAL or sled: the exporter links this crate
+//!   and must stay an HTTP-only process.
+
+pub mod cli;
+pub mod datadir;
+pub mod listener;
+pub mod logging;
+pub mod signals;
