@@ -49,6 +49,9 @@ pub struct AcquireResponse {
     pub retry_after_ms: u64,
 }
 
+/// The `lane` of a lease that re-drives dead letters (records of any lane).
+pub const DEAD_LETTERS_LANE: &str = "dead_letters";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub id: String,

@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     InvalidBody,
     InvalidRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+    Overloaded,
     Unauthorized,
     Forbidden,
     UnknownTopic,
@@ -38,10 +42,40 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: [ErrorCode; 19] = {
+        use ErrorCode::*;
+        [
+            InvalidBody,
+            InvalidRequest,
+            NotFound,
+            MethodNotAllowed,
+            HeadersTooLarge,
+            Overloaded,
+            Unauthorized,
+            Forbidden,
+            UnknownTopic,
+            UnknownDestination,
+            LeaseNotFound,
+            LeaseExpired,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            RateLimited,
+            Backpressure,
+            WalUnavailable,
+            InsufficientStorage,
+            Internal,
+        ]
+    };
+
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
             InvalidBody | InvalidRequest => 400,
+            NotFound => 404,
+            MethodNotAllowed => 405,
+            HeadersTooLarge => 431,
+            Overloaded => 503,
             Unauthorized => 401,
             Forbidden => 403,
             UnknownTopic | UnknownDestination | LeaseNotFound => 404,
@@ -60,6 +94,10 @@ impl ErrorCode {
         match self {
             InvalidBody => "invalid_body",
             InvalidRequest => "invalid_request",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            HeadersTooLarge => "headers_too_large",
+            Overloaded => "overloaded",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
             UnknownTopic => "unknown_topic",
@@ -77,10 +115,19 @@ impl ErrorCode {
     }
 }
 
+/// The wire form keeps the code a string, so a client can read a code
+/// that a newer broker added; [`ErrorDetail::known_code`] types it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+impl ErrorDetail {
+    /// The code, if this build knows it (else act on the HTTP status).
+    pub fn known_code(&self) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == self.code)
+    }
 }
 
 /// `{"error":{"code":"…","message":"…"}}`
@@ -190,6 +237,39 @@ pub fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_in_the_table_once_and_parses_back() {
+        for c in ErrorCode::ALL {
+            // Exhaustive: a new variant fails to compile until it is listed.
+            let listed = match c {
+                ErrorCode::InvalidBody
+                | ErrorCode::InvalidRequest
+                | ErrorCode::NotFound
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::HeadersTooLarge
+                | ErrorCode::Overloaded
+                | ErrorCode::Unauthorized
+                | ErrorCode::Forbidden
+                | ErrorCode::UnknownTopic
+                | ErrorCode::UnknownDestination
+                | ErrorCode::LeaseNotFound
+                | ErrorCode::LeaseExpired
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::UnsupportedMediaType
+                | ErrorCode::RateLimited
+                | ErrorCode::Backpressure
+                | ErrorCode::WalUnavailable
+                | ErrorCode::InsufficientStorage
+                | ErrorCode::Internal => true,
+            };
+            assert!(listed);
+            let d = ErrorDetail { code: c.as_str().into(), message: String::new() };
+            assert_eq!(d.known_code(), Some(c));
+            assert_eq!(ErrorCode::ALL.iter().filter(|x| **x == c).count(), 1);
+        }
+        assert_eq!(ErrorDetail { code: "from_a_newer_broker".into(), message: String::new() }.known_code(), None);
+    }
 
     #[test]
     fn error_codes_serialize_as_their_snake_case_names() {

@@ -13,7 +13,7 @@ pub enum Role {
 }
 
 /// A configured token, as its digest.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenSpec([u8; 32]);
 
 impl std::fmt::Debug for TokenSpec {

@@ -74,6 +74,21 @@ fn d_max_lag_bytes() -> u64 {
 fn d_maintenance_ms() -> u64 {
     250
 }
+fn d_max_connections() -> usize {
+    16_384
+}
+fn d_memory_budget() -> u64 {
+    1 << 30
+}
+fn d_body_timeout() -> u64 {
+    30_000
+}
+fn d_drain_ms() -> u64 {
+    10_000
+}
+fn d_idem_keys() -> usize {
+    100_000
+}
 
 /// The whole file. Field docs are the reference for `docs/config.md`.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +152,26 @@ pub struct Config {
     /// Period of lag accounting, retention and lease expiry.
     #[serde(default = "d_maintenance_ms")]
     pub maintenance_interval_ms: u64,
+    /// Open connections served at once; one more is answered 503
+    /// `overloaded` and closed (counted in `weir_http_refused_total`).
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    /// Memory budget for request bodies in flight (as read, inflated, and
+    /// framed): a request that would exceed it gets 503 `overloaded` with
+    /// `Retry-After`; nothing acknowledged is affected.
+    #[serde(default = "d_memory_budget")]
+    pub memory_budget_bytes: u64,
+    /// A request body must arrive within this long (400 otherwise).
+    #[serde(default = "d_body_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// After SIGTERM, how long requests in flight may take before the
+    /// broker stops regardless (in-flight WAL commits finish first).
+    #[serde(default = "d_drain_ms")]
+    pub shutdown_drain_ms: u64,
+    /// Idempotency keys one tenant may hold inside the window; a request
+    /// with a new key beyond it gets 503 `overloaded` with `Retry-After`.
+    #[serde(default = "d_idem_keys")]
+    pub idempotency_max_keys_per_tenant: usize,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "topic")]
@@ -261,10 +296,13 @@ token = "{DEV_EXPORTER_TOKEN}"
         for t in self.tokens() {
             TokenSpec::parse(t).map_err(ConfigError)?;
         }
-        let mut seen_tokens = std::collections::HashSet::new();
-        for t in self.tokens() {
-            if !seen_tokens.insert(t) {
-                return bad("tokens: the same token is given to two roles or tenants".into());
+        // Compare digests, not strings: `x` and `sha256:<digest of x>` are
+        // the same secret, and one role would shadow the other.
+        let mut seen_tokens: std::collections::HashMap<TokenSpec, String> = std::collections::HashMap::new();
+        for (owner, t) in self.token_owners() {
+            let spec = TokenSpec::parse(t).map_err(ConfigError)?;
+            if let Some(first) = seen_tokens.insert(spec, owner.clone()) {
+                return bad(format!("tokens: {first} and {owner} have the same token (compared by sha256 digest)"));
             }
         }
         if self.shards == 0 {
@@ -324,6 +362,13 @@ token = "{DEV_EXPORTER_TOKEN}"
             }
         }
         Ok(())
+    }
+
+    /// Every token with the key that holds it, for messages.
+    fn token_owners(&self) -> impl Iterator<Item = (String, &str)> {
+        std::iter::once(("admin_token".to_string(), self.admin_token.as_str()))
+            .chain(self.tenants.iter().map(|t| (format!("tenant {:?} token", t.name), t.token.as_str())))
+            .chain(self.destinations.iter().map(|d| (format!("destination {:?} token", d.name), d.token.as_str())))
     }
 
     fn tokens(&self) -> impl Iterator<Item = &str> {

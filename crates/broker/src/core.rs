@@ -42,6 +42,8 @@ pub struct Broker {
     pub idempotency: IdempotencyCache,
     pub disk: DiskState,
     pub ingest_counters: crate::metrics::IngestCounters,
+    /// Bytes that request bodies in flight may hold (see [`crate::body`]).
+    pub memory: crate::body::MemoryBudget,
 }
 
 /// Stable shard of a tenant: crc32c of its name (not std's randomised hash).
@@ -116,9 +118,11 @@ impl Broker {
                     .collect()
             })
             .collect();
-        let idempotency = IdempotencyCache::new(cfg.idempotency_window_secs * 1000);
+        let idempotency =
+            IdempotencyCache::new(cfg.idempotency_window_secs * 1000, cfg.idempotency_max_keys_per_tenant);
         idempotency.rebuild(&wal, now_ms());
         let ingest_counters = crate::metrics::IngestCounters::new(tenants.len(), topics.len());
+        let memory = crate::body::MemoryBudget::new(cfg.memory_budget_bytes);
         Ok(Broker {
             auth: Authenticator::new(roles),
             cfg,
@@ -132,6 +136,7 @@ impl Broker {
             idempotency,
             disk: DiskState::default(),
             ingest_counters,
+            memory,
         })
     }
 

@@ -34,6 +34,15 @@ pub enum BrokerError {
     InsufficientStorage(String),
     #[error("lease {0:?} is not held: it expired, was rewound or was already settled; acquire a new lease")]
     LeaseNotFound(String),
+    /// No such endpoint.
+    #[error("no such endpoint {0}; see docs/api.md for the routes")]
+    NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("{0} is not allowed here; see docs/api.md for the routes")]
+    MethodNotAllowed(String),
+    /// A connection, memory or in-flight cap was reached.
+    #[error("{message}")]
+    Overloaded { reason: &'static str, message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -55,6 +64,9 @@ impl BrokerError {
             WalUnavailable { .. } => ErrorCode::WalUnavailable,
             InsufficientStorage(_) => ErrorCode::InsufficientStorage,
             LeaseNotFound(_) => ErrorCode::LeaseNotFound,
+            NotFound(_) => ErrorCode::NotFound,
+            MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Overloaded { .. } => ErrorCode::Overloaded,
             Internal(_) => ErrorCode::Internal,
         }
     }
@@ -63,7 +75,8 @@ impl BrokerError {
         match self {
             BrokerError::RateLimited { retry_after_secs, .. }
             | BrokerError::Backpressure { retry_after_secs, .. }
-            | BrokerError::WalUnavailable { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            | BrokerError::WalUnavailable { retry_after_secs, .. }
+            | BrokerError::Overloaded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@ use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::ingest::{ingest, IngestInput};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,12 +44,36 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/destinations/{dest}", get(one_destination))
         .route("/v1/admin/destinations/{dest}/dead-letters", get(dead_letters))
         .route("/v1/admin/destinations/{dest}/{action}", post(admin_action))
-        .fallback(|| async { no_such_endpoint() })
+        .fallback(|req: Request| async move { no_such_endpoint(req.uri().path()) })
+        .method_not_allowed_fallback(|req: Request| async move {
+            BrokerError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path())).into_response()
+        })
         .with_state(state)
 }
 
-fn no_such_endpoint() -> Response {
-    BrokerError::InvalidRequest("no such endpoint; see docs/api.md for the routes".into()).into_response()
+fn no_such_endpoint(path: &str) -> Response {
+    BrokerError::NotFound(path.to_string()).into_response()
+}
+
+/// Refusals for lack of a resource are counted by reason.
+fn count_refusal(s: &AppState, e: &BrokerError) {
+    if let BrokerError::Overloaded { reason, .. } = e {
+        s.metrics.http_refused.with_label_values(&[reason]).inc();
+    }
+}
+
+/// How long a request body may take to arrive.
+fn body_timeout(b: &Broker) -> std::time::Duration {
+    std::time::Duration::from_millis(b.cfg.body_read_timeout_ms)
+}
+
+/// Lease and admin bodies are small JSON documents.
+const CONTROL_BODY_LIMIT: u64 = 1 << 20;
+
+/// A lease or admin body: read only after the token was checked.
+async fn control_body(b: &Broker, req: Request, charge: &mut crate::body::Charge) -> Result<Bytes, BrokerError> {
+    let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
+    crate::body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), &b.memory, charge, 1).await
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
@@ -83,6 +108,19 @@ fn parse_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, BrokerEr
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `Idempotency-Key`, refused (never ignored) when it is not visible
+/// ASCII: a key silently dropped would let a retry append twice.
+fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
+    match h.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            BrokerError::InvalidRequest(
+                "header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64".into(),
+            )
+        }),
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -131,7 +169,7 @@ pub async fn ingest_request(s: AppState, req: Request) -> Response {
         Some(topic) => ingest_parts(&s, topic, &parts.headers, body).await,
         // The front only sends ingest paths here; anything else is the
         // router's fallback answer.
-        None => no_such_endpoint(),
+        None => no_such_endpoint(parts.uri.path()),
     }
 }
 
@@ -149,6 +187,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
             accepted_answer(&r)
         }
         Err(e) => {
+            count_refusal(s, &e);
             let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.tenants[i].name.as_str());
             tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
             let resp = e.into_response();
@@ -187,17 +226,13 @@ async fn ingest_inner(
     };
     let name = Some(tenant);
     let arrival = b.wal.announce();
-    let max = b.cfg.max_body_bytes;
-    let too_large = || {
-        BrokerError::PayloadTooLarge(format!("the request body is over {max} bytes (max_body_bytes); split the batch"))
-    };
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return (Err(too_large()), name);
-    }
-    let bytes = match axum::body::to_bytes(body, max as usize).await {
-        Ok(b) => b,
-        Err(_) => return (Err(too_large()), name),
+    let mut charge = crate::body::Charge::default();
+    // Twice: the body, and the frame built from it.
+    let read = crate::body::read(body, declared, b.cfg.max_body_bytes, body_timeout(b), &b.memory, &mut charge, 2);
+    let bytes = match read.await {
+        Ok(bytes) => bytes,
+        Err(e) => return (Err(e), name),
     };
     let input = IngestInput {
         tenant,
@@ -205,17 +240,22 @@ async fn ingest_inner(
         topic_idx,
         content_type: header_str(headers, "content-type"),
         content_encoding: header_str(headers, "content-encoding"),
-        idempotency_key: header_str(headers, "idempotency-key"),
+        idempotency_key: match idempotency_key(headers) {
+            Ok(k) => k,
+            Err(e) => return (Err(e), name),
+        },
         body: bytes,
+        charge,
         arrival,
     };
     (ingest(b, input).await, name)
 }
 
-fn answer<T: serde::Serialize>(r: Result<T, BrokerError>) -> Response {
+fn answer<T: serde::Serialize>(s: &AppState, r: Result<T, BrokerError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => {
+            count_refusal(s, &e);
             if e.code().status() >= 500 {
                 tracing::error!(code = e.code().as_str(), message = %e, "request failed");
             }
@@ -224,14 +264,21 @@ fn answer<T: serde::Serialize>(r: Result<T, BrokerError>) -> Response {
     }
 }
 
-async fn acquire(State(s): State<AppState>, Path(dest): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejection>, req: Request) -> Response {
     let r = async {
+        let Path(dest) = path.map_err(path_error)?;
         let b = s.ready()?;
-        require_exporter(b, &headers, &dest)?;
+        require_exporter(b, req.headers(), &dest)?;
+        let mut charge = crate::body::Charge::default();
+        let body = control_body(b, req, &mut charge).await?;
         let req: api::lease::AcquireRequest = parse_json(&body)?;
         b.acquire(&dest, req).await
     };
-    answer(r.await)
+    answer(&s, r.await)
+}
+
+fn path_error(e: PathRejection) -> BrokerError {
+    BrokerError::InvalidRequest(format!("request path: {e}"))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -243,13 +290,15 @@ struct FailBody {
 
 async fn lease_action(
     State(s): State<AppState>,
-    Path((dest, id, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    req: Request,
 ) -> Response {
     let r = async {
+        let Path((dest, id, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
-        require_exporter(b, &headers, &dest)?;
+        require_exporter(b, req.headers(), &dest)?;
+        let mut charge = crate::body::Charge::default();
+        let body = control_body(b, req, &mut charge).await?;
         match action.as_str() {
             "heartbeat" => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
             "commit" => Ok(serde_json::to_value(b.commit(&dest, &id, parse_json(&body)?).await?).unwrap_or_default()),
@@ -270,21 +319,32 @@ async fn lease_action(
             ))),
         }
     };
-    answer(r.await)
+    answer(&s, r.await)
 }
 
 async fn list_destinations(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    answer(s.ready().and_then(|b| {
-        require_admin(b, &headers)?;
-        Ok(b.dests.iter().map(|d| b.destination_status(d)).collect::<Vec<_>>())
-    }))
+    answer(
+        &s,
+        s.ready().and_then(|b| {
+            require_admin(b, &headers)?;
+            Ok(b.dests.iter().map(|d| b.destination_status(d)).collect::<Vec<_>>())
+        }),
+    )
 }
 
-async fn one_destination(State(s): State<AppState>, Path(dest): Path<String>, headers: HeaderMap) -> Response {
-    answer(s.ready().and_then(|b| {
-        require_admin(b, &headers)?;
-        Ok(b.destination_status(b.dest(&dest)?))
-    }))
+async fn one_destination(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        &s,
+        s.ready().and_then(|b| {
+            require_admin(b, &headers)?;
+            let Path(dest) = path.map_err(path_error)?;
+            Ok(b.destination_status(b.dest(&dest)?))
+        }),
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -294,25 +354,33 @@ struct Limit {
 
 async fn dead_letters(
     State(s): State<AppState>,
-    Path(dest): Path<String>,
-    Query(q): Query<Limit>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Limit>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    answer(s.ready().and_then(|b| {
-        require_admin(b, &headers)?;
-        b.dead_letters(&dest, q.limit.unwrap_or(1000))
-    }))
+    answer(
+        &s,
+        s.ready().and_then(|b| {
+            require_admin(b, &headers)?;
+            let Path(dest) = path.map_err(path_error)?;
+            let Query(q) =
+                query.map_err(|e| BrokerError::InvalidRequest(format!("query string: {e}; e.g. ?limit=100")))?;
+            b.dead_letters(&dest, q.limit.unwrap_or(1000))
+        }),
+    )
 }
 
 async fn admin_action(
     State(s): State<AppState>,
-    Path((dest, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    path: Result<Path<(String, String)>, PathRejection>,
+    req: Request,
 ) -> Response {
     let r = async {
+        let Path((dest, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
-        require_admin(b, &headers)?;
+        require_admin(b, req.headers())?;
+        let mut charge = crate::body::Charge::default();
+        let body = control_body(b, req, &mut charge).await?;
         match action.as_str() {
             "pause" => b.set_paused(&dest, true).await,
             "resume" => b.set_paused(&dest, false).await,
@@ -329,5 +397,5 @@ async fn admin_action(
             ))),
         }
     };
-    answer(r.await)
+    answer(&s, r.await)
 }

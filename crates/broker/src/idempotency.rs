@@ -23,7 +23,48 @@ enum Slot {
 
 pub struct IdempotencyCache {
     window_ms: u64,
-    slots: Mutex<HashMap<(String, String), Slot>>,
+    /// Keys one tenant may hold at once (in flight or remembered): the
+    /// map's memory is bounded per tenant, not only by the window.
+    max_per_tenant: usize,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    map: HashMap<(String, String), Slot>,
+    per_tenant: HashMap<String, usize>,
+}
+
+impl Slots {
+    fn get(&self, k: &(String, String)) -> Option<&Slot> {
+        self.map.get(k)
+    }
+
+    fn insert(&mut self, k: (String, String), slot: Slot) {
+        let tenant = k.0.clone();
+        if self.map.insert(k, slot).is_none() {
+            *self.per_tenant.entry(tenant).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, k: &(String, String)) {
+        if self.map.remove(k).is_some() {
+            self.forget_one(&k.0);
+        }
+    }
+
+    fn forget_one(&mut self, tenant: &str) {
+        if let Some(n) = self.per_tenant.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_tenant.remove(tenant);
+            }
+        }
+    }
+
+    fn held_by(&self, tenant: &str) -> usize {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
 }
 
 /// What the caller should do with a keyed request.
@@ -32,6 +73,8 @@ pub enum Claim {
     Fresh(Ticket),
     /// Already answered: return this.
     Replay(Accepted),
+    /// The tenant holds as many keys as it may: refuse (nothing appended).
+    Full { max: usize },
 }
 
 /// Held while the first request with a key commits; settles the slot.
@@ -42,11 +85,11 @@ pub struct Ticket {
 }
 
 impl IdempotencyCache {
-    pub fn new(window_ms: u64) -> Self {
-        IdempotencyCache { window_ms, slots: Mutex::new(HashMap::new()) }
+    pub fn new(window_ms: u64, max_per_tenant: usize) -> Self {
+        IdempotencyCache { window_ms, max_per_tenant, slots: Mutex::new(Slots::default()) }
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<(String, String), Slot>> {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -61,7 +104,10 @@ impl IdempotencyCache {
                         return Claim::Replay(*response);
                     }
                     Some(Slot::InFlight(rx)) => rx.clone(),
-                    _ => {
+                    existing => {
+                        if existing.is_none() && slots.held_by(tenant) >= self.max_per_tenant {
+                            return Claim::Full { max: self.max_per_tenant };
+                        }
                         let (tx, rx) = watch::channel(None);
                         slots.insert(k.clone(), Slot::InFlight(rx));
                         return Claim::Fresh(Ticket { key: k, tx, settled: false });
@@ -99,7 +145,16 @@ impl IdempotencyCache {
 
     /// Forget keys older than the window.
     pub fn expire(&self, now_ms: u64) {
-        self.slots().retain(|_, s| !matches!(s, Slot::Done { expires_at_ms, .. } if *expires_at_ms <= now_ms));
+        let mut slots = self.slots();
+        let gone: Vec<(String, String)> = slots
+            .map
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Done { expires_at_ms, .. } if *expires_at_ms <= now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            slots.remove(&k);
+        }
     }
 
     /// Rebuild from frames written inside the window.

@@ -56,6 +56,8 @@ pub struct IngestInput<'a> {
     pub content_encoding: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub body: Bytes,
+    /// What this request holds of the memory budget (an inflated body adds to it).
+    pub charge: crate::body::Charge,
     /// Announced to the WAL when the request was accepted for reading;
     /// released once the batch is queued (or refused).
     pub arrival: wal::Arrival,
@@ -210,7 +212,7 @@ fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
     Ok(LaneId::new(priority, t.shard))
 }
 
-pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
+pub async fn ingest(b: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
     let topic_idx = input.topic_idx.ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
     let format = format_of(input.content_type)?;
     let inflated;
@@ -220,6 +222,8 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted,
         e if e.eq_ignore_ascii_case("identity") => &input.body,
         e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
             inflated = inflate(&input.body, b.cfg.max_inflated_bytes)?;
+            // The inflated body, and the frame built from it.
+            b.memory.charge(&mut input.charge, 2 * inflated.len() as u64)?;
             &inflated
         }
         other => {
@@ -242,6 +246,16 @@ pub async fn ingest(b: &Arc<Broker>, input: IngestInput<'_>) -> Result<Accepted,
                 return Ok(resp);
             }
             crate::idempotency::Claim::Fresh(t) => Some(t),
+            crate::idempotency::Claim::Full { max } => {
+                return Err(BrokerError::Overloaded {
+                    reason: "idempotency_keys",
+                    message: format!(
+                        "tenant {:?} holds {max} idempotency keys inside the window (idempotency_max_keys_per_tenant); retry shortly",
+                        tenant.name
+                    ),
+                    retry_after_secs: 1,
+                })
+            }
         },
         None => None,
     };

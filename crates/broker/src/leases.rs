@@ -182,7 +182,7 @@ impl Broker {
         Ok(Some(Lease {
             id,
             destination: dest.name.clone(),
-            lane: "dead_letters".into(),
+            lane: api::lease::DEAD_LETTERS_LANE.into(),
             from_offset: from,
             to_offset: to,
             lease_ms: dest.lease_ms,

@@ -27,6 +27,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod breaker;
 pub mod config;
 pub mod core;

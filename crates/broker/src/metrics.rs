@@ -23,6 +23,7 @@ pub struct Metrics {
     pub wal_lane_failed: IntGaugeVec,
     pub wal_bytes: IntGauge,
     pub wal_quarantined_segments: IntGauge,
+    pub http_refused: IntCounterVec,
     pub destination_lag_records: IntGaugeVec,
     pub destination_lag_bytes: IntGaugeVec,
     pub destination_breaker_state: IntGaugeVec,
@@ -60,7 +61,7 @@ const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
-        Arc::new(Metrics {
+        let m = Arc::new(Metrics {
             ingest_requests: counter_vec(&r, "weir_ingest_requests_total", "Ingest requests by topic and HTTP status code.", &["topic", "code"]),
             ingest_records: counter_vec(&r, "weir_ingest_records_total", "Records acknowledged, by tenant, topic and the priority they were stored at.", &["tenant", "topic", "priority"]),
             ingest_seconds: histogram(&r, "weir_ingest_request_seconds", "Ingest request latency, parse to durable ack.", LATENCY.to_vec()),
@@ -74,6 +75,7 @@ impl Metrics {
             wal_batches_per_commit: histogram(&r, "weir_wal_batches_per_commit", "Batches (requests) sharing one commit round.", COUNTS.to_vec()),
             wal_lane_failed: gauge_vec(&r, "weir_wal_lane_failed", "1 while a WAL lane is failed closed.", &["lane"]),
             wal_bytes: reg(&r, IntGauge::new("weir_wal_bytes", "Bytes held in WAL segments.").expect("valid metric")),
+            http_refused: counter_vec(&r, "weir_http_refused_total", "Connections and requests refused before any tenant is known, by reason (connections, memory, idempotency_keys).", &["reason"]),
             wal_quarantined_segments: reg(&r, IntGauge::new("weir_wal_quarantined_segments", "Quarantined WAL segment files awaiting the operator (broker-admin verify names the offsets they lost).").expect("valid metric")),
             destination_lag_records: gauge_vec(&r, "weir_destination_lag_records", "Records not yet committed by the destination.", &["destination"]),
             destination_lag_bytes: gauge_vec(&r, "weir_destination_lag_bytes", "Bytes not yet committed by the destination (estimate).", &["destination"]),
@@ -86,8 +88,15 @@ impl Metrics {
             destination_dropped_records: counter_vec(&r, "weir_destination_dropped_records_total", "Records skipped by on_lag_limit = drop_oldest.", &["destination"]),
             segments_deleted: reg(&r, IntCounter::new("weir_segments_deleted_total", "Sealed segments deleted by retention.").expect("valid metric")),
             registry: r,
-        })
+        });
+        for reason in Self::REFUSAL_REASONS {
+            m.http_refused.with_label_values(&[reason]);
+        }
+        m
     }
+
+    /// Reasons `weir_http_refused_total` counts, each with a series from start.
+    pub const REFUSAL_REASONS: [&'static str; 3] = ["connections", "memory", "idempotency_keys"];
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {

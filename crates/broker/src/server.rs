@@ -99,7 +99,13 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = crate::front::Front::new(state.clone(), router(state.clone()));
-    let server = tokio::spawn(plumbing::listener::serve(listener, app, shutdown_signal()));
+    let refused = Arc::clone(&metrics);
+    let limits = plumbing::listener::Limits {
+        max_connections: cfg.max_connections,
+        drain: std::time::Duration::from_millis(cfg.shutdown_drain_ms),
+        on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason]).inc()),
+    };
+    let server = tokio::spawn(plumbing::listener::serve(listener, app, limits, shutdown_signal()));
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))

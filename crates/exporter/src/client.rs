@@ -9,13 +9,22 @@ pub enum ClientError {
     #[error("broker unreachable: {0}")]
     Transport(String),
     /// The broker answered with an error body.
-    #[error("broker answered {status} {code}: {message}")]
-    Api { status: u16, code: String, message: String },
+    #[error("broker answered {status} {}: {message}", code.map_or("(a code this exporter does not know)", |c| c.as_str()))]
+    Api { status: u16, code: Option<api::ErrorCode>, message: String },
 }
 
 impl ClientError {
+    /// The lease is no longer held. Decided on the code when it is known,
+    /// on the status when it is not (a newer broker's code): a 404 or 409
+    /// from a lease call means the lease is gone either way.
     pub fn is_lease_gone(&self) -> bool {
-        matches!(self, ClientError::Api { status: 404, code, .. } if code == "lease_not_found")
+        match self {
+            ClientError::Api { code: Some(c), .. } => {
+                matches!(c, api::ErrorCode::LeaseNotFound | api::ErrorCode::LeaseExpired)
+            }
+            ClientError::Api { status, code: None, .. } => matches!(status, 404 | 409),
+            ClientError::Transport(_) => false,
+        }
     }
 }
 
@@ -63,8 +72,8 @@ impl BrokerClient {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")));
         }
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => ("unknown_answer".into(), String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+            Ok(b) => (b.error.known_code(), b.error.message),
+            Err(_) => (None, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
         };
         Err(ClientError::Api { status, code, message })
     }

@@ -21,10 +21,34 @@ pub struct Deliverer<'a> {
     pub max_retries: u32,
     /// Prefix of the idempotency key: destination and lane.
     pub key_prefix: String,
+    /// The lease holds records of several lanes (a re-drive of dead letters).
+    pub mixed_lanes: bool,
+}
+
+/// SHA-256 over each record's offset, length and bytes, in order; 128 bits
+/// in hex. A tenant cannot make two different sets share a key (and so have
+/// a deduplicating sink drop one) without a SHA-256 collision.
+fn records_digest(records: &[Record]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((records.len() as u64).to_le_bytes());
+    for r in records {
+        h.update(r.offset.to_le_bytes());
+        h.update((r.payload.len() as u64).to_le_bytes());
+        h.update(&r.payload);
+    }
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Deliverer<'_> {
+    /// The idempotency key of one batch: unique per set of records and
+    /// stable when the same set is delivered again. Within a lane, offsets
+    /// name records, so the range does. A re-drive lease mixes lanes whose
+    /// offsets collide, so its key is a digest of the records themselves.
     fn key(&self, records: &[Record]) -> String {
+        if self.mixed_lanes {
+            return format!("{}/{}", self.key_prefix, records_digest(records));
+        }
         let first = records.first().map_or(0, |r| r.offset);
         let last = records.last().map_or(0, |r| r.offset);
         format!("{}/{first}-{last}", self.key_prefix)
@@ -126,6 +150,7 @@ mod tests {
             .map(|i| Record { offset: i, payload: if i == 37 { b"bad".to_vec() } else { b"{}".to_vec() } })
             .collect();
         let d = Deliverer {
+            mixed_lanes: false,
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
@@ -164,6 +189,7 @@ mod tests {
             .map(|i| Record { offset: i, payload: if i % 4 == 1 { b"a\nb".to_vec() } else { b"{}".to_vec() } })
             .collect();
         let d = Deliverer {
+            mixed_lanes: false,
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
@@ -173,5 +199,25 @@ mod tests {
         let why = "holds a newline".to_string();
         assert_eq!(out, Outcome::Delivered { poison: vec![(1, why.clone()), (5, why.clone()), (9, why)] });
         assert_eq!(*sink.0.lock().unwrap(), vec![0, 2, 3, 4, 6, 7, 8]);
+    }
+
+    #[test]
+    fn redrive_keys_are_unique_per_set_and_stable_for_the_same_set() {
+        let sink = Rows(Mutex::new(Vec::new()));
+        let rec = |offset, p: &str| Record { offset, payload: p.as_bytes().to_vec() };
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            key_prefix: "d/dead_letters".into(),
+            mixed_lanes: true,
+        };
+        // Offsets 3 and 9 of two lanes, then 3 and 9 of two others: same range, other records.
+        let a = [rec(3, "{\"a\":1}"), rec(9, "{\"b\":1}")];
+        let b = [rec(3, "{\"c\":1}"), rec(9, "{\"d\":1}")];
+        assert_ne!(d.key(&a), d.key(&b));
+        assert_eq!(d.key(&a), d.key(&a.clone()), "stable on redelivery");
+        let lane = Deliverer { mixed_lanes: false, key_prefix: "d/normal/0".into(), ..d };
+        assert_eq!(lane.key(&a), "d/normal/0/3-9");
     }
 }

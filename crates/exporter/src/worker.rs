@@ -39,7 +39,8 @@ async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<()
     let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics.render() }));
     // The broker's hardened listener: a request-head deadline on every connection.
     let service = hyper_util::service::TowerToHyperService::new(app);
-    tokio::spawn(plumbing::listener::serve(listener, service, std::future::pending()));
+    let limits = plumbing::listener::Limits { max_connections: 256, ..Default::default() };
+    tokio::spawn(plumbing::listener::serve(listener, service, limits, std::future::pending()));
     Ok(())
 }
 
@@ -159,6 +160,7 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
         backoff: ctx.opts.backoff,
         max_retries: ctx.opts.max_retries,
         key_prefix: format!("{dest}/{}", lease.lane),
+        mixed_lanes: lease.lane == api::lease::DEAD_LETTERS_LANE,
     };
     let delivery = async {
         let out = deliverer.deliver(&records).await;

@@ -9,7 +9,17 @@
 //! hyper closes the connection. A stop (SIGTERM/SIGINT) stops accepting,
 //! lets every connection finish the request it is in (so a batch being
 //! committed still gets its answer), closes idle ones, and returns once
-//! all are gone.
+//! all are gone — or until [`Limits::drain`] passed, whatever clients do.
+//!
+//! Bounded: at most [`Limits::max_connections`] connections are served at
+//! once; one more is answered `503 overloaded` (the contract's JSON, with
+//! `Retry-After`) and closed, and counted through [`Limits::on_refused`].
+//!
+//! Every error answer in the contract's shape: hyper answers some requests
+//! itself, before any handler runs (a head too large: 431; one it cannot
+//! parse: 400), with an empty body. [`contract_errors`] rewrites any
+//! bodiless error answer into `{"error":{"code":..,"message":..}}`, so no
+//! layer answers outside the contract.
 
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
@@ -32,8 +42,25 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Bounds of one listener.
+#[derive(Clone)]
+pub struct Limits {
+    /// Connections served at once; beyond, `503 overloaded` and close.
+    pub max_connections: usize,
+    /// After a stop, how long requests in flight may take to finish.
+    pub drain: Duration,
+    /// Called with a reason (`"connections"`) for every refused connection.
+    pub on_refused: std::sync::Arc<dyn Fn(&'static str) + Send + Sync>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: 1024, drain: Duration::from_secs(10), on_refused: std::sync::Arc::new(|_| {}) }
+    }
+}
+
 /// Serve `service` on `listener` until `stop` resolves, then drain.
-pub async fn serve<S, B>(listener: TcpListener, service: S, stop: impl Future<Output = ()>)
+pub async fn serve<S, B>(listener: TcpListener, service: S, limits: Limits, stop: impl Future<Output = ()>)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -42,11 +69,16 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    serve_with(listener, service, stop, HEADER_READ_TIMEOUT).await
+    serve_with(listener, service, limits, stop, HEADER_READ_TIMEOUT).await
 }
 
-async fn serve_with<S, B>(listener: TcpListener, service: S, stop: impl Future<Output = ()>, head_timeout: Duration)
-where
+async fn serve_with<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    head_timeout: Duration,
+) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -57,18 +89,27 @@ where
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(head_timeout);
     let graceful = GracefulShutdown::new();
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    if live.load(std::sync::atomic::Ordering::Acquire) >= limits.max_connections {
+                        (limits.on_refused)("connections");
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    }
                     // One write per answer; Nagle would only add delay.
                     let _ = stream.set_nodelay(true);
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+                    let io = TokioIo::new(ContractErrors::new(stream));
+                    let conn = graceful.watch(http.serve_connection(io, service.clone()));
+                    let guard = LiveGuard::new(&live);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection closed with an error");
                         }
+                        drop(guard);
                     });
                 }
                 Err(e) => {
@@ -80,7 +121,187 @@ where
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(drain = ?limits.drain, "requests still in flight after the drain bound; stopping anyway");
+    }
+}
+
+/// Counts a live connection until dropped.
+struct LiveGuard(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LiveGuard(std::sync::Arc::clone(live))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Answer a connection beyond the cap with `503 overloaded` and close it,
+/// without reading its request (bounded in time: the peer may never read).
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = error_answer(503, "overloaded", "the server is at its connection limit; retry shortly");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&answer).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// A whole HTTP/1.1 error answer in the contract's shape; closes the connection.
+pub fn error_answer(status: u16, code: &str, message: &str) -> Vec<u8> {
+    let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
+    let retry = if status == 503 || status == 429 { "retry-after: 1\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// The contract's code and message for a bodiless error answer of `status`.
+fn code_for(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("invalid_request", "the request could not be parsed as HTTP/1.1; check its request line and headers"),
+        404 => ("not_found", "no such endpoint; see docs/api.md for the routes"),
+        405 => ("method_not_allowed", "this endpoint does not take that method; see docs/api.md"),
+        413 => ("payload_too_large", "the request is larger than the server accepts"),
+        431 => {
+            ("headers_too_large", "the request head is larger than the server accepts; send fewer or shorter headers")
+        }
+        s if s >= 500 => ("overloaded", "the server could not answer this request; retry shortly"),
+        _ => ("invalid_request", "the request was refused; see docs/api.md"),
+    }
+}
+
+pub use contract::{contract_errors, ContractErrors};
+
+mod contract {
+    //! The IO wrapper that rewrites bodiless error answers (see the module doc).
+    use super::{code_for, error_answer};
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{ready, Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    /// An IO whose bodiless error answers are rewritten in the contract's shape.
+    pub struct ContractErrors<T> {
+        inner: T,
+        /// A rewritten answer still to be written, and how much of it went.
+        pending: Vec<u8>,
+        sent: usize,
+    }
+
+    impl<T> ContractErrors<T> {
+        pub fn new(inner: T) -> Self {
+            ContractErrors { inner, pending: Vec::new(), sent: 0 }
+        }
+    }
+
+    /// The rewrite of one write, if it is a whole bodiless error head.
+    pub fn contract_errors(buf: &[u8]) -> Option<Vec<u8>> {
+        let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+        let status: u16 = std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()?;
+        let head_end = memchr_crlfcrlf(buf)?;
+        let head = std::str::from_utf8(&buf[..head_end]).ok()?.to_ascii_lowercase();
+        let bodiless = head.contains("\r\ncontent-length: 0\r\n") || !head.contains("\r\ncontent-length:");
+        if status < 400 || !bodiless || head.contains("\r\ntransfer-encoding:") || head_end + 4 != buf.len() {
+            return None;
+        }
+        let (code, message) = code_for(status);
+        Some(error_answer(status, code, message))
+    }
+
+    fn memchr_crlfcrlf(b: &[u8]) -> Option<usize> {
+        b.windows(4).position(|w| w == b"\r\n\r\n")
+    }
+
+    impl<T: AsyncWrite + Unpin> ContractErrors<T> {
+        fn flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            while self.sent < self.pending.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.sent += n;
+            }
+            self.pending.clear();
+            self.sent = 0;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for ContractErrors<T> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for ContractErrors<T> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            ready!(self.flush_pending(cx))?;
+            if let Some(answer) = contract_errors(buf) {
+                self.pending = answer;
+                // Claim the original as written; the rewrite goes out in its place.
+                let _ = self.flush_pending(cx)?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            ready!(self.flush_pending(cx))?;
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                if first.len() == total {
+                    if let Some(answer) = contract_errors(first) {
+                        self.pending = answer;
+                        let _ = self.flush_pending(cx)?;
+                        return Poll::Ready(Ok(total));
+                    }
+                }
+            }
+            Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            ready!(self.flush_pending(cx))?;
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            ready!(self.flush_pending(cx))?;
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +337,7 @@ mod tests {
         let server = tokio::spawn(serve_with(
             listener,
             front,
+            Limits::default(),
             async move {
                 let _ = stop_rx.await;
             },
@@ -138,5 +360,94 @@ mod tests {
 
         stop_tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn only_bodiless_error_heads_are_rewritten() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(contract_errors(hyper_431).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 431 ") && out.ends_with("{\"error\":{\"code\":\"headers_too_large\",\"message\":\"the request head is larger than the server accepts; send fewer or shorter headers\"}}"), "{out}");
+        let json_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n";
+        assert_eq!(contract_errors(json_400), None, "an answer with a body is the handler's own");
+        assert_eq!(contract_errors(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), None);
+        assert_eq!(contract_errors(b"HTTP/1.1 204 No Content\r\n\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_head_too_large_is_answered_in_the_contracts_shape() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        });
+        let server = tokio::spawn(serve(listener, svc, Limits::default(), std::future::pending()));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+        let _ = c.write_all(big.as_bytes()).await;
+        let (answer, _) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 431") && text.contains("\"code\":\"headers_too_large\""), "{text}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_get_503_overloaded_and_are_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        });
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = std::sync::Arc::clone(&refused);
+        let limits = Limits {
+            max_connections: 2,
+            on_refused: std::sync::Arc::new(move |_| {
+                r.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }),
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve(listener, svc, limits, std::future::pending()));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            held.push(c);
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut third, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            closed
+                && text.starts_with("HTTP/1.1 503")
+                && text.contains("overloaded")
+                && text.contains("retry-after: 1"),
+            "{text}"
+        );
+        assert_eq!(refused.load(std::sync::atomic::Ordering::Acquire), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stop_returns_within_the_drain_bound_whatever_clients_do() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A handler that never answers: a request stuck in flight.
+        let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits { drain: Duration::from_millis(300), ..Limits::default() };
+        let server = tokio::spawn(serve(listener, svc, limits, async move {
+            let _ = stop_rx.await;
+        }));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("stopped within the bound").unwrap();
     }
 }
