@@ -28,6 +28,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wal::{LaneId, Priority};
 
+/// The longest sink `Retry-After` the broker honours (docs/leases.md): a
+/// destination whose sink asked for more is offered leases again after this.
+pub const MAX_SINK_RETRY_AFTER_MS: u64 = 300_000;
+
 fn idle(reason: IdleReason, retry_after_ms: u64) -> AcquireResponse {
     AcquireResponse { lease: None, idle: Some(reason), retry_after_ms }
 }
@@ -490,7 +494,7 @@ impl Broker {
             self.transact(dest, &mut st, |next, _| {
                 end_lease(dest, next, id, end, now)?;
                 if let Some(ms) = req.retry_after_ms {
-                    next.not_before_ms = next.not_before_ms.max(now + ms.min(300_000));
+                    next.not_before_ms = next.not_before_ms.max(now + ms.min(MAX_SINK_RETRY_AFTER_MS));
                 }
                 Ok(())
             })?;

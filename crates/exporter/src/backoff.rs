@@ -18,6 +18,11 @@ impl Backoff {
         jittered.max(retry_after.unwrap_or_default())
     }
 
+    /// The longest single local wait.
+    pub fn ceiling(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_ms)
+    }
+
     /// The longest total sleep `retries` retries can take (for the lease-budget check).
     pub fn worst_case(&self, retries: u32) -> Duration {
         (0..retries)

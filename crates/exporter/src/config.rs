@@ -54,6 +54,12 @@ pub struct Args {
     /// Serve /metrics here (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// The longest sink `Retry-After` honoured, ms (default 60000). A wait
+    /// up to the backoff ceiling is slept locally; a longer one hands the
+    /// lease back with the (capped) wait, which the broker honours (it caps
+    /// it at 300 s) before offering the range again — never slept holding a lease.
+    #[arg(long)]
+    pub max_retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +80,7 @@ struct FileConfig {
     wait_ms: Option<u64>,
     gzip: Option<bool>,
     metrics_listen: Option<String>,
+    max_retry_after_ms: Option<u64>,
 }
 
 /// Resolved options.
@@ -93,6 +100,7 @@ pub struct Options {
     pub wait_ms: u64,
     pub gzip: bool,
     pub metrics_listen: Option<String>,
+    pub max_retry_after: Duration,
 }
 
 impl Options {
@@ -126,6 +134,9 @@ impl Options {
             wait_ms: args.wait_ms.or(file.wait_ms).unwrap_or(2_000),
             gzip: args.gzip || file.gzip.unwrap_or(false),
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            max_retry_after: Duration::from_millis(
+                args.max_retry_after_ms.or(file.max_retry_after_ms).unwrap_or(60_000),
+            ),
         };
         o.check_lease_budget()?;
         Ok(o)

@@ -23,6 +23,8 @@ pub struct Deliverer<'a> {
     pub key_prefix: String,
     /// The lease holds records of several lanes (a re-drive of dead letters).
     pub mixed_lanes: bool,
+    /// The longest sink `Retry-After` honoured (see `--max-retry-after-ms`).
+    pub max_retry_after: Duration,
 }
 
 /// SHA-256 over each record's offset, length and bytes, in order; 128 bits
@@ -60,7 +62,11 @@ impl Deliverer<'_> {
         let mut tries = 0;
         loop {
             match self.sink.deliver(records, &key).await {
-                Err(SinkError::Retryable { timed_out: false, retry_after, message }) if tries < self.max_retries => {
+                // A wait longer than the backoff ceiling is not slept holding the
+                // lease: the lease goes back with it (capped), for the broker to honour.
+                Err(SinkError::Retryable { timed_out: false, retry_after, message })
+                    if tries < self.max_retries && retry_after.is_none_or(|ra| ra <= self.backoff.ceiling()) =>
+                {
                     let delay = self.backoff.delay(tries, jitter.draw(), retry_after);
                     tracing::debug!(%message, ?delay, "retryable sink failure; retrying");
                     tokio::time::sleep(delay).await;
@@ -106,7 +112,7 @@ impl Deliverer<'_> {
                     pending.push((start, mid));
                 }
                 Err(SinkError::Retryable { message, retry_after, .. }) => {
-                    return Outcome::Retry { message, retry_after }
+                    return Outcome::Retry { message, retry_after: retry_after.map(|ra| ra.min(self.max_retry_after)) }
                 }
             }
         }
@@ -151,6 +157,7 @@ mod tests {
             .collect();
         let d = Deliverer {
             mixed_lanes: false,
+            max_retry_after: Duration::from_secs(60),
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
@@ -190,6 +197,7 @@ mod tests {
             .collect();
         let d = Deliverer {
             mixed_lanes: false,
+            max_retry_after: Duration::from_secs(60),
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
@@ -211,6 +219,7 @@ mod tests {
             max_retries: 0,
             key_prefix: "d/dead_letters".into(),
             mixed_lanes: true,
+            max_retry_after: Duration::from_secs(60),
         };
         // Offsets 3 and 9 of two lanes, then 3 and 9 of two others: same range, other records.
         let a = [rec(3, "{\"a\":1}"), rec(9, "{\"b\":1}")];
@@ -219,5 +228,42 @@ mod tests {
         assert_eq!(d.key(&a), d.key(&a.clone()), "stable on redelivery");
         let lane = Deliverer { mixed_lanes: false, key_prefix: "d/normal/0".into(), ..d };
         assert_eq!(lane.key(&a), "d/normal/0/3-9");
+    }
+
+    /// A sink that answers 503 with a long Retry-After, counting calls.
+    struct Busy(Mutex<u32>);
+
+    impl Sink for Busy {
+        fn deliver<'a>(&'a self, _records: &'a [Record], _key: &'a str) -> Delivery<'a> {
+            Box::pin(async move {
+                *self.0.lock().unwrap() += 1;
+                Err(SinkError::Retryable {
+                    message: "503".into(),
+                    retry_after: Some(Duration::from_secs(100_000)),
+                    timed_out: false,
+                })
+            })
+        }
+        fn describe(&self) -> String {
+            "busy".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_is_never_slept_holding_the_lease_and_is_capped() {
+        let sink = Busy(Mutex::new(0));
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2_000 },
+            max_retries: 5,
+            key_prefix: "d/normal/0".into(),
+            mixed_lanes: false,
+            max_retry_after: Duration::from_secs(60),
+        };
+        let started = std::time::Instant::now();
+        let out = d.deliver(&[Record { offset: 0, payload: b"{}".to_vec() }]).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "slept on the sink's Retry-After");
+        assert_eq!(*sink.0.lock().unwrap(), 1, "no local retry for a wait beyond the backoff ceiling");
+        assert_eq!(out, Outcome::Retry { message: "503".into(), retry_after: Some(Duration::from_secs(60)) });
     }
 }

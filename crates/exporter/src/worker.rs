@@ -161,6 +161,7 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
         max_retries: ctx.opts.max_retries,
         key_prefix: format!("{dest}/{}", lease.lane),
         mixed_lanes: lease.lane == api::lease::DEAD_LETTERS_LANE,
+        max_retry_after: ctx.opts.max_retry_after,
     };
     let delivery = async {
         let out = deliverer.deliver(&records).await;
