@@ -157,6 +157,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
     let metrics = Metrics::new();
+    metrics.init_series(&cfg);
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = crate::front::Front::new(state.clone(), router(state.clone()));
     let server = tokio::spawn(crate::listener::serve(listener, app, shutdown_signal()));
