@@ -29,6 +29,7 @@ pub mod admin;
 pub mod admin_cli;
 pub mod auth;
 pub mod breaker;
+pub mod check_config;
 pub mod config;
 pub mod core;
 pub mod destination;
@@ -40,22 +41,29 @@ pub mod ingest;
 pub mod leases;
 pub mod limiter;
 pub mod listener;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 
-/// Install the stderr log subscriber (RUST_LOG, default `info`).
+/// Install the stderr log subscriber (`RUST_LOG`, default `info`; text,
+/// or JSON lines with `WEIR_LOG_FORMAT=json`). A bad `WEIR_LOG_FORMAT` is
+/// bad usage: exit 2 with one line.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+    init_tracing_as(None);
+}
+
+/// [`init_tracing`] with a `--log-format` flag, which wins over the environment.
+pub fn init_tracing_as(flag: Option<logging::LogFormat>) {
+    match logging::choose(flag) {
+        Ok(format) => logging::init(format),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// Parse a binary's flags: `--help`/`--version` exit 0, bad usage exits 2
