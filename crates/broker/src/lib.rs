@@ -45,6 +45,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod notify;
+pub mod openapi;
 pub mod server;
 pub mod store;
 
