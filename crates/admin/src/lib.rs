@@ -24,6 +24,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "broker-admin",
+    version,
     about = "Inspect, verify and repair Weir data directories; see and steer destinations"
 )]
 pub struct Cli {

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(crate::openapi::handler))
         .route("/v1/topics/{topic}/records", post(ingest_handler))
         .route("/v1/destinations/{dest}/leases", post(acquire))
         .route("/v1/destinations/{dest}/leases/{id}/{action}", post(lease_action))

@@ -2,7 +2,10 @@
 
 fn main() {
     let args: broker::server::Args = plumbing::cli::parse_args_or_exit();
-    plumbing::logging::init_tracing();
+    if args.check_config.is_some() {
+        std::process::exit(broker::check_config::run(&args));
+    }
+    plumbing::logging::init_tracing_as(args.log_format);
     if let Err(e) = plumbing::cli::runtime_or_exit("broker").block_on(broker::server::run(args)) {
         eprintln!("broker: {e}");
         std::process::exit(e.exit_code());

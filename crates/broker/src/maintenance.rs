@@ -88,6 +88,8 @@ impl Broker {
             let name = dest.name.as_str();
             self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);
             self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
+            let age = lag.oldest_pending_age_ms as f64 / 1000.0;
+            self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
             let state = dest.state().breaker.state;
             self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
         }
@@ -237,7 +239,11 @@ impl Broker {
     }
 
     fn check_disk(&self) {
-        let over = disk_used_ratio(&self.cfg.data_dir).is_some_and(|r| r > self.cfg.disk_high_watermark);
+        let ratio = disk_used_ratio(&self.cfg.data_dir);
+        if let Some(r) = ratio {
+            self.metrics.disk_used_ratio.set(r);
+        }
+        let over = ratio.is_some_and(|r| r > self.cfg.disk_high_watermark);
         self.disk.over_watermark.store(over, Ordering::Relaxed);
     }
 }

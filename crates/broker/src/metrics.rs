@@ -2,8 +2,8 @@
 //! and nowhere else.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub wal_bytes: IntGauge,
     pub wal_quarantined_segments: IntGauge,
     pub http_refused: IntCounterVec,
+    pub wal_fsync_seconds: Histogram,
+    pub disk_used_ratio: Gauge,
+    pub destination_oldest_pending_age: GaugeVec,
     pub destination_lag_records: IntGaugeVec,
     pub destination_lag_bytes: IntGaugeVec,
     pub destination_breaker_state: IntGaugeVec,
@@ -77,6 +80,9 @@ impl Metrics {
             wal_bytes: reg(&r, IntGauge::new("weir_wal_bytes", "Bytes held in WAL segments.").expect("valid metric")),
             http_refused: counter_vec(&r, "weir_http_refused_total", "Connections and requests refused before any tenant is known, by reason (connections, memory, idempotency_keys).", &["reason"]),
             wal_quarantined_segments: reg(&r, IntGauge::new("weir_wal_quarantined_segments", "Quarantined WAL segment files awaiting the operator (broker-admin verify names the offsets they lost).").expect("valid metric")),
+            wal_fsync_seconds: histogram(&r, "weir_wal_fsync_seconds", "Duration of one commit round's fdatasync alone (the device's share of weir_wal_commit_seconds).", LATENCY.to_vec()),
+            disk_used_ratio: reg(&r, Gauge::new("weir_disk_used_ratio", "Fraction of the data directory's filesystem in use (ingest gets 429 above disk_high_watermark).").expect("valid metric")),
+            destination_oldest_pending_age: reg(&r, GaugeVec::new(Opts::new("weir_destination_oldest_pending_age_seconds", "Age of the oldest record the destination has not committed (0 when caught up)."), &["destination"]).expect("valid metric")),
             destination_lag_records: gauge_vec(&r, "weir_destination_lag_records", "Records not yet committed by the destination.", &["destination"]),
             destination_lag_bytes: gauge_vec(&r, "weir_destination_lag_bytes", "Bytes not yet committed by the destination (estimate).", &["destination"]),
             destination_breaker_state: gauge_vec(&r, "weir_destination_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open.", &["destination"]),
@@ -112,8 +118,64 @@ impl wal::CommitObserver for Metrics {
         self.wal_commits.inc();
         self.wal_fsyncs.inc_by(u64::from(s.fsyncs));
         self.wal_commit_seconds.observe(s.duration.as_secs_f64());
+        self.wal_fsync_seconds.observe(s.sync_duration.as_secs_f64());
         self.wal_records_per_commit.observe(s.records as f64);
         self.wal_batches_per_commit.observe(s.batches as f64);
+    }
+}
+
+/// `weir_demoted_records_total`'s reasons (`limiter::DemoteReason`).
+pub const DEMOTE_REASONS: [&str; 3] = ["over_rate", "limiter_contention", "limiter_clock"];
+/// `weir_backpressure_shed_total`'s reasons (`ingest::check_backpressure`, `admit`).
+pub const SHED_REASONS: [&str; 4] = ["disk_quota", "disk_watermark", "destination_lag", "hard_rate_limit"];
+
+impl Metrics {
+    /// Create every labelled series the configuration implies, at 0, so
+    /// that dashboards and alert rules (`ops/`) see each tenant and
+    /// destination from the start: an absent series is not a zero to
+    /// Prometheus (`rate()` of nothing is nothing, and an alert on it
+    /// never fires).
+    pub fn init_series(&self, cfg: &crate::config::Config) {
+        for topic in &cfg.topics {
+            self.ingest_requests.with_label_values(&[topic.name.as_str(), "200"]);
+        }
+        for t in &cfg.tenants {
+            let tenant = t.name.as_str();
+            for topic in &cfg.topics {
+                for p in wal::Priority::ALL {
+                    self.ingest_records.with_label_values(&[tenant, topic.name.as_str(), p.as_str()]);
+                }
+            }
+            for reason in DEMOTE_REASONS {
+                self.demoted_records.with_label_values(&[tenant, reason]);
+            }
+            for reason in SHED_REASONS {
+                self.backpressure_shed.with_label_values(&[tenant, reason]);
+            }
+            self.idempotent_replays.with_label_values(&[tenant]);
+        }
+        for d in &cfg.destinations {
+            let l = [d.name.as_str()];
+            for g in [&self.destination_lag_records, &self.destination_lag_bytes, &self.destination_breaker_state] {
+                g.with_label_values(&l);
+            }
+            for c in [
+                &self.lease_expired,
+                &self.leases_acquired,
+                &self.leases_committed,
+                &self.dead_letter_records,
+                &self.destination_dropped_records,
+            ] {
+                c.with_label_values(&l);
+            }
+            self.lease_seconds.with_label_values(&l);
+            self.destination_oldest_pending_age.with_label_values(&l);
+        }
+        for p in wal::Priority::ALL {
+            for shard in 0..cfg.shards {
+                self.wal_lane_failed.with_label_values(&[&wal::LaneId::new(p, shard).to_string()]);
+            }
+        }
     }
 }
 
@@ -163,5 +225,41 @@ fn cached(cells: &[OnceLock<IntCounter>], slot: usize, resolve: impl FnOnce() ->
     match cells.get(slot) {
         Some(cell) => cell.get_or_init(resolve).clone(),
         None => resolve(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::DemoteReason;
+
+    #[test]
+    fn every_demote_reason_is_initialised() {
+        // Exhaustive on purpose: a new reason fails to compile here until listed.
+        let name = |r: DemoteReason| match r {
+            DemoteReason::OverRate | DemoteReason::LimiterContention | DemoteReason::LimiterClock => r.as_str(),
+        };
+        for r in [DemoteReason::OverRate, DemoteReason::LimiterContention, DemoteReason::LimiterClock] {
+            assert!(DEMOTE_REASONS.contains(&name(r)), "{}", r.as_str());
+        }
+    }
+
+    #[test]
+    fn a_fresh_config_has_every_labelled_series_at_zero() {
+        let m = Metrics::new();
+        m.init_series(&crate::config::Config::development());
+        let text = m.render();
+        for line in [
+            r#"weir_backpressure_shed_total{reason="disk_watermark",tenant="dev"} 0"#,
+            r#"weir_demoted_records_total{reason="over_rate",tenant="dev"} 0"#,
+            r#"weir_destination_breaker_state{destination="dev"} 0"#,
+            r#"weir_destination_oldest_pending_age_seconds{destination="dev"} 0"#,
+            r#"weir_dead_letter_records_total{destination="dev"} 0"#,
+            r#"weir_wal_lane_failed{lane="low/3"} 0"#,
+            "weir_disk_used_ratio 0",
+            "weir_wal_fsync_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "broker",
+    version,
     about = "Weir broker: durable HTTP ingest, WAL, leases, admin API, /metrics",
     after_help = "Without --config the broker runs on embedded development defaults:\n  listen 127.0.0.1:7070, data dir ./weir-data, tenant dev (token dev-token),\n  topic events, destination dev (exporter token dev-exporter), admin token dev-admin.\n\nExample:\n  broker --config /etc/weir/broker.toml\n  curl -H 'Authorization: Bearer dev-token' -H 'Content-Type: application/x-ndjson' \\\n       --data-binary '{\"hello\":\"weir\"}' http://127.0.0.1:7070/v1/topics/events/records"
 )]
@@ -27,6 +28,14 @@ pub struct Args {
     /// Listen address, IP:PORT (port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Validate FILE, print the effective configuration (defaults filled
+    /// in, tokens redacted) and exit: 0 valid, 2 not. Starts nothing.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json` (one object per line);
+    /// overrides WEIR_LOG_FORMAT.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<plumbing::logging::LogFormat>,
 }
 
 /// Why the process stops with a non-zero code.
@@ -85,6 +94,7 @@ fn print_dev_banner(addr: std::net::SocketAddr) {
 async fn shutdown_signal() {
     plumbing::signals::shutdown_signal().await;
     tracing::info!("signal received: finishing in-flight commits, then stopping");
+    crate::notify::notify_or_log(crate::notify::STOPPING);
 }
 
 /// Run the broker until a signal; returns after a clean stop.
@@ -97,6 +107,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
     let metrics = Metrics::new();
+    metrics.init_series(&cfg);
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
     let app = crate::front::Front::new(state.clone(), router(state.clone()));
     let refused = Arc::clone(&metrics);
@@ -107,6 +118,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     };
     let server = tokio::spawn(plumbing::listener::serve(listener, app, limits, shutdown_signal()));
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
+    crate::notify::notify_or_log(crate::notify::RECOVERING);
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))
         .await
@@ -125,6 +137,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     } else {
         println!("weir broker listening on http://{local}");
     }
+    // Only now: recovery is done and requests are served (Type=notify).
+    crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&broker)));
     server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
     maintenance.abort();

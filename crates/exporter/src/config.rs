@@ -8,6 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "exporter",
+    version,
     about = "Weir exporter: leases a destination's records from a broker, delivers them to a sink, commits",
     after_help = "SINK is file:PATH, http(s)://URL (NDJSON POST) or clickhouse+http(s)://HOST:PORT/?table=T\n\nExample:\n  exporter --broker http://127.0.0.1:7070 --destination dev --token dev-exporter --sink file:/tmp/weir-out.ndjson"
 )]

@@ -49,6 +49,17 @@ impl ExporterMetrics {
         Arc::new(ExporterMetrics { registry, deliveries, delivery_seconds, records_delivered, dead_letters })
     }
 
+    /// Create this process's series at 0 (its one destination, every
+    /// outcome), so dashboards and alerts see the exporter from its start.
+    pub fn init_series(&self, destination: &str) {
+        for outcome in ["delivered", "retryable", "poison", "lease_lost"] {
+            self.deliveries.with_label_values(&[destination, outcome]);
+        }
+        self.delivery_seconds.with_label_values(&[destination]);
+        self.records_delivered.with_label_values(&[destination]);
+        self.dead_letters.with_label_values(&[destination]);
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -52,6 +52,7 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
     })?;
     let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token).map_err(ExportError::Usage)?;
     let metrics = ExporterMetrics::new();
+    metrics.init_series(&opts.destination);
     if let Some(addr) = &opts.metrics_listen {
         serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
     }

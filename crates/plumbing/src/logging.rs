@@ -1,14 +1,125 @@
-//! The log subscriber every binary installs.
+//! Log output on stderr: human-readable text (the default), or one JSON
+//! object per line for log collectors (`--log-format json` on the broker,
+//! or `WEIR_LOG_FORMAT=json` for every binary). A small formatter of our
+//! own, because tracing-subscriber's JSON output needs a crate the
+//! workspace does not otherwise carry.
 
-/// Install the stderr log subscriber (RUST_LOG, default `info`).
-pub fn init_tracing() {
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: use text or json")),
+        }
+    }
+}
+
+/// The flag if given, else `WEIR_LOG_FORMAT`, else text.
+pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, String> {
+    match (flag, std::env::var("WEIR_LOG_FORMAT")) {
+        (Some(f), _) => Ok(f),
+        (None, Ok(v)) if !v.is_empty() => v.parse().map_err(|e| format!("WEIR_LOG_FORMAT: {e}")),
+        _ => Ok(LogFormat::Text),
+    }
+}
+
+/// Install the stderr subscriber (filter: `RUST_LOG`, default `info`).
+pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).with_target(false).try_init()
+        }
+    };
+}
+
+/// `{"ts":"…","level":"INFO","target":"broker::server","message":"…",<fields>}`
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut ts = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts))?;
+        let meta = event.metadata();
+        let mut fields = serde_json::Map::new();
+        event.record(&mut Fields(&mut fields));
+        // Time, level and target first (a person reads these), then the
+        // event's own fields; serde_json escapes every string.
+        let head = |v: &str| serde_json::Value::from(v).to_string();
+        write!(
+            w,
+            "{{\"ts\":{},\"level\":{},\"target\":{}",
+            head(&ts),
+            head(meta.level().as_str()),
+            head(meta.target())
+        )?;
+        for (k, v) in &fields {
+            write!(w, ",{}:{v}", head(k))?;
+        }
+        writeln!(w, "}}")
+    }
+}
+
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+}
+
+/// Install the stderr log subscriber (`RUST_LOG`, default `info`; text,
+/// or JSON lines with `WEIR_LOG_FORMAT=json`). A bad `WEIR_LOG_FORMAT` is
+/// bad usage: exit 2 with one line.
+pub fn init_tracing() {
+    init_tracing_as(None);
+}
+
+/// [`init_tracing`] with a `--log-format` flag, which wins over the environment.
+pub fn init_tracing_as(flag: Option<LogFormat>) {
+    match choose(flag) {
+        Ok(format) => init(format),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            std::process::exit(2);
+        }
+    }
 }

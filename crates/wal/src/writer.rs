@@ -46,6 +46,9 @@ pub struct CommitStats {
     pub bytes: u64,
     pub fsyncs: u32,
     pub duration: Duration,
+    /// The round's own fdatasync alone (not a roll's syncs): what the
+    /// device costs, apart from the write and the gather.
+    pub sync_duration: Duration,
 }
 
 /// Receives one call per successful commit round (metrics live outside the WAL).
@@ -335,7 +338,8 @@ impl Writer {
             return;
         }
         fsyncs += 1;
-        self.gather.synced(sync_started.elapsed());
+        let sync_duration = sync_started.elapsed();
+        self.gather.synced(sync_duration);
         // Durable: publish, then answer.
         self.used = start + len;
         self.next_offset = offset;
@@ -344,7 +348,14 @@ impl Writer {
         let records: u64 = locs.iter().map(|l| u64::from(l.records)).sum();
         let answers: Vec<(u64, u32)> = locs.iter().map(|l| (l.base_offset, l.records)).collect();
         self.shared.publish(locs, self.used, offset);
-        let stats = CommitStats { batches: round.len(), records, bytes: len, fsyncs, duration: started.elapsed() };
+        let stats = CommitStats {
+            batches: round.len(),
+            records,
+            bytes: len,
+            fsyncs,
+            duration: started.elapsed(),
+            sync_duration,
+        };
         for (p, loc) in round.into_iter().zip(answers) {
             let _ = p.reply.send(Ok(Appended { lane: self.shared.id, base_offset: loc.0, records: loc.1, ts_ms: ts }));
         }
