@@ -3,7 +3,8 @@
 //! before it is answered.
 
 use crate::breaker::{Breaker, LeaseEnd};
-use crate::core::{now_ms, Broker};
+use crate::clock::now_ms;
+use crate::core::Broker;
 use crate::destination::{Destination, LaneLeases, LeaseSource};
 use crate::error::BrokerError;
 use crate::settle::end_lease;

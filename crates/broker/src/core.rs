@@ -51,10 +51,6 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
     (crc32c::crc32c(tenant.as_bytes()) % u32::from(shards.max(1))) as u16
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
@@ -120,7 +116,7 @@ impl Broker {
             .collect();
         let idempotency =
             IdempotencyCache::new(cfg.idempotency_window_secs * 1000, cfg.idempotency_max_keys_per_tenant);
-        idempotency.rebuild(&wal, now_ms());
+        idempotency.rebuild(&wal, crate::clock::now_ms());
         let ingest_counters = crate::metrics::IngestCounters::new(tenants.len(), topics.len());
         let memory = crate::body::MemoryBudget::new(cfg.memory_budget_bytes);
         Ok(Broker {
@@ -138,6 +134,19 @@ impl Broker {
             ingest_counters,
             memory,
         })
+    }
+
+    /// [`crate::settle::transact`] over this broker's store.
+    pub(crate) fn transact<T>(
+        &self,
+        dest: &Destination,
+        st: &mut crate::destination::DestState,
+        f: impl FnOnce(
+            &mut crate::destination::DestState,
+            &mut crate::store::Changes,
+        ) -> Result<T, crate::error::BrokerError>,
+    ) -> Result<(T, Vec<u64>), crate::error::BrokerError> {
+        crate::settle::transact(&self.store, dest, st, f)
     }
 
     pub fn dest_by_name(&self, name: &str) -> Option<&Destination> {

@@ -10,7 +10,7 @@
 //! any other method or path, take the router, so the answers are those of
 //! the router in every case.
 
-use crate::http::{ingest_request, AppState};
+use crate::http::{ingest_request, ingest_topic, AppState};
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
@@ -19,13 +19,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use tower_service::Service as _;
-
-/// `POST /v1/topics/{topic}/records` → the raw topic segment, when it can
-/// be used as is (non-empty, no percent-escape).
-pub fn ingest_topic(path: &str) -> Option<&str> {
-    let topic = path.strip_prefix("/v1/topics/")?.strip_suffix("/records")?;
-    (!topic.is_empty() && !topic.contains(['/', '%'])).then_some(topic)
-}
 
 /// One per listener; cloned per connection (two `Arc`s).
 #[derive(Clone)]
@@ -59,20 +52,5 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         self.route(req.map(axum::body::Body::new))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ingest_topic;
-
-    #[test]
-    fn only_plain_ingest_paths_take_the_short_way() {
-        assert_eq!(ingest_topic("/v1/topics/events/records"), Some("events"));
-        assert_eq!(ingest_topic("/v1/topics//records"), None);
-        assert_eq!(ingest_topic("/v1/topics/a/b/records"), None);
-        assert_eq!(ingest_topic("/v1/topics/ev%65nts/records"), None);
-        assert_eq!(ingest_topic("/v1/topics/events/records/"), None);
-        assert_eq!(ingest_topic("/v1/destinations/d/leases"), None);
     }
 }

@@ -162,11 +162,18 @@ async fn ingest_handler(State(s): State<AppState>, Path(topic): Path<String>, re
     ingest_parts(&s, &topic, &parts.headers, body).await
 }
 
+/// `POST /v1/topics/{topic}/records` → the raw topic segment, when it can
+/// be used as is (non-empty, no percent-escape).
+pub fn ingest_topic(path: &str) -> Option<&str> {
+    let topic = path.strip_prefix("/v1/topics/")?.strip_suffix("/records")?;
+    (!topic.is_empty() && !topic.contains(['/', '%'])).then_some(topic)
+}
+
 /// The front service's way in (see [`crate::front`]): the path is
 /// `/v1/topics/{topic}/records` with a topic that needs no decoding.
 pub async fn ingest_request(s: AppState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    match crate::front::ingest_topic(parts.uri.path()) {
+    match ingest_topic(parts.uri.path()) {
         Some(topic) => ingest_parts(&s, topic, &parts.headers, body).await,
         // The front only sends ingest paths here; anything else is the
         // router's fallback answer.
@@ -399,4 +406,19 @@ async fn admin_action(
         }
     };
     answer(&s, r.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ingest_topic;
+
+    #[test]
+    fn only_plain_ingest_paths_take_the_short_way() {
+        assert_eq!(ingest_topic("/v1/topics/events/records"), Some("events"));
+        assert_eq!(ingest_topic("/v1/topics//records"), None);
+        assert_eq!(ingest_topic("/v1/topics/a/b/records"), None);
+        assert_eq!(ingest_topic("/v1/topics/ev%65nts/records"), None);
+        assert_eq!(ingest_topic("/v1/topics/events/records/"), None);
+        assert_eq!(ingest_topic("/v1/destinations/d/leases"), None);
+    }
 }

@@ -6,7 +6,7 @@
 //! broker restart is still recognised. A retry that arrives while the first
 //! request is still committing waits for its outcome instead of appending.
 
-use crate::ingest::Accepted;
+use crate::accepted::Accepted;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard};

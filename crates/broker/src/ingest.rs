@@ -5,7 +5,8 @@
 //! task so a client that disconnects cannot cancel a batch half-way between
 //! "durable" and "remembered for idempotency".
 
-use crate::core::{now_ms, Broker};
+use crate::clock::now_ms;
+use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::limiter::Verdict;
 use axum::body::Bytes;
@@ -14,36 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wal::{EncodedBatch, LaneId, Priority};
 
-/// An accepted batch: what the 200 says, without owning any string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
-    pub records: u64,
-    pub lane: LaneId,
-    pub first_offset: u64,
-}
-
-impl Accepted {
-    /// The 200 body, in the shape of [`api::IngestResponse`]. Written by
-    /// hand: every field is a number or a fixed identifier (nothing to
-    /// escape), and serde's writer cost ten times as much per request.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut n = itoa::Buffer::new();
-        let priority = self.lane.priority.as_str().as_bytes();
-        let mut out = Vec::with_capacity(112);
-        out.extend_from_slice(b"{\"accepted\":");
-        out.extend_from_slice(n.format(self.records).as_bytes());
-        out.extend_from_slice(b",\"priority\":\"");
-        out.extend_from_slice(priority);
-        out.extend_from_slice(b"\",\"lane\":\"");
-        out.extend_from_slice(priority);
-        out.push(b'/');
-        out.extend_from_slice(n.format(self.lane.shard).as_bytes());
-        out.extend_from_slice(b"\",\"first_offset\":");
-        out.extend_from_slice(n.format(self.first_offset).as_bytes());
-        out.push(b'}');
-        out
-    }
-}
+pub use crate::accepted::Accepted;
 
 /// The request parts the accept path needs.
 pub struct IngestInput<'a> {

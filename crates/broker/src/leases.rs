@@ -16,7 +16,8 @@
 //! clock, the model test a virtual one.
 
 use crate::breaker::{Admission, LeaseEnd};
-use crate::core::{now_ms, Broker};
+use crate::clock::now_ms;
+use crate::core::Broker;
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::settle::end_lease;

@@ -25,11 +25,13 @@
 //! - hold a lock across an fsync on the ingest path;
 //! - log a token.
 
+pub mod accepted;
 pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod check_config;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod destination;

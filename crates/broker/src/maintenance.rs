@@ -2,8 +2,9 @@
 //! flags derived from it, `drop_oldest`, retention, disk checks, and the
 //! gauges that mirror all of it.
 
+use crate::clock::now_ms;
 use crate::config::OnLagLimit;
-use crate::core::{now_ms, Broker};
+use crate::core::Broker;
 use crate::destination::{Destination, Lag};
 use crate::error::BrokerError;
 use crate::settle::skip_to;

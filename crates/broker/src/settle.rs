@@ -1,7 +1,7 @@
 //! The one way a destination's lease state changes, and the one way a
 //! lease ends.
 //!
-//! [`Broker::transact`] runs an operation on a copy of the state, derives
+//! [`transact`] runs an operation on a copy of the state, derives
 //! what sled must change from the difference (lease records, cursors,
 //! breaker), applies that in one sled transaction, and only then installs
 //! the copy. So a refused call or a sled error changes nothing, and sled's
@@ -15,48 +15,45 @@
 //! repairs what an older version left behind.
 
 use crate::breaker::{BreakerState, LeaseEnd};
-use crate::core::Broker;
 use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::store::{Changes, LeaseRecord, Store, StoreError};
 use std::collections::HashMap;
 use wal::{LaneId, Wal};
 
-impl Broker {
-    /// Run `f` on a copy of `st`, write what it changed to sled atomically,
-    /// then install the copy. `f` adds what the state does not mirror
-    /// (dead letters) to the `Changes`. Returns `f`'s value and the ids of
-    /// the dead letters added. The caller flushes before answering.
-    pub(crate) fn transact<T>(
-        &self,
-        dest: &Destination,
-        st: &mut DestState,
-        f: impl FnOnce(&mut DestState, &mut Changes) -> Result<T, BrokerError>,
-    ) -> Result<(T, Vec<u64>), BrokerError> {
-        let mut next = st.clone();
-        let mut ch = Changes::default();
-        let out = f(&mut next, &mut ch)?;
-        diff_records(&st.lease_records(), &next.lease_records(), &mut ch);
-        if next.breaker != st.breaker {
-            ch.breaker = Some(next.breaker);
-        }
-        let lanes: Vec<LaneId> = next.lanes.keys().copied().collect();
-        for lane in lanes {
-            let c = next.committed(lane);
-            if next.persisted.get(&lane) != Some(&c) {
-                ch.cursors.push((lane.to_string(), c));
-                next.persisted.insert(lane, c);
-            }
-        }
-        if cfg!(debug_assertions) {
-            if let Err(e) = next.check_invariants() {
-                debug_assert!(false, "{} after an operation: {e}", dest.name);
-            }
-        }
-        let ids = if ch.is_empty() { Vec::new() } else { self.store.apply(&dest.name, &ch)? };
-        *st = next;
-        Ok((out, ids))
+/// Run `f` on a copy of `st`, write what it changed to sled atomically,
+/// then install the copy. `f` adds what the state does not mirror (dead
+/// letters) to the `Changes`. Returns `f`'s value and the ids of the dead
+/// letters added. The caller flushes before answering.
+pub(crate) fn transact<T>(
+    store: &Store,
+    dest: &Destination,
+    st: &mut DestState,
+    f: impl FnOnce(&mut DestState, &mut Changes) -> Result<T, BrokerError>,
+) -> Result<(T, Vec<u64>), BrokerError> {
+    let mut next = st.clone();
+    let mut ch = Changes::default();
+    let out = f(&mut next, &mut ch)?;
+    diff_records(&st.lease_records(), &next.lease_records(), &mut ch);
+    if next.breaker != st.breaker {
+        ch.breaker = Some(next.breaker);
     }
+    let lanes: Vec<LaneId> = next.lanes.keys().copied().collect();
+    for lane in lanes {
+        let c = next.committed(lane);
+        if next.persisted.get(&lane) != Some(&c) {
+            ch.cursors.push((lane.to_string(), c));
+            next.persisted.insert(lane, c);
+        }
+    }
+    if cfg!(debug_assertions) {
+        if let Err(e) = next.check_invariants() {
+            debug_assert!(false, "{} after an operation: {e}", dest.name);
+        }
+    }
+    let ids = if ch.is_empty() { Vec::new() } else { store.apply(&dest.name, &ch)? };
+    *st = next;
+    Ok((out, ids))
 }
 
 /// Lease records to remove and to write so that sled goes from `before` to `after`.

@@ -22,7 +22,7 @@ pub enum FrameError {
     #[error("frame authentication failed")]
     BadMac,
     /// A segment written by a format this build does not read.
-    #[error("segment format {0} is not this build's ({current})", current = crate::segment::SEGMENT_VERSION)]
+    #[error("segment format {0} is not the one this build reads")]
     UnsupportedFormat(u16),
     #[error("malformed batch metadata")]
     BadMeta,
@@ -60,8 +60,8 @@ pub enum WalError {
     Corrupt { path: PathBuf, pos: u64, what: FrameError },
     /// A segment of another on-disk format: the broker never guesses at it.
     /// Format 1 is converted by `broker-admin migrate`.
-    #[error("{path} is in WAL format {version}; this build reads format {current}{hint}", current = crate::segment::SEGMENT_VERSION, hint = if *version == 1 { " (convert it with `broker-admin migrate --data-dir DIR` while the broker is stopped)" } else { " (written by a newer Weir?)" })]
-    UnsupportedFormat { path: PathBuf, version: u16 },
+    #[error("{path} is in WAL format {version}; this build reads format {current}{hint}", hint = if *version == 1 { " (convert it with `broker-admin migrate --data-dir DIR` while the broker is stopped)" } else { " (written by a newer Weir?)" })]
+    UnsupportedFormat { path: PathBuf, version: u16, current: u16 },
 }
 
 impl WalError {

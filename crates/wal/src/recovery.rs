@@ -119,7 +119,11 @@ fn recover_segment(
     let header = match SegmentHeader::decode(&bytes) {
         Ok(h) if h.lane == lane && h.base_offset == base => h,
         Err(FrameError::UnsupportedFormat(version)) => {
-            return Err(WalError::UnsupportedFormat { path: path.to_path_buf(), version });
+            return Err(WalError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                version,
+                current: crate::segment::SEGMENT_VERSION,
+            });
         }
         Ok(_) | Err(_) if is_last && bytes.iter().take(SEGMENT_HEADER_LEN * 2).all(|&b| b == 0) => {
             // The roll that created it never synced its header: nothing was

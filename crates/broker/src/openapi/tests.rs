@@ -71,7 +71,7 @@ fn every_operation_is_a_route_and_every_route_is_documented() {
     }
     // The front's short way for ingest serves the same documented path.
     assert!(ops.iter().any(|(m, p, _)| m == "POST" && p == "/v1/topics/{topic}/records"));
-    assert_eq!(crate::front::ingest_topic("/v1/topics/events/records"), Some("events"));
+    assert_eq!(crate::http::ingest_topic("/v1/topics/events/records"), Some("events"));
 }
 
 /// Every code of the table, once. The `match` has no wildcard on purpose:

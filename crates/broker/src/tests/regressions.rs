@@ -2,7 +2,7 @@
 //! Each failed on the code before its fix.
 
 use super::{normal0, Harness};
-use crate::core::now_ms;
+use crate::clock::now_ms;
 use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, Lease, PoisonRecord};
 use api::RewindTarget;
 
