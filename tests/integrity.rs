@@ -124,8 +124,19 @@ async fn a_frame_hidden_in_a_record_never_becomes_a_record_after_its_segment_is_
         async move { metric(&url, "weir_segments_deleted_total").await >= 2.0 }
     })
     .await;
-    // The new generation ends inside an old frame: short records.
+    // The new generation ends inside an old frame. The 60 hostile frames
+    // leave 5 in the active segment (11 fit in one); 6 plain records of the
+    // same size take it past half (its spare is now taken from the released
+    // segments: a file full of planted frames) and full, so the lane rolls
+    // onto that file; then short records end inside its first old frame.
     let mut last = 0;
+    let hostile_len = hostile_record(0).len();
+    for i in 0..6 {
+        let mut r = format!("fill-{i}:").into_bytes();
+        r.resize(hostile_len, b'f');
+        assert_eq!(post_octets(&b.url, r.clone()).await.status, 200);
+        sent.insert(r);
+    }
     for i in 0..25 {
         let r = format!("new-{i}").into_bytes();
         let a = post_octets(&b.url, r.clone()).await;
@@ -204,6 +215,29 @@ async fn read_only_commands_beside_a_live_broker_survive_rolls_and_reuse() {
     writer.await.unwrap();
 }
 
+/// Run the broker on `cfg` expecting it to refuse to start: (exit code, stderr).
+/// Bounded: a broker that starts anyway is killed and reported as `None`.
+fn refused_start(cfg: &Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(&BROKER)
+        .arg("--config")
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, std::time::Duration::from_secs(60));
+    if code.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
 /// A segment file of format 1 for lane normal/0 holding `records` from offset 0.
 fn v1_segment(records: &[&[u8]]) -> Vec<u8> {
     let mut h = vec![0u8; 64];
@@ -230,9 +264,8 @@ async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_serv
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, config(&data, "[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n"))
         .unwrap();
-    let out = std::process::Command::new(&BROKER).arg("--config").arg(&cfg).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = refused_start(&cfg);
+    assert_eq!(code, Some(2), "{stderr}");
     let reason: Vec<&str> = stderr.lines().filter(|l| l.contains("format 1")).collect();
     assert!(reason.len() == 1 && reason[0].contains("broker-admin migrate"), "{stderr}");
     let (code, out, err) = run_admin(&["migrate", "--data-dir", data.to_str().unwrap()]);
@@ -254,9 +287,8 @@ async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_serv
     future[56..60].copy_from_slice(&crc.to_le_bytes());
     let seg = lane_dir.join(format!("{:020}.seg", 100));
     std::fs::write(&seg, &future).unwrap();
-    let out = std::process::Command::new(&BROKER).arg("--config").arg(&cfg).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = refused_start(&cfg);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("format 3") && stderr.contains("newer Weir"), "{stderr}");
     assert_eq!(std::fs::read(&seg).unwrap(), future, "an unknown format is never modified");
 }

@@ -226,7 +226,12 @@ impl Broker {
                 .unwrap_or_else(|| lane.next_offset());
             // The lane's writer does the file work; this task waits off the async workers.
             let handle = self.wal.lane_handle(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
-            let n = handle.release_below(released).await.map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let n = match handle.release_below(released).await {
+                Ok(n) => n,
+                // A stop is under way: the next start retires what is left.
+                Err(wal::WalError::ShuttingDown) => return Ok(()),
+                Err(e) => return Err(BrokerError::Internal(e.to_string())),
+            };
             if n > 0 {
                 self.metrics.segments_deleted.inc_by(n as u64);
                 tracing::info!(lane = %id, segments = n, released, "retention deleted segments");
