@@ -48,9 +48,13 @@ async def one_request(port, payload, statuses):
             w.write(payload)
             await w.drain()
         except (ConnectionError, OSError):
-            pass
-        line = await asyncio.wait_for(r.readline(), 120)
-        statuses[line.split(b" ")[1].decode() if line else "closed"] = statuses.get(line.split(b" ")[1].decode() if line else "closed", 0) + 1
+            pass  # refused before the body was read: the answer is already there
+        try:
+            line = await asyncio.wait_for(r.readline(), 120)
+        except (ConnectionError, OSError):
+            line = b""
+        key = line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "reset before the answer was read"
+        statuses[key] = statuses.get(key, 0) + 1
         w.close()
     except Exception as e:
         statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1

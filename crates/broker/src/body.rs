@@ -70,7 +70,10 @@ pub async fn read(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    budget.charge(charge, declared.unwrap_or(limit).saturating_mul(factor))?;
+    if let Err(refused) = budget.charge(charge, declared.unwrap_or(limit).saturating_mul(factor)) {
+        drain(body, limit, timeout).await;
+        return Err(refused);
+    }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
@@ -80,6 +83,24 @@ pub async fn read(
             timeout.as_millis()
         ))),
     }
+}
+
+/// Read and discard up to `limit` bytes of a refused body (within
+/// `timeout`), holding one chunk at a time: a client that sends its body
+/// before reading the answer then gets the 503, not a reset connection that
+/// unread bytes would cause.
+async fn drain(mut body: Body, limit: u64, timeout: Duration) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(timeout, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
