@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod ledger;
 pub mod sink;
 
 use std::io::{BufRead, BufReader};
