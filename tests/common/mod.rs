@@ -4,6 +4,8 @@
 
 pub mod clickhouse;
 pub mod ledger;
+pub mod raw_sink;
+pub mod sim_broker;
 pub mod sink;
 
 use std::io::{BufRead, BufReader};
