@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod ledger;
+pub mod raw_sink;
+pub mod sim_broker;
 pub mod sink;
 
 use std::io::{BufRead, BufReader};
