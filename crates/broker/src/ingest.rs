@@ -68,6 +68,37 @@ fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
     Ok(out)
 }
 
+/// Apply the Content-Encoding: `None` when the body is used as sent,
+/// `Some(inflated)` for gzip.
+fn decode_encoding(encoding: Option<&str>, body: &[u8], cap: u64) -> Result<Option<Vec<u8>>, BrokerError> {
+    match encoding.map(str::trim).unwrap_or("") {
+        "" => Ok(None),
+        e if e.eq_ignore_ascii_case("identity") => Ok(None),
+        e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => inflate(body, cap).map(Some),
+        other => Err(BrokerError::UnsupportedMediaType(format!(
+            "Content-Encoding {other:?} is not supported: send identity or gzip"
+        ))),
+    }
+}
+
+/// The pure part of the accept path, exactly as [`ingest`] runs it: media
+/// type, Content-Encoding (gzip inflated up to `max_inflated_bytes`), then
+/// the records split and validated. For the fuzz target and its corpus
+/// replay (`fuzz/`, `tests/fuzz_corpus.rs`); not an API.
+#[doc(hidden)]
+pub fn fuzz_ingest_body(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    max_inflated_bytes: u64,
+    max_record_bytes: u64,
+) -> Result<Vec<Vec<u8>>, BrokerError> {
+    let format = format_of(content_type)?;
+    let inflated = decode_encoding(content_encoding, body, max_inflated_bytes)?;
+    let body = inflated.as_deref().unwrap_or(body);
+    Ok(split_records(body, format, max_record_bytes)?.into_iter().map(<[u8]>::to_vec).collect())
+}
+
 /// Split and validate records. Each returned slice is one record.
 fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, BrokerError> {
     let empty = || BrokerError::InvalidBody("the body is empty: send at least one record".into());
@@ -187,23 +218,12 @@ fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
 pub async fn ingest(b: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
     let topic_idx = input.topic_idx.ok_or_else(|| BrokerError::UnknownTopic(input.topic.to_string()))?;
     let format = format_of(input.content_type)?;
-    let inflated;
-    let encoding = input.content_encoding.map(str::trim).unwrap_or("");
-    let body: &[u8] = match encoding {
-        "" => &input.body,
-        e if e.eq_ignore_ascii_case("identity") => &input.body,
-        e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
-            inflated = inflate(&input.body, b.cfg.max_inflated_bytes)?;
-            // The inflated body, and the frame built from it.
-            b.memory.charge(&mut input.charge, 2 * inflated.len() as u64)?;
-            &inflated
-        }
-        other => {
-            return Err(BrokerError::UnsupportedMediaType(format!(
-                "Content-Encoding {other:?} is not supported: send identity or gzip"
-            )))
-        }
-    };
+    let inflated = decode_encoding(input.content_encoding, &input.body, b.cfg.max_inflated_bytes)?;
+    if let Some(inflated) = &inflated {
+        // The inflated body, and the frame built from it.
+        b.memory.charge(&mut input.charge, 2 * inflated.len() as u64)?;
+    }
+    let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
     let records = split_records(body, format, b.cfg.max_record_bytes)?;
     let tenant = &b.tenants[input.tenant];
     let key = input.idempotency_key.filter(|k| !k.is_empty());

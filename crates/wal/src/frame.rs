@@ -252,8 +252,10 @@ pub fn check_frame(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError
         ts_ms: u64_at(buf, 24),
     };
     // An authentic header was written by the writer; this guards the
-    // decoder against a bug, not against a forger.
-    if h.records == 0 || u32::from(h.meta_len) > h.body_len {
+    // decoder against a bug, not against a forger. Its offsets must not run
+    // past u64::MAX: `next_offset` (and the record iterator) add them.
+    let offsets_fit = h.base_offset.checked_add(u64::from(h.records)).is_some();
+    if h.records == 0 || u32::from(h.meta_len) > h.body_len || !offsets_fit {
         return Err(FrameError::BadLength);
     }
     if buf.len() < h.frame_len() {
@@ -382,6 +384,22 @@ mod tests {
         let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
         b.seal(&key(1), 0, 0);
         assert_eq!(check_frame(&b.bytes[..HEADER_LEN + 2], &key(1)), Err(FrameError::Incomplete));
+    }
+
+    #[test]
+    fn a_frame_whose_offsets_run_past_u64_max_is_refused() {
+        // Found by the fuzz target `frame` (fuzz/crashes-fixed/frame/): an
+        // authentic header with base offset u64::MAX made `next_offset`
+        // overflow (a panic in debug builds, a wrap to 0 in release).
+        let mut b = EncodedBatch::new(&meta(), &[b"a", b"b"]).unwrap();
+        b.seal(&key(1), u64::MAX - 1, 0);
+        assert_eq!(check_frame(&b.bytes, &key(1)), Err(FrameError::BadLength));
+        let mut b = EncodedBatch::new(&meta(), &[b"a", b"b"]).unwrap();
+        b.seal(&key(1), u64::MAX - 2, 0);
+        let h = check_frame(&b.bytes, &key(1)).unwrap();
+        assert_eq!(h.next_offset(), u64::MAX);
+        let offsets: Vec<u64> = FrameView::decode(&b.bytes, h).unwrap().records().map(|r| r.0).collect();
+        assert_eq!(offsets, vec![u64::MAX - 2, u64::MAX - 1]);
     }
 
     #[test]
