@@ -34,7 +34,7 @@ struct Seen {
 async fn produce(url: String, tag: String, ledger: Arc<Ledger>, stop: Arc<AtomicBool>, seen: Arc<Seen>, seed: u64) {
     let c = no_pool_client();
     let mut rng = Rng::new(seed);
-    let token = if seed % 2 == 0 { "acme-t" } else { "globex-t" };
+    let token = if seed.is_multiple_of(2) { "acme-t" } else { "globex-t" };
     for i in 0..100_000u64 {
         if stop.load(Ordering::Relaxed) {
             return;

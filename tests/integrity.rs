@@ -155,7 +155,11 @@ async fn a_frame_hidden_in_a_record_never_becomes_a_record_after_its_segment_is_
         let sender = tokio::spawn(async move {
             let mut mine = Vec::new();
             for i in 0..200u64 {
-                let r = if i % 3 == 0 { hostile_record(1000 * (round + 1) + i) } else { format!("k{round}-{i}").into_bytes() };
+                let r = if i % 3 == 0 {
+                    hostile_record(1000 * (round + 1) + i)
+                } else {
+                    format!("k{round}-{i}").into_bytes()
+                };
                 mine.push(r.clone());
                 let sent = client()
                     .post(format!("{url}/v1/topics/events/records"))

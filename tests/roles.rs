@@ -173,7 +173,6 @@ async fn every_endpoint_answers_every_role_as_the_contract_says() {
 /// v1.1: no such endpoint is 404 `not_found`, a wrong method 405
 /// `method_not_allowed`, both in the contract's JSON, whatever the token.
 #[tokio::test]
-#[ignore = "defect: no such endpoint answers 400 invalid_request and a wrong method 405 with an empty body (issue 14 defect 8)"]
 async fn unknown_endpoint_is_404_not_found_and_wrong_method_is_405_method_not_allowed_for_every_role() {
     let b = BrokerProc::start(EXTRA);
     let m = Matrix { url: b.url.clone(), c: client(), mismatches: Vec::new(), cells: 0 };

@@ -130,7 +130,16 @@ impl HttpSink {
         };
         let status = resp.status();
         if status.is_success() {
-            return Ok(());
+            // A 2xx counts once its whole answer arrived: a response cut short
+            // mid-body (the sink died while answering) is not a delivery.
+            return match resp.bytes().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(SinkError::Retryable {
+                    message: format!("HTTP {status}, but the answer was cut short: {e}"),
+                    retry_after: None,
+                    timed_out: e.is_timeout(),
+                }),
+            };
         }
         if status.is_redirection() {
             let location = resp
