@@ -15,8 +15,11 @@ use wal::frame::{check_frame, FrameHeader, FrameView, HEADER_LEN, MAGIC, VERSION
 use wal::segment::{scan as scan_segment, SegmentHeader, Tail, SEGMENT_HEADER_LEN};
 use wal::{EncodedBatch, FrameError, FrameKey, LaneId, Priority};
 
+/// A fuzz target: its name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target, by the name of its binary and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] =
+pub const TARGETS: &[Target] =
     &[("frame", frame), ("scan", scan), ("ingest_body", ingest_body), ("config", config), ("api_json", api_json)];
 
 /// The fixed frame key the frame target (and the structured scan input)
@@ -284,7 +287,7 @@ pub fn ingest_body(data: &[u8]) {
         Ok(records) => {
             assert!(!records.is_empty(), "an accepted body holds a record");
             let ndjson = ct.is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-ndjson"));
-            let identity = ce.map_or(true, |e| e.is_empty() || e == "identity");
+            let identity = ce.is_none_or(|e| e.is_empty() || e == "identity");
             for r in &records {
                 assert!(r.len() as u64 <= max_record, "a record over the limit was accepted");
                 if ndjson {
