@@ -34,7 +34,7 @@ struct Seen {
 async fn produce(url: String, tag: String, ledger: Arc<Ledger>, stop: Arc<AtomicBool>, seen: Arc<Seen>, seed: u64) {
     let c = no_pool_client();
     let mut rng = Rng::new(seed);
-    let token = if seed % 2 == 0 { "acme-t" } else { "globex-t" };
+    let token = if seed.is_multiple_of(2) { "acme-t" } else { "globex-t" };
     for i in 0..100_000u64 {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -122,7 +122,8 @@ async fn join(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
 async fn full_service(url: &str, tag: &str, n: usize, ledger: &Ledger) {
     for i in 0..n {
         let ids = vec![format!("{tag}-{i}-0"), format!("{tag}-{i}-1")];
-        let a = ingest(url, if i % 2 == 0 { "acme-t" } else { "globex-t" }, "events", ledger::ndjson(&ids)).await;
+        let a =
+            ingest(url, if i.is_multiple_of(2) { "acme-t" } else { "globex-t" }, "events", ledger::ndjson(&ids)).await;
         assert_eq!(a.status, 200, "{tag}: request {i} after the fault cleared: {a:?}");
         ledger.push(
             ids,
