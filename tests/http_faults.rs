@@ -122,7 +122,8 @@ async fn join(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
 async fn full_service(url: &str, tag: &str, n: usize, ledger: &Ledger) {
     for i in 0..n {
         let ids = vec![format!("{tag}-{i}-0"), format!("{tag}-{i}-1")];
-        let a = ingest(url, if i % 2 == 0 { "acme-t" } else { "globex-t" }, "events", ledger::ndjson(&ids)).await;
+        let a =
+            ingest(url, if i.is_multiple_of(2) { "acme-t" } else { "globex-t" }, "events", ledger::ndjson(&ids)).await;
         assert_eq!(a.status, 200, "{tag}: request {i} after the fault cleared: {a:?}");
         ledger.push(
             ids,

@@ -42,7 +42,7 @@ async fn producer(
     stop: Arc<AtomicBool>,
     odd: Arc<Mutex<Vec<String>>>,
 ) {
-    let keyed = p % 2 == 0;
+    let keyed = p.is_multiple_of(2);
     let token = if p % 4 < 2 { "acme-t" } else { "globex-t" };
     let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let mut rng = Rng::new(seed ^ (p + 1).wrapping_mul(0x1234_5678_9abc));
@@ -192,7 +192,7 @@ async fn exporter_kill_loop_delivers_everything_with_duplicates_bounded_by_the_l
     let mut ids = Vec::new();
     for r in 0..(cycles * per_cycle + 400) / 10 {
         let batch: Vec<String> = (0..10).map(|k| format!("e{r}-{k}")).collect();
-        let token = if r % 2 == 0 { "acme-t" } else { "globex-t" };
+        let token = if r.is_multiple_of(2) { "acme-t" } else { "globex-t" };
         let a = ingest(&b.url, token, "events", ledger::ndjson(&batch)).await;
         assert_eq!(a.status, 200, "{a:?}");
         ids.extend(batch);

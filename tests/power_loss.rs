@@ -33,7 +33,7 @@ async fn produce(
 ) {
     let c = no_pool_client();
     let mut rng = Rng::new(seed);
-    let token = if seed % 2 == 0 { "acme-t" } else { "globex-t" };
+    let token = if seed.is_multiple_of(2) { "acme-t" } else { "globex-t" };
     for i in 0..1_000_000u64 {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -97,7 +97,7 @@ async fn power_loss_loop_keeps_every_acknowledged_record_exactly_once() {
             })
             .collect();
         let before_cuts = mount.power_cuts();
-        let next = if rng.next() % 2 == 0 {
+        let next = if rng.next().is_multiple_of(2) {
             // Power fails at a random upcoming write, sync, create, rename...
             mount.crash_after_ops(rng.range(0, 400));
             let m = &mount;
