@@ -269,10 +269,7 @@ async fn real_small_filesystem_full_is_507_and_service_returns_when_space_is_fre
     let data = small.0.join("data");
     let mut b = BrokerProc::start_with(
         &data,
-        &config(
-            &data,
-            "disk_high_watermark = 1.0\n[[destination]]\nname = \"keep\"\ntopics = [\"events\"]\ntoken = \"keep-t\"\n",
-        ),
+        &config(&data, "[[destination]]\nname = \"keep\"\ntopics = [\"events\"]\ntoken = \"keep-t\"\n"),
     );
     let (ledger, seen) = (Arc::new(Ledger::default()), Arc::new(Seen::default()));
     let mut rng = Rng::new(ledger::seed("WEIR_FAULT_SEED"));

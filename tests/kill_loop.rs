@@ -26,8 +26,7 @@ const PRODUCERS: u64 = 16;
 /// broker with no destination keeps nothing: `keep` (never exported)
 /// holds every record for the final check. The disk watermark is off so
 /// that a full shared disk does not turn the run into 429s.
-const KEEP: &str =
-    "disk_high_watermark = 1.0\n[[destination]]\nname = \"keep\"\ntopics = [\"events\"]\ntoken = \"keep-t\"\n";
+const KEEP: &str = "[[destination]]\nname = \"keep\"\ntopics = [\"events\"]\ntoken = \"keep-t\"\n";
 
 /// One producer: batches of 1..=8 records with unique ids. Even producers
 /// send an `Idempotency-Key` and retry an unanswered batch (across broker
@@ -185,7 +184,7 @@ async fn exporter_kill_loop_delivers_everything_with_duplicates_bounded_by_the_l
     let started = Instant::now();
     const BATCH: u64 = 20;
     let b = BrokerProc::start(
-        "lease_timeout_ms = 1500\ndisk_high_watermark = 1.0\n[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n",
+        "lease_timeout_ms = 1500\n[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\n",
     );
     // Everything is acknowledged up front, from two tenants (two lanes).
     let per_cycle = 200;

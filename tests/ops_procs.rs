@@ -29,8 +29,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     out
 }
 
-const DESTS: &str = r#"disk_high_watermark = 1.0
-
+const DESTS: &str = r#"
 [[destination]]
 name = "d-acme"
 topics = ["events"]

@@ -11,8 +11,7 @@ mod common;
 
 use common::*;
 
-const EXTRA: &str = "disk_high_watermark = 1.0
-[[destination]]
+const EXTRA: &str = "[[destination]]
 name = \"main\"
 topics = [\"events\"]
 token = \"main-t\"

@@ -13,7 +13,6 @@ use common::*;
 use std::time::Duration;
 
 const DEST: &str = "lease_timeout_ms = 3000
-disk_high_watermark = 1.0
 [[destination]]
 name = \"w\"
 topics = [\"events\"]

@@ -51,6 +51,8 @@ data_dir = "{}"
 admin_token = "admin-t"
 maintenance_interval_ms = 50
 segment_bytes = 65536
+# Tests share the machine's disk: a full disk must not turn into 429s here.
+disk_high_watermark = 1.0
 {extra}
 [[tenant]]
 name = "acme"
