@@ -208,3 +208,40 @@ fn every_error_answer_from_every_layer_is_the_contracts_json() {
     assert_contract_error(&raw(&b.url, big_lease.as_bytes(), Duration::from_secs(5)), 413, "payload_too_large");
     assert_contract_error(&raw(&b.url, b"BREW / HTCPCP/1.0\r\n\r\n", Duration::from_secs(5)), 400, "invalid_request");
 }
+
+/// A log that cannot be written (here `/dev/full`: every write fails with
+/// ENOSPC, as on a full log disk) must not stop a broker or an exporter:
+/// tracing-subscriber's default answer to a failed write is `eprintln!`,
+/// which panics on the same stderr, in whichever task logged. Found when an
+/// exporter under RLIMIT_FSIZE inherited a test log file past the limit and
+/// its delivery task died without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_and_an_exporter_whose_logs_cannot_be_written_keep_working() {
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").map(std::process::Stdio::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, common::config(&data, DEST)).unwrap();
+    let (broker, url) = common::spawn_broker_logging(&config, full().unwrap(), "debug");
+    let _broker = ExporterProc { child: broker };
+    let ids: Vec<String> = (0..50).map(|i| format!("r{i}")).collect();
+    for chunk in ids.chunks(10) {
+        assert_eq!(ingest(&url, "acme-t", "events", common::ledger::ndjson(chunk)).await.status, 200);
+    }
+    let out = tmp.path().join("out.ndjson");
+    let exporter = std::process::Command::new(&EXPORTER)
+        .args(["--broker", &url, "--destination", "main", "--token", "main-t"])
+        .args(["--sink", &format!("file:{}", out.display()), "--wait-ms", "100", "--batch-records", "7"])
+        .env("RUST_LOG", "debug")
+        .stdout(full().unwrap())
+        .stderr(full().unwrap())
+        .spawn()
+        .expect("spawn exporter");
+    let mut exporter = ExporterProc { child: exporter };
+    wait_until("every record delivered by an exporter logging into a full disk", Duration::from_secs(60), || async {
+        file_lines(&out).len() >= ids.len()
+    })
+    .await;
+    assert_eq!(file_lines(&out).len(), ids.len());
+    assert_eq!(exporter.sigterm(), Some(0), "the exporter stops cleanly");
+}

@@ -174,7 +174,10 @@ fn exporter_with_file_limit(broker: &str, sink: &str, limit: u64, extra: &[&str]
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(&EXPORTER);
     cmd.args(["--broker", broker, "--destination", "f", "--token", "f-t", "--sink", sink]).args(extra);
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
+    // The log goes through a pipe, never an inherited file: the limit applies
+    // to every regular file the exporter writes, and a test log past it
+    // would turn each log line into EFBIG.
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     // SAFETY: between fork and exec only async-signal-safe calls (signal, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
@@ -186,7 +189,10 @@ fn exporter_with_file_limit(broker: &str, sink: &str, limit: u64, extra: &[&str]
             Ok(())
         });
     }
-    ExporterProc { child: cmd.spawn().expect("spawn exporter") }
+    let mut child = cmd.spawn().expect("spawn exporter");
+    let mut log = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::stderr()));
+    ExporterProc { child }
 }
 
 fn lift_file_limit(pid: u32) {
@@ -197,7 +203,6 @@ fn lift_file_limit(pid: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky in the full suite (passes alone: cargo test --test sinks -- --ignored a_file_write): in two full runs the exporter under RLIMIT_FSIZE never reported the failed write within 30 s; not yet understood. The cut-back itself is covered by sink::file's unit tests"]
 async fn a_file_write_that_failed_part_way_is_cut_back_before_the_retry() {
     let b = BrokerProc::start(
         "[[destination]]\nname = \"f\"\ntopics = [\"events\"]\ntoken = \"f-t\"\nfailure_threshold = 1000\nbreaker_open_ms = 100\n",

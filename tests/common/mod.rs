@@ -132,12 +132,18 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
 }
 
 fn spawn_broker(config: &Path) -> (Child, String) {
+    spawn_broker_logging(config, Stdio::inherit(), "warn")
+}
+
+/// Start a broker whose log (stderr, at level `rust_log`) goes to `stderr`;
+/// stdout is read for its address.
+pub fn spawn_broker_logging(config: &Path, stderr: Stdio, rust_log: &str) -> (Child, String) {
     let mut child = Command::new(&BROKER)
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env("RUST_LOG", "warn")
+        .stderr(stderr)
+        .env("RUST_LOG", rust_log)
         .spawn()
         .expect("spawn broker");
     let url = read_listen_url(&mut child);

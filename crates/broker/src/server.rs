@@ -79,16 +79,21 @@ pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
     Ok((cfg, dev))
 }
 
-fn print_dev_banner(addr: std::net::SocketAddr) {
-    println!("weir broker listening on http://{addr} (embedded development defaults)");
-    println!("  tenant dev        token {DEV_TENANT_TOKEN}");
-    println!("  topic  events");
-    println!("  destination dev   exporter token {DEV_EXPORTER_TOKEN}");
-    println!("  admin             token {DEV_ADMIN_TOKEN}");
-    println!("send a record:");
-    println!(
-        "  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
-    );
+/// The address line (tests and scripts read it) and, on the embedded
+/// defaults, how to use them. A stdout that cannot be written (closed, a full
+/// disk) must not stop a broker whose job does not depend on it: write
+/// errors are ignored, where `println!` would panic.
+fn announce(addr: std::net::SocketAddr, dev: bool) {
+    use std::io::Write;
+    let mut text = format!("weir broker listening on http://{addr}");
+    if dev {
+        text.push_str(&format!(
+            " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
+        ));
+    }
+    text.push('\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 async fn shutdown_signal() {
@@ -132,11 +137,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let damage = broker.wal.recovery_events().iter().filter(|e| e.is_damage()).count();
     let _ = state.broker.set(Arc::clone(&broker));
     tracing::info!(damage_events = damage, "recovery done; ready");
-    if dev {
-        print_dev_banner(local);
-    } else {
-        println!("weir broker listening on http://{local}");
-    }
+    announce(local, dev);
     // Only now: recovery is done and requests are served (Type=notify).
     crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&broker)));

@@ -42,7 +42,12 @@ pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, String> {
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log that cannot be written (a full disk, a closed pipe) must not stop
+    // the process: by default tracing-subscriber reports a failed write with
+    // `eprintln!`, which panics on the same failed stderr, in whichever task
+    // logged — an exporter's delivery task died that way under RLIMIT_FSIZE.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => {
