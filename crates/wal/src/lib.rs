@@ -73,6 +73,7 @@ pub mod recovery;
 mod recycle;
 pub mod segment;
 mod segment_file;
+mod shared;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod writer;
@@ -80,10 +81,11 @@ mod writer;
 pub use error::{FrameError, Result, WalError};
 pub use frame::{BatchMeta, EncodedBatch, FrameKey, FrameView};
 pub use fs::{FileSystem, RealFs};
-pub use lane::{Appended, Lane, SegmentInfo, StoredBatch};
+pub use lane::{Lane, SegmentInfo, StoredBatch};
 pub use lane_id::{LaneId, Priority};
 pub use layout::WATERMARK_FILE;
 pub use recovery::RecoveryEvent;
+pub use shared::Appended;
 pub use writer::{CommitObserver, CommitStats};
 
 use std::collections::BTreeMap;

@@ -28,7 +28,7 @@
 //!   which no reader passes; sealing cuts the file to its last frame.
 
 use crate::error::{Result, WalError};
-use crate::lane::{LaneShared, SealedSegment};
+use crate::shared::{LaneShared, SealedSegment};
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 
@@ -41,24 +41,24 @@ pub fn pool_limit(segment_bytes: u64) -> usize {
 }
 
 fn pool(shared: &LaneShared) -> MutexGuard<'_, Vec<PathBuf>> {
-    shared.recycled.lock().unwrap_or_else(|e| e.into_inner())
+    shared.recycled()
 }
 
 /// Retire a segment already taken out of the lane's index: keep it for
 /// reuse when that is safe and the pool has room, else delete it. The
 /// caller syncs the directory.
 pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()> {
-    let fs = &*shared.fs;
+    let fs = &**shared.fs();
     let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
     let mut pool = pool(shared);
-    if unread && shared.opts.preallocate && pool.len() < pool_limit(shared.opts.segment_bytes) {
-        let to = crate::layout::recycled_path(&shared.dir, seg.base);
+    if unread && shared.opts().preallocate && pool.len() < pool_limit(shared.opts().segment_bytes) {
+        let to = crate::layout::recycled_path(shared.dir(), seg.base);
         match fs.rename(&seg.path, &to) {
             Ok(()) => {
                 pool.push(to);
                 return Ok(());
             }
-            Err(e) => tracing::warn!(lane = %shared.id, error = %e, "could not keep a released segment; deleting it"),
+            Err(e) => tracing::warn!(lane = %shared.id(), error = %e, "could not keep a released segment; deleting it"),
         }
     }
     fs.remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, e))

@@ -20,23 +20,16 @@
 //!   acknowledged byte, syncs, and resumes.
 
 use crate::error::WalError;
-use crate::frame::{EncodedBatch, FrameKey};
+use crate::frame::FrameKey;
 use crate::fs::WalFile;
 use crate::gather::Gather;
-use crate::lane::{Appended, LaneShared, Release};
 use crate::layout::{spare_name, summary_path};
 use crate::segment::{FrameLoc, Summary};
 use crate::segment_file::{create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Spare};
+use crate::shared::{Appended, LaneShared, Pending, Release};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
-
-pub(crate) struct Pending {
-    pub batch: EncodedBatch,
-    pub reply: oneshot::Sender<Result<Appended, WalError>>,
-}
 
 /// Numbers of one commit round, for metrics.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +51,8 @@ pub trait CommitObserver: Send + Sync {
 
 pub(crate) struct Writer {
     shared: Arc<LaneShared>,
+    /// Told of every successful round (metrics live outside the WAL).
+    observer: Option<Arc<dyn CommitObserver>>,
     file: Arc<dyn WalFile>,
     path: PathBuf,
     base: u64,
@@ -111,7 +106,7 @@ impl Drop for Writer {
     /// spare is joined, so nothing of this instance touches the directory
     /// once the lane is gone (its spare is deleted by the next recovery).
     fn drop(&mut self) {
-        let _ = self.spare.take(self.shared.id);
+        let _ = self.spare.take(self.shared.id());
     }
 }
 
@@ -138,13 +133,19 @@ fn precise_timer_slack() {
 
 impl Writer {
     /// The writer of a lane whose active segment recovery handed over.
-    pub fn new(shared: Arc<LaneShared>, active: &RecoveredSegment, file: Arc<dyn WalFile>) -> Writer {
+    pub fn new(
+        shared: Arc<LaneShared>,
+        observer: Option<Arc<dyn CommitObserver>>,
+        active: &RecoveredSegment,
+        file: Arc<dyn WalFile>,
+    ) -> Writer {
         let instance = FrameKey::random().map_or(0, |k| {
             let b = k.to_bytes();
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         });
         Writer {
             shared,
+            observer,
             file,
             path: active.path.clone(),
             base: active.base,
@@ -189,7 +190,7 @@ impl Writer {
     fn retire_below(&mut self, offset: u64) -> Result<usize, WalError> {
         let gone = self.shared.take_sealed_below(offset);
         let removed = gone.len();
-        let fs = &*self.shared.fs;
+        let fs = &**self.shared.fs();
         for seg in gone {
             let sum = summary_path(&seg.path);
             if fs.exists(&sum) {
@@ -198,7 +199,7 @@ impl Writer {
             crate::recycle::retire(&self.shared, seg)?;
         }
         if removed > 0 {
-            fs.sync_dir(&self.shared.dir).map_err(|e| WalError::io(&self.shared.dir, e))?;
+            fs.sync_dir(self.shared.dir()).map_err(|e| WalError::io(self.shared.dir(), e))?;
         }
         Ok(removed)
     }
@@ -224,21 +225,21 @@ impl Writer {
     /// configured, else the adaptive gather (see the module doc).
     fn gather(&self, round: &mut Vec<Pending>) {
         let started = Instant::now();
-        if let Some(p) = self.gather.first_wait(self.shared.opts.group_commit_linger, round.len()) {
+        if let Some(p) = self.gather.first_wait(self.shared.opts().group_commit_linger, round.len()) {
             self.shared.gather_until(round, p.want, started + p.budget);
         }
-        let arriving = self.shared.arriving.load(Ordering::Acquire);
-        if let Some(p) = self.gather.busy_hold(self.shared.opts.group_commit_linger, round.len(), arriving) {
+        let arriving = self.shared.arriving();
+        if let Some(p) = self.gather.busy_hold(self.shared.opts().group_commit_linger, round.len(), arriving) {
             self.shared.gather_until(round, p.want, started + p.budget);
         }
     }
 
     fn lane_name(&self) -> String {
-        self.shared.id.to_string()
+        self.shared.id().to_string()
     }
 
     fn fail_closed(&mut self, reason: String) {
-        tracing::error!(lane = %self.shared.id, %reason, "WAL lane failed closed");
+        tracing::error!(lane = %self.shared.id(), %reason, "WAL lane failed closed");
         self.failed_at = Some(Instant::now());
         self.shared.set_failure(Some(reason));
     }
@@ -253,25 +254,25 @@ impl Writer {
     /// Reopen the active segment after a failure: cut it back to the last
     /// acknowledged byte and sync through a fresh handle.
     fn try_reopen(&mut self) {
-        let fs = &self.shared.fs;
+        let fs = &self.shared.fs();
         let attempt = || -> std::io::Result<Arc<dyn WalFile>> {
             let f = fs.open_rw(&self.path)?;
             f.set_len(self.used)?;
-            if self.shared.opts.preallocate {
-                f.preallocate(self.shared.opts.segment_bytes, true)?;
+            if self.shared.opts().preallocate {
+                f.preallocate(self.shared.opts().segment_bytes, true)?;
             }
             f.sync_data()?;
             Ok(f)
         };
         match attempt() {
             Ok(f) => {
-                tracing::info!(lane = %self.shared.id, "WAL lane recovered");
+                tracing::info!(lane = %self.shared.id(), "WAL lane recovered");
                 self.file = f;
                 self.failed_at = None;
                 self.shared.set_failure(None);
             }
             Err(e) => {
-                tracing::warn!(lane = %self.shared.id, error = %e, "WAL lane still failing");
+                tracing::warn!(lane = %self.shared.id(), error = %e, "WAL lane still failing");
                 self.failed_at = Some(Instant::now());
             }
         }
@@ -280,7 +281,7 @@ impl Writer {
     fn commit(&mut self, mut round: Vec<Pending>) {
         let started = Instant::now();
         let mut fsyncs = 0u32;
-        if self.used >= self.shared.opts.segment_bytes && self.frames_in_segment > 0 {
+        if self.used >= self.shared.opts().segment_bytes && self.frames_in_segment > 0 {
             match self.roll() {
                 Ok(n) => fsyncs += n,
                 Err(e) => {
@@ -357,16 +358,17 @@ impl Writer {
             sync_duration,
         };
         for (p, loc) in round.into_iter().zip(answers) {
-            let _ = p.reply.send(Ok(Appended { lane: self.shared.id, base_offset: loc.0, records: loc.1, ts_ms: ts }));
+            let _ =
+                p.reply.send(Ok(Appended { lane: self.shared.id(), base_offset: loc.0, records: loc.1, ts_ms: ts }));
         }
         self.gather.round_ended(stats.batches, self.shared.queued());
-        if let Some(obs) = &self.shared.observer {
-            obs.on_commit(self.shared.id, &stats);
+        if let Some(obs) = &self.observer {
+            obs.on_commit(self.shared.id(), &stats);
         }
         self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * len as f64;
         if matches!(self.spare, SpareSlot::None)
-            && self.shared.opts.preallocate
-            && self.used > self.shared.opts.segment_bytes / 2
+            && self.shared.opts().preallocate
+            && self.used > self.shared.opts().segment_bytes / 2
         {
             self.start_spare();
         }
@@ -380,20 +382,20 @@ impl Writer {
         let recycled = crate::recycle::take(&shared);
         let name = spare_name(self.instance, self.spares_made);
         self.spares_made += 1;
-        let prepare = move || prepare_spare(&*shared.fs, &shared.dir, &name, &shared.opts, zero_fill, recycled);
-        self.spare = match self.shared.opts.drive {
+        let prepare = move || prepare_spare(&**shared.fs(), shared.dir(), &name, shared.opts(), zero_fill, recycled);
+        self.spare = match self.shared.opts().drive {
             crate::Drive::Manual => match prepare() {
                 Ok(spare) => SpareSlot::Ready(spare),
                 Err(e) => {
-                    tracing::warn!(lane = %self.shared.id, error = %e, "could not prepare a spare segment");
+                    tracing::warn!(lane = %self.shared.id(), error = %e, "could not prepare a spare segment");
                     SpareSlot::None
                 }
             },
             crate::Drive::Thread => {
-                match std::thread::Builder::new().name(format!("wal-spare-{}", self.shared.id)).spawn(prepare) {
+                match std::thread::Builder::new().name(format!("wal-spare-{}", self.shared.id())).spawn(prepare) {
                     Ok(h) => SpareSlot::Preparing(h),
                     Err(e) => {
-                        tracing::warn!(lane = %self.shared.id, error = %e, "could not start the spare helper");
+                        tracing::warn!(lane = %self.shared.id(), error = %e, "could not start the spare helper");
                         SpareSlot::None
                     }
                 }
@@ -406,9 +408,9 @@ impl Writer {
     fn undo_write(&mut self, start: u64) {
         let undo = || -> std::io::Result<()> {
             self.file.set_len(start)?;
-            if self.shared.opts.preallocate {
+            if self.shared.opts().preallocate {
                 // Best effort: without the space, later writes extend the file.
-                let _ = self.file.preallocate(self.shared.opts.segment_bytes, true);
+                let _ = self.file.preallocate(self.shared.opts().segment_bytes, true);
             }
             self.file.sync_data()
         };
@@ -421,10 +423,10 @@ impl Writer {
     /// Returns the number of fsyncs it took (the new header, its directory).
     fn roll(&mut self) -> Result<u32, WalError> {
         let shared = Arc::clone(&self.shared);
-        let spare = self.spare.take(shared.id);
+        let spare = self.spare.take(shared.id());
         let (seg, file) = match spare {
-            Some(spare) => segment_from_spare(&*shared.fs, shared.id, &shared.dir, self.next_offset, spare)?,
-            None => create_segment(&*shared.fs, shared.id, &shared.dir, self.next_offset, &shared.opts)?,
+            Some(spare) => segment_from_spare(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, spare)?,
+            None => create_segment(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, shared.opts())?,
         };
         // Cut the sealed segment's preallocated tail. Not synced: every frame
         // in it already is, and recovery cuts a tail that comes back.
@@ -440,13 +442,13 @@ impl Writer {
         self.key = seg.key;
         let sealed = shared.seal_active(&old, seg, Arc::clone(&file));
         if let Err(e) = write_summary(
-            &*shared.fs,
+            &**shared.fs(),
             &sealed.path,
             &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames),
             false,
         ) {
             // Derived state only: recovery rebuilds it.
-            tracing::warn!(lane = %shared.id, error = %e, "could not write segment summary");
+            tracing::warn!(lane = %shared.id(), error = %e, "could not write segment summary");
         }
         self.file = file;
         self.base = self.next_offset;

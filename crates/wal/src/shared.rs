@@ -1,0 +1,374 @@
+//! The state a lane's handle ([`crate::Lane`]) and its writer
+//! ([`crate::writer`]) share: the append queue, the index of durable frames,
+//! the durable watermark and the failure flag.
+//!
+//! Invariants (asserted where they change):
+//! - Only the writer changes the index and the watermark: [`LaneShared::publish`],
+//!   [`LaneShared::seal_active`] and [`LaneShared::take_sealed_below`] are
+//!   called from the writer alone; a handle reads through [`LaneShared::index`].
+//! - The durable watermark never moves back, nor does the durable end of the
+//!   active segment; offsets continue across a roll.
+//! - The index shows only synced frames: readers never pass the watermark.
+//! - Nothing here touches a file but the advisory watermark file, which
+//!   recovery never reads.
+
+use crate::error::{Result, WalError};
+use crate::frame::{EncodedBatch, FrameKey};
+use crate::fs::{FileBytes, FileSystem, WalFile};
+use crate::lane_id::LaneId;
+use crate::segment::FrameLoc;
+use crate::segment_file::RecoveredSegment;
+use crate::WalOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The answer to a durable append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub lane: LaneId,
+    pub base_offset: u64,
+    pub records: u32,
+    pub ts_ms: u64,
+}
+
+/// An append waiting for its commit round.
+pub(crate) struct Pending {
+    pub batch: EncodedBatch,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// A segment that takes no more appends; immutable once built.
+pub(crate) struct SealedSegment {
+    pub path: PathBuf,
+    pub base: u64,
+    pub next: u64,
+    pub frames: Vec<FrameLoc>,
+    pub bytes: u64,
+    pub key: FrameKey,
+    /// Derived once: listing segments must not walk every frame.
+    pub records: u64,
+    /// The file's bytes, read once on the first visit.
+    pub map: OnceLock<Arc<FileBytes>>,
+}
+
+impl SealedSegment {
+    pub fn new(seg: RecoveredSegment) -> Self {
+        let RecoveredSegment { path, base, next, frames, bytes, key } = seg;
+        let records = frames.iter().map(|f| u64::from(f.records)).sum();
+        SealedSegment { path, base, next, frames, bytes, key, records, map: OnceLock::new() }
+    }
+}
+
+/// The segment being appended to: its synced frames and durable length.
+pub(crate) struct ActiveSegment {
+    pub path: PathBuf,
+    pub base: u64,
+    pub file: Arc<dyn WalFile>,
+    pub frames: Vec<FrameLoc>,
+    pub bytes: u64,
+    pub key: FrameKey,
+}
+
+impl ActiveSegment {
+    fn new(seg: RecoveredSegment, file: Arc<dyn WalFile>) -> Self {
+        ActiveSegment { path: seg.path, base: seg.base, file, frames: seg.frames, bytes: seg.bytes, key: seg.key }
+    }
+}
+
+/// Where a lane's durable frames are, oldest first.
+pub(crate) struct Index {
+    pub sealed: Vec<Arc<SealedSegment>>,
+    pub active: ActiveSegment,
+}
+
+/// A release of segments below `offset`, for the writer to carry out.
+pub(crate) struct Release {
+    pub offset: u64,
+    pub reply: std::sync::mpsc::SyncSender<Result<usize>>,
+}
+
+struct Queue {
+    items: Vec<Pending>,
+    releases: Vec<Release>,
+    shutdown: bool,
+    /// The writer sleeps on the condvar: only then does an append signal it
+    /// (a busy writer takes the queue after its sync without a wake-up).
+    writer_waiting: bool,
+    /// How many queued appends make an append wake a waiting writer: 1
+    /// normally; while the writer gathers a round, the number it waits for
+    /// (so it is woken once, not once per append).
+    wake_at: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { items: Vec::new(), releases: Vec::new(), shutdown: false, writer_waiting: false, wake_at: 1 }
+    }
+}
+
+pub(crate) struct LaneShared {
+    id: LaneId,
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    opts: WalOptions,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    index: RwLock<Index>,
+    durable_next: AtomicU64,
+    failure: Mutex<Option<String>>,
+    /// Woken after every commit, for long-polling readers.
+    appended: tokio::sync::Notify,
+    /// `<lane dir>/watermark`: the durable next offset, rewritten (not
+    /// synced) after each commit so read-only tools beside a running broker
+    /// stop there. Advisory: recovery never reads it.
+    watermark: Option<Arc<dyn WalFile>>,
+    /// Released segments kept for reuse as spares (see [`crate::recycle`]).
+    recycled: Mutex<Vec<PathBuf>>,
+    /// Appends announced by callers and not yet queued, on every lane of
+    /// this log (see [`crate::Wal::announce`]).
+    arriving: Arc<AtomicUsize>,
+}
+
+fn open_watermark(fs: &dyn FileSystem, dir: &Path, next: u64) -> Option<Arc<dyn WalFile>> {
+    let path = dir.join(crate::layout::WATERMARK_FILE);
+    let f = fs.open_rw(&path).or_else(|_| fs.create_new(&path)).ok()?;
+    f.write_all_at(&next.to_le_bytes(), 0).ok()?;
+    Some(f)
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent across a panic in another holder
+    // (every critical section is a plain field update).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LaneShared {
+    /// The shared state of a lane recovered as `sealed` + `active`.
+    pub fn new(
+        id: LaneId,
+        dir: PathBuf,
+        fs: Arc<dyn FileSystem>,
+        opts: WalOptions,
+        sealed: Vec<RecoveredSegment>,
+        active: (&RecoveredSegment, &Arc<dyn WalFile>),
+        arriving: Arc<AtomicUsize>,
+    ) -> LaneShared {
+        let next = active.0.next;
+        let sealed = sealed.into_iter().map(|s| Arc::new(SealedSegment::new(s))).collect();
+        let watermark = open_watermark(&*fs, &dir, next);
+        let active = ActiveSegment::new(active.0.clone(), Arc::clone(active.1));
+        LaneShared {
+            id,
+            dir,
+            fs,
+            opts,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            index: RwLock::new(Index { sealed, active }),
+            durable_next: AtomicU64::new(next),
+            failure: Mutex::new(None),
+            appended: tokio::sync::Notify::new(),
+            watermark,
+            recycled: Mutex::new(Vec::new()),
+            arriving,
+        }
+    }
+
+    pub fn id(&self) -> LaneId {
+        self.id
+    }
+
+    /// The lane's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
+    }
+
+    pub fn opts(&self) -> &WalOptions {
+        &self.opts
+    }
+
+    /// Released segments kept for reuse as spares (see [`crate::recycle`]).
+    pub fn recycled(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        lock(&self.recycled)
+    }
+
+    /// Appends announced by callers and not yet queued, on every lane of this log.
+    pub fn arriving(&self) -> usize {
+        self.arriving.load(Ordering::Acquire)
+    }
+
+    /// The offset the next durable record will get.
+    pub fn durable_next(&self) -> u64 {
+        self.durable_next.load(Ordering::Acquire)
+    }
+
+    /// Read the index (what is durable, and where).
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves after the next commit (for long polls).
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Queue an append for the next round, waking a waiting writer once
+    /// enough arrived.
+    pub fn enqueue(&self, pending: Pending) -> Result<()> {
+        let mut q = lock(&self.queue);
+        if q.shutdown {
+            return Err(WalError::ShuttingDown);
+        }
+        q.items.push(pending);
+        let wake = q.writer_waiting && q.items.len() >= q.wake_at;
+        if wake {
+            q.writer_waiting = false;
+        }
+        drop(q);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue a release for the writer and wake it.
+    pub fn enqueue_release(&self, release: Release) -> Result<()> {
+        {
+            let mut q = lock(&self.queue);
+            if q.shutdown {
+                return Err(WalError::ShuttingDown);
+            }
+            q.releases.push(release);
+            q.writer_waiting = false;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Take the queued releases only (the manual drive).
+    pub fn take_releases(&self) -> Vec<Release> {
+        std::mem::take(&mut lock(&self.queue).releases)
+    }
+
+    /// Take no more appends; wake the writer so it drains and exits.
+    pub fn close(&self) {
+        lock(&self.queue).shutdown = true;
+        self.wake.notify_all();
+    }
+
+    /// Block until appends are queued; `None` once shut down and drained.
+    /// With `timeout`, may return an empty round so the writer can retry a reopen.
+    pub fn take_pending(&self, timeout: Option<Duration>) -> Option<(Vec<Pending>, Vec<Release>)> {
+        let mut q = lock(&self.queue);
+        while q.items.is_empty() && q.releases.is_empty() {
+            if q.shutdown {
+                return None;
+            }
+            q.writer_waiting = true;
+            match timeout {
+                Some(t) => {
+                    let (guard, res) = self.wake.wait_timeout(q, t).unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    q.writer_waiting = false;
+                    if res.timed_out() {
+                        return Some((Vec::new(), Vec::new()));
+                    }
+                }
+                None => {
+                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.writer_waiting = false;
+                }
+            }
+        }
+        Some((std::mem::take(&mut q.items), std::mem::take(&mut q.releases)))
+    }
+
+    /// Take what is queued now, without waiting (the manual drive).
+    pub fn take_now(&self) -> (Vec<Pending>, Vec<Release>) {
+        let mut q = lock(&self.queue);
+        (std::mem::take(&mut q.items), std::mem::take(&mut q.releases))
+    }
+
+    /// Take sealed segments wholly below `offset` out of the index, for the
+    /// writer to retire.
+    pub fn take_sealed_below(&self, offset: u64) -> Vec<Arc<SealedSegment>> {
+        let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+        debug_assert!(idx.sealed.windows(2).all(|w| w[0].next <= w[1].base), "sealed segments are in offset order");
+        let keep_from = idx.sealed.partition_point(|s| s.next <= offset);
+        idx.sealed.drain(..keep_from).collect()
+    }
+
+    /// Add to `round` what arrives until it holds `want` appends, `deadline`
+    /// passes, or the lane shuts down; the writer is woken once, when enough
+    /// arrived (pass `usize::MAX` to wait out the deadline).
+    pub fn gather_until(&self, round: &mut Vec<Pending>, want: usize, deadline: Instant) {
+        let mut q = lock(&self.queue);
+        loop {
+            round.append(&mut q.items);
+            let now = Instant::now();
+            if q.shutdown || round.len() >= want || now >= deadline {
+                q.wake_at = 1;
+                return;
+            }
+            q.wake_at = want - round.len();
+            q.writer_waiting = true;
+            let (guard, _) = self.wake.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner());
+            q = guard;
+            q.writer_waiting = false;
+        }
+    }
+
+    /// Appends queued now (they wait for the next round).
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).items.len()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    pub fn set_failure(&self, reason: Option<String>) {
+        *lock(&self.failure) = reason;
+    }
+
+    /// Make synced frames visible to readers.
+    pub fn publish(&self, locs: Vec<FrameLoc>, bytes: u64, next: u64) {
+        debug_assert!(next >= self.durable_next.load(Ordering::Acquire), "the watermark never moves back");
+        {
+            let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+            debug_assert!(bytes >= idx.active.bytes, "the durable end of a segment never moves back");
+            idx.active.frames.extend(locs);
+            idx.active.bytes = bytes;
+        }
+        self.durable_next.store(next, Ordering::Release);
+        if let Some(w) = &self.watermark {
+            // Advisory for inspection tools; a failure here is not a commit failure.
+            let _ = w.write_all_at(&next.to_le_bytes(), 0);
+        }
+        self.appended.notify_waiters();
+    }
+
+    /// Turn the active segment into a sealed one and start `new`.
+    pub fn seal_active(
+        &self,
+        old: &RecoveredSegment,
+        new: RecoveredSegment,
+        file: Arc<dyn WalFile>,
+    ) -> Arc<SealedSegment> {
+        let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let frames = std::mem::take(&mut idx.active.frames);
+        debug_assert!(frames.last().is_none_or(|f| f.next_offset() == old.next), "sealed at its last frame");
+        debug_assert_eq!(new.base, old.next, "offsets continue across a roll");
+        let sealed = Arc::new(SealedSegment::new(RecoveredSegment { frames, ..old.clone() }));
+        idx.sealed.push(Arc::clone(&sealed));
+        idx.active = ActiveSegment::new(new, file);
+        sealed
+    }
+}
