@@ -9,7 +9,7 @@ use crate::destination::{Destination, LaneLeases, LeaseSource};
 use crate::error::BrokerError;
 use crate::settle::end_lease;
 use crate::store::DestFlags;
-use api::{ActionResult, BreakerView, DeadLetter, DestinationStatus, LaneCursor, RewindTarget};
+use api::{ActionResult, BreakerView, DestinationStatus, LaneCursor, RewindTarget};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use wal::LaneId;
@@ -144,24 +144,14 @@ impl Broker {
         Ok(done(dest, "rewind", format!("cursors now {}", moved.join(" "))))
     }
 
-    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    /// The destination's oldest dead letters (id, record), at most `limit`.
+    pub fn dead_letters(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::store::DeadLetterRecord)>, BrokerError> {
         let dest = self.dest(name)?;
-        Ok(self
-            .store
-            .dead_letters(&dest.name, limit)?
-            .into_iter()
-            .map(|(id, r)| DeadLetter {
-                id,
-                lane: r.lane,
-                offset: r.offset,
-                tenant: r.tenant,
-                topic: r.topic,
-                ts_ms: r.ts_ms,
-                payload_b64: api::b64_encode(&r.payload),
-                error: r.error,
-                failed_at_ms: r.failed_at_ms,
-            })
-            .collect())
+        Ok(self.store.dead_letters(&dest.name, limit)?)
     }
 
     /// Queue every dead letter of the destination for delivery again; they

@@ -43,7 +43,7 @@ pub struct Broker {
     pub disk: DiskState,
     pub ingest_counters: crate::metrics::IngestCounters,
     /// Bytes that request bodies in flight may hold (see [`crate::body`]).
-    pub memory: crate::body::MemoryBudget,
+    pub memory: crate::memory::MemoryBudget,
 }
 
 /// Stable shard of a tenant: crc32c of its name (not std's randomised hash).
@@ -118,7 +118,7 @@ impl Broker {
             IdempotencyCache::new(cfg.idempotency_window_secs * 1000, cfg.idempotency_max_keys_per_tenant);
         idempotency.rebuild(&wal, crate::clock::now_ms());
         let ingest_counters = crate::metrics::IngestCounters::new(tenants.len(), topics.len());
-        let memory = crate::body::MemoryBudget::new(cfg.memory_budget_bytes);
+        let memory = crate::memory::MemoryBudget::new(cfg.memory_budget_bytes);
         Ok(Broker {
             auth: Authenticator::new(roles),
             cfg,

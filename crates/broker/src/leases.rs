@@ -20,9 +20,13 @@ use crate::clock::now_ms;
 use crate::core::Broker;
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
+use crate::leased::{Acquired, Lease, LeaseLane, LeasedRecord};
 use crate::settle::end_lease;
 use crate::store::DeadLetterRecord;
-use api::lease::*;
+use api::lease::{
+    AcquireRequest, CommitRequest, CommitResponse, FailRequest, FailureClass, HeartbeatResponse, IdleReason,
+    PoisonRecord,
+};
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -33,8 +37,8 @@ use wal::{LaneId, Priority};
 /// destination whose sink asked for more is offered leases again after this.
 pub const MAX_SINK_RETRY_AFTER_MS: u64 = 300_000;
 
-fn idle(reason: IdleReason, retry_after_ms: u64) -> AcquireResponse {
-    AcquireResponse { lease: None, idle: Some(reason), retry_after_ms }
+fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
+    Acquired::idle(reason, retry_after_ms)
 }
 
 impl Broker {
@@ -57,7 +61,7 @@ impl Broker {
     }
 
     /// Acquire a lease, waiting up to `wait_ms` for data to arrive.
-    pub async fn acquire(&self, dest_name: &str, req: AcquireRequest) -> Result<AcquireResponse, BrokerError> {
+    pub async fn acquire(&self, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(self.cfg.max_long_poll_ms));
         let deadline = tokio::time::Instant::now() + wait;
@@ -78,22 +82,12 @@ impl Broker {
     }
 
     /// One acquire attempt at `now`, without waiting; flushed before it returns a lease.
-    pub async fn acquire_at(
-        &self,
-        dest_name: &str,
-        req: AcquireRequest,
-        now: u64,
-    ) -> Result<AcquireResponse, BrokerError> {
+    pub async fn acquire_at(&self, dest_name: &str, req: AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
         self.acquire_once(dest, &req, now).await
     }
 
-    async fn acquire_once(
-        &self,
-        dest: &Destination,
-        req: &AcquireRequest,
-        now: u64,
-    ) -> Result<AcquireResponse, BrokerError> {
+    async fn acquire_once(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
         let resp = self.try_acquire(dest, req, now)?;
         if resp.lease.is_some() {
             self.store.flush().await?;
@@ -102,7 +96,7 @@ impl Broker {
         Ok(resp)
     }
 
-    fn try_acquire(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<AcquireResponse, BrokerError> {
+    fn try_acquire(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
         let mut st = dest.state();
         if st.paused {
             return Ok(idle(IdleReason::Paused, 1000));
@@ -138,7 +132,7 @@ impl Broker {
         if probe {
             tracing::info!(destination = %dest.name, "breaker half-open: probe lease handed out");
         }
-        Ok(AcquireResponse { lease: Some(lease), idle: None, retry_after_ms: 0 })
+        Ok(Acquired::lease(lease))
     }
 
     fn build_redrive(
@@ -161,7 +155,7 @@ impl Broker {
                     tenant: dl.tenant,
                     topic: dl.topic,
                     ts_ms: dl.ts_ms,
-                    payload_b64: api::b64_encode(&dl.payload),
+                    payload: dl.payload,
                 });
                 ids.push(id);
             }
@@ -187,7 +181,7 @@ impl Broker {
         Ok(Some(Lease {
             id,
             destination: dest.name.clone(),
-            lane: api::lease::DEAD_LETTERS_LANE.into(),
+            lane: LeaseLane::DeadLetters,
             from_offset: from,
             to_offset: to,
             lease_ms: dest.lease_ms,
@@ -282,7 +276,7 @@ impl Broker {
         Lease {
             id,
             destination: dest.name.clone(),
-            lane: lane.to_string(),
+            lane: LeaseLane::Lane(lane),
             from_offset: from,
             to_offset: to,
             lease_ms: dest.lease_ms,
@@ -323,7 +317,7 @@ impl Broker {
                         tenant: f.tenant.to_string(),
                         topic: f.topic.to_string(),
                         ts_ms: f.header.ts_ms,
-                        payload_b64: api::b64_encode(rec),
+                        payload: rec.to_vec(),
                     });
                 }
             }
@@ -439,8 +433,7 @@ impl Broker {
                 let (records, _) = self.read_matching(dest, *lane, lease.from, lease.to, usize::MAX, usize::MAX)?;
                 for r in records {
                     if let Some(err) = errors.get(&r.offset) {
-                        let payload = api::b64_decode(&r.payload_b64)
-                            .map_err(|e| BrokerError::Internal(format!("re-reading offset {}: {e}", r.offset)))?;
+                        let payload = r.payload;
                         out.push(DeadLetterRecord {
                             lane: lane.to_string(),
                             offset: r.offset,

@@ -114,7 +114,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
-    let app = crate::front::Front::new(state.clone(), router(state.clone()));
+    let app = crate::http::front::Front::new(state.clone(), router(state.clone()));
     let refused = Arc::clone(&metrics);
     let limits = plumbing::listener::Limits {
         max_connections: cfg.max_connections,

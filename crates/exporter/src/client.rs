@@ -20,7 +20,7 @@ impl ClientError {
     pub fn is_lease_gone(&self) -> bool {
         match self {
             ClientError::Api { code: Some(c), .. } => {
-                matches!(c, api::ErrorCode::LeaseNotFound | api::ErrorCode::LeaseExpired)
+                matches!(c, api::ErrorCode::LeaseNotFound)
             }
             ClientError::Api { status, code: None, .. } => matches!(status, 404 | 409),
             ClientError::Transport(_) => false,
@@ -72,7 +72,7 @@ impl BrokerClient {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")));
         }
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.error.known_code(), b.error.message),
+            Ok(b) => (b.error.code.known(), b.error.message),
             Err(_) => (None, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
         };
         Err(ClientError::Api { status, code, message })

@@ -3,7 +3,8 @@
 
 use super::{normal0, Harness};
 use crate::clock::now_ms;
-use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, Lease, PoisonRecord};
+use crate::leased::Lease;
+use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
 use api::RewindTarget;
 
 const DEST: &str = r#"

@@ -32,7 +32,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 /// `(METHOD, pattern)` of every `.route("…", get(…))` in http.rs: the
 /// router's own table, read from its source (axum cannot list it).
 fn router_routes() -> BTreeSet<(String, String)> {
-    let src = include_str!("../http.rs");
+    let src = include_str!("../mod.rs");
     let mut out = BTreeSet::new();
     for chunk in src.split(".route(\"").skip(1) {
         let (path, rest) = chunk.split_once('"').expect("a path literal");

@@ -2,6 +2,13 @@
 //! turn errors into contract answers through [`BrokerError`]'s
 //! `IntoResponse` — the only error-to-status mapping.
 
+pub mod body;
+pub mod errors;
+pub mod front;
+pub mod ingest_headers;
+pub mod openapi;
+pub mod wire;
+
 use crate::auth::{bearer, Role};
 use crate::core::Broker;
 use crate::error::BrokerError;
@@ -13,6 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ingest_headers::{encoding_of, format_of, header_str, idempotency_key};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, OnceLock};
 
@@ -37,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::openapi::handler))
+        .route("/openapi.json", get(openapi::handler))
         .route("/v1/topics/{topic}/records", post(ingest_handler))
         .route("/v1/destinations/{dest}/leases", post(acquire))
         .route("/v1/destinations/{dest}/leases/{id}/{action}", post(lease_action))
@@ -47,13 +55,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/destinations/{dest}/{action}", post(admin_action))
         .fallback(|req: Request| async move { no_such_endpoint(req.uri().path()) })
         .method_not_allowed_fallback(|req: Request| async move {
-            BrokerError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path())).into_response()
+            errors::RouteError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path())).into_response()
         })
         .with_state(state)
 }
 
 fn no_such_endpoint(path: &str) -> Response {
-    BrokerError::NotFound(path.to_string()).into_response()
+    errors::RouteError::NotFound(path.to_string()).into_response()
 }
 
 /// Refusals for lack of a resource are counted by reason.
@@ -72,9 +80,9 @@ fn body_timeout(b: &Broker) -> std::time::Duration {
 const CONTROL_BODY_LIMIT: u64 = 1 << 20;
 
 /// A lease or admin body: read only after the token was checked.
-async fn control_body(b: &Broker, req: Request, charge: &mut crate::body::Charge) -> Result<Bytes, BrokerError> {
+async fn control_body(b: &Broker, req: Request, charge: &mut crate::memory::Charge) -> Result<Bytes, BrokerError> {
     let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
-    crate::body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), &b.memory, charge, 1).await
+    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), &b.memory, charge, 1).await
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
@@ -105,23 +113,6 @@ fn parse_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, BrokerEr
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| BrokerError::InvalidRequest(format!("request body: {e}")))
-}
-
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `Idempotency-Key`, refused (never ignored) when it is not visible
-/// ASCII: a key silently dropped would let a retry append twice.
-fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
-    match h.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            BrokerError::InvalidRequest(
-                "header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64".into(),
-            )
-        }),
-    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -235,19 +226,29 @@ async fn ingest_inner(
     let name = Some(tenant);
     let arrival = b.wal.announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    let mut charge = crate::body::Charge::default();
+    let mut charge = crate::memory::Charge::default();
     // Twice: the body, and the frame built from it.
-    let read = crate::body::read(body, declared, b.cfg.max_body_bytes, body_timeout(b), &b.memory, &mut charge, 2);
+    let read = body::read(body, declared, b.cfg.max_body_bytes, body_timeout(b), &b.memory, &mut charge, 2);
     let bytes = match read.await {
         Ok(bytes) => bytes,
+        Err(e) => return (Err(e), name),
+    };
+    // In the order the accept path has always refused in: topic, media
+    // type, encoding, key.
+    let parsed = topic_idx
+        .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))
+        .and_then(|t| Ok((t, format_of(header_str(headers, "content-type"))?)))
+        .and_then(|(t, f)| Ok((t, f, encoding_of(header_str(headers, "content-encoding"))?)));
+    let (topic_idx, format, encoding) = match parsed {
+        Ok(p) => p,
         Err(e) => return (Err(e), name),
     };
     let input = IngestInput {
         tenant,
         topic,
         topic_idx,
-        content_type: header_str(headers, "content-type"),
-        content_encoding: header_str(headers, "content-encoding"),
+        format,
+        encoding,
         idempotency_key: match idempotency_key(headers) {
             Ok(k) => k,
             Err(e) => return (Err(e), name),
@@ -277,10 +278,10 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let Path(dest) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_exporter(b, req.headers(), &dest)?;
-        let mut charge = crate::body::Charge::default();
+        let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let req: api::lease::AcquireRequest = parse_json(&body)?;
-        b.acquire(&dest, req).await
+        b.acquire(&dest, req).await.map(wire::acquired)
     };
     answer(&s, r.await)
 }
@@ -305,7 +306,7 @@ async fn lease_action(
         let Path((dest, id, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_exporter(b, req.headers(), &dest)?;
-        let mut charge = crate::body::Charge::default();
+        let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         match action.as_str() {
             "heartbeat" => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
@@ -374,6 +375,7 @@ async fn dead_letters(
             let Query(q) =
                 query.map_err(|e| BrokerError::InvalidRequest(format!("query string: {e}; e.g. ?limit=100")))?;
             b.dead_letters(&dest, q.limit.unwrap_or(1000))
+                .map(|d| d.into_iter().map(wire::dead_letter).collect::<Vec<_>>())
         }),
     )
 }
@@ -387,7 +389,7 @@ async fn admin_action(
         let Path((dest, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_admin(b, req.headers())?;
-        let mut charge = crate::body::Charge::default();
+        let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         match action.as_str() {
             "pause" => b.set_paused(&dest, true).await,

@@ -1,0 +1,80 @@
+//! The one mapping from errors to HTTP answers: status and code from the
+//! contract's [`ErrorCode`] table, the error's message, and `Retry-After`
+//! where the contract wants it. Handlers return [`BrokerError`] (the
+//! domain's refusals) or [`RouteError`] (the router's own).
+
+use crate::error::BrokerError;
+use api::{ErrorBody, ErrorCode};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// What the router itself refuses, before any handler runs.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No such endpoint.
+    #[error("no such endpoint {0}; see docs/api.md for the routes")]
+    NotFound(String),
+    /// The endpoint exists but not with this method.
+    #[error("{0} is not allowed here; see docs/api.md for the routes")]
+    MethodNotAllowed(String),
+}
+
+impl BrokerError {
+    pub fn code(&self) -> ErrorCode {
+        use BrokerError::*;
+        match self {
+            Unauthorized => ErrorCode::Unauthorized,
+            Forbidden(_) => ErrorCode::Forbidden,
+            UnknownTopic(_) => ErrorCode::UnknownTopic,
+            UnknownDestination(_) => ErrorCode::UnknownDestination,
+            InvalidBody(_) => ErrorCode::InvalidBody,
+            InvalidRequest(_) => ErrorCode::InvalidRequest,
+            PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            RateLimited { .. } => ErrorCode::RateLimited,
+            Backpressure { .. } => ErrorCode::Backpressure,
+            WalUnavailable { .. } => ErrorCode::WalUnavailable,
+            InsufficientStorage(_) => ErrorCode::InsufficientStorage,
+            LeaseNotFound(_) => ErrorCode::LeaseNotFound,
+            Overloaded { .. } => ErrorCode::Overloaded,
+            Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            BrokerError::RateLimited { retry_after_secs, .. }
+            | BrokerError::Backpressure { retry_after_secs, .. }
+            | BrokerError::WalUnavailable { retry_after_secs, .. }
+            | BrokerError::Overloaded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The contract's JSON error answer, with `Retry-After` when given.
+pub fn answer(code: ErrorCode, message: String, retry_after_secs: Option<u64>) -> Response {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, axum::Json(ErrorBody::new(code, message))).into_response();
+    if let Some(secs) = retry_after_secs {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+impl IntoResponse for BrokerError {
+    fn into_response(self) -> Response {
+        let (code, retry) = (self.code(), self.retry_after_secs());
+        answer(code, self.to_string(), retry)
+    }
+}
+
+impl IntoResponse for RouteError {
+    fn into_response(self) -> Response {
+        let code = match self {
+            RouteError::NotFound(_) => ErrorCode::NotFound,
+            RouteError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+        };
+        answer(code, self.to_string(), None)
+    }
+}

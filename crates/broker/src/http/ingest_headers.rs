@@ -1,0 +1,80 @@
+//! The ingest request's headers, parsed into the accept path's types:
+//! `Content-Type` → [`Format`], `Content-Encoding` → [`Encoding`],
+//! `Idempotency-Key` → visible ASCII or a refusal.
+
+use crate::error::BrokerError;
+use crate::ingest::{Encoding, Format};
+use axum::http::HeaderMap;
+
+/// The media type, matched without its parameters and case-insensitively.
+pub fn format_of(content_type: Option<&str>) -> Result<Format, BrokerError> {
+    let ct = content_type.unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    match media {
+        m if m.eq_ignore_ascii_case("application/x-ndjson") => Ok(Format::Ndjson),
+        m if m.eq_ignore_ascii_case("application/octet-stream") => Ok(Format::Binary),
+        _ => Err(BrokerError::UnsupportedMediaType(format!(
+            "Content-Type {ct:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)"
+        ))),
+    }
+}
+
+/// `identity` (or none) and `gzip` (`x-gzip`) are accepted.
+pub fn encoding_of(encoding: Option<&str>) -> Result<Encoding, BrokerError> {
+    match encoding.map(str::trim).unwrap_or("") {
+        "" => Ok(Encoding::Identity),
+        e if e.eq_ignore_ascii_case("identity") => Ok(Encoding::Identity),
+        e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Ok(Encoding::Gzip),
+        other => Err(BrokerError::UnsupportedMediaType(format!(
+            "Content-Encoding {other:?} is not supported: send identity or gzip"
+        ))),
+    }
+}
+
+/// A header's value, if it is visible ASCII.
+pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `Idempotency-Key`, refused (never ignored) when it is not visible
+/// ASCII: a key silently dropped would let a retry append twice.
+pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
+    match h.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            BrokerError::InvalidRequest(
+                "header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64".into(),
+            )
+        }),
+    }
+}
+
+/// The ingest body as the accept path reads it, from the header values:
+/// media type, Content-Encoding, then [`crate::ingest::parse_body`]. For the
+/// fuzz target and its corpus replay (`fuzz/`, `tests/fuzz_corpus.rs`); not
+/// an API.
+#[doc(hidden)]
+pub fn fuzz_ingest_body(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    max_inflated_bytes: u64,
+    max_record_bytes: u64,
+) -> Result<Vec<Vec<u8>>, BrokerError> {
+    let format = format_of(content_type)?;
+    let encoding = encoding_of(content_encoding)?;
+    crate::ingest::parse_body(format, encoding, body, max_inflated_bytes, max_record_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_are_matched_on_the_media_type() {
+        assert!(format_of(Some("application/x-ndjson; charset=utf-8")).is_ok());
+        assert!(format_of(Some("Application/Octet-Stream")).is_ok());
+        assert!(matches!(format_of(Some("text/plain")), Err(BrokerError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of(None), Err(BrokerError::UnsupportedMediaType(_))));
+    }
+}

@@ -1,0 +1,78 @@
+//! What an acquire hands out, in the domain's terms: a lease over a range
+//! of one lane (or over dead letters being re-driven) and its records as
+//! the bytes the tenant sent. How a lease travels — JSON with base64
+//! payloads today — is [`crate::http`]'s business, never this module's.
+
+use api::lease::IdleReason;
+use wal::LaneId;
+
+/// Where a lease's records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLane {
+    /// A range of one lane.
+    Lane(LaneId),
+    /// Dead letters being re-driven (records of any lane).
+    DeadLetters,
+}
+
+impl std::fmt::Display for LeaseLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseLane::Lane(l) => l.fmt(f),
+            LeaseLane::DeadLetters => f.write_str(api::lease::DEAD_LETTERS_LANE),
+        }
+    }
+}
+
+/// A lease's lane compares with its wire name (`normal/2`, `dead_letters`).
+impl PartialEq<&str> for LeaseLane {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string() == *other
+    }
+}
+
+/// One leased record, its payload exactly as it was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedRecord {
+    pub offset: u64,
+    pub tenant: String,
+    pub topic: String,
+    pub ts_ms: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A lease: offsets [from_offset, to_offset) of its lane, and the records
+/// of that range that go to its destination (others are skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub destination: String,
+    pub lane: LeaseLane,
+    pub from_offset: u64,
+    pub to_offset: u64,
+    /// How long the lease lives without a heartbeat.
+    pub lease_ms: u64,
+    /// This lease is the one probe of a half-open breaker.
+    pub probe: bool,
+    /// How many times this range was handed out before.
+    pub redeliveries: u32,
+    pub records: Vec<LeasedRecord>,
+}
+
+/// The answer to an acquire: a lease, or why none and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub lease: Option<Lease>,
+    pub idle: Option<IdleReason>,
+    pub retry_after_ms: u64,
+}
+
+impl Acquired {
+    pub fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
+        Acquired { lease: None, idle: Some(reason), retry_after_ms }
+    }
+
+    pub fn lease(lease: Lease) -> Acquired {
+        Acquired { lease: Some(lease), idle: None, retry_after_ms: 0 }
+    }
+}
