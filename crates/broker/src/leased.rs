@@ -27,7 +27,10 @@ impl std::fmt::Display for LeaseLane {
 /// A lease's lane compares with its wire name (`normal/2`, `dead_letters`).
 impl PartialEq<&str> for LeaseLane {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        match self {
+            LeaseLane::Lane(l) => other.parse::<LaneId>().is_ok_and(|o| o == *l),
+            LeaseLane::DeadLetters => *other == api::lease::DEAD_LETTERS_LANE,
+        }
     }
 }
 
