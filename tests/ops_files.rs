@@ -152,7 +152,7 @@ fn broker_toml_documents_every_key_at_its_default() {
 fn exporter_options(args: &[&str]) -> Result<String, String> {
     use clap::Parser;
     let args = exporter::config::Args::try_parse_from(args).map_err(|e| e.to_string())?;
-    exporter::config::Options::resolve(args).map(|o| format!("{o:?}"))
+    exporter::config::Options::resolve(args).map(|o| format!("{o:?}")).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -332,8 +332,10 @@ pub fn ingest_body(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(cfg) = broker::config::Config::from_toml(text) else { return };
-    if cfg.validate().is_ok() {
-        cfg.listen_addr().expect("a valid config has a listen address");
+    if let Ok(valid) = cfg.validate() {
+        assert_eq!(valid.listen.to_string().parse::<std::net::SocketAddr>().ok(), Some(valid.listen));
+        assert_eq!(valid.tokens.tenants.len(), cfg.tenants.len(), "every tenant's token is parsed");
+        assert_eq!(valid.priorities.len(), cfg.tenants.len(), "every tenant's priority is parsed");
     }
 }
 

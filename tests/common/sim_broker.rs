@@ -27,7 +27,10 @@ impl SimBroker {
         let cfg = Config::from_toml(&super::config(data_dir, extra)).expect("config");
         let metrics = Metrics::new();
         let fs: Arc<dyn FileSystem> = Arc::new(mount.clone());
-        let broker = Arc::new(Broker::open(cfg, fs, Arc::clone(&metrics)).expect("broker opens after the crash"));
+        let broker = Arc::new(
+            Broker::open(cfg.validate().expect("valid config"), fs, Arc::clone(&metrics))
+                .expect("broker opens after the crash"),
+        );
         let state = AppState { broker: Arc::new(OnceLock::new()), metrics };
         let _ = state.broker.set(Arc::clone(&broker));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

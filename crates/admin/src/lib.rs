@@ -15,9 +15,12 @@
 //! - depend on the broker crate: the data directory's layout and lock come
 //!   from `plumbing`, the format from `wal`, the wire shapes from `api`.
 
+pub mod error;
 pub mod offline;
 pub mod online;
 
+use crate::error::AdminError;
+use api::routes::AdminAction;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -208,7 +211,7 @@ pub fn run(cli: Cli) -> Exit {
             let mut seen = std::collections::HashMap::new();
             loop {
                 if let Err(e) = offline::dump_from(&data_dir, &f, &mut seen, &mut out()) {
-                    return Exit::Problems(e);
+                    return Exit::Problems(e.to_string());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
@@ -231,7 +234,7 @@ pub fn run(cli: Cli) -> Exit {
                     ))
                 }
             }
-            Err(e) => Exit::Problems(e),
+            Err(e) => Exit::Problems(e.to_string()),
         },
         Cmd::Migrate { data_dir } => match offline::migrate(&data_dir) {
             Ok(done) => {
@@ -240,7 +243,7 @@ pub fn run(cli: Cli) -> Exit {
                 }
                 Exit::Ok
             }
-            Err(e) => Exit::Problems(e),
+            Err(e) => Exit::Problems(e.to_string()),
         },
         Cmd::Repair { data_dir, discard_quarantine } => match offline::repair(&data_dir, discard_quarantine) {
             Ok(done) => {
@@ -252,16 +255,16 @@ pub fn run(cli: Cli) -> Exit {
                 }
                 Exit::Ok
             }
-            Err(e) => Exit::Problems(e),
+            Err(e) => Exit::Problems(e.to_string()),
         },
         online_cmd => run_online(online_cmd),
     }
 }
 
-fn to_exit(r: Result<(), String>) -> Exit {
+fn to_exit(r: Result<(), AdminError>) -> Exit {
     match r {
         Ok(()) => Exit::Ok,
-        Err(e) => Exit::Problems(e),
+        Err(e) => Exit::Problems(e.to_string()),
     }
 }
 
@@ -271,28 +274,28 @@ fn run_online(cmd: Cmd) -> Exit {
         Err(e) => return Exit::Problems(e.to_string()),
     };
     let client = |o: &Online| online::AdminClient::new(&o.broker, &o.token);
-    let print_action = |r: Result<api::ActionResult, String>| match r {
+    let print_action = |r: Result<api::ActionResult, AdminError>| match r {
         Ok(a) => {
             println!("{}: {} — {}", a.destination, a.action, a.detail);
             Exit::Ok
         }
-        Err(e) => Exit::Problems(e),
+        Err(e) => Exit::Problems(e.to_string()),
     };
-    let result: Result<Exit, String> = rt.block_on(async {
+    let result: Result<Exit, AdminError> = rt.block_on(async {
         Ok(match cmd {
             Cmd::Destinations { online, json } => {
                 let list = client(&online)?.destinations().await?;
-                online::print_destinations(&list, json, &mut out()).map_err(|e| e.to_string())?;
+                online::print_destinations(&list, json, &mut out()).map_err(AdminError::Output)?;
                 Exit::Ok
             }
             Cmd::Pause { online, destination } => {
-                print_action(client(&online)?.action(&destination, "pause", None).await)
+                print_action(client(&online)?.action(&destination, AdminAction::Pause, None).await)
             }
             Cmd::Resume { online, destination } => {
-                print_action(client(&online)?.action(&destination, "resume", None).await)
+                print_action(client(&online)?.action(&destination, AdminAction::Resume, None).await)
             }
             Cmd::ResetBreaker { online, destination } => {
-                print_action(client(&online)?.action(&destination, "reset-breaker", None).await)
+                print_action(client(&online)?.action(&destination, AdminAction::ResetBreaker, None).await)
             }
             Cmd::Rewind { online, destination, earliest, offset, lane, timestamp } => {
                 let target = match (earliest, offset, timestamp) {
@@ -307,16 +310,16 @@ fn run_online(cmd: Cmd) -> Exit {
             }
             Cmd::DeadLetters { online, destination, limit, json } => {
                 let list = client(&online)?.dead_letters(&destination, limit).await?;
-                online::print_dead_letters(&list, json, &mut out()).map_err(|e| e.to_string())?;
+                online::print_dead_letters(&list, json, &mut out()).map_err(AdminError::Output)?;
                 Exit::Ok
             }
             Cmd::Redrive { online, destination } => {
-                print_action(client(&online)?.action(&destination, "redrive", None).await)
+                print_action(client(&online)?.action(&destination, AdminAction::Redrive, None).await)
             }
             Cmd::Segments { .. } | Cmd::Dump { .. } | Cmd::Verify { .. } | Cmd::Repair { .. } | Cmd::Migrate { .. } => {
                 Exit::Ok
             }
         })
     });
-    result.unwrap_or_else(Exit::Problems)
+    result.unwrap_or_else(|e| Exit::Problems(e.to_string()))
 }

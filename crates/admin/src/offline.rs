@@ -2,6 +2,7 @@
 //! dump, verify (read-only, safe beside a running broker) and repair
 //! (refuses while a broker holds the directory).
 
+use crate::error::AdminError;
 use plumbing::datadir::{wal_dir, DirLock};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -26,12 +27,12 @@ fn watermarks(data_dir: &Path) -> std::collections::HashMap<LaneId, u64> {
         .collect()
 }
 
-fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, String> {
+fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, AdminError> {
     let wal_dir = wal_dir(data_dir);
     if !wal_dir.exists() {
-        return Err(format!("{} holds no WAL (no {} directory)", data_dir.display(), wal_dir.display()));
+        return Err(AdminError::NoWal { data_dir: data_dir.to_path_buf(), wal_dir });
     }
-    inspect_all(&RealFs, &wal_dir).map_err(|e| e.to_string())
+    Ok(inspect_all(&RealFs, &wal_dir)?)
 }
 
 fn last_ts(r: &SegmentReport) -> u64 {
@@ -39,9 +40,9 @@ fn last_ts(r: &SegmentReport) -> u64 {
 }
 
 /// `segments`: one row (or JSON object) per segment file.
-pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), String> {
+pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), AdminError> {
     let reps = reports(data_dir)?;
-    let w = |e: std::io::Error| e.to_string();
+    let w = AdminError::output;
     if !json {
         writeln!(
             out,
@@ -102,7 +103,7 @@ pub struct DumpFilter {
 }
 
 /// `dump`: one JSON object per record; returns how many were printed.
-pub fn dump(data_dir: &Path, f: &DumpFilter, out: &mut impl Write) -> Result<u64, String> {
+pub fn dump(data_dir: &Path, f: &DumpFilter, out: &mut impl Write) -> Result<u64, AdminError> {
     dump_from(data_dir, f, &mut std::collections::HashMap::new(), out)
 }
 
@@ -112,7 +113,7 @@ pub fn dump_from(
     f: &DumpFilter,
     seen: &mut std::collections::HashMap<LaneId, u64>,
     out: &mut impl Write,
-) -> Result<u64, String> {
+) -> Result<u64, AdminError> {
     let mut printed = 0u64;
     let mut err = None;
     let marks = watermarks(data_dir);
@@ -145,15 +146,14 @@ pub fn dump_from(
                     Err(_) => obj["payload_b64"] = api::b64_encode(rec).into(),
                 }
                 if let Err(e) = writeln!(out, "{obj}") {
-                    err = Some(e.to_string());
+                    err = Some(AdminError::Output(e));
                     return ControlFlow::Break(());
                 }
                 printed += 1;
                 seen.insert(r.lane, off + 1);
             }
             ControlFlow::Continue(())
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if let Some(e) = err.take() {
             return Err(e);
         }
@@ -175,7 +175,7 @@ pub struct Verification {
 }
 
 /// `verify`: every frame of every segment checked.
-pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, String> {
+pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminError> {
     let reps = reports(data_dir)?;
     // Beside a running broker the active segments are being written: their
     // tails are not checked (a write may be in flight there).
@@ -264,11 +264,11 @@ fn describe_lost(lost: &[(u64, Option<u64>)]) -> String {
 /// `repair`: run WAL recovery under the directory lock; with
 /// `discard_quarantine`, then delete the quarantined segments. Returns what
 /// it did.
-pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, String> {
-    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to repair: {e}"))?;
+pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, AdminError> {
+    let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "repair", source })?;
     let opts = wal::WalOptions { shards: 0, ..wal::WalOptions::default() };
     let wal_dir = wal_dir(data_dir);
-    let wal = wal::Wal::open(Arc::new(RealFs), &wal_dir, opts, None).map_err(|e| e.to_string())?;
+    let wal = wal::Wal::open(Arc::new(RealFs), &wal_dir, opts, None)?;
     let mut done: Vec<String> = wal
         .recovery_events()
         .iter()
@@ -279,9 +279,11 @@ pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, 
     drop(wal);
     if discard_quarantine {
         for r in reports(data_dir)?.iter().filter(|r| r.quarantined) {
-            std::fs::remove_file(&r.path).map_err(|e| format!("cannot remove {}: {e}", r.path.display()))?;
+            std::fs::remove_file(&r.path).map_err(|source| AdminError::Io { path: r.path.clone(), source })?;
             if let Some(dir) = r.path.parent() {
-                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| AdminError::Io { path: dir.to_path_buf(), source })?;
             }
             done.push(format!("discarded quarantined {}; {}", r.path.display(), describe_lost(&r.lost_offsets())));
         }
@@ -290,9 +292,9 @@ pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, 
 }
 
 /// `migrate`: convert format-1 segments to format 2 under the directory lock.
-pub fn migrate(data_dir: &Path) -> Result<Vec<String>, String> {
-    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("refusing to migrate: {e}"))?;
-    let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir)).map_err(|e| e.to_string())?;
+pub fn migrate(data_dir: &Path) -> Result<Vec<String>, AdminError> {
+    let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "migrate", source })?;
+    let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir))?;
     let mut out = vec![format!(
         "converted {} segment(s) ({} frames, {} records) to format {}; {} already current",
         report.segments,

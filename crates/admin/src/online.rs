@@ -1,5 +1,7 @@
 //! Online `broker-admin` subcommands: the admin API of a running broker.
 
+use crate::error::AdminError;
+use api::routes::{self, AdminAction};
 use api::{ActionResult, DeadLetter, DestinationStatus, ErrorBody, RewindTarget};
 use std::io::Write;
 
@@ -10,51 +12,56 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: &str) -> Result<AdminClient, String> {
-        reqwest::Url::parse(base).map_err(|e| format!("--broker {base:?}: {e}"))?;
+    pub fn new(base: &str, token: &str) -> Result<AdminClient, AdminError> {
+        reqwest::Url::parse(base).map_err(|e| AdminError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AdminError::Unreachable(format!("http client: {e}")))?;
         Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http })
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, String> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| format!("broker unreachable: {e}"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer: {e}"));
+    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, AdminError> {
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| AdminError::Answer(e.to_string()));
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => format!("broker answered {status} {}: {}", b.error.code, b.error.message),
-            Err(_) => format!("broker answered {status}"),
+            Ok(b) => AdminError::Refused { status, code: b.error.code, message: b.error.message },
+            Err(_) => AdminError::RefusedBare { status },
         })
     }
 
-    pub async fn destinations(&self) -> Result<Vec<DestinationStatus>, String> {
-        self.send(self.http.get(format!("{}/v1/admin/destinations", self.base))).await
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn destinations(&self) -> Result<Vec<DestinationStatus>, AdminError> {
+        self.send(self.http.get(self.url(routes::destinations()))).await
     }
 
     pub async fn action(
         &self,
         dest: &str,
-        action: &str,
+        action: AdminAction,
         body: Option<serde_json::Value>,
-    ) -> Result<ActionResult, String> {
-        let mut req = self.http.post(format!("{}/v1/admin/destinations/{dest}/{action}", self.base));
+    ) -> Result<ActionResult, AdminError> {
+        let mut req = self.http.post(self.url(&routes::admin_action(dest, action)));
         if let Some(b) = body {
             req = req.json(&b);
         }
         self.send(req).await
     }
 
-    pub async fn rewind(&self, dest: &str, target: &RewindTarget) -> Result<ActionResult, String> {
-        self.action(dest, "rewind", Some(serde_json::to_value(target).map_err(|e| e.to_string())?)).await
+    pub async fn rewind(&self, dest: &str, target: &RewindTarget) -> Result<ActionResult, AdminError> {
+        let body = serde_json::to_value(target).map_err(|e| AdminError::Answer(e.to_string()))?;
+        self.action(dest, AdminAction::Rewind, Some(body)).await
     }
 
-    pub async fn dead_letters(&self, dest: &str, limit: usize) -> Result<Vec<DeadLetter>, String> {
-        self.send(self.http.get(format!("{}/v1/admin/destinations/{dest}/dead-letters?limit={limit}", self.base))).await
+    pub async fn dead_letters(&self, dest: &str, limit: usize) -> Result<Vec<DeadLetter>, AdminError> {
+        self.send(self.http.get(self.url(&routes::dead_letters(dest, limit)))).await
     }
 }
 

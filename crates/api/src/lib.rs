@@ -13,6 +13,7 @@
 //! Never: depend on the broker or the exporter; do I/O.
 
 pub mod lease;
+pub mod routes;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,12 @@ impl WireCode {
             WireCode::Known(c) => c.as_str(),
             WireCode::Unknown(s) => s,
         }
+    }
+}
+
+impl std::fmt::Display for WireCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -3,13 +3,13 @@
 //! before it is answered.
 
 use crate::breaker::{Breaker, LeaseEnd};
-use crate::clock::now_ms;
 use crate::core::Broker;
 use crate::destination::{Destination, LaneLeases, LeaseSource};
 use crate::error::BrokerError;
 use crate::settle::end_lease;
 use crate::store::DestFlags;
 use api::{ActionResult, BreakerView, DestinationStatus, LaneCursor, RewindTarget};
+use plumbing::clock::now_ms;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use wal::LaneId;

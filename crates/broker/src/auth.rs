@@ -35,24 +35,38 @@ fn hex_nibble(c: u8) -> Option<u8> {
     }
 }
 
+/// A configured token that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// `sha256:` followed by other than 64 characters.
+    #[error("token: sha256: needs 64 hex digits")]
+    DigestLength,
+    /// `sha256:` followed by a character that is not a hex digit.
+    #[error("token: sha256: has a non-hex digit")]
+    DigestDigit,
+    /// An empty token would match an empty bearer.
+    #[error("token: must not be empty")]
+    Empty,
+}
+
 impl TokenSpec {
-    pub fn parse(s: &str) -> Result<TokenSpec, String> {
+    pub fn parse(s: &str) -> Result<TokenSpec, TokenError> {
         if let Some(hex) = s.strip_prefix("sha256:") {
             let b = hex.as_bytes();
             if b.len() != 64 {
-                return Err("token: sha256: needs 64 hex digits".into());
+                return Err(TokenError::DigestLength);
             }
             let mut out = [0u8; 32];
             for (i, pair) in b.chunks(2).enumerate() {
                 match (hex_nibble(pair[0]), hex_nibble(pair[1])) {
                     (Some(h), Some(l)) => out[i] = h << 4 | l,
-                    _ => return Err("token: sha256: has a non-hex digit".into()),
+                    _ => return Err(TokenError::DigestDigit),
                 }
             }
             return Ok(TokenSpec(out));
         }
         if s.is_empty() {
-            return Err("token: must not be empty".into());
+            return Err(TokenError::Empty);
         }
         Ok(TokenSpec(digest(s.as_bytes())))
     }

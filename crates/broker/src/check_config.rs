@@ -36,7 +36,7 @@ pub fn run(args: &Args) -> i32 {
     let file = args.check_config.clone();
     let args = Args { config: file.clone(), ..args.clone() };
     let name = file.as_deref().map_or_else(|| "-".into(), |p| p.display().to_string());
-    match load_config(&args).and_then(|(cfg, _)| effective_toml(&cfg)) {
+    match load_config(&args).and_then(|(cfg, _)| effective_toml(cfg.file())) {
         Ok(text) => {
             println!("# {name}: valid. Effective configuration (defaults filled in, tokens redacted):");
             print!("{text}");

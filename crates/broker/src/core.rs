@@ -1,8 +1,8 @@
 //! The broker's assembled state: configuration resolved into tenants,
 //! topics, routes and destinations, over an open WAL and metadata store.
 
-use crate::auth::{Authenticator, Role, TokenSpec};
-use crate::config::{Config, ConfigError};
+use crate::auth::{Authenticator, Role};
+use crate::config::{ConfigError, ValidConfig};
 use crate::destination::Destination;
 use crate::idempotency::IdempotencyCache;
 use crate::limiter::{Limits, TenantLimiter};
@@ -29,7 +29,7 @@ pub struct DiskState {
 }
 
 pub struct Broker {
-    pub cfg: Config,
+    pub cfg: ValidConfig,
     pub wal: Wal,
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -68,14 +68,13 @@ impl Broker {
 
     /// Open the WAL (running recovery) and the store, and rebuild every
     /// destination's lease state and the idempotency window.
-    pub fn open(cfg: Config, fs: Arc<dyn FileSystem>, metrics: Arc<Metrics>) -> Result<Broker, OpenError> {
-        cfg.validate()?;
+    pub fn open(cfg: ValidConfig, fs: Arc<dyn FileSystem>, metrics: Arc<Metrics>) -> Result<Broker, OpenError> {
         let opts = WalOptions {
             shards: cfg.shards,
             segment_bytes: cfg.segment_bytes,
             max_frame_bytes: u32::try_from(cfg.max_inflated_bytes + (1 << 20)).unwrap_or(u32::MAX),
             preallocate: cfg.preallocate,
-            group_commit_linger: std::time::Duration::from_micros(cfg.group_commit_linger_us),
+            group_commit_linger: cfg.timing.group_commit_linger,
             drive: wal::Drive::Thread,
         };
         let observer: Arc<dyn wal::CommitObserver> = metrics.clone();
@@ -83,15 +82,15 @@ impl Broker {
         metrics.wal_quarantined_segments.set(wal.quarantined().len() as i64);
         let store = Store::open(&plumbing::datadir::meta_dir(&cfg.data_dir))?;
 
-        let mut roles = vec![(TokenSpec::parse(&cfg.admin_token).map_err(ConfigError)?, Role::Admin)];
+        let mut roles = vec![(cfg.tokens.admin, Role::Admin)];
         let mut tenants = Vec::new();
         for (i, t) in cfg.tenants.iter().enumerate() {
-            roles.push((TokenSpec::parse(&t.token).map_err(ConfigError)?, Role::Tenant(i)));
+            roles.push((cfg.tokens.tenants[i], Role::Tenant(i)));
             let soft = Limits { rate_per_sec: t.rate_per_sec, burst: t.burst as f64 };
             let hard = t.hard_rate_per_sec.zip(t.hard_burst).map(|(r, b)| Limits { rate_per_sec: r, burst: b as f64 });
             tenants.push(Tenant {
                 name: t.name.clone(),
-                priority: t.priority.parse().map_err(ConfigError)?,
+                priority: cfg.priorities[i],
                 shard: shard_of(&t.name, cfg.shards),
                 limiter: TenantLimiter::new(soft, hard),
             });
@@ -99,7 +98,7 @@ impl Broker {
         let topics: HashMap<String, usize> = cfg.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         let mut dests = Vec::new();
         for (i, d) in cfg.destinations.iter().enumerate() {
-            roles.push((TokenSpec::parse(&d.token).map_err(ConfigError)?, Role::Exporter(i)));
+            roles.push((cfg.tokens.destinations[i], Role::Exporter(i)));
             let state = crate::settle::load_dest_state(&store, &wal, &d.name, i)?;
             let dest = Destination::new(i, d.clone(), cfg.destination_lease_ms(d), state);
             dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
@@ -114,9 +113,9 @@ impl Broker {
                     .collect()
             })
             .collect();
-        let idempotency =
-            IdempotencyCache::new(cfg.idempotency_window_secs * 1000, cfg.idempotency_max_keys_per_tenant);
-        idempotency.rebuild(&wal, crate::clock::now_ms());
+        let window_ms = u64::try_from(cfg.timing.idempotency_window.as_millis()).unwrap_or(u64::MAX);
+        let idempotency = IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant);
+        idempotency.rebuild(&wal, plumbing::clock::now_ms());
         let ingest_counters = crate::metrics::IngestCounters::new(tenants.len(), topics.len());
         let memory = crate::memory::MemoryBudget::new(cfg.memory_budget_bytes);
         Ok(Broker {

@@ -5,11 +5,11 @@
 //! task so a client that disconnects cannot cancel a batch half-way between
 //! "durable" and "remembered for idempotency".
 
-use crate::clock::now_ms;
 use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::limiter::Verdict;
 use bytes::Bytes;
+use plumbing::clock::now_ms;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

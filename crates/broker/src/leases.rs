@@ -16,7 +16,6 @@
 //! clock, the model test a virtual one.
 
 use crate::breaker::{Admission, LeaseEnd};
-use crate::clock::now_ms;
 use crate::core::Broker;
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
@@ -27,6 +26,7 @@ use api::lease::{
     AcquireRequest, CommitRequest, CommitResponse, FailRequest, FailureClass, HeartbeatResponse, IdleReason,
     PoisonRecord,
 };
+use plumbing::clock::now_ms;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -63,7 +63,7 @@ impl Broker {
     /// Acquire a lease, waiting up to `wait_ms` for data to arrive.
     pub async fn acquire(&self, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
-        let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(self.cfg.max_long_poll_ms));
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(self.cfg.timing.max_long_poll);
         let deadline = tokio::time::Instant::now() + wait;
         // Bounded by the deadline: each round waits for an append or the deadline.
         loop {

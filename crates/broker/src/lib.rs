@@ -30,7 +30,6 @@ pub mod admin;
 pub mod auth;
 pub mod breaker;
 pub mod check_config;
-pub mod clock;
 pub mod config;
 pub mod core;
 pub mod destination;

@@ -2,21 +2,20 @@
 //! flags derived from it, `drop_oldest`, retention, disk checks, and the
 //! gauges that mirror all of it.
 
-use crate::clock::now_ms;
 use crate::config::OnLagLimit;
 use crate::core::Broker;
 use crate::destination::{Destination, Lag};
 use crate::error::BrokerError;
 use crate::settle::skip_to;
+use plumbing::clock::now_ms;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use wal::{Lane, LaneId};
 
 /// Run until the process stops.
 pub async fn run(b: Arc<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(b.cfg.maintenance_interval_ms.max(10)));
+    let mut tick = tokio::time::interval(b.cfg.timing.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -187,10 +186,10 @@ impl Broker {
     /// of `lane` whose records are all older than the limit, after moving
     /// every destination still behind it past it.
     fn expire_by_age(&self, lane: &Lane, now: u64, report: &mut MaintenanceReport) -> Result<Option<u64>, BrokerError> {
-        if self.cfg.retention_max_age_secs == 0 {
+        let Some(max_age) = self.cfg.timing.retention_max_age else {
             return Ok(None);
-        }
-        let cutoff = now.saturating_sub(self.cfg.retention_max_age_secs * 1000);
+        };
+        let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
         let Some(end) =
             lane.segments().iter().filter(|s| s.sealed && s.last_ts_ms < cutoff).map(|s| s.next_offset).max()
         else {

@@ -3,7 +3,7 @@
 //! serving, and a graceful stop on SIGTERM/SIGINT that lets in-flight
 //! commits finish.
 
-use crate::config::{Config, ConfigError, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
+use crate::config::{Config, ConfigError, ValidConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
 use crate::core::Broker;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
@@ -60,7 +60,7 @@ impl RunError {
     }
 }
 
-pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
+pub fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigError> {
     let (mut cfg, dev) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -75,8 +75,7 @@ pub fn load_config(args: &Args) -> Result<(Config, bool), ConfigError> {
     if let Some(l) = &args.listen {
         cfg.listen = l.clone();
     }
-    cfg.validate()?;
-    Ok((cfg, dev))
+    Ok((cfg.validate()?, dev))
 }
 
 /// The address line (tests and scripts read it) and, on the embedded
@@ -105,7 +104,7 @@ async fn shutdown_signal() {
 /// Run the broker until a signal; returns after a clean stop.
 pub async fn run(args: Args) -> Result<(), RunError> {
     let (cfg, dev) = load_config(&args)?;
-    let addr = cfg.listen_addr()?;
+    let addr = cfg.listen;
     let _lock = plumbing::datadir::DirLock::acquire(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -118,7 +117,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let refused = Arc::clone(&metrics);
     let limits = plumbing::listener::Limits {
         max_connections: cfg.max_connections,
-        drain: std::time::Duration::from_millis(cfg.shutdown_drain_ms),
+        drain: cfg.timing.shutdown_drain,
         on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason]).inc()),
     };
     let server = tokio::spawn(plumbing::listener::serve(listener, app, limits, shutdown_signal()));

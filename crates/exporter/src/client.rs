@@ -1,13 +1,18 @@
 //! The exporter's side of the lease protocol (`api::lease`).
 
 use api::lease::*;
+use api::routes::{self, LeaseAction};
 use api::ErrorBody;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The broker could not be reached, or its answer not read.
     #[error("broker unreachable: {0}")]
     Transport(String),
+    /// `--broker` is not a URL.
+    #[error("--broker {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
     /// The broker answered with an error body.
     #[error("broker answered {status} {}: {message}", code.map_or("(a code this exporter does not know)", |c| c.as_str()))]
     Api { status: u16, code: Option<api::ErrorCode>, message: String },
@@ -23,7 +28,7 @@ impl ClientError {
                 matches!(c, api::ErrorCode::LeaseNotFound)
             }
             ClientError::Api { status, code: None, .. } => matches!(status, 404 | 409),
-            ClientError::Transport(_) => false,
+            ClientError::Transport(_) | ClientError::BadUrl { .. } => false,
         }
     }
 }
@@ -36,12 +41,12 @@ pub struct BrokerClient {
 }
 
 impl BrokerClient {
-    pub fn new(base: &str, dest: &str, token: &str) -> Result<BrokerClient, String> {
-        reqwest::Url::parse(base).map_err(|e| format!("--broker {base:?}: {e}"))?;
+    pub fn new(base: &str, dest: &str, token: &str) -> Result<BrokerClient, ClientError> {
+        reqwest::Url::parse(base).map_err(|e| ClientError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(|e| ClientError::Transport(format!("http client: {e}")))?;
         Ok(BrokerClient {
             base: base.trim_end_matches('/').to_string(),
             dest: dest.to_string(),
@@ -56,7 +61,7 @@ impl BrokerClient {
         body: serde_json::Value,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let url = format!("{}/v1/destinations/{}/leases{path}", self.base, self.dest);
+        let url = format!("{}{path}", self.base);
         let resp = self
             .http
             .post(url)
@@ -80,21 +85,22 @@ impl BrokerClient {
 
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<AcquireResponse, ClientError> {
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
-        self.call("", serde_json::to_value(req).unwrap_or_default(), wait).await
+        self.call(&routes::leases(&self.dest), serde_json::to_value(req).unwrap_or_default(), wait).await
     }
 
     pub async fn heartbeat(&self, id: &str) -> Result<HeartbeatResponse, ClientError> {
-        self.call(&format!("/{id}/heartbeat"), serde_json::json!({}), Duration::from_secs(5)).await
+        let path = routes::lease_action(&self.dest, id, LeaseAction::Heartbeat);
+        self.call(&path, serde_json::json!({}), Duration::from_secs(5)).await
     }
 
     pub async fn commit(&self, id: &str, req: &CommitRequest) -> Result<CommitResponse, ClientError> {
-        self.call(&format!("/{id}/commit"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(30))
-            .await
+        let path = routes::lease_action(&self.dest, id, LeaseAction::Commit);
+        self.call(&path, serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(30)).await
     }
 
     pub async fn fail(&self, id: &str, req: &FailRequest) -> Result<serde_json::Value, ClientError> {
-        let path = if req.class == FailureClass::Released { "release" } else { "fail" };
-        self.call(&format!("/{id}/{path}"), serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(10))
-            .await
+        let action = if req.class == FailureClass::Released { LeaseAction::Release } else { LeaseAction::Fail };
+        let path = routes::lease_action(&self.dest, id, action);
+        self.call(&path, serde_json::to_value(req).unwrap_or_default(), Duration::from_secs(10)).await
     }
 }

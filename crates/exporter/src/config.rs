@@ -1,9 +1,43 @@
 //! Exporter options: flags, or the same keys in a TOML `--config` file.
+//!
+//! One struct, [`Settings`], is both the flags and the file's keys; a flag
+//! wins over the file, and [`defaults`] fills what neither gave.
 
 use crate::backoff::Backoff;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The defaults, in one place (`--help` and `docs/exporter.md` say them too).
+pub mod defaults {
+    pub const SINK_TIMEOUT_MS: u64 = 3_000;
+    pub const MAX_RETRIES: u32 = 2;
+    pub const BACKOFF_BASE_MS: u64 = 100;
+    pub const BACKOFF_MAX_MS: u64 = 2_000;
+    pub const BATCH_RECORDS: u32 = 500;
+    pub const BATCH_BYTES: u64 = 1 << 20;
+    pub const MAX_IN_FLIGHT: u32 = 1;
+    pub const LEASE_TIMEOUT_MS: u64 = 30_000;
+    pub const WAIT_MS: u64 = 2_000;
+    pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
+}
+
+/// What stops the exporter from starting: one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The `--config` file is not valid TOML of these keys.
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A required option is in neither the flags nor the file.
+    #[error("--{0} is required")]
+    Missing(&'static str),
+    /// The lease would expire before a delivery's retries could end.
+    #[error("lease timeout {lease_ms} ms cannot cover the sink timeout {sink_ms} ms x {attempts} attempts plus backoff ({budget_ms} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries")]
+    LeaseBudget { lease_ms: u128, sink_ms: u128, attempts: u32, budget_ms: u128 },
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -13,75 +47,93 @@ use std::time::Duration;
     after_help = "SINK is file:PATH, http(s)://URL (NDJSON POST) or clickhouse+http(s)://HOST:PORT/?table=T\n\nExample:\n  exporter --broker http://127.0.0.1:7070 --destination dev --token dev-exporter --sink file:/tmp/weir-out.ndjson"
 )]
 pub struct Args {
-    /// TOML file with the same keys as the long flags (snake_case).
+    /// TOML file with the same keys as the long flags (snake_case); a flag wins over the file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Every option, as a flag and as a key of the `--config` file.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The broker's base URL, e.g. http://127.0.0.1:7070 (required).
     #[arg(long)]
     pub broker: Option<String>,
+    /// The destination this exporter serves (required).
     #[arg(long)]
     pub destination: Option<String>,
+    /// The destination's exporter token (required).
     #[arg(long)]
     pub token: Option<String>,
+    /// Where records go: file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T (required).
     #[arg(long)]
     pub sink: Option<String>,
-    /// Per-request sink timeout.
+    /// Per-request sink timeout, ms [default: 3000].
     #[arg(long)]
     pub sink_timeout_ms: Option<u64>,
-    /// Local retries of quick retryable failures (timeouts are never retried locally).
+    /// Local retries of quick retryable failures; timeouts are never retried locally [default: 2].
     #[arg(long)]
     pub max_retries: Option<u32>,
+    /// First local retry's backoff, ms; doubles per retry [default: 100].
     #[arg(long)]
     pub backoff_base_ms: Option<u64>,
+    /// Ceiling of the local backoff, ms [default: 2000].
     #[arg(long)]
     pub backoff_max_ms: Option<u64>,
-    /// Most records per lease / sink batch.
+    /// Most records per lease / sink batch [default: 500].
     #[arg(long)]
     pub batch_records: Option<u32>,
-    /// Most payload bytes per lease / sink batch.
+    /// Most payload bytes per lease / sink batch [default: 1048576].
     #[arg(long)]
     pub batch_bytes: Option<u64>,
-    /// Leases delivered concurrently by this process.
+    /// Leases delivered concurrently by this process [default: 1].
     #[arg(long)]
     pub max_in_flight: Option<u32>,
-    /// The broker's lease timeout for this destination (checked against the retry budget).
+    /// The broker's lease timeout for this destination, ms; checked against the retry budget [default: 30000].
     #[arg(long)]
     pub lease_timeout_ms: Option<u64>,
-    /// Long-poll wait of an acquire.
+    /// Long-poll wait of an acquire, ms [default: 2000].
     #[arg(long)]
     pub wait_ms: Option<u64>,
-    /// gzip webhook bodies.
-    #[arg(long)]
-    pub gzip: bool,
-    /// Serve /metrics here (e.g. 127.0.0.1:9464).
+    /// gzip webhook bodies [default: off].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub gzip: Option<bool>,
+    /// Serve /metrics on this address, e.g. 127.0.0.1:9464 [default: not served].
     #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// The longest sink `Retry-After` honoured, ms (default 60000). A wait
-    /// up to the backoff ceiling is slept locally; a longer one hands the
-    /// lease back with the (capped) wait, which the broker honours (it caps
-    /// it at 300 s) before offering the range again — never slept holding a lease.
+    /// The longest sink Retry-After honoured, ms. A wait up to the backoff ceiling is slept
+    /// locally; a longer one hands the lease back with the (capped) wait, which the broker
+    /// honours (capping it at 300 s) before offering the range again — never slept holding a
+    /// lease [default: 60000].
     #[arg(long)]
     pub max_retry_after_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    broker: Option<String>,
-    destination: Option<String>,
-    token: Option<String>,
-    sink: Option<String>,
-    sink_timeout_ms: Option<u64>,
-    max_retries: Option<u32>,
-    backoff_base_ms: Option<u64>,
-    backoff_max_ms: Option<u64>,
-    batch_records: Option<u32>,
-    batch_bytes: Option<u64>,
-    max_in_flight: Option<u32>,
-    lease_timeout_ms: Option<u64>,
-    wait_ms: Option<u64>,
-    gzip: Option<bool>,
-    metrics_listen: Option<String>,
-    max_retry_after_ms: Option<u64>,
+impl Settings {
+    /// These settings where given, else `file`'s: key by key, with no
+    /// per-field code to keep in step with the struct.
+    fn over(self, file: Settings) -> Settings {
+        let (Ok(serde_json::Value::Object(mine)), Ok(serde_json::Value::Object(mut theirs))) =
+            (serde_json::to_value(&self), serde_json::to_value(&file))
+        else {
+            return self;
+        };
+        for (k, v) in mine {
+            if !v.is_null() {
+                theirs.insert(k, v);
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(theirs)).unwrap_or(self)
+    }
+
+    fn read(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().replace('\n', " ") })
+    }
 }
 
 /// Resolved options.
@@ -105,39 +157,32 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn resolve(args: Args) -> Result<Options, String> {
-        let file: FileConfig = match &args.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| format!("config {}: {}", p.display(), e.message().replace('\n', " ")))?
-            }
-            None => FileConfig::default(),
+    pub fn resolve(args: Args) -> Result<Options, ConfigError> {
+        let file = match &args.config {
+            Some(p) => Settings::read(p)?,
+            None => Settings::default(),
         };
-        let need = |flag: Option<String>, file: Option<String>, name: &str| {
-            flag.or(file).ok_or_else(|| format!("--{name} is required"))
-        };
+        let s = args.settings.over(file);
+        use defaults as d;
         let o = Options {
-            broker: need(args.broker, file.broker, "broker")?,
-            destination: need(args.destination, file.destination, "destination")?,
-            token: need(args.token, file.token, "token")?,
-            sink: need(args.sink, file.sink, "sink")?,
-            sink_timeout: Duration::from_millis(args.sink_timeout_ms.or(file.sink_timeout_ms).unwrap_or(3_000)),
-            max_retries: args.max_retries.or(file.max_retries).unwrap_or(2),
+            broker: s.broker.ok_or(ConfigError::Missing("broker"))?,
+            destination: s.destination.ok_or(ConfigError::Missing("destination"))?,
+            token: s.token.ok_or(ConfigError::Missing("token"))?,
+            sink: s.sink.ok_or(ConfigError::Missing("sink"))?,
+            sink_timeout: Duration::from_millis(s.sink_timeout_ms.unwrap_or(d::SINK_TIMEOUT_MS)),
+            max_retries: s.max_retries.unwrap_or(d::MAX_RETRIES),
             backoff: Backoff {
-                base_ms: args.backoff_base_ms.or(file.backoff_base_ms).unwrap_or(100),
-                max_ms: args.backoff_max_ms.or(file.backoff_max_ms).unwrap_or(2_000),
+                base_ms: s.backoff_base_ms.unwrap_or(d::BACKOFF_BASE_MS),
+                max_ms: s.backoff_max_ms.unwrap_or(d::BACKOFF_MAX_MS),
             },
-            batch_records: args.batch_records.or(file.batch_records).unwrap_or(500).max(1),
-            batch_bytes: args.batch_bytes.or(file.batch_bytes).unwrap_or(1 << 20).max(1),
-            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(1).max(1),
-            lease_timeout: Duration::from_millis(args.lease_timeout_ms.or(file.lease_timeout_ms).unwrap_or(30_000)),
-            wait_ms: args.wait_ms.or(file.wait_ms).unwrap_or(2_000),
-            gzip: args.gzip || file.gzip.unwrap_or(false),
-            metrics_listen: args.metrics_listen.or(file.metrics_listen),
-            max_retry_after: Duration::from_millis(
-                args.max_retry_after_ms.or(file.max_retry_after_ms).unwrap_or(60_000),
-            ),
+            batch_records: s.batch_records.unwrap_or(d::BATCH_RECORDS).max(1),
+            batch_bytes: s.batch_bytes.unwrap_or(d::BATCH_BYTES).max(1),
+            max_in_flight: s.max_in_flight.unwrap_or(d::MAX_IN_FLIGHT).max(1),
+            lease_timeout: Duration::from_millis(s.lease_timeout_ms.unwrap_or(d::LEASE_TIMEOUT_MS)),
+            wait_ms: s.wait_ms.unwrap_or(d::WAIT_MS),
+            gzip: s.gzip.unwrap_or(false),
+            metrics_listen: s.metrics_listen,
+            max_retry_after: Duration::from_millis(s.max_retry_after_ms.unwrap_or(d::MAX_RETRY_AFTER_MS)),
         };
         o.check_lease_budget()?;
         Ok(o)
@@ -149,16 +194,15 @@ impl Options {
         self.sink_timeout * (self.max_retries + 1) + self.backoff.worst_case(self.max_retries) + Duration::from_secs(1)
     }
 
-    fn check_lease_budget(&self) -> Result<(), String> {
+    fn check_lease_budget(&self) -> Result<(), ConfigError> {
         let budget = self.delivery_budget();
         if self.lease_timeout <= budget {
-            return Err(format!(
-                "lease timeout {} ms cannot cover the sink timeout {} ms x {} attempts plus backoff ({} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries",
-                self.lease_timeout.as_millis(),
-                self.sink_timeout.as_millis(),
-                self.max_retries + 1,
-                budget.as_millis()
-            ));
+            return Err(ConfigError::LeaseBudget {
+                lease_ms: self.lease_timeout.as_millis(),
+                sink_ms: self.sink_timeout.as_millis(),
+                attempts: self.max_retries + 1,
+                budget_ms: budget.as_millis(),
+            });
         }
         Ok(())
     }
@@ -188,7 +232,7 @@ mod tests {
             "--lease-timeout-ms",
             "5000",
         ]);
-        let e = Options::resolve(args).unwrap_err();
+        let e = Options::resolve(args).unwrap_err().to_string();
         assert!(e.contains("lease timeout 5000 ms"), "{e}");
     }
 
@@ -207,5 +251,20 @@ mod tests {
         ]);
         let o = Options::resolve(args).unwrap();
         assert!(o.delivery_budget() < o.lease_timeout);
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exporter.toml");
+        std::fs::write(&file, "broker = \"http://file:1\"\ndestination = \"d\"\ntoken = \"t\"\nsink = \"file:/x\"\nwait_ms = 7\nbatch_records = 9\ngzip = true\n").unwrap();
+        let path = file.to_str().unwrap();
+        let args =
+            Args::parse_from(["exporter", "--config", path, "--broker", "http://flag:1", "--batch-records", "3"]);
+        let o = Options::resolve(args).unwrap();
+        assert_eq!((o.broker.as_str(), o.batch_records, o.wait_ms, o.gzip), ("http://flag:1", 3, 7, true));
+        assert_eq!(o.max_in_flight, defaults::MAX_IN_FLIGHT);
+        let e = Options::resolve(Args::parse_from(["exporter", "--broker", "http://h:1"])).unwrap_err();
+        assert!(matches!(e, ConfigError::Missing("destination")), "{e}");
     }
 }

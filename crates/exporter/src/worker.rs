@@ -9,6 +9,7 @@ use crate::deliver::{Deliverer, Outcome};
 use crate::metrics::ExporterMetrics;
 use crate::sink::{OpenError, Record, Sink};
 use api::lease::*;
+use plumbing::clock::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -26,10 +27,6 @@ struct Ctx {
     client: BrokerClient,
     sink: Box<dyn Sink>,
     metrics: Arc<ExporterMetrics>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<(), ExportError> {
@@ -50,7 +47,8 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
         OpenError::Shorter { .. } => ExportError::Fatal(e.to_string()),
         _ => ExportError::Usage(e.to_string()),
     })?;
-    let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token).map_err(ExportError::Usage)?;
+    let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token)
+        .map_err(|e| ExportError::Usage(e.to_string()))?;
     let metrics = ExporterMetrics::new();
     metrics.init_series(&opts.destination);
     if let Some(addr) = &opts.metrics_listen {

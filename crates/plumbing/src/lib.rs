@@ -1,7 +1,7 @@
 //! # plumbing — what every Weir process needs around its own job
 //!
 //! Owns: parsing a binary's flags with the contract's exit codes, the log
-//! subscriber, the async runtime, stop signals, the data directory's layout
+//! subscriber, the async runtime, stop signals, the wall clock, the data directory's layout
 //! and its lock, and the hardened HTTP/1.1 listener that the broker and the
 //! exporter's own `/metrics` both serve on.
 //!
@@ -17,6 +17,7 @@
 //!   and must stay an HTTP-only process.
 
 pub mod cli;
+pub mod clock;
 pub mod datadir;
 pub mod listener;
 pub mod logging;

@@ -18,22 +18,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// A log format that is neither `text` nor `json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("log format {0:?}: use text or json")]
+pub struct UnknownLogFormat(pub String);
+
+/// Why the log format could not be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogFormatError {
+    /// `WEIR_LOG_FORMAT` names no format.
+    #[error("WEIR_LOG_FORMAT: {0}")]
+    Env(UnknownLogFormat),
+}
+
 impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<LogFormat, String> {
+    type Err = UnknownLogFormat;
+    fn from_str(s: &str) -> Result<LogFormat, UnknownLogFormat> {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("log format {other:?}: use text or json")),
+            other => Err(UnknownLogFormat(other.to_string())),
         }
     }
 }
 
 /// The flag if given, else `WEIR_LOG_FORMAT`, else text.
-pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, String> {
+pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, LogFormatError> {
     match (flag, std::env::var("WEIR_LOG_FORMAT")) {
         (Some(f), _) => Ok(f),
-        (None, Ok(v)) if !v.is_empty() => v.parse().map_err(|e| format!("WEIR_LOG_FORMAT: {e}")),
+        (None, Ok(v)) if !v.is_empty() => v.parse().map_err(LogFormatError::Env),
         _ => Ok(LogFormat::Text),
     }
 }

@@ -33,14 +33,28 @@ impl fmt::Display for Priority {
     }
 }
 
+/// A priority or lane name that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseLaneError {
+    /// Not `high`, `normal` or `low`.
+    #[error("unknown priority {0:?} (expected high, normal or low)")]
+    Priority(String),
+    /// Not `PRIORITY/SHARD`.
+    #[error("lane {0:?} is not PRIORITY/SHARD")]
+    Shape(String),
+    /// The shard is not a number below 65536.
+    #[error("lane {0:?} has a bad shard number")]
+    Shard(String),
+}
+
 impl FromStr for Priority {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseLaneError;
+    fn from_str(s: &str) -> Result<Self, ParseLaneError> {
         match s {
             "high" => Ok(Priority::High),
             "normal" => Ok(Priority::Normal),
             "low" => Ok(Priority::Low),
-            other => Err(format!("unknown priority {other:?} (expected high, normal or low)")),
+            other => Err(ParseLaneError::Priority(other.to_string())),
         }
     }
 }
@@ -64,10 +78,10 @@ impl fmt::Display for LaneId {
 }
 
 impl FromStr for LaneId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (p, shard) = s.split_once('/').ok_or_else(|| format!("lane {s:?} is not PRIORITY/SHARD"))?;
-        let shard = shard.parse().map_err(|_| format!("lane {s:?} has a bad shard number"))?;
+    type Err = ParseLaneError;
+    fn from_str(s: &str) -> Result<Self, ParseLaneError> {
+        let (p, shard) = s.split_once('/').ok_or_else(|| ParseLaneError::Shape(s.to_string()))?;
+        let shard = shard.parse().map_err(|_| ParseLaneError::Shard(s.to_string()))?;
         Ok(LaneId { priority: p.parse()?, shard })
     }
 }

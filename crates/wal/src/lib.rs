@@ -128,11 +128,16 @@ pub enum Drive {
     Manual,
 }
 
+/// Shards per priority unless configured (the broker's `shards` default).
+pub const DEFAULT_SHARDS: u16 = 4;
+/// Segment roll size unless configured (the broker's `segment_bytes` default).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+
 impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
-            shards: 4,
-            segment_bytes: 16 << 20,
+            shards: DEFAULT_SHARDS,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_frame_bytes: 16 << 20,
             preallocate: true,
             group_commit_linger: std::time::Duration::ZERO,

@@ -117,6 +117,8 @@ const ZERO_FILL_BELOW_BYTES: f64 = 256.0 * 1024.0;
 
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The WAL depends on no crate of ours (not even `plumbing`, whose
+/// `clock::now_ms` the broker and exporter share), so it reads the clock here.
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -13,6 +13,7 @@ use crate::auth::{bearer, Role};
 use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::ingest::{ingest, IngestInput};
+use api::routes::{pattern, AdminAction, LeaseAction};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -46,13 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::handler))
-        .route("/v1/topics/{topic}/records", post(ingest_handler))
-        .route("/v1/destinations/{dest}/leases", post(acquire))
-        .route("/v1/destinations/{dest}/leases/{id}/{action}", post(lease_action))
-        .route("/v1/admin/destinations", get(list_destinations))
-        .route("/v1/admin/destinations/{dest}", get(one_destination))
-        .route("/v1/admin/destinations/{dest}/dead-letters", get(dead_letters))
-        .route("/v1/admin/destinations/{dest}/{action}", post(admin_action))
+        .route(pattern::INGEST, post(ingest_handler))
+        .route(pattern::LEASES, post(acquire))
+        .route(pattern::LEASE_ACTION, post(lease_action))
+        .route(pattern::DESTINATIONS, get(list_destinations))
+        .route(pattern::DESTINATION, get(one_destination))
+        .route(pattern::DEAD_LETTERS, get(dead_letters))
+        .route(pattern::ADMIN_ACTION, post(admin_action))
         .fallback(|req: Request| async move { no_such_endpoint(req.uri().path()) })
         .method_not_allowed_fallback(|req: Request| async move {
             errors::RouteError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path())).into_response()
@@ -73,7 +74,7 @@ fn count_refusal(s: &AppState, e: &BrokerError) {
 
 /// How long a request body may take to arrive.
 fn body_timeout(b: &Broker) -> std::time::Duration {
-    std::time::Duration::from_millis(b.cfg.body_read_timeout_ms)
+    b.cfg.timing.body_read_timeout
 }
 
 /// Lease and admin bodies are small JSON documents.
@@ -308,24 +309,26 @@ async fn lease_action(
         require_exporter(b, req.headers(), &dest)?;
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        match action.as_str() {
-            "heartbeat" => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
-            "commit" => Ok(serde_json::to_value(b.commit(&dest, &id, parse_json(&body)?).await?).unwrap_or_default()),
-            "fail" | "release" => {
+        let action: LeaseAction = action
+            .parse()
+            .map_err(|e| BrokerError::InvalidRequest(format!("{e}: use heartbeat, commit, fail or release")))?;
+        match action {
+            LeaseAction::Heartbeat => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
+            LeaseAction::Commit => {
+                Ok(serde_json::to_value(b.commit(&dest, &id, parse_json(&body)?).await?).unwrap_or_default())
+            }
+            LeaseAction::Fail | LeaseAction::Release => {
                 let f: FailBody = parse_json(&body)?;
-                let class = if action == "release" {
+                let class = if action == LeaseAction::Release {
                     api::lease::FailureClass::Released
                 } else {
                     f.class.unwrap_or(api::lease::FailureClass::Retryable)
                 };
-                let message = f.message.unwrap_or_else(|| action.clone());
+                let message = f.message.unwrap_or_else(|| action.to_string());
                 b.fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
                     .await?;
                 Ok(serde_json::json!({"ok": true}))
             }
-            other => Err(BrokerError::InvalidRequest(format!(
-                "unknown lease action {other:?}: use heartbeat, commit, fail or release"
-            ))),
         }
     };
     answer(&s, r.await)
@@ -391,20 +394,20 @@ async fn admin_action(
         require_admin(b, req.headers())?;
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        match action.as_str() {
-            "pause" => b.set_paused(&dest, true).await,
-            "resume" => b.set_paused(&dest, false).await,
-            "reset-breaker" => b.reset_breaker(&dest).await,
-            "rewind" => {
+        let action: AdminAction = action.parse().map_err(|e| {
+            BrokerError::InvalidRequest(format!("{e}: use pause, resume, reset-breaker, rewind or redrive"))
+        })?;
+        match action {
+            AdminAction::Pause => b.set_paused(&dest, true).await,
+            AdminAction::Resume => b.set_paused(&dest, false).await,
+            AdminAction::ResetBreaker => b.reset_breaker(&dest).await,
+            AdminAction::Rewind => {
                 let target: api::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
                     BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}"))
                 })?;
                 b.rewind(&dest, target).await
             }
-            "redrive" => b.redrive(&dest),
-            other => Err(BrokerError::InvalidRequest(format!(
-                "unknown action {other:?}: use pause, resume, reset-breaker, rewind or redrive"
-            ))),
+            AdminAction::Redrive => b.redrive(&dest),
         }
     };
     answer(&s, r.await)

@@ -460,7 +460,7 @@ proptest! {
     fn lease_protocol_matches_the_model(actions in proptest::collection::vec(action(), 1..40)) {
         let mut h = Harness::new("retention_max_age_secs = 3600", &dest_config());
         let mut m = Model {
-            now: crate::clock::now_ms(),
+            now: plumbing::clock::now_ms(),
             records: BTreeMap::new(),
             batches: Vec::new(),
             dests: (0..DESTS.len()).map(|_| MDest::default()).collect(),

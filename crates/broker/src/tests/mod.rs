@@ -81,7 +81,7 @@ impl Harness {
         for _ in 0..400 {
             let cfg = Config::from_toml(&self.config).expect("config");
             let fs: Arc<dyn FileSystem> = Arc::new(self.sim.clone());
-            match Broker::open(cfg, fs, Metrics::new()) {
+            match Broker::open(cfg.validate().expect("valid config"), fs, Metrics::new()) {
                 Ok(b) => {
                     self.broker = Some(b);
                     return;

@@ -2,10 +2,10 @@
 //! Each failed on the code before its fix.
 
 use super::{normal0, Harness};
-use crate::clock::now_ms;
 use crate::leased::Lease;
 use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
 use api::RewindTarget;
+use plumbing::clock::now_ms;
 
 const DEST: &str = r#"
 [[destination]]

@@ -29,13 +29,31 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
-/// `(METHOD, pattern)` of every `.route("…", get(…))` in http.rs: the
-/// router's own table, read from its source (axum cannot list it).
+/// `(METHOD, pattern)` of every `.route(…, get(…))` in http/mod.rs: the
+/// router's own table, read from its source (axum cannot list it). A route
+/// names its pattern as a literal or as one of `api::routes::pattern`'s.
 fn router_routes() -> BTreeSet<(String, String)> {
+    use api::routes::pattern;
+    let named = [
+        ("INGEST", pattern::INGEST),
+        ("LEASES", pattern::LEASES),
+        ("LEASE_ACTION", pattern::LEASE_ACTION),
+        ("DESTINATIONS", pattern::DESTINATIONS),
+        ("DESTINATION", pattern::DESTINATION),
+        ("DEAD_LETTERS", pattern::DEAD_LETTERS),
+        ("ADMIN_ACTION", pattern::ADMIN_ACTION),
+    ];
     let src = include_str!("../mod.rs");
     let mut out = BTreeSet::new();
-    for chunk in src.split(".route(\"").skip(1) {
-        let (path, rest) = chunk.split_once('"').expect("a path literal");
+    for chunk in src.split(".route(").skip(1) {
+        let (path, rest) = if let Some(lit) = chunk.strip_prefix('"') {
+            lit.split_once('"').expect("a path literal")
+        } else {
+            let name = chunk.strip_prefix("pattern::").expect("a literal or pattern::NAME");
+            let end = name.find(|c: char| !(c.is_ascii_uppercase() || c == '_')).unwrap_or(name.len());
+            let path = named.iter().find(|(n, _)| *n == &name[..end]).expect("a known pattern").1;
+            (path, &name[end..])
+        };
         let call = rest.split(".fallback(").next().unwrap_or(rest);
         for m in ["get", "post", "put", "delete", "patch"] {
             if call.contains(&format!(" {m}(")) || call.contains(&format!(".{m}(")) {
@@ -43,7 +61,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
             }
         }
     }
-    assert!(out.len() >= 10, "parsed too few routes from http.rs: {out:?}");
+    assert!(out.len() >= 10, "parsed too few routes from http/mod.rs: {out:?}");
     out
 }
 
@@ -114,10 +132,12 @@ async fn ready_router() -> (axum::Router, tempfile::TempDir) {
     cfg.data_dir = tmp.path().to_path_buf();
     let metrics = Metrics::new();
     let m = Arc::clone(&metrics);
-    let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, Arc::new(wal::RealFs), m))
-        .await
-        .expect("open task")
-        .expect("broker opens");
+    let broker = tokio::task::spawn_blocking(move || {
+        Broker::open(cfg.validate().expect("valid config"), Arc::new(wal::RealFs), m)
+    })
+    .await
+    .expect("open task")
+    .expect("broker opens");
     let state = AppState { broker: Arc::new(OnceLock::new()), metrics };
     let _ = state.broker.set(Arc::new(broker));
     (router(state), tmp)

@@ -1,11 +1,17 @@
 //! Broker configuration: TOML, every knob with a documented default
 //! (`docs/config.md`), unknown keys rejected, unsafe combinations refused.
+//!
+//! [`Config`] is the file as written (what `--check-config` prints back);
+//! [`Config::validate`] is the one check, and its answer, a [`ValidConfig`],
+//! carries every value parsed into its type — the listen address, token
+//! digests, tenant priorities, durations — so nothing downstream parses or
+//! validates again.
 
-use crate::auth::TokenSpec;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use wal::Priority;
+
+mod valid;
+pub use valid::{Timing, Tokens, ValidConfig};
 
 pub const DEV_TENANT_TOKEN: &str = "dev-token";
 pub const DEV_EXPORTER_TOKEN: &str = "dev-exporter";
@@ -18,10 +24,10 @@ fn d_data_dir() -> PathBuf {
     PathBuf::from("./weir-data")
 }
 fn d_shards() -> u16 {
-    4
+    wal::DEFAULT_SHARDS
 }
 fn d_segment_bytes() -> u64 {
-    16 << 20
+    wal::DEFAULT_SEGMENT_BYTES
 }
 fn d_max_body() -> u64 {
     8 << 20
@@ -279,102 +285,11 @@ token = "{DEV_EXPORTER_TOKEN}"
         Config::from_toml(&text).expect("embedded development config parses")
     }
 
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| ConfigError(format!("listen: {:?} is not an IP:PORT address", self.listen)))
-    }
-
-    /// Reject what would start but not work, or not be safe.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError(m));
-        let addr = self.listen_addr()?;
-        let dev_in_use = self.tokens().any(|t| {
-            matches!(TokenSpec::parse(t), Ok(spec) if [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)))
-        });
-        if !addr.ip().is_loopback() && dev_in_use {
-            return bad(format!("listen: refusing non-loopback address {addr} while a development token is in use"));
-        }
-        for t in self.tokens() {
-            TokenSpec::parse(t).map_err(ConfigError)?;
-        }
-        // Compare digests, not strings: `x` and `sha256:<digest of x>` are
-        // the same secret, and one role would shadow the other.
-        let mut seen_tokens: std::collections::HashMap<TokenSpec, String> = std::collections::HashMap::new();
-        for (owner, t) in self.token_owners() {
-            let spec = TokenSpec::parse(t).map_err(ConfigError)?;
-            if let Some(first) = seen_tokens.insert(spec, owner.clone()) {
-                return bad(format!("tokens: {first} and {owner} have the same token (compared by sha256 digest)"));
-            }
-        }
-        if self.shards == 0 {
-            return bad("shards: must be at least 1".into());
-        }
-        if self.segment_bytes < 64 << 10 {
-            return bad(format!("segment_bytes: {} is below the minimum of 65536", self.segment_bytes));
-        }
-        if self.max_record_bytes > self.max_inflated_bytes || self.max_body_bytes == 0 {
-            return bad("max_record_bytes: must not exceed max_inflated_bytes (and max_body_bytes must be > 0)".into());
-        }
-        if self.max_inflated_bytes > u64::from(u32::MAX / 2) {
-            return bad("max_inflated_bytes: must be below 2 GiB (one request is one WAL frame)".into());
-        }
-        if !(0.0..=1.0).contains(&self.disk_high_watermark) {
-            return bad("disk_high_watermark: must be a fraction between 0 and 1".into());
-        }
-        if self.group_commit_linger_us > 100_000 {
-            return bad("group_commit_linger_us: at most 100000 (100 ms)".into());
-        }
-        if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 || self.low_priority_every == 0 {
-            return bad("lease_timeout_ms must be >= 1000; max_lease_records and low_priority_every >= 1".into());
-        }
-        let mut names = std::collections::HashSet::new();
-        for t in &self.tenants {
-            if !names.insert(&t.name) || t.name.is_empty() || t.name.len() > 255 {
-                return bad(format!("tenant {:?}: names must be unique, 1 to 255 bytes", t.name));
-            }
-            t.priority.parse::<Priority>().map_err(|e| ConfigError(format!("tenant {:?}: priority: {e}", t.name)))?;
-            if !(t.rate_per_sec > 0.0 && t.rate_per_sec.is_finite()) || t.burst == 0 {
-                return bad(format!("tenant {:?}: rate_per_sec must be > 0 and burst >= 1", t.name));
-            }
-            if t.hard_rate_per_sec.is_some() != t.hard_burst.is_some() {
-                return bad(format!("tenant {:?}: hard_rate_per_sec and hard_burst go together", t.name));
-            }
-        }
-        let topics: std::collections::HashSet<_> = self.topics.iter().map(|t| &t.name).collect();
-        if topics.len() != self.topics.len() || self.topics.iter().any(|t| t.name.is_empty() || t.name.len() > 255) {
-            return bad("topic: names must be unique, 1 to 255 bytes".into());
-        }
-        let mut dnames = std::collections::HashSet::new();
-        for d in &self.destinations {
-            if !dnames.insert(&d.name) || d.name.is_empty() {
-                return bad(format!("destination {:?}: names must be unique and non-empty", d.name));
-            }
-            if let Some(t) = d.topics.iter().find(|t| !topics.contains(t)) {
-                return bad(format!("destination {:?}: unknown topic {t:?}", d.name));
-            }
-            if let Some(t) = d.tenants.iter().flatten().find(|t| !names.contains(t)) {
-                return bad(format!("destination {:?}: unknown tenant {t:?}", d.name));
-            }
-            if d.max_in_flight == 0 || d.failure_threshold == 0 {
-                return bad(format!("destination {:?}: max_in_flight and failure_threshold must be >= 1", d.name));
-            }
-            if d.lease_timeout_ms.is_some_and(|ms| ms < 1000) {
-                return bad(format!("destination {:?}: lease_timeout_ms must be >= 1000", d.name));
-            }
-        }
-        Ok(())
-    }
-
     /// Every token with the key that holds it, for messages.
-    fn token_owners(&self) -> impl Iterator<Item = (String, &str)> {
+    pub(crate) fn token_owners(&self) -> impl Iterator<Item = (String, &str)> {
         std::iter::once(("admin_token".to_string(), self.admin_token.as_str()))
             .chain(self.tenants.iter().map(|t| (format!("tenant {:?} token", t.name), t.token.as_str())))
             .chain(self.destinations.iter().map(|d| (format!("destination {:?} token", d.name), d.token.as_str())))
-    }
-
-    fn tokens(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.admin_token.as_str())
-            .chain(self.tenants.iter().map(|t| t.token.as_str()))
-            .chain(self.destinations.iter().map(|d| d.token.as_str()))
     }
 
     pub fn destination_lease_ms(&self, d: &DestinationConfig) -> u64 {
@@ -389,8 +304,9 @@ mod tests {
     #[test]
     fn development_defaults_are_valid() {
         let c = Config::development();
-        c.validate().unwrap();
+        let v = c.validate().unwrap();
         assert_eq!(c.listen, "127.0.0.1:7070");
+        assert_eq!(v.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(c.destinations[0].name, "dev");
     }
 

@@ -1,0 +1,157 @@
+//! Every endpoint's path, in one place: the patterns the broker's router
+//! matches and the builders its clients call, so the two cannot drift; and
+//! the lease and admin actions as enums, never as string literals.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Router patterns (axum's `{name}` captures).
+pub mod pattern {
+    pub const INGEST: &str = "/v1/topics/{topic}/records";
+    pub const LEASES: &str = "/v1/destinations/{dest}/leases";
+    pub const LEASE_ACTION: &str = "/v1/destinations/{dest}/leases/{id}/{action}";
+    pub const DESTINATIONS: &str = "/v1/admin/destinations";
+    pub const DESTINATION: &str = "/v1/admin/destinations/{dest}";
+    pub const DEAD_LETTERS: &str = "/v1/admin/destinations/{dest}/dead-letters";
+    pub const ADMIN_ACTION: &str = "/v1/admin/destinations/{dest}/{action}";
+}
+
+/// `POST` here to ingest into `topic`.
+pub fn ingest(topic: &str) -> String {
+    format!("/v1/topics/{topic}/records")
+}
+
+/// `POST` here to acquire a lease of `dest`.
+pub fn leases(dest: &str) -> String {
+    format!("/v1/destinations/{dest}/leases")
+}
+
+/// `POST` here to act on lease `id` of `dest`.
+pub fn lease_action(dest: &str, id: &str, action: LeaseAction) -> String {
+    format!("/v1/destinations/{dest}/leases/{id}/{action}")
+}
+
+/// `GET`: every destination's status.
+pub fn destinations() -> &'static str {
+    "/v1/admin/destinations"
+}
+
+/// `GET`: one destination's status.
+pub fn destination(dest: &str) -> String {
+    format!("/v1/admin/destinations/{dest}")
+}
+
+/// `GET`: a destination's dead letters, at most `limit`.
+pub fn dead_letters(dest: &str, limit: usize) -> String {
+    format!("/v1/admin/destinations/{dest}/dead-letters?limit={limit}")
+}
+
+/// `POST`: an operator's action on `dest`.
+pub fn admin_action(dest: &str, action: AdminAction) -> String {
+    format!("/v1/admin/destinations/{dest}/{action}")
+}
+
+/// A path segment that names no action of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action {0:?}")]
+pub struct UnknownAction(pub String);
+
+macro_rules! actions {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $wire:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The action's path segment.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire,)* }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownAction;
+            fn from_str(s: &str) -> Result<Self, UnknownAction> {
+                match s {
+                    $($wire => Ok($name::$variant),)*
+                    other => Err(UnknownAction(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    /// What an exporter does with a lease it holds.
+    LeaseAction {
+        /// Extend the lease.
+        Heartbeat = "heartbeat",
+        /// Delivered: move the cursor (and store the poison records as dead letters).
+        Commit = "commit",
+        /// Not delivered, retryably: counts towards the breaker.
+        Fail = "fail",
+        /// Given back without a failure (a stop, a long Retry-After).
+        Release = "release",
+    }
+}
+
+actions! {
+    /// What an operator does to a destination.
+    AdminAction {
+        /// Stop handing out leases.
+        Pause = "pause",
+        Resume = "resume",
+        /// Close the breaker now.
+        ResetBreaker = "reset-breaker",
+        /// Move the cursors back (or forward) to a target.
+        Rewind = "rewind",
+        /// Deliver every dead letter again.
+        Redrive = "redrive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_back_from_their_path_segments() {
+        for a in AdminAction::ALL {
+            assert_eq!(a.as_str().parse::<AdminAction>(), Ok(*a));
+        }
+        for a in LeaseAction::ALL {
+            assert_eq!(a.as_str().parse::<LeaseAction>(), Ok(*a));
+        }
+        assert_eq!("explode".parse::<AdminAction>(), Err(UnknownAction("explode".into())));
+    }
+
+    #[test]
+    fn builders_fill_the_router_patterns() {
+        let fill = |p: &str, vals: &[(&str, &str)]| {
+            vals.iter().fold(p.to_string(), |acc, (k, v)| acc.replace(&format!("{{{k}}}"), v))
+        };
+        assert_eq!(ingest("events"), fill(pattern::INGEST, &[("topic", "events")]));
+        assert_eq!(leases("d"), fill(pattern::LEASES, &[("dest", "d")]));
+        assert_eq!(
+            lease_action("d", "l1", LeaseAction::Commit),
+            fill(pattern::LEASE_ACTION, &[("dest", "d"), ("id", "l1"), ("action", "commit")])
+        );
+        assert_eq!(destinations(), pattern::DESTINATIONS);
+        assert_eq!(destination("d"), fill(pattern::DESTINATION, &[("dest", "d")]));
+        assert!(dead_letters("d", 5).starts_with(&fill(pattern::DEAD_LETTERS, &[("dest", "d")])));
+        assert_eq!(
+            admin_action("d", AdminAction::ResetBreaker),
+            fill(pattern::ADMIN_ACTION, &[("dest", "d"), ("action", "reset-breaker")])
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The one validation of a [`Config`], and its typed answer.
+
+use super::{Config, ConfigError, DestinationConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
+use crate::auth::TokenSpec;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::Duration;
+use wal::Priority;
+
+/// A configuration that passed [`Config::validate`]: the file's values, and
+/// every one that needs parsing already parsed. Plain numbers are read
+/// through [`Deref`] from the file as written.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    file: Config,
+    pub listen: SocketAddr,
+    pub tokens: Tokens,
+    /// Each tenant's priority, in `tenants` order.
+    pub priorities: Vec<Priority>,
+    pub timing: Timing,
+}
+
+/// Every token as its digest, in the file's order.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub admin: TokenSpec,
+    pub tenants: Vec<TokenSpec>,
+    pub destinations: Vec<TokenSpec>,
+}
+
+/// The configuration's durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub group_commit_linger: Duration,
+    /// `None`: keep until every destination committed.
+    pub retention_max_age: Option<Duration>,
+    pub idempotency_window: Duration,
+    pub retry_after: Duration,
+    pub max_long_poll: Duration,
+    pub maintenance_interval: Duration,
+    pub body_read_timeout: Duration,
+    pub shutdown_drain: Duration,
+}
+
+impl Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.file
+    }
+}
+
+impl ValidConfig {
+    /// The file as written (for `--check-config`).
+    pub fn file(&self) -> &Config {
+        &self.file
+    }
+
+    /// How long a lease of `d` lives without a heartbeat.
+    pub fn destination_lease(&self, d: &DestinationConfig) -> Duration {
+        Duration::from_millis(self.file.destination_lease_ms(d))
+    }
+}
+
+impl Config {
+    /// Reject what would start but not work, or not be safe; parse what
+    /// needs parsing. The only check: a start, `--check-config` and every
+    /// test go through it, and what it answers needs no other.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| ConfigError(format!("listen: {:?} is not an IP:PORT address", self.listen)))?;
+        let tokens = self.parse_tokens()?;
+        let all = std::iter::once(&tokens.admin).chain(&tokens.tenants).chain(&tokens.destinations);
+        let dev_in_use = all
+            .clone()
+            .any(|spec| [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)));
+        if !listen.ip().is_loopback() && dev_in_use {
+            return Err(ConfigError(format!(
+                "listen: refusing non-loopback address {listen} while a development token is in use"
+            )));
+        }
+        // Compare digests, not strings: `x` and `sha256:<digest of x>` are
+        // the same secret, and one role would shadow the other.
+        let mut seen: HashMap<&TokenSpec, String> = HashMap::new();
+        for ((owner, _), spec) in self.token_owners().zip(all) {
+            if let Some(first) = seen.insert(spec, owner.clone()) {
+                return Err(ConfigError(format!(
+                    "tokens: {first} and {owner} have the same token (compared by sha256 digest)"
+                )));
+            }
+        }
+        self.check_rules()?;
+        let priorities = self
+            .tenants
+            .iter()
+            .map(|t| t.priority.parse().map_err(|e| ConfigError(format!("tenant {:?}: priority: {e}", t.name))))
+            .collect::<Result<Vec<Priority>, ConfigError>>()?;
+        Ok(ValidConfig { timing: self.timing(), file: self.clone(), listen, tokens, priorities })
+    }
+
+    fn parse_tokens(&self) -> Result<Tokens, ConfigError> {
+        let parse = |owner: String, t: &str| TokenSpec::parse(t).map_err(|e| ConfigError(format!("{owner}: {e}")));
+        Ok(Tokens {
+            admin: parse("admin_token".into(), &self.admin_token)?,
+            tenants: self
+                .tenants
+                .iter()
+                .map(|t| parse(format!("tenant {:?} token", t.name), &t.token))
+                .collect::<Result<_, _>>()?,
+            destinations: self
+                .destinations
+                .iter()
+                .map(|d| parse(format!("destination {:?} token", d.name), &d.token))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            group_commit_linger: Duration::from_micros(self.group_commit_linger_us),
+            retention_max_age: (self.retention_max_age_secs > 0)
+                .then(|| Duration::from_secs(self.retention_max_age_secs)),
+            idempotency_window: Duration::from_secs(self.idempotency_window_secs),
+            retry_after: Duration::from_secs(self.retry_after_secs),
+            max_long_poll: Duration::from_millis(self.max_long_poll_ms),
+            maintenance_interval: Duration::from_millis(self.maintenance_interval_ms.max(10)),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            shutdown_drain: Duration::from_millis(self.shutdown_drain_ms),
+        }
+    }
+
+    /// The limits on each value and the references between sections.
+    fn check_rules(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.shards == 0 {
+            return bad("shards: must be at least 1".into());
+        }
+        if self.segment_bytes < 64 << 10 {
+            return bad(format!("segment_bytes: {} is below the minimum of 65536", self.segment_bytes));
+        }
+        if self.max_record_bytes > self.max_inflated_bytes || self.max_body_bytes == 0 {
+            return bad("max_record_bytes: must not exceed max_inflated_bytes (and max_body_bytes must be > 0)".into());
+        }
+        if self.max_inflated_bytes > u64::from(u32::MAX / 2) {
+            return bad("max_inflated_bytes: must be below 2 GiB (one request is one WAL frame)".into());
+        }
+        if !(0.0..=1.0).contains(&self.disk_high_watermark) {
+            return bad("disk_high_watermark: must be a fraction between 0 and 1".into());
+        }
+        if self.group_commit_linger_us > 100_000 {
+            return bad("group_commit_linger_us: at most 100000 (100 ms)".into());
+        }
+        if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 || self.low_priority_every == 0 {
+            return bad("lease_timeout_ms must be >= 1000; max_lease_records and low_priority_every >= 1".into());
+        }
+        let mut names = HashSet::new();
+        for t in &self.tenants {
+            if !names.insert(&t.name) || t.name.is_empty() || t.name.len() > 255 {
+                return bad(format!("tenant {:?}: names must be unique, 1 to 255 bytes", t.name));
+            }
+            if !(t.rate_per_sec > 0.0 && t.rate_per_sec.is_finite()) || t.burst == 0 {
+                return bad(format!("tenant {:?}: rate_per_sec must be > 0 and burst >= 1", t.name));
+            }
+            if t.hard_rate_per_sec.is_some() != t.hard_burst.is_some() {
+                return bad(format!("tenant {:?}: hard_rate_per_sec and hard_burst go together", t.name));
+            }
+        }
+        let topics: HashSet<_> = self.topics.iter().map(|t| &t.name).collect();
+        if topics.len() != self.topics.len() || self.topics.iter().any(|t| t.name.is_empty() || t.name.len() > 255) {
+            return bad("topic: names must be unique, 1 to 255 bytes".into());
+        }
+        let mut dnames = HashSet::new();
+        for d in &self.destinations {
+            if !dnames.insert(&d.name) || d.name.is_empty() {
+                return bad(format!("destination {:?}: names must be unique and non-empty", d.name));
+            }
+            if let Some(t) = d.topics.iter().find(|t| !topics.contains(t)) {
+                return bad(format!("destination {:?}: unknown topic {t:?}", d.name));
+            }
+            if let Some(t) = d.tenants.iter().flatten().find(|t| !names.contains(t)) {
+                return bad(format!("destination {:?}: unknown tenant {t:?}", d.name));
+            }
+            if d.max_in_flight == 0 || d.failure_threshold == 0 {
+                return bad(format!("destination {:?}: max_in_flight and failure_threshold must be >= 1", d.name));
+            }
+            if d.lease_timeout_ms.is_some_and(|ms| ms < 1000) {
+                return bad(format!("destination {:?}: lease_timeout_ms must be >= 1000", d.name));
+            }
+        }
+        Ok(())
+    }
+}
