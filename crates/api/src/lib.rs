@@ -6,7 +6,10 @@
 //! types, so the two sides of a call cannot drift apart.
 //!
 //! Invariants:
-//! - [`ErrorCode`] is the only table from error codes to HTTP statuses.
+//! - [`ErrorCode`] is the only table from error codes to HTTP statuses,
+//!   declared once (variant, wire name, status).
+//! - [`routes`] holds every endpoint's pattern (for the router) and path
+//!   builder (for the clients), and the lease and admin actions as enums.
 //! - Payloads cross the lease protocol as base64 (records are bytes, not
 //!   necessarily UTF-8).
 //!

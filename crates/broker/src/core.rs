@@ -151,4 +151,16 @@ impl Broker {
     pub fn dest_by_name(&self, name: &str) -> Option<&Destination> {
         self.dests.iter().find(|d| d.name == name)
     }
+
+    /// Run `f` on the blocking pool: sled writes and WAL reads must not hold
+    /// an async worker (and with it every connection that worker serves).
+    pub(crate) async fn off_worker<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Broker) -> Result<T, crate::error::BrokerError> + Send + 'static,
+    ) -> Result<T, crate::error::BrokerError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| crate::error::BrokerError::Internal(format!("a blocking task ended abnormally: {e}")))?
+    }
 }

@@ -30,6 +30,7 @@ use plumbing::clock::now_ms;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use wal::{LaneId, Priority};
 
@@ -61,7 +62,7 @@ impl Broker {
     }
 
     /// Acquire a lease, waiting up to `wait_ms` for data to arrive.
-    pub async fn acquire(&self, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
+    pub async fn acquire(self: &Arc<Self>, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(self.cfg.timing.max_long_poll);
         let deadline = tokio::time::Instant::now() + wait;
@@ -82,13 +83,25 @@ impl Broker {
     }
 
     /// One acquire attempt at `now`, without waiting; flushed before it returns a lease.
-    pub async fn acquire_at(&self, dest_name: &str, req: AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
+    pub async fn acquire_at(
+        self: &Arc<Self>,
+        dest_name: &str,
+        req: AcquireRequest,
+        now: u64,
+    ) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
         self.acquire_once(dest, &req, now).await
     }
 
-    async fn acquire_once(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
-        let resp = self.try_acquire(dest, req, now)?;
+    async fn acquire_once(
+        self: &Arc<Self>,
+        dest: &Destination,
+        req: &AcquireRequest,
+        now: u64,
+    ) -> Result<Acquired, BrokerError> {
+        let (idx, req) = (dest.idx, req.clone());
+        // It reads the WAL and writes sled: on the blocking pool, not an async worker.
+        let resp = self.off_worker(move |b| b.try_acquire(&b.dests[idx], &req, now)).await?;
         if resp.lease.is_some() {
             self.store.flush().await?;
             self.metrics.leases_acquired.with_label_values(&[dest.name.as_str()]).inc();
@@ -350,7 +363,12 @@ impl Broker {
         Ok(HeartbeatResponse { lease_ms: dest.lease_ms })
     }
 
-    pub async fn commit(&self, dest_name: &str, id: &str, req: CommitRequest) -> Result<CommitResponse, BrokerError> {
+    pub async fn commit(
+        self: &Arc<Self>,
+        dest_name: &str,
+        id: &str,
+        req: CommitRequest,
+    ) -> Result<CommitResponse, BrokerError> {
         self.commit_at(dest_name, id, req, now_ms()).await
     }
 
@@ -358,14 +376,24 @@ impl Broker {
     /// the dead letters, the lease's end, the breaker and the cursor go to
     /// sled in one transaction, so a refused commit leaves the lease held.
     pub async fn commit_at(
-        &self,
+        self: &Arc<Self>,
         dest_name: &str,
         id: &str,
         req: CommitRequest,
         now: u64,
     ) -> Result<CommitResponse, BrokerError> {
         let dest = self.dest(dest_name)?;
-        let cursor = {
+        let (idx, lease_id) = (dest.idx, id.to_string());
+        // It reads the WAL (poison records) and writes sled: on the blocking pool.
+        let cursor = self.off_worker(move |b| b.settle_commit(&b.dests[idx], &lease_id, &req, now)).await?;
+        self.store.flush().await?;
+        self.metrics.leases_committed.with_label_values(&[dest.name.as_str()]).inc();
+        Ok(CommitResponse { committed: true, cursor })
+    }
+
+    /// The commit's one transaction; returns the lane's cursor after it.
+    fn settle_commit(&self, dest: &Destination, id: &str, req: &CommitRequest, now: u64) -> Result<u64, BrokerError> {
+        {
             let mut st = dest.state();
             let before = st.breaker;
             let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
@@ -398,11 +426,8 @@ impl Broker {
                 .lease_seconds
                 .with_label_values(&[dest.name.as_str()])
                 .observe(lease.acquired_at.elapsed().as_secs_f64());
-            cursor
-        };
-        self.store.flush().await?;
-        self.metrics.leases_committed.with_label_values(&[dest.name.as_str()]).inc();
-        Ok(CommitResponse { committed: true, cursor })
+            Ok(cursor)
+        }
     }
 
     /// Dead-letter records for the offsets an exporter named, read back from
@@ -472,12 +497,25 @@ impl Broker {
     }
 
     /// Give a lease back: `Retryable` counts towards the breaker; `Released` does not.
-    pub async fn fail(&self, dest_name: &str, id: &str, req: FailRequest) -> Result<(), BrokerError> {
+    pub async fn fail(self: &Arc<Self>, dest_name: &str, id: &str, req: FailRequest) -> Result<(), BrokerError> {
         self.fail_at(dest_name, id, req, now_ms()).await
     }
 
-    pub async fn fail_at(&self, dest_name: &str, id: &str, req: FailRequest, now: u64) -> Result<(), BrokerError> {
-        let dest = self.dest(dest_name)?;
+    pub async fn fail_at(
+        self: &Arc<Self>,
+        dest_name: &str,
+        id: &str,
+        req: FailRequest,
+        now: u64,
+    ) -> Result<(), BrokerError> {
+        let (idx, lease_id) = (self.dest(dest_name)?.idx, id.to_string());
+        self.off_worker(move |b| b.settle_failure(&b.dests[idx], &lease_id, &req, now)).await?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// The lease's end as a failure or a release, in one transaction.
+    fn settle_failure(&self, dest: &Destination, id: &str, req: &FailRequest, now: u64) -> Result<(), BrokerError> {
         {
             let mut st = dest.state();
             let before = st.breaker;
@@ -496,7 +534,6 @@ impl Broker {
                 tracing::warn!(destination = %dest.name, state = st.breaker.state.as_str(), reason = %req.message, "breaker transition");
             }
         }
-        self.store.flush().await?;
         Ok(())
     }
 

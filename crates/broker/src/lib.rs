@@ -18,12 +18,19 @@
 //!   answered; a segment is deleted only below every destination's durable
 //!   cursor.
 //! - Every error answer carries a code and a message saying what happened;
-//!   [`error::BrokerError`] is the one mapping to HTTP.
+//!   [`http::errors`] is the one mapping from errors to HTTP.
+//!
+//! ## Structure
+//! The domain (`ingest`, `leases`, `settle`, `admin`, `maintenance`,
+//! `config`, ...) takes and returns its own types and [`error::BrokerError`];
+//! everything HTTP — routing, header and body parsing, wire encodings,
+//! status codes — is under [`http`]. See `docs/architecture.md`.
 //!
 //! ## Never
 //! - block ingest on a slow destination (exporters lease; nothing pushes);
 //! - hold a lock across an fsync on the ingest path;
-//! - log a token.
+//! - log a token;
+//! - name an axum or hyper type outside [`http`].
 
 pub mod accepted;
 pub mod admin;

@@ -23,7 +23,7 @@ pub(crate) struct Harness {
     /// Holds sled and the config's data dir for the harness's lifetime.
     pub _dir: tempfile::TempDir,
     pub config: String,
-    pub broker: Option<Broker>,
+    pub broker: Option<Arc<Broker>>,
     pub rt: tokio::runtime::Runtime,
 }
 
@@ -83,7 +83,7 @@ impl Harness {
             let fs: Arc<dyn FileSystem> = Arc::new(self.sim.clone());
             match Broker::open(cfg.validate().expect("valid config"), fs, Metrics::new()) {
                 Ok(b) => {
-                    self.broker = Some(b);
+                    self.broker = Some(Arc::new(b));
                     return;
                 }
                 Err(crate::core::OpenError::Store(e)) if e.to_string().contains("lock") => last = Some(e),
@@ -94,7 +94,7 @@ impl Harness {
         panic!("sled stayed locked after the broker stopped: {last:?}");
     }
 
-    pub fn b(&self) -> &Broker {
+    pub fn b(&self) -> &Arc<Broker> {
         self.broker.as_ref().expect("broker is open")
     }
 
