@@ -67,7 +67,7 @@ impl SimBroker {
         .await;
         let broker = self.broker;
         tokio::task::spawn_blocking(move || {
-            broker.wal.shutdown();
+            broker.wal().shutdown();
             drop(broker);
         })
         .await

@@ -33,26 +33,24 @@
 //! - name an axum or hyper type outside [`http`].
 
 pub mod accepted;
-pub mod admin;
 pub mod auth;
 pub mod breaker;
 pub mod check_config;
 pub mod config;
 pub mod core;
+pub mod deliveries;
 pub mod destination;
 pub mod error;
 pub mod http;
 pub mod idempotency;
-pub mod ingest;
+pub mod intake;
 pub mod leased;
-pub mod leases;
 pub mod limiter;
 pub mod maintenance;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod server;
-pub(crate) mod settle;
 pub mod store;
 #[cfg(test)]
 mod tests;

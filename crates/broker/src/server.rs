@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             other => RunError::Fatal(other.to_string()),
         })?;
     let broker = Arc::new(broker);
-    let damage = broker.wal.recovery_events().iter().filter(|e| e.is_damage()).count();
+    let damage = broker.wal().recovery_events().iter().filter(|e| e.is_damage()).count();
     let _ = state.broker.set(Arc::clone(&broker));
     tracing::info!(damage_events = damage, "recovery done; ready");
     announce(local, dev);
@@ -143,8 +143,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
     maintenance.abort();
     // In-flight requests have been answered; commit anything still queued.
-    broker.wal.shutdown();
-    broker.store.flush().await.map_err(|e| RunError::Fatal(e.to_string()))?;
+    broker.wal().shutdown();
+    broker.deliveries().store().flush().await.map_err(|e| RunError::Fatal(e.to_string()))?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -12,7 +12,7 @@ pub mod wire;
 use crate::auth::{bearer, Role};
 use crate::core::Broker;
 use crate::error::BrokerError;
-use crate::ingest::{ingest, IngestInput};
+use crate::intake::ingest::{ingest, IngestInput};
 use api::routes::{pattern, AdminAction, LeaseAction};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -74,7 +74,7 @@ fn count_refusal(s: &AppState, e: &BrokerError) {
 
 /// How long a request body may take to arrive.
 fn body_timeout(b: &Broker) -> std::time::Duration {
-    b.cfg.timing.body_read_timeout
+    b.cfg().timing.body_read_timeout
 }
 
 /// Lease and admin bodies are small JSON documents.
@@ -83,12 +83,12 @@ const CONTROL_BODY_LIMIT: u64 = 1 << 20;
 /// A lease or admin body: read only after the token was checked.
 async fn control_body(b: &Broker, req: Request, charge: &mut crate::memory::Charge) -> Result<Bytes, BrokerError> {
     let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
-    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), &b.memory, charge, 1).await
+    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), b.intake().memory(), charge, 1).await
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
     let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    bearer(h).and_then(|t| b.auth.role(t)).ok_or(BrokerError::Unauthorized)
+    bearer(h).and_then(|t| b.auth().role(t)).ok_or(BrokerError::Unauthorized)
 }
 
 fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
@@ -100,10 +100,10 @@ fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
 
 fn require_exporter(b: &Broker, headers: &HeaderMap, dest: &str) -> Result<(), BrokerError> {
     match role(b, headers)? {
-        Role::Exporter(i) if b.dests[i].name == dest => Ok(()),
+        Role::Exporter(i) if b.deliveries().dests()[i].name == dest => Ok(()),
         Role::Exporter(i) => Err(BrokerError::Forbidden(format!(
             "this exporter token belongs to destination {:?}, not {dest:?}",
-            b.dests[i].name
+            b.deliveries().dests()[i].name
         ))),
         _ => Err(BrokerError::Forbidden("lease endpoints need the destination's exporter token".into())),
     }
@@ -125,10 +125,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
             .into_response();
     };
     let failures: Vec<String> =
-        b.wal.failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
+        b.wal().failures().into_iter().map(|(lane, r)| format!("lane {lane} failed closed: {r}")).collect();
     // Quarantined data does not stop service, but an operator must see it.
     let notes: Vec<String> = b
-        .wal
+        .wal()
         .quarantined()
         .iter()
         .map(|p| format!("quarantined segment {} (see `broker-admin verify`)", p.display()))
@@ -176,19 +176,19 @@ pub async fn ingest_request(s: AppState, req: Request) -> Response {
 async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let broker = s.broker.get();
-    let topic_idx = broker.and_then(|b| b.topics.get(topic).copied());
+    let topic_idx = broker.and_then(|b| b.intake().topic_index(topic));
     let (result, tenant) = ingest_inner(s, (topic_idx, topic), headers, body).await;
     match result {
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             if let (Some(b), Some(i)) = (broker, topic_idx) {
-                b.ingest_counters.ok_requests(&s.metrics, (i, topic)).inc();
+                b.intake().counters().ok_requests(&s.metrics, (i, topic)).inc();
             }
             accepted_answer(&r)
         }
         Err(e) => {
             count_refusal(s, &e);
-            let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.tenants[i].name.as_str());
+            let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.intake().tenant(i).name.as_str());
             tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
             let resp = e.into_response();
             let topic_label = if topic_idx.is_some() { topic } else { "_unknown" };
@@ -199,7 +199,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
 }
 
 /// The 200 answer to an ingest request.
-fn accepted_answer(a: &crate::ingest::Accepted) -> Response {
+fn accepted_answer(a: &crate::intake::ingest::Accepted) -> Response {
     let body = Bytes::from(a.to_json());
     ([(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))], body).into_response()
 }
@@ -209,7 +209,7 @@ async fn ingest_inner(
     (topic_idx, topic): (Option<usize>, &str),
     headers: &HeaderMap,
     body: Body,
-) -> (Result<crate::ingest::Accepted, BrokerError>, Option<usize>) {
+) -> (Result<crate::intake::ingest::Accepted, BrokerError>, Option<usize>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),
@@ -225,11 +225,11 @@ async fn ingest_inner(
         Err(e) => return (Err(e), None),
     };
     let name = Some(tenant);
-    let arrival = b.wal.announce();
+    let arrival = b.wal().announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     let mut charge = crate::memory::Charge::default();
     // Twice: the body, and the frame built from it.
-    let read = body::read(body, declared, b.cfg.max_body_bytes, body_timeout(b), &b.memory, &mut charge, 2);
+    let read = body::read(body, declared, b.cfg().max_body_bytes, body_timeout(b), b.intake().memory(), &mut charge, 2);
     let bytes = match read.await {
         Ok(bytes) => bytes,
         Err(e) => return (Err(e), name),
@@ -282,7 +282,7 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let req: api::lease::AcquireRequest = parse_json(&body)?;
-        b.acquire(&dest, req).await.map(wire::acquired)
+        b.deliveries().acquire(&dest, req).await.map(wire::acquired)
     };
     answer(&s, r.await)
 }
@@ -313,9 +313,12 @@ async fn lease_action(
             .parse()
             .map_err(|e| BrokerError::InvalidRequest(format!("{e}: use heartbeat, commit, fail or release")))?;
         match action {
-            LeaseAction::Heartbeat => Ok(serde_json::to_value(b.heartbeat(&dest, &id)?).unwrap_or_default()),
+            LeaseAction::Heartbeat => {
+                Ok(serde_json::to_value(b.deliveries().heartbeat(&dest, &id)?).unwrap_or_default())
+            }
             LeaseAction::Commit => {
-                Ok(serde_json::to_value(b.commit(&dest, &id, parse_json(&body)?).await?).unwrap_or_default())
+                Ok(serde_json::to_value(b.deliveries().commit(&dest, &id, parse_json(&body)?).await?)
+                    .unwrap_or_default())
             }
             LeaseAction::Fail | LeaseAction::Release => {
                 let f: FailBody = parse_json(&body)?;
@@ -325,7 +328,8 @@ async fn lease_action(
                     f.class.unwrap_or(api::lease::FailureClass::Retryable)
                 };
                 let message = f.message.unwrap_or_else(|| action.to_string());
-                b.fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
+                b.deliveries()
+                    .fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
                     .await?;
                 Ok(serde_json::json!({"ok": true}))
             }
@@ -339,7 +343,7 @@ async fn list_destinations(State(s): State<AppState>, headers: HeaderMap) -> Res
         &s,
         s.ready().and_then(|b| {
             require_admin(b, &headers)?;
-            Ok(b.dests.iter().map(|d| b.destination_status(d)).collect::<Vec<_>>())
+            Ok(b.deliveries().dests().iter().map(|d| b.deliveries().destination_status(d)).collect::<Vec<_>>())
         }),
     )
 }
@@ -354,7 +358,7 @@ async fn one_destination(
         s.ready().and_then(|b| {
             require_admin(b, &headers)?;
             let Path(dest) = path.map_err(path_error)?;
-            Ok(b.destination_status(b.dest(&dest)?))
+            Ok(b.deliveries().destination_status(b.deliveries().dest(&dest)?))
         }),
     )
 }
@@ -377,7 +381,8 @@ async fn dead_letters(
             let Path(dest) = path.map_err(path_error)?;
             let Query(q) =
                 query.map_err(|e| BrokerError::InvalidRequest(format!("query string: {e}; e.g. ?limit=100")))?;
-            b.dead_letters(&dest, q.limit.unwrap_or(1000))
+            b.deliveries()
+                .dead_letters(&dest, q.limit.unwrap_or(1000))
                 .map(|d| d.into_iter().map(wire::dead_letter).collect::<Vec<_>>())
         }),
     )
@@ -398,16 +403,16 @@ async fn admin_action(
             BrokerError::InvalidRequest(format!("{e}: use pause, resume, reset-breaker, rewind or redrive"))
         })?;
         match action {
-            AdminAction::Pause => b.set_paused(&dest, true).await,
-            AdminAction::Resume => b.set_paused(&dest, false).await,
-            AdminAction::ResetBreaker => b.reset_breaker(&dest).await,
+            AdminAction::Pause => b.deliveries().set_paused(&dest, true).await,
+            AdminAction::Resume => b.deliveries().set_paused(&dest, false).await,
+            AdminAction::ResetBreaker => b.deliveries().reset_breaker(&dest).await,
             AdminAction::Rewind => {
                 let target: api::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
                     BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}"))
                 })?;
-                b.rewind(&dest, target).await
+                b.deliveries().rewind(&dest, target).await
             }
-            AdminAction::Redrive => b.redrive(&dest),
+            AdminAction::Redrive => b.deliveries().redrive(&dest),
         }
     };
     answer(&s, r.await)

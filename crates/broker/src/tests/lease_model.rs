@@ -145,7 +145,7 @@ impl Model {
 /// Everything a refused call must leave as it was.
 fn snapshot(h: &Harness, d: usize) -> String {
     let b = h.b();
-    let dest = b.dest(DESTS[d]).expect("dest");
+    let dest = b.deliveries().dest(DESTS[d]).expect("dest");
     let st = dest.state();
     let mut leases: Vec<String> = st
         .leases
@@ -155,9 +155,9 @@ fn snapshot(h: &Harness, d: usize) -> String {
         })
         .collect();
     leases.sort();
-    let mut sled = b.store.leases(DESTS[d]).expect("sled");
+    let mut sled = b.deliveries().store().leases(DESTS[d]).expect("sled");
     sled.sort_by(|x, y| x.id.cmp(&y.id));
-    let dead = b.store.dead_letters(DESTS[d], usize::MAX).expect("dead letters");
+    let dead = b.deliveries().store().dead_letters(DESTS[d], usize::MAX).expect("dead letters");
     format!(
         "{leases:?} {:?} {:?} {:?} {} {} {:?} {sled:?} {dead:?} {:?}",
         st.lanes,
@@ -166,7 +166,7 @@ fn snapshot(h: &Harness, d: usize) -> String {
         st.paused,
         st.not_before_ms,
         st.persisted,
-        b.store.cursor(DESTS[d], &normal0().to_string())
+        b.deliveries().store().cursor(DESTS[d], &normal0().to_string())
     )
 }
 
@@ -176,9 +176,9 @@ fn pick(m: &MDest, pick: usize) -> Option<String> {
 
 fn check(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
     let b = h.b();
-    let lane = b.wal.lane(normal0()).expect("lane");
+    let lane = b.wal().lane(normal0()).expect("lane");
     for (d, md) in m.dests.iter().enumerate() {
-        let dest = b.dest(DESTS[d]).expect("dest");
+        let dest = b.deliveries().dest(DESTS[d]).expect("dest");
         let st = dest.state();
         let cursor = st.committed(normal0());
         if let Some(&first) = md.owed.first() {
@@ -191,7 +191,7 @@ fn check(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
         let ids: BTreeSet<&String> = st.leases.keys().collect();
         let model_ids: BTreeSet<&String> = md.live.keys().collect();
         prop_assert_eq!(ids, model_ids, "{}: leases in flight differ from the model", DESTS[d]);
-        let mut sled: Vec<_> = b.store.leases(DESTS[d]).expect("sled");
+        let mut sled: Vec<_> = b.deliveries().store().leases(DESTS[d]).expect("sled");
         sled.sort_by(|x, y| x.id.cmp(&y.id));
         let mut want: Vec<_> = st.lease_records().into_values().collect();
         want.sort_by(|x, y| x.id.cmp(&y.id));
@@ -199,8 +199,14 @@ fn check(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
         for r in sled.iter().filter(|r| !r.expired) {
             prop_assert!(md.live.contains_key(&r.id), "{}: sled holds lease {} the model does not", DESTS[d], r.id);
         }
-        let mut dead: Vec<u64> =
-            b.store.dead_letters(DESTS[d], usize::MAX).expect("dl").into_iter().map(|(_, r)| r.offset).collect();
+        let mut dead: Vec<u64> = b
+            .deliveries()
+            .store()
+            .dead_letters(DESTS[d], usize::MAX)
+            .expect("dl")
+            .into_iter()
+            .map(|(_, r)| r.offset)
+            .collect();
         dead.sort_unstable();
         let mut mdead = md.dead.clone();
         mdead.sort_unstable();
@@ -239,8 +245,9 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
         }
         Action::Acquire { dest, max } => {
             let req = AcquireRequest { max_records: Some(max), max_bytes: None, wait_ms: Some(0) };
-            let resp =
-                h.run(h.b().acquire_at(DESTS[dest], req, m.now)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let resp = h
+                .run(h.b().deliveries().acquire_at(DESTS[dest], req, m.now))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             if m.dests[dest].paused {
                 prop_assert_eq!(resp.idle, Some(IdleReason::Paused));
             }
@@ -263,7 +270,7 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
         Action::Heartbeat { dest, pick: p } => {
             let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
             let before = snapshot(h, dest);
-            match h.b().heartbeat_at(DESTS[dest], &id, m.now) {
+            match h.b().deliveries().heartbeat_at(DESTS[dest], &id, m.now) {
                 Ok(_) => {
                     let l = m.dests[dest]
                         .live
@@ -292,8 +299,12 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
             }
             let should_refuse = lease.is_none() || refuse == 1 || refuse == 2;
             let before = snapshot(h, dest);
-            let res =
-                h.run(h.b().commit_at(DESTS[dest], &id, CommitRequest { dead_letters: dead_letters.clone() }, m.now));
+            let res = h.run(h.b().deliveries().commit_at(
+                DESTS[dest],
+                &id,
+                CommitRequest { dead_letters: dead_letters.clone() },
+                m.now,
+            ));
             match (res, lease) {
                 (Ok(_), Some(l)) if !should_refuse => {
                     let md = &mut m.dests[dest];
@@ -322,7 +333,7 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
             let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
             let class = if retryable { FailureClass::Retryable } else { FailureClass::Released };
             let before = snapshot(h, dest);
-            match h.run(h.b().fail_at(
+            match h.run(h.b().deliveries().fail_at(
                 DESTS[dest],
                 &id,
                 FailRequest { class, message: "m".into(), retry_after_ms: None },
@@ -347,34 +358,36 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
             maintain(h, m)?;
         }
         Action::RewindEarliest { dest } => {
-            let to = h.b().wal.lane(normal0()).expect("lane").earliest_offset();
-            h.run(h.b().rewind_at(DESTS[dest], RewindTarget::Earliest, m.now))
+            let to = h.b().wal().lane(normal0()).expect("lane").earliest_offset();
+            h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Earliest, m.now))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             rewound(m, dest, to);
         }
         Action::RewindOffset { dest, at } => {
-            let lane = h.b().wal.lane(normal0()).expect("lane");
+            let lane = h.b().wal().lane(normal0()).expect("lane");
             let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
             let offset = (at as u64) % (end + 3);
             let target = RewindTarget::Offset { offset, lane: Some(normal0().to_string()) };
-            h.run(h.b().rewind_at(DESTS[dest], target, m.now)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            h.run(h.b().deliveries().rewind_at(DESTS[dest], target, m.now))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             rewound(m, dest, offset.clamp(earliest, end));
         }
         Action::RewindTime { dest, batch } => {
-            let lane = h.b().wal.lane(normal0()).expect("lane");
+            let lane = h.b().wal().lane(normal0()).expect("lane");
             let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
             let ts = m.batches.get(batch % m.batches.len().max(1)).map_or(0, |b| b.1);
             let to = m.batches.iter().filter(|b| b.0 >= earliest && b.1 >= ts).map(|b| b.0).min().unwrap_or(end);
-            h.run(h.b().rewind_at(DESTS[dest], RewindTarget::Timestamp { ts_ms: ts }, m.now))
+            h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Timestamp { ts_ms: ts }, m.now))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             rewound(m, dest, to);
         }
         Action::Pause { dest, paused } => {
-            h.run(h.b().set_paused(DESTS[dest], paused)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            h.run(h.b().deliveries().set_paused(DESTS[dest], paused))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             m.dests[dest].paused = paused;
         }
         Action::Redrive { dest } => {
-            h.b().redrive(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            h.b().deliveries().redrive(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         Action::Restart => {
             h.restart();
@@ -424,7 +437,7 @@ fn drain(h: &mut Harness, m: &mut Model) -> Result<(), TestCaseError> {
     deliver_all(h, m)?;
     for (d, md) in m.dests.iter().enumerate() {
         prop_assert!(md.owed.is_empty(), "{}: never delivered: {:?}", DESTS[d], md.owed);
-        let st = h.b().dest(DESTS[d]).expect("dest").state().breaker;
+        let st = h.b().deliveries().dest(DESTS[d]).expect("dest").state().breaker;
         prop_assert_eq!(st, Breaker::default(), "{}: the breaker did not close", DESTS[d]);
     }
     Ok(())

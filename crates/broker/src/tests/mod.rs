@@ -103,8 +103,8 @@ impl Harness {
     pub fn restart(&mut self) {
         if let Some(b) = self.broker.take() {
             // As the SIGTERM path does: writers stopped, sled flushed.
-            b.wal.shutdown();
-            self.rt.block_on(b.store.flush()).expect("flush");
+            b.wal().shutdown();
+            self.rt.block_on(b.deliveries().store().flush()).expect("flush");
             drop(b);
         }
         self.open();
@@ -118,7 +118,7 @@ impl Harness {
     /// Append one batch, durably; where and when it landed.
     pub fn append_full(&self, tenant: &str, topic: &str, records: &[String]) -> wal::Appended {
         let batch = EncodedBatch::encode(tenant, topic, None, records).expect("batch");
-        let fut = self.b().wal.append(normal0(), batch);
+        let fut = self.b().wal().append(normal0(), batch);
         self.rt.block_on(fut).expect("append")
     }
 

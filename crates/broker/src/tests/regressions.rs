@@ -23,12 +23,12 @@ fn recs(prefix: &str, n: usize) -> Vec<String> {
 
 fn acquire(h: &Harness, max_records: u32) -> Result<Lease, Option<IdleReason>> {
     let req = AcquireRequest { max_records: Some(max_records), max_bytes: None, wait_ms: Some(0) };
-    let resp = h.run(h.b().acquire("d", req)).expect("acquire answers");
+    let resp = h.run(h.b().deliveries().acquire("d", req)).expect("acquire answers");
     resp.lease.ok_or(resp.idle)
 }
 
 fn commit(h: &Harness, id: &str, dead_letters: Vec<PoisonRecord>) -> Result<u64, crate::error::BrokerError> {
-    h.run(h.b().commit("d", id, CommitRequest { dead_letters })).map(|r| r.cursor)
+    h.run(h.b().deliveries().commit("d", id, CommitRequest { dead_letters })).map(|r| r.cursor)
 }
 
 fn poison(offset: u64) -> PoisonRecord {
@@ -36,11 +36,11 @@ fn poison(offset: u64) -> PoisonRecord {
 }
 
 fn cursor(h: &Harness) -> u64 {
-    h.b().dest("d").expect("dest").state().committed(normal0())
+    h.b().deliveries().dest("d").expect("dest").state().committed(normal0())
 }
 
 fn sled_leases(h: &Harness) -> Vec<crate::store::LeaseRecord> {
-    h.b().store.leases("d").expect("sled leases")
+    h.b().deliveries().store().leases("d").expect("sled leases")
 }
 
 /// Issue 11 item 7: a commit refused for a dead-letter offset outside the
@@ -57,17 +57,17 @@ fn refused_commit_changes_nothing_and_the_lease_stays_usable() {
     let dup = commit(&h, &lease.id, vec![poison(1), poison(1)]).expect_err("duplicate offsets are refused");
     assert_eq!(dup.code(), api::ErrorCode::InvalidRequest);
 
-    h.b().store.fail_writes.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.b().deliveries().store().fail_writes.store(true, std::sync::atomic::Ordering::Relaxed);
     let io = commit(&h, &lease.id, vec![poison(1)]).expect_err("sled error");
     assert_eq!(io.code(), api::ErrorCode::Internal);
-    h.b().store.fail_writes.store(false, std::sync::atomic::Ordering::Relaxed);
+    h.b().deliveries().store().fail_writes.store(false, std::sync::atomic::Ordering::Relaxed);
 
     assert_eq!(cursor(&h), 0, "a refused commit moved the cursor");
-    assert_eq!(h.b().dest("d").expect("dest").state().leases.len(), 1, "the lease is still held");
-    assert_eq!(h.b().store.count_dead_letters("d"), 0, "nothing was dead-lettered");
-    h.b().heartbeat("d", &lease.id).expect("the lease can still be heartbeated");
+    assert_eq!(h.b().deliveries().dest("d").expect("dest").state().leases.len(), 1, "the lease is still held");
+    assert_eq!(h.b().deliveries().store().count_dead_letters("d"), 0, "nothing was dead-lettered");
+    h.b().deliveries().heartbeat("d", &lease.id).expect("the lease can still be heartbeated");
     assert_eq!(commit(&h, &lease.id, vec![poison(1)]).expect("the retried commit succeeds"), 3);
-    assert_eq!(h.b().store.count_dead_letters("d"), 1);
+    assert_eq!(h.b().deliveries().store().count_dead_letters("d"), 1);
 }
 
 /// Issue 11 item 8: a probe lease cancelled by a rewind must not leave the
@@ -78,18 +78,18 @@ fn probe_cancelled_by_rewind_lets_the_breaker_leave_half_open() {
     h.append("acme", "events", &recs("a", 3));
     let first = acquire(&h, 100).expect("lease");
     let fail = FailRequest { class: FailureClass::Retryable, message: "sink down".into(), retry_after_ms: None };
-    h.run(h.b().fail("d", &first.id, fail)).expect("fail");
+    h.run(h.b().deliveries().fail("d", &first.id, fail)).expect("fail");
     let probe = acquire(&h, 100).expect("the probe lease");
     assert!(probe.probe);
-    h.run(h.b().rewind("d", RewindTarget::Earliest)).expect("rewind");
+    h.run(h.b().deliveries().rewind("d", RewindTarget::Earliest)).expect("rewind");
     let again = acquire(&h, 100).expect("after the cancelled probe another probe goes out");
     assert!(again.probe);
-    h.run(h.b().rewind("d", RewindTarget::Earliest)).expect("rewind");
+    h.run(h.b().deliveries().rewind("d", RewindTarget::Earliest)).expect("rewind");
     h.restart();
     let after_restart = acquire(&h, 100).expect("and after a restart too");
     assert!(after_restart.probe);
     assert!(commit(&h, &after_restart.id, vec![]).is_ok());
-    assert_eq!(h.b().dest("d").expect("dest").state().breaker, crate::breaker::Breaker::default());
+    assert_eq!(h.b().deliveries().dest("d").expect("dest").state().breaker, crate::breaker::Breaker::default());
 }
 
 /// Issue 11 item 8, the maintenance paths: drop-oldest cancels the probe.
@@ -101,7 +101,7 @@ fn probe_cancelled_by_drop_oldest_lets_the_breaker_leave_half_open() {
     h.append("acme", "events", &recs("a", 3));
     let first = acquire(&h, 100).expect("lease");
     let fail = FailRequest { class: FailureClass::Retryable, message: "sink down".into(), retry_after_ms: None };
-    h.run(h.b().fail("d", &first.id, fail)).expect("fail");
+    h.run(h.b().deliveries().fail("d", &first.id, fail)).expect("fail");
     let probe = acquire(&h, 100).expect("the probe lease");
     assert!(probe.probe);
     for i in 0..4 {
@@ -123,7 +123,11 @@ fn restart_after_rewind_redelivers_from_the_rewound_cursor() {
     h.append("acme", "events", &recs("b", 3));
     let b = acquire(&h, 100).expect("lease [3,6)");
     assert_eq!((b.from_offset, b.to_offset), (3, 6));
-    let expired = h.b().expire_leases(h.b().dest("d").expect("dest"), now_ms() + 10_000).expect("expiry");
+    let expired = h
+        .b()
+        .deliveries()
+        .expire_leases(h.b().deliveries().dest("d").expect("dest"), now_ms() + 10_000)
+        .expect("expiry");
     assert_eq!(expired, 1);
     let again = acquire(&h, 100).expect("the expired range again");
     assert_eq!((again.from_offset, again.to_offset, again.redeliveries), (3, 6, 1));
@@ -131,7 +135,7 @@ fn restart_after_rewind_redelivers_from_the_rewound_cursor() {
     assert_eq!(commit(&h, &again.id, vec![]).expect("commit"), 6);
     assert!(sled_leases(&h).is_empty(), "no lease record outlives its lease");
     let to_zero = RewindTarget::Offset { offset: 0, lane: Some(normal0().to_string()) };
-    h.run(h.b().rewind("d", to_zero)).expect("rewind");
+    h.run(h.b().deliveries().rewind("d", to_zero)).expect("rewind");
     h.restart();
     assert_eq!(cursor(&h), 0, "the restart moved the rewound cursor");
     let redelivered = acquire(&h, 100).expect("redelivery from 0");

@@ -5,6 +5,7 @@
 //! task so a client that disconnects cannot cancel a batch half-way between
 //! "durable" and "remembered for idempotency".
 
+use super::Intake;
 use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::limiter::Verdict;
@@ -146,7 +147,7 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
 /// Refuse with 429/507 if the tenant's data is behind a lagging
 /// destination or the disk is too full. Only the tenants whose data routes
 /// to a lagging destination are refused.
-fn check_backpressure(b: &Broker, tenant: usize, topic: usize) -> Result<(), BrokerError> {
+fn check_backpressure(b: &Intake, tenant: usize, topic: usize) -> Result<(), BrokerError> {
     let name = &b.tenants[tenant].name;
     let retry_after_secs = b.cfg.retry_after_secs;
     let shed = |reason: &'static str| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason]).inc();
@@ -169,7 +170,7 @@ fn check_backpressure(b: &Broker, tenant: usize, topic: usize) -> Result<(), Bro
         });
     }
     for &d in &b.routes[tenant][topic] {
-        let dest = &b.dests[d];
+        let dest = &b.deliveries.dests()[d];
         if dest.backpressure.load(Ordering::Relaxed) {
             shed("destination_lag");
             return Err(BrokerError::Backpressure {
@@ -188,7 +189,7 @@ fn check_backpressure(b: &Broker, tenant: usize, topic: usize) -> Result<(), Bro
 }
 
 /// Pick the lane: the tenant's own priority while in rate, `low` otherwise.
-fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, BrokerError> {
+fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, BrokerError> {
     let t = &b.tenants[tenant];
     let priority = match t.limiter.decide(now, records) {
         Verdict::InRate => t.priority,
@@ -206,7 +207,9 @@ fn admit(b: &Broker, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
     Ok(LaneId::new(priority, t.shard))
 }
 
-pub async fn ingest(b: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
+/// Accept one request: parse, admit, append; answers once the frame is durable.
+pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
+    let b = broker.intake();
     let (topic_idx, format) = (input.topic_idx, input.format);
     let inflated = decode_encoding(input.encoding, &input.body, b.cfg.max_inflated_bytes)?;
     if let Some(inflated) = &inflated {
@@ -259,14 +262,13 @@ pub async fn ingest(b: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accep
     };
     let n = records.len() as u64;
     drop(records);
-    let stored =
-        b.ingest_counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
-    let append = b.wal.append(lane, batch);
+    let stored = b.counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
+    let append = broker.wal().append(lane, batch);
     drop(input.arrival);
-    let broker = Arc::clone(b);
+    let broker = Arc::clone(broker);
     let commit = async move {
         let result = append.await;
-        let b = &broker;
+        let b = broker.intake();
         match result {
             Ok(ack) => {
                 let resp = Accepted { records: n, lane, first_offset: ack.base_offset };

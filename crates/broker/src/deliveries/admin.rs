@@ -2,11 +2,11 @@
 //! rewind, dead letters and their re-drive. Each change is flushed to sled
 //! before it is answered.
 
+use super::settle::end_lease;
+use super::Deliveries;
 use crate::breaker::{Breaker, LeaseEnd};
-use crate::core::Broker;
 use crate::destination::{Destination, LaneLeases, LeaseSource};
 use crate::error::BrokerError;
-use crate::settle::end_lease;
 use crate::store::DestFlags;
 use api::{ActionResult, BreakerView, DestinationStatus, LaneCursor, RewindTarget};
 use plumbing::clock::now_ms;
@@ -18,7 +18,7 @@ fn done(dest: &Destination, action: &str, detail: String) -> ActionResult {
     ActionResult { destination: dest.name.clone(), action: action.into(), detail }
 }
 
-impl Broker {
+impl Deliveries {
     pub fn destination_status(&self, dest: &Destination) -> DestinationStatus {
         let now = now_ms();
         let st = dest.state();
@@ -82,7 +82,7 @@ impl Broker {
         self.rewind_at(name, target, now_ms()).await
     }
 
-    /// [`Broker::rewind`] at `now`. Voided leases end as cancelled (a
+    /// [`Deliveries::rewind`] at `now`. Voided leases end as cancelled (a
     /// cancelled probe frees the breaker's half-open slot), and every lease
     /// record of a rewound lane goes, so a restart cannot raise the cursor
     /// over what the rewind asked to redeliver.

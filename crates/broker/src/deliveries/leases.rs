@@ -10,17 +10,17 @@
 //! Durability: acquire, commit, fail and breaker transitions are flushed to
 //! sled before the answer, so a broker crash loses no committed cursor and
 //! re-offers every range that was out. Every change goes through
-//! `Broker::transact` and every lease ends through `settle::end_lease`.
+//! `Deliveries::transact` and every lease ends through `settle::end_lease`.
 //!
 //! The clock is an argument (`*_at(.., now)`): the HTTP paths pass the wall
 //! clock, the model test a virtual one.
 
+use super::settle::end_lease;
+use super::Deliveries;
 use crate::breaker::{Admission, LeaseEnd};
-use crate::core::Broker;
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::leased::{Acquired, Lease, LeaseLane, LeasedRecord};
-use crate::settle::end_lease;
 use crate::store::DeadLetterRecord;
 use api::lease::{
     AcquireRequest, CommitRequest, CommitResponse, FailRequest, FailureClass, HeartbeatResponse, IdleReason,
@@ -42,11 +42,7 @@ fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
     Acquired::idle(reason, retry_after_ms)
 }
 
-impl Broker {
-    pub fn dest(&self, name: &str) -> Result<&Destination, BrokerError> {
-        self.dest_by_name(name).ok_or_else(|| BrokerError::UnknownDestination(name.to_string()))
-    }
-
+impl Deliveries {
     /// Lanes in the order this acquire should search them.
     fn lane_order(&self, acquire_no: u64) -> Vec<LaneId> {
         let shards = self.cfg.shards.max(1);

@@ -1,0 +1,211 @@
+//! What each maintenance pass does for the destinations: lease expiry,
+//! lag accounting and the backpressure flags derived from it,
+//! `drop_oldest`, age retention, and the release of segments every
+//! destination has durably committed past.
+
+use super::settle::skip_to;
+use super::Deliveries;
+use crate::config::OnLagLimit;
+use crate::destination::{Destination, Lag};
+use crate::error::BrokerError;
+use crate::maintenance::MaintenanceReport;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use wal::{Lane, LaneId};
+
+/// Bytes of `lane` at or after `from`: exact for whole segments, prorated
+/// inside the segment holding `from`.
+fn bytes_after(lane: &Lane, from: u64) -> u64 {
+    lane.segments()
+        .iter()
+        .filter(|s| s.next_offset > from)
+        .map(|s| {
+            let payload = s.bytes.saturating_sub(wal::segment::SEGMENT_HEADER_LEN as u64);
+            if s.base_offset >= from {
+                payload
+            } else {
+                let span = (s.next_offset - s.base_offset).max(1);
+                payload * (s.next_offset - from) / span
+            }
+        })
+        .sum()
+}
+
+fn first_ts_at(lane: &Lane, from: u64) -> Option<u64> {
+    let mut ts = None;
+    let _ = lane.visit_frames(from, |f| {
+        ts = Some(f.header.ts_ms);
+        ControlFlow::Break(())
+    });
+    ts
+}
+
+impl Deliveries {
+    /// Expire leases, account lag (dropping the oldest where configured) and
+    /// mirror it in the gauges; flushed when anything changed.
+    pub(crate) async fn upkeep(&self, now: u64, report: &mut MaintenanceReport) -> Result<(), BrokerError> {
+        let mut dirty = false;
+        for dest in &self.dests {
+            let expired = self.expire_leases(dest, now)?;
+            report.leases_expired += expired;
+            dirty |= expired > 0;
+            let mut lag = self.lag_of(dest, now);
+            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
+                let skips = self.drop_oldest(dest, lag, now)?;
+                if !skips.is_empty() {
+                    dirty = true;
+                    lag = self.lag_of(dest, now);
+                    report.skipped.extend(skips.into_iter().map(|(lane, to)| (dest.idx, lane, to)));
+                }
+            }
+            dest.publish_lag(lag);
+            let name = dest.name.as_str();
+            self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);
+            self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
+            let age = lag.oldest_pending_age_ms as f64 / 1000.0;
+            self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
+            let state = dest.state().breaker.state;
+            self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
+        }
+        if dirty {
+            self.store.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub fn lag_of(&self, dest: &Destination, now: u64) -> Lag {
+        let cursors: Vec<(LaneId, u64)> = {
+            let st = dest.state();
+            self.wal.lanes().map(|l| (l.id(), st.committed(l.id()))).collect()
+        };
+        let mut lag = Lag::default();
+        let mut oldest: Option<u64> = None;
+        for (id, cursor) in cursors {
+            let Ok(lane) = self.wal.lane(id) else {
+                continue;
+            };
+            let end = lane.next_offset();
+            if cursor >= end {
+                continue;
+            }
+            lag.records += end - cursor;
+            lag.bytes += bytes_after(lane, cursor);
+            if let Some(ts) = first_ts_at(lane, cursor) {
+                oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
+            }
+        }
+        lag.oldest_pending_age_ms = oldest.map_or(0, |ts| now.saturating_sub(ts));
+        lag
+    }
+
+    /// `on_lag_limit = "drop_oldest"`: move the cursor forward past the
+    /// oldest records until the lag is back under 90% of the limit. Returns
+    /// the (lane, new cursor) of each lane it moved.
+    fn drop_oldest(&self, dest: &Destination, lag: Lag, now: u64) -> Result<Vec<(LaneId, u64)>, BrokerError> {
+        let target_bytes = lag.bytes.saturating_sub(dest.cfg.max_lag_bytes * 9 / 10);
+        let target_records = if dest.cfg.max_lag_records > 0 {
+            lag.records.saturating_sub(dest.cfg.max_lag_records * 9 / 10)
+        } else {
+            0
+        };
+        let mut st = dest.state();
+        let (mut freed_bytes, mut dropped) = (0u64, 0u64);
+        let mut skips = Vec::new();
+        for lane in self.wal.lanes() {
+            if freed_bytes >= target_bytes && dropped >= target_records {
+                break;
+            }
+            let id = lane.id();
+            let cursor = st.committed(id);
+            let mut new_cursor = cursor;
+            let _ = lane.visit_frames(cursor, |f| {
+                if freed_bytes >= target_bytes && dropped >= target_records {
+                    return ControlFlow::Break(());
+                }
+                freed_bytes += u64::from(f.header.body_len);
+                new_cursor = f.header.next_offset();
+                dropped += new_cursor - f.header.base_offset.max(cursor);
+                ControlFlow::Continue(())
+            });
+            if new_cursor > cursor {
+                skips.push((id, new_cursor));
+            }
+        }
+        self.transact(dest, &mut st, |next, _| {
+            for &(lane, to) in &skips {
+                skip_to(dest, next, lane, to, now)?;
+            }
+            Ok(())
+        })?;
+        self.count_dropped(dest, dropped, "lag over limit (on_lag_limit = drop_oldest)");
+        Ok(skips)
+    }
+
+    fn count_dropped(&self, dest: &Destination, dropped: u64, why: &str) {
+        if dropped > 0 {
+            dest.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.metrics.destination_dropped_records.with_label_values(&[dest.name.as_str()]).inc_by(dropped);
+            tracing::warn!(destination = %dest.name, dropped, "dropped records not yet delivered: {why}");
+        }
+    }
+
+    /// `retention_max_age_secs`: the end offset of the newest sealed segment
+    /// of `lane` whose records are all older than the limit, after moving
+    /// every destination still behind it past it.
+    fn expire_by_age(&self, lane: &Lane, now: u64, report: &mut MaintenanceReport) -> Result<Option<u64>, BrokerError> {
+        let Some(max_age) = self.cfg.timing.retention_max_age else {
+            return Ok(None);
+        };
+        let cutoff = now.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        let Some(end) =
+            lane.segments().iter().filter(|s| s.sealed && s.last_ts_ms < cutoff).map(|s| s.next_offset).max()
+        else {
+            return Ok(None);
+        };
+        for dest in &self.dests {
+            let mut st = dest.state();
+            let cursor = st.committed(lane.id());
+            if cursor < end {
+                self.transact(dest, &mut st, |next, _| skip_to(dest, next, lane.id(), end, now))?;
+                report.skipped.push((dest.idx, lane.id(), end));
+                self.count_dropped(dest, end - cursor, "older than retention_max_age_secs");
+            }
+        }
+        Ok(Some(end))
+    }
+
+    /// Delete sealed segments every destination has durably committed past.
+    /// Cursors are flushed by commit before they are visible here.
+    /// Returns the bytes the WAL holds afterwards.
+    pub(crate) async fn retain(&self, now: u64, report: &mut MaintenanceReport) -> Result<u64, BrokerError> {
+        let mut total_bytes = 0u64;
+        for lane in self.wal.lanes() {
+            let id = lane.id();
+            if self.expire_by_age(lane, now, report)?.is_some() {
+                // The moved cursors must be durable before segments go.
+                self.store.flush().await?;
+            }
+            let released = self
+                .dests
+                .iter()
+                .map(|d| d.state().persisted.get(&id).copied().unwrap_or(0))
+                .min()
+                .unwrap_or_else(|| lane.next_offset());
+            // The lane's writer does the file work; this task waits off the async workers.
+            let handle = self.wal.lane_handle(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let n = match handle.release_below(released).await {
+                Ok(n) => n,
+                // A stop is under way: the next start retires what is left.
+                Err(wal::WalError::ShuttingDown) => return Ok(total_bytes),
+                Err(e) => return Err(BrokerError::Internal(e.to_string())),
+            };
+            if n > 0 {
+                self.metrics.segments_deleted.inc_by(n as u64);
+                tracing::info!(lane = %id, segments = n, released, "retention deleted segments");
+            }
+            total_bytes += lane.segments().iter().map(|s| s.bytes).sum::<u64>();
+        }
+        self.metrics.wal_bytes.set(total_bytes as i64);
+        Ok(total_bytes)
+    }
+}
