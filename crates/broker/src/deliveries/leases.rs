@@ -44,7 +44,7 @@ fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
 
 impl Deliveries {
     /// Lanes in the order this acquire should search them.
-    fn lane_order(&self, acquire_no: u64) -> Vec<LaneId> {
+    pub(super) fn lane_order(&self, acquire_no: u64) -> Vec<LaneId> {
         let shards = self.cfg.shards.max(1);
         let rot = (acquire_no % u64::from(shards)) as u16;
         let by_priority = |p: Priority| (0..shards).map(move |s| LaneId::new(p, (s + rot) % shards));
@@ -106,6 +106,11 @@ impl Deliveries {
     }
 
     fn try_acquire(&self, dest: &Destination, req: &AcquireRequest, now: u64) -> Result<Acquired, BrokerError> {
+        let max_records =
+            req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
+        let max_bytes = req.max_bytes.unwrap_or(self.cfg.max_lease_bytes).clamp(1, self.cfg.max_lease_bytes) as usize;
+        // The WAL read, made before the lock (see `prefetch`).
+        let mut pre = self.prefetch(dest, (max_records, max_bytes), now);
         let mut st = dest.state();
         if st.paused {
             return Ok(idle(IdleReason::Paused, 1000));
@@ -120,15 +125,12 @@ impl Deliveries {
         if let Admission::Deny { retry_after_ms } = admission {
             return Ok(idle(IdleReason::BreakerOpen, retry_after_ms));
         }
-        let max_records =
-            req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
-        let max_bytes = req.max_bytes.unwrap_or(self.cfg.max_lease_bytes).clamp(1, self.cfg.max_lease_bytes) as usize;
         let probe = admission == Admission::Probe;
         let (lease, _) = self.transact(dest, &mut st, |next, _| {
             next.acquires += 1;
             let lease = match self.build_redrive(dest, next, max_records, now, probe)? {
                 Some(l) => Some(l),
-                None => self.build_from_lanes(dest, next, max_records, max_bytes, now, probe)?,
+                None => self.build_from_lanes(dest, next, (max_records, max_bytes), &mut pre, now, probe)?,
             };
             if lease.is_some() && probe {
                 next.breaker = next_breaker;
@@ -204,8 +206,8 @@ impl Deliveries {
         &self,
         dest: &Destination,
         st: &mut DestState,
-        max_records: usize,
-        max_bytes: usize,
+        limits: (usize, usize),
+        pre: &mut Option<super::prefetch::Prefetch>,
         now: u64,
         probe: bool,
     ) -> Result<Option<Lease>, BrokerError> {
@@ -223,7 +225,7 @@ impl Deliveries {
                 if from >= range.to {
                     continue;
                 }
-                let records = self.read_matching(dest, lane_id, from, range.to, usize::MAX, usize::MAX)?.0;
+                let records = self.read_with(pre, dest, lane_id, from, range.to, (usize::MAX, usize::MAX))?.0;
                 if records.is_empty() {
                     continue;
                 }
@@ -244,7 +246,7 @@ impl Deliveries {
                 if from >= end {
                     break;
                 }
-                let (records, to) = self.read_matching(dest, lane_id, from, end, max_records, max_bytes)?;
+                let (records, to) = self.read_with(pre, dest, lane_id, from, end, limits)?;
                 ll.next_unleased = to;
                 if records.is_empty() {
                     continue;
@@ -297,7 +299,7 @@ impl Deliveries {
 
     /// Records of [from, to) of a lane that go to `dest`, whole frames at a
     /// time up to the limits. Returns them and the end of what was read.
-    fn read_matching(
+    pub(super) fn read_matching(
         &self,
         dest: &Destination,
         lane_id: LaneId,

@@ -8,7 +8,8 @@
 //!   dead letters and their re-drive) and the status views;
 //! - [`upkeep`]: what each maintenance pass does for the destinations;
 //! - [`settle`]: the one transaction every change goes through, and the
-//!   one way a lease ends.
+//!   one way a lease ends;
+//! - `prefetch`: an acquire's WAL read, made before the destination's lock.
 //!
 //! Invariants: sled holds exactly the live leases; a cursor is flushed
 //! before its commit is answered; a refused call changes nothing (every
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod leases;
+mod prefetch;
 pub(crate) mod settle;
 pub mod upkeep;
 
