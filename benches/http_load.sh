@@ -2,11 +2,14 @@
 # HTTP ingest load: 64 keep-alive connections, 10 records of ~200 B per
 # request, RUNS runs of SECS seconds; prints each run and the medians.
 #   bash benches/http_load.sh [RUNS=3] [SECS=15]
+# WEIR_BROKER_BIN=path runs that binary instead of building this tree's
+# (to compare two builds in turn, on the same machine and load tool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; secs=${2:-15}
 command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --bin broker >&2
+bin=${WEIR_BROKER_BIN:-}
+if [ -z "$bin" ]; then cargo build --release --bin broker >&2; bin=./target/release/broker; fi
 work=$(mktemp -d -p "${WEIR_BENCH_DIR:-$PWD/target}")
 cat > "$work/broker.toml" <<TOML
 listen = "127.0.0.1:7171"
@@ -20,7 +23,7 @@ burst = 100000000
 [[topic]]
 name = "events"
 TOML
-RUST_LOG=warn ./target/release/broker --config "$work/broker.toml" > "$work/broker.out" 2>&1 &
+RUST_LOG=warn "$bin" --config "$work/broker.toml" > "$work/broker.out" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:7171/readyz >/dev/null 2>&1 && break; sleep 0.1; done

@@ -52,6 +52,12 @@ pub struct LiveLease {
     pub acquired_at: std::time::Instant,
     pub probe: bool,
     pub redeliveries: u32,
+    /// Records handed out (0 for a lease rebuilt after a restart): with
+    /// the lease's time, a sample for the lease sizing.
+    pub records: u32,
+    /// (ingest time, records) of each run of records stored together, for
+    /// `weir_delivery_latency_seconds` at the commit (empty after a restart).
+    pub ingested: Vec<(u64, u32)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +74,12 @@ pub struct DestState {
     pub redrive: VecDeque<u64>,
     /// Last committed cursor written to the store, per lane.
     pub persisted: HashMap<LaneId, u64>,
+    /// Which priority the next lease serves (kept in memory only).
+    pub share: crate::share::Share,
+    /// Per priority, the shard the next lease of it starts at.
+    pub shard_turn: [u64; 3],
+    /// What this destination's sink costs, from recent deliveries.
+    pub cost: crate::sizing::CostModel,
 }
 
 impl DestState {
@@ -182,6 +194,18 @@ pub struct Lag {
     pub records: u64,
     pub bytes: u64,
     pub oldest_pending_age_ms: u64,
+    /// (records, bytes) behind in the lanes of each priority (high, normal, low).
+    pub by_priority: [(u64, u64); 3],
+}
+
+impl Lag {
+    /// The lag of the lanes at `p` or above: what a record stored at `p`
+    /// waits behind, by the share's order.
+    pub fn at_or_above(&self, p: wal::Priority) -> Lag {
+        let upto = p as usize;
+        let (records, bytes) = self.by_priority[..=upto].iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        Lag { records, bytes, oldest_pending_age_ms: self.oldest_pending_age_ms, by_priority: self.by_priority }
+    }
 }
 
 pub struct Destination {
@@ -193,9 +217,12 @@ pub struct Destination {
     pub policy: BreakerPolicy,
     pub lease_ms: u64,
     state: Mutex<DestState>,
-    /// Set while this destination's lag is over its limit and on_lag_limit
-    /// is backpressure: its tenants get 429.
-    pub backpressure: AtomicBool,
+    /// Per priority (high, normal, low), set while the lag of the lanes at
+    /// or above it is over the limit and on_lag_limit is backpressure: a
+    /// request whose records would be stored at that priority gets 429. So
+    /// a backlog in the low lanes sheds only what goes to low (the tenants
+    /// being demoted), never the in-rate tenants' traffic.
+    pub backpressure: [AtomicBool; 3],
     pub lag_records: AtomicU64,
     pub lag_bytes: AtomicU64,
     pub oldest_pending_age_ms: AtomicU64,
@@ -214,7 +241,7 @@ impl Destination {
             lease_ms,
             cfg,
             state: Mutex::new(state),
-            backpressure: AtomicBool::new(false),
+            backpressure: Default::default(),
             lag_records: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
             oldest_pending_age_ms: AtomicU64::new(0),
@@ -242,11 +269,19 @@ impl Destination {
         lag.bytes > self.cfg.max_lag_bytes || (self.cfg.max_lag_records > 0 && lag.records > self.cfg.max_lag_records)
     }
 
+    /// Whether a record stored at `p` would be refused for this destination's lag.
+    pub fn sheds(&self, p: wal::Priority) -> bool {
+        self.backpressure[p as usize].load(Ordering::Relaxed)
+    }
+
     pub fn publish_lag(&self, lag: Lag) {
         self.lag_records.store(lag.records, Ordering::Relaxed);
         self.lag_bytes.store(lag.bytes, Ordering::Relaxed);
         self.oldest_pending_age_ms.store(lag.oldest_pending_age_ms, Ordering::Relaxed);
-        self.backpressure.store(self.applies_backpressure() && self.over_limit(lag), Ordering::Relaxed);
+        for p in wal::Priority::ALL {
+            let over = self.applies_backpressure() && self.over_limit(lag.at_or_above(p));
+            self.backpressure[p as usize].store(over, Ordering::Relaxed);
+        }
     }
 }
 
@@ -268,6 +303,8 @@ mod tests {
             acquired_at: std::time::Instant::now(),
             probe: false,
             redeliveries: 0,
+            records: 0,
+            ingested: Vec::new(),
         }
     }
 

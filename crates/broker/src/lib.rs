@@ -51,6 +51,8 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod server;
+pub mod share;
+pub mod sizing;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub leases_acquired: IntCounterVec,
     pub leases_committed: IntCounterVec,
     pub lease_seconds: HistogramVec,
+    /// Ingest to commit, per record.
+    pub delivery_latency: HistogramVec,
     pub dead_letter_records: IntCounterVec,
     pub destination_dropped_records: IntCounterVec,
     pub segments_deleted: IntCounter,
@@ -90,6 +92,7 @@ impl Metrics {
             leases_acquired: counter_vec(&r, "weir_leases_acquired_total", "Leases handed to exporters.", &["destination"]),
             leases_committed: counter_vec(&r, "weir_leases_committed_total", "Leases committed.", &["destination"]),
             lease_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("weir_lease_seconds", "Time from acquire to commit.").buckets(LATENCY.to_vec()), &["destination"]).expect("valid metric")),
+            delivery_latency: reg(&r, HistogramVec::new(HistogramOpts::new("weir_delivery_latency_seconds", "Time from a record's ingest to its destination's commit, by the lane priority it was stored at.").buckets(LATENCY.to_vec()), &["destination", "priority"]).expect("valid metric")),
             dead_letter_records: counter_vec(&r, "weir_dead_letter_records_total", "Records moved to the destination's dead letters.", &["destination"]),
             destination_dropped_records: counter_vec(&r, "weir_destination_dropped_records_total", "Records skipped by on_lag_limit = drop_oldest.", &["destination"]),
             segments_deleted: reg(&r, IntCounter::new("weir_segments_deleted_total", "Sealed segments deleted by retention.").expect("valid metric")),
@@ -170,6 +173,9 @@ impl Metrics {
             }
             self.lease_seconds.with_label_values(&l);
             self.destination_oldest_pending_age.with_label_values(&l);
+            for p in wal::Priority::ALL {
+                self.delivery_latency.with_label_values(&[d.name.as_str(), p.as_str()]);
+            }
         }
         for p in wal::Priority::ALL {
             for shard in 0..cfg.shards {

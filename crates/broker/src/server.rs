@@ -75,6 +75,11 @@ pub fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigError> {
     if let Some(l) = &args.listen {
         cfg.listen = l.clone();
     }
+    if cfg.low_priority_every.is_some() {
+        tracing::warn!(
+            "low_priority_every is deprecated and ignored: a weighted share of 8:4:1 leases (high:normal:low) keeps priority to the sink and guarantees low progress (docs/leases.md)"
+        );
+    }
     Ok((cfg.validate()?, dev))
 }
 

@@ -62,9 +62,6 @@ fn d_lease_bytes() -> u64 {
 fn d_long_poll() -> u64 {
     20_000
 }
-fn d_low_every() -> u32 {
-    4
-}
 fn d_threshold() -> u32 {
     2
 }
@@ -72,7 +69,7 @@ fn d_open_ms() -> u64 {
     5_000
 }
 fn d_in_flight() -> u32 {
-    4
+    64
 }
 fn d_max_lag_bytes() -> u64 {
     1 << 30
@@ -152,9 +149,11 @@ pub struct Config {
     /// Cap on an acquire's long-poll wait.
     #[serde(default = "d_long_poll")]
     pub max_long_poll_ms: u64,
-    /// Starvation guard: every Nth lease starts its search at the low lanes.
-    #[serde(default = "d_low_every")]
-    pub low_priority_every: u32,
+    /// Deprecated and ignored: the weighted share (`crate::share`) decides
+    /// which priority a lease serves. Still accepted (with a warning at
+    /// start) because configurations in the field name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_priority_every: Option<u32>,
     /// Period of lag accounting, retention and lease expiry.
     #[serde(default = "d_maintenance_ms")]
     pub maintenance_interval_ms: u64,

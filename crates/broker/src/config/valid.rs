@@ -152,8 +152,8 @@ impl Config {
         if self.group_commit_linger_us > 100_000 {
             return bad("group_commit_linger_us: at most 100000 (100 ms)".into());
         }
-        if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 || self.low_priority_every == 0 {
-            return bad("lease_timeout_ms must be >= 1000; max_lease_records and low_priority_every >= 1".into());
+        if self.lease_timeout_ms < 1000 || self.max_lease_records == 0 {
+            return bad("lease_timeout_ms must be >= 1000; max_lease_records >= 1".into());
         }
         let mut names = HashSet::new();
         for t in &self.tenants {

@@ -42,7 +42,7 @@ impl Deliveries {
             },
             paused: st.paused,
             dropped_records: dest.dropped.load(Ordering::Relaxed),
-            backpressure: dest.backpressure.load(Ordering::Relaxed),
+            backpressure: dest.sheds(wal::Priority::High) || dest.sheds(wal::Priority::Low),
             cursors,
         }
     }

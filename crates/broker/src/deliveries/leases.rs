@@ -3,9 +3,9 @@
 //!
 //! Order of the search for data: dead letters queued for re-drive, then
 //! ranges whose lease expired or failed (offered again first), then new
-//! data — lanes `high`, `normal`, `low`, except that every
-//! `low_priority_every`-th acquire starts at `low` (starvation guard: low
-//! gets at least 1 lease in N while it has data).
+//! data, in the order of the acquire's plan (`order.rs`): the weighted
+//! share of priorities with its reservation (`crate::share`), and each
+//! lease sized to its priority's target time (`crate::sizing`).
 //!
 //! Durability: acquire, commit, fail and breaker transitions are flushed to
 //! sled before the answer, so a broker crash loses no committed cursor and
@@ -32,7 +32,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use wal::{LaneId, Priority};
+use wal::LaneId;
 
 /// The longest sink `Retry-After` the broker honours (docs/leases.md): a
 /// destination whose sink asked for more is offered leases again after this.
@@ -43,20 +43,6 @@ fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
 }
 
 impl Deliveries {
-    /// Lanes in the order this acquire should search them.
-    pub(super) fn lane_order(&self, acquire_no: u64) -> Vec<LaneId> {
-        let shards = self.cfg.shards.max(1);
-        let rot = (acquire_no % u64::from(shards)) as u16;
-        let by_priority = |p: Priority| (0..shards).map(move |s| LaneId::new(p, (s + rot) % shards));
-        let low_first = acquire_no.is_multiple_of(u64::from(self.cfg.low_priority_every));
-        let order: Vec<Priority> = if low_first {
-            vec![Priority::Low, Priority::High, Priority::Normal]
-        } else {
-            vec![Priority::High, Priority::Normal, Priority::Low]
-        };
-        order.into_iter().flat_map(by_priority).collect()
-    }
-
     /// Acquire a lease, waiting up to `wait_ms` for data to arrive.
     pub async fn acquire(self: &Arc<Self>, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
@@ -187,6 +173,8 @@ impl Deliveries {
                 acquired_at: std::time::Instant::now(),
                 probe,
                 redeliveries: 0,
+                records: u32::try_from(records.len()).unwrap_or(u32::MAX),
+                ingested: Vec::new(),
             },
         );
         Ok(Some(Lease {
@@ -211,11 +199,11 @@ impl Deliveries {
         now: u64,
         probe: bool,
     ) -> Result<Option<Lease>, BrokerError> {
-        let order = self.lane_order(st.acquires);
-        // Ranges to offer again first, in lane order. A range that holds no
+        let plan = self.search_plan(st, limits);
+        // Ranges to offer again first, in plan order. A range that holds no
         // record for this destination any more (retention) is dropped; its
         // record goes with it.
-        for &lane_id in &order {
+        for &(lane_id, _) in &plan {
             let Some(ll) = st.lanes.get_mut(&lane_id) else {
                 continue;
             };
@@ -233,7 +221,7 @@ impl Deliveries {
                 return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
             }
         }
-        for &lane_id in &order {
+        for &(lane_id, lane_limits) in &plan {
             let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
             let end = lane.next_offset();
             // Bounded: skip at most a few reads of data not for this destination per lane.
@@ -246,7 +234,7 @@ impl Deliveries {
                 if from >= end {
                     break;
                 }
-                let (records, to) = self.read_with(pre, dest, lane_id, from, end, limits)?;
+                let (records, to) = self.read_with(pre, dest, lane_id, from, end, lane_limits)?;
                 ll.next_unleased = to;
                 if records.is_empty() {
                     continue;
@@ -271,6 +259,7 @@ impl Deliveries {
         let (lane, from, to, redeliveries) = span;
         let id = st.next_lease_id(dest.idx);
         let expires_at_ms = now + dest.lease_ms;
+        Self::charge(st, lane);
         st.leases.insert(
             id.clone(),
             LiveLease {
@@ -282,6 +271,8 @@ impl Deliveries {
                 acquired_at: std::time::Instant::now(),
                 probe,
                 redeliveries,
+                records: u32::try_from(records.len()).unwrap_or(u32::MAX),
+                ingested: ingest_runs(&records),
             },
         );
         Lease {
@@ -316,12 +307,18 @@ impl Deliveries {
                 return ControlFlow::Break(());
             }
             let wanted = dest.wants(f.tenant, f.topic);
+            // A lease may end inside a frame: one huge batch never becomes
+            // one huge lease. At least one record, whatever its size.
             for (off, rec) in f.records() {
                 if off < from || off >= to {
                     continue;
                 }
+                if n > 0 && (n >= max_records || bytes + rec.len() > max_bytes) {
+                    return ControlFlow::Break(());
+                }
                 n += 1;
                 bytes += rec.len();
+                end = off + 1;
                 if wanted {
                     out.push(LeasedRecord {
                         offset: off,
@@ -332,7 +329,8 @@ impl Deliveries {
                     });
                 }
             }
-            end = f.header.next_offset().min(to);
+            // The frame's records past `to` (or none) are not this read's.
+            end = end.max(f.header.next_offset().min(to));
             if n >= max_records || bytes >= max_bytes {
                 ControlFlow::Break(())
             } else {
@@ -420,10 +418,21 @@ impl Deliveries {
             if before != st.breaker {
                 tracing::info!(destination = %dest.name, "breaker closed after a successful delivery");
             }
-            self.metrics
-                .lease_seconds
-                .with_label_values(&[dest.name.as_str()])
-                .observe(lease.acquired_at.elapsed().as_secs_f64());
+            let took = lease.acquired_at.elapsed();
+            self.metrics.lease_seconds.with_label_values(&[dest.name.as_str()]).observe(took.as_secs_f64());
+            if let LeaseSource::Lane(lane) = lease.source {
+                if lease.records > 0 {
+                    st.cost.observe(lease.records as usize, took.as_secs_f64() * 1000.0);
+                }
+                let hist =
+                    self.metrics.delivery_latency.with_label_values(&[dest.name.as_str(), lane.priority.as_str()]);
+                for &(ts, n) in &lease.ingested {
+                    let secs = now.saturating_sub(ts) as f64 / 1000.0;
+                    for _ in 0..n {
+                        hist.observe(secs);
+                    }
+                }
+            }
             Ok(cursor)
         }
     }
@@ -570,4 +579,16 @@ async fn futures_select_any(mut notified: Vec<std::pin::Pin<Box<tokio::sync::fut
         std::task::Poll::Pending
     })
     .await
+}
+
+/// Runs of records with one ingest time (a frame's records share theirs).
+fn ingest_runs(records: &[LeasedRecord]) -> Vec<(u64, u32)> {
+    let mut runs: Vec<(u64, u32)> = Vec::new();
+    for r in records {
+        match runs.last_mut() {
+            Some((ts, n)) if *ts == r.ts_ms => *n += 1,
+            _ => runs.push((r.ts_ms, 1)),
+        }
+    }
+    runs
 }

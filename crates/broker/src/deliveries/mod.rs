@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod leases;
+mod order;
 mod prefetch;
 pub(crate) mod settle;
 pub mod upkeep;

@@ -62,9 +62,8 @@ impl Deliveries {
         if idle || !st.redrive.is_empty() || matches!(st.breaker.admit(now, dest.policy).1, Admission::Deny { .. }) {
             return None;
         }
-        // The search runs after the acquire count is incremented.
-        let order = self.lane_order(st.acquires + 1);
-        for &lane_id in &order {
+        let plan = self.search_plan(st, limits);
+        for &(lane_id, _) in &plan {
             let Some((&from, range)) = st.lanes.get(&lane_id).and_then(|ll| ll.expired.first_key_value()) else {
                 continue;
             };
@@ -72,13 +71,13 @@ impl Deliveries {
             let from = from.max(lane.earliest_offset());
             return (from < range.to).then_some((lane_id, from, range.to, (usize::MAX, usize::MAX)));
         }
-        for &lane_id in &order {
+        for &(lane_id, lane_limits) in &plan {
             let (Ok(lane), Some(ll)) = (self.wal.lane(lane_id), st.lanes.get(&lane_id)) else {
                 continue;
             };
             let (from, end) = (ll.next_unleased.max(lane.earliest_offset()), lane.next_offset());
             if from < end {
-                return Some((lane_id, from, end, limits));
+                return Some((lane_id, from, end, lane_limits));
             }
         }
         None

@@ -194,6 +194,8 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
                     acquired_at: std::time::Instant::now(),
                     probe: rec.probe,
                     redeliveries: rec.redeliveries,
+                    records: 0,
+                    ingested: Vec::new(),
                 },
             );
         }

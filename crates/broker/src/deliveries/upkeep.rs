@@ -88,8 +88,11 @@ impl Deliveries {
             if cursor >= end {
                 continue;
             }
-            lag.records += end - cursor;
-            lag.bytes += bytes_after(lane, cursor);
+            let (records, bytes) = (end - cursor, bytes_after(lane, cursor));
+            lag.records += records;
+            lag.bytes += bytes;
+            let p = &mut lag.by_priority[id.priority as usize];
+            *p = (p.0 + records, p.1 + bytes);
             if let Some(ts) = first_ts_at(lane, cursor) {
                 oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
             }
@@ -111,7 +114,11 @@ impl Deliveries {
         let mut st = dest.state();
         let (mut freed_bytes, mut dropped) = (0u64, 0u64);
         let mut skips = Vec::new();
-        for lane in self.wal.lanes() {
+        // Low first: what is dropped to get under the limit is the flood
+        // that was demoted, before any in-rate tenant's records.
+        let mut lanes: Vec<&Lane> = self.wal.lanes().collect();
+        lanes.sort_by_key(|l| std::cmp::Reverse(l.id().priority));
+        for lane in lanes {
             if freed_bytes >= target_bytes && dropped >= target_records {
                 break;
             }

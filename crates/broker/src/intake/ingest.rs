@@ -144,10 +144,12 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
     Ok(out)
 }
 
-/// Refuse with 429/507 if the tenant's data is behind a lagging
-/// destination or the disk is too full. Only the tenants whose data routes
-/// to a lagging destination are refused.
-fn check_backpressure(b: &Intake, tenant: usize, topic: usize) -> Result<(), BrokerError> {
+/// Refuse with 429/507 if records stored at `priority` would be behind a
+/// lagging destination, or the disk is too full. Only the tenants whose
+/// data routes to a lagging destination are refused, and a destination's
+/// lag counts against a priority only through the lanes at or above it: a
+/// `low` backlog sheds what goes to `low`, not the in-rate tenants.
+fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priority) -> Result<(), BrokerError> {
     let name = &b.tenants[tenant].name;
     let retry_after_secs = b.cfg.retry_after_secs;
     let shed = |reason: &'static str| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason]).inc();
@@ -171,7 +173,7 @@ fn check_backpressure(b: &Intake, tenant: usize, topic: usize) -> Result<(), Bro
     }
     for &d in &b.routes[tenant][topic] {
         let dest = &b.deliveries.dests()[d];
-        if dest.backpressure.load(Ordering::Relaxed) {
+        if dest.sheds(priority) {
             shed("destination_lag");
             return Err(BrokerError::Backpressure {
                 reason: "destination_lag",
@@ -244,9 +246,14 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
         },
         None => None,
     };
-    let prepared = check_backpressure(b, input.tenant, topic_idx)
+    // The tenant's own priority first (no rate tokens spent on a refusal),
+    // then the lane the limiter picks: a demoted batch meets low's backlog.
+    let prepared = check_backpressure(b, input.tenant, topic_idx, tenant.priority)
         .and_then(|()| admit(b, input.tenant, records.len() as u64, now))
         .and_then(|lane| {
+            if lane.priority != tenant.priority {
+                check_backpressure(b, input.tenant, topic_idx, lane.priority)?;
+            }
             let batch = EncodedBatch::encode(&tenant.name, input.topic, key, &records)
                 .map_err(|e| BrokerError::InvalidBody(format!("cannot store this batch: {e}")))?;
             Ok((lane, batch))

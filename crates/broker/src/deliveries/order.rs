@@ -1,0 +1,64 @@
+//! An acquire's plan: which lanes to search, in what order, and how many
+//! records a lease from each may hold — the weighted share
+//! ([`crate::share`]) and the lease sizing ([`crate::sizing`]) applied to
+//! one destination's state.
+
+use super::Deliveries;
+use crate::destination::{DestState, LeaseSource};
+use crate::share::{Demand, PRIORITIES};
+use wal::{LaneId, Priority};
+
+/// Index of a priority in the share's arrays.
+pub(super) fn slot(p: Priority) -> usize {
+    match p {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+impl Deliveries {
+    /// Lanes in the order this acquire searches them, each with the
+    /// (records, bytes) limits of a lease from it. `limits` are the caps
+    /// (the request's, within the broker's).
+    pub(super) fn search_plan(&self, st: &DestState, limits: (usize, usize)) -> Vec<(LaneId, (usize, usize))> {
+        let shards = self.cfg.shards.max(1);
+        let demand = self.demand(st);
+        let mut plan = Vec::with_capacity(3 * usize::from(shards));
+        for p in st.share.order(&demand) {
+            let turn = (st.shard_turn[slot(p)] % u64::from(shards)) as u16;
+            let records = st.cost.records_for(p, limits.0);
+            for s in 0..shards {
+                plan.push((LaneId::new(p, (s + turn) % shards), (records, limits.1)));
+            }
+        }
+        plan
+    }
+
+    /// Per priority: whether a lane holds data not yet leased (for any
+    /// destination: a hint), and how many of this destination's leases are out.
+    fn demand(&self, st: &DestState) -> Demand {
+        let mut d = Demand::default();
+        for lane in self.wal.lanes() {
+            let i = slot(lane.id().priority);
+            let waiting = st.lanes.get(&lane.id()).is_some_and(|ll| {
+                !ll.expired.is_empty() || ll.next_unleased.max(lane.earliest_offset()) < lane.next_offset()
+            });
+            d.waiting[i] |= waiting;
+        }
+        for l in st.leases.values() {
+            if let LeaseSource::Lane(lane) = l.source {
+                d.in_flight[slot(lane.priority)] += 1;
+            }
+        }
+        debug_assert!(PRIORITIES.iter().all(|&p| slot(p) < 3));
+        d
+    }
+
+    /// A lease of `lane` was handed out: its priority is charged in the
+    /// share, and the next lease of that priority starts at the next shard.
+    pub(super) fn charge(st: &mut DestState, lane: LaneId) {
+        st.share.charge(lane.priority);
+        st.shard_turn[slot(lane.priority)] += 1;
+    }
+}

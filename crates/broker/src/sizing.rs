@@ -1,0 +1,157 @@
+//! How many records a destination's next lease should hold: sized to a
+//! target delivery time, from what recent deliveries cost.
+//!
+//! Each committed lease is a sample (records, seconds from acquire to
+//! commit). The model fits `cost = per_lease + per_record × records` by
+//! least squares over exponentially decayed sums (recent deliveries weigh
+//! most: a sink that slows down is followed within a few leases), and a
+//! lease of priority `p` gets `(target[p] − per_lease) / per_record`
+//! records, within the record cap.
+//!
+//! Targets ([`TARGET_MS`]): `high` and `normal` leases aim at 200 ms of
+//! sink time — large enough that commits do not bound throughput (a sink
+//! taking 2 µs a record gets 100,000-record leases), small enough to keep
+//! latency low; `low` leases aim at 50 ms, so a higher-priority lease never
+//! waits more than about a third of a 150 ms in-rate latency target behind
+//! the one `low` lease the share lets out while higher data waits.
+//!
+//! Before the model has seen [`MIN_SAMPLES`] leases it answers the cap for
+//! `high` and `normal` and [`COLD_LOW_RECORDS`] for `low`.
+//!
+//! Pure: samples carry their own duration; nothing here reads a clock.
+
+use wal::Priority;
+
+/// Target sink time per lease, ms, by priority (high, normal, low).
+pub const TARGET_MS: [f64; 3] = [200.0, 200.0, 50.0];
+
+/// Samples before the fit is trusted.
+pub const MIN_SAMPLES: f64 = 3.0;
+
+/// A `low` lease's size before the fit is trusted.
+pub const COLD_LOW_RECORDS: usize = 100;
+
+/// Weight kept by the older samples at each new one.
+const DECAY: f64 = 0.8;
+
+/// Decayed least-squares sums of (records, ms) samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostModel {
+    w: f64,
+    n: f64,
+    d: f64,
+    nn: f64,
+    nd: f64,
+}
+
+impl CostModel {
+    /// One delivered lease: `records` in `ms` from acquire to commit.
+    pub fn observe(&mut self, records: usize, ms: f64) {
+        debug_assert!(ms >= 0.0 && ms.is_finite(), "a lease's duration is a finite time");
+        let n = records as f64;
+        self.w = self.w * DECAY + 1.0;
+        self.n = self.n * DECAY + n;
+        self.d = self.d * DECAY + ms;
+        self.nn = self.nn * DECAY + n * n;
+        self.nd = self.nd * DECAY + n * ms;
+    }
+
+    /// (ms per lease, ms per record), once enough samples were seen.
+    pub fn fit(&self) -> Option<(f64, f64)> {
+        if self.w < MIN_SAMPLES || self.n <= 0.0 {
+            return None;
+        }
+        let det = self.w * self.nn - self.n * self.n;
+        // Leases of (nearly) one size: the split between the two costs is
+        // unknown, so all of it is charged per record (the safe side: it
+        // makes leases smaller, and differently sized leases follow).
+        let spread = det / (self.w * self.w);
+        let (a, b) = if spread > 1.0 {
+            let b = (self.w * self.nd - self.n * self.d) / det;
+            (((self.d - b * self.n) / self.w).max(0.0), b)
+        } else {
+            (0.0, self.d / self.n)
+        };
+        let b = if b > 0.0 { b } else { self.d / self.n };
+        Some((a, b.max(1e-6)))
+    }
+
+    /// Records for the next lease of `priority`, at most `cap`, at least 1.
+    pub fn records_for(&self, priority: Priority, cap: usize) -> usize {
+        let cap = cap.max(1);
+        let i = match priority {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        };
+        let Some((a, b)) = self.fit() else {
+            return if priority == Priority::Low { COLD_LOW_RECORDS.min(cap) } else { cap };
+        };
+        let n = ((TARGET_MS[i] - a) / b).floor();
+        if n.is_finite() && n >= 1.0 {
+            (n as usize).min(cap)
+        } else {
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink of known cost: 20 ms a request, 2 ms a record.
+    fn cost(n: usize) -> f64 {
+        20.0 + 2.0 * n as f64
+    }
+
+    #[test]
+    fn sizing_converges_for_a_sink_of_known_cost() {
+        let mut m = CostModel::default();
+        // Leases as the broker would hand them out, each sized from the
+        // model so far (cold: the caps).
+        let mut sizes = Vec::new();
+        for k in 0..30 {
+            let p = if k % 3 == 0 { Priority::Low } else { Priority::Normal };
+            let n = m.records_for(p, 5_000);
+            sizes.push((p, n));
+            m.observe(n, cost(n));
+        }
+        let (a, b) = m.fit().expect("fitted");
+        assert!((a - 20.0).abs() < 1.0 && (b - 2.0).abs() < 0.05, "fit {a} + {b}/record");
+        // (200 - 20) / 2 = 90 records for normal, (50 - 20) / 2 = 15 for low.
+        assert_eq!(m.records_for(Priority::Normal, 5_000), 90);
+        assert_eq!(m.records_for(Priority::Low, 5_000), 15);
+        assert!(cost(m.records_for(Priority::Low, 5_000)) <= 50.0, "a low lease takes the sink at most its target");
+    }
+
+    #[test]
+    fn a_sink_that_slows_down_gets_smaller_leases_within_a_few_samples() {
+        let mut m = CostModel::default();
+        for n in [100, 50, 200, 80, 120] {
+            m.observe(n, 1.0 + 0.1 * n as f64);
+        }
+        let fast = m.records_for(Priority::Normal, 100_000);
+        for n in [100, 50, 200, 80, 120, 60] {
+            m.observe(n, 1.0 + 1.0 * n as f64);
+        }
+        let slow = m.records_for(Priority::Normal, 100_000);
+        assert!(slow * 5 < fast, "ten times slower per record: {fast} -> {slow}");
+    }
+
+    #[test]
+    fn the_caps_and_the_floor_hold() {
+        let mut m = CostModel::default();
+        assert_eq!(m.records_for(Priority::Normal, 500), 500, "cold: the cap");
+        assert_eq!(m.records_for(Priority::Low, 500), COLD_LOW_RECORDS);
+        for _ in 0..5 {
+            m.observe(1, 10_000.0);
+        }
+        assert_eq!(m.records_for(Priority::High, 500), 1, "a sink slower than the target still gets one record");
+        let mut fast = CostModel::default();
+        for n in [1_000, 2_000, 3_000] {
+            fast.observe(n, 0.001 * n as f64);
+        }
+        assert_eq!(fast.records_for(Priority::Normal, 5_000), 5_000, "a fast sink: the cap");
+    }
+}
