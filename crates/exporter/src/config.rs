@@ -16,7 +16,7 @@ pub mod defaults {
     pub const BACKOFF_MAX_MS: u64 = 2_000;
     pub const BATCH_RECORDS: u32 = 500;
     pub const BATCH_BYTES: u64 = 1 << 20;
-    pub const MAX_IN_FLIGHT: u32 = 1;
+    pub const MAX_IN_FLIGHT: u32 = crate::concurrency::ADAPTIVE_MAX as u32;
     pub const LEASE_TIMEOUT_MS: u64 = 30_000;
     pub const WAIT_MS: u64 = 2_000;
     pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// A required option is in neither the flags nor the file.
     #[error("--{0} is required")]
     Missing(&'static str),
+    /// `--concurrency` is neither `adaptive` nor a number.
+    #[error(transparent)]
+    Concurrency(#[from] crate::concurrency::BadMode),
     /// The lease would expire before a delivery's retries could end.
     #[error("lease timeout {lease_ms} ms cannot cover the sink timeout {sink_ms} ms x {attempts} attempts plus backoff ({budget_ms} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries")]
     LeaseBudget { lease_ms: u128, sink_ms: u128, attempts: u32, budget_ms: u128 },
@@ -88,9 +91,13 @@ pub struct Settings {
     /// Most payload bytes per lease / sink batch [default: 1048576].
     #[arg(long)]
     pub batch_bytes: Option<u64>,
-    /// Leases delivered concurrently by this process [default: 1].
+    /// The most leases this process delivers at once: the adaptive limit's ceiling [default: 64].
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Leases delivered at once: adaptive (found from the sink's round trips and overloads,
+    /// additive increase, multiplicative decrease) or a number that pins it [default: adaptive].
+    #[arg(long)]
+    pub concurrency: Option<String>,
     /// The broker's lease timeout for this destination, ms; checked against the retry budget [default: 30000].
     #[arg(long)]
     pub lease_timeout_ms: Option<u64>,
@@ -149,6 +156,7 @@ pub struct Options {
     pub batch_records: u32,
     pub batch_bytes: u64,
     pub max_in_flight: u32,
+    pub concurrency: crate::concurrency::Mode,
     pub lease_timeout: Duration,
     pub wait_ms: u64,
     pub gzip: bool,
@@ -178,6 +186,10 @@ impl Options {
             batch_records: s.batch_records.unwrap_or(d::BATCH_RECORDS).max(1),
             batch_bytes: s.batch_bytes.unwrap_or(d::BATCH_BYTES).max(1),
             max_in_flight: s.max_in_flight.unwrap_or(d::MAX_IN_FLIGHT).max(1),
+            concurrency: match &s.concurrency {
+                Some(c) => c.parse()?,
+                None => crate::concurrency::Mode::Adaptive,
+            },
             lease_timeout: Duration::from_millis(s.lease_timeout_ms.unwrap_or(d::LEASE_TIMEOUT_MS)),
             wait_ms: s.wait_ms.unwrap_or(d::WAIT_MS),
             gzip: s.gzip.unwrap_or(false),

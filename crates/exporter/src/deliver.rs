@@ -11,8 +11,9 @@ use std::time::Duration;
 pub enum Outcome {
     /// Everything delivered except these (offset, reason) poison records.
     Delivered { poison: Vec<(u64, String)> },
-    /// Give the lease back as a retryable failure.
-    Retry { message: String, retry_after: Option<Duration> },
+    /// Give the lease back as a retryable failure; `overload`: the sink
+    /// said it is at capacity (see [`crate::concurrency`]).
+    Retry { message: String, retry_after: Option<Duration>, overload: bool },
 }
 
 pub struct Deliverer<'a> {
@@ -64,7 +65,7 @@ impl Deliverer<'_> {
             match self.sink.deliver(records, &key).await {
                 // A wait longer than the backoff ceiling is not slept holding the
                 // lease: the lease goes back with it (capped), for the broker to honour.
-                Err(SinkError::Retryable { timed_out: false, retry_after, message })
+                Err(SinkError::Retryable { timed_out: false, retry_after, message, .. })
                     if tries < self.max_retries && retry_after.is_none_or(|ra| ra <= self.backoff.ceiling()) =>
                 {
                     let delay = self.backoff.delay(tries, jitter.draw(), retry_after);
@@ -111,8 +112,9 @@ impl Deliverer<'_> {
                     pending.push((mid, end));
                     pending.push((start, mid));
                 }
-                Err(SinkError::Retryable { message, retry_after, .. }) => {
-                    return Outcome::Retry { message, retry_after: retry_after.map(|ra| ra.min(self.max_retry_after)) }
+                Err(SinkError::Retryable { message, retry_after, overload, .. }) => {
+                    let retry_after = retry_after.map(|ra| ra.min(self.max_retry_after));
+                    return Outcome::Retry { message, retry_after, overload };
                 }
             }
         }
@@ -241,6 +243,7 @@ mod tests {
                     message: "503".into(),
                     retry_after: Some(Duration::from_secs(100_000)),
                     timed_out: false,
+                    overload: true,
                 })
             })
         }
@@ -264,6 +267,9 @@ mod tests {
         let out = d.deliver(&[Record { offset: 0, payload: b"{}".to_vec() }]).await;
         assert!(started.elapsed() < Duration::from_secs(1), "slept on the sink's Retry-After");
         assert_eq!(*sink.0.lock().unwrap(), 1, "no local retry for a wait beyond the backoff ceiling");
-        assert_eq!(out, Outcome::Retry { message: "503".into(), retry_after: Some(Duration::from_secs(60)) });
+        assert_eq!(
+            out,
+            Outcome::Retry { message: "503".into(), retry_after: Some(Duration::from_secs(60)), overload: true }
+        );
     }
 }

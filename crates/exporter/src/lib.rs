@@ -23,8 +23,10 @@
 
 pub mod backoff;
 pub mod client;
+pub mod concurrency;
 pub mod config;
 pub mod deliver;
+pub mod gate;
 pub mod metrics;
 pub mod sink;
 pub mod worker;

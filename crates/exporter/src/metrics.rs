@@ -1,7 +1,11 @@
 //! The exporter's own metrics (served on `--metrics-listen`): every name here.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::sync::Arc;
+
+/// The lane priorities, as the broker names them (`normal/2` → `normal`);
+/// a re-drive of dead letters is `dead_letters`.
+pub const PRIORITIES: [&str; 4] = ["high", "normal", "low", "dead_letters"];
 
 pub struct ExporterMetrics {
     registry: Registry,
@@ -10,6 +14,12 @@ pub struct ExporterMetrics {
     pub delivery_seconds: HistogramVec,
     pub records_delivered: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    /// The adaptive (or pinned) limit on leases delivered at once.
+    pub concurrency_limit: IntGaugeVec,
+    /// Leases being delivered now, by the priority of their lane.
+    pub in_flight: IntGaugeVec,
+    /// Records per lease delivered.
+    pub lease_records: HistogramVec,
 }
 
 impl ExporterMetrics {
@@ -42,11 +52,44 @@ impl ExporterMetrics {
             &["destination"],
         )
         .expect("valid metric");
+        let concurrency_limit = IntGaugeVec::new(
+            Opts::new(
+                "weir_exporter_concurrency_limit",
+                "Leases this exporter may deliver at once (adaptive or pinned).",
+            ),
+            &["destination"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new("weir_exporter_in_flight", "Leases being delivered now, by the priority of their lane."),
+            &["destination", "priority"],
+        )
+        .expect("valid metric");
+        let lease_records = HistogramVec::new(
+            HistogramOpts::new("weir_exporter_lease_records", "Records per lease delivered.")
+                .buckets(vec![1.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0]),
+            &["destination"],
+        )
+        .expect("valid metric");
         for c in [&deliveries, &records_delivered, &dead_letters] {
             registry.register(Box::new(c.clone())).expect("metric registered once");
         }
-        registry.register(Box::new(delivery_seconds.clone())).expect("metric registered once");
-        Arc::new(ExporterMetrics { registry, deliveries, delivery_seconds, records_delivered, dead_letters })
+        for g in [&concurrency_limit, &in_flight] {
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+        }
+        for h in [&delivery_seconds, &lease_records] {
+            registry.register(Box::new(h.clone())).expect("metric registered once");
+        }
+        Arc::new(ExporterMetrics {
+            registry,
+            deliveries,
+            delivery_seconds,
+            records_delivered,
+            dead_letters,
+            concurrency_limit,
+            in_flight,
+            lease_records,
+        })
     }
 
     /// Create this process's series at 0 (its one destination, every
@@ -58,6 +101,11 @@ impl ExporterMetrics {
         self.delivery_seconds.with_label_values(&[destination]);
         self.records_delivered.with_label_values(&[destination]);
         self.dead_letters.with_label_values(&[destination]);
+        self.concurrency_limit.with_label_values(&[destination]);
+        self.lease_records.with_label_values(&[destination]);
+        for p in PRIORITIES {
+            self.in_flight.with_label_values(&[destination, p]);
+        }
     }
 
     pub fn render(&self) -> String {

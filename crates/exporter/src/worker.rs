@@ -1,11 +1,14 @@
-//! The exporter's run loop: `max_in_flight` workers, each acquiring a
-//! lease (long-poll), delivering it with a heartbeat running beside it, and
-//! committing (or failing) it. SIGTERM stops acquiring; leases in hand are
+//! The exporter's run loop: workers that pass the concurrency gate
+//! (`crate::gate`, at most the adaptive or pinned limit at once), each
+//! acquiring a lease (long-poll), delivering it with a heartbeat running
+//! beside it, and committing (or failing) it. SIGTERM stops acquiring; leases in hand are
 //! finished, and a lease granted after the signal is released unread.
 
 use crate::client::{BrokerClient, ClientError};
+use crate::concurrency::{Aimd, Signal};
 use crate::config::Options;
 use crate::deliver::{Deliverer, Outcome};
+use crate::gate::Gate;
 use crate::metrics::ExporterMetrics;
 use crate::sink::{OpenError, Record, Sink};
 use api::lease::*;
@@ -27,6 +30,7 @@ struct Ctx {
     client: BrokerClient,
     sink: Box<dyn Sink>,
     metrics: Arc<ExporterMetrics>,
+    gate: Gate,
 }
 
 async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<(), ExportError> {
@@ -54,10 +58,13 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
     if let Some(addr) = &opts.metrics_listen {
         serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
     }
-    tracing::info!(destination = %opts.destination, sink = %sink.describe(), workers = opts.max_in_flight, "exporter started");
-    let ctx = Arc::new(Ctx { opts, client, sink, metrics });
+    let gate = Gate::new(Aimd::new(opts.concurrency, opts.max_in_flight as usize), &metrics, &opts.destination);
+    let ceiling = gate.ceiling();
+    tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?opts.concurrency, ceiling, "exporter started");
+    let ctx = Arc::new(Ctx { opts, client, sink, metrics, gate });
     let mut workers = Vec::new();
-    for _ in 0..ctx.opts.max_in_flight {
+    // One task per slot the limit may ever open; the gate lets `limit` of them work.
+    for _ in 0..ceiling {
         let ctx = Arc::clone(&ctx);
         let stop = stop.clone();
         workers.push(tokio::spawn(async move { worker(ctx, stop).await }));
@@ -82,17 +89,25 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
     };
     let mut transport_failures = 0u32;
     while !*stop.borrow() {
+        tokio::select! {
+            () = ctx.gate.enter() => {}
+            _ = stop.changed() => break,
+        }
         let resp = ctx.client.acquire(&req).await;
         match resp {
             Ok(AcquireResponse { lease: Some(lease), .. }) => {
                 transport_failures = 0;
                 if *stop.borrow() {
+                    ctx.gate.leave(None);
                     release(&ctx, &lease.id, "exporter stopping").await;
                     break;
                 }
-                handle_lease(&ctx, lease).await;
+                ctx.gate.started();
+                let signal = handle_lease(&ctx, lease).await;
+                ctx.gate.leave(Some(signal));
             }
             Ok(AcquireResponse { idle, retry_after_ms, .. }) => {
+                ctx.gate.leave(None);
                 transport_failures = 0;
                 if idle != Some(IdleReason::Empty) || retry_after_ms > 0 {
                     tracing::debug!(?idle, retry_after_ms, "no lease");
@@ -100,8 +115,12 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
                     let _ = tokio::time::timeout(pause, stop.changed()).await;
                 }
             }
-            Err(e @ ClientError::Api { status: 401 | 403 | 404, .. }) => return Err(ExportError::Fatal(e.to_string())),
+            Err(e @ ClientError::Api { status: 401 | 403 | 404, .. }) => {
+                ctx.gate.leave(None);
+                return Err(ExportError::Fatal(e.to_string()));
+            }
             Err(e) => {
+                ctx.gate.leave(None);
                 transport_failures += 1;
                 tracing::warn!(error = %e, "acquire failed; retrying");
                 let pause = Duration::from_millis((200u64 << transport_failures.min(4)).min(3_000));
@@ -135,7 +154,25 @@ fn decode(lease: &Lease) -> (Vec<Record>, Vec<(u64, String)>, Vec<u64>) {
     (records, undecodable, ts)
 }
 
-async fn handle_lease(ctx: &Ctx, lease: Lease) {
+/// Deliver one lease and settle it; what it said about the sink's capacity.
+async fn handle_lease(ctx: &Ctx, lease: Lease) -> Signal {
+    let dest = ctx.opts.destination.as_str();
+    let priority = priority_of(&lease.lane);
+    let in_flight = ctx.metrics.in_flight.with_label_values(&[dest, priority]);
+    in_flight.inc();
+    ctx.metrics.lease_records.with_label_values(&[dest]).observe(lease.records.len() as f64);
+    let signal = settle_lease(ctx, lease).await;
+    in_flight.dec();
+    signal
+}
+
+/// `normal/2` → `normal`; a re-drive lease is `dead_letters`.
+fn priority_of(lane: &str) -> &'static str {
+    let p = lane.split('/').next().unwrap_or("");
+    crate::metrics::PRIORITIES.into_iter().find(|k| *k == p).unwrap_or("dead_letters")
+}
+
+async fn settle_lease(ctx: &Ctx, lease: Lease) -> Signal {
     let dest = ctx.opts.destination.as_str();
     let (records, mut poison, ts) = decode(&lease);
     // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
@@ -162,12 +199,18 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
         mixed_lanes: lease.lane == api::lease::DEAD_LETTERS_LANE,
         max_retry_after: ctx.opts.max_retry_after,
     };
+    let started = std::time::Instant::now();
     let delivery = async {
         let out = deliverer.deliver(&records).await;
         let _ = hb_stop_tx.send(true);
         out
     };
     let (outcome, ()) = tokio::join!(delivery, hb);
+    let signal = match &outcome {
+        Outcome::Delivered { .. } => Signal::Done { rtt: started.elapsed() },
+        Outcome::Retry { overload: true, .. } => Signal::Overload,
+        Outcome::Retry { .. } => Signal::Other,
+    };
     match outcome {
         Outcome::Delivered { poison: rejected } => {
             poison.extend(rejected);
@@ -200,7 +243,7 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
                 }
             }
         }
-        Outcome::Retry { message, retry_after } => {
+        Outcome::Retry { message, retry_after, .. } => {
             ctx.metrics.deliveries.with_label_values(&[dest, "retryable"]).inc();
             tracing::warn!(lease = %lease.id, sink = %ctx.sink.describe(), %message, "delivery failed; lease returned");
             let req = FailRequest {
@@ -213,4 +256,5 @@ async fn handle_lease(ctx: &Ctx, lease: Lease) {
             }
         }
     }
+    signal
 }

@@ -193,11 +193,13 @@ impl Sink for FileSink {
                     message: format!("writing {path}: {e}"),
                     retry_after: None,
                     timed_out: false,
+                    overload: false,
                 }),
                 Err(e) => Err(SinkError::Retryable {
                     message: format!("file sink task: {e}"),
                     retry_after: None,
                     timed_out: false,
+                    overload: false,
                 }),
             }
         })

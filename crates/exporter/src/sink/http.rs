@@ -125,7 +125,9 @@ impl HttpSink {
                     message: format!("{}: {e}", if e.is_timeout() { "timed out" } else { "request failed" }),
                     retry_after: None,
                     timed_out: e.is_timeout(),
-                })
+                    // A timeout or a refused/reset connection: the sink is at capacity.
+                    overload: e.is_timeout() || e.is_connect(),
+                });
             }
         };
         let status = resp.status();
@@ -138,6 +140,7 @@ impl HttpSink {
                     message: format!("HTTP {status}, but the answer was cut short: {e}"),
                     retry_after: None,
                     timed_out: e.is_timeout(),
+                    overload: e.is_timeout(),
                 }),
             };
         }
@@ -164,7 +167,8 @@ impl HttpSink {
         }
         let code = status.as_u16();
         if code == 408 || code == 429 || status.is_server_error() {
-            Err(SinkError::Retryable { message, retry_after: ra, timed_out: false })
+            let overload = code == 429 || code == 503;
+            Err(SinkError::Retryable { message, retry_after: ra, timed_out: false, overload })
         } else {
             Err(SinkError::Poison(message))
         }

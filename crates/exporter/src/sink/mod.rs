@@ -24,8 +24,10 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
     /// Timeouts, connection errors, 408/429/5xx: try again later.
+    /// `overload`: the failure says the sink is at capacity (429, 503, a
+    /// timeout, a refused connection), which lowers the concurrency.
     #[error("retryable: {message}")]
-    Retryable { message: String, retry_after: Option<Duration>, timed_out: bool },
+    Retryable { message: String, retry_after: Option<Duration>, timed_out: bool, overload: bool },
     /// The sink rejected the data itself.
     #[error("rejected: {0}")]
     Poison(String),

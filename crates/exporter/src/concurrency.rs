@@ -1,0 +1,255 @@
+//! How many leases this exporter delivers at once: found from the sink's
+//! round-trip times and failures, additive increase and multiplicative
+//! decrease, as Vector's adaptive request concurrency (RFC 1858) does.
+//!
+//! The controller watches windows of about one round trip:
+//! - a window in which the limit was reached, nothing signalled overload,
+//!   and the mean round trip stayed within [`RTT_RISE`] of the baseline
+//!   raises the limit by one (the sink keeps up: try one more);
+//! - a window whose mean round trip rose past that decreases it by
+//!   [`DECREASE`] (requests queue at the sink: back off before it fails);
+//! - an overload signal — a 429, a 503, a timeout or a refused connection —
+//!   decreases it at once, at most once per window.
+//!
+//! The baseline is a slow average of the windows' round trips. Other
+//! failures (a 4xx poison, a bad answer) say nothing about capacity and are
+//! ignored here. A sink's 429 is therefore treated three ways: here it
+//! lowers the concurrency; the delivery honours its `Retry-After` (slept
+//! while short, else the lease is handed back with it); and the broker
+//! counts it as a retryable failure towards the breaker, so a sink that
+//! answers nothing but 429 is left alone for `breaker_open_ms`.
+//!
+//! `--concurrency N` pins the limit at N. Pure: the clock is an argument.
+
+use std::time::Duration;
+
+/// Multiplicative decrease.
+pub const DECREASE: f64 = 0.9;
+/// A window's mean round trip this much above the baseline means queueing.
+pub const RTT_RISE: f64 = 1.5;
+/// The shortest window, ms (a sink answering in microseconds is still
+/// judged over enough completions).
+const MIN_WINDOW_MS: u64 = 50;
+/// The adaptive limit's default ceiling (`--max-in-flight`); the broker's
+/// own `max_in_flight` bounds all of a destination's exporters together.
+pub const ADAPTIVE_MAX: usize = 64;
+
+/// What one delivery said about the sink's capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// Delivered (or refused as poison) after `rtt`.
+    Done { rtt: Duration },
+    /// 429, 503, a timeout, a refused connection: the sink is overloaded.
+    Overload,
+    /// Anything else: no word on capacity.
+    Other,
+}
+
+/// The `--concurrency` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Adaptive,
+    Pinned(usize),
+}
+
+/// A `--concurrency` that is neither `adaptive` nor a number of leases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--concurrency {0:?}: use adaptive or a number of leases (1 or more)")]
+pub struct BadMode(pub String);
+
+impl std::str::FromStr for Mode {
+    type Err = BadMode;
+    fn from_str(s: &str) -> Result<Mode, BadMode> {
+        match s {
+            "adaptive" => Ok(Mode::Adaptive),
+            n => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Mode::Pinned(n)),
+                _ => Err(BadMode(s.to_string())),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Window {
+    end_ms: u64,
+    n: u32,
+    rtt_ms_sum: f64,
+    saturated: bool,
+    overloaded: bool,
+}
+
+/// The controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aimd {
+    limit: f64,
+    max: f64,
+    pinned: bool,
+    baseline_ms: Option<f64>,
+    window: Window,
+}
+
+impl Aimd {
+    /// `ceiling`: the most an adaptive limit may reach (at least 1).
+    pub fn new(mode: Mode, ceiling: usize) -> Aimd {
+        let (limit, max, pinned) = match mode {
+            Mode::Adaptive => (1.0, ceiling.max(1) as f64, false),
+            Mode::Pinned(n) => (n as f64, n as f64, true),
+        };
+        Aimd { limit, max, pinned, baseline_ms: None, window: Window::default() }
+    }
+
+    /// Leases that may be out now.
+    pub fn limit(&self) -> usize {
+        (self.limit.floor() as usize).max(1)
+    }
+
+    /// The most this controller will ever allow.
+    pub fn ceiling(&self) -> usize {
+        self.max as usize
+    }
+
+    /// A delivery starts with `in_flight` out (this one included).
+    pub fn on_start(&mut self, in_flight: usize) {
+        if in_flight >= self.limit() {
+            self.window.saturated = true;
+        }
+    }
+
+    /// A delivery ended at `now_ms`.
+    pub fn on_done(&mut self, signal: Signal, now_ms: u64) {
+        if self.pinned {
+            return;
+        }
+        match signal {
+            Signal::Overload if !self.window.overloaded => {
+                self.window.overloaded = true;
+                self.decrease();
+            }
+            Signal::Done { rtt } => {
+                self.window.n += 1;
+                self.window.rtt_ms_sum += rtt.as_secs_f64() * 1000.0;
+            }
+            Signal::Overload | Signal::Other => {}
+        }
+        if now_ms >= self.window.end_ms {
+            self.close_window(now_ms);
+        }
+    }
+
+    fn close_window(&mut self, now_ms: u64) {
+        let w = self.window;
+        let mut next_len = MIN_WINDOW_MS as f64;
+        if w.n > 0 {
+            let mean = w.rtt_ms_sum / f64::from(w.n);
+            match self.baseline_ms {
+                None => self.baseline_ms = Some(mean),
+                Some(base) => {
+                    if !w.overloaded && mean > base * RTT_RISE {
+                        self.decrease();
+                    } else if !w.overloaded && w.saturated {
+                        self.limit = (self.limit + 1.0).min(self.max);
+                    }
+                    self.baseline_ms = Some(base * 0.9 + mean * 0.1);
+                }
+            }
+            next_len = next_len.max(mean);
+        }
+        self.window = Window { end_ms: now_ms + next_len as u64, ..Window::default() };
+        debug_assert!(self.limit >= 1.0 && self.limit <= self.max, "the limit stays within [1, max]");
+    }
+
+    fn decrease(&mut self) {
+        self.limit = (self.limit * DECREASE).max(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drive `k` windows of completions at `rtt` ms with the limit reached.
+    fn windows(c: &mut Aimd, now: &mut u64, k: usize, rtt: u64, signal: impl Fn(usize) -> Signal) {
+        for i in 0..k {
+            let n = c.limit();
+            for _ in 0..n {
+                c.on_start(n);
+            }
+            for j in 0..n {
+                *now += rtt / n as u64 + 1;
+                let s = match signal(i * 1000 + j) {
+                    Signal::Done { .. } => Signal::Done { rtt: Duration::from_millis(rtt) },
+                    s => s,
+                };
+                c.on_done(s, *now);
+            }
+            *now += MIN_WINDOW_MS.max(rtt);
+            c.on_done(Signal::Other, *now);
+        }
+    }
+
+    fn ok(_: usize) -> Signal {
+        Signal::Done { rtt: Duration::ZERO }
+    }
+
+    #[test]
+    fn fast_successes_raise_the_limit_one_step_per_window() {
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        windows(&mut c, &mut now, 2, 20, ok);
+        let before = c.limit();
+        windows(&mut c, &mut now, 10, 20, ok);
+        assert!(c.limit() >= before + 8, "{before} -> {}", c.limit());
+        windows(&mut c, &mut now, 200, 20, ok);
+        assert_eq!(c.limit(), ADAPTIVE_MAX, "capped at the ceiling");
+    }
+
+    #[test]
+    fn a_rising_round_trip_lowers_the_limit() {
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        windows(&mut c, &mut now, 20, 20, ok);
+        let high = c.limit();
+        // The sink queues: round trips triple.
+        windows(&mut c, &mut now, 5, 60, ok);
+        assert!(c.limit() < high, "{high} -> {}", c.limit());
+    }
+
+    #[test]
+    fn overloads_cut_the_limit_once_per_window_and_never_below_one() {
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        windows(&mut c, &mut now, 30, 20, ok);
+        let high = c.limit();
+        windows(&mut c, &mut now, 1, 20, |_| Signal::Overload);
+        let once = c.limit();
+        assert!(once < high && once as f64 >= (high as f64 * DECREASE).floor() - 1.0, "{high} -> {once}");
+        windows(&mut c, &mut now, 100, 20, |_| Signal::Overload);
+        assert_eq!(c.limit(), 1);
+    }
+
+    #[test]
+    fn other_failures_say_nothing_about_capacity() {
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        windows(&mut c, &mut now, 10, 20, ok);
+        let before = c.limit();
+        for _ in 0..50 {
+            now += 1;
+            c.on_done(Signal::Other, now);
+        }
+        assert_eq!(c.limit(), before);
+    }
+
+    #[test]
+    fn a_pinned_limit_never_moves() {
+        let mut c = Aimd::new(Mode::Pinned(3), ADAPTIVE_MAX);
+        let mut now = 0;
+        windows(&mut c, &mut now, 10, 20, |_| Signal::Overload);
+        windows(&mut c, &mut now, 10, 20, ok);
+        assert_eq!((c.limit(), c.ceiling()), (3, 3));
+        assert_eq!("adaptive".parse::<Mode>(), Ok(Mode::Adaptive));
+        assert_eq!("8".parse::<Mode>(), Ok(Mode::Pinned(8)));
+        assert!("0".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The exporter's workers pass through one gate: at most the concurrency
+//! controller's limit of them hold a lease (or wait on an acquire) at once.
+//! Each delivery's end feeds the controller, whose limit the gate follows.
+
+use crate::concurrency::{Aimd, Signal};
+use crate::metrics::ExporterMetrics;
+use plumbing::clock::now_ms;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+struct Inner {
+    aimd: Aimd,
+    /// Workers inside the gate.
+    inside: usize,
+}
+
+pub struct Gate {
+    inner: Mutex<Inner>,
+    changed: Notify,
+    limit_gauge: prometheus::IntGauge,
+}
+
+impl Gate {
+    pub fn new(aimd: Aimd, metrics: &ExporterMetrics, destination: &str) -> Gate {
+        let limit_gauge = metrics.concurrency_limit.with_label_values(&[destination]);
+        limit_gauge.set(aimd.limit() as i64);
+        Gate { inner: Mutex::new(Inner { aimd, inside: 0 }), changed: Notify::new(), limit_gauge }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section is a plain field update.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most workers the limit may ever let in.
+    pub fn ceiling(&self) -> usize {
+        self.lock().aimd.ceiling()
+    }
+
+    /// Wait for a place inside.
+    pub async fn enter(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a place freed meanwhile wakes us.
+            notified.as_mut().enable();
+            {
+                let mut g = self.lock();
+                if g.inside < g.aimd.limit() {
+                    g.inside += 1;
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The worker inside starts delivering a lease.
+    pub fn started(&self) {
+        let mut g = self.lock();
+        let inside = g.inside;
+        g.aimd.on_start(inside);
+    }
+
+    /// The worker leaves; `signal` is what its delivery said (none for an
+    /// acquire that brought no lease).
+    pub fn leave(&self, signal: Option<Signal>) {
+        let limit = {
+            let mut g = self.lock();
+            debug_assert!(g.inside > 0, "only a worker inside leaves");
+            g.inside = g.inside.saturating_sub(1);
+            if let Some(s) = signal {
+                g.aimd.on_done(s, now_ms());
+            }
+            g.aimd.limit()
+        };
+        self.limit_gauge.set(limit as i64);
+        self.changed.notify_waiters();
+    }
+}
