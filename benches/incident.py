@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""The second incident on loopback: does the in-rate tenants' delivery
+latency hold while one tenant floods, when the sink is the bottleneck?
+
+One destination whose webhook sink serves at most 4 requests at once (a
+fifth waits) at 20 ms per request plus 2 ms per record (about 2,000
+records/s); three in-rate tenants at 50 records/s each; one tenant whose
+rate is 100/s sending 2,500 records/s (demoted to `low`). Every record
+carries its send time; the sink measures ingest-to-delivery per tenant.
+
+Scenarios (each run RUNS times, median reported):
+  quiet     the three in-rate tenants alone
+  flood     the same, plus the flood
+  alone     a healthy destination alone (in-rate load only)
+  blackhole the same, beside a second destination whose sink accepts
+            connections and never answers
+
+Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
+Needs release binaries: cargo build --release --bin broker --bin exporter
+"""
+
+import http.client
+import http.server
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+CAPACITY, PER_REQUEST_S, PER_RECORD_S = 4, 0.020, 0.002
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """A webhook with bounded capacity that records each record's latency."""
+
+    def __init__(self):
+        self.gate = threading.Semaphore(CAPACITY)
+        self.lock = threading.Lock()
+        self.latency = {}  # tenant tag -> [seconds]
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                lines = [l for l in body.split(b"\n") if l.strip()]
+                with sink.gate:
+                    time.sleep(PER_REQUEST_S + PER_RECORD_S * len(lines))
+                now = time.time()
+                with sink.lock:
+                    for l in lines:
+                        try:
+                            r = json.loads(l)
+                        except ValueError:
+                            continue
+                        sink.latency.setdefault(r["tag"], []).append(now - r["t"])
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+class BlackHole:
+    """Accepts connections and reads, never answers."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(128)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def broker_config(data_dir, port, blackhole):
+    tenants = "".join(
+        f'[[tenant]]\nname = "{n}"\ntoken = "{n}-t"\nrate_per_sec = 100.0\nburst = 200\n'
+        for n in ["a", "b", "c", "flood"]
+    )
+    dests = '[[destination]]\nname = "d"\ntopics = ["events"]\ntoken = "d-t"\n'
+    if blackhole:
+        dests += '[[destination]]\nname = "bh"\ntopics = ["events"]\ntoken = "bh-t"\non_lag_limit = "drop_oldest"\n'
+    return (
+        f'listen = "127.0.0.1:{port}"\ndata_dir = "{data_dir}"\nadmin_token = "adm"\n'
+        f"disk_high_watermark = 1.0\n{tenants}[[topic]]\nname = \"events\"\n{dests}"
+    )
+
+
+def producer(port, tenant, rate, per_request, stop, sent):
+    """Send `rate` records/s in requests of `per_request` records."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    interval = per_request / rate
+    next_at = time.time()
+    while not stop.is_set():
+        now = time.time()
+        if now < next_at:
+            time.sleep(next_at - now)
+        next_at += interval
+        t = time.time()
+        body = "".join(json.dumps({"tag": tenant, "t": t, "pad": "x" * 120}) + "\n" for _ in range(per_request))
+        try:
+            conn.request("POST", "/v1/topics/events/records", body=body,
+                         headers={"Authorization": f"Bearer {tenant}-t", "Content-Type": "application/x-ndjson"})
+            r = conn.getresponse()
+            r.read()
+            if r.status == 200:
+                sent[tenant] = sent.get(tenant, 0) + per_request
+        except (OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+
+def p99(xs):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+
+
+def run(secs, flood, blackhole):
+    sink = Sink()
+    hole = BlackHole() if blackhole else None
+    port = free_port()
+    procs = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("WEIR_BENCH_DIR")) as tmp:
+        cfg = os.path.join(tmp, "broker.toml")
+        with open(cfg, "w") as f:
+            f.write(broker_config(os.path.join(tmp, "data"), port, blackhole))
+        env = dict(os.environ, RUST_LOG="error")
+        procs.append(subprocess.Popen([os.path.join(BIN, "broker"), "--config", cfg], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(100):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                c.request("GET", "/readyz")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        exporters = [("d", f"http://127.0.0.1:{sink.port}/")]
+        if hole:
+            exporters.append(("bh", f"http://127.0.0.1:{hole.port}/"))
+        for dest, url in exporters:
+            procs.append(subprocess.Popen(
+                [os.path.join(BIN, "exporter"), "--broker", f"http://127.0.0.1:{port}", "--destination", dest,
+                 "--token", f"{dest}-t", "--sink", url], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        stop, sent = threading.Event(), {}
+        threads = [threading.Thread(target=producer, args=(port, t, 50, 1, stop, sent)) for t in "abc"]
+        if flood:
+            threads += [threading.Thread(target=producer, args=(port, "flood", 625, 25, stop, sent))
+                        for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(secs)
+        stop.set()
+        for t in threads:
+            t.join()
+        time.sleep(2)  # what is in flight arrives
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    sink.close()
+    if hole:
+        hole.close()
+    in_rate = [x for t in "abc" for x in sink.latency.get(t, [])]
+    return {
+        "in_rate_p99_ms": p99(in_rate) * 1000,
+        "in_rate_delivered": len(in_rate),
+        "in_rate_sent": sum(sent.get(t, 0) for t in "abc"),
+        "flood_sent": sent.get("flood", 0),
+        "flood_delivered": len(sink.latency.get("flood", [])),
+    }
+
+
+def main():
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    secs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    results = {}
+    scenarios = [("quiet", False, False), ("flood", True, False), ("alone", False, False), ("blackhole", False, True)]
+    for i in range(runs):  # alternate the scenarios within each round
+        for name, flood, hole in scenarios:
+            r = run(secs, flood, hole)
+            results.setdefault(name, []).append(r)
+            print(f"round {i + 1} {name}: {json.dumps(r)}", flush=True)
+    med = {n: statistics.median(r["in_rate_p99_ms"] for r in rs) for n, rs in results.items()}
+    for n in med:
+        print(f"median in-rate p99 {n}: {med[n]:.1f} ms")
+    print(f"flood / quiet: x{med['flood'] / med['quiet']:.2f}   blackhole / alone: x{med['blackhole'] / med['alone']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
