@@ -11,7 +11,11 @@
 //! - an overload signal — a 429, a 503, a timeout or a refused connection —
 //!   decreases it at once, at most once per window.
 //!
-//! The baseline is a slow average of the windows' round trips. Other
+//! The baseline is the sink's unloaded round trip: the smallest window mean
+//! of the last [`BASELINE_WINDOWS`] windows. Queueing past the sink's
+//! capacity inflates every round trip, so it shows against that minimum
+//! however slowly the limit crept up; a sink that became slower for good
+//! moves the minimum within those windows. Other
 //! failures (a 4xx poison, a bad answer) say nothing about capacity and are
 //! ignored here. A sink's 429 is therefore treated three ways: here it
 //! lowers the concurrency; the delivery honours its `Retry-After` (slept
@@ -26,7 +30,9 @@ use std::time::Duration;
 /// Multiplicative decrease.
 pub const DECREASE: f64 = 0.9;
 /// A window's mean round trip this much above the baseline means queueing.
-pub const RTT_RISE: f64 = 1.5;
+pub const RTT_RISE: f64 = 1.3;
+/// Windows the baseline's minimum is taken over.
+pub const BASELINE_WINDOWS: usize = 32;
 /// The shortest window, ms (a sink answering in microseconds is still
 /// judged over enough completions).
 const MIN_WINDOW_MS: u64 = 50;
@@ -85,7 +91,8 @@ pub struct Aimd {
     limit: f64,
     max: f64,
     pinned: bool,
-    baseline_ms: Option<f64>,
+    /// The last windows' mean round trips, ms (newest last).
+    recent: std::collections::VecDeque<f64>,
     window: Window,
 }
 
@@ -96,7 +103,7 @@ impl Aimd {
             Mode::Adaptive => (1.0, ceiling.max(1) as f64, false),
             Mode::Pinned(n) => (n as f64, n as f64, true),
         };
-        Aimd { limit, max, pinned, baseline_ms: None, window: Window::default() }
+        Aimd { limit, max, pinned, recent: std::collections::VecDeque::new(), window: Window::default() }
     }
 
     /// Leases that may be out now.
@@ -142,17 +149,18 @@ impl Aimd {
         let mut next_len = MIN_WINDOW_MS as f64;
         if w.n > 0 {
             let mean = w.rtt_ms_sum / f64::from(w.n);
-            match self.baseline_ms {
-                None => self.baseline_ms = Some(mean),
-                Some(base) => {
-                    if !w.overloaded && mean > base * RTT_RISE {
-                        self.decrease();
-                    } else if !w.overloaded && w.saturated {
-                        self.limit = (self.limit + 1.0).min(self.max);
-                    }
-                    self.baseline_ms = Some(base * 0.9 + mean * 0.1);
+            let base = self.recent.iter().copied().fold(f64::INFINITY, f64::min);
+            if base.is_finite() && !w.overloaded {
+                if mean > base * RTT_RISE {
+                    self.decrease();
+                } else if w.saturated {
+                    self.limit = (self.limit + 1.0).min(self.max);
                 }
             }
+            if self.recent.len() == BASELINE_WINDOWS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(mean);
             next_len = next_len.max(mean);
         }
         self.window = Window { end_ms: now_ms + next_len as u64, ..Window::default() };
@@ -226,6 +234,29 @@ mod tests {
         assert!(once < high && once as f64 >= (high as f64 * DECREASE).floor() - 1.0, "{high} -> {once}");
         windows(&mut c, &mut now, 100, 20, |_| Signal::Overload);
         assert_eq!(c.limit(), 1);
+    }
+
+    /// A sink that serves `capacity` requests at once in 20 ms; more wait
+    /// their turn, so a round trip grows with the leases out past it.
+    #[test]
+    fn the_limit_settles_near_a_sinks_capacity() {
+        for capacity in [1usize, 4, 16] {
+            let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+            let mut now = 0;
+            let mut limits = Vec::new();
+            for _ in 0..400 {
+                let n = c.limit();
+                let rtt = 20 * n.div_ceil(capacity) as u64;
+                windows(&mut c, &mut now, 1, rtt, ok);
+                limits.push(c.limit());
+            }
+            let settled = &limits[200..];
+            let (lo, hi) = (*settled.iter().min().unwrap(), *settled.iter().max().unwrap());
+            assert!(
+                lo >= capacity.saturating_sub(1).max(1) && hi <= capacity * 2 + 1,
+                "capacity {capacity}: the limit ranged {lo}..={hi}"
+            );
+        }
     }
 
     #[test]

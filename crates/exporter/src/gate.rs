@@ -71,6 +71,7 @@ impl Gate {
             g.inside = g.inside.saturating_sub(1);
             if let Some(s) = signal {
                 g.aimd.on_done(s, now_ms());
+                tracing::trace!(signal = ?s, inside = g.inside, limit = g.aimd.limit(), "delivery ended");
             }
             g.aimd.limit()
         };
