@@ -14,8 +14,8 @@ pub mod defaults {
     pub const MAX_RETRIES: u32 = 2;
     pub const BACKOFF_BASE_MS: u64 = 100;
     pub const BACKOFF_MAX_MS: u64 = 2_000;
-    pub const BATCH_RECORDS: u32 = 500;
-    pub const BATCH_BYTES: u64 = 1 << 20;
+    pub const BATCH_RECORDS: u32 = 5_000;
+    pub const BATCH_BYTES: u64 = 4 << 20;
     pub const MAX_IN_FLIGHT: u32 = crate::concurrency::ADAPTIVE_MAX as u32;
     pub const LEASE_TIMEOUT_MS: u64 = 30_000;
     pub const WAIT_MS: u64 = 2_000;
@@ -85,10 +85,10 @@ pub struct Settings {
     /// Ceiling of the local backoff, ms [default: 2000].
     #[arg(long)]
     pub backoff_max_ms: Option<u64>,
-    /// Most records per lease / sink batch [default: 500].
+    /// Most records per lease / sink batch; the broker sizes leases to a target time within it [default: 5000].
     #[arg(long)]
     pub batch_records: Option<u32>,
-    /// Most payload bytes per lease / sink batch [default: 1048576].
+    /// Most payload bytes per lease / sink batch [default: 4194304].
     #[arg(long)]
     pub batch_bytes: Option<u64>,
     /// The most leases this process delivers at once: the adaptive limit's ceiling [default: 64].
