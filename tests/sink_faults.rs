@@ -253,3 +253,60 @@ async fn sink_3xx_is_poison_never_followed_and_its_location_is_in_the_dead_lette
 async fn sink_4xx_is_poison_dead_lettered_and_redriven_after_the_fix() {
     poison(Mode::Status(400, vec![]), "400", &["400"]).await;
 }
+
+/// The exporter's adaptive concurrency, against a real sink: it rises
+/// while a steady sink keeps up with a backlog, and a 429 (with no
+/// Retry-After, so nothing else slows the exporter) lowers it. The other
+/// two treatments of a 429 — the delivery honouring its Retry-After, the
+/// breaker counting it — are the test above and `retryable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_429_lowers_the_exporters_adaptive_concurrency() {
+    let b = BrokerProc::start(
+        "lease_timeout_ms = 3000\n[[destination]]\nname = \"w\"\ntopics = [\"events\"]\ntoken = \"w-t\"\nfailure_threshold = 1000\nbreaker_open_ms = 100\n",
+    );
+    // A backlog that lasts until the limit has risen (bounded: 1,000 batches).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (url, stop) = (b.url.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            for r in 0..1000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let body: String = (0..20).map(|i| format!("{{\"id\":\"c{r}-{i}\"}}\n")).collect();
+                assert_eq!(ingest(&url, "acme-t", "events", body).await.status, 200);
+            }
+        })
+    };
+    let sink = RawSink::start(Mode::Slow(Duration::from_millis(5))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--batch-records", "20", "--max-retries", "0", "--wait-ms", "200", "--metrics-listen", &listen];
+    let _e = ExporterProc::start(&b.url, "w", "w-t", &sink.url, &args);
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let limit = || {
+        let url = metrics_url.clone();
+        async move {
+            let text = client().get(&url).send().await.ok()?.text().await.ok()?;
+            let line = text.lines().find(|l| l.starts_with("weir_exporter_concurrency_limit{"))?;
+            line.rsplit(' ').next()?.parse::<f64>().ok()
+        }
+    };
+    wait_until("the limit rises while the sink keeps up", Duration::from_secs(60), || async {
+        limit().await.is_some_and(|l| l >= 3.0)
+    })
+    .await;
+    let peak = limit().await.expect("a limit");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.await.expect("producer");
+    sink.set(Mode::Status(429, vec![]));
+    wait_until("a 429 lowers the limit", Duration::from_secs(30), || async { limit().await.is_some_and(|l| l < peak) })
+        .await;
+    sink.set(Mode::Accept);
+    wait_until("everything delivered after the sink recovers", Duration::from_secs(120), || async {
+        let st = destination(&b.url, "w").await;
+        let (committed, end) = committed_and_end(&st);
+        end > 0 && committed == end
+    })
+    .await;
+}
