@@ -68,7 +68,6 @@ pub struct DestState {
     pub paused: bool,
     /// Honour the sink's Retry-After: no lease before this time.
     pub not_before_ms: u64,
-    pub acquires: u64,
     pub seq: u64,
     /// Dead-letter ids queued for re-drive.
     pub redrive: VecDeque<u64>,

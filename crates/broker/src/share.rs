@@ -26,7 +26,8 @@
 
 use wal::Priority;
 
-/// Every priority, in the order a tie is broken.
+/// Every priority, in the order a tie is broken; the arrays here are
+/// indexed by `Priority as usize` (high 0, normal 1, low 2).
 pub const PRIORITIES: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
 /// Leases per 13 while every priority has data: 8 high, 4 normal, 1 low.
@@ -34,14 +35,6 @@ pub const WEIGHTS: [u64; 3] = [8, 4, 1];
 
 /// What one lease adds to its priority's pass (8 / weight).
 const STRIDE: [u64; 3] = [1, 2, 8];
-
-fn index(p: Priority) -> usize {
-    match p {
-        Priority::High => 0,
-        Priority::Normal => 1,
-        Priority::Low => 2,
-    }
-}
 
 /// The share's memory: each priority's pass, and the virtual time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,7 +68,7 @@ impl Share {
         // Priorities with nothing waiting are still searched (the waiting
         // flags are a hint: data may land meanwhile), after the others.
         order.extend((0..3).filter(|&i| !d.waiting[i]));
-        let low = index(Priority::Low);
+        let low = Priority::Low as usize;
         if d.higher_waiting() && !self.low_may_lease(d) {
             order.retain(|&i| i != low);
         }
@@ -91,7 +84,7 @@ impl Share {
 
     /// A lease of priority `p` was handed out.
     pub fn charge(&mut self, p: Priority) {
-        let i = index(p);
+        let i = p as usize;
         let start = self.pass[i].max(self.vtime);
         self.vtime = start;
         self.pass[i] = start + STRIDE[i];
@@ -114,7 +107,7 @@ mod tests {
         for _ in 0..n {
             let p = share.order(&d)[0];
             share.charge(p);
-            got[index(p)] += 1;
+            got[p as usize] += 1;
         }
         got
     }

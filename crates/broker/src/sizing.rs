@@ -79,11 +79,7 @@ impl CostModel {
     /// Records for the next lease of `priority`, at most `cap`, at least 1.
     pub fn records_for(&self, priority: Priority, cap: usize) -> usize {
         let cap = cap.max(1);
-        let i = match priority {
-            Priority::High => 0,
-            Priority::Normal => 1,
-            Priority::Low => 2,
-        };
+        let i = priority as usize;
         let Some((a, b)) = self.fit() else {
             return if priority == Priority::Low { COLD_LOW_RECORDS.min(cap) } else { cap };
         };

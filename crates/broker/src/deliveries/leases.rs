@@ -113,7 +113,6 @@ impl Deliveries {
         }
         let probe = admission == Admission::Probe;
         let (lease, _) = self.transact(dest, &mut st, |next, _| {
-            next.acquires += 1;
             let lease = match self.build_redrive(dest, next, max_records, now, probe)? {
                 Some(l) => Some(l),
                 None => self.build_from_lanes(dest, next, (max_records, max_bytes), &mut pre, now, probe)?,
@@ -389,7 +388,7 @@ impl Deliveries {
 
     /// The commit's one transaction; returns the lane's cursor after it.
     fn settle_commit(&self, dest: &Destination, id: &str, req: &CommitRequest, now: u64) -> Result<u64, BrokerError> {
-        {
+        let (cursor, latency) = {
             let mut st = dest.state();
             let before = st.breaker;
             let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
@@ -420,21 +419,28 @@ impl Deliveries {
             }
             let took = lease.acquired_at.elapsed();
             self.metrics.lease_seconds.with_label_values(&[dest.name.as_str()]).observe(took.as_secs_f64());
-            if let LeaseSource::Lane(lane) = lease.source {
-                if lease.records > 0 {
-                    st.cost.observe(lease.records as usize, took.as_secs_f64() * 1000.0);
-                }
-                let hist =
-                    self.metrics.delivery_latency.with_label_values(&[dest.name.as_str(), lane.priority.as_str()]);
-                for &(ts, n) in &lease.ingested {
-                    let secs = now.saturating_sub(ts) as f64 / 1000.0;
-                    for _ in 0..n {
-                        hist.observe(secs);
+            let latency = match lease.source {
+                LeaseSource::Lane(lane) => {
+                    if lease.records > 0 {
+                        st.cost.observe(lease.records as usize, took.as_secs_f64() * 1000.0);
                     }
+                    Some((lane.priority, lease.ingested))
+                }
+                LeaseSource::DeadLetters(_) => None,
+            };
+            (cursor, latency)
+        };
+        // One observation per record: after the destination's lock is released.
+        if let Some((priority, ingested)) = latency {
+            let hist = self.metrics.delivery_latency.with_label_values(&[dest.name.as_str(), priority.as_str()]);
+            for (ts, n) in ingested {
+                let secs = now.saturating_sub(ts) as f64 / 1000.0;
+                for _ in 0..n {
+                    hist.observe(secs);
                 }
             }
-            Ok(cursor)
         }
+        Ok(cursor)
     }
 
     /// Dead-letter records for the offsets an exporter named, read back from

@@ -5,17 +5,8 @@
 
 use super::Deliveries;
 use crate::destination::{DestState, LeaseSource};
-use crate::share::{Demand, PRIORITIES};
-use wal::{LaneId, Priority};
-
-/// Index of a priority in the share's arrays.
-pub(super) fn slot(p: Priority) -> usize {
-    match p {
-        Priority::High => 0,
-        Priority::Normal => 1,
-        Priority::Low => 2,
-    }
-}
+use crate::share::Demand;
+use wal::LaneId;
 
 impl Deliveries {
     /// Lanes in the order this acquire searches them, each with the
@@ -26,7 +17,7 @@ impl Deliveries {
         let demand = self.demand(st);
         let mut plan = Vec::with_capacity(3 * usize::from(shards));
         for p in st.share.order(&demand) {
-            let turn = (st.shard_turn[slot(p)] % u64::from(shards)) as u16;
+            let turn = (st.shard_turn[p as usize] % u64::from(shards)) as u16;
             let records = st.cost.records_for(p, limits.0);
             for s in 0..shards {
                 plan.push((LaneId::new(p, (s + turn) % shards), (records, limits.1)));
@@ -40,7 +31,7 @@ impl Deliveries {
     fn demand(&self, st: &DestState) -> Demand {
         let mut d = Demand::default();
         for lane in self.wal.lanes() {
-            let i = slot(lane.id().priority);
+            let i = lane.id().priority as usize;
             let waiting = st.lanes.get(&lane.id()).is_some_and(|ll| {
                 !ll.expired.is_empty() || ll.next_unleased.max(lane.earliest_offset()) < lane.next_offset()
             });
@@ -48,10 +39,9 @@ impl Deliveries {
         }
         for l in st.leases.values() {
             if let LeaseSource::Lane(lane) = l.source {
-                d.in_flight[slot(lane.priority)] += 1;
+                d.in_flight[lane.priority as usize] += 1;
             }
         }
-        debug_assert!(PRIORITIES.iter().all(|&p| slot(p) < 3));
         d
     }
 
@@ -59,6 +49,6 @@ impl Deliveries {
     /// share, and the next lease of that priority starts at the next shard.
     pub(super) fn charge(st: &mut DestState, lane: LaneId) {
         st.share.charge(lane.priority);
-        st.shard_turn[slot(lane.priority)] += 1;
+        st.shard_turn[lane.priority as usize] += 1;
     }
 }

@@ -84,7 +84,6 @@ impl Deliveries {
     }
 
     /// [`Deliveries::read_matching`], answered by `pre` when it holds exactly that read.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn read_with(
         &self,
         pre: &mut Option<Prefetch>,
