@@ -7,7 +7,8 @@
 //! a shorter or newer read, never SIGBUS. Frames are authenticated under the
 //! key of the header read with them, and [`visit_segment_frames`] re-reads
 //! the header to check the file is still the generation it scanned: a file
-//! reused meanwhile is skipped, never read as the old segment. Callers stop
+//! reused meanwhile is skipped, never read as the old segment, and one
+//! deleted or recycled since the listing is left out. Callers stop
 //! at the broker's published durable watermark ([`durable_watermark`]).
 //! A segment being appended to may show a zero tail (preallocated space) —
 //! that is not damage; a torn tail there may be a write in flight.
@@ -107,16 +108,27 @@ pub fn inspect_all(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<SegmentRep
     let mut out = Vec::new();
     for lane in lanes_on_disk(fs, wal_dir)? {
         for (_, path) in segment_paths(fs, &lane_dir(wal_dir, lane))? {
-            out.push(inspect_segment(fs, lane, &path, false)?);
+            out.extend(present(inspect_segment(fs, lane, &path, false))?);
         }
         let qdir = quarantine_lane_dir(wal_dir, lane);
         if fs.exists(&qdir) {
             for path in fs.list_dir(&qdir).map_err(|e| WalError::io(&qdir, e))? {
-                out.push(inspect_segment(fs, lane, &path, true)?);
+                out.extend(present(inspect_segment(fs, lane, &path, true))?);
             }
         }
     }
     Ok(out)
+}
+
+/// Beside a running broker, retention may delete a segment (or recycle it
+/// as a spare) between the directory listing and the read: the file is no
+/// longer a segment, so it is left out rather than failing the whole scan.
+fn present<T>(read: Result<T>) -> Result<Option<T>> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(WalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Every file under `<wal_dir>/quarantine/<priority>/<shard>/`.
@@ -149,7 +161,10 @@ pub fn visit_segment_frames(
     let Some(header) = report.header else {
         return Ok(ControlFlow::Continue(()));
     };
-    let bytes = fs.read_copy(&report.path).map_err(|e| WalError::io(&report.path, e))?;
+    let read = fs.read_copy(&report.path).map_err(|e| WalError::io(&report.path, e));
+    let Some(bytes) = present(read)? else {
+        return Ok(ControlFlow::Continue(()));
+    };
     if SegmentHeader::decode(&bytes).ok() != Some(header) {
         return Ok(ControlFlow::Continue(()));
     }
