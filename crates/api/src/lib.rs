@@ -10,12 +10,14 @@
 //!   declared once (variant, wire name, status).
 //! - [`routes`] holds every endpoint's pattern (for the router) and path
 //!   builder (for the clients), and the lease and admin actions as enums.
-//! - Payloads cross the lease protocol as base64 (records are bytes, not
-//!   necessarily UTF-8).
+//! - Payloads cross the lease protocol as bytes: in the binary v2 format
+//!   ([`lease_binary`]) as they were acknowledged, in v1's JSON as base64
+//!   (records are bytes, not necessarily UTF-8).
 //!
 //! Never: depend on the broker or the exporter; do I/O.
 
 pub mod lease;
+pub mod lease_binary;
 pub mod routes;
 
 use serde::{Deserialize, Serialize};
@@ -211,9 +213,9 @@ pub fn b64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
+pub fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("invalid base64: {e}"))
+    base64::engine::general_purpose::STANDARD.decode(s)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The exporter's side of the lease protocol (`api::lease`).
 
 use api::lease::*;
+use api::lease_binary::{self, Decoded};
 use api::routes::{self, LeaseAction};
 use api::ErrorBody;
 use std::time::Duration;
@@ -13,6 +14,10 @@ pub enum ClientError {
     /// `--broker` is not a URL.
     #[error("--broker {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// A 2xx answer that does not parse (the lease, if one was granted,
+    /// expires and is offered again).
+    #[error("bad answer from the broker: {0}")]
+    BadAnswer(String),
     /// The broker answered with an error body.
     #[error("broker answered {status} {}: {message}", code.map_or("(a code this exporter does not know)", |c| c.as_str()))]
     Api { status: u16, code: Option<api::ErrorCode>, message: String },
@@ -28,10 +33,13 @@ impl ClientError {
                 matches!(c, api::ErrorCode::LeaseNotFound)
             }
             ClientError::Api { status, code: None, .. } => matches!(status, 404 | 409),
-            ClientError::Transport(_) | ClientError::BadUrl { .. } => false,
+            ClientError::Transport(_) | ClientError::BadAnswer(_) | ClientError::BadUrl { .. } => false,
         }
     }
 }
+
+/// What an acquire accepts: v2, else v1 JSON (an older broker's only format).
+const ACCEPT_LEASE: &str = "application/vnd.weir.lease.v2, application/json;q=0.5";
 
 pub struct BrokerClient {
     base: String,
@@ -55,26 +63,32 @@ impl BrokerClient {
         })
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
+    /// POST `body` to `path`; a 2xx answer's content type and bytes, or the
+    /// error body's code and message.
+    async fn post(
         &self,
         path: &str,
         body: serde_json::Value,
         timeout: Duration,
-    ) -> Result<T, ClientError> {
+        accept: &str,
+    ) -> Result<(Option<String>, bytes::Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .http
             .post(url)
             .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, accept)
             .timeout(timeout)
             .json(&body)
             .send()
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(e.to_string()))?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")));
+            return Ok((content_type, bytes));
         }
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => (b.error.code.known(), b.error.message),
@@ -83,9 +97,30 @@ impl BrokerClient {
         Err(ClientError::Api { status, code, message })
     }
 
-    pub async fn acquire(&self, req: &AcquireRequest) -> Result<AcquireResponse, ClientError> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let (_, bytes) = self.post(path, body, timeout, "application/json").await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// Acquire a lease, asking for the binary v2 format; a broker from
+    /// before v2 answers v1 JSON, read by its content type.
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<Decoded, ClientError> {
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
-        self.call(&routes::leases(&self.dest), serde_json::to_value(req).unwrap_or_default(), wait).await
+        let body = serde_json::to_value(req).unwrap_or_default();
+        let (content_type, bytes) = self.post(&routes::leases(&self.dest), body, wait, ACCEPT_LEASE).await?;
+        let binary = content_type.is_some_and(|t| {
+            t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(lease_binary::CONTENT_TYPE))
+        });
+        if binary {
+            return lease_binary::decode(bytes).map_err(|e| ClientError::BadAnswer(e.to_string()));
+        }
+        let v1: AcquireResponse = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        Ok(Decoded::from(v1))
     }
 
     pub async fn heartbeat(&self, id: &str) -> Result<HeartbeatResponse, ClientError> {

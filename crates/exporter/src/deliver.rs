@@ -155,7 +155,10 @@ mod tests {
     async fn one_bad_record_in_a_hundred_is_isolated_and_the_rest_delivered_in_order() {
         let sink = Picky { delivered: Mutex::new(Vec::new()), calls: Mutex::new(0) };
         let records: Vec<Record> = (0..100)
-            .map(|i| Record { offset: i, payload: if i == 37 { b"bad".to_vec() } else { b"{}".to_vec() } })
+            .map(|i| Record {
+                offset: i,
+                payload: if i == 37 { bytes::Bytes::from_static(b"bad") } else { bytes::Bytes::from_static(b"{}") },
+            })
             .collect();
         let d = Deliverer {
             mixed_lanes: false,
@@ -195,7 +198,10 @@ mod tests {
     async fn records_the_sink_refuses_go_to_dead_letters_unsent_and_the_rest_in_one_call() {
         let sink = Rows(Mutex::new(Vec::new()));
         let records: Vec<Record> = (0..10)
-            .map(|i| Record { offset: i, payload: if i % 4 == 1 { b"a\nb".to_vec() } else { b"{}".to_vec() } })
+            .map(|i| Record {
+                offset: i,
+                payload: if i % 4 == 1 { bytes::Bytes::from_static(b"a\nb") } else { bytes::Bytes::from_static(b"{}") },
+            })
             .collect();
         let d = Deliverer {
             mixed_lanes: false,
@@ -214,7 +220,7 @@ mod tests {
     #[test]
     fn redrive_keys_are_unique_per_set_and_stable_for_the_same_set() {
         let sink = Rows(Mutex::new(Vec::new()));
-        let rec = |offset, p: &str| Record { offset, payload: p.as_bytes().to_vec() };
+        let rec = |offset, p: &str| Record { offset, payload: bytes::Bytes::copy_from_slice(p.as_bytes()) };
         let d = Deliverer {
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
@@ -264,7 +270,7 @@ mod tests {
             max_retry_after: Duration::from_secs(60),
         };
         let started = std::time::Instant::now();
-        let out = d.deliver(&[Record { offset: 0, payload: b"{}".to_vec() }]).await;
+        let out = d.deliver(&[Record { offset: 0, payload: bytes::Bytes::from_static(b"{}") }]).await;
         assert!(started.elapsed() < Duration::from_secs(1), "slept on the sink's Retry-After");
         assert_eq!(*sink.0.lock().unwrap(), 1, "no local retry for a wait beyond the backoff ceiling");
         assert_eq!(

@@ -12,6 +12,7 @@ use crate::gate::Gate;
 use crate::metrics::ExporterMetrics;
 use crate::sink::{OpenError, Record, Sink};
 use api::lease::*;
+use api::lease_binary::{Decoded, DecodedLease};
 use plumbing::clock::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,18 +96,18 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
         }
         let resp = ctx.client.acquire(&req).await;
         match resp {
-            Ok(AcquireResponse { lease: Some(lease), .. }) => {
+            Ok(Decoded { lease: Some(lease), .. }) => {
                 transport_failures = 0;
                 if *stop.borrow() {
                     ctx.gate.leave(None);
-                    release(&ctx, &lease.id, "exporter stopping").await;
+                    release(&ctx, &lease.head.id, "exporter stopping").await;
                     break;
                 }
                 ctx.gate.started();
                 let signal = handle_lease(&ctx, lease).await;
                 ctx.gate.leave(Some(signal));
             }
-            Ok(AcquireResponse { idle, retry_after_ms, .. }) => {
+            Ok(Decoded { idle, retry_after_ms, .. }) => {
                 ctx.gate.leave(None);
                 transport_failures = 0;
                 if idle != Some(IdleReason::Empty) || retry_after_ms > 0 {
@@ -138,26 +139,10 @@ async fn release(ctx: &Ctx, id: &str, why: &str) {
     }
 }
 
-fn decode(lease: &Lease) -> (Vec<Record>, Vec<(u64, String)>, Vec<u64>) {
-    let mut records = Vec::with_capacity(lease.records.len());
-    let mut undecodable = Vec::new();
-    let mut ts = Vec::with_capacity(lease.records.len());
-    for r in &lease.records {
-        match api::b64_decode(&r.payload_b64) {
-            Ok(payload) => {
-                records.push(Record { offset: r.offset, payload });
-                ts.push(r.ts_ms);
-            }
-            Err(e) => undecodable.push((r.offset, e)),
-        }
-    }
-    (records, undecodable, ts)
-}
-
 /// Deliver one lease and settle it; what it said about the sink's capacity.
-async fn handle_lease(ctx: &Ctx, lease: Lease) -> Signal {
+async fn handle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let dest = ctx.opts.destination.as_str();
-    let priority = priority_of(&lease.lane);
+    let priority = priority_of(&lease.head.lane);
     let in_flight = ctx.metrics.in_flight.with_label_values(&[dest, priority]);
     in_flight.inc();
     ctx.metrics.lease_records.with_label_values(&[dest]).observe(lease.records.len() as f64);
@@ -172,9 +157,12 @@ fn priority_of(lane: &str) -> &'static str {
     crate::metrics::PRIORITIES.into_iter().find(|k| *k == p).unwrap_or("dead_letters")
 }
 
-async fn settle_lease(ctx: &Ctx, lease: Lease) -> Signal {
+async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let dest = ctx.opts.destination.as_str();
-    let (records, mut poison, ts) = decode(&lease);
+    let DecodedLease { head: lease, records, undecodable: mut poison, .. } = lease;
+    let ts: Vec<u64> = records.iter().map(|r| r.ts_ms).collect();
+    // Payloads are slices of the broker's answer: moved, never copied.
+    let records: Vec<Record> = records.into_iter().map(|r| Record { offset: r.offset, payload: r.payload }).collect();
     // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
     let (hb_stop_tx, mut hb_stop) = watch::channel(false);
     let every = Duration::from_millis((lease.lease_ms / 3).max(200));

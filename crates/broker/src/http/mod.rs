@@ -279,12 +279,19 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let Path(dest) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_exporter(b, req.headers(), &dest)?;
+        let format = wire::LeaseFormat::accepted(req.headers());
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let req: api::lease::AcquireRequest = parse_json(&body)?;
-        b.deliveries().acquire(&dest, req).await.map(wire::acquired)
+        b.deliveries().acquire(&dest, req).await.map(|a| (format, a))
     };
-    answer(&s, r.await)
+    match r.await {
+        Ok((wire::LeaseFormat::Binary, a)) => {
+            ([(header::CONTENT_TYPE, api::lease_binary::CONTENT_TYPE)], wire::acquired_binary(a)).into_response()
+        }
+        Ok((wire::LeaseFormat::Json, a)) => Json(wire::acquired(a)).into_response(),
+        Err(e) => answer::<()>(&s, Err(e)),
+    }
 }
 
 fn path_error(e: PathRejection) -> BrokerError {

@@ -1,8 +1,62 @@
-//! Domain answers in their wire form: leases and dead letters as the
-//! contract's JSON shapes, payloads base64-encoded (records are bytes, not
-//! necessarily UTF-8). The only place the broker encodes a payload.
+//! Domain answers in their wire form: leases in the binary v2 format
+//! (`api::lease_binary`) when the exporter asks for it, else — and dead
+//! letters always — as the contract's JSON shapes, payloads base64-encoded
+//! (records are bytes, not necessarily UTF-8). The only place the broker
+//! encodes a payload.
 
 use crate::leased::{Acquired, Lease, LeasedRecord};
+use api::lease_binary::{Encoder, LeaseHead};
+use axum::http::{header, HeaderMap};
+
+/// Which lease format an acquire answers in, negotiated per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseFormat {
+    /// v2: `Accept` names `api::lease_binary::CONTENT_TYPE` (with a q above 0).
+    Binary,
+    /// v1, JSON: what an exporter from before v2 gets (it sends no such `Accept`).
+    Json,
+}
+
+impl LeaseFormat {
+    pub fn accepted(headers: &HeaderMap) -> LeaseFormat {
+        let wants = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or("");
+                let refused =
+                    parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+                media.eq_ignore_ascii_case(api::lease_binary::CONTENT_TYPE) && !refused
+            })
+        });
+        if wants {
+            LeaseFormat::Binary
+        } else {
+            LeaseFormat::Json
+        }
+    }
+}
+
+/// An acquire's answer as a v2 body.
+pub fn acquired_binary(a: Acquired) -> Vec<u8> {
+    let Some(l) = a.lease else {
+        return api::lease_binary::encode_idle(a.idle, a.retry_after_ms);
+    };
+    let bytes = l.records.iter().map(|r| r.payload.len()).sum();
+    let mut enc = Encoder::with_capacity(l.records.len(), bytes);
+    for r in &l.records {
+        enc.push(r.offset, r.ts_ms, &r.tenant, &r.topic, &r.payload);
+    }
+    enc.finish(LeaseHead {
+        lane: l.lane.to_string(),
+        id: l.id,
+        destination: l.destination,
+        from_offset: l.from_offset,
+        to_offset: l.to_offset,
+        lease_ms: l.lease_ms,
+        probe: l.probe,
+        redeliveries: l.redeliveries,
+    })
+}
 
 pub fn acquired(a: Acquired) -> api::lease::AcquireResponse {
     api::lease::AcquireResponse { lease: a.lease.map(lease), idle: a.idle, retry_after_ms: a.retry_after_ms }

@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     fn rec(offset: u64, payload: &[u8]) -> Record {
-        Record { offset, payload: payload.to_vec() }
+        Record { offset, payload: bytes::Bytes::copy_from_slice(payload) }
     }
 
     #[test]

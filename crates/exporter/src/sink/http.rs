@@ -211,7 +211,7 @@ mod tests {
     }
 
     fn rec(payload: &[u8]) -> Record {
-        Record { offset: 0, payload: payload.to_vec() }
+        Record { offset: 0, payload: bytes::Bytes::copy_from_slice(payload) }
     }
 
     #[test]

@@ -14,11 +14,12 @@ use std::time::Duration;
 pub use file::FileSink;
 pub use http::{HttpSink, HttpStyle};
 
-/// One record to deliver.
+/// One record to deliver: its payload as acknowledged, a slice of the
+/// broker's answer (cloning a record does not copy its bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub offset: u64,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,188 @@
+use super::*;
+
+fn head(lane: &str, from: u64, to: u64) -> LeaseHead {
+    LeaseHead {
+        id: "0-1-abc".into(),
+        destination: "d".into(),
+        lane: lane.into(),
+        from_offset: from,
+        to_offset: to,
+        lease_ms: 30_000,
+        probe: false,
+        redeliveries: 2,
+    }
+}
+
+/// Records whose bytes try to pass for the format's own structure.
+fn hostile_payloads() -> Vec<Vec<u8>> {
+    vec![
+        b"{\"a\":1}".to_vec(),
+        b"".to_vec(),
+        b"two\nlines\n".to_vec(),
+        b"\n".to_vec(),
+        MAGIC.to_vec(),
+        vec![0xff, 0x00, b'\n', 0x80],
+        b"{\"payload_b64\":\"AA==\"}".to_vec(),
+    ]
+}
+
+fn encoded() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let payloads = hostile_payloads();
+    let mut enc = Encoder::with_capacity(payloads.len(), 64);
+    for (i, p) in payloads.iter().enumerate() {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        enc.push(10 + 2 * i as u64, 1_000 + i as u64, tenant, "events", p);
+    }
+    (enc.finish(head("normal/0", 10, 30)), payloads)
+}
+
+#[test]
+fn a_lease_round_trips_with_every_payload_exactly_as_pushed() {
+    let (body, payloads) = encoded();
+    let d = decode(Bytes::from(body)).expect("decodes");
+    assert_eq!((d.idle, d.retry_after_ms), (None, 0));
+    let lease = d.lease.expect("a lease");
+    assert_eq!(lease.head, head("normal/0", 10, 30));
+    assert_eq!(lease.tenants, ["acme", "globex"], "each name once");
+    assert_eq!(lease.topics, ["events"]);
+    assert_eq!(lease.records.len(), payloads.len(), "a payload with newlines stays one record");
+    for (i, (r, p)) in lease.records.iter().zip(&payloads).enumerate() {
+        assert_eq!(&r.payload[..], &p[..], "record {i}");
+        assert_eq!((r.offset, r.ts_ms, r.tenant, r.topic), (10 + 2 * i as u64, 1_000 + i as u64, (i % 2) as u32, 0));
+    }
+}
+
+#[test]
+fn an_idle_answer_round_trips() {
+    let d = decode(Bytes::from(encode_idle(Some(IdleReason::BreakerOpen), 1234))).expect("decodes");
+    assert_eq!(d, Decoded { lease: None, idle: Some(IdleReason::BreakerOpen), retry_after_ms: 1234 });
+}
+
+#[test]
+fn every_truncation_and_every_extension_is_refused_never_misread() {
+    let (body, _) = encoded();
+    for cut in 0..body.len() {
+        assert!(decode(Bytes::copy_from_slice(&body[..cut])).is_err(), "a body cut at {cut} decoded");
+    }
+    let mut longer = body.clone();
+    longer.extend_from_slice(b"{\"x\":1}\n");
+    assert_eq!(decode(Bytes::from(longer)), Err(LeaseFormatError::Trailing(8)));
+}
+
+#[test]
+fn a_wrong_separator_bad_indices_and_foreign_offsets_are_refused() {
+    let (body, _) = encoded();
+    let mut sep = body.clone();
+    let last = sep.len() - 1;
+    sep[last] = b'x';
+    assert!(matches!(decode(Bytes::from(sep)), Err(LeaseFormatError::Record { .. })));
+
+    let mut enc = Encoder::default();
+    enc.push(5, 0, "t", "e", b"{}");
+    let outside = enc.finish(head("normal/0", 10, 30));
+    assert!(matches!(decode(Bytes::from(outside)), Err(LeaseFormatError::Record { index: 0, .. })));
+
+    let mut enc = Encoder::default();
+    enc.push(12, 0, "t", "e", b"{}");
+    enc.push(11, 0, "t", "e", b"{}");
+    let backwards = enc.finish(head("high/1", 10, 30));
+    assert!(matches!(decode(Bytes::from(backwards)), Err(LeaseFormatError::Record { index: 1, .. })));
+
+    // Re-drive leases mix lanes: any offsets, in any order.
+    let mut enc = Encoder::default();
+    enc.push(12, 0, "t", "e", b"{}");
+    enc.push(3, 0, "t", "e", b"{}");
+    let redrive = enc.finish(head(DEAD_LETTERS_LANE, 0, 0));
+    assert_eq!(decode(Bytes::from(redrive)).expect("decodes").lease.expect("lease").records.len(), 2);
+
+    let bad_index = body_with(|h| {
+        if let Some(l) = &mut h.lease {
+            l.records[0].tenant = 7;
+        }
+    });
+    assert!(matches!(decode(Bytes::from(bad_index)), Err(LeaseFormatError::Record { index: 0, .. })));
+    let bad_len = body_with(|h| {
+        if let Some(l) = &mut h.lease {
+            l.records[0].len = u32::MAX;
+        }
+    });
+    assert!(matches!(decode(Bytes::from(bad_len)), Err(LeaseFormatError::Record { index: 0, .. })));
+}
+
+/// The encoded body with its header changed by `edit`.
+fn body_with(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let (body, _) = encoded();
+    let n = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
+    let (mut h, _): (Header, usize) =
+        bincode::serde::decode_from_slice(&body[8..8 + n], bincode::config::standard()).expect("header");
+    edit(&mut h);
+    let payloads = &body[8 + n..];
+    super::body(&h, payloads)
+}
+
+#[test]
+fn random_and_mutated_bodies_never_panic_and_never_yield_bytes_outside_the_body() {
+    let (body, _) = encoded();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let mut b = body.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % b.len();
+            b[at] = next() as u8;
+        }
+        if let Ok(d) = decode(Bytes::from(b.clone())) {
+            let total: usize = d.lease.iter().flat_map(|l| &l.records).map(|r| r.payload.len() + 1).sum();
+            assert!(total <= b.len(), "payloads longer than the body");
+        }
+    }
+    for len in 0..64 {
+        let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let _ = decode(Bytes::from(junk));
+    }
+}
+
+#[test]
+fn a_v1_answer_converts_with_its_payloads_decoded() {
+    let v1 = AcquireResponse {
+        lease: Some(crate::lease::Lease {
+            id: "i".into(),
+            destination: "d".into(),
+            lane: "low/3".into(),
+            from_offset: 0,
+            to_offset: 2,
+            lease_ms: 1000,
+            probe: true,
+            redeliveries: 0,
+            records: vec![
+                crate::lease::LeasedRecord {
+                    offset: 0,
+                    tenant: "a".into(),
+                    topic: "e".into(),
+                    ts_ms: 5,
+                    payload_b64: crate::b64_encode(b"x\ny"),
+                },
+                crate::lease::LeasedRecord {
+                    offset: 1,
+                    tenant: "a".into(),
+                    topic: "e".into(),
+                    ts_ms: 6,
+                    payload_b64: "!!".into(),
+                },
+            ],
+        }),
+        idle: None,
+        retry_after_ms: 0,
+    };
+    let lease = Decoded::from(v1).lease.expect("lease");
+    assert!(lease.head.probe);
+    assert_eq!(lease.records.len(), 1);
+    assert_eq!(&lease.records[0].payload[..], b"x\ny");
+    assert_eq!(lease.undecodable.len(), 1);
+    assert_eq!(lease.undecodable[0].0, 1);
+}
