@@ -1,7 +1,8 @@
 //! What an acquire hands out, in the domain's terms: a lease over a range
 //! of one lane (or over dead letters being re-driven) and its records as
-//! the bytes the tenant sent. How a lease travels — JSON with base64
-//! payloads today — is [`crate::http`]'s business, never this module's.
+//! the bytes the tenant sent. How a lease travels — the binary v2 format,
+//! or v1's JSON with base64 payloads — is [`crate::http`]'s business, never
+//! this module's.
 
 use api::lease::IdleReason;
 use wal::LaneId;
