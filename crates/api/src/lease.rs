@@ -23,6 +23,15 @@ pub struct AcquireRequest {
     /// Long-poll: wait up to this long for data before answering idle.
     #[serde(default)]
     pub wait_ms: Option<u64>,
+    /// The asking exporter process, an id it draws at start: the broker sums
+    /// the concurrency limits of the exporters it has heard from recently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<String>,
+    /// That exporter's current concurrency limit (leases it will hold at
+    /// once): the destination's capacity the reservation for the higher
+    /// priorities is taken from (see `docs/leases.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
 }
 
 /// Why an acquire got no lease.

@@ -9,6 +9,7 @@
 //! over the contiguous committed prefix without tracking committed ranges.
 
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
+use crate::capacity::Capacity;
 use crate::config::{DestinationConfig, OnLagLimit};
 use crate::store::LeaseRecord;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -216,6 +217,8 @@ pub struct Destination {
     pub policy: BreakerPolicy,
     pub lease_ms: u64,
     state: Mutex<DestState>,
+    /// Its exporters' reported concurrency limits (soft state, see [`Capacity`]).
+    capacity: Mutex<Capacity>,
     /// Per priority (high, normal, low), set while the lag of the lanes at
     /// or above it is over the limit and on_lag_limit is backpressure: a
     /// request whose records would be stored at that priority gets 429. So
@@ -240,6 +243,7 @@ impl Destination {
             lease_ms,
             cfg,
             state: Mutex::new(state),
+            capacity: Mutex::default(),
             backpressure: Default::default(),
             lag_records: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
@@ -252,6 +256,16 @@ impl Destination {
     pub fn state(&self) -> MutexGuard<'_, DestState> {
         // Critical sections keep the state consistent at every step.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An exporter asked with its concurrency limit (see [`crate::capacity`]).
+    pub fn report_capacity(&self, exporter: &str, limit: u32, now: u64) {
+        self.capacity.lock().unwrap_or_else(|e| e.into_inner()).report(exporter, limit, now);
+    }
+
+    /// Leases this destination's exporters hold at once, within `max_in_flight`.
+    pub fn capacity(&self, now: u64) -> u32 {
+        self.capacity.lock().unwrap_or_else(|e| e.into_inner()).total(now, self.cfg.max_in_flight)
     }
 
     /// Does a record of (tenant, topic) go to this destination?

@@ -35,6 +35,7 @@
 pub mod accepted;
 pub mod auth;
 pub mod breaker;
+pub mod capacity;
 pub mod check_config;
 pub mod config;
 pub mod core;

@@ -12,14 +12,19 @@
 //!    and a flood demoted to `low` cannot crowd out the others. A priority
 //!    that had nothing waiting re-enters at the current virtual time, so an
 //!    idle spell does not bank credit for a burst later.
-//! 2. **Reservation.** While `high` or `normal` data waits, `low` may have
-//!    at most one lease in flight, and only on its turn in the share: a
-//!    higher-priority record never waits behind more than one `low` lease
-//!    (whose size the lease sizing bounds in time, see [`crate::sizing`]),
-//!    and `low` never takes the last slots of the destination's capacity.
-//!    With a capacity of one lease, `low` still progresses: its turn comes
-//!    once in every 13 leases while the others have data, and every time
-//!    they have none.
+//! 2. **Reservation.** A share of the destination's capacity — the leases
+//!    its exporters hold at once (their reported concurrency limits, see
+//!    [`crate::capacity`]) — is kept for `high` and `normal`: `low` holds at
+//!    most [`low_slots`] leases, a quarter fewer than the capacity (rounded
+//!    up), so a higher-priority lease finds a place at the sink at once
+//!    instead of queueing behind `low`. While `high` or `normal` data waits,
+//!    `low` may have at most one lease in flight, and only on its turn in
+//!    the share: a higher-priority record never waits behind more than one
+//!    `low` lease (whose size the lease sizing bounds in time, see
+//!    [`crate::sizing`]). With a capacity of one lease, `low` still
+//!    progresses: it may take that one lease while the others have nothing
+//!    waiting (a record arriving then waits behind one `low` lease at most),
+//!    and its turn comes once in every 13 leases while they have data.
 //!
 //! Pure: the state is plain data kept in the destination's state (so it
 //! changes only inside a lease transaction), and nothing here reads a clock.
@@ -44,11 +49,23 @@ pub struct Share {
 }
 
 /// What the share decides on: per priority, whether data waits and how
-/// many leases are out.
+/// many leases are out; and the destination's capacity in leases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Demand {
     pub waiting: [bool; 3],
     pub in_flight: [u32; 3],
+    pub capacity: u32,
+}
+
+/// The places kept for `high` and `normal` out of `capacity`: a quarter, rounded up.
+pub fn reserved(capacity: u32) -> u32 {
+    capacity.div_ceil(4)
+}
+
+/// The most `low` leases out at once with `capacity`: all but the reserved
+/// places, and one even when that leaves none (so `low` always progresses).
+pub fn low_slots(capacity: u32) -> u32 {
+    capacity.saturating_sub(reserved(capacity)).max(1)
 }
 
 impl Demand {
@@ -69,14 +86,18 @@ impl Share {
         // flags are a hint: data may land meanwhile), after the others.
         order.extend((0..3).filter(|&i| !d.waiting[i]));
         let low = Priority::Low as usize;
-        if d.higher_waiting() && !self.low_may_lease(d) {
+        if !self.low_may_lease(d) {
             order.retain(|&i| i != low);
         }
         order.into_iter().map(|i| PRIORITIES[i]).collect()
     }
 
-    /// While higher data waits: one low lease at most, on low's turn.
+    /// Low stays within [`low_slots`]; while higher data waits, it holds
+    /// one lease at most, on its turn.
     fn low_may_lease(&self, d: &Demand) -> bool {
+        if !d.higher_waiting() {
+            return d.in_flight[2] < low_slots(d.capacity);
+        }
         let pass = |i: usize| self.pass[i].max(self.vtime);
         let low_turn = (0..2).filter(|&i| d.waiting[i]).all(|i| pass(2) < pass(i));
         d.in_flight[2] == 0 && low_turn
@@ -97,7 +118,7 @@ mod tests {
     use super::*;
 
     fn all_waiting() -> Demand {
-        Demand { waiting: [true, true, true], in_flight: [0, 0, 0] }
+        Demand { waiting: [true, true, true], in_flight: [0, 0, 0], capacity: 1 }
     }
 
     /// Hand out `n` leases with every priority waiting and no lease ever
@@ -119,17 +140,30 @@ mod tests {
     }
 
     #[test]
-    fn low_alone_takes_every_lease() {
+    fn low_alone_takes_every_lease_within_its_slots() {
         let mut s = Share::default();
-        let d = Demand { waiting: [false, false, true], in_flight: [0, 0, 4] };
-        assert_eq!(s.order(&d)[0], Priority::Low, "no higher data: no reservation");
+        let d = Demand { waiting: [false, false, true], in_flight: [0, 0, 5], capacity: 8 };
+        assert_eq!(s.order(&d)[0], Priority::Low, "no higher data: low leases");
         assert_eq!(run(&mut s, 50, d), [0, 0, 50]);
+        let full = Demand { in_flight: [0, 0, 6], ..d };
+        assert!(!s.order(&full).contains(&Priority::Low), "6 of 8: the last quarter is kept for the others");
+    }
+
+    #[test]
+    fn the_reservation_keeps_a_quarter_rounded_up_and_low_always_one() {
+        let slots: Vec<u32> = [1, 2, 3, 4, 5, 8, 64].into_iter().map(low_slots).collect();
+        assert_eq!(slots, [1, 1, 2, 3, 3, 6, 48]);
+        let mut s = Share::default();
+        let one = Demand { waiting: [false, false, true], in_flight: [0; 3], capacity: 1 };
+        assert_eq!(s.order(&one)[0], Priority::Low, "capacity 1: low takes it while nothing else waits");
+        assert!(!s.order(&Demand { in_flight: [0, 0, 1], ..one }).contains(&Priority::Low));
+        s.charge(Priority::Low);
     }
 
     #[test]
     fn low_waits_for_its_turn_and_holds_one_lease_at_most_while_higher_data_waits() {
         let mut s = Share::default();
-        let mut d = Demand { waiting: [false, true, true], in_flight: [0, 0, 0] };
+        let mut d = Demand { waiting: [false, true, true], in_flight: [0, 0, 0], capacity: 4 };
         // Normal's turn first (tie broken by priority), then low's turn comes.
         let mut seen_low = false;
         for _ in 0..20 {
@@ -161,12 +195,12 @@ mod tests {
     #[test]
     fn an_idle_priority_banks_no_credit() {
         let mut s = Share::default();
-        run(&mut s, 1000, Demand { waiting: [false, true, false], in_flight: [0; 3] });
+        run(&mut s, 1000, Demand { waiting: [false, true, false], in_flight: [0; 3], capacity: 4 });
         // High wakes up: it gets its weighted share from now (within one
         // lease of the phase), not a run of 1000 leases to catch up.
-        let got = run(&mut s, 12, Demand { waiting: [true, true, false], in_flight: [0; 3] });
+        let got = run(&mut s, 12, Demand { waiting: [true, true, false], in_flight: [0; 3], capacity: 4 });
         assert!(got[0].abs_diff(8) <= 1 && got[1].abs_diff(4) <= 1, "{got:?}");
-        let got = run(&mut s, 120, Demand { waiting: [true, true, false], in_flight: [0; 3] });
+        let got = run(&mut s, 120, Demand { waiting: [true, true, false], in_flight: [0; 3], capacity: 4 });
         assert!(got[0].abs_diff(80) <= 1 && got[1].abs_diff(40) <= 1, "{got:?}");
     }
 }

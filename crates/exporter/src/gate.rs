@@ -37,6 +37,12 @@ impl Gate {
         self.lock().aimd.ceiling()
     }
 
+    /// The current limit: what this exporter reports to the broker with
+    /// each acquire, for the reservation of the higher priorities.
+    pub fn limit(&self) -> usize {
+        self.lock().aimd.limit()
+    }
+
     /// Wait for a place inside.
     pub async fn enter(&self) {
         loop {

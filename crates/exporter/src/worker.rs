@@ -27,6 +27,8 @@ pub enum ExportError {
 }
 
 struct Ctx {
+    /// This process among the destination's exporters (see `AcquireRequest::exporter`).
+    id: String,
     opts: Options,
     client: BrokerClient,
     sink: Box<dyn Sink>,
@@ -62,7 +64,7 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
     let gate = Gate::new(Aimd::new(opts.concurrency, opts.max_in_flight as usize), &metrics, &opts.destination);
     let ceiling = gate.ceiling();
     tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?opts.concurrency, ceiling, "exporter started");
-    let ctx = Arc::new(Ctx { opts, client, sink, metrics, gate });
+    let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate });
     let mut workers = Vec::new();
     // One task per slot the limit may ever open; the gate lets `limit` of them work.
     for _ in 0..ceiling {
@@ -82,18 +84,27 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
     result
 }
 
+/// An id for this process: unique among a destination's exporters in
+/// practice (host-local pid and start time in nanoseconds).
+fn exporter_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
 async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), ExportError> {
-    let req = AcquireRequest {
-        max_records: Some(ctx.opts.batch_records),
-        max_bytes: Some(ctx.opts.batch_bytes),
-        wait_ms: Some(ctx.opts.wait_ms),
-    };
     let mut transport_failures = 0u32;
     while !*stop.borrow() {
         tokio::select! {
             () = ctx.gate.enter() => {}
             _ = stop.changed() => break,
         }
+        let req = AcquireRequest {
+            max_records: Some(ctx.opts.batch_records),
+            max_bytes: Some(ctx.opts.batch_bytes),
+            wait_ms: Some(ctx.opts.wait_ms),
+            exporter: Some(ctx.id.clone()),
+            concurrency_limit: Some(u32::try_from(ctx.gate.limit()).unwrap_or(u32::MAX)),
+        };
         let resp = ctx.client.acquire(&req).await;
         match resp {
             Ok(Decoded { lease: Some(lease), .. }) => {

@@ -95,6 +95,9 @@ impl Deliveries {
         let max_records =
             req.max_records.unwrap_or(self.cfg.max_lease_records).clamp(1, self.cfg.max_lease_records) as usize;
         let max_bytes = req.max_bytes.unwrap_or(self.cfg.max_lease_bytes).clamp(1, self.cfg.max_lease_bytes) as usize;
+        if let (Some(exporter), Some(limit)) = (&req.exporter, req.concurrency_limit) {
+            dest.report_capacity(exporter, limit, now);
+        }
         // The WAL read, made before the lock (see `prefetch`).
         let mut pre = self.prefetch(dest, (max_records, max_bytes), now);
         let mut st = dest.state();
@@ -198,7 +201,7 @@ impl Deliveries {
         now: u64,
         probe: bool,
     ) -> Result<Option<Lease>, BrokerError> {
-        let plan = self.search_plan(st, limits);
+        let plan = self.search_plan(st, limits, dest.capacity(now));
         // Ranges to offer again first, in plan order. A range that holds no
         // record for this destination any more (retention) is dropped; its
         // record goes with it.

@@ -11,10 +11,16 @@ use wal::LaneId;
 impl Deliveries {
     /// Lanes in the order this acquire searches them, each with the
     /// (records, bytes) limits of a lease from it. `limits` are the caps
-    /// (the request's, within the broker's).
-    pub(super) fn search_plan(&self, st: &DestState, limits: (usize, usize)) -> Vec<(LaneId, (usize, usize))> {
+    /// (the request's, within the broker's); `capacity` the destination's
+    /// leases at once ([`crate::capacity`]), which the reservation divides.
+    pub(super) fn search_plan(
+        &self,
+        st: &DestState,
+        limits: (usize, usize),
+        capacity: u32,
+    ) -> Vec<(LaneId, (usize, usize))> {
         let shards = self.cfg.shards.max(1);
-        let demand = self.demand(st);
+        let demand = self.demand(st, capacity);
         let mut plan = Vec::with_capacity(3 * usize::from(shards));
         for p in st.share.order(&demand) {
             let turn = (st.shard_turn[p as usize] % u64::from(shards)) as u16;
@@ -28,8 +34,8 @@ impl Deliveries {
 
     /// Per priority: whether a lane holds data not yet leased (for any
     /// destination: a hint), and how many of this destination's leases are out.
-    fn demand(&self, st: &DestState) -> Demand {
-        let mut d = Demand::default();
+    fn demand(&self, st: &DestState, capacity: u32) -> Demand {
+        let mut d = Demand { capacity, ..Demand::default() };
         for lane in self.wal.lanes() {
             let i = lane.id().priority as usize;
             let waiting = st.lanes.get(&lane.id()).is_some_and(|ll| {

@@ -62,7 +62,7 @@ impl Deliveries {
         if idle || !st.redrive.is_empty() || matches!(st.breaker.admit(now, dest.policy).1, Admission::Deny { .. }) {
             return None;
         }
-        let plan = self.search_plan(st, limits);
+        let plan = self.search_plan(st, limits, dest.capacity(now));
         for &(lane_id, _) in &plan {
             let Some((&from, range)) = st.lanes.get(&lane_id).and_then(|ll| ll.expired.first_key_value()) else {
                 continue;
@@ -123,7 +123,7 @@ mod tests {
         }
         let d = h.b().deliveries();
         let dest = d.dest("d").expect("dest");
-        let req = AcquireRequest { max_records: Some(10), max_bytes: None, wait_ms: Some(0) };
+        let req = AcquireRequest { max_records: Some(10), max_bytes: None, wait_ms: Some(0), ..Default::default() };
         let now = plumbing::clock::now_ms();
         let pre = d.prefetch(dest, (10, usize::MAX), now).expect("a first read");
         assert_eq!((pre.lane, pre.from, pre.read.1), (normal0(), 0, 10));

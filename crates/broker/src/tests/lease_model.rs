@@ -244,7 +244,8 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
             }
         }
         Action::Acquire { dest, max } => {
-            let req = AcquireRequest { max_records: Some(max), max_bytes: None, wait_ms: Some(0) };
+            let req =
+                AcquireRequest { max_records: Some(max), max_bytes: None, wait_ms: Some(0), ..Default::default() };
             let resp = h
                 .run(h.b().deliveries().acquire_at(DESTS[dest], req, m.now))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;

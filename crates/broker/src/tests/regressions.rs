@@ -22,7 +22,8 @@ fn recs(prefix: &str, n: usize) -> Vec<String> {
 }
 
 fn acquire(h: &Harness, max_records: u32) -> Result<Lease, Option<IdleReason>> {
-    let req = AcquireRequest { max_records: Some(max_records), max_bytes: None, wait_ms: Some(0) };
+    let req =
+        AcquireRequest { max_records: Some(max_records), max_bytes: None, wait_ms: Some(0), ..Default::default() };
     let resp = h.run(h.b().deliveries().acquire("d", req)).expect("acquire answers");
     resp.lease.ok_or(resp.idle)
 }
