@@ -15,16 +15,17 @@
 //! 2. **Reservation.** A share of the destination's capacity — the leases
 //!    its exporters hold at once (their reported concurrency limits, see
 //!    [`crate::capacity`]) — is kept for `high` and `normal`: `low` holds at
-//!    most [`low_slots`] leases, a quarter fewer than the capacity (rounded
-//!    up), so a higher-priority lease finds a place at the sink at once
-//!    instead of queueing behind `low`. While `high` or `normal` data waits,
+//!    most [`low_slots`] leases, the places their leases do not use less a
+//!    quarter of the capacity (rounded up), so a higher-priority lease finds
+//!    a place at the sink at once instead of queueing behind `low`. While `high` or `normal` data waits,
 //!    `low` may have at most one lease in flight, and only on its turn in
 //!    the share: a higher-priority record never waits behind more than one
 //!    `low` lease (whose size the lease sizing bounds in time, see
 //!    [`crate::sizing`]). With a capacity of one lease, `low` still
 //!    progresses: it may take that one lease while the others have nothing
-//!    waiting (a record arriving then waits behind one `low` lease at most),
-//!    and its turn comes once in every 13 leases while they have data.
+//!    waiting and nothing out (a record arriving then waits behind one `low`
+//!    lease at most), and its turn comes once in every 13 leases while they
+//!    have data.
 //!
 //! Pure: the state is plain data kept in the destination's state (so it
 //! changes only inside a lease transaction), and nothing here reads a clock.
@@ -62,10 +63,15 @@ pub fn reserved(capacity: u32) -> u32 {
     capacity.div_ceil(4)
 }
 
-/// The most `low` leases out at once with `capacity`: all but the reserved
-/// places, and one even when that leaves none (so `low` always progresses).
-pub fn low_slots(capacity: u32) -> u32 {
-    capacity.saturating_sub(reserved(capacity)).max(1)
+/// The most `low` leases out at once with `capacity` and `higher` leases
+/// of `high` and `normal` out: the places they do not use, but for the
+/// reserved ones; and one while they have none out, even when that leaves
+/// none (so `low` alone always progresses). The higher lanes' leases are
+/// counted because they take places at the same sink: a place `low` takes
+/// while they use most of them is one their next lease queues behind.
+pub fn low_slots(capacity: u32, higher: u32) -> u32 {
+    let spare = capacity.saturating_sub(reserved(capacity)).saturating_sub(higher);
+    spare.max(u32::from(higher == 0))
 }
 
 impl Demand {
@@ -96,7 +102,7 @@ impl Share {
     /// one lease at most, on its turn.
     fn low_may_lease(&self, d: &Demand) -> bool {
         if !d.higher_waiting() {
-            return d.in_flight[2] < low_slots(d.capacity);
+            return d.in_flight[2] < low_slots(d.capacity, d.in_flight[0] + d.in_flight[1]);
         }
         let pass = |i: usize| self.pass[i].max(self.vtime);
         let low_turn = (0..2).filter(|&i| d.waiting[i]).all(|i| pass(2) < pass(i));
@@ -151,8 +157,11 @@ mod tests {
 
     #[test]
     fn the_reservation_keeps_a_quarter_rounded_up_and_low_always_one() {
-        let slots: Vec<u32> = [1, 2, 3, 4, 5, 8, 64].into_iter().map(low_slots).collect();
+        let slots: Vec<u32> = [1, 2, 3, 4, 5, 8, 64].into_iter().map(|c| low_slots(c, 0)).collect();
         assert_eq!(slots, [1, 1, 2, 3, 3, 6, 48]);
+        // Places the higher lanes use are theirs too; low alone keeps one at least.
+        assert_eq!([0, 2, 5, 6, 60].map(|h| low_slots(8, h)), [6, 4, 1, 0, 0]);
+        assert_eq!([0, 1].map(|h| low_slots(1, h)), [1, 0]);
         let mut s = Share::default();
         let one = Demand { waiting: [false, false, true], in_flight: [0; 3], capacity: 1 };
         assert_eq!(s.order(&one)[0], Priority::Low, "capacity 1: low takes it while nothing else waits");

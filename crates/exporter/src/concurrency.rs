@@ -11,12 +11,20 @@
 //! - an overload signal — a 429, a 503, a timeout or a refused connection —
 //!   decreases it at once, at most once per window.
 //!
-//! The baseline is the sink's unloaded round trip: the smallest window mean
-//! of the last [`BASELINE_WINDOWS`] windows. Queueing past the sink's
-//! capacity inflates every round trip, so it shows against that minimum
-//! however slowly the limit crept up; a sink that became slower for good
-//! moves the minimum within those windows. Other
-//! failures (a 4xx poison, a bad answer) say nothing about capacity and are
+//! The baseline is the sink's unloaded round trip *for a lease of that
+//! size*: a round trip grows with the records a lease carries, and an
+//! exporter serving small `normal` leases beside larger `low` ones would
+//! otherwise read every large lease as queueing (and every small one as
+//! room). So deliveries are classed by size (records rounded down to a
+//! power of two), and each class's baseline is the smallest round trip it
+//! had in the last [`BASELINE_WINDOWS`] windows. A window is judged on the
+//! mean ratio of its round trips to their class's baseline. Queueing past
+//! the sink's capacity inflates every round trip, so it shows against that
+//! minimum however slowly the limit crept up; a sink that became slower
+//! for good moves the minimum within those windows. A class not seen in
+//! those windows only seeds its baseline.
+//!
+//! Other failures (a 4xx poison, a bad answer) say nothing about capacity and are
 //! ignored here. A sink's 429 is therefore treated three ways: here it
 //! lowers the concurrency; the delivery honours its `Retry-After` (slept
 //! while short, else the lease is handed back with it); and the broker
@@ -43,8 +51,8 @@ pub const ADAPTIVE_MAX: usize = 64;
 /// What one delivery said about the sink's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Signal {
-    /// Delivered (or refused as poison) after `rtt`.
-    Done { rtt: Duration },
+    /// A lease of `records` delivered (or refused as poison) after `rtt`.
+    Done { rtt: Duration, records: u32 },
     /// 429, 503, a timeout, a refused connection: the sink is overloaded.
     Overload,
     /// Anything else: no word on capacity.
@@ -76,11 +84,21 @@ impl std::str::FromStr for Mode {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Size classes: records rounded down to a power of two (0, 1, 2-3, 4-7, ...).
+const CLASSES: usize = 33;
+
+fn class(records: u32) -> usize {
+    (u32::BITS - records.leading_zeros()) as usize
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Window {
     end_ms: u64,
-    n: u32,
-    rtt_ms_sum: f64,
+    /// Round trips judged against their class's baseline, and their ratios' sum.
+    judged: u32,
+    ratio_sum: f64,
+    /// Per class seen in this window, its smallest round trip (ms).
+    mins: Vec<(usize, f64)>,
     saturated: bool,
     overloaded: bool,
 }
@@ -91,8 +109,11 @@ pub struct Aimd {
     limit: f64,
     max: f64,
     pinned: bool,
-    /// The last windows' mean round trips, ms (newest last).
-    recent: std::collections::VecDeque<f64>,
+    /// Windows closed so far.
+    window_no: u64,
+    /// Per size class, (window, smallest round trip in it) of the last
+    /// [`BASELINE_WINDOWS`] windows that had one (oldest first).
+    baselines: Vec<std::collections::VecDeque<(u64, f64)>>,
     window: Window,
 }
 
@@ -103,7 +124,19 @@ impl Aimd {
             Mode::Adaptive => (1.0, ceiling.max(1) as f64, false),
             Mode::Pinned(n) => (n as f64, n as f64, true),
         };
-        Aimd { limit, max, pinned, recent: std::collections::VecDeque::new(), window: Window::default() }
+        Aimd {
+            limit,
+            max,
+            pinned,
+            window_no: 0,
+            baselines: vec![std::collections::VecDeque::new(); CLASSES],
+            window: Window::default(),
+        }
+    }
+
+    /// The unloaded round trip of a lease of size class `c`, if known.
+    fn baseline(&self, c: usize) -> Option<f64> {
+        self.baselines[c].iter().map(|&(_, ms)| ms).reduce(f64::min)
     }
 
     /// Leases that may be out now.
@@ -133,9 +166,17 @@ impl Aimd {
                 self.window.overloaded = true;
                 self.decrease();
             }
-            Signal::Done { rtt } => {
-                self.window.n += 1;
-                self.window.rtt_ms_sum += rtt.as_secs_f64() * 1000.0;
+            Signal::Done { rtt, records } => {
+                let (c, ms) = (class(records), rtt.as_secs_f64() * 1000.0);
+                if let Some(base) = self.baseline(c) {
+                    self.window.judged += 1;
+                    // A round trip under a millisecond is all noise: judged against 1 ms.
+                    self.window.ratio_sum += ms.max(1.0) / base.max(1.0);
+                }
+                match self.window.mins.iter_mut().find(|(k, _)| *k == c) {
+                    Some((_, min)) => *min = min.min(ms),
+                    None => self.window.mins.push((c, ms)),
+                }
             }
             Signal::Overload | Signal::Other => {}
         }
@@ -145,25 +186,29 @@ impl Aimd {
     }
 
     fn close_window(&mut self, now_ms: u64) {
-        let w = self.window;
-        let mut next_len = MIN_WINDOW_MS as f64;
-        if w.n > 0 {
-            let mean = w.rtt_ms_sum / f64::from(w.n);
-            let base = self.recent.iter().copied().fold(f64::INFINITY, f64::min);
-            if base.is_finite() && !w.overloaded {
-                if mean > base * RTT_RISE {
-                    self.decrease();
-                } else if w.saturated {
-                    self.limit = (self.limit + 1.0).min(self.max);
-                }
+        let w = std::mem::take(&mut self.window);
+        if w.judged > 0 && !w.overloaded {
+            if w.ratio_sum / f64::from(w.judged) > RTT_RISE {
+                self.decrease();
+            } else if w.saturated {
+                self.limit = (self.limit + 1.0).min(self.max);
             }
-            if self.recent.len() == BASELINE_WINDOWS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(mean);
-            next_len = next_len.max(mean);
         }
-        self.window = Window { end_ms: now_ms + next_len as u64, ..Window::default() };
+        self.window_no += 1;
+        let oldest = self.window_no.saturating_sub(BASELINE_WINDOWS as u64);
+        let mut longest = 0f64;
+        for &(c, ms) in &w.mins {
+            self.baselines[c].push_back((self.window_no, ms));
+            longest = longest.max(ms);
+        }
+        for b in &mut self.baselines {
+            while b.front().is_some_and(|&(no, _)| no <= oldest) {
+                b.pop_front();
+            }
+        }
+        // About one round trip per window, never under the minimum.
+        self.window = Window { end_ms: now_ms + (MIN_WINDOW_MS as f64).max(longest) as u64, ..Window::default() };
+        debug_assert!(self.baselines.iter().all(|b| b.len() <= BASELINE_WINDOWS), "baselines stay bounded");
         debug_assert!(self.limit >= 1.0 && self.limit <= self.max, "the limit stays within [1, max]");
     }
 
@@ -186,7 +231,7 @@ mod tests {
             for j in 0..n {
                 *now += rtt / n as u64 + 1;
                 let s = match signal(i * 1000 + j) {
-                    Signal::Done { .. } => Signal::Done { rtt: Duration::from_millis(rtt) },
+                    Signal::Done { records, .. } => Signal::Done { rtt: Duration::from_millis(rtt), records },
                     s => s,
                 };
                 c.on_done(s, *now);
@@ -197,7 +242,7 @@ mod tests {
     }
 
     fn ok(_: usize) -> Signal {
-        Signal::Done { rtt: Duration::ZERO }
+        Signal::Done { rtt: Duration::ZERO, records: 10 }
     }
 
     #[test]
@@ -257,6 +302,49 @@ mod tests {
                 "capacity {capacity}: the limit ranged {lo}..={hi}"
             );
         }
+    }
+
+    /// One window at the limit of leases of `size(j)` records whose round
+    /// trips cost 20 ms + 2 ms per record, times `queue(limit)`.
+    fn mixed_window(c: &mut Aimd, now: &mut u64, size: impl Fn(usize) -> u32, queue: impl Fn(usize) -> u64) {
+        let n = c.limit();
+        for _ in 0..n {
+            c.on_start(n);
+        }
+        for j in 0..n {
+            let records = size(j);
+            let rtt = (20 + 2 * u64::from(records)) * queue(n);
+            *now += rtt / n as u64 + 1;
+            c.on_done(Signal::Done { rtt: Duration::from_millis(rtt), records }, *now);
+        }
+        *now += MIN_WINDOW_MS.max(50 * queue(n));
+        c.on_done(Signal::Other, *now);
+    }
+
+    #[test]
+    fn leases_of_different_sizes_are_not_read_as_queueing() {
+        // 22 ms and 50 ms round trips, no queueing at all: windows of small
+        // leases, of large ones, and of both.
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        for i in 0..300 {
+            mixed_window(&mut c, &mut now, |j| [1, 15, [1, 15][j % 2]][i % 3], |_| 1);
+        }
+        assert_eq!(c.limit(), ADAPTIVE_MAX, "the sink kept up at every limit");
+    }
+
+    #[test]
+    fn with_mixed_sizes_the_limit_still_settles_near_a_sinks_capacity() {
+        let mut c = Aimd::new(Mode::Adaptive, ADAPTIVE_MAX);
+        let mut now = 0;
+        let mut limits = Vec::new();
+        for _ in 0..400 {
+            mixed_window(&mut c, &mut now, |j| [1, 15][j % 2], |n| n.div_ceil(4) as u64);
+            limits.push(c.limit());
+        }
+        let settled = &limits[200..];
+        let (lo, hi) = (*settled.iter().min().unwrap(), *settled.iter().max().unwrap());
+        assert!(lo >= 3 && hi <= 9, "capacity 4: the limit ranged {lo}..={hi}");
     }
 
     #[test]

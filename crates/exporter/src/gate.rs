@@ -10,8 +10,11 @@ use tokio::sync::Notify;
 
 struct Inner {
     aimd: Aimd,
-    /// Workers inside the gate.
+    /// Workers inside the gate (delivering, or waiting on an acquire).
     inside: usize,
+    /// Of those, the ones delivering a lease: what the limit is judged on
+    /// (workers long-polling an empty destination are not using the sink).
+    delivering: usize,
 }
 
 pub struct Gate {
@@ -24,7 +27,7 @@ impl Gate {
     pub fn new(aimd: Aimd, metrics: &ExporterMetrics, destination: &str) -> Gate {
         let limit_gauge = metrics.concurrency_limit.with_label_values(&[destination]);
         limit_gauge.set(aimd.limit() as i64);
-        Gate { inner: Mutex::new(Inner { aimd, inside: 0 }), changed: Notify::new(), limit_gauge }
+        Gate { inner: Mutex::new(Inner { aimd, inside: 0, delivering: 0 }), changed: Notify::new(), limit_gauge }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -64,8 +67,10 @@ impl Gate {
     /// The worker inside starts delivering a lease.
     pub fn started(&self) {
         let mut g = self.lock();
-        let inside = g.inside;
-        g.aimd.on_start(inside);
+        g.delivering += 1;
+        debug_assert!(g.delivering <= g.inside, "only a worker inside delivers");
+        let delivering = g.delivering;
+        g.aimd.on_start(delivering);
     }
 
     /// The worker leaves; `signal` is what its delivery said (none for an
@@ -76,6 +81,7 @@ impl Gate {
             debug_assert!(g.inside > 0, "only a worker inside leaves");
             g.inside = g.inside.saturating_sub(1);
             if let Some(s) = signal {
+                g.delivering = g.delivering.saturating_sub(1);
                 g.aimd.on_done(s, now_ms());
                 tracing::trace!(signal = ?s, inside = g.inside, limit = g.aimd.limit(), "delivery ended");
             }

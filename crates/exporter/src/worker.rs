@@ -206,7 +206,9 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     };
     let (outcome, ()) = tokio::join!(delivery, hb);
     let signal = match &outcome {
-        Outcome::Delivered { .. } => Signal::Done { rtt: started.elapsed() },
+        Outcome::Delivered { .. } => {
+            Signal::Done { rtt: started.elapsed(), records: u32::try_from(records.len()).unwrap_or(u32::MAX) }
+        }
         Outcome::Retry { overload: true, .. } => Signal::Overload,
         Outcome::Retry { .. } => Signal::Other,
     };
