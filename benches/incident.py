@@ -20,6 +20,9 @@ times, alternating, median reported):
 
 Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=quiet,flood python3 benches/incident.py   (a subset)
+       WEIR_INCIDENT_SCENARIOS=flood_part ...   the flood tenant at its own
+           rate only (100/s, in 25-record requests): the normal-lane load the
+           flood brings, with no low work at all
 Needs release binaries: cargo build --release --bin broker --bin exporter
 """
 
@@ -169,12 +172,12 @@ def trace(port):
         print("  trace:", " ".join(l.split("{")[0][14:] + "{" + l.split("{")[1] for l in keep), flush=True)
 
 
-def flood_process(port, stop, out):
+def flood_process(port, stop, out, rate):
     """The flood, in a process of its own: its threads must not hold the
     GIL that the sink and the in-rate producers' clocks need (in one process
     they delayed the measurement itself by several milliseconds a record)."""
     local_stop, sent = threading.Event(), {}
-    threads = [threading.Thread(target=producer, args=(port, "flood", 625, 25, local_stop, sent)) for _ in range(4)]
+    threads = [threading.Thread(target=producer, args=(port, "flood", rate / 4, 25, local_stop, sent)) for _ in range(4)]
     for t in threads:
         t.start()
     stop.wait()
@@ -230,7 +233,8 @@ def run(secs, flood, blackhole):
         stop, sent = threading.Event(), {}
         threads = [threading.Thread(target=producer, args=(port, t, 50, 1, stop, sent)) for t in "abc"]
         flood_stop, flood_sent = multiprocessing.Event(), multiprocessing.Queue()
-        flooder = multiprocessing.Process(target=flood_process, args=(port, flood_stop, flood_sent)) if flood else None
+        rate = 100 if flood == "in_rate_part" else 2500
+        flooder = multiprocessing.Process(target=flood_process, args=(port, flood_stop, flood_sent, rate)) if flood else None
         for t in threads:
             t.start()
         if flooder:
@@ -276,7 +280,9 @@ def main():
     scenarios = [("quiet", False, False), ("flood", True, False), ("alone", False, False), ("blackhole", False, True)]
     only = os.environ.get("WEIR_INCIDENT_SCENARIOS")  # e.g. quiet,flood
     if only:
-        scenarios = [s for s in scenarios if s[0] in only.split(",")]
+        # flood_part: the flood tenant at its own rate (100/s, nothing demoted):
+        # the normal-lane load the flood brings, without any low work.
+        scenarios = [s for s in scenarios + [("flood_part", "in_rate_part", False)] if s[0] in only.split(",")]
     for i in range(runs):  # alternate the scenarios within each round
         for name, flood, hole in scenarios:
             r = run(secs, flood, hole)

@@ -38,7 +38,10 @@ impl ExporterMetrics {
                 "weir_exporter_delivery_seconds",
                 "Time from record ingest to its delivery at the sink.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
             &["destination"],
         )
         .expect("valid metric");

@@ -9,7 +9,8 @@
 //! - [`upkeep`]: what each maintenance pass does for the destinations;
 //! - [`settle`]: the one transaction every change goes through, and the
 //!   one way a lease ends;
-//! - `prefetch`: an acquire's WAL read, made before the destination's lock.
+//! - `read`: a lease's WAL read; `prefetch`: that read made before the
+//!   destination's lock.
 //!
 //! Invariants: sled holds exactly the live leases; a cursor is flushed
 //! before its commit is answered; a refused call changes nothing (every
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod leases;
 mod order;
 mod prefetch;
+mod read;
 pub(crate) mod settle;
 pub mod upkeep;
 
