@@ -24,6 +24,7 @@ listen = "127.0.0.1:7172"
 data_dir = "$work/data"
 admin_token = "adm"
 disk_high_watermark = 1.0
+${WEIR_BROKER_EXTRA:-}
 [[tenant]]
 name = "load"
 token = "load-token"
@@ -64,7 +65,7 @@ PY
     sink="file:$work/out.ndjson"
   fi
   start=$(date +%s.%N)
-  RUST_LOG=warn "$bin/exporter" --broker http://127.0.0.1:7172 --destination f --token f-t --sink "$sink" > "$work/exporter.out" 2>&1 &
+  RUST_LOG=warn "$bin/exporter" --broker http://127.0.0.1:7172 --destination f --token f-t --sink "$sink" ${WEIR_EXPORTER_ARGS:-} > "$work/exporter.out" 2>&1 &
   epid=$!
   while :; do
     lag=$(lag_records)

@@ -94,8 +94,9 @@ pub struct Settings {
     /// The most leases this process delivers at once: the adaptive limit's ceiling [default: 64].
     #[arg(long)]
     pub max_in_flight: Option<u32>,
-    /// Leases delivered at once: adaptive (found from the sink's round trips and overloads,
-    /// additive increase, multiplicative decrease) or a number that pins it [default: adaptive].
+    /// Leases delivered at once: adaptive (for HTTP sinks found from the sink's round trips and
+    /// overloads, additive increase, multiplicative decrease; a file: sink, written one lease at a
+    /// time, keeps 16 in flight) or a number that pins it [default: adaptive].
     #[arg(long)]
     pub concurrency: Option<String>,
     /// The broker's lease timeout for this destination, ms; checked against the retry budget [default: 30000].

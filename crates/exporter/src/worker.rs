@@ -5,7 +5,7 @@
 //! finished, and a lease granted after the signal is released unread.
 
 use crate::client::{BrokerClient, ClientError};
-use crate::concurrency::{Aimd, Signal};
+use crate::concurrency::{Aimd, Mode, Signal};
 use crate::config::Options;
 use crate::deliver::{Deliverer, Outcome};
 use crate::gate::Gate;
@@ -61,9 +61,15 @@ pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), Expor
     if let Some(addr) = &opts.metrics_listen {
         serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
     }
-    let gate = Gate::new(Aimd::new(opts.concurrency, opts.max_in_flight as usize), &metrics, &opts.destination);
+    let ceiling = opts.max_in_flight as usize;
+    // A sink with nothing to find (a local file) gets its own fixed limit.
+    let mode = match (opts.concurrency, sink.fixed_concurrency()) {
+        (Mode::Adaptive, Some(n)) => Mode::Pinned(n.clamp(1, ceiling.max(1))),
+        (mode, _) => mode,
+    };
+    let gate = Gate::new(Aimd::new(mode, ceiling), &metrics, &opts.destination);
     let ceiling = gate.ceiling();
-    tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?opts.concurrency, ceiling, "exporter started");
+    tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?mode, ceiling, "exporter started");
     let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate });
     let mut workers = Vec::new();
     // One task per slot the limit may ever open; the gate lets `limit` of them work.

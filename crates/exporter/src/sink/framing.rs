@@ -127,6 +127,29 @@ pub fn push_ndjson_line(out: &mut Vec<u8>, payload: &[u8], shape: &Shape) -> boo
 }
 
 /// A JSON value's top-level kind, read without building it.
+/// A map key, read only as whether it is [`FRAMED_KEY`].
+struct IsFramedKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsFramedKey {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IsFramedKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == FRAMED_KEY)
+    }
+}
+
 enum Kind {
     Object { sole_framed_key: bool },
     Other,
@@ -145,9 +168,11 @@ impl<'de> Visitor<'de> for KindVisitor {
         let mut keys = 0usize;
         let mut first_is_framed = false;
         // Keys are unescaped by serde_json, so "payload\u005fb64" counts too.
-        while let Some(key) = map.next_key::<String>()? {
+        // Read as a comparison, never an allocation: this runs for every key
+        // of every record delivered.
+        while let Some(is_framed) = map.next_key_seed(IsFramedKey)? {
             if keys == 0 {
-                first_is_framed = key == FRAMED_KEY;
+                first_is_framed = is_framed;
             }
             keys += 1;
             map.next_value::<IgnoredAny>()?;

@@ -68,6 +68,12 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// A concurrency this sink wants instead of the adaptive one: a sink
+    /// with no remote capacity to find. `--concurrency N` still pins it.
+    fn fixed_concurrency(&self) -> Option<usize> {
+        None
+    }
+
     fn describe(&self) -> String;
 }
 
