@@ -188,14 +188,28 @@ impl SimFs {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next `n` calls to `sync_data` fail with EIO.
+    /// The next `n` calls to `sync_data` fail with EIO. A fault armed
+    /// through a mount that has lost power since is dropped: nothing runs
+    /// on that mount any more, and the fault must not carry over into the
+    /// recovery of the next boot. (With the writer's threads, a power cut
+    /// armed earlier can fire after the action that armed it returned and
+    /// before the test arms this fault; carried over, it failed the
+    /// recovery's first sync, which the model test read as a recovery bug.)
     pub fn fail_next_syncs(&self, n: u32) {
-        self.lock().fail_syncs = n;
+        let mut st = self.lock();
+        if n == 0 || st.generation == self.mount {
+            st.fail_syncs = n;
+        }
     }
 
-    /// Writes fail with ENOSPC once `bytes` more bytes were written (`None`: unlimited).
+    /// Writes fail with ENOSPC once `bytes` more bytes were written (`None`:
+    /// unlimited). Like [`SimFs::fail_next_syncs`], a limit set through a
+    /// mount that lost power since is dropped; lifting one always applies.
     pub fn set_space_left(&self, bytes: Option<u64>) {
-        self.lock().space_left = bytes;
+        let mut st = self.lock();
+        if bytes.is_none() || st.generation == self.mount {
+            st.space_left = bytes;
+        }
     }
 
     /// How many `sync_data` calls succeeded so far.
