@@ -8,39 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; secs=${2:-10}; kind=${3:-file}
-command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --bin broker --bin exporter >&2
-bin=./target/release
-# The destination's lag, read without a Python start per poll (that cost
-# a fifth of the CPU the exporter and broker share on a small machine).
-lag_records() {
-  curl -fsS -H 'Authorization: Bearer adm' http://127.0.0.1:7172/v1/admin/destinations/f \
-    | grep -o '"lag_records":[0-9]*' | cut -d: -f2
-}
+source benches/export_common.sh
 for i in $(seq 1 "$runs"); do
-  work=$(mktemp -d -p "${WEIR_BENCH_DIR:-$PWD/target}")
-  cat > "$work/broker.toml" <<TOML
-listen = "127.0.0.1:7172"
-data_dir = "$work/data"
-admin_token = "adm"
-disk_high_watermark = 1.0
-${WEIR_BROKER_EXTRA:-}
-[[tenant]]
-name = "load"
-token = "load-token"
-rate_per_sec = 100000000.0
-burst = 100000000
-[[topic]]
-name = "events"
-[[destination]]
-name = "f"
-topics = ["events"]
-token = "f-t"
-TOML
-  RUST_LOG=warn "$bin/broker" --config "$work/broker.toml" > "$work/broker.out" 2>&1 &
-  bpid=$!
-  for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:7172/readyz >/dev/null 2>&1 && break; sleep 0.1; done
-  out=$(sed 's/7171/7172/' benches/http_load.lua > "$work/load.lua"; wrk -t2 -c64 -d"${secs}s" -s "$work/load.lua" http://127.0.0.1:7172/v1/topics/events/records)
+  new_run
+  start_broker
+  out=$(wrk -t2 -c64 -d"${secs}s" -s "$work/load.lua" http://127.0.0.1:7172/v1/topics/events/records)
   ingest_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   sleep 0.6  # a maintenance pass publishes the lag
   total=$(lag_records)
@@ -67,11 +39,7 @@ PY
   start=$(date +%s.%N)
   RUST_LOG=warn "$bin/exporter" --broker http://127.0.0.1:7172 --destination f --token f-t --sink "$sink" ${WEIR_EXPORTER_ARGS:-} > "$work/exporter.out" 2>&1 &
   epid=$!
-  while :; do
-    lag=$(lag_records)
-    [ "$lag" = 0 ] && break
-    sleep 0.2
-  done
+  drain
   end=$(date +%s.%N)
   bytes=$(stat -c %s "$work/out.ndjson" 2>/dev/null || echo 0)
   kill $epid $bpid ${spid:-} 2>/dev/null || true

@@ -12,44 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}; secs=${2:-10}
-command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --bin broker --bin exporter >&2
-bin=./target/release
-lag_records() {
-  curl -fsS -H 'Authorization: Bearer adm' http://127.0.0.1:7172/v1/admin/destinations/f \
-    | grep -o '"lag_records":[0-9]*' | cut -d: -f2
-}
-drain() {
-  for _ in $(seq 1 600); do [ "$(lag_records)" = 0 ] && return; sleep 0.1; done
-  echo "the exporter did not catch up" >&2; exit 1
-}
+source benches/export_common.sh
 rate() {  # connections secs -> records/s
   wrk -t2 -c"$1" -d"$2s" -s "$work/paced.lua" http://127.0.0.1:7172/v1/topics/events/records | awk '/Requests\/sec/ {print $2 * 10}'
 }
 for i in $(seq 1 "$runs"); do
-  work=$(mktemp -d -p "${WEIR_BENCH_DIR:-$PWD/target}")
-  cat > "$work/broker.toml" <<TOML
-listen = "127.0.0.1:7172"
-data_dir = "$work/data"
-admin_token = "adm"
-disk_high_watermark = 1.0
-[[tenant]]
-name = "load"
-token = "load-token"
-rate_per_sec = 100000000.0
-burst = 100000000
-[[topic]]
-name = "events"
-[[destination]]
-name = "f"
-topics = ["events"]
-token = "f-t"
-TOML
-  sed 's/7171/7172/' benches/http_load.lua > "$work/load.lua"
+  new_run
   { cat "$work/load.lua"; echo 'function delay() return 2 end'; } > "$work/paced.lua"
-  RUST_LOG=warn "$bin/broker" --config "$work/broker.toml" > "$work/broker.out" 2>&1 &
-  bpid=$!
-  for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:7172/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+  start_broker
   RUST_LOG=warn "$bin/exporter" --broker http://127.0.0.1:7172 --destination f --token f-t \
     --sink "file:$work/out.ndjson" --metrics-listen 127.0.0.1:7173 > "$work/exporter.out" 2>&1 &
   epid=$!

@@ -11,18 +11,6 @@ use std::time::Duration;
 
 const DEST: &str = "[[destination]]\nname = \"d\"\ntopics = [\"events\"]\ntoken = \"d-t\"\n";
 
-async fn ingest_raw(url: &str, payload: &[u8]) {
-    let resp = client()
-        .post(format!("{url}/v1/topics/events/records"))
-        .bearer_auth("acme-t")
-        .header("content-type", "application/octet-stream")
-        .body(payload.to_vec())
-        .send()
-        .await
-        .expect("ingest");
-    assert_eq!(resp.status(), 200);
-}
-
 /// Records a tenant could send to pose as the format's own structure.
 fn hostile() -> Vec<Vec<u8>> {
     vec![
@@ -53,7 +41,7 @@ async fn both_lease_formats_carry_the_same_records_byte_for_byte() {
     let b = BrokerProc::start(DEST);
     assert_eq!(ingest(&b.url, "acme-t", "events", "{\"a\":1}\n{\"b\":2}\n").await.status, 200);
     for p in hostile() {
-        ingest_raw(&b.url, &p).await;
+        ingest_bytes(&b.url, &p).await;
     }
     let expected: Vec<Vec<u8>> = [b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()].into_iter().chain(hostile()).collect();
 
@@ -138,7 +126,7 @@ async fn an_exporter_delivers_everything_through_a_broker_that_answers_only_v1()
         assert_eq!(ingest(&b.url, "acme-t", "events", body).await.status, 200);
     }
     for p in hostile() {
-        ingest_raw(&b.url, &p).await;
+        ingest_bytes(&b.url, &p).await;
     }
     let (proxy, json_leases) = v1_only_proxy(b.url.clone()).await;
     let tmp = tempfile::tempdir().expect("tmp");

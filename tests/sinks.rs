@@ -45,20 +45,6 @@ fn multiset(records: impl IntoIterator<Item = Vec<u8>>) -> BTreeMap<Vec<u8>, usi
     m
 }
 
-/// Ingest one record taken as is (`application/octet-stream`).
-async fn ingest_bytes(url: &str, payload: &[u8]) {
-    let resp = client()
-        .post(format!("{url}/v1/topics/events/records"))
-        .bearer_auth("acme-t")
-        .header("content-type", "application/octet-stream")
-        .body(payload.to_vec())
-        .send()
-        .await
-        .expect("ingest request");
-    let a = answer(resp).await;
-    assert_eq!(a.status, 200, "ingest of {payload:?}: {a:?}");
-}
-
 /// Records whose bytes would read as several records, or none, downstream.
 fn hostile() -> Vec<Vec<u8>> {
     vec![

@@ -262,6 +262,21 @@ pub async fn ingest(url: &str, token: &str, topic: &str, body: impl Into<reqwest
     answer(resp).await
 }
 
+/// Ingest one record of tenant `acme` to `events`, taken as is
+/// (`application/octet-stream`), and expect 200.
+pub async fn ingest_bytes(url: &str, payload: &[u8]) {
+    let resp = client()
+        .post(format!("{url}/v1/topics/events/records"))
+        .bearer_auth("acme-t")
+        .header("content-type", "application/octet-stream")
+        .body(payload.to_vec())
+        .send()
+        .await
+        .expect("ingest request");
+    let a = answer(resp).await;
+    assert_eq!(a.status, 200, "ingest of {payload:?}: {a:?}");
+}
+
 pub async fn admin_get(url: &str, path: &str) -> serde_json::Value {
     let resp = client().get(format!("{url}{path}")).bearer_auth("admin-t").send().await.expect("admin get");
     let a = answer(resp).await;

@@ -61,8 +61,10 @@ pub struct AcquireResponse {
 /// The `lane` of a lease that re-drives dead letters (records of any lane).
 pub const DEAD_LETTERS_LANE: &str = "dead_letters";
 
+/// A lease's fields, the same in both formats (v1 JSON below, v2 binary in
+/// [`crate::lease_binary`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
+pub struct LeaseHead {
     pub id: String,
     pub destination: String,
     /// `normal/2`, or `dead_letters` for a re-drive lease.
@@ -77,6 +79,14 @@ pub struct Lease {
     pub probe: bool,
     /// How many times this range was handed out before.
     pub redeliveries: u32,
+}
+
+/// A v1 lease: its fields at the top level of the JSON object, and its
+/// records with base64 payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    #[serde(flatten)]
+    pub head: LeaseHead,
     pub records: Vec<LeasedRecord>,
 }
 

@@ -33,6 +33,7 @@
 //!   mixes lanes, so its offsets are only bounded by `u64`);
 //! - the header is at most [`MAX_HEADER_BYTES`].
 
+pub use crate::lease::LeaseHead;
 use crate::lease::{AcquireResponse, IdleReason, DEAD_LETTERS_LANE};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -40,25 +41,17 @@ use serde::{Deserialize, Serialize};
 /// The media type of a v2 answer, and what an exporter puts in `Accept`.
 pub const CONTENT_TYPE: &str = "application/vnd.weir.lease.v2";
 
+/// Whether a media type — a `Content-Type`, or one range of an `Accept`,
+/// parameters included — names [`CONTENT_TYPE`].
+pub fn is_v2_media(value: &str) -> bool {
+    value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(CONTENT_TYPE))
+}
+
 /// The first bytes of every v2 body.
 pub const MAGIC: [u8; 4] = *b"WLB2";
 
 /// The largest header a decoder accepts (about 12 million records).
 pub const MAX_HEADER_BYTES: usize = 64 << 20;
-
-/// A lease's fields (as in v1's [`crate::lease::Lease`], without records).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseHead {
-    pub id: String,
-    pub destination: String,
-    /// `normal/2`, or `dead_letters` for a re-drive lease.
-    pub lane: String,
-    pub from_offset: u64,
-    pub to_offset: u64,
-    pub lease_ms: u64,
-    pub probe: bool,
-    pub redeliveries: u32,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -266,16 +259,7 @@ impl From<AcquireResponse> for Decoded {
     /// A v1 answer (JSON, base64 payloads), as a broker before v2 sends it.
     fn from(r: AcquireResponse) -> Decoded {
         let lease = r.lease.map(|l| {
-            let head = LeaseHead {
-                id: l.id,
-                destination: l.destination,
-                lane: l.lane,
-                from_offset: l.from_offset,
-                to_offset: l.to_offset,
-                lease_ms: l.lease_ms,
-                probe: l.probe,
-                redeliveries: l.redeliveries,
-            };
+            let head = l.head;
             let (mut tenants, mut topics) = (Vec::new(), Vec::new());
             let (mut records, mut undecodable) = (Vec::with_capacity(l.records.len()), Vec::new());
             for rec in l.records {

@@ -17,10 +17,11 @@
 //!    [`crate::capacity`]) — is kept for `high` and `normal`: `low` holds at
 //!    most [`low_slots`] leases, the places their leases do not use less a
 //!    quarter of the capacity (rounded up), so a higher-priority lease finds
-//!    a place at the sink at once instead of queueing behind `low`. While `high` or `normal` data waits,
-//!    `low` may have at most one lease in flight, and only on its turn in
-//!    the share: a higher-priority record never waits behind more than one
-//!    `low` lease (whose size the lease sizing bounds in time, see
+//!    a place at the sink at once instead of queueing behind `low`. While
+//!    `high` or `normal` data waits, `low` may have at most one lease in
+//!    flight, and only on its turn in the share: a higher-priority record
+//!    never waits behind more than one `low` lease (whose size the lease
+//!    sizing bounds in time, see
 //!    [`crate::sizing`]). With a capacity of one lease, `low` still
 //!    progresses: it may take that one lease while the others have nothing
 //!    waiting and nothing out (a record arriving then waits behind one `low`
@@ -162,11 +163,10 @@ mod tests {
         // Places the higher lanes use are theirs too; low alone keeps one at least.
         assert_eq!([0, 2, 5, 6, 60].map(|h| low_slots(8, h)), [6, 4, 1, 0, 0]);
         assert_eq!([0, 1].map(|h| low_slots(1, h)), [1, 0]);
-        let mut s = Share::default();
+        let s = Share::default();
         let one = Demand { waiting: [false, false, true], in_flight: [0; 3], capacity: 1 };
         assert_eq!(s.order(&one)[0], Priority::Low, "capacity 1: low takes it while nothing else waits");
         assert!(!s.order(&Demand { in_flight: [0, 0, 1], ..one }).contains(&Priority::Low));
-        s.charge(Priority::Low);
     }
 
     #[test]

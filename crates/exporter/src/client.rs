@@ -113,10 +113,7 @@ impl BrokerClient {
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
         let body = serde_json::to_value(req).unwrap_or_default();
         let (content_type, bytes) = self.post(&routes::leases(&self.dest), body, wait, ACCEPT_LEASE).await?;
-        let binary = content_type.is_some_and(|t| {
-            t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(lease_binary::CONTENT_TYPE))
-        });
-        if binary {
+        if content_type.as_deref().is_some_and(lease_binary::is_v2_media) {
             return lease_binary::decode(bytes).map_err(|e| ClientError::BadAnswer(e.to_string()));
         }
         let v1: AcquireResponse = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))?;

@@ -151,14 +151,16 @@ fn random_and_mutated_bodies_never_panic_and_never_yield_bytes_outside_the_body(
 fn a_v1_answer_converts_with_its_payloads_decoded() {
     let v1 = AcquireResponse {
         lease: Some(crate::lease::Lease {
-            id: "i".into(),
-            destination: "d".into(),
-            lane: "low/3".into(),
-            from_offset: 0,
-            to_offset: 2,
-            lease_ms: 1000,
-            probe: true,
-            redeliveries: 0,
+            head: LeaseHead {
+                id: "i".into(),
+                destination: "d".into(),
+                lane: "low/3".into(),
+                from_offset: 0,
+                to_offset: 2,
+                lease_ms: 1000,
+                probe: true,
+                redeliveries: 0,
+            },
             records: vec![
                 crate::lease::LeasedRecord {
                     offset: 0,

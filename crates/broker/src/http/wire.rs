@@ -5,7 +5,8 @@
 //! encodes a payload.
 
 use crate::leased::{Acquired, Lease, LeasedRecord};
-use api::lease_binary::{Encoder, LeaseHead};
+use api::lease::LeaseHead;
+use api::lease_binary::Encoder;
 use axum::http::{header, HeaderMap};
 
 /// Which lease format an acquire answers in, negotiated per request.
@@ -21,11 +22,10 @@ impl LeaseFormat {
     pub fn accepted(headers: &HeaderMap) -> LeaseFormat {
         let wants = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
             v.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                let media = parts.next().unwrap_or("");
+                let mut params = range.split(';').skip(1).map(str::trim);
                 let refused =
-                    parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
-                media.eq_ignore_ascii_case(api::lease_binary::CONTENT_TYPE) && !refused
+                    params.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
+                api::lease_binary::is_v2_media(range) && !refused
             })
         });
         if wants {
@@ -41,29 +41,26 @@ pub fn acquired_binary(a: Acquired) -> Vec<u8> {
     let Some(l) = a.lease else {
         return api::lease_binary::encode_idle(a.idle, a.retry_after_ms);
     };
-    let bytes = l.records.iter().map(|r| r.payload.len()).sum();
-    let mut enc = Encoder::with_capacity(l.records.len(), bytes);
-    for r in &l.records {
+    let (head, records) = split(l);
+    let bytes = records.iter().map(|r| r.payload.len()).sum();
+    let mut enc = Encoder::with_capacity(records.len(), bytes);
+    for r in &records {
         enc.push(r.offset, r.ts_ms, &r.tenant, &r.topic, &r.payload);
     }
-    enc.finish(LeaseHead {
-        lane: l.lane.to_string(),
-        id: l.id,
-        destination: l.destination,
-        from_offset: l.from_offset,
-        to_offset: l.to_offset,
-        lease_ms: l.lease_ms,
-        probe: l.probe,
-        redeliveries: l.redeliveries,
-    })
+    enc.finish(head)
 }
 
 pub fn acquired(a: Acquired) -> api::lease::AcquireResponse {
-    api::lease::AcquireResponse { lease: a.lease.map(lease), idle: a.idle, retry_after_ms: a.retry_after_ms }
+    let lease = a.lease.map(|l| {
+        let (head, records) = split(l);
+        api::lease::Lease { head, records: records.into_iter().map(record).collect() }
+    });
+    api::lease::AcquireResponse { lease, idle: a.idle, retry_after_ms: a.retry_after_ms }
 }
 
-fn lease(l: Lease) -> api::lease::Lease {
-    api::lease::Lease {
+/// A domain lease as its wire fields (the same in both formats) and its records.
+fn split(l: Lease) -> (LeaseHead, Vec<LeasedRecord>) {
+    let head = LeaseHead {
         lane: l.lane.to_string(),
         id: l.id,
         destination: l.destination,
@@ -72,8 +69,8 @@ fn lease(l: Lease) -> api::lease::Lease {
         lease_ms: l.lease_ms,
         probe: l.probe,
         redeliveries: l.redeliveries,
-        records: l.records.into_iter().map(record).collect(),
-    }
+    };
+    (head, l.records)
 }
 
 fn record(r: LeasedRecord) -> api::lease::LeasedRecord {
