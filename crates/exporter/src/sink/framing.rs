@@ -12,9 +12,13 @@
 //!   (file and webhook), or refused (ClickHouse, see [`Shape::as_row`]).
 //!
 //! So that the framing can always be undone, a record that is itself a JSON
-//! object whose only key is `payload_b64` is framed too: downstream, a line
-//! that is an object with the single key `payload_b64` always stands for the
-//! decoded bytes, and any other line is the record itself.
+//! object whose keys are all `payload_b64` (one, or the same key repeated,
+//! however escaped) is framed too: downstream, a line that is an object
+//! whose keys are all `payload_b64` always stands for the decoded bytes, and
+//! any other line is the record itself. Repeats count because JSON parsers
+//! disagree on them: most keep the last value and so see an object with the
+//! single key `payload_b64`; a repeated-key record sent as is would decode,
+//! by the consumer's rule, to bytes the record does not hold.
 //!
 //! U+0085, U+2028 and U+2029 may appear raw inside JSON strings, but some
 //! line readers (Python's `str.splitlines`, several log shippers) break lines
@@ -38,7 +42,7 @@ pub enum NotOneLine {
     #[error("the record is not one JSON value: {0}")]
     NotJson(String),
     #[error(
-        "the record is a JSON object whose only key is \"payload_b64\", which downstream reads as a framed record"
+        "the record is a JSON object whose keys are all \"payload_b64\", which downstream reads as a framed record"
     )]
     LooksFramed,
 }
@@ -74,7 +78,7 @@ impl Shape {
     }
 
     /// Whether this record may be one `JSONEachRow` row sent as is.
-    /// ClickHouse rows are never framed, so an object whose only key is
+    /// ClickHouse rows are never framed, so an object whose keys are all
     /// `payload_b64` is an ordinary row there.
     pub fn as_row(&self) -> Result<(), NotARow> {
         match self {
@@ -102,7 +106,7 @@ fn classify(payload: &[u8]) -> Result<bool, NotOneLine> {
     // Trailing characters (a second value on the same line) are refused here.
     de.end().map_err(|e| NotOneLine::NotJson(e.to_string()))?;
     match kind {
-        Kind::Object { sole_framed_key: true } => Err(NotOneLine::LooksFramed),
+        Kind::Object { only_framed_keys: true } => Err(NotOneLine::LooksFramed),
         Kind::Object { .. } => Ok(true),
         Kind::Other => Ok(false),
     }
@@ -151,7 +155,10 @@ impl<'de> Visitor<'de> for IsFramedKey {
 }
 
 enum Kind {
-    Object { sole_framed_key: bool },
+    /// `only_framed_keys`: at least one key, and every key is [`FRAMED_KEY`].
+    Object {
+        only_framed_keys: bool,
+    },
     Other,
 }
 
@@ -165,19 +172,19 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
-        let mut keys = 0usize;
-        let mut first_is_framed = false;
+        let mut any_key = false;
+        let mut all_framed = true;
         // Keys are unescaped by serde_json, so "payload\u005fb64" counts too.
         // Read as a comparison, never an allocation: this runs for every key
-        // of every record delivered.
+        // of every record delivered. Every key is looked at, not only the
+        // first: `{"payload_b64":..,"payload_b64":..}` reads downstream as a
+        // framed record (a parser keeping the last value sees one key).
         while let Some(is_framed) = map.next_key_seed(IsFramedKey)? {
-            if keys == 0 {
-                first_is_framed = is_framed;
-            }
-            keys += 1;
+            any_key = true;
+            all_framed &= is_framed;
             map.next_value::<IgnoredAny>()?;
         }
-        Ok(Kind::Object { sole_framed_key: keys == 1 && first_is_framed })
+        Ok(Kind::Object { only_framed_keys: any_key && all_framed })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
@@ -206,8 +213,10 @@ impl<'de> Visitor<'de> for KindVisitor {
 }
 
 /// Undo [`push_ndjson_line`] for one line (without its `\n`): what a
-/// consumer does. None for a framed line whose base64 does not decode.
-/// Used by the tests; kept here beside the rule it inverts.
+/// consumer following docs/sinks.md does, with a parser that keeps the last
+/// of repeated keys (serde_json's `Value`, like most). None for a framed line
+/// whose base64 does not decode. Used by the tests; kept here beside the rule
+/// it inverts.
 pub fn unframe(line: &[u8]) -> Option<Vec<u8>> {
     if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(line) {
         if m.len() == 1 {
@@ -255,6 +264,7 @@ mod tests {
             "{\"a\":\"x\u{2028}y\"}".as_bytes().to_vec(),
             b"{\"payload_b64\":\"aGk=\"}".to_vec(),
             b"{\"payload\\u005fb64\":\"aGk=\"}".to_vec(),
+            b"{\"payload_b64\":\"AAEC\",\"payload_b64\":\"AAEC\"}".to_vec(),
         ];
         for p in &hostile {
             let out = line(p);
@@ -264,6 +274,30 @@ mod tests {
             assert!(serde_json::from_str::<serde_json::Value>(text.trim_end()).is_ok());
             assert_eq!(&unframe(&out[..out.len() - 1]).unwrap(), p, "round trip of {p:?}");
         }
+    }
+
+    /// Issue 19, defect 14: an object repeating `payload_b64` was sent as
+    /// is, and a consumer decoded it to bytes (00 01 02) the record does not
+    /// hold.
+    #[test]
+    fn an_object_whose_keys_are_all_payload_b64_is_framed_however_many() {
+        for p in [
+            &b"{\"payload_b64\":\"AAEC\",\"payload_b64\":\"AAEC\"}"[..],
+            b"{\"payload_b64\":\"AAEC\",\"payload_b64\":\"aGk=\",\"payload\\u005fb64\":1}",
+            b" { \"payload_b64\" : null , \"payload_b64\" : \"AAEC\" } ",
+        ] {
+            assert_eq!(Shape::of(p), Shape::NotOneLine(NotOneLine::LooksFramed), "{}", String::from_utf8_lossy(p));
+            let out = line(p);
+            assert!(out.starts_with(b"{\"payload_b64\":\""), "{}", String::from_utf8_lossy(&out));
+            assert_eq!(unframe(&out[..out.len() - 1]).as_deref(), Some(p), "round trip");
+        }
+        // Another key beside them, or no key at all: the record itself.
+        for p in [&b"{\"payload_b64\":\"AAEC\",\"a\":1}"[..], b"{\"a\":1,\"payload_b64\":\"AAEC\"}", b"{}"] {
+            assert_eq!(Shape::of(p), Shape::Object, "{}", String::from_utf8_lossy(p));
+            assert_eq!(line(p), [p, b"\n"].concat());
+        }
+        // Still an ordinary row at ClickHouse, which never frames.
+        assert!(Shape::of(b"{\"payload_b64\":\"AAEC\",\"payload_b64\":\"AAEC\"}").as_row().is_ok());
     }
 
     #[test]
