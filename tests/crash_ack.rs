@@ -19,7 +19,7 @@ async fn serve(sim: &SimFs, data_dir: &Path) -> (String, Arc<Broker>) {
     let metrics = Metrics::new();
     let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
     let broker = Arc::new(Broker::open(cfg.validate().expect("valid config"), fs, Arc::clone(&metrics)).unwrap());
-    let state = AppState { broker: Arc::new(OnceLock::new()), metrics };
+    let state = AppState { broker: Arc::new(OnceLock::new()), metrics, broker_id: Arc::from("sim") };
     let _ = state.broker.set(Arc::clone(&broker));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

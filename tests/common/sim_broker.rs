@@ -31,7 +31,7 @@ impl SimBroker {
             Broker::open(cfg.validate().expect("valid config"), fs, Arc::clone(&metrics))
                 .expect("broker opens after the crash"),
         );
-        let state = AppState { broker: Arc::new(OnceLock::new()), metrics };
+        let state = AppState { broker: Arc::new(OnceLock::new()), metrics, broker_id: Arc::from("sim") };
         let _ = state.broker.set(Arc::clone(&broker));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -20,6 +20,9 @@ pub enum AdminError {
     /// A running broker holds the directory (or its lock cannot be taken).
     #[error("refusing to {action}: {source}")]
     Locked { action: &'static str, source: plumbing::datadir::LockError },
+    /// The data directory's id file is unreadable or damaged.
+    #[error(transparent)]
+    BrokerId(#[from] plumbing::datadir::BrokerIdError),
     /// `--broker` is not a URL.
     #[error("--broker {url:?}: {reason}")]
     BadUrl { url: String, reason: String },

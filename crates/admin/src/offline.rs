@@ -42,6 +42,10 @@ fn last_ts(r: &SegmentReport) -> u64 {
 /// `segments`: one row (or JSON object) per segment file.
 pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), AdminError> {
     let reps = reports(data_dir)?;
+    // Read, never made here: a directory no broker has started on since
+    // ids exist has none yet (null).
+    let broker_id = plumbing::datadir::BrokerId::read(data_dir)?;
+    let broker_id = broker_id.as_ref().map(plumbing::datadir::BrokerId::as_str);
     let w = AdminError::output;
     if !json {
         writeln!(
@@ -58,6 +62,7 @@ pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(),
         let last = r.next_offset().checked_sub(1).filter(|_| r.records() > 0);
         if json {
             let v = serde_json::json!({
+                "broker_id": broker_id,
                 "lane": r.lane.to_string(),
                 "path": r.path.display().to_string(),
                 "base_offset": r.base_offset,

@@ -87,11 +87,19 @@ pub struct LeaseHead {
 pub struct Lease {
     #[serde(flatten)]
     pub head: LeaseHead,
+    /// The broker's data directory id (downstream ids cover it); absent
+    /// from a broker before v1.2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub broker_id: String,
     pub records: Vec<LeasedRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasedRecord {
+    /// The lane the record was acknowledged in, in a re-drive of dead
+    /// letters only (a lane lease's records are of its lane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
     pub offset: u64,
     pub tenant: String,
     pub topic: String,
@@ -107,6 +115,13 @@ pub struct HeartbeatResponse {
 /// A record of the lease to move to dead letters instead of delivering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoisonRecord {
+    /// The record's place in the lease as it was sent (0-based): unique
+    /// within the lease, where an offset may not be (a re-drive mixes
+    /// lanes). Absent from exporters before v1.2, which name the offset
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The record's offset (checked against `index` when both are given).
     pub offset: u64,
     pub error: String,
 }

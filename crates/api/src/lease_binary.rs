@@ -1,17 +1,25 @@
-//! The binary lease format (lease protocol v2): what an acquire answers
-//! when the exporter's `Accept` names [`CONTENT_TYPE`]. Without it the
-//! broker answers v1, JSON with base64 payloads ([`crate::lease`]), so a
-//! broker and its exporters can be upgraded one at a time: an exporter
-//! reads the answer by its `Content-Type`, whichever the broker chose.
+//! The binary lease formats (lease protocol v2 and v3): what an acquire
+//! answers when the exporter's `Accept` names [`CONTENT_TYPE_V3`] or
+//! [`CONTENT_TYPE`] (v2). Without either the broker answers v1, JSON with
+//! base64 payloads ([`crate::lease`]), so a broker and its exporters can be
+//! upgraded one at a time: an exporter reads the answer by its
+//! `Content-Type`, whichever the broker chose.
+//!
+//! v3 is v2 with what downstream ids need ([`crate::downstream_id`]): the
+//! broker's id, and for a re-drive of dead letters each record's own lane
+//! (a table of lane names, like tenants and topics). A v3 header is v2's
+//! with those fields; the magic says which one follows.
 //!
 //! # Layout
 //!
 //! ```text
-//! magic       4 bytes   b"WLB2"
+//! magic       4 bytes   b"WLB2" (v2) or b"WLB3" (v3)
 //! header_len  u32 LE    length of the header
 //! header      bincode (standard config) of `Header`: the answer, the
 //!             lease's fields, a table of tenants and one of topics, and
 //!             per record its offset, timestamp, table indices and length
+//!             (v3 adds the broker id, a table of lanes, and per record
+//!             its lane's index, absent for the lease's own lane)
 //! payloads    each record's payload followed by one b'\n', in record order
 //! ```
 //!
@@ -41,14 +49,67 @@ use serde::{Deserialize, Serialize};
 /// The media type of a v2 answer, and what an exporter puts in `Accept`.
 pub const CONTENT_TYPE: &str = "application/vnd.weir.lease.v2";
 
-/// Whether a media type — a `Content-Type`, or one range of an `Accept`,
-/// parameters included — names [`CONTENT_TYPE`].
+/// The media type of a v3 answer.
+pub const CONTENT_TYPE_V3: &str = "application/vnd.weir.lease.v3";
+
+/// A binary lease format's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+impl Version {
+    /// Its media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Version::V2 => CONTENT_TYPE,
+            Version::V3 => CONTENT_TYPE_V3,
+        }
+    }
+}
+
+/// Which binary format a media type — a `Content-Type`, or one range of an
+/// `Accept`, parameters included — names, if any.
+pub fn media_version(value: &str) -> Option<Version> {
+    let m = value.split(';').next()?.trim();
+    if m.eq_ignore_ascii_case(CONTENT_TYPE_V3) {
+        Some(Version::V3)
+    } else if m.eq_ignore_ascii_case(CONTENT_TYPE) {
+        Some(Version::V2)
+    } else {
+        None
+    }
+}
+
+/// Whether a media type names [`CONTENT_TYPE`] (v2).
 pub fn is_v2_media(value: &str) -> bool {
-    value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(CONTENT_TYPE))
+    media_version(value) == Some(Version::V2)
+}
+
+/// The newest binary format an `Accept` header's value accepts: a range
+/// with `q=0` (any case: parameter names are case-insensitive, RFC 9110
+/// §5.6.6) refuses its type.
+pub fn accepted_version(accept: &str) -> Option<Version> {
+    accept
+        .split(',')
+        .filter(|range| {
+            !range.split(';').skip(1).any(|p| {
+                let mut kv = p.splitn(2, '=');
+                let name = kv.next().unwrap_or("").trim();
+                let value = kv.next().unwrap_or("").trim();
+                name.eq_ignore_ascii_case("q") && value.parse::<f32>().map_or(true, |q| q.is_nan() || q <= 0.0)
+            })
+        })
+        .filter_map(media_version)
+        .max()
 }
 
 /// The first bytes of every v2 body.
 pub const MAGIC: [u8; 4] = *b"WLB2";
+
+/// The first bytes of every v3 body.
+pub const MAGIC_V3: [u8; 4] = *b"WLB3";
 
 /// The largest header a decoder accepts (about 12 million records).
 pub const MAX_HEADER_BYTES: usize = 64 << 20;
@@ -77,6 +138,34 @@ struct Entry {
     len: u32,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct HeaderV3 {
+    idle: Option<IdleReason>,
+    retry_after_ms: u64,
+    lease: Option<LeaseIndexV3>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseIndexV3 {
+    head: LeaseHead,
+    broker_id: String,
+    lanes: Vec<String>,
+    tenants: Vec<String>,
+    topics: Vec<String>,
+    records: Vec<EntryV3>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct EntryV3 {
+    offset: u64,
+    ts_ms: u64,
+    /// Index into `lanes`; `None`: the lease's own lane.
+    lane: Option<u32>,
+    tenant: u32,
+    topic: u32,
+    len: u32,
+}
+
 /// Why a body is not a v2 answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseFormatError {
@@ -100,6 +189,11 @@ pub enum LeaseFormatError {
 /// One record as the exporter holds it: its payload is a slice of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRecord {
+    /// Its place in the lease as the broker sent it (what a commit names a
+    /// dead letter by: offsets repeat in a re-drive of several lanes).
+    pub position: u32,
+    /// Index into [`DecodedLease::lanes`]; `None`: the lease's own lane.
+    pub lane: Option<u32>,
     pub offset: u64,
     pub ts_ms: u64,
     pub tenant: u32,
@@ -111,13 +205,17 @@ pub struct DecodedRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedLease {
     pub head: LeaseHead,
+    /// The broker's data directory id (empty from a broker before v3).
+    pub broker_id: String,
+    /// The names [`DecodedRecord::lane`] indexes.
+    pub lanes: Vec<String>,
     /// The names [`DecodedRecord::tenant`] and `topic` index.
     pub tenants: Vec<String>,
     pub topics: Vec<String>,
     pub records: Vec<DecodedRecord>,
     /// Records a v1 answer carried with a payload that is not base64
-    /// (offset, why): they cannot be delivered as sent.
-    pub undecodable: Vec<(u64, String)>,
+    /// (position, offset, why): they cannot be delivered as sent.
+    pub undecodable: Vec<(u32, u64, String)>,
 }
 
 /// An acquire's answer, whichever format carried it.
@@ -128,13 +226,29 @@ pub struct Decoded {
     pub retry_after_ms: u64,
 }
 
-/// Builds a v2 body record by record (the broker's side).
-#[derive(Debug, Default)]
+impl DecodedLease {
+    /// The lane record `r` was acknowledged in.
+    pub fn lane_of(&self, r: &DecodedRecord) -> &str {
+        r.lane.and_then(|i| self.lanes.get(i as usize)).map_or(self.head.lane.as_str(), String::as_str)
+    }
+}
+
+/// Builds a binary body record by record (the broker's side).
+#[derive(Debug)]
 pub struct Encoder {
+    version: Version,
+    broker_id: String,
+    lanes: Vec<String>,
     tenants: Vec<String>,
     topics: Vec<String>,
-    records: Vec<Entry>,
+    records: Vec<EntryV3>,
     payloads: Vec<u8>,
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder::new(Version::V2, "", 0, 0)
+    }
 }
 
 /// The index of `name` in `table`, added if new. Leases hold few distinct
@@ -148,21 +262,51 @@ fn intern(table: &mut Vec<String>, name: &str) -> u32 {
 }
 
 impl Encoder {
-    pub fn with_capacity(records: usize, payload_bytes: usize) -> Encoder {
+    /// An encoder of `version` for a broker whose data directory is `broker_id`.
+    pub fn new(version: Version, broker_id: &str, records: usize, payload_bytes: usize) -> Encoder {
         Encoder {
+            version,
+            broker_id: broker_id.to_string(),
+            lanes: Vec::new(),
+            tenants: Vec::new(),
+            topics: Vec::new(),
             records: Vec::with_capacity(records),
             payloads: Vec::with_capacity(payload_bytes + records),
-            ..Encoder::default()
         }
     }
 
-    /// Add one record. Payloads are stored records, so under `u32::MAX`
-    /// bytes (the WAL's frames are far smaller); a larger one is a bug.
+    /// A v2 encoder (what an exporter from before v3 reads).
+    pub fn with_capacity(records: usize, payload_bytes: usize) -> Encoder {
+        Encoder::new(Version::V2, "", records, payload_bytes)
+    }
+
+    /// Add one record of the lease's own lane.
     pub fn push(&mut self, offset: u64, ts_ms: u64, tenant: &str, topic: &str, payload: &[u8]) {
+        self.push_from(None, offset, ts_ms, tenant, topic, payload);
+    }
+
+    /// Add one record; `lane`: the lane it was acknowledged in, when that
+    /// is not the lease's (a re-drive). v2 carries no lane: it is dropped.
+    /// Payloads are stored records, so under `u32::MAX` bytes (the WAL's
+    /// frames are far smaller); a larger one is a bug.
+    pub fn push_from(
+        &mut self,
+        lane: Option<&str>,
+        offset: u64,
+        ts_ms: u64,
+        tenant: &str,
+        topic: &str,
+        payload: &[u8],
+    ) {
         debug_assert!(u32::try_from(payload.len()).is_ok(), "a stored record over 4 GiB");
-        let entry = Entry {
+        let lane = match self.version {
+            Version::V3 => lane.map(|l| intern(&mut self.lanes, l)),
+            Version::V2 => None,
+        };
+        let entry = EntryV3 {
             offset,
             ts_ms,
+            lane,
             tenant: intern(&mut self.tenants, tenant),
             topic: intern(&mut self.topics, topic),
             len: payload.len() as u32,
@@ -174,53 +318,114 @@ impl Encoder {
 
     /// The body of an answer that grants `head` with the records pushed.
     pub fn finish(self, head: LeaseHead) -> Vec<u8> {
-        let lease = LeaseIndex { head, tenants: self.tenants, topics: self.topics, records: self.records };
-        body(&Header { idle: None, retry_after_ms: 0, lease: Some(lease) }, &self.payloads)
+        match self.version {
+            Version::V2 => {
+                let records = self
+                    .records
+                    .iter()
+                    .map(|e| Entry { offset: e.offset, ts_ms: e.ts_ms, tenant: e.tenant, topic: e.topic, len: e.len })
+                    .collect();
+                let lease = LeaseIndex { head, tenants: self.tenants, topics: self.topics, records };
+                body(MAGIC, &Header { idle: None, retry_after_ms: 0, lease: Some(lease) }, &self.payloads)
+            }
+            Version::V3 => {
+                let lease = LeaseIndexV3 {
+                    head,
+                    broker_id: self.broker_id,
+                    lanes: self.lanes,
+                    tenants: self.tenants,
+                    topics: self.topics,
+                    records: self.records,
+                };
+                body(MAGIC_V3, &HeaderV3 { idle: None, retry_after_ms: 0, lease: Some(lease) }, &self.payloads)
+            }
+        }
     }
 }
 
-/// The body of an answer that grants no lease.
+/// The body of a v2 answer that grants no lease.
 pub fn encode_idle(idle: Option<IdleReason>, retry_after_ms: u64) -> Vec<u8> {
-    body(&Header { idle, retry_after_ms, lease: None }, &[])
+    encode_idle_as(Version::V2, idle, retry_after_ms)
 }
 
-fn body(header: &Header, payloads: &[u8]) -> Vec<u8> {
+/// The body of an answer of `version` that grants no lease.
+pub fn encode_idle_as(version: Version, idle: Option<IdleReason>, retry_after_ms: u64) -> Vec<u8> {
+    match version {
+        Version::V2 => body(MAGIC, &Header { idle, retry_after_ms, lease: None }, &[]),
+        Version::V3 => body(MAGIC_V3, &HeaderV3 { idle, retry_after_ms, lease: None }, &[]),
+    }
+}
+
+fn body<H: Serialize>(magic: [u8; 4], header: &H, payloads: &[u8]) -> Vec<u8> {
     // A plain struct of strings and integers always encodes.
     let head = bincode::serde::encode_to_vec(header, bincode::config::standard()).unwrap_or_default();
     let mut out = Vec::with_capacity(8 + head.len() + payloads.len());
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&magic);
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(payloads);
     out
 }
 
-/// Read a v2 body. Every payload is a slice of `body` (no copy).
-pub fn decode(body: Bytes) -> Result<Decoded, LeaseFormatError> {
-    if body.len() < 8 || body[..4] != MAGIC {
-        return Err(LeaseFormatError::NotV2);
-    }
+/// The header of a body of the format its magic names, decoded whole.
+fn decode_header<H: serde::de::DeserializeOwned>(body: &Bytes) -> Result<(H, usize), LeaseFormatError> {
     let head_len = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
     if head_len > MAX_HEADER_BYTES || head_len > body.len() - 8 {
         return Err(LeaseFormatError::HeaderLength(head_len));
     }
     let config = bincode::config::standard().with_limit::<MAX_HEADER_BYTES>();
-    let (header, used): (Header, usize) = bincode::serde::decode_from_slice(&body[8..8 + head_len], config)
+    let (header, used): (H, usize) = bincode::serde::decode_from_slice(&body[8..8 + head_len], config)
         .map_err(|e| LeaseFormatError::Header(e.to_string()))?;
     if used != head_len {
         return Err(LeaseFormatError::Header(format!("{} bytes left in the header", head_len - used)));
     }
-    let start = 8 + head_len;
-    let lease = match header.lease {
+    Ok((header, 8 + head_len))
+}
+
+/// Read a v2 or v3 body (its magic says which). Every payload is a slice
+/// of `body` (no copy).
+pub fn decode(body: Bytes) -> Result<Decoded, LeaseFormatError> {
+    if body.len() < 8 {
+        return Err(LeaseFormatError::NotV2);
+    }
+    let (idle, retry_after_ms, index, start) = if body[..4] == MAGIC {
+        let (h, start): (Header, usize) = decode_header(&body)?;
+        let index = h.lease.map(|l| LeaseIndexV3 {
+            head: l.head,
+            broker_id: String::new(),
+            lanes: Vec::new(),
+            tenants: l.tenants,
+            topics: l.topics,
+            records: l
+                .records
+                .into_iter()
+                .map(|e| EntryV3 {
+                    offset: e.offset,
+                    ts_ms: e.ts_ms,
+                    lane: None,
+                    tenant: e.tenant,
+                    topic: e.topic,
+                    len: e.len,
+                })
+                .collect(),
+        });
+        (h.idle, h.retry_after_ms, index, start)
+    } else if body[..4] == MAGIC_V3 {
+        let (h, start): (HeaderV3, usize) = decode_header(&body)?;
+        (h.idle, h.retry_after_ms, h.lease, start)
+    } else {
+        return Err(LeaseFormatError::NotV2);
+    };
+    let lease = match index {
         Some(index) => Some(records(index, &body, start)?),
         None if body.len() > start => return Err(LeaseFormatError::Trailing(body.len() - start)),
         None => None,
     };
-    Ok(Decoded { lease, idle: header.idle, retry_after_ms: header.retry_after_ms })
+    Ok(Decoded { lease, idle, retry_after_ms })
 }
 
-fn records(index: LeaseIndex, body: &Bytes, start: usize) -> Result<DecodedLease, LeaseFormatError> {
-    let LeaseIndex { head, tenants, topics, records: entries } = index;
+fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLease, LeaseFormatError> {
+    let LeaseIndexV3 { head, broker_id, lanes, tenants, topics, records: entries } = index;
     let in_lane = head.lane != DEAD_LETTERS_LANE;
     let mut records = Vec::with_capacity(entries.len());
     let mut pos = start;
@@ -229,6 +434,9 @@ fn records(index: LeaseIndex, body: &Bytes, start: usize) -> Result<DecodedLease
         let bad = |why| LeaseFormatError::Record { index: i, why };
         if e.tenant as usize >= tenants.len() || e.topic as usize >= topics.len() {
             return Err(bad("tenant or topic index out of range"));
+        }
+        if e.lane.is_some_and(|l| l as usize >= lanes.len()) {
+            return Err(bad("lane index out of range"));
         }
         if in_lane && (e.offset < head.from_offset || e.offset >= head.to_offset || prev.is_some_and(|p| p >= e.offset))
         {
@@ -240,6 +448,8 @@ fn records(index: LeaseIndex, body: &Bytes, start: usize) -> Result<DecodedLease
             return Err(bad("payload not followed by its separator"));
         }
         records.push(DecodedRecord {
+            position: u32::try_from(i).map_err(|_| bad("more records than a lease holds"))?,
+            lane: e.lane,
             offset: e.offset,
             ts_ms: e.ts_ms,
             tenant: e.tenant,
@@ -252,29 +462,32 @@ fn records(index: LeaseIndex, body: &Bytes, start: usize) -> Result<DecodedLease
     if pos != body.len() {
         return Err(LeaseFormatError::Trailing(body.len() - pos));
     }
-    Ok(DecodedLease { head, tenants, topics, records, undecodable: Vec::new() })
+    Ok(DecodedLease { head, broker_id, lanes, tenants, topics, records, undecodable: Vec::new() })
 }
 
 impl From<AcquireResponse> for Decoded {
-    /// A v1 answer (JSON, base64 payloads), as a broker before v2 sends it.
+    /// A v1 answer (JSON, base64 payloads).
     fn from(r: AcquireResponse) -> Decoded {
         let lease = r.lease.map(|l| {
             let head = l.head;
-            let (mut tenants, mut topics) = (Vec::new(), Vec::new());
+            let (mut lanes, mut tenants, mut topics) = (Vec::new(), Vec::new(), Vec::new());
             let (mut records, mut undecodable) = (Vec::with_capacity(l.records.len()), Vec::new());
-            for rec in l.records {
+            for (i, rec) in l.records.into_iter().enumerate() {
+                let position = u32::try_from(i).unwrap_or(u32::MAX);
                 match crate::b64_decode(&rec.payload_b64) {
                     Ok(payload) => records.push(DecodedRecord {
+                        position,
+                        lane: rec.lane.as_deref().map(|name| intern(&mut lanes, name)),
                         offset: rec.offset,
                         ts_ms: rec.ts_ms,
                         tenant: intern(&mut tenants, &rec.tenant),
                         topic: intern(&mut topics, &rec.topic),
                         payload: Bytes::from(payload),
                     }),
-                    Err(e) => undecodable.push((rec.offset, format!("invalid base64: {e}"))),
+                    Err(e) => undecodable.push((position, rec.offset, format!("invalid base64: {e}"))),
                 }
             }
-            DecodedLease { head, tenants, topics, records, undecodable }
+            DecodedLease { head, broker_id: l.broker_id, lanes, tenants, topics, records, undecodable }
         });
         Decoded { lease, idle: r.idle, retry_after_ms: r.retry_after_ms }
     }

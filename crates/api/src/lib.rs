@@ -16,6 +16,7 @@
 //!
 //! Never: depend on the broker or the exporter; do I/O.
 
+pub mod downstream_id;
 pub mod lease;
 pub mod lease_binary;
 pub mod routes;
@@ -68,6 +69,9 @@ error_codes! {
     LeaseNotFound = "lease_not_found", 404;
     PayloadTooLarge = "payload_too_large", 413;
     UnsupportedMediaType = "unsupported_media_type", 415;
+    /// An `Idempotency-Key` reused within the window for a different request
+    /// (topic, content type or inflated body): nothing was appended.
+    IdempotencyKeyReused = "idempotency_key_reused", 422;
     RateLimited = "rate_limited", 429;
     Backpressure = "backpressure", 429;
     WalUnavailable = "wal_unavailable", 503;

@@ -38,6 +38,9 @@ impl PartialEq<&str> for LeaseLane {
 /// One leased record, its payload exactly as it was acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedRecord {
+    /// The lane it was acknowledged in, in a re-drive of dead letters
+    /// only (a lane lease's records are of the lease's lane).
+    pub lane: Option<String>,
     pub offset: u64,
     pub tenant: String,
     pub topic: String,

@@ -62,11 +62,7 @@ impl RunError {
 
 pub fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigError> {
     let (mut cfg, dev) = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
-            (Config::from_toml(&text)?, false)
-        }
+        Some(path) => (Config::read_file(path)?, false),
         None => (Config::development(), true),
     };
     if let Some(d) = &args.data_dir {
@@ -100,10 +96,15 @@ fn announce(addr: std::net::SocketAddr, dev: bool) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-async fn shutdown_signal() {
+/// The stop signal; once it arrives, the broker (if recovered) ends its
+/// long-polls, so the drain waits only for requests that are working.
+async fn shutdown_signal(broker: Arc<OnceLock<Arc<Broker>>>) {
     plumbing::signals::shutdown_signal().await;
     tracing::info!("signal received: finishing in-flight commits, then stopping");
     crate::notify::notify_or_log(crate::notify::STOPPING);
+    if let Some(b) = broker.get() {
+        b.begin_shutdown();
+    }
 }
 
 /// Run the broker until a signal; returns after a clean stop.
@@ -111,13 +112,20 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let (cfg, dev) = load_config(&args)?;
     let addr = cfg.listen;
     let _lock = plumbing::datadir::DirLock::acquire(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
+    // Before recovery: /readyz names the broker while it recovers too.
+    let broker_id =
+        plumbing::datadir::BrokerId::load_or_create(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
-    let state = AppState { broker: Arc::new(OnceLock::new()), metrics: Arc::clone(&metrics) };
+    let state = AppState {
+        broker: Arc::new(OnceLock::new()),
+        metrics: Arc::clone(&metrics),
+        broker_id: Arc::from(broker_id.as_str()),
+    };
     let app = crate::http::front::Front::new(state.clone(), router(state.clone()));
     let refused = Arc::clone(&metrics);
     let limits = plumbing::listener::Limits {
@@ -125,8 +133,10 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         drain: cfg.timing.shutdown_drain,
         on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason]).inc()),
     };
-    let server = tokio::spawn(plumbing::listener::serve(listener, app, limits, shutdown_signal()));
-    tracing::info!(%local, data_dir = %cfg.data_dir.display(), "listening; recovering the WAL");
+    let stop = shutdown_signal(Arc::clone(&state.broker));
+    let server =
+        tokio::spawn(plumbing::listener::serve_per_peer(listener, move |peer| app.for_peer(peer), limits, stop));
+    tracing::info!(%local, data_dir = %cfg.data_dir.display(), %broker_id, "listening; recovering the WAL");
     crate::notify::notify_or_log(crate::notify::RECOVERING);
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))

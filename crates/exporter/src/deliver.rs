@@ -1,6 +1,19 @@
 //! Delivering one lease: local retries with backoff for quick failures,
 //! no local retry for timeouts (the breaker must see a slow sink fast), and
 //! bisection of batches the sink rejects to isolate the poison records.
+//!
+//! Whose fault a failure is decides what happens to the records
+//! (docs/sinks.md, "Whose fault a refusal is"):
+//! - [`SinkError::Retryable`] (busy, down, slow) and [`SinkError::Endpoint`]
+//!   (the endpoint refuses whatever it is sent: 3xx, 401, 403, 404, ...):
+//!   the sink's fault. The lease goes back at once as a retryable failure —
+//!   no bisection, so nothing is dead-lettered — and the broker's breaker
+//!   counts it. Only quick `Retryable` failures are retried locally.
+//! - [`SinkError::Poison`] (the content: 400, 413, 415, 422, ClickHouse data
+//!   errors): bisected down to single records, which go to dead letters —
+//!   unless the sink refuses every single record of several tenants with one
+//!   answer and delivers nothing, which [`crate::streak`] judges a fault of
+//!   the sink too (the lease goes back, bounded).
 
 use crate::backoff::{Backoff, Jitter};
 use crate::sink::{Record, Sink, SinkError};
@@ -57,7 +70,9 @@ impl Deliverer<'_> {
         format!("{}/{first}-{last}", self.key_prefix)
     }
 
-    /// One sub-batch, with local retries for quick retryable failures.
+    /// One sub-batch, with local retries for quick retryable failures. An
+    /// endpoint fault is never retried here: it does not pass with a short
+    /// wait, and the breaker must see it at once.
     async fn attempt(&self, records: &[Record], jitter: &mut Jitter) -> Result<(), SinkError> {
         let key = self.key(records);
         let mut tries = 0;
@@ -105,12 +120,19 @@ impl Deliverer<'_> {
             }
             match self.attempt(&records[start..end], &mut jitter).await {
                 Ok(()) => {}
-                Err(SinkError::Poison(reason)) if end - start == 1 => poison.push((records[start].offset, reason)),
-                Err(SinkError::Poison(_)) => {
+                Err(SinkError::Poison { message, .. }) if end - start == 1 => {
+                    poison.push((records[start].offset, message));
+                }
+                Err(SinkError::Poison { .. }) => {
                     let mid = start + (end - start) / 2;
                     // Pushed in reverse so the left half goes first (order kept).
                     pending.push((mid, end));
                     pending.push((start, mid));
+                }
+                // The sink's fault: the lease goes back whole, nothing dead-lettered.
+                Err(SinkError::Endpoint { message, retry_after }) => {
+                    let retry_after = retry_after.map(|ra| ra.min(self.max_retry_after));
+                    return Outcome::Retry { message, retry_after, overload: false };
                 }
                 Err(SinkError::Retryable { message, retry_after, overload, .. }) => {
                     let retry_after = retry_after.map(|ra| ra.min(self.max_retry_after));
@@ -140,7 +162,7 @@ mod tests {
             Box::pin(async move {
                 *self.calls.lock().unwrap() += 1;
                 if records.iter().any(|r| r.payload.starts_with(b"bad")) {
-                    return Err(SinkError::Poison("400 bad record".into()));
+                    return Err(SinkError::poison("400 bad record"));
                 }
                 self.delivered.lock().unwrap().extend(records.iter().map(|r| r.offset));
                 Ok(())

@@ -11,6 +11,10 @@
 //!   sent to dead letters.
 //! - One record is one record at every sink, whatever its bytes
 //!   (`sink::framing`, docs/sinks.md); a redirect is never a delivery.
+//! - A failure of the sink (busy, down, or refusing whatever it is sent)
+//!   never dead-letters records: the lease goes back and the breaker counts
+//!   it; only content refusals are bisected to dead letters (`deliver`,
+//!   `streak`).
 //! - Timeouts are never retried locally: the broker's breaker must see a
 //!   slow sink at once. Quick failures are retried with full-jitter backoff
 //!   within a budget the lease timeout covers (checked at start).
@@ -18,7 +22,8 @@
 //!   and offsets, so a redelivered range carries the same key.
 //!
 //! ## Never
-//! - keep state of its own: cursors, leases and breakers live in the broker;
+//! - keep state of its own: cursors, leases and breakers live in the broker
+//!   (the one exception is soft and in memory: `streak`'s row of refusals);
 //! - open the broker's data directory.
 
 pub mod backoff;
@@ -29,4 +34,5 @@ pub mod deliver;
 pub mod gate;
 pub mod metrics;
 pub mod sink;
+pub mod streak;
 pub mod worker;

@@ -7,7 +7,7 @@
 use crate::client::{BrokerClient, ClientError};
 use crate::concurrency::{Aimd, Mode, Signal};
 use crate::config::Options;
-use crate::deliver::{Deliverer, Outcome};
+use crate::deliver::{Deliverer, Outcome, Poisoned};
 use crate::gate::Gate;
 use crate::metrics::ExporterMetrics;
 use crate::sink::{OpenError, Record, Sink};
@@ -174,12 +174,36 @@ fn priority_of(lane: &str) -> &'static str {
     crate::metrics::PRIORITIES.into_iter().find(|k| *k == p).unwrap_or("dead_letters")
 }
 
+/// A decoded lease as the sink's records (payloads are slices of the
+/// broker's answer: moved, never copied; names shared through `Arc`s), and
+/// the records it carried undecodable, as dead letters.
+fn records_of(lease: DecodedLease) -> (LeaseHead, String, Vec<Record>, Vec<Poisoned>) {
+    let shared = |names: &[String]| names.iter().map(|n| Arc::<str>::from(n.as_str())).collect::<Vec<_>>();
+    let (lanes, tenants, topics) = (shared(&lease.lanes), shared(&lease.tenants), shared(&lease.topics));
+    let own_lane: Arc<str> = Arc::from(lease.head.lane.as_str());
+    let name = |table: &[Arc<str>], i: u32| table.get(i as usize).cloned().unwrap_or_default();
+    let records = lease
+        .records
+        .into_iter()
+        .map(|r| Record {
+            position: r.position,
+            offset: r.offset,
+            ts_ms: r.ts_ms,
+            lane: r.lane.map_or_else(|| Arc::clone(&own_lane), |i| name(&lanes, i)),
+            tenant: name(&tenants, r.tenant),
+            topic: name(&topics, r.topic),
+            payload: r.payload,
+        })
+        .collect();
+    let poison =
+        lease.undecodable.into_iter().map(|(position, offset, reason)| Poisoned { position, offset, reason }).collect();
+    (lease.head, lease.broker_id, records, poison)
+}
+
 async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let dest = ctx.opts.destination.as_str();
-    let DecodedLease { head: lease, records, undecodable: mut poison, .. } = lease;
+    let (lease, broker_id, records, mut poison) = records_of(lease);
     let ts: Vec<u64> = records.iter().map(|r| r.ts_ms).collect();
-    // Payloads are slices of the broker's answer: moved, never copied.
-    let records: Vec<Record> = records.into_iter().map(|r| Record { offset: r.offset, payload: r.payload }).collect();
     // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
     let (hb_stop_tx, mut hb_stop) = watch::channel(false);
     let every = Duration::from_millis((lease.lease_ms / 3).max(200));
@@ -200,8 +224,9 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         sink: &*ctx.sink,
         backoff: ctx.opts.backoff,
         max_retries: ctx.opts.max_retries,
-        key_prefix: format!("{dest}/{}", lease.lane),
-        mixed_lanes: lease.lane == api::lease::DEAD_LETTERS_LANE,
+        broker_id,
+        destination: dest.to_string(),
+        lane: lease.lane.clone(),
         max_retry_after: ctx.opts.max_retry_after,
     };
     let started = std::time::Instant::now();
@@ -221,6 +246,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     match outcome {
         Outcome::Delivered { poison: rejected } => {
             poison.extend(rejected);
+            poison.sort();
             let delivered = records.len().saturating_sub(poison.len()) as u64;
             let now = now_ms();
             let hist = ctx.metrics.delivery_seconds.with_label_values(&[dest]);
@@ -230,7 +256,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
             let req = CommitRequest {
                 dead_letters: poison
                     .iter()
-                    .map(|(offset, error)| PoisonRecord { offset: *offset, error: error.clone() })
+                    .map(|p| PoisonRecord { index: Some(p.position), offset: p.offset, error: p.reason.clone() })
                     .collect(),
             };
             match ctx.client.commit(&lease.id, &req).await {

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! <data_dir>/LOCK     OFD lock held by the broker for its life
+//! <data_dir>/BROKER_ID  this directory's random id (32 hex digits), made
+//!                     at its first start and kept (see [`BrokerId`])
 //! <data_dir>/wal/     the write-ahead log (layout: the `wal` crate)
 //! <data_dir>/meta/    sled: cursors, leases, breakers, flags, dead letters
 //! ```
@@ -17,6 +19,87 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 /// The metadata store's directory under a data directory.
 pub fn meta_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("meta")
+}
+
+/// The file under a data directory that holds its [`BrokerId`].
+pub const BROKER_ID_FILE: &str = "BROKER_ID";
+
+/// A data directory's identity: 128 random bits in hex, made the first
+/// time a broker starts on it (also a directory from before ids existed)
+/// and never changed. Downstream ids cover it, so two brokers — or two
+/// fresh directories — never send a receiver the same id for different
+/// records at the same offsets. A copy of a directory keeps its id; its
+/// new records differ from the old ones in what downstream ids also cover.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerId(String);
+
+/// Why a data directory's id could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerIdError {
+    /// The id file could not be read, written or made durable.
+    #[error("broker id file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The file holds something other than an id (damage, or not ours).
+    #[error("broker id file {} does not hold 32 hex digits; restore it from a backup of this data directory, or remove it to give the directory a new id (downstream ids then change)", path.display())]
+    Malformed { path: PathBuf },
+    /// No randomness from the operating system.
+    #[error("cannot draw a broker id: {0}")]
+    Random(String),
+}
+
+const BROKER_ID_HEX: usize = 32;
+
+impl BrokerId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id of `dir`, if it has one.
+    pub fn read(dir: &Path) -> Result<Option<BrokerId>, BrokerIdError> {
+        let path = dir.join(BROKER_ID_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BrokerIdError::Io { path, source: e }),
+        };
+        let id = std::str::from_utf8(&text).map(str::trim).unwrap_or("");
+        if id.len() != BROKER_ID_HEX || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(BrokerIdError::Malformed { path });
+        }
+        Ok(Some(BrokerId(id.to_string())))
+    }
+
+    /// The id of `dir`, made durably first if it has none: written to a
+    /// temporary file, fsync'd, renamed into place and the directory
+    /// fsync'd, so a crash leaves either no id or the whole one. The
+    /// caller holds the directory's [`DirLock`], so no two make one.
+    pub fn load_or_create(dir: &Path) -> Result<BrokerId, BrokerIdError> {
+        if let Some(id) = BrokerId::read(dir)? {
+            return Ok(id);
+        }
+        let mut raw = [0u8; BROKER_ID_HEX / 2];
+        getrandom::fill(&mut raw).map_err(|e| BrokerIdError::Random(e.to_string()))?;
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(BROKER_ID_FILE);
+        let io = |source| BrokerIdError::Io { path: path.clone(), source };
+        let tmp = dir.join(format!("{BROKER_ID_FILE}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(format!("{id}\n").as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        debug_assert_eq!(id.len(), BROKER_ID_HEX);
+        Ok(BrokerId(id))
+    }
+}
+
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Why the data directory could not be locked.
@@ -84,6 +167,19 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broker_id_is_made_once_kept_and_differs_between_directories() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert_eq!(BrokerId::read(a.path()).unwrap(), None);
+        let id = BrokerId::load_or_create(a.path()).unwrap();
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(BrokerId::load_or_create(a.path()).unwrap(), id, "kept across starts");
+        assert_eq!(BrokerId::read(a.path()).unwrap(), Some(id.clone()));
+        assert_ne!(BrokerId::load_or_create(b.path()).unwrap(), id, "another directory, another id");
+        std::fs::write(a.path().join(BROKER_ID_FILE), "not an id").unwrap();
+        assert!(matches!(BrokerId::load_or_create(a.path()), Err(BrokerIdError::Malformed { .. })));
+    }
 
     #[test]
     fn one_holder_at_a_time_and_the_test_takes_no_lock() {

@@ -27,6 +27,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -69,17 +70,34 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    serve_with(listener, service, limits, stop, HEADER_READ_TIMEOUT).await
+    serve_with(listener, move |_| service.clone(), limits, stop, HEADER_READ_TIMEOUT).await
 }
 
-async fn serve_with<S, B>(
+/// [`serve`], with each connection's service made from the client's
+/// address: what a handler needs to bound state per peer (the broker's
+/// capacity reports) without a per-request extension on the hot path.
+pub async fn serve_per_peer<M, S, B>(listener: TcpListener, make: M, limits: Limits, stop: impl Future<Output = ()>)
+where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_with(listener, make, limits, stop, HEADER_READ_TIMEOUT).await
+}
+
+async fn serve_with<M, S, B>(
     listener: TcpListener,
-    service: S,
+    make: M,
     limits: Limits,
     stop: impl Future<Output = ()>,
     head_timeout: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -94,7 +112,7 @@ async fn serve_with<S, B>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     if live.load(std::sync::atomic::Ordering::Acquire) >= limits.max_connections {
                         (limits.on_refused)("connections");
                         tokio::spawn(refuse(stream));
@@ -103,7 +121,7 @@ async fn serve_with<S, B>(
                     // One write per answer; Nagle would only add delay.
                     let _ = stream.set_nodelay(true);
                     let io = TokioIo::new(ContractErrors::new(stream));
-                    let conn = graceful.watch(http.serve_connection(io, service.clone()));
+                    let conn = graceful.watch(http.serve_connection(io, make(peer)));
                     let guard = LiveGuard::new(&live);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
@@ -340,7 +358,7 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_with(
             listener,
-            front,
+            move |_| front.clone(),
             Limits::default(),
             async move {
                 let _ = stop_rx.await;

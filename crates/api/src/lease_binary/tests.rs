@@ -117,7 +117,7 @@ fn body_with(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
         bincode::serde::decode_from_slice(&body[8..8 + n], bincode::config::standard()).expect("header");
     edit(&mut h);
     let payloads = &body[8 + n..];
-    super::body(&h, payloads)
+    super::body(MAGIC, &h, payloads)
 }
 
 #[test]
@@ -161,8 +161,10 @@ fn a_v1_answer_converts_with_its_payloads_decoded() {
                 probe: true,
                 redeliveries: 0,
             },
+            broker_id: "b1".into(),
             records: vec![
                 crate::lease::LeasedRecord {
+                    lane: None,
                     offset: 0,
                     tenant: "a".into(),
                     topic: "e".into(),
@@ -170,6 +172,7 @@ fn a_v1_answer_converts_with_its_payloads_decoded() {
                     payload_b64: crate::b64_encode(b"x\ny"),
                 },
                 crate::lease::LeasedRecord {
+                    lane: None,
                     offset: 1,
                     tenant: "a".into(),
                     topic: "e".into(),
@@ -186,5 +189,50 @@ fn a_v1_answer_converts_with_its_payloads_decoded() {
     assert_eq!(lease.records.len(), 1);
     assert_eq!(&lease.records[0].payload[..], b"x\ny");
     assert_eq!(lease.undecodable.len(), 1);
-    assert_eq!(lease.undecodable[0].0, 1);
+    assert_eq!((lease.undecodable[0].0, lease.undecodable[0].1), (1, 1), "position and offset");
+    assert_eq!(lease.broker_id, "b1");
+}
+
+#[test]
+fn a_v3_lease_carries_the_broker_id_and_each_redriven_records_lane() {
+    let mut enc = Encoder::new(Version::V3, "b-42", 3, 16);
+    enc.push_from(Some("normal/0"), 3, 1, "acme", "events", b"{}");
+    enc.push_from(Some("low/1"), 3, 2, "acme", "events", b"x\n");
+    enc.push_from(None, 9, 3, "beta", "events", b"");
+    let body = enc.finish(head(DEAD_LETTERS_LANE, 3, 10));
+    assert_eq!(&body[..4], &MAGIC_V3);
+    let lease = decode(Bytes::from(body)).expect("decodes").lease.expect("a lease");
+    assert_eq!(lease.broker_id, "b-42");
+    let lanes: Vec<&str> = lease.records.iter().map(|r| lease.lane_of(r)).collect();
+    assert_eq!(lanes, ["normal/0", "low/1", DEAD_LETTERS_LANE], "offset 3 twice, told apart by lane");
+    let positions: Vec<u32> = lease.records.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [0, 1, 2]);
+    assert_eq!(&lease.records[1].payload[..], b"x\n");
+}
+
+#[test]
+fn a_v2_encoder_drops_what_v3_adds_and_an_old_decoder_layout_still_reads() {
+    let mut enc = Encoder::new(Version::V2, "b-42", 1, 2);
+    enc.push_from(Some("normal/0"), 10, 1, "acme", "events", b"{}");
+    let body = enc.finish(head("normal/0", 10, 11));
+    assert_eq!(&body[..4], &MAGIC);
+    let lease = decode(Bytes::from(body)).expect("decodes").lease.expect("a lease");
+    assert_eq!(lease.broker_id, "", "v2 carries no broker id");
+    assert_eq!(lease.lane_of(&lease.records[0]), "normal/0");
+    let idle = decode(Bytes::from(encode_idle_as(Version::V3, Some(IdleReason::Empty), 5))).expect("idle v3");
+    assert_eq!(idle, Decoded { lease: None, idle: Some(IdleReason::Empty), retry_after_ms: 5 });
+}
+
+/// Defect 18 of issue 19: `Accept: …;Q=0` was taken as acceptance.
+#[test]
+fn accept_is_read_with_case_insensitive_parameters_and_q_zero_refuses() {
+    assert_eq!(accepted_version("application/vnd.weir.lease.v2;Q=0"), None);
+    assert_eq!(accepted_version("application/vnd.weir.lease.v2; q=0.0"), None);
+    assert_eq!(accepted_version("application/vnd.weir.lease.v2;q=nan"), None);
+    assert_eq!(accepted_version("APPLICATION/VND.WEIR.LEASE.V2"), Some(Version::V2));
+    assert_eq!(accepted_version("application/vnd.weir.lease.v2;Q=0.5"), Some(Version::V2));
+    let both = "application/vnd.weir.lease.v3, application/vnd.weir.lease.v2;q=0.8, application/json;q=0.5";
+    assert_eq!(accepted_version(both), Some(Version::V3));
+    assert_eq!(accepted_version("application/vnd.weir.lease.v3;Q=0, application/vnd.weir.lease.v2"), Some(Version::V2));
+    assert_eq!(accepted_version("application/json"), None);
 }

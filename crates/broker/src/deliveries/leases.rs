@@ -49,15 +49,18 @@ impl Deliveries {
         let deadline = tokio::time::Instant::now() + wait;
         // Bounded by the deadline: each round waits for an append or the deadline.
         loop {
-            // Register for wake-ups before looking, so no append slips between.
-            let notified: Vec<_> = self.wal.lanes().map(|l| Box::pin(l.appended())).collect();
+            // Register for wake-ups before looking, so no append slips between;
+            // the broker's stop wakes the wait too (it answers idle at once).
+            let mut notified: Vec<_> = self.wal.lanes().map(|l| Box::pin(l.appended())).collect();
+            notified.push(Box::pin(self.shutdown.notified()));
             let resp = self.acquire_once(dest, &req, now_ms()).await?;
             let now = tokio::time::Instant::now();
-            if resp.lease.is_some() || resp.idle != Some(IdleReason::Empty) || now >= deadline {
+            let stopping = self.shutdown.has_begun();
+            if resp.lease.is_some() || resp.idle != Some(IdleReason::Empty) || now >= deadline || stopping {
                 return Ok(resp);
             }
             let any = futures_select_any(notified);
-            if tokio::time::timeout(deadline - now, any).await.is_err() {
+            if tokio::time::timeout(deadline - now, any).await.is_err() || self.shutdown.has_begun() {
                 return Ok(idle(IdleReason::Empty, 0));
             }
         }
@@ -149,6 +152,7 @@ impl Deliveries {
             };
             if let Some(dl) = self.store.dead_letter(&dest.name, id)? {
                 records.push(LeasedRecord {
+                    lane: Some(dl.lane),
                     offset: dl.offset,
                     tenant: dl.tenant,
                     topic: dl.topic,
@@ -392,9 +396,14 @@ impl Deliveries {
         Ok(cursor)
     }
 
-    /// Dead-letter records for the offsets an exporter named, read back from
-    /// the WAL (or the dead letters being re-driven). Refused, changing
-    /// nothing, when an offset is named twice or is not a record of the lease.
+    /// Dead-letter records for the records an exporter named, read back
+    /// from the WAL (or the dead letters being re-driven). A record is
+    /// named by its place in the lease (`index`, unique even where a
+    /// re-drive's lanes repeat an offset) or, from an exporter before
+    /// v1.2, by its offset alone: then every record of the lease at that
+    /// offset is kept as a dead letter (nothing is lost; one delivered
+    /// already may be re-driven twice). Refused, changing nothing, when a
+    /// name is not a record of the lease.
     fn dead_letter_records(
         &self,
         dest: &Destination,
@@ -405,57 +414,33 @@ impl Deliveries {
         if poison.is_empty() {
             return Ok(Vec::new());
         }
-        let mut errors: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
-        for p in poison {
-            if errors.insert(p.offset, p.error.as_str()).is_some() {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "dead-letter offset {} is named twice in the commit of lease {}; name each offset once",
-                    p.offset, lease.id
-                )));
-            }
-        }
-        let mut out = Vec::new();
-        match &lease.source {
+        let candidates: Vec<DeadLetterRecord> = match &lease.source {
             LeaseSource::Lane(lane) => {
                 let (records, _) = self.read_matching(dest, *lane, lease.from, lease.to, usize::MAX, usize::MAX)?;
-                for r in records {
-                    if let Some(err) = errors.get(&r.offset) {
-                        let payload = r.payload;
-                        out.push(DeadLetterRecord {
-                            lane: lane.to_string(),
-                            offset: r.offset,
-                            tenant: r.tenant,
-                            topic: r.topic,
-                            ts_ms: r.ts_ms,
-                            payload,
-                            error: err.to_string(),
-                            failed_at_ms: now,
-                        });
-                    }
-                }
+                records
+                    .into_iter()
+                    .map(|r| DeadLetterRecord {
+                        lane: lane.to_string(),
+                        offset: r.offset,
+                        tenant: r.tenant,
+                        topic: r.topic,
+                        ts_ms: r.ts_ms,
+                        payload: r.payload,
+                        error: String::new(),
+                        failed_at_ms: now,
+                    })
+                    .collect()
             }
             LeaseSource::DeadLetters(ids) => {
+                let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
-                    if let Some(mut dl) = self.store.dead_letter(&dest.name, *id)? {
-                        if let Some(err) = errors.get(&dl.offset) {
-                            dl.error = err.to_string();
-                            dl.failed_at_ms = now;
-                            out.push(dl);
-                        }
-                    }
+                    // A dead letter purged since keeps its place, as nothing.
+                    out.push(self.store.dead_letter(&dest.name, *id)?);
                 }
+                return super::named::pick_named(lease, out, poison, now);
             }
-        }
-        if out.len() != poison.len() {
-            return Err(BrokerError::InvalidRequest(format!(
-                "{} of the dead-letter offsets are not records of lease {} [{}, {}); nothing was committed",
-                poison.len().saturating_sub(out.len()),
-                lease.id,
-                lease.from,
-                lease.to
-            )));
-        }
-        Ok(out)
+        };
+        super::named::pick_named(lease, candidates.into_iter().map(Some).collect(), poison, now)
     }
 
     /// Give a lease back: `Retryable` counts towards the breaker; `Released` does not.

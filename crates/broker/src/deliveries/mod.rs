@@ -10,7 +10,8 @@
 //! - [`settle`]: the one transaction every change goes through, and the
 //!   one way a lease ends;
 //! - `read`: a lease's WAL read; `prefetch`: that read made before the
-//!   destination's lock.
+//!   destination's lock; `named`: the records a commit names as dead
+//!   letters.
 //!
 //! Invariants: sled holds exactly the live leases; a cursor is flushed
 //! before its commit is answered; a refused call changes nothing (every
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod leases;
+mod named;
 mod order;
 mod prefetch;
 mod read;
@@ -41,6 +43,9 @@ pub struct Deliveries {
     metrics: Arc<Metrics>,
     store: Store,
     dests: Vec<Destination>,
+    /// Begun on SIGTERM: the acquire long-poll waits on it too, so it
+    /// answers idle at once instead of holding the stop's drain.
+    shutdown: crate::shutdown::Shutdown,
 }
 
 impl Deliveries {
@@ -58,7 +63,13 @@ impl Deliveries {
             dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
             dests.push(dest);
         }
-        Ok(Deliveries { cfg, wal, metrics, store, dests })
+        Ok(Deliveries { cfg, wal, metrics, store, dests, shutdown: crate::shutdown::Shutdown::default() })
+    }
+
+    /// The broker is stopping: waiting acquires answer idle now (see
+    /// [`crate::shutdown`]).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.begin();
     }
 
     /// The destinations, in configuration order.

@@ -46,6 +46,7 @@ impl Deliveries {
                 end = off + 1;
                 if wanted {
                     out.push(LeasedRecord {
+                        lane: None,
                         offset: off,
                         tenant: f.tenant.to_string(),
                         topic: f.topic.to_string(),

@@ -30,6 +30,9 @@ use std::sync::{Arc, OnceLock};
 pub struct AppState {
     pub broker: Arc<OnceLock<Arc<Broker>>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The data directory's id (`plumbing::datadir::BrokerId`): in
+    /// `/readyz` and every lease, for downstream ids.
+    pub broker_id: Arc<str>,
 }
 
 impl AppState {
@@ -120,7 +123,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let Some(b) = s.broker.get() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "reasons": ["recovering the write-ahead log"]})),
+            Json(serde_json::json!({
+                "ready": false,
+                "broker_id": &*s.broker_id,
+                "reasons": ["recovering the write-ahead log"],
+            })),
         )
             .into_response();
     };
@@ -134,12 +141,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .map(|p| format!("quarantined segment {} (see `broker-admin verify`)", p.display()))
         .collect();
     if failures.is_empty() && notes.is_empty() {
-        Json(serde_json::json!({"ready": true})).into_response()
+        Json(serde_json::json!({"ready": true, "broker_id": &*s.broker_id})).into_response()
     } else if failures.is_empty() {
-        Json(serde_json::json!({"ready": true, "reasons": notes})).into_response()
+        Json(serde_json::json!({"ready": true, "broker_id": &*s.broker_id, "reasons": notes})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": failures})))
-            .into_response()
+        let body = serde_json::json!({"ready": false, "broker_id": &*s.broker_id, "reasons": failures});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
@@ -280,17 +287,31 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let b = s.ready()?;
         require_exporter(b, req.headers(), &dest)?;
         let format = wire::LeaseFormat::accepted(req.headers());
+        let peer = req.extensions().get::<front::Peer>().map(|p| p.0);
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        let req: api::lease::AcquireRequest = parse_json(&body)?;
+        let mut req: api::lease::AcquireRequest = parse_json(&body)?;
+        report_capacity(b, &dest, peer, &mut req);
         b.deliveries().acquire(&dest, req).await.map(|a| (format, a))
     };
     match r.await {
-        Ok((wire::LeaseFormat::Binary, a)) => {
-            ([(header::CONTENT_TYPE, api::lease_binary::CONTENT_TYPE)], wire::acquired_binary(a)).into_response()
+        Ok((wire::LeaseFormat::Binary(v), a)) => {
+            ([(header::CONTENT_TYPE, v.media_type())], wire::acquired_binary(a, v, &s.broker_id)).into_response()
         }
-        Ok((wire::LeaseFormat::Json, a)) => Json(wire::acquired(a)).into_response(),
+        Ok((wire::LeaseFormat::Json, a)) => Json(wire::acquired(a, &s.broker_id)).into_response(),
         Err(e) => answer::<()>(&s, Err(e)),
+    }
+}
+
+/// Count the asking exporter's capacity report under its connection's
+/// client address (known here, not in `Deliveries`: reports are bounded per
+/// peer, see [`crate::capacity`]), and hand the acquire on without it so it
+/// is counted once.
+fn report_capacity(b: &Broker, dest: &str, peer: Option<std::net::IpAddr>, req: &mut api::lease::AcquireRequest) {
+    if let (Some(exporter), Some(limit)) = (req.exporter.take(), req.concurrency_limit.take()) {
+        if let Some(d) = b.deliveries().dest_by_name(dest) {
+            d.report_capacity_from(peer, &exporter, limit, plumbing::clock::now_ms());
+        }
     }
 }
 

@@ -6,54 +6,50 @@
 
 use crate::leased::{Acquired, Lease, LeasedRecord};
 use api::lease::LeaseHead;
-use api::lease_binary::Encoder;
+use api::lease_binary::{Encoder, Version};
 use axum::http::{header, HeaderMap};
 
 /// Which lease format an acquire answers in, negotiated per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseFormat {
-    /// v2: `Accept` names `api::lease_binary::CONTENT_TYPE` (with a q above 0).
-    Binary,
+    /// v3 or v2: `Accept` names its media type (with a q above 0; the
+    /// newest named wins).
+    Binary(Version),
     /// v1, JSON: what an exporter from before v2 gets (it sends no such `Accept`).
     Json,
 }
 
 impl LeaseFormat {
     pub fn accepted(headers: &HeaderMap) -> LeaseFormat {
-        let wants = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-            v.split(',').any(|range| {
-                let mut params = range.split(';').skip(1).map(str::trim);
-                let refused =
-                    params.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0)));
-                api::lease_binary::is_v2_media(range) && !refused
-            })
-        });
-        if wants {
-            LeaseFormat::Binary
-        } else {
-            LeaseFormat::Json
-        }
+        let newest = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(api::lease_binary::accepted_version)
+            .max();
+        newest.map_or(LeaseFormat::Json, LeaseFormat::Binary)
     }
 }
 
-/// An acquire's answer as a v2 body.
-pub fn acquired_binary(a: Acquired) -> Vec<u8> {
+/// An acquire's answer as a binary body of `version`.
+pub fn acquired_binary(a: Acquired, version: Version, broker_id: &str) -> Vec<u8> {
     let Some(l) = a.lease else {
-        return api::lease_binary::encode_idle(a.idle, a.retry_after_ms);
+        return api::lease_binary::encode_idle_as(version, a.idle, a.retry_after_ms);
     };
     let (head, records) = split(l);
     let bytes = records.iter().map(|r| r.payload.len()).sum();
-    let mut enc = Encoder::with_capacity(records.len(), bytes);
+    let mut enc = Encoder::new(version, broker_id, records.len(), bytes);
     for r in &records {
-        enc.push(r.offset, r.ts_ms, &r.tenant, &r.topic, &r.payload);
+        enc.push_from(r.lane.as_deref(), r.offset, r.ts_ms, &r.tenant, &r.topic, &r.payload);
     }
     enc.finish(head)
 }
 
-pub fn acquired(a: Acquired) -> api::lease::AcquireResponse {
+pub fn acquired(a: Acquired, broker_id: &str) -> api::lease::AcquireResponse {
     let lease = a.lease.map(|l| {
         let (head, records) = split(l);
-        api::lease::Lease { head, records: records.into_iter().map(record).collect() }
+        let records = records.into_iter().map(record).collect();
+        api::lease::Lease { head, broker_id: broker_id.to_string(), records }
     });
     api::lease::AcquireResponse { lease, idle: a.idle, retry_after_ms: a.retry_after_ms }
 }
@@ -76,6 +72,7 @@ fn split(l: Lease) -> (LeaseHead, Vec<LeasedRecord>) {
 fn record(r: LeasedRecord) -> api::lease::LeasedRecord {
     api::lease::LeasedRecord {
         payload_b64: api::b64_encode(&r.payload),
+        lane: r.lane,
         offset: r.offset,
         tenant: r.tenant,
         topic: r.topic,

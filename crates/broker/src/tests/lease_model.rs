@@ -290,12 +290,15 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
             let lease = m.dests[dest].live.get(&id).cloned();
             let mut dead_letters: Vec<PoisonRecord> = Vec::new();
             if let (Some(l), Some(k)) = (&lease, poison) {
-                dead_letters.push(PoisonRecord { offset: l.offsets[k % l.offsets.len()], error: "poison".into() });
+                let i = k % l.offsets.len();
+                let index = Some(u32::try_from(i).unwrap_or(u32::MAX));
+                dead_letters.push(PoisonRecord { index, offset: l.offsets[i], error: "poison".into() });
             }
             let first = lease.as_ref().map_or(0, |l| l.offsets[0]);
             match refuse {
-                1 => dead_letters.push(PoisonRecord { offset: 1 << 40, error: "not in the lease".into() }),
-                2 => dead_letters.extend([first, first].map(|offset| PoisonRecord { offset, error: "twice".into() })),
+                1 => dead_letters.push(PoisonRecord { index: None, offset: 1 << 40, error: "not in the lease".into() }),
+                // A place whose record has another offset: the exporter is confused.
+                2 => dead_letters.push(PoisonRecord { index: Some(0), offset: first + 1, error: "mismatch".into() }),
                 _ => {}
             }
             let should_refuse = lease.is_none() || refuse == 1 || refuse == 2;

@@ -33,7 +33,7 @@ fn commit(h: &Harness, id: &str, dead_letters: Vec<PoisonRecord>) -> Result<u64,
 }
 
 fn poison(offset: u64) -> PoisonRecord {
-    PoisonRecord { offset, error: "HTTP 400 from the sink".into() }
+    PoisonRecord { index: None, offset, error: "HTTP 400 from the sink".into() }
 }
 
 fn cursor(h: &Harness) -> u64 {
@@ -45,7 +45,7 @@ fn sled_leases(h: &Harness) -> Vec<crate::store::LeaseRecord> {
 }
 
 /// Issue 11 item 7: a commit refused for a dead-letter offset outside the
-/// lease, for duplicate offsets, or for a sled error changes nothing.
+/// lease, a place that holds another record, or a sled error changes nothing.
 #[test]
 fn refused_commit_changes_nothing_and_the_lease_stays_usable() {
     let h = Harness::new("", DEST);
@@ -55,8 +55,12 @@ fn refused_commit_changes_nothing_and_the_lease_stays_usable() {
 
     let outside = commit(&h, &lease.id, vec![poison(99)]).expect_err("offset outside the lease is refused");
     assert_eq!(outside.code(), api::ErrorCode::InvalidRequest);
-    let dup = commit(&h, &lease.id, vec![poison(1), poison(1)]).expect_err("duplicate offsets are refused");
+    let wrong = PoisonRecord { index: Some(0), offset: 1, error: "x".into() };
+    let dup = commit(&h, &lease.id, vec![wrong]).expect_err("a place holding another offset is refused");
     assert_eq!(dup.code(), api::ErrorCode::InvalidRequest);
+    let beyond = PoisonRecord { index: Some(3), offset: 1, error: "x".into() };
+    let beyond = commit(&h, &lease.id, vec![beyond]).expect_err("a place past the lease is refused");
+    assert_eq!(beyond.code(), api::ErrorCode::InvalidRequest);
 
     h.b().deliveries().store().fail_writes.store(true, std::sync::atomic::Ordering::Relaxed);
     let io = commit(&h, &lease.id, vec![poison(1)]).expect_err("sled error");
@@ -141,4 +145,41 @@ fn restart_after_rewind_redelivers_from_the_rewound_cursor() {
     assert_eq!(cursor(&h), 0, "the restart moved the rewound cursor");
     let redelivered = acquire(&h, 100).expect("redelivery from 0");
     assert_eq!(redelivered.from_offset, 0);
+}
+
+/// Issue 19 defect 7: dead letters of two lanes share offset 0 and one is
+/// still poison. Its re-drive commit named offset 0 twice, was refused, and
+/// the lease came back for ever. Named by place, it commits; an exporter
+/// from before names the offset, and both stay dead letters (none lost).
+#[test]
+fn a_redrive_of_two_lanes_sharing_an_offset_commits_by_place() {
+    let h = Harness::new("", DEST);
+    h.append("acme", "events", &recs("n", 1));
+    let low0: wal::LaneId = "low/0".parse().expect("lane");
+    let batch = wal::EncodedBatch::encode("acme", "events", None, &recs("l", 1)).expect("batch");
+    h.run(h.b().wal().append(low0, batch)).expect("append to low/0");
+    for _ in 0..2 {
+        let l = acquire(&h, 100).expect("a lane lease");
+        assert_eq!(l.from_offset, 0);
+        commit(&h, &l.id, vec![poison(0)]).expect("dead-lettered");
+    }
+    let store = h.b().deliveries().store();
+    assert_eq!(store.count_dead_letters("d"), 2);
+
+    h.b().deliveries().redrive("d").expect("re-drive");
+    let l = acquire(&h, 100).expect("a re-drive lease");
+    let offsets: Vec<u64> = l.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [0, 0], "one offset, two lanes");
+    let lanes: Vec<Option<String>> = l.records.iter().map(|r| r.lane.clone()).collect();
+    assert!(lanes.contains(&Some("normal/0".into())) && lanes.contains(&Some("low/0".into())), "{lanes:?}");
+    let still_bad = PoisonRecord { index: Some(1), offset: 0, error: "still 400".into() };
+    commit(&h, &l.id, vec![still_bad]).expect("a commit naming one place");
+    let left = store.dead_letters("d", 10).expect("dead letters");
+    assert_eq!(left.len(), 1, "the delivered one left, the poison one stayed");
+    assert_eq!(Some(left[0].1.lane.clone()), lanes[1]);
+
+    h.b().deliveries().redrive("d").expect("re-drive again");
+    let l = acquire(&h, 100).expect("a re-drive lease");
+    commit(&h, &l.id, vec![poison(0), poison(0)]).expect("an old exporter's commit by offset is not refused");
+    assert_eq!(store.count_dead_letters("d"), 1);
 }

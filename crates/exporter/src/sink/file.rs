@@ -228,7 +228,7 @@ mod tests {
     use super::*;
 
     fn rec(offset: u64, payload: &[u8]) -> Record {
-        Record { offset, payload: bytes::Bytes::copy_from_slice(payload) }
+        Record { offset, payload: bytes::Bytes::copy_from_slice(payload), ..Record::default() }
     }
 
     #[test]

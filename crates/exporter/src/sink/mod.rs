@@ -22,6 +22,26 @@ pub struct Record {
     pub payload: bytes::Bytes,
 }
 
+/// What a sink said when it refused the content of a request: compared
+/// between single-record refusals to tell "this record is bad" from "this
+/// sink refuses everything with one answer" (see [`crate::streak`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// An HTTP status about the content (400, 413, 415, 422).
+    Status(u16),
+    /// A ClickHouse data error code.
+    ClickHouse(u32),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Status(s) => write!(f, "HTTP {s}"),
+            Refusal::ClickHouse(c) => write!(f, "ClickHouse code {c}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
     /// Timeouts, connection errors, 408/429/5xx: try again later.
@@ -29,9 +49,25 @@ pub enum SinkError {
     /// timeout, a refused connection), which lowers the concurrency.
     #[error("retryable: {message}")]
     Retryable { message: String, retry_after: Option<Duration>, timed_out: bool, overload: bool },
-    /// The sink rejected the data itself.
-    #[error("rejected: {0}")]
-    Poison(String),
+    /// The endpoint refused the request whatever it held (3xx, 401, 403,
+    /// 404, 405, 407, 410, other 4xx not about the content): the sink is
+    /// misconfigured or gone, not the records. Never bisected nor retried
+    /// locally: the lease goes back as a retryable failure at once, so the
+    /// breaker counts it and the records stay.
+    #[error("endpoint refused: {message}")]
+    Endpoint { message: String, retry_after: Option<Duration> },
+    /// The sink rejected the data itself: bisected down to single records,
+    /// which go to dead letters. `refusal`: what the sink answered, when it
+    /// answered (None: refused before sending, e.g. not a ClickHouse row).
+    #[error("rejected: {message}")]
+    Poison { message: String, refusal: Option<Refusal> },
+}
+
+impl SinkError {
+    /// A content refusal that no sink answer stands behind.
+    pub fn poison(message: impl Into<String>) -> SinkError {
+        SinkError::Poison { message: message.into(), refusal: None }
+    }
 }
 
 /// Why a sink could not be set up.
@@ -65,6 +101,13 @@ pub trait Sink: Send + Sync {
     /// to dead letters without being sent. Sinks that frame such records
     /// instead (file, webhook) refuse none.
     fn refuse(&self, _record: &Record) -> Option<String> {
+        None
+    }
+
+    /// Where this sink keeps its row of single-record content refusals, when
+    /// it has answers that may refuse everything with one content status
+    /// (an HTTP sink). None: every content refusal is the records' fault.
+    fn streak(&self) -> Option<&crate::streak::RefusalStreak> {
         None
     }
 

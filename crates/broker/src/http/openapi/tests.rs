@@ -138,7 +138,7 @@ async fn ready_router() -> (axum::Router, tempfile::TempDir) {
     .await
     .expect("open task")
     .expect("broker opens");
-    let state = AppState { broker: Arc::new(OnceLock::new()), metrics };
+    let state = AppState { broker: Arc::new(OnceLock::new()), metrics, broker_id: Arc::from("test") };
     let _ = state.broker.set(Arc::new(broker));
     (router(state), tmp)
 }
