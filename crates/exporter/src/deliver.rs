@@ -16,14 +16,30 @@
 //!   the sink too (the lease goes back, bounded).
 
 use crate::backoff::{Backoff, Jitter};
-use crate::sink::{Record, Sink, SinkError};
+use crate::sink::{Record, Refusal, Sink, SinkError};
+use api::downstream_id::{batch_id, IdScope};
 use std::time::Duration;
+
+/// A record to send to dead letters, named as the commit names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Poisoned {
+    /// Its place in the lease (unique; offsets repeat in a re-drive).
+    pub position: u32,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl Poisoned {
+    pub fn of(record: &Record, reason: String) -> Poisoned {
+        Poisoned { position: record.position, offset: record.offset, reason }
+    }
+}
 
 /// How a lease's delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Everything delivered except these (offset, reason) poison records.
-    Delivered { poison: Vec<(u64, String)> },
+    /// Everything delivered except these poison records, in lease order.
+    Delivered { poison: Vec<Poisoned> },
     /// Give the lease back as a retryable failure; `overload`: the sink
     /// said it is at capacity (see [`crate::concurrency`]).
     Retry { message: String, retry_after: Option<Duration>, overload: bool },
@@ -33,41 +49,25 @@ pub struct Deliverer<'a> {
     pub sink: &'a dyn Sink,
     pub backoff: Backoff,
     pub max_retries: u32,
-    /// Prefix of the idempotency key: destination and lane.
-    pub key_prefix: String,
-    /// The lease holds records of several lanes (a re-drive of dead letters).
-    pub mixed_lanes: bool,
+    /// Whose batches these are: downstream ids cover the broker's id, the
+    /// destination and the lease's lane (`api::downstream_id`).
+    pub broker_id: String,
+    pub destination: String,
+    pub lane: String,
     /// The longest sink `Retry-After` honoured (see `--max-retry-after-ms`).
     pub max_retry_after: Duration,
 }
 
-/// SHA-256 over each record's offset, length and bytes, in order; 128 bits
-/// in hex. A tenant cannot make two different sets share a key (and so have
-/// a deduplicating sink drop one) without a SHA-256 collision.
-fn records_digest(records: &[Record]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update((records.len() as u64).to_le_bytes());
-    for r in records {
-        h.update(r.offset.to_le_bytes());
-        h.update((r.payload.len() as u64).to_le_bytes());
-        h.update(&r.payload);
-    }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Deliverer<'_> {
-    /// The idempotency key of one batch: unique per set of records and
-    /// stable when the same set is delivered again. Within a lane, offsets
-    /// name records, so the range does. A re-drive lease mixes lanes whose
-    /// offsets collide, so its key is a digest of the records themselves.
+    /// The downstream id of one batch (`api::downstream_id`): the same for
+    /// the same records, another for any other, across brokers. Computed
+    /// only for a sink that sends one; the others get an empty key.
     fn key(&self, records: &[Record]) -> String {
-        if self.mixed_lanes {
-            return format!("{}/{}", self.key_prefix, records_digest(records));
+        if !self.sink.sends_id() {
+            return String::new();
         }
-        let first = records.first().map_or(0, |r| r.offset);
-        let last = records.last().map_or(0, |r| r.offset);
-        format!("{}/{first}-{last}", self.key_prefix)
+        let scope = IdScope { broker_id: &self.broker_id, destination: &self.destination, lane: &self.lane };
+        batch_id(scope, records.iter().map(Record::id_fields))
     }
 
     /// One sub-batch, with local retries for quick retryable failures. An
@@ -97,20 +97,10 @@ impl Deliverer<'_> {
     pub async fn deliver(&self, records: &[Record]) -> Outcome {
         // Records the sink can never take as one record go straight to dead
         // letters: sending them would only fail (or worse, split them).
-        let mut poison = Vec::new();
-        let screened: Vec<Record>;
-        let mut records = records;
-        if records.iter().any(|r| self.sink.refuse(r).is_some()) {
-            let mut kept = Vec::with_capacity(records.len());
-            for r in records {
-                match self.sink.refuse(r) {
-                    Some(reason) => poison.push((r.offset, reason)),
-                    None => kept.push(r.clone()),
-                }
-            }
-            screened = kept;
-            records = &screened;
-        }
+        let (mut poison, screened) = self.screen(records);
+        let records = screened.as_deref().unwrap_or(records);
+        let streak = self.sink.streak();
+        let mut leaves = Leaves::default();
         let mut jitter = Jitter::seeded();
         // Work list instead of recursion: (start, end) ranges still to deliver.
         let mut pending = vec![(0usize, records.len())];
@@ -119,9 +109,19 @@ impl Deliverer<'_> {
                 continue;
             }
             match self.attempt(&records[start..end], &mut jitter).await {
-                Ok(()) => {}
-                Err(SinkError::Poison { message, .. }) if end - start == 1 => {
-                    poison.push((records[start].offset, message));
+                Ok(()) => {
+                    leaves.delivered = true;
+                    if let Some(s) = streak {
+                        s.delivered();
+                    }
+                }
+                Err(SinkError::Poison { message, refusal }) if end - start == 1 => {
+                    let record = &records[start];
+                    if let (Some(s), Some(r)) = (streak, refusal) {
+                        s.refused(&record.tenant, r);
+                    }
+                    leaves.refused(refusal);
+                    poison.push(Poisoned::of(record, message));
                 }
                 Err(SinkError::Poison { .. }) => {
                     let mid = start + (end - start) / 2;
@@ -140,10 +140,78 @@ impl Deliverer<'_> {
                 }
             }
         }
+        if let (Some(s), Some(refusal)) = (streak, leaves.only_refusal()) {
+            if let Some(message) = s.judge(fingerprint(records), refusal) {
+                return Outcome::Retry { message, retry_after: None, overload: false };
+            }
+        }
         poison.sort();
         Outcome::Delivered { poison }
     }
+
+    /// Split off the records the sink refuses unsent: their dead letters,
+    /// and the records to send when any were refused (None: all of them).
+    fn screen(&self, records: &[Record]) -> (Vec<Poisoned>, Option<Vec<Record>>) {
+        let mut poison = Vec::new();
+        if !records.iter().any(|r| self.sink.refuse(r).is_some()) {
+            return (poison, None);
+        }
+        let mut kept = Vec::with_capacity(records.len());
+        for r in records {
+            match self.sink.refuse(r) {
+                Some(reason) => poison.push(Poisoned::of(r, reason)),
+                None => kept.push(r.clone()),
+            }
+        }
+        (poison, Some(kept))
+    }
 }
+
+/// What a lease's single-record requests came to, for [`crate::streak`].
+#[derive(Debug, Default)]
+struct Leaves {
+    /// Some request of the lease was accepted.
+    delivered: bool,
+    /// The one refusal every refused single record got so far; `mixed`
+    /// once they differ or one had no sink answer behind it.
+    refusal: Option<Refusal>,
+    mixed: bool,
+}
+
+impl Leaves {
+    fn refused(&mut self, refusal: Option<Refusal>) {
+        match (self.refusal, refusal) {
+            (_, None) => self.mixed = true,
+            (None, Some(r)) => self.refusal = Some(r),
+            (Some(a), Some(b)) => self.mixed |= a != b,
+        }
+    }
+
+    /// The one refusal of a lease that delivered nothing.
+    fn only_refusal(&self) -> Option<Refusal> {
+        if self.delivered || self.mixed {
+            return None;
+        }
+        self.refusal
+    }
+}
+
+/// Names a lease's records for [`crate::streak`]: a lease given back is
+/// offered again with exactly the same records, so the same value. Not an
+/// id sent anywhere; a collision only makes a kept lease's count shared.
+fn fingerprint(records: &[Record]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for r in records {
+        r.offset.hash(&mut h);
+        r.tenant.hash(&mut h);
+        r.payload.hash(&mut h);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod class_tests;
 
 #[cfg(test)]
 mod tests {
@@ -178,20 +246,24 @@ mod tests {
         let sink = Picky { delivered: Mutex::new(Vec::new()), calls: Mutex::new(0) };
         let records: Vec<Record> = (0..100)
             .map(|i| Record {
+                position: i as u32,
                 offset: i,
                 payload: if i == 37 { bytes::Bytes::from_static(b"bad") } else { bytes::Bytes::from_static(b"{}") },
+                ..Record::default()
             })
             .collect();
         let d = Deliverer {
-            mixed_lanes: false,
             max_retry_after: Duration::from_secs(60),
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
-            key_prefix: "t".into(),
+            broker_id: "b1".into(),
+            destination: "d".into(),
+            lane: "normal/0".into(),
         };
         let out = d.deliver(&records).await;
-        assert_eq!(out, Outcome::Delivered { poison: vec![(37, "400 bad record".into())] });
+        let bad = Poisoned { position: 37, offset: 37, reason: "400 bad record".into() };
+        assert_eq!(out, Outcome::Delivered { poison: vec![bad] });
         let delivered = sink.delivered.lock().unwrap().clone();
         assert_eq!(delivered, (0..100).filter(|&i| i != 37).collect::<Vec<_>>());
         assert!(*sink.calls.lock().unwrap() <= 2 * 7 + 1, "bisection takes O(log n) calls per bad record");
@@ -221,43 +293,98 @@ mod tests {
         let sink = Rows(Mutex::new(Vec::new()));
         let records: Vec<Record> = (0..10)
             .map(|i| Record {
+                position: i as u32,
                 offset: i,
                 payload: if i % 4 == 1 { bytes::Bytes::from_static(b"a\nb") } else { bytes::Bytes::from_static(b"{}") },
+                ..Record::default()
             })
             .collect();
         let d = Deliverer {
-            mixed_lanes: false,
             max_retry_after: Duration::from_secs(60),
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
-            key_prefix: "t".into(),
+            broker_id: "b1".into(),
+            destination: "d".into(),
+            lane: "normal/0".into(),
         };
         let out = d.deliver(&records).await;
         let why = "holds a newline".to_string();
-        assert_eq!(out, Outcome::Delivered { poison: vec![(1, why.clone()), (5, why.clone()), (9, why)] });
+        let at = |i: u32| Poisoned { position: i, offset: u64::from(i), reason: why.clone() };
+        assert_eq!(out, Outcome::Delivered { poison: vec![at(1), at(5), at(9)] });
         assert_eq!(*sink.0.lock().unwrap(), vec![0, 2, 3, 4, 6, 7, 8]);
     }
 
+    /// A sink that sends an id with each batch, and keeps them.
+    struct Keyed(Mutex<Vec<String>>);
+
+    impl Sink for Keyed {
+        fn deliver<'a>(&'a self, _records: &'a [Record], key: &'a str) -> Delivery<'a> {
+            self.0.lock().unwrap().push(key.to_string());
+            Box::pin(async move { Ok(()) })
+        }
+        fn sends_id(&self) -> bool {
+            true
+        }
+        fn describe(&self) -> String {
+            "keyed".into()
+        }
+    }
+
+    fn rec(lane: &str, offset: u64, p: &str) -> Record {
+        Record {
+            offset,
+            lane: lane.into(),
+            tenant: "acme".into(),
+            topic: "events".into(),
+            ts_ms: 7,
+            payload: bytes::Bytes::copy_from_slice(p.as_bytes()),
+            ..Record::default()
+        }
+    }
+
+    /// Defect 1 of issue 19: two brokers delivered different records under
+    /// the same key `d1/normal/2/0-0`.
     #[test]
-    fn redrive_keys_are_unique_per_set_and_stable_for_the_same_set() {
-        let sink = Rows(Mutex::new(Vec::new()));
-        let rec = |offset, p: &str| Record { offset, payload: bytes::Bytes::copy_from_slice(p.as_bytes()) };
+    fn downstream_ids_differ_across_brokers_and_records_and_repeat_for_the_same_records() {
+        let sink = Keyed(Mutex::new(Vec::new()));
         let d = Deliverer {
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
             max_retries: 0,
-            key_prefix: "d/dead_letters".into(),
-            mixed_lanes: true,
+            broker_id: "b1".into(),
+            destination: "d1".into(),
+            lane: "normal/2".into(),
             max_retry_after: Duration::from_secs(60),
         };
-        // Offsets 3 and 9 of two lanes, then 3 and 9 of two others: same range, other records.
-        let a = [rec(3, "{\"a\":1}"), rec(9, "{\"b\":1}")];
-        let b = [rec(3, "{\"c\":1}"), rec(9, "{\"d\":1}")];
-        assert_ne!(d.key(&a), d.key(&b));
-        assert_eq!(d.key(&a), d.key(&a.clone()), "stable on redelivery");
-        let lane = Deliverer { mixed_lanes: false, key_prefix: "d/normal/0".into(), ..d };
-        assert_eq!(lane.key(&a), "d/normal/0/3-9");
+        let a = [rec("normal/2", 0, "{\"a\":1}")];
+        let first = d.key(&a);
+        let other = Deliverer { broker_id: "b2".into(), ..d };
+        assert_ne!(other.key(&a), first, "same offsets, two brokers");
+        let d = Deliverer { broker_id: "b1".into(), ..other };
+        assert_eq!(d.key(&a.clone()), first, "stable on redelivery");
+        assert_ne!(d.key(&a), d.key(&[rec("normal/2", 0, "{\"b\":1}")]), "other record, same offset");
+        // A re-drive mixes lanes whose offsets collide: the records' own lanes tell them apart.
+        let redrive = Deliverer { lane: "dead_letters".into(), ..d };
+        let x = [rec("normal/0", 3, "{}"), rec("low/1", 3, "{}")];
+        let y = [rec("low/1", 3, "{}"), rec("normal/0", 3, "{}")];
+        assert_ne!(redrive.key(&x), redrive.key(&y));
+        assert_eq!(redrive.key(&x).len(), 32, "128 bits in hex");
+    }
+
+    #[tokio::test]
+    async fn no_id_is_computed_for_a_sink_that_sends_none() {
+        let sink = Rows(Mutex::new(Vec::new()));
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            broker_id: "b1".into(),
+            destination: "d1".into(),
+            lane: "normal/0".into(),
+            max_retry_after: Duration::from_secs(60),
+        };
+        assert_eq!(d.key(&[rec("normal/0", 0, "{}")]), "");
     }
 
     /// A sink that answers 503 with a long Retry-After, counting calls.
@@ -287,12 +414,13 @@ mod tests {
             sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2_000 },
             max_retries: 5,
-            key_prefix: "d/normal/0".into(),
-            mixed_lanes: false,
+            broker_id: "b1".into(),
+            destination: "d".into(),
+            lane: "normal/0".into(),
             max_retry_after: Duration::from_secs(60),
         };
         let started = std::time::Instant::now();
-        let out = d.deliver(&[Record { offset: 0, payload: bytes::Bytes::from_static(b"{}") }]).await;
+        let out = d.deliver(&[Record { payload: bytes::Bytes::from_static(b"{}"), ..Record::default() }]).await;
         assert!(started.elapsed() < Duration::from_secs(1), "slept on the sink's Retry-After");
         assert_eq!(*sink.0.lock().unwrap(), 1, "no local retry for a wait beyond the backoff ceiling");
         assert_eq!(

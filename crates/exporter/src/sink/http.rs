@@ -298,6 +298,10 @@ impl Sink for HttpSink {
         }
     }
 
+    fn sends_id(&self) -> bool {
+        matches!(self.style, HttpStyle::Webhook { .. })
+    }
+
     fn describe(&self) -> String {
         match self.style {
             HttpStyle::ClickHouse => format!("clickhouse {}", self.url),
@@ -318,7 +322,15 @@ mod tests {
     }
 
     fn rec(payload: &[u8]) -> Record {
-        Record { offset: 0, payload: bytes::Bytes::copy_from_slice(payload) }
+        Record {
+            position: 0,
+            offset: 0,
+            ts_ms: 0,
+            lane: "normal/0".into(),
+            tenant: "acme".into(),
+            topic: "events".into(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        }
     }
 
     /// Issue 19, defect 15: an HTTP date was ignored.

@@ -15,11 +15,33 @@ pub use file::FileSink;
 pub use http::{HttpSink, HttpStyle};
 
 /// One record to deliver: its payload as acknowledged, a slice of the
-/// broker's answer (cloning a record does not copy its bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// broker's answer (cloning a record does not copy its bytes), and what a
+/// downstream id covers. Names are shared with the lease's tables.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
+    /// Its place in the lease as the broker sent it.
+    pub position: u32,
     pub offset: u64,
+    pub ts_ms: u64,
+    /// The lane it was acknowledged in (a re-drive mixes lanes).
+    pub lane: std::sync::Arc<str>,
+    pub tenant: std::sync::Arc<str>,
+    pub topic: std::sync::Arc<str>,
     pub payload: bytes::Bytes,
+}
+
+impl Record {
+    /// What a downstream id covers of this record.
+    pub fn id_fields(&self) -> api::downstream_id::IdRecord<'_> {
+        api::downstream_id::IdRecord {
+            lane: &self.lane,
+            offset: self.offset,
+            ts_ms: self.ts_ms,
+            tenant: &self.tenant,
+            topic: &self.topic,
+            payload: &self.payload,
+        }
+    }
 }
 
 /// What a sink said when it refused the content of a request: compared
@@ -93,8 +115,8 @@ pub type Delivery<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Resul
 
 /// A delivery target.
 pub trait Sink: Send + Sync {
-    /// Deliver `records` (a sub-range of a lease); `key` is stable for the
-    /// same records across redeliveries.
+    /// Deliver `records` (a sub-range of a lease); `key` is their
+    /// downstream id when [`Sink::sends_id`], else empty.
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a>;
 
     /// A record this sink can never take as one record, and why: it goes
@@ -109,6 +131,12 @@ pub trait Sink: Send + Sync {
     /// (an HTTP sink). None: every content refusal is the records' fault.
     fn streak(&self) -> Option<&crate::streak::RefusalStreak> {
         None
+    }
+
+    /// Whether this sink sends a downstream id with each batch (a webhook's
+    /// `Idempotency-Key`): the id's hash runs only then.
+    fn sends_id(&self) -> bool {
+        false
     }
 
     /// A concurrency this sink wants instead of the adaptive one: a sink
