@@ -84,6 +84,11 @@ impl Broker {
         &self.intake
     }
 
+    /// SIGTERM: stop the waits that would hold the drain (acquire long-polls).
+    pub fn begin_shutdown(&self) {
+        self.deliveries.begin_shutdown();
+    }
+
     pub fn deliveries(&self) -> &Arc<Deliveries> {
         &self.deliveries
     }

@@ -258,9 +258,16 @@ impl Destination {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An exporter asked with its concurrency limit (see [`crate::capacity`]).
+    /// An exporter asked with its concurrency limit (see [`crate::capacity`]),
+    /// from no connection (in-process callers).
     pub fn report_capacity(&self, exporter: &str, limit: u32, now: u64) {
-        self.capacity.lock().unwrap_or_else(|e| e.into_inner()).report(exporter, limit, now);
+        self.report_capacity_from(None, exporter, limit, now);
+    }
+
+    /// An exporter asked with its concurrency limit from `peer` (the
+    /// connection's client address): reports are bounded per peer.
+    pub fn report_capacity_from(&self, peer: Option<std::net::IpAddr>, exporter: &str, limit: u32, now: u64) {
+        self.capacity.lock().unwrap_or_else(|e| e.into_inner()).report(peer, exporter, limit, now);
     }
 
     /// Leases this destination's exporters hold at once, within `max_in_flight`.

@@ -21,6 +21,10 @@ pub enum BrokerError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The `Idempotency-Key` names an earlier, different request (see
+    /// [`crate::idempotency`]): answering its 200 would drop these records.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("tenant {tenant:?} is over its hard rate limit; retry after {retry_after_secs} s")]
     RateLimited { tenant: String, retry_after_secs: u64 },
     #[error("{message}")]

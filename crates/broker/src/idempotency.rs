@@ -1,23 +1,129 @@
 //! Idempotency keys: a retry with the same (tenant, key) inside the window
-//! gets the first answer and appends nothing.
+//! gets the first answer and appends nothing; the same key on a different
+//! request is refused (422 `idempotency_key_reused`), because answering the
+//! first 200 would silently drop the new records.
 //!
-//! The key travels inside the WAL frame, so after a restart the window is
-//! rebuilt by reading the frames written within it: a retry that crosses a
-//! broker restart is still recognised. A retry that arrives while the first
-//! request is still committing waits for its outcome instead of appending.
+//! A request is recognised by its [`Fingerprint`]: topic, content type and a
+//! digest of the *inflated* body, so a retry compressed differently is the
+//! same request. The key and its fingerprint travel inside the WAL frame's
+//! key field ([`RequestKey::frame_field`]), so after a restart the window is
+//! rebuilt, fingerprints included, by reading the frames written within it:
+//! a retry that crosses a broker restart is still recognised, and so is a
+//! reuse. Frames written before fingerprints (a plain key) match any request.
+//! A retry that arrives while the first request is still committing waits
+//! for its outcome instead of appending.
 
 use crate::accepted::Accepted;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
+/// Between the key and the fingerprint in the frame's key field. A client's
+/// key is visible ASCII (the header check), so it never holds this byte:
+/// a field without it is a key from before fingerprints.
+const SEP: char = '\u{1f}';
+
+/// Bytes of the fingerprint kept (hex-encoded in the frame): 128 bits.
+const FP_BYTES: usize = 16;
+
+/// The frame's key field holds at most 255 bytes; a key longer than this
+/// leaves no room for the separator and the fingerprint, and is stored (and
+/// remembered) as its SHA-256 instead ([`canonical_key`]).
+const MAX_PLAIN_KEY: usize = u8::MAX as usize - 1 - 2 * FP_BYTES;
+
+/// What makes two requests the same request: topic, content type and the
+/// inflated body, hashed (SHA-256, truncated to 128 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; FP_BYTES]);
+
+impl Fingerprint {
+    /// `content_type` is the canonical media type of the body's format (not
+    /// the header as sent: parameters and case do not make another request).
+    pub fn of(topic: &str, content_type: &str, inflated_body: &[u8]) -> Fingerprint {
+        let mut h = Sha256::new();
+        h.update(b"weir-idempotency-v1\0");
+        for field in [topic.as_bytes(), content_type.as_bytes()] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        h.update((inflated_body.len() as u64).to_le_bytes());
+        h.update(inflated_body);
+        let digest = h.finalize();
+        let mut fp = [0u8; FP_BYTES];
+        fp.copy_from_slice(&digest[..FP_BYTES]);
+        Fingerprint(fp)
+    }
+
+    fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn from_hex(s: &str) -> Option<Fingerprint> {
+        if s.len() != 2 * FP_BYTES || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut fp = [0u8; FP_BYTES];
+        for (i, b) in fp.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Fingerprint(fp))
+    }
+}
+
+/// The key as remembered and stored: itself, or its SHA-256 when it is too
+/// long to sit beside a fingerprint in the frame. The long form starts with
+/// [`SEP`], which no client key holds, so the two forms cannot meet.
+fn canonical_key(key: &str) -> String {
+    if key.len() <= MAX_PLAIN_KEY {
+        return key.to_string();
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SEP}sha256:{hex}")
+}
+
+/// A keyed request: its key (canonical) and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    key: String,
+    fingerprint: Fingerprint,
+}
+
+impl RequestKey {
+    pub fn new(key: &str, fingerprint: Fingerprint) -> RequestKey {
+        RequestKey { key: canonical_key(key), fingerprint }
+    }
+
+    /// What the frame's key field holds: `<key><SEP><fingerprint hex>`, at
+    /// most 255 bytes. A broker from before fingerprints reads it as an
+    /// opaque key (the frame format is unchanged).
+    pub fn frame_field(&self) -> String {
+        format!("{}{SEP}{}", self.key, self.fingerprint.to_hex())
+    }
+
+    /// The key and fingerprint a frame's key field holds; no fingerprint
+    /// for a field written before fingerprints (a plain key).
+    fn parse_frame_field(field: &str) -> (String, Option<Fingerprint>) {
+        if let Some((key, fp)) = field.rsplit_once(SEP) {
+            if let Some(fp) = Fingerprint::from_hex(fp) {
+                return (key.to_string(), Some(fp));
+            }
+        }
+        (canonical_key(field), None)
+    }
+}
+
 enum Slot {
     /// The first request is committing; its outcome is sent here (None: failed).
-    InFlight(watch::Receiver<Option<Accepted>>),
+    InFlight { rx: watch::Receiver<Option<Accepted>>, fingerprint: Fingerprint },
     Done {
         response: Accepted,
         expires_at_ms: u64,
+        /// `None`: remembered from a frame written before fingerprints,
+        /// which matches any request.
+        fingerprint: Option<Fingerprint>,
     },
 }
 
@@ -75,11 +181,15 @@ pub enum Claim {
     Replay(Accepted),
     /// The tenant holds as many keys as it may: refuse (nothing appended).
     Full { max: usize },
+    /// The key names another request (its fingerprint differs): refuse,
+    /// append nothing.
+    Reused,
 }
 
 /// Held while the first request with a key commits; settles the slot.
 pub struct Ticket {
     key: (String, String),
+    fingerprint: Fingerprint,
     tx: watch::Sender<Option<Accepted>>,
     settled: bool,
 }
@@ -93,24 +203,30 @@ impl IdempotencyCache {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claim (tenant, key): either we are first, or here is the first answer.
-    pub async fn claim(&self, tenant: &str, key: &str, now_ms: u64) -> Claim {
-        let k = (tenant.to_string(), key.to_string());
+    /// Claim (tenant, key) for this request: either we are first, or here
+    /// is the first answer, or the key belongs to another request.
+    pub async fn claim(&self, tenant: &str, request: &RequestKey, now_ms: u64) -> Claim {
+        let k = (tenant.to_string(), request.key.clone());
+        let fp = request.fingerprint;
         loop {
             let mut rx = {
                 let mut slots = self.slots();
                 match slots.get(&k) {
-                    Some(Slot::Done { response, expires_at_ms }) if *expires_at_ms > now_ms => {
-                        return Claim::Replay(*response);
+                    Some(Slot::Done { response, expires_at_ms, fingerprint }) if *expires_at_ms > now_ms => {
+                        return match fingerprint {
+                            Some(f) if *f != fp => Claim::Reused,
+                            _ => Claim::Replay(*response),
+                        };
                     }
-                    Some(Slot::InFlight(rx)) => rx.clone(),
+                    Some(Slot::InFlight { fingerprint, .. }) if *fingerprint != fp => return Claim::Reused,
+                    Some(Slot::InFlight { rx, .. }) => rx.clone(),
                     existing => {
                         if existing.is_none() && slots.held_by(tenant) >= self.max_per_tenant {
                             return Claim::Full { max: self.max_per_tenant };
                         }
                         let (tx, rx) = watch::channel(None);
-                        slots.insert(k.clone(), Slot::InFlight(rx));
-                        return Claim::Fresh(Ticket { key: k, tx, settled: false });
+                        slots.insert(k.clone(), Slot::InFlight { rx, fingerprint: fp });
+                        return Claim::Fresh(Ticket { key: k, fingerprint: fp, tx, settled: false });
                     }
                 }
             };
@@ -120,7 +236,7 @@ impl IdempotencyCache {
                 return Claim::Replay(resp);
             }
             let mut slots = self.slots();
-            if matches!(slots.get(&k), Some(Slot::InFlight(r)) if r.same_channel(&rx)) {
+            if matches!(slots.get(&k), Some(Slot::InFlight { rx: r, .. }) if r.same_channel(&rx)) {
                 slots.remove(&k);
             }
         }
@@ -129,14 +245,19 @@ impl IdempotencyCache {
     /// Record the durable answer for a ticket.
     pub fn settle(&self, mut ticket: Ticket, response: Accepted, now_ms: u64) {
         ticket.settled = true;
-        self.slots().insert(ticket.key.clone(), Slot::Done { response, expires_at_ms: now_ms + self.window_ms });
+        let done = Slot::Done {
+            response,
+            expires_at_ms: now_ms.saturating_add(self.window_ms),
+            fingerprint: Some(ticket.fingerprint),
+        };
+        self.slots().insert(ticket.key.clone(), done);
         let _ = ticket.tx.send(Some(response));
     }
 
     /// Release a ticket whose request was not acknowledged.
     pub fn abandon(&self, ticket: Ticket) {
         let mut slots = self.slots();
-        if matches!(slots.get(&ticket.key), Some(Slot::InFlight(_))) {
+        if matches!(slots.get(&ticket.key), Some(Slot::InFlight { .. })) {
             slots.remove(&ticket.key);
         }
         drop(slots);
@@ -165,16 +286,15 @@ impl IdempotencyCache {
             let from = lane.segments().iter().find(|s| s.last_ts_ms >= since).map(|s| s.base_offset);
             let Some(from) = from else { continue };
             let res = lane.visit_frames(from, |f| {
-                if let (Some(key), true) = (f.idempotency_key, f.header.ts_ms >= since) {
+                if let (Some(field), true) = (f.idempotency_key, f.header.ts_ms >= since) {
                     let response = Accepted {
                         records: u64::from(f.header.records),
                         lane: lane.id(),
                         first_offset: f.header.base_offset,
                     };
-                    slots.insert(
-                        (f.tenant.to_string(), key.to_string()),
-                        Slot::Done { response, expires_at_ms: f.header.ts_ms + self.window_ms },
-                    );
+                    let (key, fingerprint) = RequestKey::parse_frame_field(field);
+                    let expires_at_ms = f.header.ts_ms.saturating_add(self.window_ms);
+                    slots.insert((f.tenant.to_string(), key), Slot::Done { response, expires_at_ms, fingerprint });
                 }
                 ControlFlow::Continue(())
             });
@@ -191,5 +311,86 @@ impl Drop for Ticket {
             // The request failed or was cancelled: waiters retry as fresh.
             let _ = self.tx.send(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wal::{LaneId, Priority};
+
+    fn accepted(first_offset: u64) -> Accepted {
+        Accepted { records: 1, lane: LaneId::new(Priority::Normal, 0), first_offset }
+    }
+
+    fn fp(body: &str) -> Fingerprint {
+        Fingerprint::of("events", "application/x-ndjson", body.as_bytes())
+    }
+
+    #[test]
+    fn the_fingerprint_tells_topic_content_type_and_body_apart() {
+        let base = fp("{\"a\":1}");
+        assert_eq!(base, fp("{\"a\":1}"));
+        assert_ne!(base, Fingerprint::of("other", "application/x-ndjson", b"{\"a\":1}"));
+        assert_ne!(base, Fingerprint::of("events", "application/octet-stream", b"{\"a\":1}"));
+        assert_ne!(base, fp("{\"a\":2}"));
+        // Length-prefixed fields: moving bytes between topic and type is another request.
+        assert_ne!(Fingerprint::of("ab", "c", b""), Fingerprint::of("a", "bc", b""));
+    }
+
+    #[test]
+    fn the_frame_field_round_trips_and_fits_the_frame_for_every_key_length() {
+        for len in [1, MAX_PLAIN_KEY - 1, MAX_PLAIN_KEY, MAX_PLAIN_KEY + 1, 255] {
+            let key = "k".repeat(len);
+            let rk = RequestKey::new(&key, fp("x"));
+            let field = rk.frame_field();
+            assert!(field.len() <= u8::MAX as usize, "{len}: {} bytes", field.len());
+            assert_eq!(RequestKey::parse_frame_field(&field), (canonical_key(&key), Some(fp("x"))));
+        }
+        // A field from before fingerprints: the key itself, no fingerprint.
+        assert_eq!(RequestKey::parse_frame_field("order-42"), ("order-42".to_string(), None));
+        let long = "L".repeat(240);
+        assert_eq!(RequestKey::parse_frame_field(&long), (canonical_key(&long), None));
+    }
+
+    #[tokio::test]
+    async fn a_reused_key_is_refused_and_a_retry_replays() {
+        let c = IdempotencyCache::new(60_000, 10);
+        let first = RequestKey::new("k1", fp("a"));
+        let Claim::Fresh(t) = c.claim("acme", &first, 0).await else { panic!("first sighting is fresh") };
+        // While the first commits, a different request under the key is refused at once.
+        assert!(matches!(c.claim("acme", &RequestKey::new("k1", fp("b")), 1).await, Claim::Reused));
+        c.settle(t, accepted(7), 2);
+        assert!(matches!(c.claim("acme", &first, 3).await, Claim::Replay(a) if a.first_offset == 7));
+        assert!(matches!(c.claim("acme", &RequestKey::new("k1", fp("b")), 3).await, Claim::Reused));
+        // Another tenant's key of the same name is its own.
+        assert!(matches!(c.claim("globex", &RequestKey::new("k1", fp("b")), 3).await, Claim::Fresh(_)));
+        // Past the window the key is free again.
+        c.expire(60_003);
+        assert!(matches!(c.claim("acme", &RequestKey::new("k1", fp("b")), 60_003).await, Claim::Fresh(_)));
+    }
+
+    #[tokio::test]
+    async fn the_window_rebuilt_from_the_wal_keeps_fingerprints_and_old_keys_match_any_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = wal::WalOptions { shards: 1, ..wal::WalOptions::default() };
+        let w = wal::Wal::open(std::sync::Arc::new(wal::RealFs), dir.path(), opts, None).expect("wal opens");
+        let lane = LaneId::new(Priority::Normal, 0);
+        let new_key = RequestKey::new("new", fp("a")).frame_field();
+        for key in [new_key.as_str(), "old"] {
+            let batch = wal::EncodedBatch::encode("acme", "events", Some(key), &[b"{}"]).expect("encodes");
+            w.append(lane, batch).await.expect("appends");
+        }
+        let c = IdempotencyCache::new(u64::MAX / 4, 10);
+        c.rebuild(&w, plumbing::clock::now_ms());
+        let now = plumbing::clock::now_ms();
+        assert!(
+            matches!(c.claim("acme", &RequestKey::new("new", fp("a")), now).await, Claim::Replay(a) if a.first_offset == 0)
+        );
+        assert!(matches!(c.claim("acme", &RequestKey::new("new", fp("b")), now).await, Claim::Reused));
+        assert!(
+            matches!(c.claim("acme", &RequestKey::new("old", fp("z")), now).await, Claim::Replay(a) if a.first_offset == 1)
+        );
+        w.shutdown();
     }
 }

@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod share;
+pub mod shutdown;
 pub mod sizing;
 pub mod store;
 #[cfg(test)]

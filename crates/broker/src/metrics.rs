@@ -15,6 +15,7 @@ pub struct Metrics {
     pub demoted_records: IntCounterVec,
     pub backpressure_shed: IntCounterVec,
     pub idempotent_replays: IntCounterVec,
+    pub idempotency_key_reused: IntCounterVec,
     pub wal_commit_seconds: Histogram,
     pub wal_fsyncs: IntCounter,
     pub wal_commits: IntCounter,
@@ -73,6 +74,7 @@ impl Metrics {
             demoted_records: counter_vec(&r, "weir_demoted_records_total", "Records sent to the low lane instead of the tenant's own, by reason (over_rate, limiter_contention, limiter_clock).", &["tenant", "reason"]),
             backpressure_shed: counter_vec(&r, "weir_backpressure_shed_total", "Requests refused with 429/507 to protect a lagging destination or the disk, by reason.", &["tenant", "reason"]),
             idempotent_replays: counter_vec(&r, "weir_idempotent_replays_total", "Requests answered from the idempotency window without appending.", &["tenant"]),
+            idempotency_key_reused: counter_vec(&r, "weir_idempotency_key_reused_total", "Requests refused (422 idempotency_key_reused) because their Idempotency-Key names a different request inside the window.", &["tenant"]),
             wal_commit_seconds: histogram(&r, "weir_wal_commit_seconds", "Duration of one WAL commit round (write + fdatasync).", LATENCY.to_vec()),
             wal_fsyncs: reg(&r, IntCounter::new("weir_wal_fsyncs_total", "fdatasync calls made by WAL commit rounds.").expect("valid metric")),
             wal_commits: reg(&r, IntCounter::new("weir_wal_commits_total", "WAL commit rounds; fsyncs per commit = weir_wal_fsyncs_total / this.").expect("valid metric")),
@@ -156,6 +158,7 @@ impl Metrics {
                 self.backpressure_shed.with_label_values(&[tenant, reason]);
             }
             self.idempotent_replays.with_label_values(&[tenant]);
+            self.idempotency_key_reused.with_label_values(&[tenant]);
         }
         for d in &cfg.destinations {
             let l = [d.name.as_str()];
@@ -261,6 +264,7 @@ mod tests {
             r#"weir_destination_breaker_state{destination="dev"} 0"#,
             r#"weir_destination_oldest_pending_age_seconds{destination="dev"} 0"#,
             r#"weir_dead_letter_records_total{destination="dev"} 0"#,
+            r#"weir_idempotency_key_reused_total{tenant="dev"} 0"#,
             r#"weir_wal_lane_failed{lane="low/3"} 0"#,
             "weir_disk_used_ratio 0",
             "weir_wal_fsync_seconds_count 0",

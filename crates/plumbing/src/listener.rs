@@ -358,7 +358,7 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_with(
             listener,
-            move |_| front.clone(),
+            move |_| front,
             Limits::default(),
             async move {
                 let _ = stop_rx.await;

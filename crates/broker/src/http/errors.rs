@@ -31,6 +31,7 @@ impl BrokerError {
             InvalidRequest(_) => ErrorCode::InvalidRequest,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             RateLimited { .. } => ErrorCode::RateLimited,
             Backpressure { .. } => ErrorCode::Backpressure,
             WalUnavailable { .. } => ErrorCode::WalUnavailable,

@@ -8,6 +8,7 @@
 use super::Intake;
 use crate::core::Broker;
 use crate::error::BrokerError;
+use crate::idempotency::{Claim, Fingerprint, RequestKey};
 use crate::limiter::Verdict;
 use bytes::Bytes;
 use plumbing::clock::now_ms;
@@ -43,6 +44,18 @@ pub enum Format {
     Ndjson,
     /// The body is one record.
     Binary,
+}
+
+impl Format {
+    /// The canonical media type: what an idempotency fingerprint takes as
+    /// the request's content type (parameters and case of the header as
+    /// sent do not make another request).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Ndjson => "application/x-ndjson",
+            Format::Binary => "application/octet-stream",
+        }
+    }
 }
 
 /// How a body was compressed on the wire.
@@ -226,14 +239,23 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
         return Err(BrokerError::InvalidRequest("Idempotency-Key is longer than 255 bytes".into()));
     }
     let now = now_ms();
-    let ticket = match key {
-        Some(k) => match b.idempotency.claim(&tenant.name, k, now).await {
-            crate::idempotency::Claim::Replay(resp) => {
+    // Fingerprinted over the inflated body: a retry compressed differently
+    // is the same request.
+    let request_key = key.map(|k| RequestKey::new(k, Fingerprint::of(input.topic, format.media_type(), body)));
+    let ticket = match &request_key {
+        Some(rk) => match b.idempotency.claim(&tenant.name, rk, now).await {
+            Claim::Replay(resp) => {
                 b.metrics.idempotent_replays.with_label_values(&[tenant.name.as_str()]).inc();
                 return Ok(resp);
             }
-            crate::idempotency::Claim::Fresh(t) => Some(t),
-            crate::idempotency::Claim::Full { max } => {
+            Claim::Reused => {
+                b.metrics.idempotency_key_reused.with_label_values(&[tenant.name.as_str()]).inc();
+                return Err(BrokerError::IdempotencyKeyReused(
+                    "this Idempotency-Key was used within the idempotency window for a different request (another topic, content type or body); nothing was stored — send new records under a new key".into(),
+                ));
+            }
+            Claim::Fresh(t) => Some(t),
+            Claim::Full { max } => {
                 return Err(BrokerError::Overloaded {
                     reason: "idempotency_keys",
                     message: format!(
@@ -254,7 +276,8 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
             if lane.priority != tenant.priority {
                 check_backpressure(b, input.tenant, topic_idx, lane.priority)?;
             }
-            let batch = EncodedBatch::encode(&tenant.name, input.topic, key, &records)
+            let frame_key = request_key.as_ref().map(RequestKey::frame_field);
+            let batch = EncodedBatch::encode(&tenant.name, input.topic, frame_key.as_deref(), &records)
                 .map_err(|e| BrokerError::InvalidBody(format!("cannot store this batch: {e}")))?;
             Ok((lane, batch))
         });
