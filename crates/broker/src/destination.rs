@@ -11,6 +11,7 @@
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::capacity::Capacity;
 use crate::config::{DestinationConfig, OnLagLimit};
+use crate::deliveries::pending::LanePending;
 use crate::store::LeaseRecord;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -219,6 +220,9 @@ pub struct Destination {
     state: Mutex<DestState>,
     /// Its exporters' reported concurrency limits (soft state, see [`Capacity`]).
     capacity: Mutex<Capacity>,
+    /// Per lane, the records routed to it that its cursor has not passed
+    /// (see `deliveries::pending`); only the maintenance pass syncs it.
+    pending: Mutex<HashMap<LaneId, LanePending>>,
     /// Per priority (high, normal, low), set while the lag of the lanes at
     /// or above it is over the limit and on_lag_limit is backpressure: a
     /// request whose records would be stored at that priority gets 429. So
@@ -244,6 +248,7 @@ impl Destination {
             cfg,
             state: Mutex::new(state),
             capacity: Mutex::default(),
+            pending: Mutex::default(),
             backpressure: Default::default(),
             lag_records: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
@@ -251,6 +256,11 @@ impl Destination {
             dead_letters: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
+    }
+
+    /// The pending account, per lane.
+    pub fn pending(&self) -> MutexGuard<'_, HashMap<LaneId, LanePending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, DestState> {

@@ -11,7 +11,8 @@
 //!   one way a lease ends;
 //! - `read`: a lease's WAL read; `prefetch`: that read made before the
 //!   destination's lock; `named`: the records a commit names as dead
-//!   letters.
+//!   letters; [`pending`]: what each destination has pending, per lane
+//!   and tenant (its lag, backpressure and retention count only that).
 //!
 //! Invariants: sled holds exactly the live leases; a cursor is flushed
 //! before its commit is answered; a refused call changes nothing (every
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod leases;
 mod named;
 mod order;
+pub mod pending;
 mod prefetch;
 mod read;
 pub(crate) mod settle;

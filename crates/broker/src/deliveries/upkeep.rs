@@ -11,61 +11,20 @@ use crate::error::BrokerError;
 use crate::maintenance::MaintenanceReport;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use wal::{Lane, LaneId};
-
-/// Bytes of `lane` at or after `from`: exact for whole segments, prorated
-/// inside the segment holding `from`.
-fn bytes_after(lane: &Lane, from: u64) -> u64 {
-    lane.segments()
-        .iter()
-        .filter(|s| s.next_offset > from)
-        .map(|s| {
-            let payload = s.bytes.saturating_sub(wal::segment::SEGMENT_HEADER_LEN as u64);
-            if s.base_offset >= from {
-                payload
-            } else {
-                let span = (s.next_offset - s.base_offset).max(1);
-                payload * (s.next_offset - from) / span
-            }
-        })
-        .sum()
-}
-
-fn first_ts_at(lane: &Lane, from: u64) -> Option<u64> {
-    let mut ts = None;
-    let _ = lane.visit_frames(from, |f| {
-        ts = Some(f.header.ts_ms);
-        ControlFlow::Break(())
-    });
-    ts
-}
 
 impl Deliveries {
     /// Expire leases, account lag (dropping the oldest where configured) and
-    /// mirror it in the gauges; flushed when anything changed.
-    pub(crate) async fn upkeep(&self, now: u64, report: &mut MaintenanceReport) -> Result<(), BrokerError> {
+    /// mirror it in the gauges; flushed when anything changed. The lag's
+    /// WAL scans run on the blocking pool.
+    pub(crate) async fn upkeep(self: &Arc<Self>, now: u64, report: &mut MaintenanceReport) -> Result<(), BrokerError> {
         let mut dirty = false;
-        for dest in &self.dests {
-            let expired = self.expire_leases(dest, now)?;
+        for idx in 0..self.dests.len() {
+            let (expired, skips) = self.off_worker(move |d| d.upkeep_one(&d.dests[idx], now)).await?;
             report.leases_expired += expired;
-            dirty |= expired > 0;
-            let mut lag = self.lag_of(dest, now);
-            if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
-                let skips = self.drop_oldest(dest, lag, now)?;
-                if !skips.is_empty() {
-                    dirty = true;
-                    lag = self.lag_of(dest, now);
-                    report.skipped.extend(skips.into_iter().map(|(lane, to)| (dest.idx, lane, to)));
-                }
-            }
-            dest.publish_lag(lag);
-            let name = dest.name.as_str();
-            self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);
-            self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
-            let age = lag.oldest_pending_age_ms as f64 / 1000.0;
-            self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
-            let state = dest.state().breaker.state;
-            self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
+            dirty |= expired > 0 || !skips.is_empty();
+            report.skipped.extend(skips.into_iter().map(|(lane, to)| (idx, lane, to)));
         }
         if dirty {
             self.store.flush().await?;
@@ -73,27 +32,55 @@ impl Deliveries {
         Ok(())
     }
 
+    /// One destination's pass: leases expired, and the cursor moves of
+    /// `drop_oldest`.
+    fn upkeep_one(&self, dest: &Destination, now: u64) -> Result<(usize, Vec<(LaneId, u64)>), BrokerError> {
+        let expired = self.expire_leases(dest, now)?;
+        let mut lag = self.lag_of(dest, now);
+        let mut skips = Vec::new();
+        if dest.cfg.on_lag_limit == OnLagLimit::DropOldest && dest.over_limit(lag) {
+            skips = self.drop_oldest(dest, lag, now)?;
+            if !skips.is_empty() {
+                lag = self.lag_of(dest, now);
+            }
+        }
+        dest.publish_lag(lag);
+        let name = dest.name.as_str();
+        self.metrics.destination_lag_records.with_label_values(&[name]).set(lag.records as i64);
+        self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
+        let age = lag.oldest_pending_age_ms as f64 / 1000.0;
+        self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
+        let state = dest.state().breaker.state;
+        self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
+        Ok((expired, skips))
+    }
+
+    /// The records routed to `dest` that its cursors have not passed, from
+    /// its pending account brought up to date (scans the WAL: call it off
+    /// the async workers).
     pub fn lag_of(&self, dest: &Destination, now: u64) -> Lag {
         let cursors: Vec<(LaneId, u64)> = {
             let st = dest.state();
             self.wal.lanes().map(|l| (l.id(), st.committed(l.id()))).collect()
         };
+        let routes = |tenant: &str, topic: &str| dest.wants(tenant, topic);
+        let mut pending = dest.pending();
         let mut lag = Lag::default();
         let mut oldest: Option<u64> = None;
         for (id, cursor) in cursors {
             let Ok(lane) = self.wal.lane(id) else {
                 continue;
             };
-            let end = lane.next_offset();
-            if cursor >= end {
-                continue;
+            let account = pending.entry(id).or_default();
+            if let Err(e) = account.sync(lane, cursor, &routes) {
+                tracing::warn!(destination = %dest.name, lane = %id, error = %e, "pending account not synced; retrying next pass");
             }
-            let (records, bytes) = (end - cursor, bytes_after(lane, cursor));
-            lag.records += records;
-            lag.bytes += bytes;
+            let c = account.total();
+            lag.records += c.records;
+            lag.bytes += c.bytes;
             let p = &mut lag.by_priority[id.priority as usize];
-            *p = (p.0 + records, p.1 + bytes);
-            if let Some(ts) = first_ts_at(lane, cursor) {
+            *p = (p.0 + c.records, p.1 + c.bytes);
+            if let Some(ts) = account.oldest_ts_ms() {
                 oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
             }
         }
@@ -129,9 +116,12 @@ impl Deliveries {
                 if freed_bytes >= target_bytes && dropped >= target_records {
                     return ControlFlow::Break(());
                 }
-                freed_bytes += u64::from(f.header.body_len);
                 new_cursor = f.header.next_offset();
-                dropped += new_cursor - f.header.base_offset.max(cursor);
+                // Only what is routed here was lag; the rest is passed over.
+                if dest.wants(f.tenant, f.topic) {
+                    freed_bytes += u64::from(f.header.body_len);
+                    dropped += new_cursor - f.header.base_offset.max(cursor);
+                }
                 ControlFlow::Continue(())
             });
             if new_cursor > cursor {
@@ -192,10 +182,16 @@ impl Deliveries {
                 // The moved cursors must be durable before segments go.
                 self.store.flush().await?;
             }
+            // What each destination still needs: from its first pending
+            // routed record, not its cursor (records of other tenants and
+            // topics below that are not its to hold).
             let released = self
                 .dests
                 .iter()
-                .map(|d| d.state().persisted.get(&id).copied().unwrap_or(0))
+                .map(|d| {
+                    let cursor = d.state().persisted.get(&id).copied().unwrap_or(0);
+                    d.pending().get(&id).map_or(cursor, |p| p.needed_from(cursor))
+                })
                 .min()
                 .unwrap_or_else(|| lane.next_offset());
             // The lane's writer does the file work; this task waits off the async workers.

@@ -3,6 +3,7 @@
 //! restarts that reopen both from what is on disk.
 
 mod lease_model;
+mod pending;
 mod priority;
 mod regressions;
 
