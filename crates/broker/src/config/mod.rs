@@ -10,8 +10,15 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod file;
+#[cfg(test)]
+mod proptests;
+pub mod ranges;
 mod valid;
+pub mod weak;
+pub use file::{read_text, ReadError, MAX_CONFIG_BYTES};
 pub use valid::{Timing, Tokens, ValidConfig};
+pub use weak::{is_shipped_token, MIN_PUBLIC_TOKEN_BYTES, SHIPPED_TOKEN_DIGESTS};
 
 pub const DEV_TENANT_TOKEN: &str = "dev-token";
 pub const DEV_EXPORTER_TOKEN: &str = "dev-exporter";
