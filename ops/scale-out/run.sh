@@ -26,7 +26,7 @@ fi
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   echo "installing nginx (Debian package)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -89,43 +89,12 @@ start_broker b1; start_broker b2
 wait_ready "$P1" "$PID_b1"; wait_ready "$P2" "$PID_b2"
 start_exporter b1 "$P1"; start_exporter b2 "$P2"
 
-mkdir -p "$WORK/nginx/tmp"; chmod 777 "$WORK/nginx/tmp"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  client_body_temp_path $WORK/nginx/tmp/body;
-  proxy_temp_path $WORK/nginx/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-  uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-  scgi_temp_path $WORK/nginx/tmp/scgi;
-  access_log off;
-  upstream weir {
-    hash \$http_authorization consistent;
-    server 127.0.0.1:$P1 max_fails=0;
-    server 127.0.0.1:$P2 max_fails=0;
-  }
-  server {
-    listen 127.0.0.1:$PN;
-    location / {
-      proxy_pass http://weir;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_next_upstream off;
-      proxy_connect_timeout 2s;
-      error_page 502 504 = @broker_down;
-    }
-    location @broker_down {
-      default_type application/json;
-      add_header Retry-After 1 always;
-      return 503 '{"error":{"code":"wal_unavailable","message":"the broker that owns this tenant is unreachable (restarting or down); nothing was acknowledged, retry after Retry-After"}}\n';
-    }
-  }
-}
-EOF
-"$NGINX" -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+# The shipped proxy configuration (ops/nginx/weir-proxy.conf.template),
+# rendered for these two brokers; nginx logs to stderr, kept in error.log.
+mkdir -p "$WORK/nginx/tmp"; chmod 755 "$WORK" "$WORK/nginx"; chmod 777 "$WORK/nginx/tmp"
+WEIR_PROXY_BROKERS="127.0.0.1:$P1 127.0.0.1:$P2" WEIR_PROXY_LISTEN="127.0.0.1:$PN" \
+  WEIR_PROXY_TEMP_DIR="$WORK/nginx/tmp" ops/nginx/render.sh >"$WORK/nginx/nginx.conf"
+"$NGINX" -e stderr -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>"$WORK/nginx/error.log" &
 PID_nginx=$!; PIDS+=($!)
 for _ in $(seq 1 100); do
   kill -0 "$PID_nginx" 2>/dev/null || { echo "nginx exited: $(tail -2 "$WORK/nginx/error.log")" >&2; exit 1; }
@@ -135,15 +104,19 @@ done
 echo "brokers b1 :$P1 and b2 :$P2 behind nginx :$PN; ${#TENANTS[@]} tenants x $REQUESTS requests x $BATCH records"
 
 # A producer: each request is retried with the same Idempotency-Key until
-# it is acknowledged; every non-200 answer is written down.
+# it is acknowledged; every non-200 answer is written down. It spells the
+# scheme as clients do (RFC 9110: case-insensitive), one spelling per
+# request: the proxy must route them all to the tenant's one broker.
+SCHEMES=("Bearer " "bearer " "BEARER   ")
 produce() { # $1 tenant
-  local t=$1 i k body code tries
+  local t=$1 i k body code tries auth
   for i in $(seq 1 "$REQUESTS"); do
+    auth="${SCHEMES[$((i % ${#SCHEMES[@]}))]}tok-$t"
     body=""
     for k in $(seq 1 $BATCH); do body+="{\"tenant\":\"$t\",\"seq\":$i,\"k\":$k}"$'\n'; done
     for tries in $(seq 1 200); do
       code=$(curl -s -o "$WORK/resp-$t" -w '%{http_code}' --max-time 10 -X POST \
-        -H "Authorization: Bearer tok-$t" -H 'Content-Type: application/x-ndjson' \
+        -H "Authorization: $auth" -H 'Content-Type: application/x-ndjson' \
         -H "Idempotency-Key: $t-$i" --data-binary "$body" \
         "http://127.0.0.1:$PN/v1/topics/events/records" || echo 000)
       if [ "$code" = 200 ]; then echo "$i" >>"$WORK/acked-$t"; break; fi
