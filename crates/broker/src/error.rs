@@ -53,7 +53,7 @@ impl BrokerError {
             FrameTooLarge { len, max } => {
                 BrokerError::PayloadTooLarge(format!("batch of {len} bytes exceeds the WAL frame limit of {max} bytes"))
             }
-            e @ (LaneFailed { .. } | ShuttingDown) => BrokerError::WalUnavailable {
+            e @ (LaneFailed { .. } | WriterStopped { .. } | ShuttingDown) => BrokerError::WalUnavailable {
                 message: format!("{e}; the batch was not acknowledged, retry later"),
                 retry_after_secs,
             },
@@ -72,5 +72,21 @@ impl BrokerError {
 impl From<crate::store::StoreError> for BrokerError {
     fn from(e: crate::store::StoreError) -> Self {
         BrokerError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BrokerError;
+    use api::ErrorCode;
+
+    /// Issue 19, defect 17: a lane whose writer stopped unexpectedly answers
+    /// 503 `wal_unavailable` with `Retry-After`, saying why.
+    #[test]
+    fn a_lane_whose_writer_stopped_answers_503_wal_unavailable() {
+        let stopped = wal::WalError::WriterStopped { lane: "normal/0".into(), reason: "it panicked: boom".into() };
+        let e = BrokerError::from_wal(stopped, 2);
+        assert_eq!((e.code(), e.code().status(), e.retry_after_secs()), (ErrorCode::WalUnavailable, 503, Some(2)));
+        assert!(e.to_string().contains("writer of lane normal/0 stopped unexpectedly"), "{e}");
     }
 }

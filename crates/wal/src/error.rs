@@ -54,6 +54,14 @@ pub enum WalError {
     UnknownLane(String),
     #[error("the WAL is shutting down")]
     ShuttingDown,
+    /// The lane's writer thread ended without being asked to (it panicked).
+    /// Nothing in its last round was acknowledged; every waiter and every
+    /// later append of the lane gets this at once, until the log is opened
+    /// again (a broker restart), which recovers what was acknowledged.
+    #[error(
+        "the writer of lane {lane} stopped unexpectedly ({reason}); the lane refuses appends until the broker restarts"
+    )]
+    WriterStopped { lane: String, reason: String },
     #[error("offset {offset} of lane {lane} is no longer retained (earliest is {earliest})")]
     OffsetGone { lane: String, offset: u64, earliest: u64 },
     #[error("corrupt data in {path} at byte {pos}: {what}")]

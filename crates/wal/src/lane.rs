@@ -8,10 +8,11 @@
 use crate::error::{Result, WalError};
 use crate::frame::{check_frame, BatchMeta, EncodedBatch, FrameKey, FrameView};
 use crate::fs::FileSystem;
+use crate::guard::{guarded, Reply};
 use crate::lane_id::LaneId;
 use crate::recovery::RecoveredLane;
 use crate::segment::{FrameLoc, Summary};
-use crate::shared::{lock, Appended, LaneShared, Pending, Release, SealedSegment};
+use crate::shared::{lock, Appended, LaneShared, LogWide, Pending, Release, SealedSegment};
 use crate::writer::{CommitObserver, Writer};
 use crate::WalOptions;
 use std::ops::ControlFlow;
@@ -65,18 +66,24 @@ impl Lane {
         opts: WalOptions,
         observer: Option<Arc<dyn CommitObserver>>,
         rec: RecoveredLane,
-        arriving: Arc<std::sync::atomic::AtomicUsize>,
+        log: Arc<LogWide>,
     ) -> Result<Lane> {
         let RecoveredLane { sealed, active, active_file } = rec;
         let drive = opts.drive;
-        let shared = Arc::new(LaneShared::new(id, dir, fs, opts, sealed, (&active, &active_file), arriving));
+        let shared = Arc::new(LaneShared::new(id, dir, fs, opts, sealed, (&active, &active_file), log));
+        shared.pressure().register(&shared);
         let writer = Writer::new(Arc::clone(&shared), observer, &active, active_file);
         let slot = match drive {
             crate::Drive::Manual => WriterSlot::Manual(Some(Box::new(writer))),
             crate::Drive::Thread => {
+                let guard = Arc::clone(&shared);
+                // A panic ends the loop here, not silently: see `guard`.
+                let body = move || {
+                    guarded(&guard, move || writer.run());
+                };
                 let handle = std::thread::Builder::new()
                     .name(format!("wal-{id}"))
-                    .spawn(move || writer.run())
+                    .spawn(body)
                     .map_err(|e| WalError::io("<writer thread>", e))?;
                 WriterSlot::Thread(Some(handle))
             }
@@ -86,12 +93,27 @@ impl Lane {
 
     /// With [`crate::Drive::Manual`]: run one commit round of everything
     /// queued now, in the caller's thread (a failed lane tries to reopen
-    /// first). A no-op for a lane with a writer thread.
+    /// first). A no-op for a lane with a writer thread. A round that
+    /// panics stops the lane, as a writer thread's would.
     pub fn commit_queued(&self) {
-        if let WriterSlot::Manual(Some(w)) = &mut *lock(&self.writer) {
-            let (round, releases) = self.shared.take_now();
+        self.run_manual(|w, shared| {
+            let (round, releases) = shared.take_now();
             w.release(releases);
             w.step(round, true);
+        });
+    }
+
+    /// With [`crate::Drive::Manual`]: run `f` on the writer, guarded like a
+    /// writer thread's loop (a panic stops the lane and drops the writer).
+    fn run_manual(&self, f: impl FnOnce(&mut Writer, &LaneShared)) {
+        let mut slot = lock(&self.writer);
+        let WriterSlot::Manual(w) = &mut *slot else { return };
+        let panicked = match w {
+            Some(writer) => guarded(&self.shared, || f(writer, &self.shared)),
+            None => false,
+        };
+        if panicked {
+            *w = None;
         }
     }
 
@@ -101,22 +123,22 @@ impl Lane {
 
     /// Queue a batch; the future resolves once it is on stable storage.
     pub fn append(&self, batch: EncodedBatch) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let early = self.enqueue(batch, tx);
+        let (reply, rx) = Reply::pair(&self.shared);
+        let early = self.enqueue(batch, reply);
         async move {
             early?;
             rx.await.unwrap_or(Err(WalError::ShuttingDown))
         }
     }
 
-    fn enqueue(&self, batch: EncodedBatch, reply: tokio::sync::oneshot::Sender<Result<Appended>>) -> Result<()> {
+    fn enqueue(&self, batch: EncodedBatch, reply: Reply<Appended>) -> Result<()> {
         let max = self.shared.opts().max_frame_bytes;
         if batch.len() > max as usize {
             return Err(WalError::FrameTooLarge { len: batch.len(), max });
         }
-        if let Some(reason) = self.shared.failure() {
-            // Fail fast while the lane is closed: no waiter hangs on it.
-            return Err(WalError::LaneFailed { lane: self.id().to_string(), reason });
+        if let Some(refused) = self.shared.refusal() {
+            // Fail fast while the lane is closed or stopped: no waiter hangs on it.
+            return Err(refused);
         }
         self.shared.enqueue(Pending { batch, reply })
     }
@@ -132,7 +154,7 @@ impl Lane {
         idx.sealed.first().map_or(idx.active.base, |s| s.base)
     }
 
-    /// Why the lane is failed closed, if it is.
+    /// Why the lane is failed closed, or its writer stopped, if so.
     pub fn failure(&self) -> Option<String> {
         self.shared.failure()
     }
@@ -256,13 +278,12 @@ impl Lane {
     /// durable first. The lane's writer does the file work — it alone
     /// renames, unlinks and syncs the lane's files — and this call blocks
     /// until it did; async callers use [`Lane::release_below`]. Returns how
-    /// many segments were removed.
+    /// many segments were removed (0 while the lane's writer is stopped:
+    /// its segments stay until the log is opened again).
     pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.shared.enqueue_release(Release { offset, reply: tx })?;
-        if let WriterSlot::Manual(Some(w)) = &mut *lock(&self.writer) {
-            w.release(self.shared.take_releases());
-        }
+        let (reply, rx) = Reply::blocking(&self.shared);
+        self.shared.enqueue_release(Release { offset, reply })?;
+        self.run_manual(|w, shared| w.release(shared.take_releases()));
         rx.recv().unwrap_or(Err(WalError::ShuttingDown))
     }
 

@@ -22,7 +22,10 @@
 //! 5. An fsync error fails the lane closed: every waiter gets an error at
 //!    once, the sync is never retried on the same handle, and the lane
 //!    reopens through recovery. ENOSPC is its own error and leaves no part of
-//!    the failed round behind.
+//!    the failed round behind; the lane then *starves* until a commit
+//!    succeeds, and while any lane starves the space kept for reuse goes
+//!    back (see `recycle`, "Disk pressure"): once retention frees space,
+//!    appends succeed again without a restart.
 //! 6. A segment is deleted only when the caller says every record in it was
 //!    durably released ([`Lane::delete_segments_below`]). A released file
 //!    may be reused as a later segment of the *same* lane only (see
@@ -38,6 +41,9 @@
 //! 9. Frames are judged by the format's own limits only: no configured
 //!    limit is consulted when reading, so a config change never truncates,
 //!    quarantines or hides acknowledged data.
+//! 10. A writer that panics stops its lane (see `guard`): every waiter gets
+//!     [`WalError::WriterStopped`], later appends are refused at once, and
+//!     [`Wal::failures`] says why. Nobody waits on a writer that is gone.
 //!
 //! ## Recovery rules (at open; see [`recovery`])
 //! - zeros or bytes that are not an authentic frame after the last valid
@@ -64,6 +70,7 @@ pub mod error;
 pub mod frame;
 pub mod fs;
 pub mod gather;
+mod guard;
 pub mod inspect;
 mod lane;
 pub mod lane_id;
@@ -151,16 +158,16 @@ pub struct Wal {
     lanes: BTreeMap<LaneId, Arc<Lane>>,
     recovery: Vec<RecoveryEvent>,
     quarantined: Vec<std::path::PathBuf>,
-    arriving: Arc<std::sync::atomic::AtomicUsize>,
+    log: Arc<shared::LogWide>,
 }
 
 /// An append on its way: while any is alive, a busy lane's round waits for
 /// it (up to its gather budget) instead of syncing without it.
-pub struct Arrival(Arc<std::sync::atomic::AtomicUsize>);
+pub struct Arrival(Arc<shared::LogWide>);
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
+        self.0.arriving.fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -184,13 +191,13 @@ impl Wal {
         let quarantine = dir.join(layout::QUARANTINE_DIR);
         let mut events = Vec::new();
         let mut lanes = BTreeMap::new();
-        let arriving = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let log = Arc::new(shared::LogWide::default());
         for id in ids {
             let lane_dir = layout::lane_dir(dir, id);
             let rec = recovery::recover_lane(&*fs, id, &lane_dir, &quarantine, &opts, &mut events)?;
             fs.sync_dir(dir).map_err(|e| WalError::io(dir, e))?;
             let lane =
-                Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec, Arc::clone(&arriving))?;
+                Lane::start(id, lane_dir, Arc::clone(&fs), opts.clone(), observer.clone(), rec, Arc::clone(&log))?;
             lanes.insert(id, Arc::new(lane));
         }
         for e in &events {
@@ -201,7 +208,7 @@ impl Wal {
             }
         }
         let quarantined = inspect::quarantined_files(&*fs, dir)?;
-        Ok(Wal { lanes, recovery: events, quarantined, arriving })
+        Ok(Wal { lanes, recovery: events, quarantined, log })
     }
 
     /// Quarantined segment files (kept for the operator, outside the live
@@ -235,8 +242,8 @@ impl Wal {
     /// being validated, say); drop the guard once it is appended or given
     /// up. Busy lanes then hold a round for it rather than sync without it.
     pub fn announce(&self) -> Arrival {
-        self.arriving.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Arrival(Arc::clone(&self.arriving))
+        self.log.arriving.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Arrival(Arc::clone(&self.log))
     }
 
     /// Append one batch to `lane`; resolves once durable.
@@ -257,7 +264,9 @@ impl Wal {
         }
     }
 
-    /// Lanes that are failed closed, with their reasons.
+    /// Lanes that take no appends, with their reasons: failed closed (they
+    /// reopen by themselves) or with a writer that stopped unexpectedly
+    /// (until the log is opened again).
     pub fn failures(&self) -> Vec<(LaneId, String)> {
         self.lanes.values().filter_map(|l| l.failure().map(|r| (l.id(), r))).collect()
     }

@@ -26,11 +26,37 @@
 //!   two of the broker's retention passes (every 250 ms by default).
 //! - Stale bytes sit only past the durable watermark of the active segment,
 //!   which no reader passes; sealing cuts the file to its last frame.
+//!
+//! ## Disk pressure
+//!
+//! Kept files and prepared spares hold disk space no record is in. On a
+//! full disk that space must go back to the records, or a lane stays
+//! refused (507) after retention released every segment:
+//! - A roll takes, in order: the prepared spare, a kept file of the pool,
+//!   a new file. So once a lane's own segments are released, its next roll
+//!   needs no free space at all.
+//! - A lane refused for lack of space (a roll or a write hit ENOSPC) is
+//!   *starving* until its next commit succeeds. While any lane of the log
+//!   starves ([`Pressure::on`]), no lane prepares a spare, and a released
+//!   segment is deleted, but for one that a starving lane keeps for its
+//!   own next roll (its pool holds at most that one: the roll then takes no
+//!   new space, so it succeeds even if another lane takes what retention
+//!   freed first). When a lane starts starving every
+//!   writer is woken ([`crate::shared::LaneShared::nudge`]) and deletes its
+//!   pool and its prepared spare ([`Pressure::epoch`] tells it that it has
+//!   not yet). Only the lane's own writer deletes its files, as always.
+//! - A lane whose writer stopped does not starve: it takes no appends.
+//!
+//! So the space retention frees becomes free space, which the next roll of
+//! the starving lane takes: ingest recovers without a restart.
 
 use crate::error::{Result, WalError};
-use crate::shared::{LaneShared, SealedSegment};
+use crate::lane_id::LaneId;
+use crate::shared::{lock, LaneShared, SealedSegment};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// Bytes of released segments a lane keeps for reuse.
 const POOL_BYTES_PER_LANE: u64 = 128 << 20;
@@ -51,7 +77,13 @@ pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()>
     let fs = &**shared.fs();
     let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
     let mut pool = pool(shared);
-    if unread && shared.opts().preallocate && pool.len() < pool_limit(shared.opts().segment_bytes) {
+    let pressure = shared.pressure();
+    let limit = match (pressure.on(), pressure.starves(shared.id())) {
+        (false, _) => pool_limit(shared.opts().segment_bytes),
+        (true, true) => 1,
+        (true, false) => 0,
+    };
+    if unread && shared.opts().preallocate && pool.len() < limit {
         let to = crate::layout::recycled_path(shared.dir(), seg.base);
         match fs.rename(&seg.path, &to) {
             Ok(()) => {
@@ -67,4 +99,66 @@ pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()>
 /// A released segment of this lane to reuse, if one waits.
 pub(crate) fn take(shared: &LaneShared) -> Option<PathBuf> {
     pool(shared).pop()
+}
+
+/// Delete every kept file of this lane (disk pressure). Returns how many.
+pub(crate) fn empty_pool(shared: &LaneShared) -> usize {
+    let files = std::mem::take(&mut *pool(shared));
+    for path in &files {
+        if let Err(e) = shared.fs().remove_file(path) {
+            // Recovery deletes every spare: at worst it waits for a restart.
+            tracing::warn!(lane = %shared.id(), path = %path.display(), error = %e, "could not delete a kept segment");
+        }
+    }
+    files.len()
+}
+
+/// Which lanes of one log are refused for lack of space (see the module doc).
+#[derive(Default)]
+pub(crate) struct Pressure {
+    starving: Mutex<BTreeSet<LaneId>>,
+    /// Bumped whenever a lane starts starving.
+    epoch: AtomicU64,
+    /// Every lane of the log, to wake their writers.
+    lanes: Mutex<Vec<Weak<LaneShared>>>,
+}
+
+impl Pressure {
+    pub fn register(&self, lane: &Arc<LaneShared>) {
+        lock(&self.lanes).push(Arc::downgrade(lane));
+    }
+
+    /// `lane` was refused for lack of space: every writer gives its spare
+    /// space back at its next wake, and is woken now.
+    pub fn starving(&self, lane: LaneId) {
+        if !lock(&self.starving).insert(lane) {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::warn!(%lane, "WAL lane out of disk space; every lane gives back the space it keeps for reuse");
+        let lanes: Vec<Arc<LaneShared>> = lock(&self.lanes).iter().filter_map(Weak::upgrade).collect();
+        for l in lanes {
+            l.nudge();
+        }
+    }
+
+    /// `lane` committed again (or stopped): it no longer starves.
+    pub fn fed(&self, lane: LaneId) {
+        lock(&self.starving).remove(&lane);
+    }
+
+    /// Whether `lane` starves.
+    pub fn starves(&self, lane: LaneId) -> bool {
+        lock(&self.starving).contains(&lane)
+    }
+
+    /// Whether some lane of the log starves.
+    pub fn on(&self) -> bool {
+        !lock(&self.starving).is_empty()
+    }
+
+    /// Grows whenever a lane starts starving.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
 }

@@ -169,7 +169,12 @@ pub(crate) fn segment_from_spare(
         fs.rename(&spare.path, &path)?;
         fs.sync_dir(dir)
     };
-    setup().map_err(io(&path))?;
+    if let Err(e) = setup() {
+        // The spare's space goes back (on a full disk it is what the next
+        // try needs); if it was renamed already, the next roll replaces it.
+        let _ = fs.remove_file(&spare.path);
+        return Err(WalError::io(&path, e));
+    }
     Ok((RecoveredSegment::empty(path, &header), f))
 }
 

@@ -11,10 +11,14 @@
 //! - The index shows only synced frames: readers never pass the watermark.
 //! - Nothing here touches a file but the advisory watermark file, which
 //!   recovery never reads.
+//! - Once the writer stopped unexpectedly ([`LaneShared::writer_stopped`],
+//!   see [`crate::guard`]), the queue is empty and stays empty: the check
+//!   and the drain happen under the queue's lock.
 
 use crate::error::{Result, WalError};
 use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::{FileBytes, FileSystem, WalFile};
+use crate::guard::Reply;
 use crate::lane_id::LaneId;
 use crate::segment::FrameLoc;
 use crate::segment_file::RecoveredSegment;
@@ -23,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// The answer to a durable append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub struct Appended {
 /// An append waiting for its commit round.
 pub(crate) struct Pending {
     pub batch: EncodedBatch,
-    pub reply: oneshot::Sender<Result<Appended>>,
+    pub reply: Reply<Appended>,
 }
 
 /// A segment that takes no more appends; immutable once built.
@@ -87,7 +90,7 @@ pub(crate) struct Index {
 /// A release of segments below `offset`, for the writer to carry out.
 pub(crate) struct Release {
     pub offset: u64,
-    pub reply: std::sync::mpsc::SyncSender<Result<usize>>,
+    pub reply: Reply<usize>,
 }
 
 struct Queue {
@@ -101,12 +104,34 @@ struct Queue {
     /// normally; while the writer gathers a round, the number it waits for
     /// (so it is woken once, not once per append).
     wake_at: usize,
+    /// Why the writer stopped unexpectedly, once it did (see [`crate::guard`]).
+    stopped: Option<String>,
+    /// Wake the writer with nothing queued: disk pressure (see [`crate::recycle`]).
+    nudged: bool,
 }
 
 impl Default for Queue {
     fn default() -> Self {
-        Queue { items: Vec::new(), releases: Vec::new(), shutdown: false, writer_waiting: false, wake_at: 1 }
+        Queue {
+            items: Vec::new(),
+            releases: Vec::new(),
+            shutdown: false,
+            writer_waiting: false,
+            wake_at: 1,
+            stopped: None,
+            nudged: false,
+        }
     }
+}
+
+/// What every lane of one log shares.
+#[derive(Default)]
+pub(crate) struct LogWide {
+    /// Appends announced by callers and not yet queued, on every lane of
+    /// this log (see [`crate::Wal::announce`]).
+    pub arriving: AtomicUsize,
+    /// Lanes refused for lack of space (see [`crate::recycle`]).
+    pub pressure: crate::recycle::Pressure,
 }
 
 pub(crate) struct LaneShared {
@@ -127,9 +152,8 @@ pub(crate) struct LaneShared {
     watermark: Option<Arc<dyn WalFile>>,
     /// Released segments kept for reuse as spares (see [`crate::recycle`]).
     recycled: Mutex<Vec<PathBuf>>,
-    /// Appends announced by callers and not yet queued, on every lane of
-    /// this log (see [`crate::Wal::announce`]).
-    arriving: Arc<AtomicUsize>,
+    /// What every lane of this log shares.
+    log: Arc<LogWide>,
 }
 
 fn open_watermark(fs: &dyn FileSystem, dir: &Path, next: u64) -> Option<Arc<dyn WalFile>> {
@@ -154,7 +178,7 @@ impl LaneShared {
         opts: WalOptions,
         sealed: Vec<RecoveredSegment>,
         active: (&RecoveredSegment, &Arc<dyn WalFile>),
-        arriving: Arc<AtomicUsize>,
+        log: Arc<LogWide>,
     ) -> LaneShared {
         let next = active.0.next;
         let sealed = sealed.into_iter().map(|s| Arc::new(SealedSegment::new(s))).collect();
@@ -173,7 +197,7 @@ impl LaneShared {
             appended: tokio::sync::Notify::new(),
             watermark,
             recycled: Mutex::new(Vec::new()),
-            arriving,
+            log,
         }
     }
 
@@ -201,7 +225,12 @@ impl LaneShared {
 
     /// Appends announced by callers and not yet queued, on every lane of this log.
     pub fn arriving(&self) -> usize {
-        self.arriving.load(Ordering::Acquire)
+        self.log.arriving.load(Ordering::Acquire)
+    }
+
+    /// Disk pressure on this log (see [`crate::recycle`]).
+    pub fn pressure(&self) -> &crate::recycle::Pressure {
+        &self.log.pressure
     }
 
     /// The offset the next durable record will get.
@@ -223,6 +252,9 @@ impl LaneShared {
     /// enough arrived.
     pub fn enqueue(&self, pending: Pending) -> Result<()> {
         let mut q = lock(&self.queue);
+        if let Some(reason) = &q.stopped {
+            return Err(self.stopped_error(reason));
+        }
         if q.shutdown {
             return Err(WalError::ShuttingDown);
         }
@@ -238,10 +270,16 @@ impl LaneShared {
         Ok(())
     }
 
-    /// Queue a release for the writer and wake it.
+    /// Queue a release for the writer and wake it. A lane whose writer
+    /// stopped keeps its segments: the release answers `Ok(0)` at once.
     pub fn enqueue_release(&self, release: Release) -> Result<()> {
         {
             let mut q = lock(&self.queue);
+            if q.stopped.is_some() {
+                drop(q);
+                release.reply.send(Ok(0));
+                return Ok(());
+            }
             if q.shutdown {
                 return Err(WalError::ShuttingDown);
             }
@@ -267,7 +305,7 @@ impl LaneShared {
     /// With `timeout`, may return an empty round so the writer can retry a reopen.
     pub fn take_pending(&self, timeout: Option<Duration>) -> Option<(Vec<Pending>, Vec<Release>)> {
         let mut q = lock(&self.queue);
-        while q.items.is_empty() && q.releases.is_empty() {
+        while q.items.is_empty() && q.releases.is_empty() && !q.nudged {
             if q.shutdown {
                 return None;
             }
@@ -287,7 +325,14 @@ impl LaneShared {
                 }
             }
         }
+        q.nudged = false;
         Some((std::mem::take(&mut q.items), std::mem::take(&mut q.releases)))
+    }
+
+    /// Wake the writer even with nothing queued (it checks the disk pressure).
+    pub fn nudge(&self) {
+        lock(&self.queue).nudged = true;
+        self.wake.notify_all();
     }
 
     /// Take what is queued now, without waiting (the manual drive).
@@ -330,8 +375,64 @@ impl LaneShared {
         lock(&self.queue).items.len()
     }
 
+    /// Why the lane takes no appends: its writer stopped, or it failed closed.
     pub fn failure(&self) -> Option<String> {
-        lock(&self.failure).clone()
+        let stopped = lock(&self.queue).stopped.as_ref().map(|r| format!("its writer stopped unexpectedly: {r}"));
+        stopped.or_else(|| lock(&self.failure).clone())
+    }
+
+    /// The error an append gets at once, if the lane takes none now.
+    pub fn refusal(&self) -> Option<WalError> {
+        if let Some(reason) = &lock(&self.queue).stopped {
+            return Some(self.stopped_error(reason));
+        }
+        let reason = lock(&self.failure).clone()?;
+        Some(WalError::LaneFailed { lane: self.id.to_string(), reason })
+    }
+
+    fn stopped_error(&self, reason: &str) -> WalError {
+        WalError::WriterStopped { lane: self.id.to_string(), reason: reason.to_string() }
+    }
+
+    /// The writer is unwinding a panic: refuse appends from now on (what
+    /// is queued is drained by [`LaneShared::writer_stopped`] once it has
+    /// unwound). Never blocks on the queue's lock (this thread may hold it
+    /// in a frame being unwound): after a bounded number of tries it leaves
+    /// the marking to the drain, which answers every append queued meanwhile.
+    pub fn stopping(&self) {
+        for _ in 0..10_000 {
+            let mut q = match self.queue.try_lock() {
+                Ok(q) => q,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+            };
+            q.stopped.get_or_insert_with(|| "it panicked".into());
+            return;
+        }
+    }
+
+    /// The writer ended unexpectedly (a panic with `message`): answer what
+    /// is queued and refuse every later append (see [`crate::guard`]).
+    pub fn writer_stopped(&self, message: &str) {
+        let reason = format!("it panicked: {message}");
+        tracing::error!(lane = %self.id, %reason, "WAL lane writer stopped unexpectedly; restart the broker to reopen the lane");
+        let (items, releases) = {
+            let mut q = lock(&self.queue);
+            q.stopped = Some(reason.clone());
+            (std::mem::take(&mut q.items), std::mem::take(&mut q.releases))
+        };
+        for p in items {
+            p.reply.send(Err(self.stopped_error(&reason)));
+        }
+        for r in releases {
+            r.reply.send(Ok(0));
+        }
+        debug_assert!(lock(&self.queue).items.is_empty(), "a stopped lane queues nothing");
+        self.pressure().fed(self.id);
+        self.appended.notify_waiters();
     }
 
     pub fn set_failure(&self, reason: Option<String>) {

@@ -9,7 +9,9 @@
 //!   durable once `sync_dir` ran on the directory; unsynced ones are rolled
 //!   back at a crash, with everything below a subdirectory that goes.
 //! - Faults: a failing `sync_data`, `ENOSPC` once a byte budget is spent,
-//!   and a power cut after the next N mutating operations
+//!   `ENOSPC` once the disk's size ([`SimFs::set_capacity`]) is used, a
+//!   panic in the next `sync_data` ([`SimFs::panic_next_sync`], to test a
+//!   writer that dies), and a power cut after the next N mutating operations
 //!   ([`SimFs::crash_after_ops`]), which puts a crash point between any two
 //!   file operations of recovery, roll, recycle and retention.
 //!
@@ -18,6 +20,13 @@
 //! fails every later operation with `EIO`, as the threads of a process that
 //! lost power no longer touch the disk. Only the handle [`SimFs::crash`] (or
 //! [`SimFs::remount`]) returns sees the disk afterwards.
+//!
+//! Space, under a capacity: a file uses the length of its bytes (a
+//! preallocation counts in full, a write inside the file's length takes no
+//! space) while it has a name or an open handle of the running mount, as an
+//! unlinked file that is still open holds its blocks on a real disk. So a
+//! deleted file gives its space back once its last handle is dropped, and a
+//! renamed one keeps it.
 
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +44,8 @@ struct Inode {
     durable: Vec<u8>,
     /// Unsynced operations in order: (position, bytes) or a resize.
     pending: Vec<Op>,
+    /// Handles of the running mount open on it.
+    open: usize,
 }
 
 enum Op {
@@ -57,6 +68,10 @@ struct State {
     rng: u64,
     fail_syncs: u32,
     space_left: Option<u64>,
+    /// The disk's size for [`SimFs::set_capacity`] (`None`: unlimited).
+    capacity: Option<u64>,
+    /// The next `sync_data` panics ([`SimFs::panic_next_sync`]).
+    panic_next_sync: bool,
     syncs: u64,
     /// Mutating operations left before a power cut (`None`: not armed).
     ops_left: Option<u64>,
@@ -91,6 +106,21 @@ impl State {
         self.inodes.get_mut(&ino).ok_or_else(|| eio("stale inode"))
     }
 
+    /// Bytes used under the capacity model (see the module doc).
+    fn used(&self) -> u64 {
+        let named: BTreeSet<u64> = self.names.values().copied().collect();
+        self.inodes.iter().filter(|(i, n)| n.open > 0 || named.contains(i)).map(|(_, n)| n.data.len() as u64).sum()
+    }
+
+    /// How many more bytes the files may grow by now (`None`: no limit).
+    fn room(&self) -> Option<u64> {
+        let by_capacity = self.capacity.map(|c| c.saturating_sub(self.used()));
+        match (by_capacity, self.space_left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Gate one operation of a handle mounted (or opened) in `generation`:
     /// fenced after a crash, and counted towards an armed power cut.
     fn admit(&mut self, generation: u64, mutating: bool) -> io::Result<()> {
@@ -118,6 +148,10 @@ impl State {
     fn power_loss(&mut self) {
         self.generation += 1;
         self.fail_syncs = 0;
+        self.panic_next_sync = false;
+        for inode in self.inodes.values_mut() {
+            inode.open = 0;
+        }
         self.space_left = None;
         self.ops_left = None;
         let durable_dirs = &self.durable_dirs;
@@ -212,6 +246,26 @@ impl SimFs {
         }
     }
 
+    /// The disk holds `bytes` in all (`None`: unlimited): a write, resize
+    /// or preallocation that would make the files use more fails with
+    /// ENOSPC (a write after writing what fits). Space comes back when a
+    /// file is deleted and no handle holds it (see the module doc). Kept
+    /// across crashes: it is the disk's size.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.lock().capacity = bytes;
+    }
+
+    /// Bytes the files use now, under the capacity model.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used()
+    }
+
+    /// The next call to `sync_data` (from any thread) panics instead of
+    /// syncing, as a writer with a bug would: tests of a writer that dies.
+    pub fn panic_next_sync(&self) {
+        self.lock().panic_next_sync = true;
+    }
+
     /// How many `sync_data` calls succeeded so far.
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
@@ -281,26 +335,52 @@ impl SimFile {
     }
 }
 
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock();
+        if st.generation == self.generation {
+            if let Some(inode) = st.inodes.get_mut(&self.ino) {
+                inode.open = inode.open.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// How many bytes of a write of `len` at `pos` fit, in a file of `cur`
+/// bytes with `room` left: all of them under the byte budget's rule (every
+/// byte written counts), the part that fits under the capacity (only
+/// growth counts).
+fn fitting(st: &State, cur: u64, pos: u64, len: u64) -> u64 {
+    let mut fit = len;
+    if let Some(left) = st.space_left {
+        fit = fit.min(left);
+    }
+    if let Some(cap) = st.capacity {
+        let room = cap.saturating_sub(st.used());
+        fit = fit.min((cur + room).saturating_sub(pos));
+    }
+    fit
+}
+
 impl WalFile for SimFile {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.with(true, |st, ino| {
+            let cur = st.inode_mut(ino)?.data.len() as u64;
+            let fit = fitting(st, cur, pos, buf.len() as u64);
             if let Some(left) = st.space_left {
-                if left < buf.len() as u64 {
-                    // A partial write before ENOSPC, as a real disk may do.
-                    let part = buf[..left as usize].to_vec();
-                    st.space_left = Some(0);
-                    let inode = st.inode_mut(ino)?;
-                    let op = Op::Write(pos, part);
-                    apply(&mut inode.data, &op);
-                    inode.pending.push(op);
-                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-                }
-                st.space_left = Some(left - buf.len() as u64);
+                st.space_left = Some(left - fit);
             }
-            let inode = st.inode_mut(ino)?;
-            let op = Op::Write(pos, buf.to_vec());
-            apply(&mut inode.data, &op);
-            inode.pending.push(op);
+            // On ENOSPC, a partial write before it, as a real disk may do.
+            let part = &buf[..fit as usize];
+            if !part.is_empty() {
+                let inode = st.inode_mut(ino)?;
+                let op = Op::Write(pos, part.to_vec());
+                apply(&mut inode.data, &op);
+                inode.pending.push(op);
+            }
+            if part.len() < buf.len() {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
             Ok(())
         })
     }
@@ -316,6 +396,10 @@ impl WalFile for SimFile {
         })
     }
     fn sync_data(&self) -> io::Result<()> {
+        let panic_now = std::mem::take(&mut self.fs.lock().panic_next_sync);
+        if panic_now {
+            panic!("simulated panic in sync_data (SimFs::panic_next_sync)");
+        }
         self.with(true, |st, ino| {
             if st.fail_syncs > 0 {
                 st.fail_syncs -= 1;
@@ -345,10 +429,10 @@ impl WalFile for SimFile {
             if len <= cur {
                 return Ok(());
             }
+            if st.room().is_some_and(|room| room < len - cur) {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
             if let Some(left) = st.space_left {
-                if left < len - cur {
-                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-                }
                 st.space_left = Some(left - (len - cur));
             }
             let inode = st.inode_mut(ino)?;
@@ -377,7 +461,7 @@ impl FileSystem for SimFs {
         }
         let ino = st.next_inode;
         st.next_inode += 1;
-        st.inodes.insert(ino, Inode::default());
+        st.inodes.insert(ino, Inode { open: 1, ..Inode::default() });
         st.names.insert(path.to_path_buf(), ino);
         Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: self.mount }))
     }
@@ -385,6 +469,7 @@ impl FileSystem for SimFs {
         let mut st = self.lock();
         st.admit(self.mount, false)?;
         let ino = *st.names.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.inode_mut(ino)?.open += 1;
         Ok(Arc::new(SimFile { fs: self.clone(), ino, generation: self.mount }))
     }
     fn read_all(&self, path: &Path) -> io::Result<FileBytes> {

@@ -11,8 +11,13 @@
 //! policy of [`crate::gather`].
 //!
 //! Failures:
-//! - ENOSPC on write: the round's bytes are cut off again (and that cut is
-//!   synced) before its waiters hear `NoSpace`; the lane stays open.
+//! - ENOSPC on write or roll: the round's bytes are cut off again (and that
+//!   cut is synced) before its waiters hear `NoSpace`; the lane stays open
+//!   and *starves* until a commit succeeds, which makes every lane give
+//!   back the space it keeps for reuse ([`crate::recycle`], "Disk
+//!   pressure"). A roll takes a kept file before it asks for new space.
+//! - a panic: caught at the thread's boundary ([`crate::guard`]); the lane
+//!   stops, and every waiter and later append hears `WriterStopped`.
 //! - any other write or sync error: the lane *fails closed*. Every waiter and
 //!   every later append gets `LaneFailed` at once; the sync is never retried
 //!   on the same handle (the kernel may have dropped the dirty pages). After a
@@ -73,6 +78,10 @@ pub(crate) struct Writer {
     avg_commit_bytes: f64,
     /// What the gather policy remembers of recent rounds.
     gather: Gather,
+    /// The last round was refused for lack of space (see [`crate::recycle`]).
+    starving: bool,
+    /// The disk-pressure epoch whose spare space this writer gave back.
+    pressure_seen: u64,
 }
 
 /// The next segment's file: being prepared by a helper thread that this
@@ -162,6 +171,8 @@ impl Writer {
             spares_made: 0,
             avg_commit_bytes: 0.0,
             gather: Gather::default(),
+            starving: false,
+            pressure_seen: 0,
         }
     }
 
@@ -184,9 +195,34 @@ impl Writer {
     /// (kept for reuse or deleted, see [`crate::recycle`]), then sync the
     /// directory once, and answer.
     pub fn release(&mut self, releases: Vec<Release>) {
+        self.give_back_under_pressure();
         for r in releases {
-            let _ = r.reply.send(self.retire_below(r.offset));
+            r.reply.send(self.retire_below(r.offset));
         }
+    }
+
+    /// Once per disk-pressure epoch: delete this lane's kept files and its
+    /// prepared spare, so the space goes to whichever lane starves.
+    fn give_back_under_pressure(&mut self) {
+        let epoch = self.shared.pressure().epoch();
+        if epoch == self.pressure_seen {
+            return;
+        }
+        self.pressure_seen = epoch;
+        let kept = crate::recycle::empty_pool(&self.shared);
+        let spare = self.spare.take(self.shared.id()).map(|s| {
+            if let Err(e) = self.shared.fs().remove_file(&s.path) {
+                tracing::warn!(lane = %self.shared.id(), error = %e, "could not delete a prepared spare");
+            }
+        });
+        tracing::info!(lane = %self.shared.id(), kept, spare = spare.is_some(), "disk pressure: gave back spare space");
+    }
+
+    /// A round was refused for lack of space.
+    fn starve(&mut self) {
+        self.starving = true;
+        self.shared.pressure().starving(self.shared.id());
+        self.give_back_under_pressure();
     }
 
     fn retire_below(&mut self, offset: u64) -> Result<usize, WalError> {
@@ -249,7 +285,7 @@ impl Writer {
     fn reply_failed(&self, round: Vec<Pending>) {
         let reason = self.shared.failure().unwrap_or_else(|| "unknown I/O failure".into());
         for p in round {
-            let _ = p.reply.send(Err(WalError::LaneFailed { lane: self.lane_name(), reason: reason.clone() }));
+            p.reply.send(Err(WalError::LaneFailed { lane: self.lane_name(), reason: reason.clone() }));
         }
     }
 
@@ -286,21 +322,7 @@ impl Writer {
         if self.used >= self.shared.opts().segment_bytes && self.frames_in_segment > 0 {
             match self.roll() {
                 Ok(n) => fsyncs += n,
-                Err(e) => {
-                    let no_space = matches!(&e, WalError::Io { source, .. } if WalError::is_enospc(source));
-                    for p in round {
-                        let err = if no_space {
-                            WalError::NoSpace { lane: self.lane_name() }
-                        } else {
-                            WalError::LaneFailed { lane: self.lane_name(), reason: e.to_string() }
-                        };
-                        let _ = p.reply.send(Err(err));
-                    }
-                    if !no_space {
-                        self.fail_closed(e.to_string());
-                    }
-                    return;
-                }
+                Err(e) => return self.roll_failed(round, e),
             }
         }
         let ts = now_ms().max(self.last_ts);
@@ -323,16 +345,7 @@ impl Writer {
         let frames: Vec<&[u8]> = round.iter().map(|p| &p.batch.bytes[..]).collect();
         let write = self.file.write_all_vectored_at(&frames, start);
         if let Err(e) = write {
-            if WalError::is_enospc(&e) {
-                self.undo_write(start);
-                for p in round {
-                    let _ = p.reply.send(Err(WalError::NoSpace { lane: self.lane_name() }));
-                }
-            } else {
-                self.fail_closed(format!("write failed: {e}"));
-                self.reply_failed(round);
-            }
-            return;
+            return self.write_failed(round, start, e);
         }
         let sync_started = Instant::now();
         if let Err(e) = self.file.sync_data() {
@@ -360,8 +373,10 @@ impl Writer {
             sync_duration,
         };
         for (p, loc) in round.into_iter().zip(answers) {
-            let _ =
-                p.reply.send(Ok(Appended { lane: self.shared.id(), base_offset: loc.0, records: loc.1, ts_ms: ts }));
+            p.reply.send(Ok(Appended { lane: self.shared.id(), base_offset: loc.0, records: loc.1, ts_ms: ts }));
+        }
+        if std::mem::take(&mut self.starving) {
+            self.shared.pressure().fed(self.shared.id());
         }
         self.gather.round_ended(stats.batches, self.shared.queued());
         if let Some(obs) = &self.observer {
@@ -370,9 +385,44 @@ impl Writer {
         self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * len as f64;
         if matches!(self.spare, SpareSlot::None)
             && self.shared.opts().preallocate
+            && !self.shared.pressure().on()
             && self.used > self.shared.opts().segment_bytes / 2
         {
             self.start_spare();
+        }
+    }
+
+    /// A roll before `round` failed: ENOSPC refuses the round and starves
+    /// the lane; any other error fails it closed.
+    fn roll_failed(&mut self, round: Vec<Pending>, e: WalError) {
+        let no_space = matches!(&e, WalError::Io { source, .. } if WalError::is_enospc(source));
+        for p in round {
+            let err = if no_space {
+                WalError::NoSpace { lane: self.lane_name() }
+            } else {
+                WalError::LaneFailed { lane: self.lane_name(), reason: e.to_string() }
+            };
+            p.reply.send(Err(err));
+        }
+        if no_space {
+            self.starve();
+        } else {
+            self.fail_closed(e.to_string());
+        }
+    }
+
+    /// Writing `round` at `start` failed: on ENOSPC cut it off again and
+    /// starve; else fail the lane closed.
+    fn write_failed(&mut self, round: Vec<Pending>, start: u64, e: std::io::Error) {
+        if WalError::is_enospc(&e) {
+            self.undo_write(start);
+            for p in round {
+                p.reply.send(Err(WalError::NoSpace { lane: self.lane_name() }));
+            }
+            self.starve();
+        } else {
+            self.fail_closed(format!("write failed: {e}"));
+            self.reply_failed(round);
         }
     }
 
@@ -405,6 +455,22 @@ impl Writer {
         };
     }
 
+    /// A kept file of this lane made a spare inline, for a roll that found
+    /// none prepared (after ENOSPC, say): it needs no new space.
+    fn kept_spare(&mut self) -> Option<Spare> {
+        let kept = crate::recycle::take(&self.shared)?;
+        let name = spare_name(self.instance, self.spares_made);
+        self.spares_made += 1;
+        let shared = &self.shared;
+        match prepare_spare(&**shared.fs(), shared.dir(), &name, shared.opts(), false, Some(kept)) {
+            Ok(spare) => Some(spare),
+            Err(e) => {
+                tracing::warn!(lane = %shared.id(), error = %e, "could not reuse a kept segment; creating one");
+                None
+            }
+        }
+    }
+
     /// Cut off a round that hit ENOSPC so no unacknowledged frame can surface
     /// later, and make the cut durable before anyone is answered.
     fn undo_write(&mut self, start: u64) {
@@ -425,7 +491,7 @@ impl Writer {
     /// Returns the number of fsyncs it took (the new header, its directory).
     fn roll(&mut self) -> Result<u32, WalError> {
         let shared = Arc::clone(&self.shared);
-        let spare = self.spare.take(shared.id());
+        let spare = self.spare.take(shared.id()).or_else(|| self.kept_spare());
         let (seg, file) = match spare {
             Some(spare) => segment_from_spare(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, spare)?,
             None => create_segment(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, shared.opts())?,
