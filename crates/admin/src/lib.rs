@@ -16,6 +16,7 @@
 //!   from `plumbing`, the format from `wal`, the wire shapes from `api`.
 
 pub mod error;
+mod legacy_lost;
 pub mod offline;
 pub mod online;
 
@@ -95,7 +96,8 @@ pub enum Cmd {
         #[arg(long)]
         discard_quarantine: bool,
     },
-    /// Convert a data directory written by WAL format 1 to format 2 (refuses while a broker runs).
+    /// Convert a data directory written by WAL format 1 to format 2 (refuses
+    /// while a broker runs); exit 1 when records could not be converted.
     #[command(after_help = "Example:\n  systemctl stop weir-broker && broker-admin migrate --data-dir /var/lib/weir")]
     Migrate {
         #[arg(long)]
@@ -238,10 +240,19 @@ pub fn run(cli: Cli) -> Exit {
         },
         Cmd::Migrate { data_dir } => match offline::migrate(&data_dir) {
             Ok(done) => {
-                for line in done {
+                for line in &done.lines {
                     println!("migrate: {line}");
                 }
-                Exit::Ok
+                // Acknowledged records were left unconverted: not a success
+                // a script may start the broker after.
+                if done.kept_aside > 0 {
+                    Exit::Problems(format!(
+                        "migrate: {} segment(s) kept records it could not convert aside; read the lines above and `broker-admin verify` before starting the broker",
+                        done.kept_aside
+                    ))
+                } else {
+                    Exit::Ok
+                }
             }
             Err(e) => Exit::Problems(e.to_string()),
         },

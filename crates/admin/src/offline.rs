@@ -197,7 +197,8 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminErro
         }
         let p = r.path.display();
         if r.quarantined {
-            problems.push(format!("{p}: quarantined segment of lane {}; {}", r.lane, describe_lost(&r.lost_offsets())));
+            let lost = crate::legacy_lost::lost_offsets(&reps, r);
+            problems.push(format!("{p}: quarantined segment of lane {}; {}", r.lane, describe_lost(&lost)));
             continue;
         }
         if let Some(e) = r.header_error {
@@ -283,21 +284,31 @@ pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, 
     wal.shutdown();
     drop(wal);
     if discard_quarantine {
-        for r in reports(data_dir)?.iter().filter(|r| r.quarantined) {
+        let reps = reports(data_dir)?;
+        for r in reps.iter().filter(|r| r.quarantined) {
+            // Named before the file goes: what the operator acknowledges.
+            let lost = crate::legacy_lost::lost_offsets(&reps, r);
             std::fs::remove_file(&r.path).map_err(|source| AdminError::Io { path: r.path.clone(), source })?;
             if let Some(dir) = r.path.parent() {
                 std::fs::File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|source| AdminError::Io { path: dir.to_path_buf(), source })?;
             }
-            done.push(format!("discarded quarantined {}; {}", r.path.display(), describe_lost(&r.lost_offsets())));
+            done.push(format!("discarded quarantined {}; {}", r.path.display(), describe_lost(&lost)));
         }
     }
     Ok(done)
 }
 
+/// What `migrate` did: lines for the operator, and how many segments had
+/// records it could not convert (kept aside whole; exit 1 when any).
+pub struct Migration {
+    pub lines: Vec<String>,
+    pub kept_aside: usize,
+}
+
 /// `migrate`: convert format-1 segments to format 2 under the directory lock.
-pub fn migrate(data_dir: &Path) -> Result<Vec<String>, AdminError> {
+pub fn migrate(data_dir: &Path) -> Result<Migration, AdminError> {
     let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "migrate", source })?;
     let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir))?;
     let mut out = vec![format!(
@@ -308,14 +319,21 @@ pub fn migrate(data_dir: &Path) -> Result<Vec<String>, AdminError> {
         wal::segment::SEGMENT_VERSION,
         report.current
     )];
+    let reps = if report.kept_aside.is_empty() { Vec::new() } else { reports(data_dir)? };
     for (seg, aside, from) in &report.kept_aside {
+        // The range `verify` and `repair --discard-quarantine` name too.
+        let lost = match reps.iter().find(|r| r.quarantined && &r.path == aside) {
+            Some(r) => crate::legacy_lost::lost_offsets(&reps, r),
+            None => vec![(*from, None)],
+        };
         out.push(format!(
-            "{}: records from offset {from} on could not be read as format 1 and were not converted; the whole original is kept at {}",
+            "{}: records could not be read as format 1 and were not converted ({}); the whole original is kept at {}",
             seg.display(),
+            describe_lost(&lost),
             aside.display()
         ));
     }
-    Ok(out)
+    Ok(Migration { lines: out, kept_aside: report.kept_aside.len() })
 }
 
 fn describe(e: &wal::RecoveryEvent) -> String {
