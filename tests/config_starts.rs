@@ -104,6 +104,7 @@ max_long_poll_ms = {long_poll}
 maintenance_interval_ms = {maint}
 max_connections = {conns}
 memory_budget_bytes = {budget}
+memory_budget_tenant_share = {share:?}
 body_read_timeout_ms = {body_timeout}
 shutdown_drain_ms = {drain}
 idempotency_max_keys_per_tenant = {keys}
@@ -147,6 +148,7 @@ breaker_open_ms = {open_ms}
         // The harness holds at most two connections at once, plus one closing.
         conns = r.int(4, 64),
         budget = r.int(charge, charge * 4),
+        share = r.float(0.001, 1.0),
         body_timeout = r.int(100, 30_000),
         drain = r.int(0, 5_000),
         keys = r.int(1, 100_000),

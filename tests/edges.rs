@@ -86,12 +86,27 @@ async fn a_body_that_never_arrives_is_cut_and_sigterm_finishes_within_the_drain_
 }
 
 #[tokio::test]
-async fn connections_beyond_the_cap_get_503_overloaded_and_are_counted() {
-    let b = BrokerProc::start(&format!("max_connections = 3\n{DEST}"));
-    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr(&b.url)).unwrap()).collect();
-    // Give the accept loop the three before the fourth arrives.
+async fn connections_beyond_a_roles_cap_get_503_overloaded_and_are_counted() {
+    // 16 connections: health and admin calls hold at most 2 (an eighth).
+    let b = BrokerProc::start(&format!("max_connections = 16\n{DEST}"));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr(&b.url)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        held.push(c); // kept alive: seated
+    }
+    let answer = raw(&b.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5));
+    assert_contract_error(&answer, 503, "overloaded");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    // A tenant's ingest has its own pool: served while health is full.
+    assert_eq!(ingest(&b.url, "acme-t", "events", "{\"a\":1}").await.status, 200);
+    drop(held);
     let url = b.url.clone();
-    wait_until("three connections accepted", Duration::from_secs(10), || {
+    wait_until("a freed seat serves again", Duration::from_secs(10), || {
         let url = url.clone();
         async move {
             let a = tokio::task::spawn_blocking(move || {
@@ -99,33 +114,51 @@ async fn connections_beyond_the_cap_get_503_overloaded_and_are_counted() {
             })
             .await
             .unwrap();
-            a.starts_with("HTTP/1.1 503")
+            a.starts_with("HTTP/1.1 200")
         }
     })
     .await;
-    let answer = raw(&b.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5));
-    assert_contract_error(&answer, 503, "overloaded");
-    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
-    drop(held);
-    let url = b.url.clone();
-    wait_until("a freed slot serves again", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { metric(&url, "weir_http_refused_total{reason=\"connections\"}").await >= 2.0 }
-    })
-    .await;
+    assert!(metric(&b.url, "weir_http_refused_total{reason=\"connections_control\"}").await >= 1.0);
 }
 
 #[tokio::test]
 async fn the_memory_budget_refuses_the_excess_with_503_overloaded_and_appends_nothing() {
-    let b = BrokerProc::start(&format!("memory_budget_bytes = 1048576\n{DEST}"));
-    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(600_000));
-    let refused = ingest(&b.url, "acme-t", "events", big).await;
+    // One request may hold 2 x 512 KiB + 2 x 512 KiB: the budget is exactly that.
+    let b = BrokerProc::start(&format!(
+        "max_body_bytes = 524288\nmax_inflated_bytes = 524288\nmax_record_bytes = 524288\nmemory_budget_bytes = 2097152\nmemory_budget_tenant_share = 1.0\nbody_read_timeout_ms = 20000\n{DEST}"
+    ));
+    // Two bodies stalled after 400 KB each hold 1.6 MB of the budget as they arrive…
+    let head = "POST /v1/topics/events/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-t\r\nContent-Type: application/x-ndjson\r\nContent-Length: 500000\r\n\r\n";
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&b.url)).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&vec![b' '; 400_000]).unwrap();
+            c
+        })
+        .collect();
+    // …so a third that sends as much is refused once its bytes pass the
+    // rest. Until the stalled bytes have arrived, the probe is read whole
+    // and refused as not JSON: nothing is appended either way.
+    let probe = "x".repeat(450_000);
+    let url = b.url.clone();
+    wait_until("the budget refuses the third body", Duration::from_secs(20), || {
+        let (url, probe) = (url.clone(), probe.clone());
+        async move {
+            let a = ingest(&url, "acme-t", "events", probe).await;
+            assert!(a.status == 503 || a.code() == "invalid_body", "{a:?}");
+            a.status == 503
+        }
+    })
+    .await;
+    let refused = ingest(&b.url, "acme-t", "events", probe).await;
     refused.assert_error(503, "overloaded", true);
     assert!(refused.message().contains("memory_budget_bytes"), "{refused:?}");
+    drop(stalled);
     let ok = ingest(&b.url, "acme-t", "events", "{\"small\":1}").await;
     assert_eq!(ok.status, 200);
-    assert_eq!(ok.json["first_offset"], 0, "the refused request took no offset");
-    assert_eq!(metric(&b.url, "weir_http_refused_total{reason=\"memory\"}").await, 1.0);
+    assert_eq!(ok.json["first_offset"], 0, "no refused request took an offset");
+    assert!(metric(&b.url, "weir_http_refused_total{reason=\"memory\"}").await >= 2.0);
 }
 
 #[tokio::test]

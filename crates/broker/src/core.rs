@@ -21,6 +21,8 @@ pub struct Broker {
     auth: Authenticator,
     intake: Intake,
     deliveries: Arc<Deliveries>,
+    /// Lease, commit, heartbeat and admin bodies: never ingest's budget.
+    control_memory: crate::memory::MemoryBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,8 @@ impl Broker {
             .chain(t.tenants.iter().enumerate().map(|(i, s)| (*s, Role::Tenant(i))))
             .chain(t.destinations.iter().enumerate().map(|(i, s)| (*s, Role::Exporter(i))))
             .collect::<Vec<_>>();
-        Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries })
+        let control_memory = crate::memory::MemoryBudget::new(crate::memory::CONTROL_BUDGET_BYTES);
+        Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries, control_memory })
     }
 
     pub fn cfg(&self) -> &ValidConfig {
@@ -82,6 +85,11 @@ impl Broker {
 
     pub fn intake(&self) -> &Intake {
         &self.intake
+    }
+
+    /// The budget of control bodies (see [`crate::memory`]).
+    pub fn control_memory(&self) -> &crate::memory::MemoryBudget {
+        &self.control_memory
     }
 
     /// SIGTERM: stop the waits that would hold the drain (acquire long-polls).

@@ -1,53 +1,143 @@
-//! The memory budget of requests in flight (`memory_budget_bytes`).
+//! The memory budgets of request bodies in flight.
 //!
-//! It bounds the bytes that requests in flight hold: a body is charged
-//! before it is read (its declared length, or the limit when it declares
-//! none), twice for ingest (the body and the frame built from it), and an
-//! inflated gzip body is charged again once inflated. A request that does
-//! not fit is refused at once ([`BrokerError::Overloaded`], reason
-//! `memory`) — nothing is read, nothing appended, nothing acknowledged is
-//! affected. The charge is released when the request ends (the [`Charge`]
-//! is dropped).
+//! Ingest's budget (`memory_budget_bytes`) bounds the bytes that ingest
+//! requests in flight hold. It is charged **as bytes arrive** — each body
+//! chunk as it is read (twice: the body, and the frame built from it), each
+//! inflated chunk of a gzip body as it is inflated — never with a declared
+//! `Content-Length` before a byte came: a client that declares a large body
+//! and sends nothing holds nothing. No tenant holds more than
+//! `memory_budget_tenant_share` of it, so one tenant's slow, stalled or huge
+//! bodies cannot spend what another tenant's requests need.
+//!
+//! Lease, commit, heartbeat and admin bodies are never charged to nor
+//! refused by ingest's budget: they have a budget of their own
+//! ([`CONTROL_BUDGET_BYTES`]), so a flood of ingest cannot stop the
+//! exporters' commits (which free the WAL) or an operator's actions.
+//!
+//! A charge that does not fit is refused at once ([`BrokerError::Overloaded`],
+//! reason `memory`, or `memory_tenant_share` when the tenant's share is
+//! spent): nothing appended, nothing acknowledged is affected. What a
+//! request holds is released when it ends (its [`Charge`] is dropped).
+//!
+//! A tenant's cap is `share × budget`, raised to one request's largest
+//! charge where the share is smaller (a share may not refuse a request for
+//! its size alone).
+//!
+//! Invariant: a tenant's held units never exceed its cap, and the sum of
+//! all held units never exceeds the budget (the semaphore's count).
 
 use crate::error::BrokerError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The budget is kept in KiB so that one permit count covers any body.
 const UNIT: u64 = 1024;
 
+/// The budget of lease, commit, heartbeat and admin bodies (each at most
+/// 1 MiB): 64 MiB, apart from ingest's.
+pub const CONTROL_BUDGET_BYTES: u64 = 64 << 20;
+
 /// Bytes of request bodies the broker may hold at once.
 pub struct MemoryBudget {
     sem: Arc<Semaphore>,
     bytes: u64,
+    /// Units one tenant may hold (`share × budget`).
+    tenant_cap: u64,
+    /// Units each tenant holds, by tenant index.
+    held: Arc<[AtomicU64]>,
 }
 
-/// What one request holds of the budget; released on drop.
+/// What one request holds of a budget; released on drop.
 #[derive(Default)]
-pub struct Charge(Option<OwnedSemaphorePermit>);
+pub struct Charge {
+    permit: Option<OwnedSemaphorePermit>,
+    /// The tenant's counter and the units charged to it.
+    tenant: Option<(Arc<[AtomicU64]>, usize, u64)>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some((held, i, units)) = self.tenant.take() {
+            if let Some(h) = held.get(i) {
+                h.fetch_sub(units, Ordering::AcqRel);
+            }
+        }
+    }
+}
 
 impl MemoryBudget {
+    /// A budget of `bytes` shared by no tenants (control bodies).
     pub fn new(bytes: u64) -> MemoryBudget {
-        let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64 / 2) as usize;
-        MemoryBudget { sem: Arc::new(Semaphore::new(units)), bytes }
+        MemoryBudget::per_tenant(bytes, 1.0, 0, 0)
     }
 
-    /// Add `bytes` to what `charge` holds, or refuse without waiting.
+    /// A budget of `bytes` of which each of `tenants` holds at most `share`
+    /// — but never less than `one_request` bytes, the most one request may
+    /// need, so that no request is refused for its size alone.
+    pub fn per_tenant(bytes: u64, share: f64, tenants: usize, one_request: u64) -> MemoryBudget {
+        let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64 / 2);
+        let shared = (units as f64 * share.clamp(0.0, 1.0)) as u64;
+        let tenant_cap = shared.max(one_request.div_ceil(UNIT)).clamp(1, units);
+        let held: Arc<[AtomicU64]> = (0..tenants).map(|_| AtomicU64::new(0)).collect();
+        MemoryBudget { sem: Arc::new(Semaphore::new(units as usize)), bytes, tenant_cap, held }
+    }
+
+    /// Add `bytes` to what `charge` holds, for no tenant, or refuse without waiting.
     pub fn charge(&self, charge: &mut Charge, bytes: u64) -> Result<(), BrokerError> {
-        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
-        let permit = Arc::clone(&self.sem).try_acquire_many_owned(units).map_err(|_| BrokerError::Overloaded {
+        self.charge_for(None, charge, bytes)
+    }
+
+    /// Add `bytes` to what `charge` holds for `tenant` (its share checked
+    /// first), or refuse without waiting, changing nothing.
+    pub fn charge_for(&self, tenant: Option<usize>, charge: &mut Charge, bytes: u64) -> Result<(), BrokerError> {
+        let units = bytes.div_ceil(UNIT);
+        // The budget first: when both are spent, the budget is the reason.
+        let permit = Arc::clone(&self.sem)
+            .try_acquire_many_owned(u32::try_from(units).unwrap_or(u32::MAX))
+            .map_err(|_| self.refused_budget())?;
+        let counter = tenant.and_then(|i| self.held.get(i).map(|h| (i, h)));
+        if let Some((i, h)) = counter {
+            if let Err(held) = h.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v + units <= self.tenant_cap).then_some(v + units)
+            }) {
+                return Err(self.refused_share(i, held)); // the permit goes back on drop
+            }
+        }
+        match &mut charge.permit {
+            Some(p) => p.merge(permit),
+            None => charge.permit = Some(permit),
+        }
+        if let Some((i, _)) = counter {
+            match &mut charge.tenant {
+                Some((_, _, n)) => *n += units,
+                None => charge.tenant = Some((Arc::clone(&self.held), i, units)),
+            }
+        }
+        debug_assert!(counter.is_none_or(|(_, h)| h.load(Ordering::Relaxed) <= self.tenant_cap));
+        Ok(())
+    }
+
+    fn refused_budget(&self) -> BrokerError {
+        BrokerError::Overloaded {
             reason: "memory",
             message: format!(
                 "the broker's memory budget for requests in flight ({} bytes, memory_budget_bytes) is spent; retry shortly",
                 self.bytes
             ),
             retry_after_secs: 1,
-        })?;
-        match &mut charge.0 {
-            Some(held) => held.merge(permit),
-            None => charge.0 = Some(permit),
         }
-        Ok(())
+    }
+
+    fn refused_share(&self, _tenant: usize, held_units: u64) -> BrokerError {
+        BrokerError::Overloaded {
+            reason: "memory_tenant_share",
+            message: format!(
+                "this tenant's requests in flight hold {} KiB, its share of the memory budget ({} KiB, memory_budget_tenant_share); retry shortly",
+                held_units, self.tenant_cap
+            ),
+            retry_after_secs: 1,
+        }
     }
 }
 
@@ -65,5 +155,23 @@ mod tests {
         assert!(matches!(b.charge(&mut c, 2 * UNIT), Err(BrokerError::Overloaded { reason: "memory", .. })));
         drop(a);
         b.charge(&mut c, 10 * UNIT).unwrap();
+    }
+
+    #[test]
+    fn one_tenant_holds_at_most_its_share_and_the_others_keep_theirs() {
+        let b = MemoryBudget::per_tenant(100 * UNIT, 0.25, 3, 10 * UNIT);
+        let mut greedy = Charge::default();
+        b.charge_for(Some(0), &mut greedy, 25 * UNIT).unwrap();
+        let over = b.charge_for(Some(0), &mut Charge::default(), UNIT);
+        assert!(matches!(over, Err(BrokerError::Overloaded { reason: "memory_tenant_share", .. })));
+        let mut other = Charge::default();
+        b.charge_for(Some(1), &mut other, 25 * UNIT).expect("another tenant's share is untouched");
+        drop(greedy);
+        b.charge_for(Some(0), &mut Charge::default(), 25 * UNIT).expect("freed on drop");
+        // A refusal by the budget gives the tenant's units back.
+        let mut third = Charge::default();
+        b.charge_for(Some(2), &mut third, 25 * UNIT).unwrap();
+        drop(other);
+        assert_eq!(b.held[1].load(Ordering::Relaxed), 0);
     }
 }

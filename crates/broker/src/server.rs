@@ -5,6 +5,7 @@
 
 use crate::config::{Config, ConfigError, ValidConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
 use crate::core::Broker;
+use crate::http::seats::{SeatCaps, Seats};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use std::path::PathBuf;
@@ -126,10 +127,17 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         metrics: Arc::clone(&metrics),
         broker_id: Arc::from(broker_id.as_str()),
     };
-    let app = crate::http::front::Front::new(state.clone(), router(state.clone()));
+    let caps = SeatCaps::derive(cfg.max_connections, cfg.max_connections_per_tenant, cfg.max_connections_per_peer);
+    let seats = Seats::new(caps, cfg.tenants.len());
+    let app = crate::http::front::Front::new(state.clone(), router(state.clone())).with_seats(seats);
     let refused = Arc::clone(&metrics);
     let limits = plumbing::listener::Limits {
         max_connections: cfg.max_connections,
+        // Before its head a connection is no one's: a quarter of the cap,
+        // the oldest silent one evicted for a new one.
+        max_pending: (cfg.max_connections / 4).max(1),
+        first_byte_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms),
+        first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
         drain: cfg.timing.shutdown_drain,
         on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason]).inc()),
     };

@@ -11,11 +11,14 @@
 //!   that read-only tools can test without taking it.
 //! - Every connection the listener serves has a request-head deadline; a
 //!   stop drains requests in flight, then returns.
+//! - Connections that have not sent a whole first head are bounded apart
+//!   from the others ([`admission`]): silence cannot hold a place for long.
 //!
 //! ## Never
 //! - depend on the broker, the WAL or sled: the exporter links this crate
 //!   and must stay an HTTP-only process.
 
+pub mod admission;
 pub mod cli;
 pub mod clock;
 pub mod datadir;

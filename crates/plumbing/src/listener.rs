@@ -14,6 +14,12 @@
 //! Bounded: at most [`Limits::max_connections`] connections are served at
 //! once; one more is answered `503 overloaded` (the contract's JSON, with
 //! `Retry-After`) and closed, and counted through [`Limits::on_refused`].
+//! Connections that have not sent a whole first request head are held apart
+//! ([`crate::admission`]): at most [`Limits::max_pending`], each with a
+//! first-byte and a first-head deadline, the oldest silent one evicted for
+//! a new one. A refused connection still has a bounded part of what it
+//! sent read before the close, so the client reads the 503 instead of a
+//! reset.
 //!
 //! Every error answer in the contract's shape: hyper answers some requests
 //! itself, before any handler runs (a head too large: 431; one it cannot
@@ -21,6 +27,7 @@
 //! bodiless error answer into `{"error":{"code":..,"message":..}}`, so no
 //! layer answers outside the contract.
 
+use crate::admission::{HeadSlot, PendingPool};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
@@ -48,15 +55,32 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Limits {
     /// Connections served at once; beyond, `503 overloaded` and close.
     pub max_connections: usize,
+    /// Connections waiting for their first request head at once (see
+    /// [`crate::admission`]).
+    pub max_pending: usize,
+    /// A new connection's first byte must arrive within this.
+    pub first_byte_timeout: Duration,
+    /// A new connection's whole first head must arrive within this.
+    pub first_head_timeout: Duration,
     /// After a stop, how long requests in flight may take to finish.
     pub drain: Duration,
-    /// Called with a reason (`"connections"`) for every refused connection.
+    /// Called with a reason for every connection refused or closed early:
+    /// `connections` (the cap), `pending` (every pending connection is
+    /// mid-head), `evicted` (the oldest silent one made room),
+    /// `first_byte_timeout`, `first_head_timeout`.
     pub on_refused: std::sync::Arc<dyn Fn(&'static str) + Send + Sync>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 1024, drain: Duration::from_secs(10), on_refused: std::sync::Arc::new(|_| {}) }
+        Limits {
+            max_connections: 1024,
+            max_pending: 256,
+            first_byte_timeout: Duration::from_secs(2),
+            first_head_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(10),
+            on_refused: std::sync::Arc::new(|_| {}),
+        }
     }
 }
 
@@ -108,6 +132,7 @@ async fn serve_with<M, S, B>(
     http.timer(TokioTimer::new()).header_read_timeout(head_timeout);
     let graceful = GracefulShutdown::new();
     let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pool = PendingPool::new(limits.max_pending);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -118,15 +143,23 @@ async fn serve_with<M, S, B>(
                         tokio::spawn(refuse(stream));
                         continue;
                     }
+                    let (slot, evicted) = pool.admit();
+                    if evicted {
+                        (limits.on_refused)("evicted");
+                    }
+                    let Some(slot) = slot else {
+                        (limits.on_refused)("pending");
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    };
                     // One write per answer; Nagle would only add delay.
                     let _ = stream.set_nodelay(true);
-                    let io = TokioIo::new(ContractErrors::new(stream));
-                    let conn = graceful.watch(http.serve_connection(io, make(peer)));
+                    let slot = std::sync::Arc::new(slot);
+                    let service = ReleaseOnHead { inner: make(peer), slot: std::sync::Arc::clone(&slot) };
                     let guard = LiveGuard::new(&live);
+                    let (limits, http, watcher) = (limits.clone(), http.clone(), graceful.watcher());
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection closed with an error");
-                        }
+                        serve_admitted(stream, service, slot, &limits, &http, watcher).await;
                         drop(guard);
                     });
                 }
@@ -141,6 +174,78 @@ async fn serve_with<M, S, B>(
     drop(listener);
     if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(drain = ?limits.drain, "requests still in flight after the drain bound; stopping anyway");
+    }
+}
+
+/// One admitted connection: its first byte and its first head within their
+/// deadlines (else it is closed: it has sent no request to answer), then
+/// served until it closes.
+async fn serve_admitted<S, B>(
+    stream: tokio::net::TcpStream,
+    service: ReleaseOnHead<S>,
+    slot: std::sync::Arc<HeadSlot>,
+    limits: &Limits,
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        spoke = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut probe)) => match spoke {
+            Ok(Ok(n)) if n > 0 => slot.spoke(),
+            Ok(_) => return, // closed, or an error: nothing to answer
+            Err(_) => {
+                (limits.on_refused)("first_byte_timeout");
+                return;
+            }
+        },
+        () = slot.evicted() => return,
+    }
+    let io = TokioIo::new(ContractErrors::new(stream));
+    let conn = watcher.watch(http.serve_connection(io, service));
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(limits.first_head_timeout);
+    tokio::pin!(deadline);
+    let result = tokio::select! {
+        r = &mut conn => r,
+        () = &mut deadline => {
+            if !slot.is_released() {
+                // No whole head yet: no request is in flight, so dropping the connection answers no one.
+                (limits.on_refused)("first_head_timeout");
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection closed with an error");
+    }
+}
+
+/// A connection's service that gives its pending place back at the first
+/// request: hyper calls a service once a whole head was read.
+struct ReleaseOnHead<S> {
+    inner: S,
+    slot: std::sync::Arc<HeadSlot>,
+}
+
+impl<S, R> Service<R> for ReleaseOnHead<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.slot.release();
+        self.inner.call(req)
     }
 }
 
@@ -160,17 +265,31 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Answer a connection beyond the cap with `503 overloaded` and close it,
-/// without reading its request (bounded in time: the peer may never read).
+/// Answer a connection beyond a cap with `503 overloaded` and close it,
+/// after reading (and dropping) a bounded part of what it sends: closing a
+/// socket with unread bytes resets it, and the client would read a reset
+/// instead of the answer. Bounded in bytes and time: the peer may never
+/// stop sending, nor read.
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let answer = error_answer(503, "overloaded", "the server is at its connection limit; retry shortly");
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&answer).await;
         let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut read = 0usize;
+        while read < REFUSED_READ_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
     })
     .await;
 }
+
+/// How much of a refused connection's request is read before the close.
+const REFUSED_READ_BYTES: usize = 256 << 10;
 
 /// A whole HTTP/1.1 error answer in the contract's shape; closes the connection.
 pub fn error_answer(status: u16, code: &str, message: &str) -> Vec<u8> {

@@ -87,6 +87,15 @@ fn d_maintenance_ms() -> u64 {
 fn d_max_connections() -> usize {
     16_384
 }
+fn d_per_tenant_connections() -> usize {
+    1024
+}
+fn d_first_byte_timeout() -> u64 {
+    2_000
+}
+fn d_tenant_share() -> f64 {
+    0.25
+}
 fn d_memory_budget() -> u64 {
     1 << 30
 }
@@ -168,11 +177,28 @@ pub struct Config {
     /// `overloaded` and closed (counted in `weir_http_refused_total`).
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
+    /// Connections one tenant's ingest may hold at once, once their request
+    /// head is read (docs/config.md, "Connections").
+    #[serde(default = "d_per_tenant_connections")]
+    pub max_connections_per_tenant: usize,
+    /// Connections one client address may hold at once; 0 (the default):
+    /// off. Unsafe behind a proxy, where every tenant is one peer.
+    #[serde(default)]
+    pub max_connections_per_peer: usize,
+    /// A new connection's first byte must arrive within this long, else it
+    /// is closed (idle keep-alive connections keep the 30 s head timeout).
+    #[serde(default = "d_first_byte_timeout")]
+    pub first_byte_timeout_ms: u64,
     /// Memory budget for request bodies in flight (as read, inflated, and
     /// framed): a request that would exceed it gets 503 `overloaded` with
     /// `Retry-After`; nothing acknowledged is affected.
     #[serde(default = "d_memory_budget")]
     pub memory_budget_bytes: u64,
+    /// The most of `memory_budget_bytes` one tenant's ingest requests may
+    /// hold at once (0 < share <= 1): past it that tenant gets 503
+    /// `overloaded`, the others keep theirs.
+    #[serde(default = "d_tenant_share")]
+    pub memory_budget_tenant_share: f64,
     /// A request body must arrive within this long (400 otherwise).
     #[serde(default = "d_body_timeout")]
     pub body_read_timeout_ms: u64,

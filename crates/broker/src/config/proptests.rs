@@ -275,8 +275,12 @@ fn generate(seeds: &[u64], corrupt: Option<usize>) -> (Config, Option<&'static s
     c.idempotency_max_keys_per_tenant = g.int("idempotency_max_keys_per_tenant", 1, 10_000_000) as usize;
     c.retry_after_secs = g.int("retry_after_secs", 1, MAX_RETRY_AFTER_SECS);
     c.max_connections = g.int("max_connections", MIN_CONNECTIONS as u64, MAX_CONNECTIONS as u64) as usize;
+    c.max_connections_per_tenant = g.int("max_connections_per_tenant", 1, MAX_CONNECTIONS as u64) as usize;
+    c.max_connections_per_peer = g.int("max_connections_per_peer", 0, MAX_CONNECTIONS as u64) as usize;
+    c.first_byte_timeout_ms = g.int("first_byte_timeout_ms", 100, 60_000);
     c.body_read_timeout_ms = g.int("body_read_timeout_ms", 100, 600_000);
     c.memory_budget_bytes = g.int("memory_budget_bytes", c.largest_request_charge(), MAX_MEMORY_BUDGET);
+    c.memory_budget_tenant_share = g.float("memory_budget_tenant_share", 0.001, 1.0);
     c.lease_timeout_ms = g.int("lease_timeout_ms", MIN_LEASE_TIMEOUT_MS, MAX_LEASE_TIMEOUT_MS);
     c.max_lease_records = g.int("max_lease_records", 1, 1_000_000) as u32;
     c.max_lease_bytes = g.int("max_lease_bytes", 1, MAX_BODY_LIMIT);
@@ -339,6 +343,12 @@ fn assert_runtime_bounds(v: &ValidConfig) {
     let mut charge = Charge::default();
     budget.charge(&mut charge, v.max_body_bytes * 2).expect("one chunked body fits");
     budget.charge(&mut charge, v.max_inflated_bytes * 2).expect("and its inflated form");
+    // And within one tenant's share of it.
+    let one = v.largest_request_charge();
+    let shared = MemoryBudget::per_tenant(v.memory_budget_bytes, v.memory_budget_tenant_share, 1, one);
+    let mut charge = Charge::default();
+    shared.charge_for(Some(0), &mut charge, v.max_body_bytes * 2).expect("one chunked body fits a tenant's share");
+    shared.charge_for(Some(0), &mut charge, v.max_inflated_bytes * 2).expect("and its inflated form");
     for tenant in &v.tenants {
         assert!(tenant.rate_per_sec.is_finite() && tenant.rate_per_sec > 0.0);
         let soft = Limits { rate_per_sec: tenant.rate_per_sec, burst: tenant.burst as f64 };
@@ -361,7 +371,7 @@ fn assert_runtime_bounds(v: &ValidConfig) {
 }
 
 /// Keys drawn per configuration (an upper bound; see `generate`).
-const KNOBS: usize = 33;
+const KNOBS: usize = 34;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]

@@ -116,6 +116,10 @@ impl Config {
         int("idempotency_max_keys_per_tenant", wide(self.idempotency_max_keys_per_tenant), 1, 10_000_000)?;
         int("retry_after_secs", self.retry_after_secs, 1, MAX_RETRY_AFTER_SECS)?;
         int("max_connections", wide(self.max_connections), wide(MIN_CONNECTIONS), wide(MAX_CONNECTIONS))?;
+        // Above max_connections they are max_connections (`http::seats`).
+        int("max_connections_per_tenant", wide(self.max_connections_per_tenant), 1, wide(MAX_CONNECTIONS))?;
+        int("max_connections_per_peer", wide(self.max_connections_per_peer), 0, wide(MAX_CONNECTIONS))?;
+        int("first_byte_timeout_ms", self.first_byte_timeout_ms, 100, 60_000)?;
         int("body_read_timeout_ms", self.body_read_timeout_ms, 100, 600_000)?;
         let least = self.largest_request_charge();
         if self.memory_budget_bytes < least {
@@ -124,7 +128,11 @@ impl Config {
                 self.memory_budget_bytes
             )));
         }
-        int("memory_budget_bytes", self.memory_budget_bytes, least, MAX_MEMORY_BUDGET)
+        int("memory_budget_bytes", self.memory_budget_bytes, least, MAX_MEMORY_BUDGET)?;
+        // A share below one request's largest charge is raised to it at
+        // run time (`memory::MemoryBudget::per_tenant`): no request is
+        // refused for its own size alone.
+        float("memory_budget_tenant_share", self.memory_budget_tenant_share, 0.001, 1.0)
     }
 
     fn check_lease_ranges(&self) -> Result<(), ConfigError> {

@@ -1,49 +1,75 @@
 //! Request bodies: read only after the token was checked, within a size
-//! limit and a deadline, and charged to the broker's memory budget
-//! ([`crate::memory`]) before a byte is read.
+//! limit and a deadline, and charged to a memory budget ([`crate::memory`])
+//! chunk by chunk as the bytes arrive — never with a declared length before
+//! a byte came, so a client that declares much and sends nothing holds
+//! nothing of the budget.
 
 use crate::error::BrokerError;
 use crate::memory::{Charge, MemoryBudget};
 use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
 use std::time::Duration;
 
+/// Where a body's bytes are charged: the budget, the tenant whose share
+/// they count against (none for control bodies), and how many times each
+/// byte (ingest holds the body and the frame built from it: twice).
+pub struct Budget<'a> {
+    pub budget: &'a MemoryBudget,
+    pub tenant: Option<usize>,
+    pub factor: u64,
+}
+
 /// Read `body` (declared as `declared` bytes, if it said) within `limit`
-/// bytes and `timeout`, after charging `factor` times its size.
+/// bytes and `timeout`, charging each chunk as it arrives.
 pub async fn read(
-    body: Body,
+    mut body: Body,
     declared: Option<u64>,
     limit: u64,
     timeout: Duration,
-    budget: &MemoryBudget,
+    to: Budget<'_>,
     charge: &mut Charge,
-    factor: u64,
 ) -> Result<Bytes, BrokerError> {
     let too_large =
         || BrokerError::PayloadTooLarge(format!("the request body is over {limit} bytes; split or shorten it"));
+    // Refused before a byte is read: answered at once, and the front reads
+    // (bounded) what the client sends beside the answer
+    // (`http::front`), so it reads the 413, not a reset.
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    if let Err(refused) = budget.charge(charge, declared.unwrap_or(limit).saturating_mul(factor)) {
-        drain(body, limit, timeout).await;
-        return Err(refused);
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(BrokerError::InvalidRequest(format!(
+    let late = || {
+        BrokerError::InvalidRequest(format!(
             "the request body did not arrive within {} ms (body_read_timeout_ms)",
             timeout.as_millis()
-        ))),
+        ))
+    };
+    let collect = async {
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BrokerError::InvalidRequest(format!("reading the request body: {e}")))?;
+            let Some(chunk) = frame.data_ref() else { continue };
+            if buf.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            // Charged before it is kept; never reserved ahead of what arrived.
+            to.budget.charge_for(to.tenant, charge, (chunk.len() as u64).saturating_mul(to.factor))?;
+            buf.extend_from_slice(chunk);
+        }
+        Ok(Bytes::from(buf))
+    };
+    // On a refusal the rest of the body is dropped unread here; the front
+    // reads it (bounded) beside the answer.
+    match tokio::time::timeout(timeout, collect).await {
+        Ok(r) => r,
+        Err(_) => Err(late()),
     }
 }
 
 /// Read and discard up to `limit` bytes of a refused body (within
 /// `timeout`), holding one chunk at a time: a client that sends its body
-/// before reading the answer then gets the 503, not a reset connection that
-/// unread bytes would cause.
-async fn drain(mut body: Body, limit: u64, timeout: Duration) {
-    use http_body_util::BodyExt;
+/// before reading the answer then gets the refusal, not a reset connection
+/// that unread bytes would cause.
+pub async fn drain(mut body: Body, limit: u64, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, async {
         let mut seen = 0u64;
         while let Some(Ok(frame)) = body.frame().await {

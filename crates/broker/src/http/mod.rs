@@ -7,6 +7,7 @@ pub mod errors;
 pub mod front;
 pub mod ingest_headers;
 pub mod openapi;
+pub mod seats;
 pub mod wire;
 
 use crate::auth::{bearer, Role};
@@ -86,7 +87,8 @@ const CONTROL_BODY_LIMIT: u64 = 1 << 20;
 /// A lease or admin body: read only after the token was checked.
 async fn control_body(b: &Broker, req: Request, charge: &mut crate::memory::Charge) -> Result<Bytes, BrokerError> {
     let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
-    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), b.intake().memory(), charge, 1).await
+    let to = body::Budget { budget: b.control_memory(), tenant: None, factor: 1 };
+    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), to, charge).await
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
@@ -235,8 +237,9 @@ async fn ingest_inner(
     let arrival = b.wal().announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     let mut charge = crate::memory::Charge::default();
-    // Twice: the body, and the frame built from it.
-    let read = body::read(body, declared, b.cfg().max_body_bytes, body_timeout(b), b.intake().memory(), &mut charge, 2);
+    // Twice: the body, and the frame built from it; against the tenant's share.
+    let to = body::Budget { budget: b.intake().memory(), tenant: Some(tenant), factor: 2 };
+    let read = body::read(body, declared, b.cfg().max_body_bytes, body_timeout(b), to, &mut charge);
     let bytes = match read.await {
         Ok(bytes) => bytes,
         Err(e) => return (Err(e), name),

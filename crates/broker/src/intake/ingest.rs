@@ -67,17 +67,57 @@ pub enum Encoding {
 
 /// Inflate a gzip body, refusing to grow past `cap` bytes.
 fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap as usize));
-    let mut dec = flate2::read::MultiGzDecoder::new(body).take(cap + 1);
-    dec.read_to_end(&mut out).map_err(|e| {
+    inflate_charged(body, cap, &mut |_| Ok(()))
+}
+
+/// Inflate a gzip body chunk by chunk, refusing to grow past `cap` bytes,
+/// and calling `charge` with each chunk's size before keeping it — so the
+/// memory budget is spent as bytes inflate, not after.
+fn inflate_charged(
+    body: &[u8],
+    cap: u64,
+    charge: &mut dyn FnMut(u64) -> Result<(), BrokerError>,
+) -> Result<Vec<u8>, BrokerError> {
+    const CHUNK: usize = 64 << 10;
+    let bad = |e: std::io::Error| {
         BrokerError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}"))
-    })?;
-    if out.len() as u64 > cap {
-        return Err(BrokerError::PayloadTooLarge(format!(
-            "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
-        )));
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(body);
+    let mut chunk = vec![0u8; CHUNK];
+    // Bounded: every turn adds at least one byte, and past `cap` it stops.
+    loop {
+        let n = dec.read(&mut chunk).map_err(bad)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() as u64 + n as u64 > cap {
+            return Err(BrokerError::PayloadTooLarge(format!(
+                "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
+            )));
+        }
+        charge(n as u64)?;
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
+}
+
+/// Inflate `input`'s gzip body on the blocking pool (never on an async
+/// worker: a large body takes milliseconds), charged to the tenant's share
+/// of the memory budget as it inflates (twice: the inflated body and the
+/// frame built from it).
+async fn inflate_off_worker(broker: &Arc<Broker>, input: &mut IngestInput<'_>) -> Result<Vec<u8>, BrokerError> {
+    let (bk, body, tenant) = (Arc::clone(broker), input.body.clone(), input.tenant);
+    let mut charge = std::mem::take(&mut input.charge);
+    let cap = broker.intake().cfg.max_inflated_bytes;
+    let job = tokio::task::spawn_blocking(move || {
+        let budget = bk.intake().memory();
+        let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut charge, 2 * n));
+        (out, charge)
+    });
+    let (out, charge) =
+        job.await.map_err(|e| BrokerError::Internal(format!("the inflating task ended abnormally: {e}")))?;
+    input.charge = charge;
+    out
 }
 
 /// Apply the encoding: `None` when the body is used as sent, `Some(inflated)`
@@ -226,11 +266,10 @@ fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
 pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
     let b = broker.intake();
     let (topic_idx, format) = (input.topic_idx, input.format);
-    let inflated = decode_encoding(input.encoding, &input.body, b.cfg.max_inflated_bytes)?;
-    if let Some(inflated) = &inflated {
-        // The inflated body, and the frame built from it.
-        b.memory.charge(&mut input.charge, 2 * inflated.len() as u64)?;
-    }
+    let inflated = match input.encoding {
+        Encoding::Identity => None,
+        Encoding::Gzip => Some(inflate_off_worker(broker, &mut input).await?),
+    };
     let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
     let records = split_records(body, format, b.cfg.max_record_bytes)?;
     let tenant = &b.tenants[input.tenant];

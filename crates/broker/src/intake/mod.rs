@@ -95,7 +95,12 @@ impl Intake {
         let idempotency = IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant);
         idempotency.rebuild(wal, plumbing::clock::now_ms());
         let counters = IngestCounters::new(tenants.len(), topics.len());
-        let memory = MemoryBudget::new(cfg.memory_budget_bytes);
+        let memory = MemoryBudget::per_tenant(
+            cfg.memory_budget_bytes,
+            cfg.memory_budget_tenant_share,
+            cfg.tenants.len(),
+            cfg.largest_request_charge(),
+        );
         Intake {
             cfg,
             metrics,

@@ -1,0 +1,250 @@
+//! Connections counted by who holds them, once their request head says so.
+//!
+//! Before its first head a connection is anonymous and held apart by the
+//! listener (`plumbing::admission`). From its first request on, it takes a
+//! **seat** in its role's pool: each tenant its own
+//! (`max_connections_per_tenant`), the exporters one, admin and health
+//! calls one, requests with no valid token one. A request whose role has no
+//! free seat is answered `503 overloaded` (reason `connections_<role>`) and
+//! its connection closed: one tenant's connections, however many, never
+//! take another tenant's, an exporter's, or `/readyz`'s.
+//!
+//! `max_connections_per_peer` (off by default) bounds the connections of
+//! one client address, whatever their roles. It is unsafe behind a proxy:
+//! there every tenant is one peer.
+//!
+//! A keep-alive connection that changes role (rare) gives its seat back and
+//! takes one in the new role. A seat is given back when the connection
+//! closes.
+//!
+//! Invariant: each pool's count equals the seats held in it, and never
+//! exceeds its cap.
+
+use crate::error::BrokerError;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Who a connection's request is from, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatRole {
+    Tenant(usize),
+    Exporter,
+    /// Admin calls, health checks, metrics.
+    Control,
+    /// No valid token.
+    Anonymous,
+}
+
+/// The caps of each pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatCaps {
+    pub per_tenant: usize,
+    pub exporters: usize,
+    pub control: usize,
+    pub anonymous: usize,
+    /// 0: off.
+    pub per_peer: usize,
+}
+
+impl SeatCaps {
+    /// The pools of a broker with `max_connections` in all: a tenant holds
+    /// at most `per_tenant` of them; exporters a quarter; admin and health
+    /// an eighth (at most 256), and requests with no valid token as many.
+    pub fn derive(max_connections: usize, per_tenant: usize, per_peer: usize) -> SeatCaps {
+        let control = (max_connections / 8).clamp(1, 256);
+        SeatCaps {
+            per_tenant: per_tenant.clamp(1, max_connections.max(1)),
+            per_peer: per_peer.min(max_connections),
+            exporters: (max_connections / 4).max(1),
+            control,
+            anonymous: control,
+        }
+    }
+}
+
+/// Every pool's count.
+pub struct Seats {
+    caps: SeatCaps,
+    tenants: Vec<AtomicUsize>,
+    exporters: AtomicUsize,
+    control: AtomicUsize,
+    anonymous: AtomicUsize,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Seats {
+    pub fn new(caps: SeatCaps, tenants: usize) -> Arc<Seats> {
+        Arc::new(Seats {
+            caps,
+            tenants: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
+            exporters: AtomicUsize::new(0),
+            control: AtomicUsize::new(0),
+            anonymous: AtomicUsize::new(0),
+            peers: Mutex::default(),
+        })
+    }
+
+    fn pool(&self, role: SeatRole) -> Option<(&AtomicUsize, usize, &'static str)> {
+        match role {
+            SeatRole::Tenant(i) => self.tenants.get(i).map(|c| (c, self.caps.per_tenant, "connections_tenant")),
+            SeatRole::Exporter => Some((&self.exporters, self.caps.exporters, "connections_exporter")),
+            SeatRole::Control => Some((&self.control, self.caps.control, "connections_control")),
+            SeatRole::Anonymous => Some((&self.anonymous, self.caps.anonymous, "connections_anonymous")),
+        }
+    }
+
+    fn take(&self, role: SeatRole) -> Result<(), BrokerError> {
+        let Some((count, cap, reason)) = self.pool(role) else {
+            return Ok(());
+        };
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| refused(reason, cap))
+    }
+
+    fn give_back(&self, role: SeatRole) {
+        if let Some((count, _, _)) = self.pool(role) {
+            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    fn take_peer(&self, peer: IpAddr) -> Result<(), BrokerError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = peers.entry(peer).or_default();
+        if *n >= self.caps.per_peer {
+            return Err(refused("connections_peer", self.caps.per_peer));
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn give_back_peer(&self, peer: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = peers.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                peers.remove(&peer);
+            }
+        }
+    }
+}
+
+fn refused(reason: &'static str, cap: usize) -> BrokerError {
+    BrokerError::Overloaded {
+        reason,
+        message: format!(
+            "this client's kind of connection is at its limit ({cap} at once); retry shortly or reuse a connection"
+        ),
+        retry_after_secs: 1,
+    }
+}
+
+/// One connection's seat: none until its first request.
+pub struct Seat {
+    seats: Arc<Seats>,
+    peer: Option<IpAddr>,
+    held: Mutex<SeatState>,
+}
+
+#[derive(Default)]
+struct SeatState {
+    role: Option<SeatRole>,
+    peer_counted: bool,
+    /// The `Authorization` value `role` was found for: a keep-alive
+    /// connection's next request with the same one needs no lookup.
+    auth: Vec<u8>,
+}
+
+impl Seat {
+    pub fn new(seats: Arc<Seats>, peer: Option<IpAddr>) -> Seat {
+        Seat { seats, peer, held: Mutex::default() }
+    }
+
+    /// Sit this connection in the pool of the role `resolve` finds for a
+    /// request with `auth` (its `Authorization` value); the last role is
+    /// kept without a lookup while the value is the same.
+    pub fn sit_for(&self, auth: &[u8], resolve: impl FnOnce() -> SeatRole) -> Result<(), BrokerError> {
+        {
+            let st = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if st.role.is_some() && st.auth == auth {
+                return Ok(());
+            }
+        }
+        let role = resolve();
+        self.sit(role)?;
+        let mut st = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        st.auth.clear();
+        st.auth.extend_from_slice(&auth[..auth.len().min(512)]);
+        Ok(())
+    }
+
+    /// Sit this connection in `role`'s pool (a no-op when it sits there).
+    pub fn sit(&self, role: SeatRole) -> Result<(), BrokerError> {
+        let mut st = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(peer), false, true) = (self.peer, st.peer_counted, self.seats.caps.per_peer > 0) {
+            self.seats.take_peer(peer)?;
+            st.peer_counted = true;
+        }
+        if st.role == Some(role) {
+            return Ok(());
+        }
+        self.seats.take(role)?;
+        if let Some(old) = st.role.replace(role) {
+            self.seats.give_back(old);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let st = self.held.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(role) = st.role.take() {
+            self.seats.give_back(role);
+        }
+        if let (Some(peer), true) = (self.peer, st.peer_counted) {
+            self.seats.give_back_peer(peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_fills_only_its_own_pool_and_seats_come_back_on_close() {
+        let caps = SeatCaps { per_tenant: 2, exporters: 1, control: 1, anonymous: 1, per_peer: 0 };
+        let seats = Seats::new(caps, 2);
+        let a: Vec<Seat> = (0..2).map(|_| Seat::new(Arc::clone(&seats), None)).collect();
+        for s in &a {
+            s.sit(SeatRole::Tenant(0)).expect("within the tenant's cap");
+        }
+        let third = Seat::new(Arc::clone(&seats), None);
+        assert!(matches!(
+            third.sit(SeatRole::Tenant(0)),
+            Err(BrokerError::Overloaded { reason: "connections_tenant", .. })
+        ));
+        third.sit(SeatRole::Tenant(1)).expect("another tenant's pool is untouched");
+        Seat::new(Arc::clone(&seats), None).sit(SeatRole::Exporter).expect("exporters have their own");
+        a[0].sit(SeatRole::Tenant(0)).expect("the same role again takes no second seat");
+        drop(a);
+        Seat::new(Arc::clone(&seats), None).sit(SeatRole::Tenant(0)).expect("seats came back on close");
+    }
+
+    #[test]
+    fn the_peer_cap_counts_connections_per_address_when_on() {
+        let caps = SeatCaps { per_tenant: 10, exporters: 10, control: 10, anonymous: 10, per_peer: 1 };
+        let seats = Seats::new(caps, 1);
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let one = Seat::new(Arc::clone(&seats), Some(ip));
+        one.sit(SeatRole::Tenant(0)).expect("first");
+        let two = Seat::new(Arc::clone(&seats), Some(ip));
+        assert!(matches!(two.sit(SeatRole::Control), Err(BrokerError::Overloaded { reason: "connections_peer", .. })));
+        drop(one);
+        two.sit(SeatRole::Control).expect("after the first closed");
+    }
+}
