@@ -195,7 +195,7 @@ fn explained(a: &Answer, limits: &Limits, sent: usize, what: &str, cfg: &str) {
 
 /// A chunked request (no Content-Length: charged 2 x max_body_bytes),
 /// on its own connection, answered within a bound. Returns the status.
-fn chunked_ingest(url: &str, body: &str) -> u16 {
+fn chunked_ingest(url: &str, body: &str) -> (u16, String) {
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
@@ -206,7 +206,9 @@ fn chunked_ingest(url: &str, body: &str) -> u16 {
     s.write_all(req.as_bytes()).expect("send");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no answer: {out:?}"))
+    let status =
+        out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no answer: {out:?}"));
+    (status, out)
 }
 
 async fn run_one(seed: u64, dir: &Path) {
@@ -259,7 +261,8 @@ async fn run_one(seed: u64, dir: &Path) {
     })
     .await
     .expect("chunked");
-    assert!([200, 413, 429, 507].contains(&status), "seed {seed}: chunked ingest answered {status}\n{cfg}");
+    let (status, text) = status;
+    assert!([200, 413, 429, 507].contains(&status), "seed {seed}: chunked ingest answered {text}\n{cfg}");
     // An exporter's acquire (bounded long poll) and commit.
     let lease = answer(
         post("/v1/destinations/d/leases".into(), "d-t", r#"{"wait_ms":500}"#.into()).send().await.expect("acquire"),

@@ -87,38 +87,34 @@ async fn a_body_that_never_arrives_is_cut_and_sigterm_finishes_within_the_drain_
 
 #[tokio::test]
 async fn connections_beyond_a_roles_cap_get_503_overloaded_and_are_counted() {
-    // 16 connections: health and admin calls hold at most 2 (an eighth).
-    let b = BrokerProc::start(&format!("max_connections = 16\n{DEST}"));
+    let b = BrokerProc::start(&format!("max_connections = 16\nmax_connections_per_tenant = 2\n{DEST}"));
+    let ingest_head = "POST /v1/topics/events/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-t\r\nContent-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n";
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = TcpStream::connect(addr(&b.url)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.write_all(ingest_head.as_bytes()).unwrap();
         let mut buf = [0u8; 1024];
         let n = c.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
-        held.push(c); // kept alive: seated
+        held.push(c); // kept alive: seated as acme's
     }
-    let answer = raw(&b.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5));
+    let answer = raw(&b.url, ingest_head.as_bytes(), Duration::from_secs(5));
     assert_contract_error(&answer, 503, "overloaded");
     assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
-    // A tenant's ingest has its own pool: served while health is full.
-    assert_eq!(ingest(&b.url, "acme-t", "events", "{\"a\":1}").await.status, 200);
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    // Another tenant, and health, have seats of their own.
+    assert_eq!(ingest(&b.url, "globex-t", "events", "{\"g\":1}").await.status, 200);
+    let health = raw(&b.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     drop(held);
     let url = b.url.clone();
     wait_until("a freed seat serves again", Duration::from_secs(10), || {
         let url = url.clone();
-        async move {
-            let a = tokio::task::spawn_blocking(move || {
-                raw(&url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(2))
-            })
-            .await
-            .unwrap();
-            a.starts_with("HTTP/1.1 200")
-        }
+        async move { ingest(&url, "acme-t", "events", "{\"a\":2}").await.status == 200 }
     })
     .await;
-    assert!(metric(&b.url, "weir_http_refused_total{reason=\"connections_control\"}").await >= 1.0);
+    assert!(metric(&b.url, "weir_http_refused_total{reason=\"connections_tenant\"}").await >= 1.0);
 }
 
 #[tokio::test]

@@ -133,9 +133,11 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let refused = Arc::clone(&metrics);
     let limits = plumbing::listener::Limits {
         max_connections: cfg.max_connections,
-        // Before its head a connection is no one's: a quarter of the cap,
-        // the oldest silent one evicted for a new one.
-        max_pending: (cfg.max_connections / 4).max(1),
+        // Before its head a connection is no one's: a quarter of the cap
+        // (at least 4 where the cap leaves room, so one stray silent
+        // connection does not refuse the next), the oldest silent one
+        // evicted for a new one.
+        max_pending: (cfg.max_connections / 4).max(cfg.max_connections.saturating_sub(1).min(4)).max(1),
         first_byte_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms),
         first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
         drain: cfg.timing.shutdown_drain,

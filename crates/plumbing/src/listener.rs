@@ -140,7 +140,7 @@ async fn serve_with<M, S, B>(
                 Ok((stream, peer)) => {
                     if live.load(std::sync::atomic::Ordering::Acquire) >= limits.max_connections {
                         (limits.on_refused)("connections");
-                        tokio::spawn(refuse(stream));
+                        tokio::spawn(refuse(stream, "the server is at its connection limit; retry shortly"));
                         continue;
                     }
                     let (slot, evicted) = pool.admit();
@@ -149,7 +149,7 @@ async fn serve_with<M, S, B>(
                     }
                     let Some(slot) = slot else {
                         (limits.on_refused)("pending");
-                        tokio::spawn(refuse(stream));
+                        tokio::spawn(refuse(stream, "too many connections are waiting to send their first request; retry shortly"));
                         continue;
                     };
                     // One write per answer; Nagle would only add delay.
@@ -270,9 +270,9 @@ impl Drop for LiveGuard {
 /// socket with unread bytes resets it, and the client would read a reset
 /// instead of the answer. Bounded in bytes and time: the peer may never
 /// stop sending, nor read.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+async fn refuse(mut stream: tokio::net::TcpStream, why: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let answer = error_answer(503, "overloaded", "the server is at its connection limit; retry shortly");
+    let answer = error_answer(503, "overloaded", why);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&answer).await;
         let _ = stream.shutdown().await;

@@ -4,7 +4,9 @@
 //! listener (`plumbing::admission`). From its first request on, it takes a
 //! **seat** in its role's pool: each tenant its own
 //! (`max_connections_per_tenant`), the exporters one, admin and health
-//! calls one, requests with no valid token one. A request whose role has no
+//! calls one, requests with no valid token one; tenants and tokenless
+//! requests together leave a quarter of `max_connections` to the others,
+//! and exporters leave a sixteenth to admin and health ([`SeatCaps::derive`]). A request whose role has no
 //! free seat is answered `503 overloaded` (reason `connections_<role>`) and
 //! its connection closed: one tenant's connections, however many, never
 //! take another tenant's, an exporter's, or `/readyz`'s.
@@ -41,6 +43,8 @@ pub enum SeatRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatCaps {
     pub per_tenant: usize,
+    /// All tenants' and anonymous connections together.
+    pub tenants_total: usize,
     pub exporters: usize,
     pub control: usize,
     pub anonymous: usize,
@@ -49,17 +53,21 @@ pub struct SeatCaps {
 }
 
 impl SeatCaps {
-    /// The pools of a broker with `max_connections` in all: a tenant holds
-    /// at most `per_tenant` of them; exporters a quarter; admin and health
-    /// an eighth (at most 256), and requests with no valid token as many.
+    /// The pools of a broker with `max_connections` (N) in all. Tenants
+    /// (and requests with no valid token, at most N/8 of them) hold at most
+    /// N − N/4 together, so a quarter is always left for exporters, admin
+    /// and health; one tenant at most `per_tenant` of that. Exporters hold
+    /// at most N − N/16, so health and admin calls always find a seat.
     pub fn derive(max_connections: usize, per_tenant: usize, per_peer: usize) -> SeatCaps {
-        let control = (max_connections / 8).clamp(1, 256);
+        let n = max_connections.max(1);
+        let tenants_total = n.saturating_sub((n / 4).max(1)).max(1);
         SeatCaps {
-            per_tenant: per_tenant.clamp(1, max_connections.max(1)),
-            per_peer: per_peer.min(max_connections),
-            exporters: (max_connections / 4).max(1),
-            control,
-            anonymous: control,
+            per_tenant: per_tenant.clamp(1, tenants_total),
+            tenants_total,
+            exporters: n.saturating_sub((n / 16).max(1)).max(1),
+            control: n,
+            anonymous: (n / 8).max(1),
+            per_peer: per_peer.min(n),
         }
     }
 }
@@ -68,6 +76,7 @@ impl SeatCaps {
 pub struct Seats {
     caps: SeatCaps,
     tenants: Vec<AtomicUsize>,
+    tenants_total: AtomicUsize,
     exporters: AtomicUsize,
     control: AtomicUsize,
     anonymous: AtomicUsize,
@@ -79,6 +88,7 @@ impl Seats {
         Arc::new(Seats {
             caps,
             tenants: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
+            tenants_total: AtomicUsize::new(0),
             exporters: AtomicUsize::new(0),
             control: AtomicUsize::new(0),
             anonymous: AtomicUsize::new(0),
@@ -95,19 +105,33 @@ impl Seats {
         }
     }
 
+    /// The shared pool a role also counts in: tenants' and anonymous.
+    fn shared(&self, role: SeatRole) -> Option<&AtomicUsize> {
+        matches!(role, SeatRole::Tenant(_) | SeatRole::Anonymous).then_some(&self.tenants_total)
+    }
+
     fn take(&self, role: SeatRole) -> Result<(), BrokerError> {
+        if let Some(total) = self.shared(role) {
+            take_one(total, self.caps.tenants_total)
+                .map_err(|()| refused("connections_tenants", self.caps.tenants_total))?;
+        }
         let Some((count, cap, reason)) = self.pool(role) else {
             return Ok(());
         };
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .map(|_| ())
-            .map_err(|_| refused(reason, cap))
+        take_one(count, cap).map_err(|()| {
+            if let Some(total) = self.shared(role) {
+                give_one(total);
+            }
+            refused(reason, cap)
+        })
     }
 
     fn give_back(&self, role: SeatRole) {
         if let Some((count, _, _)) = self.pool(role) {
-            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            give_one(count);
+        }
+        if let Some(total) = self.shared(role) {
+            give_one(total);
         }
     }
 
@@ -130,6 +154,14 @@ impl Seats {
             }
         }
     }
+}
+
+fn take_one(count: &AtomicUsize, cap: usize) -> Result<(), ()> {
+    count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).map(|_| ()).map_err(|_| ())
+}
+
+fn give_one(count: &AtomicUsize) {
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
 fn refused(reason: &'static str, cap: usize) -> BrokerError {
@@ -217,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_tenant_fills_only_its_own_pool_and_seats_come_back_on_close() {
-        let caps = SeatCaps { per_tenant: 2, exporters: 1, control: 1, anonymous: 1, per_peer: 0 };
+        let caps = SeatCaps { per_tenant: 2, tenants_total: 3, exporters: 1, control: 1, anonymous: 1, per_peer: 0 };
         let seats = Seats::new(caps, 2);
         let a: Vec<Seat> = (0..2).map(|_| Seat::new(Arc::clone(&seats), None)).collect();
         for s in &a {
@@ -230,6 +262,14 @@ mod tests {
         ));
         third.sit(SeatRole::Tenant(1)).expect("another tenant's pool is untouched");
         Seat::new(Arc::clone(&seats), None).sit(SeatRole::Exporter).expect("exporters have their own");
+        let fourth = Seat::new(Arc::clone(&seats), None);
+        assert!(
+            matches!(
+                fourth.sit(SeatRole::Anonymous),
+                Err(BrokerError::Overloaded { reason: "connections_tenants", .. })
+            ),
+            "tenants and anonymous together hold at most tenants_total"
+        );
         a[0].sit(SeatRole::Tenant(0)).expect("the same role again takes no second seat");
         drop(a);
         Seat::new(Arc::clone(&seats), None).sit(SeatRole::Tenant(0)).expect("seats came back on close");
@@ -237,7 +277,8 @@ mod tests {
 
     #[test]
     fn the_peer_cap_counts_connections_per_address_when_on() {
-        let caps = SeatCaps { per_tenant: 10, exporters: 10, control: 10, anonymous: 10, per_peer: 1 };
+        let caps =
+            SeatCaps { per_tenant: 10, tenants_total: 10, exporters: 10, control: 10, anonymous: 10, per_peer: 1 };
         let seats = Seats::new(caps, 1);
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
         let one = Seat::new(Arc::clone(&seats), Some(ip));
