@@ -211,7 +211,8 @@ async fn lowering_max_inflated_bytes_never_cuts_or_quarantines_an_acknowledged_b
     assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
     let lowered = std::fs::read_to_string(&b.config).unwrap().replacen(
         "segment_bytes = 65536\n",
-        "segment_bytes = 65536\nmax_inflated_bytes = 1048576\n",
+        // (body and record limits may not exceed the inflated one: lowered with it)
+        "segment_bytes = 65536\nmax_inflated_bytes = 1048576\nmax_body_bytes = 1048576\nmax_record_bytes = 1048576\n",
         1,
     );
     std::fs::write(&b.config, lowered).unwrap();
