@@ -3,8 +3,10 @@
 # `events` and destination `f` (token f-t), in a fresh directory per run.
 
 command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --bin broker --bin exporter >&2
-bin=./target/release
+# WEIR_BIN_DIR=dir runs that build's broker and exporter instead of this
+# tree's (to compare two builds in turn on the same machine and load).
+if [ -z "${WEIR_BIN_DIR:-}" ]; then cargo build --release --bin broker --bin exporter >&2; fi
+bin=${WEIR_BIN_DIR:-./target/release}
 
 # A fresh work directory with broker.toml (WEIR_BROKER_EXTRA: more top-level
 # keys) and load.lua (http_load.lua aimed at this broker); sets $work.

@@ -216,6 +216,10 @@ pub struct DecodedLease {
     /// Records a v1 answer carried with a payload that is not base64
     /// (position, offset, why): they cannot be delivered as sent.
     pub undecodable: Vec<(u32, u64, String)>,
+    /// A binary answer's whole body, which every payload is a slice of
+    /// (each followed by its `\n`); empty for v1. Downstream ids hash a
+    /// batch's payloads from it in one piece (`crate::downstream_id`).
+    pub body: Bytes,
 }
 
 /// An acquire's answer, whichever format carried it.
@@ -462,7 +466,7 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
     if pos != body.len() {
         return Err(LeaseFormatError::Trailing(body.len() - pos));
     }
-    Ok(DecodedLease { head, broker_id, lanes, tenants, topics, records, undecodable: Vec::new() })
+    Ok(DecodedLease { head, broker_id, lanes, tenants, topics, records, undecodable: Vec::new(), body: body.clone() })
 }
 
 impl From<AcquireResponse> for Decoded {
@@ -487,7 +491,16 @@ impl From<AcquireResponse> for Decoded {
                     Err(e) => undecodable.push((position, rec.offset, format!("invalid base64: {e}"))),
                 }
             }
-            DecodedLease { head, broker_id: l.broker_id, lanes, tenants, topics, records, undecodable }
+            DecodedLease {
+                head,
+                broker_id: l.broker_id,
+                lanes,
+                tenants,
+                topics,
+                records,
+                undecodable,
+                body: Bytes::new(),
+            }
         });
         Decoded { lease, idle: r.idle, retry_after_ms: r.retry_after_ms }
     }

@@ -17,7 +17,7 @@
 
 use crate::backoff::{Backoff, Jitter};
 use crate::sink::{Record, Refusal, Sink, SinkError};
-use api::downstream_id::{batch_id, IdScope};
+use api::downstream_id::{batch_id_with, IdScope};
 use std::time::Duration;
 
 /// A record to send to dead letters, named as the commit names it.
@@ -54,6 +54,10 @@ pub struct Deliverer<'a> {
     pub broker_id: String,
     pub destination: String,
     pub lane: String,
+    /// The lease's binary body, which the records' payloads are slices of
+    /// (empty for a v1 lease): a batch's payloads are hashed from it in
+    /// one piece.
+    pub body: bytes::Bytes,
     /// The longest sink `Retry-After` honoured (see `--max-retry-after-ms`).
     pub max_retry_after: Duration,
 }
@@ -67,7 +71,7 @@ impl Deliverer<'_> {
             return String::new();
         }
         let scope = IdScope { broker_id: &self.broker_id, destination: &self.destination, lane: &self.lane };
-        batch_id(scope, records.iter().map(Record::id_fields))
+        batch_id_with(scope, records.iter().map(Record::id_fields), contiguous(&self.body, records))
     }
 
     /// One sub-batch, with local retries for quick retryable failures. An
@@ -167,6 +171,29 @@ impl Deliverer<'_> {
     }
 }
 
+/// The payloads of `records`, each followed by its `\n`, as one slice of
+/// `body` — when they lie there back to back (records cut from a binary
+/// lease in order); `None` otherwise. Checked, never assumed: every
+/// payload's place is computed from its address and must follow the last.
+fn contiguous<'b>(body: &'b bytes::Bytes, records: &[Record]) -> Option<&'b [u8]> {
+    let base = body.as_ptr() as usize;
+    let first = records.first()?;
+    let start = (first.payload.as_ptr() as usize).checked_sub(base)?;
+    let mut at = start;
+    for r in records {
+        // (An empty payload is not a slice of the body: no match, the slow path.)
+        if (r.payload.as_ptr() as usize).checked_sub(base)? != at {
+            return None;
+        }
+        at = at.checked_add(r.payload.len())?;
+        if body.get(at) != Some(&b'\n') {
+            return None;
+        }
+        at += 1;
+    }
+    body.get(start..at)
+}
+
 /// What a lease's single-record requests came to, for [`crate::streak`].
 #[derive(Debug, Default)]
 struct Leaves {
@@ -260,6 +287,7 @@ mod tests {
             broker_id: "b1".into(),
             destination: "d".into(),
             lane: "normal/0".into(),
+            body: bytes::Bytes::new(),
         };
         let out = d.deliver(&records).await;
         let bad = Poisoned { position: 37, offset: 37, reason: "400 bad record".into() };
@@ -307,6 +335,7 @@ mod tests {
             broker_id: "b1".into(),
             destination: "d".into(),
             lane: "normal/0".into(),
+            body: bytes::Bytes::new(),
         };
         let out = d.deliver(&records).await;
         let why = "holds a newline".to_string();
@@ -355,6 +384,7 @@ mod tests {
             broker_id: "b1".into(),
             destination: "d1".into(),
             lane: "normal/2".into(),
+            body: bytes::Bytes::new(),
             max_retry_after: Duration::from_secs(60),
         };
         let a = [rec("normal/2", 0, "{\"a\":1}")];
@@ -372,6 +402,38 @@ mod tests {
         assert_eq!(redrive.key(&x).len(), 32, "128 bits in hex");
     }
 
+    /// The fast path (payloads hashed as one slice of the lease's body)
+    /// and the slow one (one by one) give one id.
+    #[test]
+    fn a_batch_cut_from_a_binary_lease_has_the_id_its_records_give_one_by_one() {
+        let body = bytes::Bytes::from_static(b"HEAD{\"a\":1}\nx\ny\n{}\n");
+        let at = |from: usize, to: usize, offset: u64| Record {
+            payload: body.slice(from..to),
+            offset,
+            lane: "normal/2".into(),
+            tenant: "acme".into(),
+            topic: "events".into(),
+            ..Record::default()
+        };
+        let records = [at(4, 11, 0), at(12, 15, 1), at(16, 18, 2)];
+        assert_eq!(contiguous(&body, &records), Some(&body[4..19]));
+        assert_eq!(contiguous(&body, &[at(4, 11, 0), at(16, 18, 2)]), None, "a gap");
+        let sink = Keyed(Mutex::new(Vec::new()));
+        let d = Deliverer {
+            sink: &sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            broker_id: "b1".into(),
+            destination: "d1".into(),
+            lane: "normal/2".into(),
+            body: body.clone(),
+            max_retry_after: Duration::from_secs(60),
+        };
+        let fast = d.key(&records);
+        let slow = Deliverer { body: bytes::Bytes::new(), ..d }.key(&records);
+        assert_eq!(fast, slow);
+    }
+
     #[tokio::test]
     async fn no_id_is_computed_for_a_sink_that_sends_none() {
         let sink = Rows(Mutex::new(Vec::new()));
@@ -382,6 +444,7 @@ mod tests {
             broker_id: "b1".into(),
             destination: "d1".into(),
             lane: "normal/0".into(),
+            body: bytes::Bytes::new(),
             max_retry_after: Duration::from_secs(60),
         };
         assert_eq!(d.key(&[rec("normal/0", 0, "{}")]), "");
@@ -417,6 +480,7 @@ mod tests {
             broker_id: "b1".into(),
             destination: "d".into(),
             lane: "normal/0".into(),
+            body: bytes::Bytes::new(),
             max_retry_after: Duration::from_secs(60),
         };
         let started = std::time::Instant::now();

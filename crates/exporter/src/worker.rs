@@ -177,7 +177,7 @@ fn priority_of(lane: &str) -> &'static str {
 /// A decoded lease as the sink's records (payloads are slices of the
 /// broker's answer: moved, never copied; names shared through `Arc`s), and
 /// the records it carried undecodable, as dead letters.
-fn records_of(lease: DecodedLease) -> (LeaseHead, String, Vec<Record>, Vec<Poisoned>) {
+fn records_of(lease: DecodedLease) -> (LeaseHead, String, Vec<Record>, Vec<Poisoned>, bytes::Bytes) {
     let shared = |names: &[String]| names.iter().map(|n| Arc::<str>::from(n.as_str())).collect::<Vec<_>>();
     let (lanes, tenants, topics) = (shared(&lease.lanes), shared(&lease.tenants), shared(&lease.topics));
     let own_lane: Arc<str> = Arc::from(lease.head.lane.as_str());
@@ -197,12 +197,12 @@ fn records_of(lease: DecodedLease) -> (LeaseHead, String, Vec<Record>, Vec<Poiso
         .collect();
     let poison =
         lease.undecodable.into_iter().map(|(position, offset, reason)| Poisoned { position, offset, reason }).collect();
-    (lease.head, lease.broker_id, records, poison)
+    (lease.head, lease.broker_id, records, poison, lease.body)
 }
 
 async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let dest = ctx.opts.destination.as_str();
-    let (lease, broker_id, records, mut poison) = records_of(lease);
+    let (lease, broker_id, records, mut poison, body) = records_of(lease);
     let ts: Vec<u64> = records.iter().map(|r| r.ts_ms).collect();
     // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
     let (hb_stop_tx, mut hb_stop) = watch::channel(false);
@@ -227,6 +227,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         broker_id,
         destination: dest.to_string(),
         lane: lease.lane.clone(),
+        body,
         max_retry_after: ctx.opts.max_retry_after,
     };
     let started = std::time::Instant::now();

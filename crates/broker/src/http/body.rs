@@ -44,18 +44,30 @@ pub async fn read(
         ))
     };
     let collect = async {
-        let mut buf: Vec<u8> = Vec::new();
+        // A body of one chunk (the common case) is that chunk, not a copy.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Vec<u8> = Vec::new();
+        let mut total = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BrokerError::InvalidRequest(format!("reading the request body: {e}")))?;
-            let Some(chunk) = frame.data_ref() else { continue };
-            if buf.len() as u64 + chunk.len() as u64 > limit {
+            let Ok(chunk) = frame.into_data() else { continue };
+            total += chunk.len() as u64;
+            if total > limit {
                 return Err(too_large());
             }
             // Charged before it is kept; never reserved ahead of what arrived.
             to.budget.charge_for(to.tenant, charge, (chunk.len() as u64).saturating_mul(to.factor))?;
-            buf.extend_from_slice(chunk);
+            match first.take() {
+                None if joined.is_empty() => first = Some(chunk),
+                held => {
+                    if let Some(f) = held {
+                        joined.extend_from_slice(&f);
+                    }
+                    joined.extend_from_slice(&chunk);
+                }
+            }
         }
-        Ok(Bytes::from(buf))
+        Ok(if joined.is_empty() { first.unwrap_or_default() } else { Bytes::from(joined) })
     };
     // On a refusal the rest of the body is dropped unread here; the front
     // reads it (bounded) beside the answer.

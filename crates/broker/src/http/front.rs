@@ -46,6 +46,10 @@ pub struct Front {
     seats: Option<Arc<Seats>>,
     /// This connection's seat (per connection; none on the listener's own).
     seat: Option<Arc<Seat>>,
+    /// Where a body its handler dropped unread goes back to (per
+    /// connection: its requests are served one at a time, so one slot,
+    /// allocated once, serves them all).
+    unread: Option<Arc<Mutex<Option<Incoming>>>>,
 }
 
 /// How much of a request body refused before it was read is read (and
@@ -66,7 +70,7 @@ type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> +
 
 impl Front {
     pub fn new(state: AppState, router: Router) -> Self {
-        Front { state, router, peer: None, seats: None, seat: None }
+        Front { state, router, peer: None, seats: None, seat: None, unread: None }
     }
 
     /// This front with connections counted per role in `seats`.
@@ -77,13 +81,14 @@ impl Front {
     /// This front for one connection from `peer`.
     pub fn for_peer(&self, peer: SocketAddr) -> Front {
         let seat = self.seats.as_ref().map(|s| Arc::new(Seat::new(Arc::clone(s), Some(peer.ip()))));
-        Front { peer: Some(peer.ip()), seat, ..self.clone() }
+        Front { peer: Some(peer.ip()), seat, unread: Some(Arc::default()), ..self.clone() }
     }
 
     fn route(&self, req: hyper::Request<hyper::body::Incoming>) -> BoxedResponse {
         let (parts, incoming) = req.into_parts();
         // Given back here if the handler drops it unread (an early refusal).
-        let unread = Arc::new(Mutex::new(None));
+        let unread = self.unread.clone().unwrap_or_default();
+        debug_assert!(take(&unread).is_none(), "a previous request's body left in the slot");
         let body = Body::new(ReturnUnread { inner: Some(incoming), home: Arc::clone(&unread) });
         let mut req = Request::from_parts(parts, body);
         if let Err(refused) = self.sit(&req) {
@@ -120,10 +125,7 @@ impl Front {
         };
         let auth = req.headers().get(header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
         let health = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics" | "/openapi.json");
-        let mut key = Vec::with_capacity(auth.len() + 1);
-        key.push(u8::from(health));
-        key.extend_from_slice(auth);
-        seat.sit_for(&key, || self.role_of(req, health))
+        seat.sit_for(u8::from(health), auth, || self.role_of(req, health))
     }
 
     fn role_of(&self, req: &Request, health: bool) -> SeatRole {

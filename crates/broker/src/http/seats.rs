@@ -185,8 +185,9 @@ pub struct Seat {
 struct SeatState {
     role: Option<SeatRole>,
     peer_counted: bool,
-    /// The `Authorization` value `role` was found for: a keep-alive
-    /// connection's next request with the same one needs no lookup.
+    /// The request class and `Authorization` value `role` was found for:
+    /// a keep-alive connection's next request with the same needs no lookup.
+    class: u8,
     auth: Vec<u8>,
 }
 
@@ -196,20 +197,27 @@ impl Seat {
     }
 
     /// Sit this connection in the pool of the role `resolve` finds for a
-    /// request with `auth` (its `Authorization` value); the last role is
-    /// kept without a lookup while the value is the same.
-    pub fn sit_for(&self, auth: &[u8], resolve: impl FnOnce() -> SeatRole) -> Result<(), BrokerError> {
+    /// request of `class` (which paths: health or other) with `auth` (its
+    /// `Authorization` value); the last role is kept without a lookup while
+    /// both are the same.
+    pub fn sit_for(&self, class: u8, auth: &[u8], resolve: impl FnOnce() -> SeatRole) -> Result<(), BrokerError> {
         {
             let st = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            if st.role.is_some() && st.auth == auth {
+            if st.role.is_some() && st.class == class && st.auth == auth {
                 return Ok(());
             }
         }
         let role = resolve();
         self.sit(role)?;
         let mut st = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        st.class = class;
         st.auth.clear();
-        st.auth.extend_from_slice(&auth[..auth.len().min(512)]);
+        // A longer value is looked up every time rather than kept.
+        if auth.len() <= 512 {
+            st.auth.extend_from_slice(auth);
+        } else {
+            st.class = u8::MAX; // never matches a request's class
+        }
         Ok(())
     }
 

@@ -268,7 +268,8 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
     let (topic_idx, format) = (input.topic_idx, input.format);
     let inflated = match input.encoding {
         Encoding::Identity => None,
-        Encoding::Gzip => Some(inflate_off_worker(broker, &mut input).await?),
+        // Boxed: its state stays out of every identity request's future.
+        Encoding::Gzip => Some(Box::pin(inflate_off_worker(broker, &mut input)).await?),
     };
     let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
     let records = split_records(body, format, b.cfg.max_record_bytes)?;

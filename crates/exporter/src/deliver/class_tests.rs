@@ -61,6 +61,7 @@ fn deliverer(sink: &dyn Sink) -> Deliverer<'_> {
         broker_id: "b".into(),
         destination: "d".into(),
         lane: "normal/0".into(),
+        body: bytes::Bytes::new(),
         max_retry_after: Duration::from_secs(60),
     }
 }
