@@ -10,12 +10,9 @@
 
 mod common;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use common::dedup::{copy_dir, start_receiver, Dedup};
 use common::*;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
 const DEST: &str = r#"
@@ -25,45 +22,8 @@ topics = ["events"]
 token = "d1-t"
 "#;
 
-/// A webhook receiver as Svix and Stripe document them: a request whose
-/// key was seen is answered 200 and dropped.
-#[derive(Default)]
-struct Dedup {
-    seen: Mutex<HashMap<String, Vec<u8>>>,
-    lines: Mutex<Vec<String>>,
-    dropped: Mutex<u64>,
-    missing_key: Mutex<u64>,
-}
-
-async fn receive(State(s): State<Arc<Dedup>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-        *s.missing_key.lock().unwrap() += 1;
-        return StatusCode::BAD_REQUEST;
-    };
-    let mut seen = s.seen.lock().unwrap();
-    if seen.contains_key(&key) {
-        *s.dropped.lock().unwrap() += 1;
-        return StatusCode::OK;
-    }
-    seen.insert(key, body.to_vec());
-    let text = String::from_utf8_lossy(&body).to_string();
-    s.lines.lock().unwrap().extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
-    StatusCode::OK
-}
-
-async fn start_receiver() -> (String, Arc<Dedup>) {
-    let state = Arc::new(Dedup::default());
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), state)
-}
-
 fn kept(r: &Dedup) -> HashSet<String> {
-    r.lines.lock().unwrap().iter().cloned().collect()
+    r.kept()
 }
 
 /// Send `n` records, one request each (one frame, one offset each), ids `prefix-i`.
@@ -142,17 +102,4 @@ async fn a_deduplicating_receiver_keeps_every_record_of_two_brokers_through_rewi
     assert!(lost.is_empty(), "a receiver that deduplicates dropped {lost:?}");
     assert_eq!(e1.sigterm(), Some(0));
     let _ = b1.stop_signal(libc::SIGTERM);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

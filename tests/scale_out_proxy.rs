@@ -31,9 +31,7 @@
 
 mod common;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use common::dedup::{copy_dir, start_receiver};
 use common::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
@@ -175,40 +173,6 @@ disk_high_watermark = 1.0
     text.push_str("\n[[topic]]\nname = \"events\"\n\n[[topic]]\nname = \"other\"\n");
     text.push_str("\n[[destination]]\nname = \"d1\"\ntopics = [\"events\"]\ntoken = \"d1-t\"\n");
     text
-}
-
-/// A webhook receiver as Svix and Stripe document them (as in
-/// tests/downstream_ids.rs): a request whose key was seen is answered 200
-/// and dropped.
-#[derive(Default)]
-struct Dedup {
-    seen: Mutex<HashSet<String>>,
-    lines: Mutex<Vec<String>>,
-    missing_key: Mutex<u64>,
-}
-
-async fn receive(State(s): State<Arc<Dedup>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-        *s.missing_key.lock().unwrap() += 1;
-        return StatusCode::BAD_REQUEST;
-    };
-    if !s.seen.lock().unwrap().insert(key) {
-        return StatusCode::OK;
-    }
-    let text = String::from_utf8_lossy(&body).to_string();
-    s.lines.lock().unwrap().extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
-    StatusCode::OK
-}
-
-async fn start_receiver() -> (String, Arc<Dedup>) {
-    let state = Arc::new(Dedup::default());
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), state)
 }
 
 /// One ingest request through the proxy, the header written as given.
@@ -479,19 +443,6 @@ async fn one_tenant_one_broker_behind_the_shipped_proxy_and_a_deduplicating_rece
     })
     .await;
     drop(nginx);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

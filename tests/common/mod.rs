@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod dedup;
 pub mod ledger;
 pub mod raw_sink;
 pub mod sim_broker;

@@ -246,6 +246,21 @@ mod tests {
     use crate::sink::Delivery;
     use std::sync::Mutex;
 
+    /// A deliverer of `sink` for lane `lane` of broker `b1`, destination
+    /// `d`: no local retries, a 1-2 ms backoff.
+    fn deliverer<'a>(sink: &'a dyn Sink, lane: String) -> Deliverer<'a> {
+        Deliverer {
+            sink,
+            backoff: Backoff { base_ms: 1, max_ms: 2 },
+            max_retries: 0,
+            broker_id: "b1".into(),
+            destination: "d".into(),
+            lane,
+            body: bytes::Bytes::new(),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+
     /// A sink that rejects any batch holding a record starting with "bad".
     struct Picky {
         delivered: Mutex<Vec<u64>>,
@@ -279,16 +294,7 @@ mod tests {
                 ..Record::default()
             })
             .collect();
-        let d = Deliverer {
-            max_retry_after: Duration::from_secs(60),
-            sink: &sink,
-            backoff: Backoff { base_ms: 1, max_ms: 2 },
-            max_retries: 0,
-            broker_id: "b1".into(),
-            destination: "d".into(),
-            lane: "normal/0".into(),
-            body: bytes::Bytes::new(),
-        };
+        let d = deliverer(&sink, "normal/0".into());
         let out = d.deliver(&records).await;
         let bad = Poisoned { position: 37, offset: 37, reason: "400 bad record".into() };
         assert_eq!(out, Outcome::Delivered { poison: vec![bad] });
@@ -327,16 +333,7 @@ mod tests {
                 ..Record::default()
             })
             .collect();
-        let d = Deliverer {
-            max_retry_after: Duration::from_secs(60),
-            sink: &sink,
-            backoff: Backoff { base_ms: 1, max_ms: 2 },
-            max_retries: 0,
-            broker_id: "b1".into(),
-            destination: "d".into(),
-            lane: "normal/0".into(),
-            body: bytes::Bytes::new(),
-        };
+        let d = deliverer(&sink, "normal/0".into());
         let out = d.deliver(&records).await;
         let why = "holds a newline".to_string();
         let at = |i: u32| Poisoned { position: i, offset: u64::from(i), reason: why.clone() };
@@ -377,16 +374,7 @@ mod tests {
     #[test]
     fn downstream_ids_differ_across_brokers_and_records_and_repeat_for_the_same_records() {
         let sink = Keyed(Mutex::new(Vec::new()));
-        let d = Deliverer {
-            sink: &sink,
-            backoff: Backoff { base_ms: 1, max_ms: 2 },
-            max_retries: 0,
-            broker_id: "b1".into(),
-            destination: "d1".into(),
-            lane: "normal/2".into(),
-            body: bytes::Bytes::new(),
-            max_retry_after: Duration::from_secs(60),
-        };
+        let d = Deliverer { destination: "d1".into(), ..deliverer(&sink, "normal/2".into()) };
         let a = [rec("normal/2", 0, "{\"a\":1}")];
         let first = d.key(&a);
         let other = Deliverer { broker_id: "b2".into(), ..d };
@@ -419,16 +407,7 @@ mod tests {
         assert_eq!(contiguous(&body, &records), Some(&body[4..19]));
         assert_eq!(contiguous(&body, &[at(4, 11, 0), at(16, 18, 2)]), None, "a gap");
         let sink = Keyed(Mutex::new(Vec::new()));
-        let d = Deliverer {
-            sink: &sink,
-            backoff: Backoff { base_ms: 1, max_ms: 2 },
-            max_retries: 0,
-            broker_id: "b1".into(),
-            destination: "d1".into(),
-            lane: "normal/2".into(),
-            body: body.clone(),
-            max_retry_after: Duration::from_secs(60),
-        };
+        let d = Deliverer { destination: "d1".into(), body: body.clone(), ..deliverer(&sink, "normal/2".into()) };
         let fast = d.key(&records);
         let slow = Deliverer { body: bytes::Bytes::new(), ..d }.key(&records);
         assert_eq!(fast, slow);
@@ -437,16 +416,7 @@ mod tests {
     #[tokio::test]
     async fn no_id_is_computed_for_a_sink_that_sends_none() {
         let sink = Rows(Mutex::new(Vec::new()));
-        let d = Deliverer {
-            sink: &sink,
-            backoff: Backoff { base_ms: 1, max_ms: 2 },
-            max_retries: 0,
-            broker_id: "b1".into(),
-            destination: "d1".into(),
-            lane: "normal/0".into(),
-            body: bytes::Bytes::new(),
-            max_retry_after: Duration::from_secs(60),
-        };
+        let d = Deliverer { destination: "d1".into(), ..deliverer(&sink, "normal/0".into()) };
         assert_eq!(d.key(&[rec("normal/0", 0, "{}")]), "");
     }
 
@@ -474,14 +444,9 @@ mod tests {
     async fn a_long_retry_after_is_never_slept_holding_the_lease_and_is_capped() {
         let sink = Busy(Mutex::new(0));
         let d = Deliverer {
-            sink: &sink,
             backoff: Backoff { base_ms: 1, max_ms: 2_000 },
             max_retries: 5,
-            broker_id: "b1".into(),
-            destination: "d".into(),
-            lane: "normal/0".into(),
-            body: bytes::Bytes::new(),
-            max_retry_after: Duration::from_secs(60),
+            ..deliverer(&sink, "normal/0".into())
         };
         let started = std::time::Instant::now();
         let out = d.deliver(&[Record { payload: bytes::Bytes::from_static(b"{}"), ..Record::default() }]).await;

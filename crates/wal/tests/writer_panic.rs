@@ -40,10 +40,22 @@ fn refused_at_once(wal: &Wal, lane: LaneId, id: u64) -> Result<wal::Appended, Wa
 /// there, whole.
 fn check_stopped_lane(wal: Wal, sim: &SimFs, acked: &[u64], drive: Drive) {
     assert!(is_stopped(&refused_at_once(&wal, NORMAL0, 900)), "later appends are refused at once");
-    let failures = wal.failures();
+    // The waiters hear while the writer unwinds; the panic's own message is
+    // recorded once it has unwound (`guard::guarded`): wait for that, bounded.
+    let mut failures = wal.failures();
+    for _ in 0..2_000 {
+        if failures.first().is_some_and(|f| f.1.contains("simulated panic")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        failures = wal.failures();
+    }
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, NORMAL0);
-    assert!(failures[0].1.contains("writer stopped unexpectedly") && failures[0].1.contains("simulated panic"));
+    assert!(
+        failures[0].1.contains("writer stopped unexpectedly") && failures[0].1.contains("simulated panic"),
+        "{failures:?}"
+    );
     let other = wal.append(NORMAL1, batch(901, 1, 50));
     wal.commit_queued();
     rt().block_on(other).expect("the other lanes go on");
