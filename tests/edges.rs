@@ -133,9 +133,17 @@ async fn the_memory_budget_refuses_the_excess_with_503_overloaded_and_appends_no
             c
         })
         .collect();
+    // Both stalled bodies are held (a probe sent before they are could take
+    // the room one of them needs, and that one be refused instead).
+    let url = b.url.clone();
+    wait_until("the stalled bodies hold 1.6 MB of the budget", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move { metric(&url, "weir_memory_budget_held_bytes").await >= 1_500_000.0 }
+    })
+    .await;
     // …so a third that sends as much is refused once its bytes pass the
-    // rest. Until the stalled bytes have arrived, the probe is read whole
-    // and refused as not JSON: nothing is appended either way.
+    // rest. The probe is not JSON: were it ever taken whole, it would be
+    // refused as such, and nothing is appended either way.
     let probe = "x".repeat(450_000);
     let url = b.url.clone();
     wait_until("the budget refuses the third body", Duration::from_secs(20), || {

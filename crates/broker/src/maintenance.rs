@@ -42,6 +42,7 @@ impl Broker {
         let wal_bytes = self.deliveries().retain(now, &mut report).await?;
         self.intake().refresh_disk(wal_bytes);
         self.intake().expire_idempotency(now);
+        self.metrics().memory_budget_held.set(i64::try_from(self.intake().memory().held_bytes()).unwrap_or(i64::MAX));
         for lane in self.wal().lanes() {
             let failed = i64::from(lane.failure().is_some());
             self.metrics().wal_lane_failed.with_label_values(&[&lane.id().to_string()]).set(failed);

@@ -83,6 +83,12 @@ impl MemoryBudget {
         MemoryBudget { sem: Arc::new(Semaphore::new(units as usize)), bytes, tenant_cap, held }
     }
 
+    /// Bytes charged now (whole KiB).
+    pub fn held_bytes(&self) -> u64 {
+        let units = (self.bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64 / 2);
+        units.saturating_sub(self.sem.available_permits() as u64) * UNIT
+    }
+
     /// Add `bytes` to what `charge` holds, for no tenant, or refuse without waiting.
     pub fn charge(&self, charge: &mut Charge, bytes: u64) -> Result<(), BrokerError> {
         self.charge_for(None, charge, bytes)
