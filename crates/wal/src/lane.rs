@@ -166,7 +166,21 @@ impl Lane {
 
     /// Visit durable frames from the one holding `from` onwards, in order,
     /// until `visit` breaks. Each frame's crc is checked before it is shown.
-    pub fn visit_frames(&self, from: u64, mut visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
+    pub fn visit_frames(&self, from: u64, visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
+        self.visit(from, Check::Whole, visit)
+    }
+
+    /// [`Lane::visit_frames`] for a frame's header and metadata (tenant,
+    /// topic, record count) only: the header's MAC is checked, the body's
+    /// is not — these frames were verified when written or recovered (the
+    /// index lists no other), and checking every payload again made an
+    /// accounting pass as costly as a delivery. Never for records that are
+    /// delivered or served.
+    pub fn visit_frame_metas(&self, from: u64, visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
+        self.visit(from, Check::Head, visit)
+    }
+
+    fn visit(&self, from: u64, check: Check, mut visit: impl FnMut(&FrameView<'_>) -> ControlFlow<()>) -> Result<()> {
         let (sealed, active) = {
             let idx = self.shared.index();
             let sealed: Vec<_> = idx.sealed.iter().filter(|s| s.next > from).cloned().collect();
@@ -186,7 +200,7 @@ impl Lane {
             let start = seg.frames.partition_point(|f| f.next_offset() <= from);
             for loc in &seg.frames[start..] {
                 let bytes = map.get(loc.pos as usize..loc.end() as usize).unwrap_or(&[]);
-                if visit_one(bytes, loc, &seg.key, &seg.path, &mut visit)?.is_break() {
+                if visit_one(bytes, loc, (&seg.key, check), &seg.path, &mut visit)?.is_break() {
                     return Ok(());
                 }
             }
@@ -211,7 +225,7 @@ impl Lane {
             for loc in &locs[i..j] {
                 let rel = (loc.pos - first.pos) as usize;
                 let bytes = &buf[rel..rel + loc.len as usize];
-                if visit_one(bytes, loc, &key, &path, &mut visit)?.is_break() {
+                if visit_one(bytes, loc, (&key, check), &path, &mut visit)?.is_break() {
                     return Ok(());
                 }
             }
@@ -318,15 +332,28 @@ impl Drop for Lane {
     }
 }
 
+/// How much of a visited frame is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Header and body MACs: what is delivered or served.
+    Whole,
+    /// The header's MAC only (see [`Lane::visit_frame_metas`]).
+    Head,
+}
+
 fn visit_one(
     bytes: &[u8],
     loc: &FrameLoc,
-    key: &FrameKey,
+    (key, check): (&FrameKey, Check),
     path: &std::path::Path,
     visit: &mut impl FnMut(&FrameView<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let corrupt = |what| WalError::Corrupt { path: path.to_path_buf(), pos: loc.pos, what };
-    let h = check_frame(bytes, key).map_err(corrupt)?;
+    let h = match check {
+        Check::Whole => check_frame(bytes, key),
+        Check::Head => crate::frame::check_head(bytes, key),
+    }
+    .map_err(corrupt)?;
     let view = FrameView::decode(bytes, h).map_err(corrupt)?;
     Ok(visit(&view))
 }

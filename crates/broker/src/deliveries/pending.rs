@@ -15,7 +15,9 @@
 //! `scanned` the lane's end then. Each maintenance pass syncs it: frames
 //! appended since are scanned once and added; frames the cursor passed
 //! since are scanned once and taken away. So each frame is read twice per
-//! destination over its life, never once per pass. A cursor that moved
+//! destination over its life, never once per pass — its header and
+//! metadata only, without the body's MAC (`Lane::visit_frame_metas`: the
+//! log verified these frames when it wrote or recovered them). A cursor that moved
 //! back (rewind), or forward over segments retention already deleted,
 //! resets the account and rescans from the cursor.
 //!
@@ -126,7 +128,7 @@ impl LanePending {
         sign: Sign,
         routes: Routes<'_>,
     ) -> Result<(), wal::WalError> {
-        lane.visit_frames(from, |f| {
+        lane.visit_frame_metas(from, |f| {
             let (base, next) = (f.header.base_offset, f.header.next_offset());
             if base >= to {
                 return ControlFlow::Break(());
@@ -171,7 +173,7 @@ impl LanePending {
     fn find_first(&self, lane: &Lane, routes: Routes<'_>) -> Result<Option<(u64, u64)>, wal::WalError> {
         let (floor, scanned) = (self.floor, self.scanned);
         let mut first = None;
-        lane.visit_frames(floor, |f| {
+        lane.visit_frame_metas(floor, |f| {
             if f.header.base_offset >= scanned {
                 return ControlFlow::Break(());
             }
