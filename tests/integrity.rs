@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::format1::v1_frame;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,29 +14,6 @@ use std::path::Path;
 /// tenant would plant to be read as `victim`'s record by a crc scanner.
 fn planted_v1_frame(offset: u64) -> Vec<u8> {
     v1_frame("victim", b"{\"planted\":true}", offset)
-}
-
-fn v1_frame(tenant: &str, rec: &[u8], offset: u64) -> Vec<u8> {
-    let mut body = Vec::new();
-    for f in [tenant, "events", ""] {
-        body.push(f.len() as u8);
-        body.extend_from_slice(f.as_bytes());
-    }
-    let meta_len = body.len() as u16;
-    body.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-    body.extend_from_slice(rec);
-    let mut h = vec![0u8; 36];
-    h[0..4].copy_from_slice(&0x3146_5257u32.to_le_bytes());
-    h[4] = 1;
-    h[6..8].copy_from_slice(&meta_len.to_le_bytes());
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
-    h[12..16].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    h[16..24].copy_from_slice(&offset.to_le_bytes());
-    h[24..32].copy_from_slice(&1_700_000_000_000u64.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&body), &h[0..32]);
-    h[32..36].copy_from_slice(&crc.to_le_bytes());
-    h.extend_from_slice(&body);
-    h
 }
 
 /// A format-2 frame whose MACs are a guess (the tenant has no key).

@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod dedup;
+pub mod format1;
 pub mod ledger;
 pub mod raw_sink;
 pub mod sim_broker;
