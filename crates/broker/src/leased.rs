@@ -5,6 +5,8 @@
 //! this module's.
 
 use api::lease::IdleReason;
+use bytes::Bytes;
+use std::sync::Arc;
 use wal::LaneId;
 
 /// Where a lease's records come from.
@@ -36,16 +38,21 @@ impl PartialEq<&str> for LeaseLane {
 }
 
 /// One leased record, its payload exactly as it was acknowledged.
+///
+/// Names are shared and payloads are slices of one buffer per read: a
+/// lease of thousands of records is a few allocations, not three per
+/// record (making and freeing those was a tenth of the broker's CPU while
+/// it served an exporter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedRecord {
     /// The lane it was acknowledged in, in a re-drive of dead letters
     /// only (a lane lease's records are of the lease's lane).
     pub lane: Option<String>,
     pub offset: u64,
-    pub tenant: String,
-    pub topic: String,
+    pub tenant: Arc<str>,
+    pub topic: Arc<str>,
     pub ts_ms: u64,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 /// A lease: offsets [from_offset, to_offset) of its lane, and the records

@@ -154,10 +154,10 @@ impl Deliveries {
                 records.push(LeasedRecord {
                     lane: Some(dl.lane),
                     offset: dl.offset,
-                    tenant: dl.tenant,
-                    topic: dl.topic,
+                    tenant: dl.tenant.into(),
+                    topic: dl.topic.into(),
                     ts_ms: dl.ts_ms,
-                    payload: dl.payload,
+                    payload: dl.payload.into(),
                 });
                 ids.push(id);
             }
@@ -422,10 +422,10 @@ impl Deliveries {
                     .map(|r| DeadLetterRecord {
                         lane: lane.to_string(),
                         offset: r.offset,
-                        tenant: r.tenant,
-                        topic: r.topic,
+                        tenant: r.tenant.to_string(),
+                        topic: r.topic.to_string(),
                         ts_ms: r.ts_ms,
-                        payload: r.payload,
+                        payload: r.payload.to_vec(),
                         error: String::new(),
                         failed_at_ms: now,
                     })

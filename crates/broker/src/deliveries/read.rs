@@ -7,7 +7,9 @@ use super::Deliveries;
 use crate::destination::Destination;
 use crate::error::BrokerError;
 use crate::leased::LeasedRecord;
-use std::ops::ControlFlow;
+use bytes::Bytes;
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
 use wal::LaneId;
 
 impl Deliveries {
@@ -25,13 +27,15 @@ impl Deliveries {
         max_bytes: usize,
     ) -> Result<(Vec<LeasedRecord>, u64), BrokerError> {
         let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
-        let mut out = Vec::new();
+        let mut picked: Vec<Picked> = Vec::new();
+        let mut arena: Vec<u8> = Vec::new();
+        let mut names = Names::default();
         let (mut n, mut bytes, mut end) = (0usize, 0usize, from);
         lane.visit_frames(from, |f| {
             if f.header.base_offset >= to {
                 return ControlFlow::Break(());
             }
-            let wanted = dest.wants(f.tenant, f.topic);
+            let wanted = dest.wants(f.tenant, f.topic).then(|| names.of(f.tenant, f.topic));
             // A lease may end inside a frame: one huge batch never becomes
             // one huge lease. At least one record, whatever its size.
             for (off, rec) in f.records() {
@@ -44,15 +48,10 @@ impl Deliveries {
                 n += 1;
                 bytes += rec.len();
                 end = off + 1;
-                if wanted {
-                    out.push(LeasedRecord {
-                        lane: None,
-                        offset: off,
-                        tenant: f.tenant.to_string(),
-                        topic: f.topic.to_string(),
-                        ts_ms: f.header.ts_ms,
-                        payload: rec.to_vec(),
-                    });
+                if let Some((tenant, topic)) = &wanted {
+                    let at = arena.len();
+                    arena.extend_from_slice(rec);
+                    picked.push(Picked { offset: off, ts_ms: f.header.ts_ms, tenant: tenant.clone(), topic: topic.clone(), payload: at..arena.len() });
                 }
             }
             // The frame's records past `to` (or none) are not this read's.
@@ -64,6 +63,49 @@ impl Deliveries {
             }
         })
         .map_err(|e| BrokerError::Internal(format!("reading lane {lane_id} for {}: {e}", dest.name)))?;
+        let arena = Bytes::from(arena);
+        let out = picked
+            .into_iter()
+            .map(|p| LeasedRecord {
+                lane: None,
+                offset: p.offset,
+                tenant: p.tenant,
+                topic: p.topic,
+                ts_ms: p.ts_ms,
+                payload: arena.slice(p.payload),
+            })
+            .collect();
         Ok((out, end))
+    }
+}
+
+/// A record chosen by a read, its payload a range of the read's buffer.
+struct Picked {
+    offset: u64,
+    ts_ms: u64,
+    tenant: Arc<str>,
+    topic: Arc<str>,
+    payload: Range<usize>,
+}
+
+/// The names of the frames read, shared between their records: a new
+/// allocation only when a frame's tenant or topic differs from the last.
+#[derive(Default)]
+struct Names {
+    tenant: Option<Arc<str>>,
+    topic: Option<Arc<str>>,
+}
+
+impl Names {
+    fn of(&mut self, tenant: &str, topic: &str) -> (Arc<str>, Arc<str>) {
+        let t = match &self.tenant {
+            Some(t) if &**t == tenant => t.clone(),
+            _ => self.tenant.insert(Arc::from(tenant)).clone(),
+        };
+        let p = match &self.topic {
+            Some(p) if &**p == topic => p.clone(),
+            _ => self.topic.insert(Arc::from(topic)).clone(),
+        };
+        (t, p)
     }
 }

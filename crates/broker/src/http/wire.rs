@@ -74,8 +74,8 @@ fn record(r: LeasedRecord) -> api::lease::LeasedRecord {
         payload_b64: api::b64_encode(&r.payload),
         lane: r.lane,
         offset: r.offset,
-        tenant: r.tenant,
-        topic: r.topic,
+        tenant: r.tenant.to_string(),
+        topic: r.topic.to_string(),
         ts_ms: r.ts_ms,
     }
 }

@@ -260,7 +260,7 @@ fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError>
                         prop_assert!(m.dests[dest].dead.contains(&r.offset), "re-drive of a record not dead-lettered");
                     } else {
                         let &(t, p) = m.records.get(&r.offset).ok_or_else(|| TestCaseError::fail("unacked record"))?;
-                        prop_assert!(wants(dest, t, p) && (r.tenant.as_str(), r.topic.as_str()) == (t, p));
+                        prop_assert!(wants(dest, t, p) && (&*r.tenant, &*r.topic) == (t, p));
                     }
                 }
                 prop_assert!(!offsets.is_empty());
