@@ -51,7 +51,13 @@ impl Deliveries {
                 if let Some((tenant, topic)) = &wanted {
                     let at = arena.len();
                     arena.extend_from_slice(rec);
-                    picked.push(Picked { offset: off, ts_ms: f.header.ts_ms, tenant: tenant.clone(), topic: topic.clone(), payload: at..arena.len() });
+                    picked.push(Picked {
+                        offset: off,
+                        ts_ms: f.header.ts_ms,
+                        tenant: tenant.clone(),
+                        topic: topic.clone(),
+                        payload: at..arena.len(),
+                    });
                 }
             }
             // The frame's records past `to` (or none) are not this read's.

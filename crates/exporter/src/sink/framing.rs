@@ -331,7 +331,10 @@ mod tests {
     /// misses: other characters sharing a lead or continuation byte).
     #[test]
     fn the_byte_scan_for_unicode_breaks_agrees_with_the_characters() {
-        let pieces = ["a", "\u{85}", "\u{2028}", "\u{2029}", "\u{2027}", "\u{202a}", "\u{84}", "\u{a9}", "\u{2080}", "é", "\u{e000}"];
+        let pieces = [
+            "a", "\u{85}", "\u{2028}", "\u{2029}", "\u{2027}", "\u{202a}", "\u{84}", "\u{a9}", "\u{2080}", "é",
+            "\u{e000}",
+        ];
         let mut checked = 0;
         for a in pieces {
             for b in pieces {
