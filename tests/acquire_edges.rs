@@ -52,9 +52,9 @@ async fn sigterm_answers_an_open_long_poll_idle_at_once_and_exits_well_before_th
         .expect("poll task");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(ct.starts_with("application/json"), "{ct}");
-    let a: api::lease::AcquireResponse = serde_json::from_slice(&body).expect("an acquire answer");
+    let a: protocol::lease::AcquireResponse = serde_json::from_slice(&body).expect("an acquire answer");
     assert!(a.lease.is_none(), "{a:?}");
-    assert_eq!(a.idle, Some(api::lease::IdleReason::Empty), "{a:?}");
+    assert_eq!(a.idle, Some(protocol::lease::IdleReason::Empty), "{a:?}");
     assert_eq!(code, Some(0), "a clean stop");
     assert!(
         exited_after < Duration::from_millis(drain_ms / 4),
@@ -66,7 +66,7 @@ async fn sigterm_answers_an_open_long_poll_idle_at_once_and_exits_well_before_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accept_refusing_the_binary_lease_format_with_upper_case_q_zero_gets_json() {
     let b = BrokerProc::start(DEST);
-    let v2 = api::lease_binary::CONTENT_TYPE;
+    let v2 = protocol::lease_binary::CONTENT_TYPE;
     for refused in [format!("{v2};Q=0"), format!("{v2}; Q=0.000"), format!("{v2} ;Q=0, application/json;q=0.5")] {
         let (status, ct, _) = acquire(&b.url, &refused, 0).await;
         assert_eq!(status, 200);

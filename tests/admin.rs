@@ -140,7 +140,7 @@ async fn dump_round_trips_text_and_binary_payloads() {
     assert!(t["lane"].as_str().unwrap().starts_with("normal/") && t["offset"].is_u64() && t["ts_ms"].is_u64());
     let bin = rows.iter().find(|r| r["tenant"] == "globex").unwrap();
     assert!(bin.get("payload").is_none());
-    assert_eq!(api::b64_decode(bin["payload_b64"].as_str().unwrap()).unwrap(), binary);
+    assert_eq!(protocol::b64_decode(bin["payload_b64"].as_str().unwrap()).unwrap(), binary);
     let (code, filtered, _) =
         run_admin(&["dump", "--data-dir", b.data_dir.to_str().unwrap(), "--tenant", "globex", "--limit", "5"]);
     assert_eq!((code, filtered.lines().count()), (0, 1));

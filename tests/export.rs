@@ -193,7 +193,7 @@ async fn poison_record_goes_to_dead_letters_and_redrive_delivers_it_after_the_fi
     assert_eq!(code, 0);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(api::b64_decode(listed[0]["payload_b64"].as_str().unwrap()).unwrap(), b"{\"id\":\"poison-63\"}");
+    assert_eq!(protocol::b64_decode(listed[0]["payload_b64"].as_str().unwrap()).unwrap(), b"{\"id\":\"poison-63\"}");
     assert!(listed[0]["error"].as_str().unwrap().contains("400"));
     // Fix the sink, re-drive.
     sink.state.reject_poison.store(false, Ordering::Relaxed);

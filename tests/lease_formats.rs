@@ -5,8 +5,8 @@
 
 mod common;
 
-use api::lease_binary::{self, Decoded};
 use common::*;
+use protocol::lease_binary::{self, Decoded};
 use std::time::Duration;
 
 const DEST: &str = "[[destination]]\nname = \"d\"\ntopics = [\"events\"]\ntoken = \"d-t\"\n";
@@ -63,7 +63,7 @@ async fn both_lease_formats_carry_the_same_records_byte_for_byte() {
     // No Accept, or one that refuses v2: v1 JSON, as before v2.
     let (ct, body) = acquire(&b.url, Some("application/vnd.weir.lease.v2;q=0")).await;
     assert!(ct.as_deref().is_some_and(|t| t.starts_with("application/json")), "{ct:?}");
-    let v1: api::lease::AcquireResponse = serde_json::from_slice(&body).expect("a v1 body");
+    let v1: protocol::lease::AcquireResponse = serde_json::from_slice(&body).expect("a v1 body");
     let v1 = Decoded::from(v1).lease.expect("the same range again");
     assert_eq!((v1.head.from_offset, v1.head.to_offset), (v2.head.from_offset, v2.head.to_offset));
     let v1_offsets: Vec<(u64, u64)> = v1.records.iter().map(|r| (r.offset, r.ts_ms)).collect();

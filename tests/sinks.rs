@@ -21,7 +21,7 @@ fn unframe(line: &[u8]) -> Vec<u8> {
     if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(line) {
         if m.len() == 1 {
             if let Some(serde_json::Value::String(b64)) = m.get("payload_b64") {
-                return api::b64_decode(b64).expect("a framed line holds valid base64");
+                return protocol::b64_decode(b64).expect("a framed line holds valid base64");
             }
         }
     }

@@ -355,20 +355,20 @@ macro_rules! round_trip {
 /// Lease and admin JSON: every request (and answer) type of `api`, parsed
 /// from arbitrary bytes; what parses must serialise and read back equal.
 pub fn api_json(data: &[u8]) {
-    use api::lease::*;
+    use protocol::lease::*;
     round_trip!(data;
         AcquireRequest, AcquireResponse, Lease, LeasedRecord, HeartbeatResponse, PoisonRecord,
         CommitRequest, CommitResponse, FailureClass, FailRequest, IdleReason,
-        api::RewindTarget, api::ActionResult, api::ErrorCode, api::ErrorDetail, api::ErrorBody,
-        api::IngestResponse, api::BreakerView, api::LaneCursor, api::DestinationStatus, api::DeadLetter,
+        protocol::RewindTarget, protocol::ActionResult, protocol::ErrorCode, protocol::ErrorDetail, protocol::ErrorBody,
+        protocol::IngestResponse, protocol::BreakerView, protocol::LaneCursor, protocol::DestinationStatus, protocol::DeadLetter,
     );
     // The exporter decodes each leased payload.
     if let Ok(l) = serde_json::from_slice::<Lease>(data) {
         for r in &l.records {
-            let _ = api::b64_decode(&r.payload_b64);
+            let _ = protocol::b64_decode(&r.payload_b64);
         }
     }
-    if let Ok(d) = serde_json::from_slice::<api::DeadLetter>(data) {
-        let _ = api::b64_decode(&d.payload_b64);
+    if let Ok(d) = serde_json::from_slice::<protocol::DeadLetter>(data) {
+        let _ = protocol::b64_decode(&d.payload_b64);
     }
 }

@@ -197,7 +197,7 @@ pub fn dumped(data_dir: &std::path::Path) -> Vec<(String, u64, Vec<u8>)> {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("dump line {l:?}: {e}"));
             let payload = match (v["payload"].as_str(), v["payload_b64"].as_str()) {
                 (Some(p), _) => p.as_bytes().to_vec(),
-                (None, Some(b)) => api::b64_decode(b).expect("payload_b64"),
+                (None, Some(b)) => protocol::b64_decode(b).expect("payload_b64"),
                 _ => panic!("dump line without payload: {l}"),
             };
             (v["lane"].as_str().unwrap().to_string(), v["offset"].as_u64().unwrap(), payload)

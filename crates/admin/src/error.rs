@@ -31,7 +31,7 @@ pub enum AdminError {
     Unreachable(String),
     /// The broker refused, with the contract's error body.
     #[error("broker answered {status} {code}: {message}")]
-    Refused { status: u16, code: api::WireCode, message: String },
+    Refused { status: u16, code: protocol::WireCode, message: String },
     /// The broker refused without an error body.
     #[error("broker answered {status}")]
     RefusedBare { status: u16 },

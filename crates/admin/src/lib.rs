@@ -13,7 +13,7 @@
 //!
 //! ## Never
 //! - depend on the broker crate: the data directory's layout and lock come
-//!   from `plumbing`, the format from `wal`, the wire shapes from `api`.
+//!   from `plumbing`, the format from `wal`, the wire shapes from `protocol`.
 
 pub mod error;
 mod legacy_lost;
@@ -21,8 +21,8 @@ pub mod offline;
 pub mod online;
 
 use crate::error::AdminError;
-use api::routes::AdminAction;
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use protocol::routes::AdminAction;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -285,7 +285,7 @@ fn run_online(cmd: Cmd) -> Exit {
         Err(e) => return Exit::Problems(e.to_string()),
     };
     let client = |o: &Online| online::AdminClient::new(&o.broker, &o.token);
-    let print_action = |r: Result<api::ActionResult, AdminError>| match r {
+    let print_action = |r: Result<protocol::ActionResult, AdminError>| match r {
         Ok(a) => {
             println!("{}: {} — {}", a.destination, a.action, a.detail);
             Exit::Ok
@@ -310,9 +310,9 @@ fn run_online(cmd: Cmd) -> Exit {
             }
             Cmd::Rewind { online, destination, earliest, offset, lane, timestamp } => {
                 let target = match (earliest, offset, timestamp) {
-                    (true, None, None) => api::RewindTarget::Earliest,
-                    (false, Some(offset), None) => api::RewindTarget::Offset { offset, lane },
-                    (false, None, Some(ts_ms)) => api::RewindTarget::Timestamp { ts_ms },
+                    (true, None, None) => protocol::RewindTarget::Earliest,
+                    (false, Some(offset), None) => protocol::RewindTarget::Offset { offset, lane },
+                    (false, None, Some(ts_ms)) => protocol::RewindTarget::Timestamp { ts_ms },
                     _ => {
                         return Ok(Exit::Usage("rewind needs exactly one of --earliest, --offset, --timestamp".into()))
                     }

@@ -148,7 +148,7 @@ pub fn dump_from(
                 });
                 match std::str::from_utf8(rec) {
                     Ok(s) => obj["payload"] = s.into(),
-                    Err(_) => obj["payload_b64"] = api::b64_encode(rec).into(),
+                    Err(_) => obj["payload_b64"] = protocol::b64_encode(rec).into(),
                 }
                 if let Err(e) = writeln!(out, "{obj}") {
                     err = Some(AdminError::Output(e));

@@ -1,8 +1,8 @@
 //! Online `broker-admin` subcommands: the admin API of a running broker.
 
 use crate::error::AdminError;
-use api::routes::{self, AdminAction};
-use api::{ActionResult, DeadLetter, DestinationStatus, ErrorBody, RewindTarget};
+use protocol::routes::{self, AdminAction};
+use protocol::{ActionResult, DeadLetter, DestinationStatus, ErrorBody, RewindTarget};
 use std::io::Write;
 
 pub struct AdminClient {

@@ -12,7 +12,7 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The 200 body, in the shape of [`api::IngestResponse`]. Written by
+    /// The 200 body, in the shape of [`protocol::IngestResponse`]. Written by
     /// hand: every field is a number or a fixed identifier (nothing to
     /// escape), and serde's writer cost ten times as much per request.
     pub fn to_json(&self) -> Vec<u8> {

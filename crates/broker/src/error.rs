@@ -1,7 +1,7 @@
 //! The broker's domain error: what ingest, leases, admin actions and
 //! maintenance refuse, each with a message that says what happened and what
 //! to do. It names no HTTP status: [`crate::http::errors`] is the one place
-//! that maps it to the contract's [`api::ErrorCode`] and `Retry-After`.
+//! that maps it to the contract's [`protocol::ErrorCode`] and `Retry-After`.
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -78,7 +78,7 @@ impl From<crate::store::StoreError> for BrokerError {
 #[cfg(test)]
 mod tests {
     use super::BrokerError;
-    use api::ErrorCode;
+    use protocol::ErrorCode;
 
     /// Issue 19, defect 17: a lane whose writer stopped unexpectedly answers
     /// 503 `wal_unavailable` with `Retry-After`, saying why.

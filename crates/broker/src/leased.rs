@@ -4,8 +4,8 @@
 //! or v1's JSON with base64 payloads — is [`crate::http`]'s business, never
 //! this module's.
 
-use api::lease::IdleReason;
 use bytes::Bytes;
+use protocol::lease::IdleReason;
 use std::sync::Arc;
 use wal::LaneId;
 
@@ -22,7 +22,7 @@ impl std::fmt::Display for LeaseLane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LeaseLane::Lane(l) => l.fmt(f),
-            LeaseLane::DeadLetters => f.write_str(api::lease::DEAD_LETTERS_LANE),
+            LeaseLane::DeadLetters => f.write_str(protocol::lease::DEAD_LETTERS_LANE),
         }
     }
 }
@@ -32,7 +32,7 @@ impl PartialEq<&str> for LeaseLane {
     fn eq(&self, other: &&str) -> bool {
         match self {
             LeaseLane::Lane(l) => other.parse::<LaneId>().is_ok_and(|o| o == *l),
-            LeaseLane::DeadLetters => *other == api::lease::DEAD_LETTERS_LANE,
+            LeaseLane::DeadLetters => *other == protocol::lease::DEAD_LETTERS_LANE,
         }
     }
 }

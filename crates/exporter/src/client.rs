@@ -1,9 +1,9 @@
-//! The exporter's side of the lease protocol (`api::lease`).
+//! The exporter's side of the lease protocol (`protocol::lease`).
 
-use api::lease::*;
-use api::lease_binary::{self, Decoded};
-use api::routes::{self, LeaseAction};
-use api::ErrorBody;
+use protocol::lease::*;
+use protocol::lease_binary::{self, Decoded};
+use protocol::routes::{self, LeaseAction};
+use protocol::ErrorBody;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,7 @@ pub enum ClientError {
     BadAnswer(String),
     /// The broker answered with an error body.
     #[error("broker answered {status} {}: {message}", code.map_or("(a code this exporter does not know)", |c| c.as_str()))]
-    Api { status: u16, code: Option<api::ErrorCode>, message: String },
+    Api { status: u16, code: Option<protocol::ErrorCode>, message: String },
 }
 
 impl ClientError {
@@ -30,7 +30,7 @@ impl ClientError {
     pub fn is_lease_gone(&self) -> bool {
         match self {
             ClientError::Api { code: Some(c), .. } => {
-                matches!(c, api::ErrorCode::LeaseNotFound)
+                matches!(c, protocol::ErrorCode::LeaseNotFound)
             }
             ClientError::Api { status, code: None, .. } => matches!(status, 404 | 409),
             ClientError::Transport(_) | ClientError::BadAnswer(_) | ClientError::BadUrl { .. } => false,

@@ -17,7 +17,7 @@
 
 use crate::backoff::{Backoff, Jitter};
 use crate::sink::{Record, Refusal, Sink, SinkError};
-use api::downstream_id::{batch_id_with, IdScope};
+use protocol::downstream_id::{batch_id_with, IdScope};
 use std::time::Duration;
 
 /// A record to send to dead letters, named as the commit names it.
@@ -50,7 +50,7 @@ pub struct Deliverer<'a> {
     pub backoff: Backoff,
     pub max_retries: u32,
     /// Whose batches these are: downstream ids cover the broker's id, the
-    /// destination and the lease's lane (`api::downstream_id`).
+    /// destination and the lease's lane (`protocol::downstream_id`).
     pub broker_id: String,
     pub destination: String,
     pub lane: String,
@@ -63,7 +63,7 @@ pub struct Deliverer<'a> {
 }
 
 impl Deliverer<'_> {
-    /// The downstream id of one batch (`api::downstream_id`): the same for
+    /// The downstream id of one batch (`protocol::downstream_id`): the same for
     /// the same records, another for any other, across brokers. Computed
     /// only for a sink that sends one; the others get an empty key.
     fn key(&self, records: &[Record]) -> String {

@@ -1,7 +1,7 @@
 //! # exporter — delivers one destination's records to its sink
 //!
 //! Owns the exporter process: leasing ranges from the broker over the
-//! lease protocol (`api::lease`), delivering them to a sink (file, HTTP
+//! lease protocol (`protocol::lease`), delivering them to a sink (file, HTTP
 //! webhook, ClickHouse) with short timeouts, bisecting rejected batches into
 //! dead letters, and committing.
 //!

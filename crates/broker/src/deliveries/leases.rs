@@ -22,11 +22,11 @@ use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::leased::{Acquired, Lease, LeaseLane, LeasedRecord};
 use crate::store::DeadLetterRecord;
-use api::lease::{
+use plumbing::clock::now_ms;
+use protocol::lease::{
     AcquireRequest, CommitRequest, CommitResponse, FailRequest, FailureClass, HeartbeatResponse, IdleReason,
     PoisonRecord,
 };
-use plumbing::clock::now_ms;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 use crate::destination::LiveLease;
 use crate::error::BrokerError;
 use crate::store::DeadLetterRecord;
-use api::lease::PoisonRecord;
+use protocol::lease::PoisonRecord;
 
 /// The records of `lease` (in the order it was sent; `None` where one is
 /// gone) that `poison` names, each with its error, as dead letters.

@@ -104,7 +104,7 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use crate::tests::{normal0, Harness};
-    use api::lease::AcquireRequest;
+    use protocol::lease::AcquireRequest;
 
     const DEST: &str = "[[destination]]\nname = \"d\"\ntopics = [\"events\"]\ntoken = \"d-t\"\nmax_in_flight = 4\n";
 
@@ -134,8 +134,8 @@ mod tests {
         let pre = d.prefetch(dest, (10, usize::MAX), now).expect("the next read");
         assert_eq!((pre.from, pre.read.1), (10, 20), "the next range, not the leased one");
 
-        let fail = api::lease::FailRequest {
-            class: api::lease::FailureClass::Released,
+        let fail = protocol::lease::FailRequest {
+            class: protocol::lease::FailureClass::Released,
             message: "given back".into(),
             retry_after_ms: None,
         };

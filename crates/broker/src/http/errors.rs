@@ -4,9 +4,9 @@
 //! domain's refusals) or [`RouteError`] (the router's own).
 
 use crate::error::BrokerError;
-use api::{ErrorBody, ErrorCode};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use protocol::{ErrorBody, ErrorCode};
 
 /// What the router itself refuses, before any handler runs.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,6 @@ use crate::auth::{bearer, Role};
 use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::intake::ingest::{ingest, IngestInput};
-use api::routes::{pattern, AdminAction, LeaseAction};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -23,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ingest_headers::{encoding_of, format_of, header_str, idempotency_key};
+use protocol::routes::{pattern, AdminAction, LeaseAction};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, OnceLock};
 
@@ -293,7 +293,7 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let peer = req.extensions().get::<front::Peer>().map(|p| p.0);
         let mut charge = crate::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        let mut req: api::lease::AcquireRequest = parse_json(&body)?;
+        let mut req: protocol::lease::AcquireRequest = parse_json(&body)?;
         report_capacity(b, &dest, peer, &mut req);
         b.deliveries().acquire(&dest, req).await.map(|a| (format, a))
     };
@@ -310,7 +310,7 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
 /// client address (known here, not in `Deliveries`: reports are bounded per
 /// peer, see [`crate::capacity`]), and hand the acquire on without it so it
 /// is counted once.
-fn report_capacity(b: &Broker, dest: &str, peer: Option<std::net::IpAddr>, req: &mut api::lease::AcquireRequest) {
+fn report_capacity(b: &Broker, dest: &str, peer: Option<std::net::IpAddr>, req: &mut protocol::lease::AcquireRequest) {
     if let (Some(exporter), Some(limit)) = (req.exporter.take(), req.concurrency_limit.take()) {
         if let Some(d) = b.deliveries().dest_by_name(dest) {
             d.report_capacity_from(peer, &exporter, limit, plumbing::clock::now_ms());
@@ -324,7 +324,7 @@ fn path_error(e: PathRejection) -> BrokerError {
 
 #[derive(serde::Deserialize, Default)]
 struct FailBody {
-    class: Option<api::lease::FailureClass>,
+    class: Option<protocol::lease::FailureClass>,
     message: Option<String>,
     retry_after_ms: Option<u64>,
 }
@@ -354,13 +354,13 @@ async fn lease_action(
             LeaseAction::Fail | LeaseAction::Release => {
                 let f: FailBody = parse_json(&body)?;
                 let class = if action == LeaseAction::Release {
-                    api::lease::FailureClass::Released
+                    protocol::lease::FailureClass::Released
                 } else {
-                    f.class.unwrap_or(api::lease::FailureClass::Retryable)
+                    f.class.unwrap_or(protocol::lease::FailureClass::Retryable)
                 };
                 let message = f.message.unwrap_or_else(|| action.to_string());
                 b.deliveries()
-                    .fail(&dest, &id, api::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
+                    .fail(&dest, &id, protocol::lease::FailRequest { class, message, retry_after_ms: f.retry_after_ms })
                     .await?;
                 Ok(serde_json::json!({"ok": true}))
             }
@@ -438,7 +438,7 @@ async fn admin_action(
             AdminAction::Resume => b.deliveries().set_paused(&dest, false).await,
             AdminAction::ResetBreaker => b.deliveries().reset_breaker(&dest).await,
             AdminAction::Rewind => {
-                let target: api::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
+                let target: protocol::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
                     BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}"))
                 })?;
                 b.deliveries().rewind(&dest, target).await

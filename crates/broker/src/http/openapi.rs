@@ -3,7 +3,7 @@
 //! (the routes are few, and their prose matters more than generated
 //! schemas); the tests below keep it true: its paths and methods against
 //! the router's routes and the actions the handlers accept, its error
-//! codes against `api::ErrorCode`, its statuses against that table.
+//! codes against `protocol::ErrorCode`, its statuses against that table.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

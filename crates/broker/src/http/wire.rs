@@ -1,13 +1,13 @@
 //! Domain answers in their wire form: leases in the binary v2 format
-//! (`api::lease_binary`) when the exporter asks for it, else — and dead
+//! (`protocol::lease_binary`) when the exporter asks for it, else — and dead
 //! letters always — as the contract's JSON shapes, payloads base64-encoded
 //! (records are bytes, not necessarily UTF-8). The only place the broker
 //! encodes a payload.
 
 use crate::leased::{Acquired, Lease, LeasedRecord};
-use api::lease::LeaseHead;
-use api::lease_binary::{Encoder, Version};
 use axum::http::{header, HeaderMap};
+use protocol::lease::LeaseHead;
+use protocol::lease_binary::{Encoder, Version};
 
 /// Which lease format an acquire answers in, negotiated per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ impl LeaseFormat {
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter_map(api::lease_binary::accepted_version)
+            .filter_map(protocol::lease_binary::accepted_version)
             .max();
         newest.map_or(LeaseFormat::Json, LeaseFormat::Binary)
     }
@@ -34,7 +34,7 @@ impl LeaseFormat {
 /// An acquire's answer as a binary body of `version`.
 pub fn acquired_binary(a: Acquired, version: Version, broker_id: &str) -> Vec<u8> {
     let Some(l) = a.lease else {
-        return api::lease_binary::encode_idle_as(version, a.idle, a.retry_after_ms);
+        return protocol::lease_binary::encode_idle_as(version, a.idle, a.retry_after_ms);
     };
     let (head, records) = split(l);
     let bytes = records.iter().map(|r| r.payload.len()).sum();
@@ -45,13 +45,13 @@ pub fn acquired_binary(a: Acquired, version: Version, broker_id: &str) -> Vec<u8
     enc.finish(head)
 }
 
-pub fn acquired(a: Acquired, broker_id: &str) -> api::lease::AcquireResponse {
+pub fn acquired(a: Acquired, broker_id: &str) -> protocol::lease::AcquireResponse {
     let lease = a.lease.map(|l| {
         let (head, records) = split(l);
         let records = records.into_iter().map(record).collect();
-        api::lease::Lease { head, broker_id: broker_id.to_string(), records }
+        protocol::lease::Lease { head, broker_id: broker_id.to_string(), records }
     });
-    api::lease::AcquireResponse { lease, idle: a.idle, retry_after_ms: a.retry_after_ms }
+    protocol::lease::AcquireResponse { lease, idle: a.idle, retry_after_ms: a.retry_after_ms }
 }
 
 /// A domain lease as its wire fields (the same in both formats) and its records.
@@ -69,9 +69,9 @@ fn split(l: Lease) -> (LeaseHead, Vec<LeasedRecord>) {
     (head, l.records)
 }
 
-fn record(r: LeasedRecord) -> api::lease::LeasedRecord {
-    api::lease::LeasedRecord {
-        payload_b64: api::b64_encode(&r.payload),
+fn record(r: LeasedRecord) -> protocol::lease::LeasedRecord {
+    protocol::lease::LeasedRecord {
+        payload_b64: protocol::b64_encode(&r.payload),
         lane: r.lane,
         offset: r.offset,
         tenant: r.tenant.to_string(),
@@ -81,10 +81,10 @@ fn record(r: LeasedRecord) -> api::lease::LeasedRecord {
 }
 
 /// A stored dead letter as the admin API lists it.
-pub fn dead_letter((id, r): (u64, crate::store::DeadLetterRecord)) -> api::DeadLetter {
-    api::DeadLetter {
+pub fn dead_letter((id, r): (u64, crate::store::DeadLetterRecord)) -> protocol::DeadLetter {
+    protocol::DeadLetter {
         id,
-        payload_b64: api::b64_encode(&r.payload),
+        payload_b64: protocol::b64_encode(&r.payload),
         lane: r.lane,
         offset: r.offset,
         tenant: r.tenant,

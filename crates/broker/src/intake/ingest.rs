@@ -388,8 +388,8 @@ mod tests {
         ];
         for (records, lane, first_offset, priority, lane_text) in cases {
             let a = Accepted { records, lane, first_offset };
-            let back: api::IngestResponse = serde_json::from_slice(&a.to_json()).unwrap();
-            let want = api::IngestResponse {
+            let back: protocol::IngestResponse = serde_json::from_slice(&a.to_json()).unwrap();
+            let want = protocol::IngestResponse {
                 accepted: records,
                 priority: priority.into(),
                 lane: lane_text.into(),

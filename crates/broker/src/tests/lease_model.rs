@@ -20,9 +20,9 @@
 use super::{normal0, Harness};
 use crate::breaker::Breaker;
 use crate::error::BrokerError;
-use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
-use api::{ErrorCode, RewindTarget};
 use proptest::prelude::*;
+use protocol::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
+use protocol::{ErrorCode, RewindTarget};
 use std::collections::{BTreeMap, BTreeSet};
 
 const LEASE_MS: u64 = 1_000;

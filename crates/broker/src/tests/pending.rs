@@ -60,16 +60,16 @@ fn the_pending_account_follows_commits_rewinds_and_restarts() {
     h.append("globex", "events", &big("g", 10));
     h.run(h.b().maintain_at(now_ms())).expect("maintenance");
     assert_eq!(lag(&h).0, 20);
-    let req = api::lease::AcquireRequest { max_records: Some(10), wait_ms: Some(0), ..Default::default() };
+    let req = protocol::lease::AcquireRequest { max_records: Some(10), wait_ms: Some(0), ..Default::default() };
     let lease = h.run(h.b().deliveries().acquire("d2", req)).expect("acquire").lease.expect("a lease");
-    let commit = api::lease::CommitRequest::default();
+    let commit = protocol::lease::CommitRequest::default();
     h.run(h.b().deliveries().commit("d2", &lease.id, commit)).expect("commit");
     h.run(h.b().maintain_at(now_ms())).expect("maintenance");
     assert_eq!(lag(&h).0, 10, "the committed records left the account");
     h.restart();
     h.run(h.b().maintain_at(now_ms())).expect("maintenance");
     assert_eq!(lag(&h).0, 10, "rebuilt from the WAL after a restart");
-    h.run(h.b().deliveries().rewind("d2", api::RewindTarget::Earliest)).expect("rewind");
+    h.run(h.b().deliveries().rewind("d2", protocol::RewindTarget::Earliest)).expect("rewind");
     h.run(h.b().maintain_at(now_ms())).expect("maintenance");
     assert_eq!(lag(&h).0, 20, "a rewind puts the records back");
 }

@@ -4,7 +4,7 @@
 //! arrive behind it.
 
 use super::Harness;
-use api::lease::{AcquireRequest, CommitRequest};
+use protocol::lease::{AcquireRequest, CommitRequest};
 use wal::{EncodedBatch, LaneId, Priority};
 
 const DEST: &str = "[[destination]]\nname = \"d\"\ntopics = [\"events\"]\ntoken = \"d-t\"\nmax_in_flight = 1\n";

@@ -3,9 +3,9 @@
 
 use super::{normal0, Harness};
 use crate::leased::Lease;
-use api::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
-use api::RewindTarget;
 use plumbing::clock::now_ms;
+use protocol::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
+use protocol::RewindTarget;
 
 const DEST: &str = r#"
 [[destination]]
@@ -54,17 +54,17 @@ fn refused_commit_changes_nothing_and_the_lease_stays_usable() {
     assert_eq!((lease.from_offset, lease.to_offset), (0, 3));
 
     let outside = commit(&h, &lease.id, vec![poison(99)]).expect_err("offset outside the lease is refused");
-    assert_eq!(outside.code(), api::ErrorCode::InvalidRequest);
+    assert_eq!(outside.code(), protocol::ErrorCode::InvalidRequest);
     let wrong = PoisonRecord { index: Some(0), offset: 1, error: "x".into() };
     let dup = commit(&h, &lease.id, vec![wrong]).expect_err("a place holding another offset is refused");
-    assert_eq!(dup.code(), api::ErrorCode::InvalidRequest);
+    assert_eq!(dup.code(), protocol::ErrorCode::InvalidRequest);
     let beyond = PoisonRecord { index: Some(3), offset: 1, error: "x".into() };
     let beyond = commit(&h, &lease.id, vec![beyond]).expect_err("a place past the lease is refused");
-    assert_eq!(beyond.code(), api::ErrorCode::InvalidRequest);
+    assert_eq!(beyond.code(), protocol::ErrorCode::InvalidRequest);
 
     h.b().deliveries().store().fail_writes.store(true, std::sync::atomic::Ordering::Relaxed);
     let io = commit(&h, &lease.id, vec![poison(1)]).expect_err("sled error");
-    assert_eq!(io.code(), api::ErrorCode::Internal);
+    assert_eq!(io.code(), protocol::ErrorCode::Internal);
     h.b().deliveries().store().fail_writes.store(false, std::sync::atomic::Ordering::Relaxed);
 
     assert_eq!(cursor(&h), 0, "a refused commit moved the cursor");

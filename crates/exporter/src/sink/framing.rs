@@ -134,7 +134,7 @@ pub fn push_ndjson_line(out: &mut Vec<u8>, payload: &[u8], shape: &Shape) -> boo
         out.extend_from_slice(b"{\"");
         out.extend_from_slice(FRAMED_KEY.as_bytes());
         out.extend_from_slice(b"\":\"");
-        out.extend_from_slice(api::b64_encode(payload).as_bytes());
+        out.extend_from_slice(protocol::b64_encode(payload).as_bytes());
         out.extend_from_slice(b"\"}");
     } else {
         out.extend_from_slice(payload);
@@ -234,7 +234,7 @@ pub fn unframe(line: &[u8]) -> Option<Vec<u8>> {
     if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(line) {
         if m.len() == 1 {
             if let Some(serde_json::Value::String(b64)) = m.get(FRAMED_KEY) {
-                return api::b64_decode(b64).ok();
+                return protocol::b64_decode(b64).ok();
             }
         }
     }

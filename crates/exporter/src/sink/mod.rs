@@ -32,8 +32,8 @@ pub struct Record {
 
 impl Record {
     /// What a downstream id covers of this record.
-    pub fn id_fields(&self) -> api::downstream_id::IdRecord<'_> {
-        api::downstream_id::IdRecord {
+    pub fn id_fields(&self) -> protocol::downstream_id::IdRecord<'_> {
+        protocol::downstream_id::IdRecord {
             lane: &self.lane,
             offset: self.offset,
             ts_ms: self.ts_ms,

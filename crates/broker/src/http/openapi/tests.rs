@@ -1,14 +1,14 @@
 //! The document against the code: routes (http.rs, front.rs), the actions
-//! the handlers accept, and the error table (`api::ErrorCode`).
+//! the handlers accept, and the error table (`protocol::ErrorCode`).
 
 use super::DOCUMENT;
 use crate::config::Config;
 use crate::core::Broker;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
-use api::ErrorCode;
 use axum::body::Body;
 use axum::http::{Method, Request};
+use protocol::ErrorCode;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -31,9 +31,9 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 
 /// `(METHOD, pattern)` of every `.route(…, get(…))` in http/mod.rs: the
 /// router's own table, read from its source (axum cannot list it). A route
-/// names its pattern as a literal or as one of `api::routes::pattern`'s.
+/// names its pattern as a literal or as one of `protocol::routes::pattern`'s.
 fn router_routes() -> BTreeSet<(String, String)> {
-    use api::routes::pattern;
+    use protocol::routes::pattern;
     let named = [
         ("INGEST", pattern::INGEST),
         ("LEASES", pattern::LEASES),
@@ -108,14 +108,14 @@ fn every_error_code_is_documented_under_its_own_status() {
             for code in resp["x-error-codes"].as_array().into_iter().flatten() {
                 let code = code.as_str().expect("a code is a string");
                 let c: ErrorCode = serde_json::from_value(Value::from(code))
-                    .unwrap_or_else(|_| panic!("{method} {path}: {code} is not in api::ErrorCode"));
+                    .unwrap_or_else(|_| panic!("{method} {path}: {code} is not in protocol::ErrorCode"));
                 assert_eq!(c.status().to_string(), *status, "{method} {path}: {code} documented under {status}");
                 assert_eq!(resp["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
                 documented.insert(c.as_str());
             }
         }
     }
-    assert_eq!(documented, table, "codes in openapi.json vs api::ErrorCode");
+    assert_eq!(documented, table, "codes in openapi.json vs protocol::ErrorCode");
     let schema_enum: BTreeSet<&str> = doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["properties"]
         ["code"]["enum"]
         .as_array()
