@@ -2,7 +2,7 @@
 """Broker RSS under hostile load (issue 14): 10,000 idle connections, then
 1,000 concurrent maximum-size requests. Usage:
 
-    cargo build --release -p broker
+    cargo build --release -p weir-broker
     ulimit -n 65536; python3 benches/edges_rss.py [target/release/broker]
 
 Prints the broker's RSS before, at its peak, and after, and the answers'
