@@ -301,7 +301,7 @@ async fn config_generated_valid_configs_start_serve_and_stop() {
     // Every generated file passes the one validation before it is started.
     for seed in 0..n {
         let (cfg, _) = generate(seed, Path::new("/tmp/x"));
-        let parsed = broker::config::Config::from_toml(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{cfg}"));
+        let parsed = config::Config::from_toml(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{cfg}"));
         parsed.validate().unwrap_or_else(|e| panic!("seed {seed}: {e}\n{cfg}"));
     }
     for seed in 0..n {

@@ -4,11 +4,11 @@
 
 mod common;
 
-use broker::config::Config;
 use broker::core::Broker;
 use broker::http::{router, AppState};
 use broker::metrics::Metrics;
 use common::*;
+use config::Config;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use wal::sim::SimFs;

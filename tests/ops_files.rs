@@ -6,7 +6,7 @@
 
 mod common;
 
-use broker::config::Config;
+use config::Config;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -478,8 +478,8 @@ fn ops_tokens_are_all_in_the_shipped_token_list() {
     }
     for (path, token) in &found {
         assert!(
-            broker::config::is_shipped_token(token),
-            "{}: token {token:?} is shipped but not listed in broker::config::SHIPPED_TOKEN_DIGESTS (crates/broker/src/config/weak.rs); add its sha256 so a public broker refuses it",
+            config::is_shipped_token(token),
+            "{}: token {token:?} is shipped but not listed in config::SHIPPED_TOKEN_DIGESTS (crates/broker/src/config/weak.rs); add its sha256 so a public broker refuses it",
             path.display()
         );
     }

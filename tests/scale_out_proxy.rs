@@ -314,7 +314,7 @@ async fn one_tenant_one_broker_behind_the_shipped_proxy_and_a_deduplicating_rece
 
     // The body limit is the brokers': 8 MiB passes (to a topic no
     // destination exports), one byte more is nginx's JSON 413.
-    let limit = broker::config::Config::from_toml("admin_token = \"x\"\n").expect("defaults").max_body_bytes as usize;
+    let limit = config::Config::from_toml("admin_token = \"x\"\n").expect("defaults").max_body_bytes as usize;
     let mut body = Vec::with_capacity(limit + 1);
     let mut n = 0;
     while body.len() + 1100 < limit {
@@ -512,7 +512,7 @@ fn the_k8s_proxy_config_is_the_rendered_template_with_the_brokers_body_limit() {
         Some(mib) => mib.parse::<u64>().expect("a number") << 20,
         None => size.parse::<u64>().expect("bytes"),
     };
-    let default = broker::config::Config::from_toml("admin_token = \"x\"\n").expect("defaults").max_body_bytes;
+    let default = config::Config::from_toml("admin_token = \"x\"\n").expect("defaults").max_body_bytes;
     assert_eq!(bytes, default, "client_max_body_size {size} vs the broker's max_body_bytes {default}");
 
     // And nginx accepts the rendering (names resolved only by a loopback one).

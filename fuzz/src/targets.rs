@@ -331,7 +331,7 @@ pub fn ingest_body(data: &[u8]) {
 /// Config parser: `Config::from_toml` then `validate` over arbitrary UTF-8.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(cfg) = broker::config::Config::from_toml(text) else { return };
+    let Ok(cfg) = config::Config::from_toml(text) else { return };
     if let Ok(valid) = cfg.validate() {
         assert_eq!(valid.listen.to_string().parse::<std::net::SocketAddr>().ok(), Some(valid.listen));
         assert_eq!(valid.tokens.tenants.len(), cfg.tenants.len(), "every tenant's token is parsed");

@@ -48,7 +48,18 @@ fn build_once(dir: &Path) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "weir-broker", "-p", "weir-exporter", "-p", "weir-broker-admin", "--manifest-path"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "weir-broker",
+            "-p",
+            "weir-exporter",
+            "-p",
+            "weir-broker-admin",
+            "--manifest-path",
+        ]);
         cmd.arg(&manifest);
         if dir.file_name() == Some(OsStr::new("release")) {
             cmd.arg("--release");

@@ -4,10 +4,10 @@
 //! The WAL lives in the simulated filesystem; the lease store (sled) in a
 //! real directory.
 
-use broker::config::Config;
 use broker::core::Broker;
 use broker::http::{router, AppState};
 use broker::metrics::Metrics;
+use config::Config;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

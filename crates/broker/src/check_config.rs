@@ -3,8 +3,8 @@
 //! in, every token redacted — so an operator (or `ExecStartPre=`) can see a
 //! mistake before a restart turns it into an outage.
 
-use crate::config::{Config, ConfigError};
 use crate::server::{load_config, Args};
+use config::{Config, ConfigError};
 
 /// What a token looks like in the printed configuration: its form, never
 /// its value (a sha256 of a weak token can be guessed, so that goes too).

@@ -4,12 +4,12 @@
 //! dead letters, retention's cursors). Each service keeps its state
 //! private; the broker hands them out, and the HTTP edge calls them.
 
-use crate::auth::{Authenticator, Role};
-use crate::config::{ConfigError, ValidConfig};
 use crate::deliveries::Deliveries;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use config::tokens::{Authenticator, Role};
+use config::{ConfigError, ValidConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wal::{FileSystem, Wal, WalOptions};

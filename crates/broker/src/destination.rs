@@ -10,9 +10,9 @@
 
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::capacity::Capacity;
-use crate::config::{DestinationConfig, OnLagLimit};
 use crate::deliveries::pending::LanePending;
 use crate::store::LeaseRecord;
+use config::{DestinationConfig, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};

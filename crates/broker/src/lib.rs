@@ -33,11 +33,9 @@
 //! - name an axum or hyper type outside [`http`].
 
 pub mod accepted;
-pub mod auth;
 pub mod breaker;
 pub mod capacity;
 pub mod check_config;
-pub mod config;
 pub mod core;
 pub mod deliveries;
 pub mod destination;

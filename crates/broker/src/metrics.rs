@@ -142,7 +142,7 @@ impl Metrics {
     /// destination from the start: an absent series is not a zero to
     /// Prometheus (`rate()` of nothing is nothing, and an alert on it
     /// never fires).
-    pub fn init_series(&self, cfg: &crate::config::Config) {
+    pub fn init_series(&self, cfg: &config::Config) {
         for topic in &cfg.topics {
             self.ingest_requests.with_label_values(&[topic.name.as_str(), "200"]);
         }
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn a_fresh_config_has_every_labelled_series_at_zero() {
         let m = Metrics::new();
-        m.init_series(&crate::config::Config::development());
+        m.init_series(&config::Config::development());
         let text = m.render();
         for line in [
             r#"weir_backpressure_shed_total{reason="disk_watermark",tenant="dev"} 0"#,

@@ -3,11 +3,11 @@
 //! serving, and a graceful stop on SIGTERM/SIGINT that lets in-flight
 //! commits finish.
 
-use crate::config::{Config, ConfigError, ValidConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
 use crate::core::Broker;
 use crate::http::seats::{SeatCaps, Seats};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use config::{Config, ConfigError, ValidConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 

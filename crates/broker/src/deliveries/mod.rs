@@ -31,11 +31,11 @@ mod read;
 pub(crate) mod settle;
 pub mod upkeep;
 
-use crate::config::ValidConfig;
 use crate::destination::{DestState, Destination};
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::store::{Changes, Store};
+use config::ValidConfig;
 use std::sync::Arc;
 use wal::Wal;
 

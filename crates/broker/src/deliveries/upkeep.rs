@@ -5,10 +5,10 @@
 
 use super::settle::skip_to;
 use super::Deliveries;
-use crate::config::OnLagLimit;
 use crate::destination::{Destination, Lag};
 use crate::error::BrokerError;
 use crate::maintenance::MaintenanceReport;
+use config::OnLagLimit;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

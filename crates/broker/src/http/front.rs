@@ -17,7 +17,6 @@
 //! the connection, and a proxy still sending the body would read the reset
 //! instead of the answer (and answer its own 502 or 503).
 
-use crate::auth::{bearer, Role};
 use crate::http::seats::{Seat, SeatRole, Seats};
 use crate::http::{ingest_request, ingest_topic, AppState};
 use axum::body::Body;
@@ -25,6 +24,7 @@ use axum::extract::Request;
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use config::tokens::{bearer, Role};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;

@@ -10,7 +10,6 @@ pub mod openapi;
 pub mod seats;
 pub mod wire;
 
-use crate::auth::{bearer, Role};
 use crate::core::Broker;
 use crate::error::BrokerError;
 use crate::intake::ingest::{ingest, IngestInput};
@@ -21,6 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use config::tokens::{bearer, Role};
 use ingest_headers::{encoding_of, format_of, header_str, idempotency_key};
 use protocol::routes::{pattern, AdminAction, LeaseAction};
 use serde::de::DeserializeOwned;

@@ -14,12 +14,12 @@
 
 pub mod ingest;
 
-use crate::config::ValidConfig;
 use crate::deliveries::Deliveries;
 use crate::idempotency::IdempotencyCache;
 use crate::limiter::{Limits, TenantLimiter};
 use crate::memory::MemoryBudget;
 use crate::metrics::{IngestCounters, Metrics};
+use config::ValidConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,14 +2,15 @@
 //! on the crash-simulating filesystem, sled in a temporary directory, and
 //! restarts that reopen both from what is on disk.
 
+mod config_bounds;
 mod lease_model;
 mod pending;
 mod priority;
 mod regressions;
 
-use crate::config::Config;
 use crate::core::Broker;
 use crate::metrics::Metrics;
+use config::Config;
 use std::sync::Arc;
 use wal::sim::SimFs;
 use wal::{EncodedBatch, FileSystem, LaneId, Priority};

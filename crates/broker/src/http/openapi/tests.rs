@@ -2,12 +2,12 @@
 //! the handlers accept, and the error table (`protocol::ErrorCode`).
 
 use super::DOCUMENT;
-use crate::config::Config;
 use crate::core::Broker;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use axum::body::Body;
 use axum::http::{Method, Request};
+use config::Config;
 use protocol::ErrorCode;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -146,9 +146,9 @@ async fn ready_router() -> (axum::Router, tempfile::TempDir) {
 fn token_for(op: &Value) -> Option<&'static str> {
     let scheme = op["security"].as_array()?.first()?.as_object()?.keys().next()?.clone();
     Some(match scheme.as_str() {
-        "tenantToken" => crate::config::DEV_TENANT_TOKEN,
-        "exporterToken" => crate::config::DEV_EXPORTER_TOKEN,
-        _ => crate::config::DEV_ADMIN_TOKEN,
+        "tenantToken" => config::DEV_TENANT_TOKEN,
+        "exporterToken" => config::DEV_EXPORTER_TOKEN,
+        _ => config::DEV_ADMIN_TOKEN,
     })
 }
 
@@ -193,11 +193,7 @@ async fn every_action_a_handler_accepts_is_documented() {
     let doc = doc();
     let ops = operations(&doc);
     for (method, pattern) in router_routes().into_iter().filter(|(_, p)| p.ends_with("/{action}")) {
-        let token = if pattern.starts_with("/v1/admin") {
-            crate::config::DEV_ADMIN_TOKEN
-        } else {
-            crate::config::DEV_EXPORTER_TOKEN
-        };
+        let token = if pattern.starts_with("/v1/admin") { config::DEV_ADMIN_TOKEN } else { config::DEV_EXPORTER_TOKEN };
         let probe = pattern.replace("{dest}", "dev").replace("{id}", "x").replace("{action}", "not-an-action");
         let (status, text) = call(&mut router, &method, &probe, Some(token), "").await;
         assert_eq!(status, 400, "{probe}: {text}");

@@ -1,7 +1,7 @@
 //! The one validation of a [`Config`], and its typed answer.
 
 use super::{Config, ConfigError, DestinationConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
-use crate::auth::TokenSpec;
+use crate::tokens::TokenSpec;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Deref;

@@ -4,10 +4,10 @@
 //! documented range is exactly what `validate` accepts, and for whatever it
 //! accepts, every bound the runtime divides, multiplies or adds by holds.
 
-use super::ranges::*;
-use super::*;
 use crate::limiter::{admit, admit_hard, Bucket, Limits, Verdict};
 use crate::memory::{Charge, MemoryBudget};
+use config::ranges::*;
+use config::*;
 use proptest::prelude::*;
 
 /// A far wall clock (2^44 ms is the year 2527): deadlines computed from it

@@ -5,7 +5,7 @@
 //! nobody else can reach the port.
 
 use super::{Config, ConfigError};
-use crate::auth::TokenSpec;
+use crate::tokens::TokenSpec;
 use std::net::SocketAddr;
 
 /// Shortest plain token accepted on a non-loopback address, bytes. A

@@ -1,3 +1,22 @@
+//! # config — the broker's configuration and token table
+//!
+//! Owns the configuration file's shape ([`Config`]), its one validation
+//! into a typed [`ValidConfig`], and the token table ([`tokens`]): what a
+//! presented token is (a tenant's, an exporter's, the admin's). Both the
+//! accept path (`api`) and the broker read these; neither owns them.
+//!
+//! ## Invariants
+//! - Whatever [`Config::validate`] accepts keeps every bound the runtime
+//!   divides, multiplies or adds by in range (docs/config.md lists each
+//!   key's range; `broker/src/tests/config_bounds.rs` holds it).
+//! - Tokens are kept as SHA-256 digests only and compared in constant time.
+//!
+//! ## Never
+//! - hold or log a plain token;
+//! - do I/O beyond reading the configuration file (with a size cap);
+//! - depend on the broker, the accept path, sled or HTTP.
+//!
+//! ## The file
 //! Broker configuration: TOML, every knob with a documented default
 //! (`docs/config.md`), unknown keys rejected, unsafe combinations refused.
 //!
@@ -7,13 +26,14 @@
 //! digests, tenant priorities, durations — so nothing downstream parses or
 //! validates again.
 
+#![deny(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 mod file;
-#[cfg(test)]
-mod proptests;
 pub mod ranges;
+pub mod tokens;
 mod valid;
 pub mod weak;
 pub use file::{read_text, ReadError, MAX_CONFIG_BYTES};
