@@ -5,9 +5,9 @@
 //! private; the broker hands them out, and the HTTP edge calls them.
 
 use crate::deliveries::Deliveries;
-use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use api::intake::Intake;
 use config::tokens::{Authenticator, Role};
 use config::{ConfigError, ValidConfig};
 use std::path::PathBuf;
@@ -19,10 +19,10 @@ pub struct Broker {
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     auth: Authenticator,
-    intake: Intake,
+    intake: Arc<Intake>,
     deliveries: Arc<Deliveries>,
     /// Lease, commit, heartbeat and admin bodies: never ingest's budget.
-    control_memory: crate::memory::MemoryBudget,
+    control_memory: api::memory::MemoryBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +57,14 @@ impl Broker {
         metrics.wal_quarantined_segments.set(wal.quarantined().len() as i64);
         let store = Store::open(&plumbing::datadir::meta_dir(&cfg.data_dir))?;
         let deliveries = Arc::new(Deliveries::open(Arc::clone(&cfg), Arc::clone(&wal), Arc::clone(&metrics), store)?);
-        let intake = Intake::open(Arc::clone(&cfg), &wal, Arc::clone(&metrics), Arc::clone(&deliveries));
+        let lag: Arc<dyn api::LagFlags> = Arc::clone(&deliveries) as Arc<dyn api::LagFlags>;
+        let intake = Arc::new(Intake::open(Arc::clone(&cfg), Arc::clone(&wal), metrics.accept(), lag));
         let t = &cfg.tokens;
         let roles = std::iter::once((t.admin, Role::Admin))
             .chain(t.tenants.iter().enumerate().map(|(i, s)| (*s, Role::Tenant(i))))
             .chain(t.destinations.iter().enumerate().map(|(i, s)| (*s, Role::Exporter(i))))
             .collect::<Vec<_>>();
-        let control_memory = crate::memory::MemoryBudget::new(crate::memory::CONTROL_BUDGET_BYTES);
+        let control_memory = api::memory::MemoryBudget::new(api::memory::CONTROL_BUDGET_BYTES);
         Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries, control_memory })
     }
 
@@ -83,12 +84,12 @@ impl Broker {
         &self.auth
     }
 
-    pub fn intake(&self) -> &Intake {
+    pub fn intake(&self) -> &Arc<Intake> {
         &self.intake
     }
 
-    /// The budget of control bodies (see [`crate::memory`]).
-    pub fn control_memory(&self) -> &crate::memory::MemoryBudget {
+    /// The budget of control bodies (see [`api::memory`]).
+    pub fn control_memory(&self) -> &api::memory::MemoryBudget {
         &self.control_memory
     }
 

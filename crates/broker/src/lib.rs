@@ -32,7 +32,6 @@
 //! - log a token;
 //! - name an axum or hyper type outside [`http`].
 
-pub mod accepted;
 pub mod breaker;
 pub mod capacity;
 pub mod check_config;
@@ -41,12 +40,8 @@ pub mod deliveries;
 pub mod destination;
 pub mod error;
 pub mod http;
-pub mod idempotency;
-pub mod intake;
 pub mod leased;
-pub mod limiter;
 pub mod maintenance;
-pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod server;

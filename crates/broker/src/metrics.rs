@@ -5,7 +5,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub struct Metrics {
     registry: Registry,
@@ -137,6 +137,19 @@ pub const DEMOTE_REASONS: [&str; 3] = ["over_rate", "limiter_contention", "limit
 pub const SHED_REASONS: [&str; 4] = ["disk_quota", "disk_watermark", "destination_lag", "hard_rate_limit"];
 
 impl Metrics {
+    /// Handles to the accept path's series, for `api::Intake`.
+    pub fn accept(&self) -> api::metrics::AcceptMetrics {
+        api::metrics::AcceptMetrics {
+            ingest_requests: self.ingest_requests.clone(),
+            ingest_records: self.ingest_records.clone(),
+            demoted_records: self.demoted_records.clone(),
+            backpressure_shed: self.backpressure_shed.clone(),
+            idempotent_replays: self.idempotent_replays.clone(),
+            idempotency_key_reused: self.idempotency_key_reused.clone(),
+            disk_used_ratio: self.disk_used_ratio.clone(),
+        }
+    }
+
     /// Create every labelled series the configuration implies, at 0, so
     /// that dashboards and alert rules (`ops/`) see each tenant and
     /// destination from the start: an absent series is not a zero to
@@ -190,59 +203,10 @@ impl Metrics {
     }
 }
 
-/// Ingest counter handles, resolved once per label set: the accept path
-/// must not hash label values and lock the vector on every request. Slots
-/// fill lazily, so only label sets that occur become series.
-pub struct IngestCounters {
-    topics: usize,
-    /// `[tenant][topic][priority]`
-    records: Vec<OnceLock<IntCounter>>,
-    /// `[topic]`: requests answered 200.
-    ok_requests: Vec<OnceLock<IntCounter>>,
-}
-
-impl IngestCounters {
-    pub fn new(tenants: usize, topics: usize) -> IngestCounters {
-        IngestCounters {
-            topics,
-            records: (0..tenants * topics * 3).map(|_| OnceLock::new()).collect(),
-            ok_requests: (0..topics).map(|_| OnceLock::new()).collect(),
-        }
-    }
-
-    /// `weir_ingest_records_total{tenant,topic,priority}`; indices as in the broker's tables.
-    pub fn records(
-        &self,
-        m: &Metrics,
-        (tenant, tenant_name): (usize, &str),
-        (topic, topic_name): (usize, &str),
-        priority: wal::Priority,
-    ) -> IntCounter {
-        let slot = (tenant * self.topics + topic) * 3 + priority as usize;
-        cached(&self.records, slot, || {
-            m.ingest_records.with_label_values(&[tenant_name, topic_name, priority.as_str()])
-        })
-    }
-
-    /// `weir_ingest_requests_total{topic,code="200"}`.
-    pub fn ok_requests(&self, m: &Metrics, (topic, topic_name): (usize, &str)) -> IntCounter {
-        cached(&self.ok_requests, topic, || m.ingest_requests.with_label_values(&[topic_name, "200"]))
-    }
-}
-
-/// The handle in `cells[slot]`, resolved on first use (an index outside the
-/// table resolves every time rather than panic).
-fn cached(cells: &[OnceLock<IntCounter>], slot: usize, resolve: impl FnOnce() -> IntCounter) -> IntCounter {
-    match cells.get(slot) {
-        Some(cell) => cell.get_or_init(resolve).clone(),
-        None => resolve(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::DemoteReason;
+    use api::limiter::DemoteReason;
 
     #[test]
     fn every_demote_reason_is_initialised() {

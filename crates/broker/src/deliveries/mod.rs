@@ -22,6 +22,7 @@
 //! [`Deliveries::off_worker`]); hold a destination's lock across an await.
 
 pub mod admin;
+pub mod lag_flags;
 pub mod leases;
 mod named;
 mod order;

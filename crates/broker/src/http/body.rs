@@ -1,11 +1,11 @@
 //! Request bodies: read only after the token was checked, within a size
-//! limit and a deadline, and charged to a memory budget ([`crate::memory`])
+//! limit and a deadline, and charged to a memory budget ([`api::memory`])
 //! chunk by chunk as the bytes arrive — never with a declared length before
 //! a byte came, so a client that declares much and sends nothing holds
 //! nothing of the budget.
 
 use crate::error::BrokerError;
-use crate::memory::{Charge, MemoryBudget};
+use api::memory::{Charge, MemoryBudget};
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 use std::time::Duration;

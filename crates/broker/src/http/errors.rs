@@ -39,6 +39,7 @@ impl BrokerError {
             LeaseNotFound(_) => ErrorCode::LeaseNotFound,
             Overloaded { .. } => ErrorCode::Overloaded,
             Internal(_) => ErrorCode::Internal,
+            Accept(e) => e.code(),
         }
     }
 
@@ -48,6 +49,7 @@ impl BrokerError {
             | BrokerError::Backpressure { retry_after_secs, .. }
             | BrokerError::WalUnavailable { retry_after_secs, .. }
             | BrokerError::Overloaded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            BrokerError::Accept(e) => e.retry_after_secs(),
             _ => None,
         }
     }

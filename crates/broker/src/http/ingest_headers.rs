@@ -3,7 +3,7 @@
 //! `Idempotency-Key` → visible ASCII or a refusal.
 
 use crate::error::BrokerError;
-use crate::intake::ingest::{Encoding, Format};
+use api::intake::ingest::{Encoding, Format};
 use axum::http::HeaderMap;
 
 /// The media type, matched without its parameters and case-insensitively.
@@ -50,7 +50,7 @@ pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
 }
 
 /// The ingest body as the accept path reads it, from the header values:
-/// media type, Content-Encoding, then [`crate::intake::ingest::parse_body`]. For the
+/// media type, Content-Encoding, then [`api::intake::ingest::parse_body`]. For the
 /// fuzz target and its corpus replay (`fuzz/`, `tests/fuzz_corpus.rs`); not
 /// an API.
 #[doc(hidden)]
@@ -63,7 +63,7 @@ pub fn fuzz_ingest_body(
 ) -> Result<Vec<Vec<u8>>, BrokerError> {
     let format = format_of(content_type)?;
     let encoding = encoding_of(content_encoding)?;
-    crate::intake::ingest::parse_body(format, encoding, body, max_inflated_bytes, max_record_bytes)
+    Ok(api::intake::ingest::parse_body(format, encoding, body, max_inflated_bytes, max_record_bytes)?)
 }
 
 #[cfg(test)]

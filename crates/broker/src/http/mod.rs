@@ -12,7 +12,7 @@ pub mod wire;
 
 use crate::core::Broker;
 use crate::error::BrokerError;
-use crate::intake::ingest::{ingest, IngestInput};
+use api::intake::ingest::{ingest, IngestInput};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -85,7 +85,7 @@ fn body_timeout(b: &Broker) -> std::time::Duration {
 const CONTROL_BODY_LIMIT: u64 = 1 << 20;
 
 /// A lease or admin body: read only after the token was checked.
-async fn control_body(b: &Broker, req: Request, charge: &mut crate::memory::Charge) -> Result<Bytes, BrokerError> {
+async fn control_body(b: &Broker, req: Request, charge: &mut api::memory::Charge) -> Result<Bytes, BrokerError> {
     let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
     let to = body::Budget { budget: b.control_memory(), tenant: None, factor: 1 };
     body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), to, charge).await
@@ -191,7 +191,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             if let (Some(b), Some(i)) = (broker, topic_idx) {
-                b.intake().counters().ok_requests(&s.metrics, (i, topic)).inc();
+                b.intake().counters().ok_requests(&b.intake().metrics(), (i, topic)).inc();
             }
             accepted_answer(&r)
         }
@@ -208,7 +208,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
 }
 
 /// The 200 answer to an ingest request.
-fn accepted_answer(a: &crate::intake::ingest::Accepted) -> Response {
+fn accepted_answer(a: &api::intake::ingest::Accepted) -> Response {
     let body = Bytes::from(a.to_json());
     ([(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))], body).into_response()
 }
@@ -218,7 +218,7 @@ async fn ingest_inner(
     (topic_idx, topic): (Option<usize>, &str),
     headers: &HeaderMap,
     body: Body,
-) -> (Result<crate::intake::ingest::Accepted, BrokerError>, Option<usize>) {
+) -> (Result<api::intake::ingest::Accepted, BrokerError>, Option<usize>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),
@@ -236,7 +236,7 @@ async fn ingest_inner(
     let name = Some(tenant);
     let arrival = b.wal().announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    let mut charge = crate::memory::Charge::default();
+    let mut charge = api::memory::Charge::default();
     // Twice: the body, and the frame built from it; against the tenant's share.
     let to = body::Budget { budget: b.intake().memory(), tenant: Some(tenant), factor: 2 };
     let read = body::read(body, declared, b.cfg().max_body_bytes, body_timeout(b), to, &mut charge);
@@ -268,7 +268,7 @@ async fn ingest_inner(
         charge,
         arrival,
     };
-    (ingest(b, input).await, name)
+    (ingest(b.intake(), input).await.map_err(BrokerError::from), name)
 }
 
 fn answer<T: serde::Serialize>(s: &AppState, r: Result<T, BrokerError>) -> Response {
@@ -291,7 +291,7 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         require_exporter(b, req.headers(), &dest)?;
         let format = wire::LeaseFormat::accepted(req.headers());
         let peer = req.extensions().get::<front::Peer>().map(|p| p.0);
-        let mut charge = crate::memory::Charge::default();
+        let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let mut req: protocol::lease::AcquireRequest = parse_json(&body)?;
         report_capacity(b, &dest, peer, &mut req);
@@ -338,7 +338,7 @@ async fn lease_action(
         let Path((dest, id, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_exporter(b, req.headers(), &dest)?;
-        let mut charge = crate::memory::Charge::default();
+        let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let action: LeaseAction = action
             .parse()
@@ -428,7 +428,7 @@ async fn admin_action(
         let Path((dest, action)) = path.map_err(path_error)?;
         let b = s.ready()?;
         require_admin(b, req.headers())?;
-        let mut charge = crate::memory::Charge::default();
+        let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let action: AdminAction = action.parse().map_err(|e| {
             BrokerError::InvalidRequest(format!("{e}: use pause, resume, reset-breaker, rewind or redrive"))

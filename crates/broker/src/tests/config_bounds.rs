@@ -4,8 +4,8 @@
 //! documented range is exactly what `validate` accepts, and for whatever it
 //! accepts, every bound the runtime divides, multiplies or adds by holds.
 
-use crate::limiter::{admit, admit_hard, Bucket, Limits, Verdict};
-use crate::memory::{Charge, MemoryBudget};
+use api::limiter::{admit, admit_hard, Bucket, Limits, Verdict};
+use api::memory::{Charge, MemoryBudget};
 use config::ranges::*;
 use config::*;
 use proptest::prelude::*;

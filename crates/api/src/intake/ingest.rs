@@ -6,8 +6,7 @@
 //! "durable" and "remembered for idempotency".
 
 use super::Intake;
-use crate::core::Broker;
-use crate::error::BrokerError;
+use crate::error::AcceptError;
 use crate::idempotency::{Claim, Fingerprint, RequestKey};
 use crate::limiter::Verdict;
 use bytes::Bytes;
@@ -66,7 +65,7 @@ pub enum Encoding {
 }
 
 /// Inflate a gzip body, refusing to grow past `cap` bytes.
-fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
+fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, AcceptError> {
     inflate_charged(body, cap, &mut |_| Ok(()))
 }
 
@@ -76,11 +75,11 @@ fn inflate(body: &[u8], cap: u64) -> Result<Vec<u8>, BrokerError> {
 fn inflate_charged(
     body: &[u8],
     cap: u64,
-    charge: &mut dyn FnMut(u64) -> Result<(), BrokerError>,
-) -> Result<Vec<u8>, BrokerError> {
+    charge: &mut dyn FnMut(u64) -> Result<(), AcceptError>,
+) -> Result<Vec<u8>, AcceptError> {
     const CHUNK: usize = 64 << 10;
     let bad = |e: std::io::Error| {
-        BrokerError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}"))
+        AcceptError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}"))
     };
     let mut out: Vec<u8> = Vec::new();
     let mut dec = flate2::read::MultiGzDecoder::new(body);
@@ -92,7 +91,7 @@ fn inflate_charged(
             return Ok(out);
         }
         if out.len() as u64 + n as u64 > cap {
-            return Err(BrokerError::PayloadTooLarge(format!(
+            return Err(AcceptError::PayloadTooLarge(format!(
                 "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
             )));
         }
@@ -105,24 +104,24 @@ fn inflate_charged(
 /// worker: a large body takes milliseconds), charged to the tenant's share
 /// of the memory budget as it inflates (twice: the inflated body and the
 /// frame built from it).
-async fn inflate_off_worker(broker: &Arc<Broker>, input: &mut IngestInput<'_>) -> Result<Vec<u8>, BrokerError> {
-    let (bk, body, tenant) = (Arc::clone(broker), input.body.clone(), input.tenant);
+async fn inflate_off_worker(intake: &Arc<Intake>, input: &mut IngestInput<'_>) -> Result<Vec<u8>, AcceptError> {
+    let (bk, body, tenant) = (Arc::clone(intake), input.body.clone(), input.tenant);
     let mut charge = std::mem::take(&mut input.charge);
-    let cap = broker.intake().cfg.max_inflated_bytes;
+    let cap = intake.cfg.max_inflated_bytes;
     let job = tokio::task::spawn_blocking(move || {
-        let budget = bk.intake().memory();
+        let budget = bk.memory();
         let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut charge, 2 * n));
         (out, charge)
     });
     let (out, charge) =
-        job.await.map_err(|e| BrokerError::Internal(format!("the inflating task ended abnormally: {e}")))?;
+        job.await.map_err(|e| AcceptError::Internal(format!("the inflating task ended abnormally: {e}")))?;
     input.charge = charge;
     out
 }
 
 /// Apply the encoding: `None` when the body is used as sent, `Some(inflated)`
 /// for gzip.
-fn decode_encoding(encoding: Encoding, body: &[u8], cap: u64) -> Result<Option<Vec<u8>>, BrokerError> {
+fn decode_encoding(encoding: Encoding, body: &[u8], cap: u64) -> Result<Option<Vec<u8>>, AcceptError> {
     match encoding {
         Encoding::Identity => Ok(None),
         Encoding::Gzip => inflate(body, cap).map(Some),
@@ -138,17 +137,17 @@ pub fn parse_body(
     body: &[u8],
     max_inflated_bytes: u64,
     max_record_bytes: u64,
-) -> Result<Vec<Vec<u8>>, BrokerError> {
+) -> Result<Vec<Vec<u8>>, AcceptError> {
     let inflated = decode_encoding(encoding, body, max_inflated_bytes)?;
     let body = inflated.as_deref().unwrap_or(body);
     Ok(split_records(body, format, max_record_bytes)?.into_iter().map(<[u8]>::to_vec).collect())
 }
 
 /// Split and validate records. Each returned slice is one record.
-fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, BrokerError> {
-    let empty = || BrokerError::InvalidBody("the body is empty: send at least one record".into());
+fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, AcceptError> {
+    let empty = || AcceptError::InvalidBody("the body is empty: send at least one record".into());
     let too_large = |n: usize, len: usize| {
-        BrokerError::PayloadTooLarge(format!(
+        AcceptError::PayloadTooLarge(format!(
             "record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"
         ))
     };
@@ -181,13 +180,13 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
         // JSON text is UTF-8 (RFC 8259 §8.1), and serde_json does not check
         // the bytes inside strings it skips: check them first.
         let text = std::str::from_utf8(line).map_err(|e| {
-            BrokerError::InvalidBody(format!(
+            AcceptError::InvalidBody(format!(
                 "line {line_no} is not valid JSON: it is not UTF-8 (invalid byte at column {})",
                 e.valid_up_to() + 1
             ))
         })?;
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            return Err(BrokerError::InvalidBody(format!("line {line_no} is not valid JSON: {e}")));
+            return Err(AcceptError::InvalidBody(format!("line {line_no} is not valid JSON: {e}")));
         }
         out.push(line);
     }
@@ -202,20 +201,20 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
 /// data routes to a lagging destination are refused, and a destination's
 /// lag counts against a priority only through the lanes at or above it: a
 /// `low` backlog sheds what goes to `low`, not the in-rate tenants.
-fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priority) -> Result<(), BrokerError> {
+fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priority) -> Result<(), AcceptError> {
     let name = &b.tenants[tenant].name;
     let retry_after_secs = b.cfg.retry_after_secs;
     let shed = |reason: &'static str| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason]).inc();
     if b.disk.over_quota.load(Ordering::Relaxed) {
         shed("disk_quota");
-        return Err(BrokerError::InsufficientStorage(format!(
+        return Err(AcceptError::InsufficientStorage(format!(
             "the WAL reached its disk quota of {} bytes (disk_quota_bytes); retry once exporters catch up and retention frees space",
             b.cfg.disk_quota_bytes
         )));
     }
     if b.disk.over_watermark.load(Ordering::Relaxed) {
         shed("disk_watermark");
-        return Err(BrokerError::Backpressure {
+        return Err(AcceptError::Backpressure {
             reason: "disk_watermark",
             message: format!(
                 "the data disk is more than {:.0}% full (disk_high_watermark); slow down and retry",
@@ -225,16 +224,13 @@ fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priorit
         });
     }
     for &d in &b.routes[tenant][topic] {
-        let dest = &b.deliveries.dests()[d];
-        if dest.sheds(priority) {
+        if let Some(lag) = b.lag.sheds(d, priority) {
             shed("destination_lag");
-            return Err(BrokerError::Backpressure {
+            return Err(AcceptError::Backpressure {
                 reason: "destination_lag",
                 message: format!(
                     "destination {:?} that receives this data is {} records / {} bytes behind, over its lag limit; retry later",
-                    dest.name,
-                    dest.lag_records.load(Ordering::Relaxed),
-                    dest.lag_bytes.load(Ordering::Relaxed)
+                    lag.name, lag.records, lag.bytes
                 ),
                 retry_after_secs,
             });
@@ -244,7 +240,7 @@ fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priorit
 }
 
 /// Pick the lane: the tenant's own priority while in rate, `low` otherwise.
-fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, BrokerError> {
+fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, AcceptError> {
     let t = &b.tenants[tenant];
     let priority = match t.limiter.decide(now, records) {
         Verdict::InRate => t.priority,
@@ -256,27 +252,27 @@ fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, Br
         }
         Verdict::Reject { retry_after_secs } => {
             b.metrics.backpressure_shed.with_label_values(&[t.name.as_str(), "hard_rate_limit"]).inc();
-            return Err(BrokerError::RateLimited { tenant: t.name.clone(), retry_after_secs });
+            return Err(AcceptError::RateLimited { tenant: t.name.clone(), retry_after_secs });
         }
     };
     Ok(LaneId::new(priority, t.shard))
 }
 
 /// Accept one request: parse, admit, append; answers once the frame is durable.
-pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<Accepted, BrokerError> {
-    let b = broker.intake();
+pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<Accepted, AcceptError> {
+    let b: &Intake = intake;
     let (topic_idx, format) = (input.topic_idx, input.format);
     let inflated = match input.encoding {
         Encoding::Identity => None,
         // Boxed: its state stays out of every identity request's future.
-        Encoding::Gzip => Some(Box::pin(inflate_off_worker(broker, &mut input)).await?),
+        Encoding::Gzip => Some(Box::pin(inflate_off_worker(intake, &mut input)).await?),
     };
     let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
     let records = split_records(body, format, b.cfg.max_record_bytes)?;
     let tenant = &b.tenants[input.tenant];
     let key = input.idempotency_key.filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 255) {
-        return Err(BrokerError::InvalidRequest("Idempotency-Key is longer than 255 bytes".into()));
+        return Err(AcceptError::InvalidRequest("Idempotency-Key is longer than 255 bytes".into()));
     }
     let now = now_ms();
     // Fingerprinted over the inflated body: a retry compressed differently
@@ -290,13 +286,13 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
             }
             Claim::Reused => {
                 b.metrics.idempotency_key_reused.with_label_values(&[tenant.name.as_str()]).inc();
-                return Err(BrokerError::IdempotencyKeyReused(
+                return Err(AcceptError::IdempotencyKeyReused(
                     "this Idempotency-Key was used within the idempotency window for a different request (another topic, content type or body); nothing was stored — send new records under a new key".into(),
                 ));
             }
             Claim::Fresh(t) => Some(t),
             Claim::Full { max } => {
-                return Err(BrokerError::Overloaded {
+                return Err(AcceptError::Overloaded {
                     reason: "idempotency_keys",
                     message: format!(
                         "tenant {:?} holds {max} idempotency keys inside the window (idempotency_max_keys_per_tenant); retry shortly",
@@ -318,7 +314,7 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
             }
             let frame_key = request_key.as_ref().map(RequestKey::frame_field);
             let batch = EncodedBatch::encode(&tenant.name, input.topic, frame_key.as_deref(), &records)
-                .map_err(|e| BrokerError::InvalidBody(format!("cannot store this batch: {e}")))?;
+                .map_err(|e| AcceptError::InvalidBody(format!("cannot store this batch: {e}")))?;
             Ok((lane, batch))
         });
     let (lane, batch) = match prepared {
@@ -333,12 +329,12 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
     let n = records.len() as u64;
     drop(records);
     let stored = b.counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
-    let append = broker.wal().append(lane, batch);
+    let append = b.wal.append(lane, batch);
     drop(input.arrival);
-    let broker = Arc::clone(broker);
+    let intake = Arc::clone(intake);
     let commit = async move {
         let result = append.await;
-        let b = broker.intake();
+        let b: &Intake = &intake;
         match result {
             Ok(ack) => {
                 let resp = Accepted { records: n, lane, first_offset: ack.base_offset };
@@ -352,7 +348,7 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
                 if let Some(t) = ticket {
                     b.idempotency.abandon(t);
                 }
-                Err(BrokerError::from_wal(e, b.cfg.retry_after_secs))
+                Err(AcceptError::from_wal(e, b.cfg.retry_after_secs))
             }
         }
     };
@@ -363,7 +359,7 @@ pub async fn ingest(broker: &Arc<Broker>, mut input: IngestInput<'_>) -> Result<
     }
     // Detached: a keyed batch is remembered for idempotency even if the
     // client disconnects between "durable" and the answer.
-    tokio::spawn(commit).await.map_err(|e| BrokerError::Internal(format!("commit task failed: {e}")))?
+    tokio::spawn(commit).await.map_err(|e| AcceptError::Internal(format!("commit task failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -403,7 +399,7 @@ mod tests {
     fn a_line_that_is_not_utf8_is_refused_and_named() {
         let body = b"{\"a\":1}\n{\"a\":\"caf\xe9\"}\n";
         match split_records(body, Format::Ndjson, 1024) {
-            Err(BrokerError::InvalidBody(m)) => assert!(m.contains("line 2") && m.contains("UTF-8"), "{m}"),
+            Err(AcceptError::InvalidBody(m)) => assert!(m.contains("line 2") && m.contains("UTF-8"), "{m}"),
             other => panic!("expected InvalidBody, got {:?}", other.map(|r| r.len())),
         }
         let ok = "{\"a\":\"café ✓\"}\n".as_bytes();
@@ -412,9 +408,9 @@ mod tests {
 
     #[test]
     fn empty_bodies_and_oversized_records_are_refused() {
-        assert!(matches!(split_records(b" \n\n", Format::Ndjson, 10), Err(BrokerError::InvalidBody(_))));
-        assert!(matches!(split_records(b"", Format::Binary, 10), Err(BrokerError::InvalidBody(_))));
-        assert!(matches!(split_records(b"[1,2,3,4,5,6]", Format::Ndjson, 5), Err(BrokerError::PayloadTooLarge(_))));
+        assert!(matches!(split_records(b" \n\n", Format::Ndjson, 10), Err(AcceptError::InvalidBody(_))));
+        assert!(matches!(split_records(b"", Format::Binary, 10), Err(AcceptError::InvalidBody(_))));
+        assert!(matches!(split_records(b"[1,2,3,4,5,6]", Format::Ndjson, 5), Err(AcceptError::PayloadTooLarge(_))));
     }
 
     #[test]
@@ -423,7 +419,7 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&vec![b'x'; 1 << 20]).unwrap();
         let gz = enc.finish().unwrap();
-        assert!(matches!(inflate(&gz, 1000), Err(BrokerError::PayloadTooLarge(_))));
+        assert!(matches!(inflate(&gz, 1000), Err(AcceptError::PayloadTooLarge(_))));
         assert_eq!(inflate(&gz, 2 << 20).unwrap().len(), 1 << 20);
     }
 }

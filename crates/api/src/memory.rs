@@ -14,7 +14,7 @@
 //! ([`CONTROL_BUDGET_BYTES`]), so a flood of ingest cannot stop the
 //! exporters' commits (which free the WAL) or an operator's actions.
 //!
-//! A charge that does not fit is refused at once ([`BrokerError::Overloaded`],
+//! A charge that does not fit is refused at once ([`AcceptError::Overloaded`],
 //! reason `memory`, or `memory_tenant_share` when the tenant's share is
 //! spent): nothing appended, nothing acknowledged is affected. What a
 //! request holds is released when it ends (its [`Charge`] is dropped).
@@ -26,7 +26,7 @@
 //! Invariant: a tenant's held units never exceed its cap, and the sum of
 //! all held units never exceeds the budget (the semaphore's count).
 
-use crate::error::BrokerError;
+use crate::error::AcceptError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -90,13 +90,13 @@ impl MemoryBudget {
     }
 
     /// Add `bytes` to what `charge` holds, for no tenant, or refuse without waiting.
-    pub fn charge(&self, charge: &mut Charge, bytes: u64) -> Result<(), BrokerError> {
+    pub fn charge(&self, charge: &mut Charge, bytes: u64) -> Result<(), AcceptError> {
         self.charge_for(None, charge, bytes)
     }
 
     /// Add `bytes` to what `charge` holds for `tenant` (its share checked
     /// first), or refuse without waiting, changing nothing.
-    pub fn charge_for(&self, tenant: Option<usize>, charge: &mut Charge, bytes: u64) -> Result<(), BrokerError> {
+    pub fn charge_for(&self, tenant: Option<usize>, charge: &mut Charge, bytes: u64) -> Result<(), AcceptError> {
         let units = bytes.div_ceil(UNIT);
         // The budget first: when both are spent, the budget is the reason.
         let permit = Arc::clone(&self.sem)
@@ -124,8 +124,8 @@ impl MemoryBudget {
         Ok(())
     }
 
-    fn refused_budget(&self) -> BrokerError {
-        BrokerError::Overloaded {
+    fn refused_budget(&self) -> AcceptError {
+        AcceptError::Overloaded {
             reason: "memory",
             message: format!(
                 "the broker's memory budget for requests in flight ({} bytes, memory_budget_bytes) is spent; retry shortly",
@@ -135,8 +135,8 @@ impl MemoryBudget {
         }
     }
 
-    fn refused_share(&self, _tenant: usize, held_units: u64) -> BrokerError {
-        BrokerError::Overloaded {
+    fn refused_share(&self, _tenant: usize, held_units: u64) -> AcceptError {
+        AcceptError::Overloaded {
             reason: "memory_tenant_share",
             message: format!(
                 "this tenant's requests in flight hold {} KiB, its share of the memory budget ({} KiB, memory_budget_tenant_share); retry shortly",
@@ -158,7 +158,7 @@ mod tests {
         b.charge(&mut a, 6 * UNIT).unwrap();
         b.charge(&mut a, 3 * UNIT).unwrap();
         let mut c = Charge::default();
-        assert!(matches!(b.charge(&mut c, 2 * UNIT), Err(BrokerError::Overloaded { reason: "memory", .. })));
+        assert!(matches!(b.charge(&mut c, 2 * UNIT), Err(AcceptError::Overloaded { reason: "memory", .. })));
         drop(a);
         b.charge(&mut c, 10 * UNIT).unwrap();
     }
@@ -169,7 +169,7 @@ mod tests {
         let mut greedy = Charge::default();
         b.charge_for(Some(0), &mut greedy, 25 * UNIT).unwrap();
         let over = b.charge_for(Some(0), &mut Charge::default(), UNIT);
-        assert!(matches!(over, Err(BrokerError::Overloaded { reason: "memory_tenant_share", .. })));
+        assert!(matches!(over, Err(AcceptError::Overloaded { reason: "memory_tenant_share", .. })));
         let mut other = Charge::default();
         b.charge_for(Some(1), &mut other, 25 * UNIT).expect("another tenant's share is untouched");
         drop(greedy);

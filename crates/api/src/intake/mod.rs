@@ -14,11 +14,11 @@
 
 pub mod ingest;
 
-use crate::deliveries::Deliveries;
 use crate::idempotency::IdempotencyCache;
+use crate::lag::{DestinationId, LagFlags};
 use crate::limiter::{Limits, TenantLimiter};
 use crate::memory::MemoryBudget;
-use crate::metrics::{IngestCounters, Metrics};
+use crate::metrics::{AcceptMetrics, IngestCounters};
 use config::ValidConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,12 +46,15 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
 
 pub struct Intake {
     cfg: Arc<ValidConfig>,
-    metrics: Arc<Metrics>,
-    deliveries: Arc<Deliveries>,
+    pub(crate) metrics: AcceptMetrics,
+    /// The destinations' lag flags (the broker's deliveries, behind [`LagFlags`]).
+    pub(crate) lag: Arc<dyn LagFlags>,
+    /// The log every accepted batch is appended to.
+    pub(crate) wal: Arc<Wal>,
     tenants: Vec<Tenant>,
     topics: HashMap<String, usize>,
     /// `[tenant][topic]` -> destinations that receive that data.
-    routes: Vec<Vec<Vec<usize>>>,
+    routes: Vec<Vec<Vec<DestinationId>>>,
     idempotency: IdempotencyCache,
     disk: DiskState,
     counters: IngestCounters,
@@ -62,7 +65,7 @@ pub struct Intake {
 impl Intake {
     /// Tenants, topics and routes from the configuration; the idempotency
     /// window rebuilt from the WAL.
-    pub fn open(cfg: Arc<ValidConfig>, wal: &Wal, metrics: Arc<Metrics>, deliveries: Arc<Deliveries>) -> Intake {
+    pub fn open(cfg: Arc<ValidConfig>, wal: Arc<Wal>, metrics: AcceptMetrics, lag: Arc<dyn LagFlags>) -> Intake {
         let tenants: Vec<Tenant> = cfg
             .tenants
             .iter()
@@ -80,20 +83,11 @@ impl Intake {
             })
             .collect();
         let topics: HashMap<String, usize> = cfg.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let routes = tenants
-            .iter()
-            .map(|t| {
-                cfg.topics
-                    .iter()
-                    .map(|topic| {
-                        deliveries.dests().iter().filter(|d| d.wants(&t.name, &topic.name)).map(|d| d.idx).collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        let routes =
+            tenants.iter().map(|t| cfg.topics.iter().map(|topic| lag.routes(&t.name, &topic.name)).collect()).collect();
         let window_ms = u64::try_from(cfg.timing.idempotency_window.as_millis()).unwrap_or(u64::MAX);
         let idempotency = IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant);
-        idempotency.rebuild(wal, plumbing::clock::now_ms());
+        idempotency.rebuild(&wal, plumbing::clock::now_ms());
         let counters = IngestCounters::new(tenants.len(), topics.len());
         let memory = MemoryBudget::per_tenant(
             cfg.memory_budget_bytes,
@@ -104,7 +98,8 @@ impl Intake {
         Intake {
             cfg,
             metrics,
-            deliveries,
+            lag,
+            wal,
             tenants,
             topics,
             routes,
@@ -126,6 +121,11 @@ impl Intake {
 
     pub fn memory(&self) -> &MemoryBudget {
         &self.memory
+    }
+
+    /// The accept path's metric handles.
+    pub fn metrics(&self) -> &AcceptMetrics {
+        &self.metrics
     }
 
     pub fn counters(&self) -> &IngestCounters {
