@@ -1,10 +1,12 @@
 //! # broker — Weir's server
 //!
-//! Owns durable multi-tenant ingest over HTTP, priority lanes and demotion,
-//! scoped backpressure, the lease protocol with per-destination cursors and
-//! breakers, retention, the admin API and `/metrics`. Storage is the `wal`
-//! crate; metadata (cursors, leases, breakers, flags, dead letters) lives in
-//! sled, opened by this process only.
+//! Owns the server that composes the accept path (the `api` crate: ingest,
+//! limiter and demotion, idempotency, backpressure, the memory budget) and
+//! the deliveries behind one listener: the lease protocol with
+//! per-destination cursors and breakers, dead letters, retention, the admin
+//! API and `/metrics`. Storage is the `wal` crate; configuration and tokens
+//! the `config` crate; metadata (cursors, leases, breakers, flags, dead
+//! letters) lives in sled, opened by this process only.
 //!
 //! ## Invariants
 //! - 200 on ingest only after the batch's WAL frame is durable; one request

@@ -26,8 +26,6 @@
 //! digests, tenant priorities, durations — so nothing downstream parses or
 //! validates again.
 
-#![deny(unsafe_code)]
-
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

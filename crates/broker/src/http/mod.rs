@@ -191,7 +191,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             if let (Some(b), Some(i)) = (broker, topic_idx) {
-                b.intake().counters().ok_requests(&b.intake().metrics(), (i, topic)).inc();
+                b.intake().counters().ok_requests(b.intake().metrics(), (i, topic)).inc();
             }
             accepted_answer(&r)
         }
