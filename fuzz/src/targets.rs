@@ -283,7 +283,7 @@ pub fn ingest_body(data: &[u8]) {
     let ce = ENCODINGS[usize::from((sel >> 3) & 7) % ENCODINGS.len()];
     let max_record = if sel & 0x40 != 0 { 16 } else { 4096 };
     let max_inflated = 1 << 16;
-    match broker::http::ingest_headers::fuzz_ingest_body(ct, ce, body, max_inflated, max_record) {
+    match api::http::headers::fuzz_ingest_body(ct, ce, body, max_inflated, max_record) {
         Ok(records) => {
             assert!(!records.is_empty(), "an accepted body holds a record");
             let ndjson = ct.is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-ndjson"));

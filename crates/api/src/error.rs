@@ -8,6 +8,9 @@ use protocol::ErrorCode;
 /// Why a batch was not accepted. Nothing of a refused batch is stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
+    /// The path names a topic the configuration does not declare.
+    #[error("topic {0:?} does not exist; topics are declared in the broker config")]
+    UnknownTopic(String),
     /// The body is not what its content type says (a bad NDJSON line, not
     /// UTF-8, empty): fix the request; retrying it as is fails again.
     #[error("{0}")]
@@ -15,6 +18,10 @@ pub enum AcceptError {
     /// A header or parameter is malformed (an over-long `Idempotency-Key`).
     #[error("{0}")]
     InvalidRequest(String),
+    /// The body's media type or encoding is not one ingest takes: send
+    /// one of those the message names.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A record, the inflated body or the frame is over its limit: split
     /// the batch.
     #[error("{0}")]
@@ -53,9 +60,11 @@ impl AcceptError {
     pub fn code(&self) -> ErrorCode {
         use AcceptError::*;
         match self {
+            UnknownTopic(_) => ErrorCode::UnknownTopic,
             InvalidBody(_) => ErrorCode::InvalidBody,
             InvalidRequest(_) => ErrorCode::InvalidRequest,
             PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             RateLimited { .. } => ErrorCode::RateLimited,
             Backpressure { .. } => ErrorCode::Backpressure,

@@ -24,6 +24,7 @@
 
 pub mod accepted;
 pub mod error;
+pub mod http;
 pub mod idempotency;
 pub mod intake;
 pub mod lag;

@@ -123,6 +123,11 @@ impl Intake {
         &self.memory
     }
 
+    /// The log batches are appended to.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
     /// The accept path's metric handles.
     pub fn metrics(&self) -> &AcceptMetrics {
         &self.metrics

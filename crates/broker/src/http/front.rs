@@ -157,7 +157,7 @@ fn take(home: &Mutex<Option<Incoming>>) -> Option<Incoming> {
 fn close_and_drain(mut resp: Response, unread: Option<Incoming>) -> Response {
     resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     if let Some(body) = unread {
-        tokio::spawn(crate::http::body::drain(Body::new(body), EARLY_REFUSAL_DRAIN_BYTES, EARLY_REFUSAL_DRAIN_TIME));
+        tokio::spawn(api::http::body::drain(Body::new(body), EARLY_REFUSAL_DRAIN_BYTES, EARLY_REFUSAL_DRAIN_TIME));
     }
     resp
 }

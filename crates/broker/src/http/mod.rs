@@ -2,17 +2,16 @@
 //! turn errors into contract answers through [`BrokerError`]'s
 //! `IntoResponse` — the only error-to-status mapping.
 
-pub mod body;
 pub mod errors;
 pub mod front;
-pub mod ingest_headers;
 pub mod openapi;
 pub mod seats;
 pub mod wire;
 
 use crate::core::Broker;
 use crate::error::BrokerError;
-use api::intake::ingest::{ingest, IngestInput};
+use api::http::body;
+use api::http::headers::header_str;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -21,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use config::tokens::{bearer, Role};
-use ingest_headers::{encoding_of, format_of, header_str, idempotency_key};
 use protocol::routes::{pattern, AdminAction, LeaseAction};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, OnceLock};
@@ -88,7 +86,7 @@ const CONTROL_BODY_LIMIT: u64 = 1 << 20;
 async fn control_body(b: &Broker, req: Request, charge: &mut api::memory::Charge) -> Result<Bytes, BrokerError> {
     let declared = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
     let to = body::Budget { budget: b.control_memory(), tenant: None, factor: 1 };
-    body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), to, charge).await
+    Ok(body::read(req.into_body(), declared, CONTROL_BODY_LIMIT, body_timeout(b), to, charge).await?)
 }
 
 fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
@@ -233,42 +231,9 @@ async fn ingest_inner(
         }
         Err(e) => return (Err(e), None),
     };
-    let name = Some(tenant);
-    let arrival = b.wal().announce();
-    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    let mut charge = api::memory::Charge::default();
-    // Twice: the body, and the frame built from it; against the tenant's share.
-    let to = body::Budget { budget: b.intake().memory(), tenant: Some(tenant), factor: 2 };
-    let read = body::read(body, declared, b.cfg().max_body_bytes, body_timeout(b), to, &mut charge);
-    let bytes = match read.await {
-        Ok(bytes) => bytes,
-        Err(e) => return (Err(e), name),
-    };
-    // In the order the accept path has always refused in: topic, media
-    // type, encoding, key.
-    let parsed = topic_idx
-        .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))
-        .and_then(|t| Ok((t, format_of(header_str(headers, "content-type"))?)))
-        .and_then(|(t, f)| Ok((t, f, encoding_of(header_str(headers, "content-encoding"))?)));
-    let (topic_idx, format, encoding) = match parsed {
-        Ok(p) => p,
-        Err(e) => return (Err(e), name),
-    };
-    let input = IngestInput {
-        tenant,
-        topic,
-        topic_idx,
-        format,
-        encoding,
-        idempotency_key: match idempotency_key(headers) {
-            Ok(k) => k,
-            Err(e) => return (Err(e), name),
-        },
-        body: bytes,
-        charge,
-        arrival,
-    };
-    (ingest(b.intake(), input).await.map_err(BrokerError::from), name)
+    let req = api::http::IngestRequest { tenant, topic, topic_idx, headers, body };
+    let accepted = api::http::accept(b.intake(), req, b.cfg().max_body_bytes, body_timeout(b)).await;
+    (accepted.map_err(BrokerError::from), Some(tenant))
 }
 
 fn answer<T: serde::Serialize>(s: &AppState, r: Result<T, BrokerError>) -> Response {

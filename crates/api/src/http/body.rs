@@ -1,11 +1,11 @@
 //! Request bodies: read only after the token was checked, within a size
-//! limit and a deadline, and charged to a memory budget ([`api::memory`])
+//! limit and a deadline, and charged to a memory budget ([`crate::memory`])
 //! chunk by chunk as the bytes arrive — never with a declared length before
 //! a byte came, so a client that declares much and sends nothing holds
 //! nothing of the budget.
 
-use crate::error::BrokerError;
-use api::memory::{Charge, MemoryBudget};
+use crate::error::AcceptError;
+use crate::memory::{Charge, MemoryBudget};
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -28,9 +28,9 @@ pub async fn read(
     timeout: Duration,
     to: Budget<'_>,
     charge: &mut Charge,
-) -> Result<Bytes, BrokerError> {
+) -> Result<Bytes, AcceptError> {
     let too_large =
-        || BrokerError::PayloadTooLarge(format!("the request body is over {limit} bytes; split or shorten it"));
+        || AcceptError::PayloadTooLarge(format!("the request body is over {limit} bytes; split or shorten it"));
     // Refused before a byte is read: answered at once, and the front reads
     // (bounded) what the client sends beside the answer
     // (`http::front`), so it reads the 413, not a reset.
@@ -38,7 +38,7 @@ pub async fn read(
         return Err(too_large());
     }
     let late = || {
-        BrokerError::InvalidRequest(format!(
+        AcceptError::InvalidRequest(format!(
             "the request body did not arrive within {} ms (body_read_timeout_ms)",
             timeout.as_millis()
         ))
@@ -49,7 +49,7 @@ pub async fn read(
         let mut joined: Vec<u8> = Vec::new();
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BrokerError::InvalidRequest(format!("reading the request body: {e}")))?;
+            let frame = frame.map_err(|e| AcceptError::InvalidRequest(format!("reading the request body: {e}")))?;
             let Ok(chunk) = frame.into_data() else { continue };
             total += chunk.len() as u64;
             if total > limit {

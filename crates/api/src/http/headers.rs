@@ -2,30 +2,30 @@
 //! `Content-Type` → [`Format`], `Content-Encoding` → [`Encoding`],
 //! `Idempotency-Key` → visible ASCII or a refusal.
 
-use crate::error::BrokerError;
-use api::intake::ingest::{Encoding, Format};
+use crate::error::AcceptError;
+use crate::intake::ingest::{Encoding, Format};
 use axum::http::HeaderMap;
 
 /// The media type, matched without its parameters and case-insensitively.
-pub fn format_of(content_type: Option<&str>) -> Result<Format, BrokerError> {
+pub fn format_of(content_type: Option<&str>) -> Result<Format, AcceptError> {
     let ct = content_type.unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     match media {
         m if m.eq_ignore_ascii_case("application/x-ndjson") => Ok(Format::Ndjson),
         m if m.eq_ignore_ascii_case("application/octet-stream") => Ok(Format::Binary),
-        _ => Err(BrokerError::UnsupportedMediaType(format!(
+        _ => Err(AcceptError::UnsupportedMediaType(format!(
             "Content-Type {ct:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)"
         ))),
     }
 }
 
 /// `identity` (or none) and `gzip` (`x-gzip`) are accepted.
-pub fn encoding_of(encoding: Option<&str>) -> Result<Encoding, BrokerError> {
+pub fn encoding_of(encoding: Option<&str>) -> Result<Encoding, AcceptError> {
     match encoding.map(str::trim).unwrap_or("") {
         "" => Ok(Encoding::Identity),
         e if e.eq_ignore_ascii_case("identity") => Ok(Encoding::Identity),
         e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Ok(Encoding::Gzip),
-        other => Err(BrokerError::UnsupportedMediaType(format!(
+        other => Err(AcceptError::UnsupportedMediaType(format!(
             "Content-Encoding {other:?} is not supported: send identity or gzip"
         ))),
     }
@@ -38,11 +38,11 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The `Idempotency-Key`, refused (never ignored) when it is not visible
 /// ASCII: a key silently dropped would let a retry append twice.
-pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
+pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, AcceptError> {
     match h.get("idempotency-key") {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| {
-            BrokerError::InvalidRequest(
+            AcceptError::InvalidRequest(
                 "header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64".into(),
             )
         }),
@@ -50,7 +50,7 @@ pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, BrokerError> {
 }
 
 /// The ingest body as the accept path reads it, from the header values:
-/// media type, Content-Encoding, then [`api::intake::ingest::parse_body`]. For the
+/// media type, Content-Encoding, then [`crate::intake::ingest::parse_body`]. For the
 /// fuzz target and its corpus replay (`fuzz/`, `tests/fuzz_corpus.rs`); not
 /// an API.
 #[doc(hidden)]
@@ -60,10 +60,10 @@ pub fn fuzz_ingest_body(
     body: &[u8],
     max_inflated_bytes: u64,
     max_record_bytes: u64,
-) -> Result<Vec<Vec<u8>>, BrokerError> {
+) -> Result<Vec<Vec<u8>>, AcceptError> {
     let format = format_of(content_type)?;
     let encoding = encoding_of(content_encoding)?;
-    Ok(api::intake::ingest::parse_body(format, encoding, body, max_inflated_bytes, max_record_bytes)?)
+    crate::intake::ingest::parse_body(format, encoding, body, max_inflated_bytes, max_record_bytes)
 }
 
 #[cfg(test)]
@@ -74,7 +74,7 @@ mod tests {
     fn content_types_are_matched_on_the_media_type() {
         assert!(format_of(Some("application/x-ndjson; charset=utf-8")).is_ok());
         assert!(format_of(Some("Application/Octet-Stream")).is_ok());
-        assert!(matches!(format_of(Some("text/plain")), Err(BrokerError::UnsupportedMediaType(_))));
-        assert!(matches!(format_of(None), Err(BrokerError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of(Some("text/plain")), Err(AcceptError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of(None), Err(AcceptError::UnsupportedMediaType(_))));
     }
 }
