@@ -33,7 +33,7 @@ fn expected_fields(error: &str) -> BTreeSet<String> {
 const DEPRECATED_KEYS: [&str; 1] = ["low_priority_every"];
 
 fn broker_fields() -> [(&'static str, BTreeSet<String>); 4] {
-    let probe = |toml: &str| Config::from_toml(toml).expect_err("unknown key").0;
+    let probe = |toml: &str| Config::from_toml(toml).expect_err("unknown key").to_string();
     let base = "admin_token = \"x\"\n";
     let live = |mut keys: BTreeSet<String>| {
         keys.retain(|k| !DEPRECATED_KEYS.contains(&k.as_str()));

@@ -27,7 +27,7 @@ pub fn effective_toml(cfg: &Config) -> Result<String, ConfigError> {
     for d in &mut cfg.destinations {
         d.token = redacted(&d.token);
     }
-    toml::to_string(&cfg).map_err(|e| ConfigError(format!("cannot print the effective configuration: {e}")))
+    toml::to_string(&cfg).map_err(ConfigError::Print)
 }
 
 /// Run the check: 0 and the effective configuration on stdout, or 2 and

@@ -29,12 +29,14 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod error;
 mod file;
 pub mod ranges;
 pub mod tokens;
 mod valid;
 pub mod weak;
-pub use file::{read_text, ReadError, MAX_CONFIG_BYTES};
+pub use error::{ConfigError, ConfigKey, TokenOwner};
+pub use file::MAX_CONFIG_BYTES;
 pub use valid::{Timing, Tokens, ValidConfig};
 pub use weak::{is_shipped_token, MIN_PUBLIC_TOKEN_BYTES, SHIPPED_TOKEN_DIGESTS};
 
@@ -298,20 +300,11 @@ fn d_on_lag() -> OnLagLimit {
     OnLagLimit::Backpressure
 }
 
-/// A configuration problem: printed as one line, exit 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = e.message().replace('\n', " ");
-            ConfigError(match line {
-                Some(l) => format!("config line {l}: {msg}"),
-                None => format!("config: {msg}"),
-            })
+        toml::from_str(text).map_err(|source: toml::de::Error| {
+            let line = source.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Parse { line, source }
         })
     }
 
@@ -336,10 +329,10 @@ token = "{DEV_EXPORTER_TOKEN}"
     }
 
     /// Every token with the key that holds it, for messages.
-    pub(crate) fn token_owners(&self) -> impl Iterator<Item = (String, &str)> {
-        std::iter::once(("admin_token".to_string(), self.admin_token.as_str()))
-            .chain(self.tenants.iter().map(|t| (format!("tenant {:?} token", t.name), t.token.as_str())))
-            .chain(self.destinations.iter().map(|d| (format!("destination {:?} token", d.name), d.token.as_str())))
+    pub(crate) fn token_owners(&self) -> impl Iterator<Item = (TokenOwner, &str)> {
+        std::iter::once((TokenOwner::Admin, self.admin_token.as_str()))
+            .chain(self.tenants.iter().map(|t| (TokenOwner::Tenant(t.name.clone()), t.token.as_str())))
+            .chain(self.destinations.iter().map(|d| (TokenOwner::Destination(d.name.clone()), d.token.as_str())))
     }
 
     pub fn destination_lease_ms(&self, d: &DestinationConfig) -> u64 {
@@ -362,22 +355,22 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_the_key() {
-        let e = Config::from_toml("admin_token = \"x\"\nshardz = 3\n").unwrap_err();
-        assert!(e.0.contains("shardz") && e.0.contains("line 2"), "{}", e.0);
-        assert!(!e.0.contains('\n'));
+        let e = Config::from_toml("admin_token = \"x\"\nshardz = 3\n").unwrap_err().to_string();
+        assert!(e.contains("shardz") && e.contains("line 2"), "{}", e);
+        assert!(!e.contains('\n'));
     }
 
     #[test]
     fn dev_token_on_a_public_address_is_refused() {
         let mut c = Config::development();
         c.listen = "0.0.0.0:7070".into();
-        assert!(c.validate().unwrap_err().0.contains("non-loopback"));
+        assert!(c.validate().unwrap_err().to_string().contains("non-loopback"));
     }
 
     #[test]
     fn destination_with_unknown_topic_is_refused() {
         let mut c = Config::development();
         c.destinations[0].topics = vec!["nope".into()];
-        assert!(c.validate().unwrap_err().0.contains("unknown topic"));
+        assert!(c.validate().unwrap_err().to_string().contains("unknown topic"));
     }
 }

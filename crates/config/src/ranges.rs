@@ -10,8 +10,7 @@
 //! expression stays finite, in range and meaningful for any accepted file;
 //! `config::proptests` holds the runtime's arithmetic to them.
 
-use super::{Config, ConfigError, DestinationConfig, TenantConfig};
-use std::fmt::Display;
+use super::{Config, ConfigError, ConfigKey, DestinationConfig, TenantConfig};
 
 /// Longest idempotency window: a week. Deadlines are `now_ms + window`, and
 /// a week of milliseconds added to any wall clock this side of year 200,000
@@ -46,25 +45,31 @@ pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// The unit the memory budget counts in (`memory::MemoryBudget`).
 const BUDGET_UNIT: u64 = 1024;
 
-/// `key` is `v`, outside `min..=max`.
-fn int(key: impl Display, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&v) {
+/// `key` is `value`, outside `min..=max`.
+fn int(key: impl Into<ConfigKey>, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
         return Ok(());
     }
-    Err(ConfigError(format!("{key}: {v} is out of range: must be {min} to {max} (docs/config.md)")))
+    Err(ConfigError::OutOfRange { key: key.into(), value, min, max })
 }
 
-/// `key` is `v`, not a finite number within `min..=max` (NaN is refused).
-fn float(key: impl Display, v: f64, min: f64, max: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && (min..=max).contains(&v) {
+/// `key` is `value`, not a finite number within `min..=max` (NaN is refused).
+fn float(key: impl Into<ConfigKey>, value: f64, min: f64, max: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && (min..=max).contains(&value) {
         return Ok(());
     }
-    Err(ConfigError(format!("{key}: {v} is out of range: must be a number from {min} to {max} (docs/config.md)")))
+    Err(ConfigError::NumberOutOfRange { key: key.into(), value, min, max })
+}
+
+impl From<&'static str> for ConfigKey {
+    fn from(key: &'static str) -> ConfigKey {
+        ConfigKey::Top(key)
+    }
 }
 
 /// Widen a `usize` key for [`int`] (lossless on every supported target).
-fn wide(v: usize) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
+fn wide(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
 }
 
 impl Config {
@@ -123,10 +128,7 @@ impl Config {
         int("body_read_timeout_ms", self.body_read_timeout_ms, 100, 600_000)?;
         let least = self.largest_request_charge();
         if self.memory_budget_bytes < least {
-            return Err(ConfigError(format!(
-                "memory_budget_bytes: {} is below {least}, what one request may hold (2 x max_body_bytes + 2 x max_inflated_bytes, in whole KiB); such a request would always be refused",
-                self.memory_budget_bytes
-            )));
+            return Err(ConfigError::MemoryBudgetBelowOneRequest { budget: self.memory_budget_bytes, least });
         }
         int("memory_budget_bytes", self.memory_budget_bytes, least, MAX_MEMORY_BUDGET)?;
         // A share below one request's largest charge is raised to it at
@@ -144,7 +146,7 @@ impl Config {
 }
 
 fn check_tenant(t: &TenantConfig) -> Result<(), ConfigError> {
-    let key = |k: &str| format!("tenant {:?}: {k}", t.name);
+    let key = |key: &'static str| ConfigKey::Tenant { tenant: t.name.clone(), key };
     float(key("rate_per_sec"), t.rate_per_sec, MIN_RATE, MAX_RATE)?;
     int(key("burst"), t.burst, 1, MAX_BURST)?;
     match (t.hard_rate_per_sec, t.hard_burst) {
@@ -156,19 +158,20 @@ fn check_tenant(t: &TenantConfig) -> Result<(), ConfigError> {
             // = ceil(hard_burst / hard_rate_per_sec), as `limiter` computes it.
             let wait = (burst as f64 / rate).ceil();
             if wait > MAX_RETRY_AFTER_SECS as f64 {
-                return Err(ConfigError(format!(
-                    "{}: a full hard bucket takes {wait} s to drain; at most {MAX_RETRY_AFTER_SECS} (Retry-After)",
-                    key("hard_burst / hard_rate_per_sec")
-                )));
+                return Err(ConfigError::HardBucketTooSlow {
+                    tenant: t.name.clone(),
+                    drain_secs: wait,
+                    max_secs: MAX_RETRY_AFTER_SECS,
+                });
             }
             Ok(())
         }
-        _ => Err(ConfigError(format!("{}: hard_rate_per_sec and hard_burst go together", key("hard_rate_per_sec")))),
+        _ => Err(ConfigError::HardLimitIncomplete { tenant: t.name.clone() }),
     }
 }
 
 fn check_destination(d: &DestinationConfig) -> Result<(), ConfigError> {
-    let key = |k: &str| format!("destination {:?}: {k}", d.name);
+    let key = |key: &'static str| ConfigKey::Destination { destination: d.name.clone(), key };
     int(key("max_lag_bytes"), d.max_lag_bytes, 1, MAX_LAG_LIMIT)?;
     int(key("max_lag_records"), d.max_lag_records, 0, MAX_LAG_LIMIT)?;
     int(key("max_in_flight"), d.max_in_flight.into(), 1, 65_536)?;

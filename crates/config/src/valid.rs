@@ -1,6 +1,8 @@
 //! The one validation of a [`Config`], and its typed answer.
 
-use super::{Config, ConfigError, DestinationConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
+use super::{
+    Config, ConfigError, DestinationConfig, TokenOwner, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN,
+};
 use crate::tokens::TokenSpec;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -67,53 +69,56 @@ impl Config {
     /// needs parsing. The only check: a start, `--check-config` and every
     /// test go through it, and what it answers needs no other.
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| ConfigError(format!("listen: {:?} is not an IP:PORT address", self.listen)))?;
+        let listen: SocketAddr =
+            self.listen.parse().map_err(|source| ConfigError::ListenAddress { value: self.listen.clone(), source })?;
         let tokens = self.parse_tokens()?;
+        self.check_tokens(listen, &tokens)?;
+        self.check_rules()?;
+        let priorities = self
+            .tenants
+            .iter()
+            .map(|t| t.priority.parse().map_err(|source| ConfigError::Priority { tenant: t.name.clone(), source }))
+            .collect::<Result<Vec<Priority>, ConfigError>>()?;
+        Ok(ValidConfig { timing: self.timing(), file: self.clone(), listen, tokens, priorities })
+    }
+
+    /// Development tokens only on loopback, no weak token on a public
+    /// address, and no two keys with the same token.
+    fn check_tokens(&self, listen: SocketAddr, tokens: &Tokens) -> Result<(), ConfigError> {
         let all = std::iter::once(&tokens.admin).chain(&tokens.tenants).chain(&tokens.destinations);
         let dev_in_use = all
             .clone()
             .any(|spec| [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)));
         if !listen.ip().is_loopback() && dev_in_use {
-            return Err(ConfigError(format!(
-                "listen: refusing non-loopback address {listen} while a development token is in use"
-            )));
+            return Err(ConfigError::DevTokenOnPublicAddress { listen });
         }
         self.check_public_tokens(listen)?;
         // Compare digests, not strings: `x` and `sha256:<digest of x>` are
         // the same secret, and one role would shadow the other.
-        let mut seen: HashMap<&TokenSpec, String> = HashMap::new();
+        let mut seen: HashMap<&TokenSpec, TokenOwner> = HashMap::new();
         for ((owner, _), spec) in self.token_owners().zip(all) {
             if let Some(first) = seen.insert(spec, owner.clone()) {
-                return Err(ConfigError(format!(
-                    "tokens: {first} and {owner} have the same token (compared by sha256 digest)"
-                )));
+                return Err(ConfigError::SharedToken { first, second: owner });
             }
         }
-        self.check_rules()?;
-        let priorities = self
-            .tenants
-            .iter()
-            .map(|t| t.priority.parse().map_err(|e| ConfigError(format!("tenant {:?}: priority: {e}", t.name))))
-            .collect::<Result<Vec<Priority>, ConfigError>>()?;
-        Ok(ValidConfig { timing: self.timing(), file: self.clone(), listen, tokens, priorities })
+        Ok(())
     }
 
     fn parse_tokens(&self) -> Result<Tokens, ConfigError> {
-        let parse = |owner: String, t: &str| TokenSpec::parse(t).map_err(|e| ConfigError(format!("{owner}: {e}")));
+        let parse = |owner: TokenOwner, token: &str| {
+            TokenSpec::parse(token).map_err(|source| ConfigError::Token { owner, source })
+        };
         Ok(Tokens {
-            admin: parse("admin_token".into(), &self.admin_token)?,
+            admin: parse(TokenOwner::Admin, &self.admin_token)?,
             tenants: self
                 .tenants
                 .iter()
-                .map(|t| parse(format!("tenant {:?} token", t.name), &t.token))
+                .map(|t| parse(TokenOwner::Tenant(t.name.clone()), &t.token))
                 .collect::<Result<_, _>>()?,
             destinations: self
                 .destinations
                 .iter()
-                .map(|d| parse(format!("destination {:?} token", d.name), &d.token))
+                .map(|d| parse(TokenOwner::Destination(d.name.clone()), &d.token))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -134,28 +139,29 @@ impl Config {
 
     /// The range of each value (`ranges`) and the references between sections.
     fn check_rules(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError(m));
         self.check_ranges()?;
         let mut names = HashSet::new();
         for t in &self.tenants {
             if !names.insert(&t.name) || t.name.is_empty() || t.name.len() > 255 {
-                return bad(format!("tenant {:?}: names must be unique, 1 to 255 bytes", t.name));
+                return Err(ConfigError::TenantName { tenant: t.name.clone() });
             }
         }
-        let topics: HashSet<_> = self.topics.iter().map(|t| &t.name).collect();
-        if topics.len() != self.topics.len() || self.topics.iter().any(|t| t.name.is_empty() || t.name.len() > 255) {
-            return bad("topic: names must be unique, 1 to 255 bytes".into());
+        let mut topics = HashSet::new();
+        for t in &self.topics {
+            if !topics.insert(&t.name) || t.name.is_empty() || t.name.len() > 255 {
+                return Err(ConfigError::TopicName { topic: t.name.clone() });
+            }
         }
         let mut dnames = HashSet::new();
         for d in &self.destinations {
             if !dnames.insert(&d.name) || d.name.is_empty() {
-                return bad(format!("destination {:?}: names must be unique and non-empty", d.name));
+                return Err(ConfigError::DestinationName { destination: d.name.clone() });
             }
             if let Some(t) = d.topics.iter().find(|t| !topics.contains(t)) {
-                return bad(format!("destination {:?}: unknown topic {t:?}", d.name));
+                return Err(ConfigError::UnknownTopic { destination: d.name.clone(), topic: t.clone() });
             }
             if let Some(t) = d.tenants.iter().flatten().find(|t| !names.contains(t)) {
-                return bad(format!("destination {:?}: unknown tenant {t:?}", d.name));
+                return Err(ConfigError::UnknownTenant { destination: d.name.clone(), tenant: t.clone() });
             }
         }
         Ok(())

@@ -80,14 +80,14 @@ impl Config {
         }
         for (owner, token) in self.token_owners() {
             if is_shipped_token(token) {
-                return Err(ConfigError(format!(
-                    "{owner}: refusing a token shipped in ops/ (an example anyone can read) on non-loopback address {listen}; replace it with a secret of your own"
-                )));
+                return Err(ConfigError::ShippedTokenOnPublicAddress { owner, listen });
             }
             if !token.starts_with("sha256:") && token.len() < MIN_PUBLIC_TOKEN_BYTES {
-                return Err(ConfigError(format!(
-                    "{owner}: refusing a plain token shorter than {MIN_PUBLIC_TOKEN_BYTES} bytes on non-loopback address {listen}; use a long random secret (e.g. `openssl rand -hex 24`)"
-                )));
+                return Err(ConfigError::ShortTokenOnPublicAddress {
+                    owner,
+                    listen,
+                    min_bytes: MIN_PUBLIC_TOKEN_BYTES,
+                });
             }
         }
         Ok(())

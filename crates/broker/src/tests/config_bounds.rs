@@ -17,7 +17,7 @@ const FAR_NOW_MS: u64 = 1 << 44;
 fn refused(edit: impl FnOnce(&mut Config), key: &str) -> String {
     let mut c = Config::development();
     edit(&mut c);
-    let e = c.validate().expect_err("refused").0;
+    let e = c.validate().expect_err("refused").to_string();
     assert!(e.contains(key), "the error names {key}: {e}");
     e
 }
@@ -58,7 +58,7 @@ fn config_refuses_negative_and_nan_rates_and_bursts() {
     refused(|c| c.tenants[0].burst = 0, "burst");
     // A negative burst is not a u64: refused when parsed, naming the line.
     let text = "admin_token = \"x\"\n[[tenant]]\nname = \"a\"\ntoken = \"t\"\nrate_per_sec = 1.0\nburst = -5\n";
-    let e = Config::from_toml(text).unwrap_err().0;
+    let e = Config::from_toml(text).unwrap_err().to_string();
     assert!(e.contains("line 6"), "{e}");
     // A hard bucket that takes more than an hour to drain: Retry-After would not be small.
     refused(
@@ -176,7 +176,7 @@ fn config_refuses_the_shipped_examples_on_their_public_address() {
         ("ops/k8s/broker.toml", include_str!("../../../../ops/k8s/broker.toml")),
     ] {
         let c = Config::from_toml(text).unwrap();
-        let e = c.validate().expect_err(name).0;
+        let e = c.validate().expect_err(name).to_string();
         assert!(e.contains("shipped in ops/") && e.contains("token"), "{name}: {e}");
         // The same file on loopback runs (a try-out on one host).
         let mut local = c.clone();
@@ -387,9 +387,9 @@ proptest! {
         let (c, corrupted) = generate(&seeds, corrupt);
         match (c.validate(), corrupted) {
             (Ok(v), None) => assert_runtime_bounds(&v),
-            (Err(e), Some(key)) => prop_assert!(e.0.contains(key), "{key} was out of range; the error: {}", e.0),
+            (Err(e), Some(key)) => prop_assert!(e.to_string().contains(key), "{key} was out of range; the error: {}", e),
             (Ok(_), Some(key)) => prop_assert!(false, "{key} out of range was accepted: {c:?}"),
-            (Err(e), None) => prop_assert!(false, "a configuration within every range was refused: {}\n{c:?}", e.0),
+            (Err(e), None) => prop_assert!(false, "a configuration within every range was refused: {}\n{c:?}", e),
         }
     }
 }
