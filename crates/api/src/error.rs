@@ -90,7 +90,7 @@ impl AcceptError {
     pub fn from_wal(e: wal::WalError, retry_after_secs: u64) -> AcceptError {
         use wal::WalError::*;
         match e {
-            NoSpace { lane } => AcceptError::InsufficientStorage(format!(
+            NoSpace { lane, .. } => AcceptError::InsufficientStorage(format!(
                 "no space left on the device holding lane {lane}; the batch was not stored — free disk space or raise the quota"
             )),
             FrameTooLarge { len, max } => {
@@ -103,6 +103,7 @@ impl AcceptError {
             e @ (Io { .. }
             | Corrupt { .. }
             | UnknownLane(_)
+            | WriterNotStarted { .. }
             | OffsetGone { .. }
             | InvalidBatch(_)
             | UnsupportedFormat { .. }) => AcceptError::Internal(e.to_string()),
@@ -119,7 +120,8 @@ mod tests {
     /// 503 `wal_unavailable` with `Retry-After`, saying why.
     #[test]
     fn a_lane_whose_writer_stopped_answers_503_wal_unavailable() {
-        let stopped = wal::WalError::WriterStopped { lane: "normal/0".into(), reason: "it panicked: boom".into() };
+        let lane = wal::LaneId::new(wal::Priority::Normal, 0);
+        let stopped = wal::WalError::WriterStopped { lane, reason: wal::StopReason::Panicked("boom".into()) };
         let e = AcceptError::from_wal(stopped, 2);
         assert_eq!((e.code(), e.code().status(), e.retry_after_secs()), (ErrorCode::WalUnavailable, 503, Some(2)));
         assert!(e.to_string().contains("writer of lane normal/0 stopped unexpectedly"), "{e}");

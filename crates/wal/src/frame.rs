@@ -61,7 +61,7 @@ impl FrameKey {
     /// A fresh key from the OS's random source.
     pub fn random() -> std::io::Result<FrameKey> {
         let mut b = [0u8; Self::LEN];
-        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(format!("no random key: {e}")))?;
+        getrandom::fill(&mut b).map_err(std::io::Error::other)?;
         Ok(FrameKey::from_bytes(&b))
     }
 

@@ -34,7 +34,7 @@
 //! - A stopped lane stays stopped until the log is opened again: no writer
 //!   is left to reopen it.
 
-use crate::error::{Result, WalError};
+use crate::error::{Result, StopReason, WalError};
 use crate::lane_id::LaneId;
 use crate::shared::{Appended, LaneShared};
 use std::any::Any;
@@ -51,7 +51,7 @@ pub(crate) trait Unanswered: Sized {
 impl Unanswered for Appended {
     fn unanswered(lane: LaneId, panicking: bool) -> Result<Self> {
         Err(if panicking {
-            WalError::WriterStopped { lane: lane.to_string(), reason: "it panicked during a commit round".into() }
+            WalError::WriterStopped { lane, reason: StopReason::PanickedInRound }
         } else {
             WalError::ShuttingDown
         })
@@ -126,13 +126,14 @@ pub(crate) fn guarded(shared: &LaneShared, f: impl FnOnce()) -> bool {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => false,
         Err(payload) => {
-            shared.writer_stopped(&panic_message(&*payload));
+            shared.writer_stopped(panic_message(&*payload));
             true
         }
     }
 }
 
-/// The message a panic was raised with, if it has one.
+/// The message a panic was raised with, if it has one: text the panicking
+/// code wrote, kept as text ([`StopReason::Panicked`]).
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()

@@ -84,7 +84,7 @@ impl Lane {
                 let handle = std::thread::Builder::new()
                     .name(format!("wal-{id}"))
                     .spawn(body)
-                    .map_err(|e| WalError::io("<writer thread>", e))?;
+                    .map_err(|source| WalError::WriterNotStarted { lane: id, source })?;
                 WriterSlot::Thread(Some(handle))
             }
         };
@@ -239,7 +239,7 @@ impl Lane {
     pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredBatch>> {
         let earliest = self.earliest_offset();
         if from < earliest {
-            return Err(WalError::OffsetGone { lane: self.id().to_string(), offset: from, earliest });
+            return Err(WalError::OffsetGone { lane: self.id(), offset: from, earliest });
         }
         let mut out = Vec::new();
         let (mut records, mut bytes) = (0usize, 0usize);

@@ -85,7 +85,7 @@ mod shared;
 pub mod sim;
 mod writer;
 
-pub use error::{FrameError, Result, WalError};
+pub use error::{FrameError, LaneOp, Result, StopReason, WalError};
 pub use frame::{BatchMeta, EncodedBatch, FrameKey, FrameView};
 pub use fs::{FileSystem, RealFs};
 pub use lane::{Lane, SegmentInfo, StoredBatch};
@@ -224,13 +224,13 @@ impl Wal {
     }
 
     pub fn lane(&self, id: LaneId) -> Result<&Lane> {
-        self.lanes.get(&id).map(|l| &**l).ok_or_else(|| WalError::UnknownLane(id.to_string()))
+        self.lanes.get(&id).map(|l| &**l).ok_or(WalError::UnknownLane(id))
     }
 
     /// A lane to hold beyond a borrow of the log (to release segments off
     /// the async workers, say: [`Lane::release_below`]).
     pub fn lane_handle(&self, id: LaneId) -> Result<Arc<Lane>> {
-        self.lanes.get(&id).cloned().ok_or_else(|| WalError::UnknownLane(id.to_string()))
+        self.lanes.get(&id).cloned().ok_or(WalError::UnknownLane(id))
     }
 
     /// Lanes in drain order: high, normal, low; shards ascending.

@@ -15,7 +15,7 @@
 //!   see [`crate::guard`]), the queue is empty and stays empty: the check
 //!   and the drain happen under the queue's lock.
 
-use crate::error::{Result, WalError};
+use crate::error::{Fault, Result, StopReason, WalError};
 use crate::frame::{EncodedBatch, FrameKey};
 use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::guard::Reply;
@@ -105,7 +105,7 @@ struct Queue {
     /// (so it is woken once, not once per append).
     wake_at: usize,
     /// Why the writer stopped unexpectedly, once it did (see [`crate::guard`]).
-    stopped: Option<String>,
+    stopped: Option<StopReason>,
     /// Wake the writer with nothing queued: disk pressure (see [`crate::recycle`]).
     nudged: bool,
 }
@@ -143,7 +143,8 @@ pub(crate) struct LaneShared {
     wake: Condvar,
     index: RwLock<Index>,
     durable_next: AtomicU64,
-    failure: Mutex<Option<String>>,
+    /// Why the lane is failed closed, while it is.
+    failure: Mutex<Option<Fault>>,
     /// Woken after every commit, for long-polling readers.
     appended: tokio::sync::Notify,
     /// `<lane dir>/watermark`: the durable next offset, rewritten (not
@@ -378,7 +379,7 @@ impl LaneShared {
     /// Why the lane takes no appends: its writer stopped, or it failed closed.
     pub fn failure(&self) -> Option<String> {
         let stopped = lock(&self.queue).stopped.as_ref().map(|r| format!("its writer stopped unexpectedly: {r}"));
-        stopped.or_else(|| lock(&self.failure).clone())
+        stopped.or_else(|| lock(&self.failure).as_ref().map(Fault::to_string))
     }
 
     /// The error an append gets at once, if the lane takes none now.
@@ -386,12 +387,11 @@ impl LaneShared {
         if let Some(reason) = &lock(&self.queue).stopped {
             return Some(self.stopped_error(reason));
         }
-        let reason = lock(&self.failure).clone()?;
-        Some(WalError::LaneFailed { lane: self.id.to_string(), reason })
+        lock(&self.failure).as_ref().map(|fault| fault.error(self.id))
     }
 
-    fn stopped_error(&self, reason: &str) -> WalError {
-        WalError::WriterStopped { lane: self.id.to_string(), reason: reason.to_string() }
+    fn stopped_error(&self, reason: &StopReason) -> WalError {
+        WalError::WriterStopped { lane: self.id, reason: reason.clone() }
     }
 
     /// The writer is unwinding a panic: refuse appends from now on (what
@@ -409,15 +409,15 @@ impl LaneShared {
                     continue;
                 }
             };
-            q.stopped.get_or_insert_with(|| "it panicked".into());
+            q.stopped.get_or_insert(StopReason::Unwinding);
             return;
         }
     }
 
     /// The writer ended unexpectedly (a panic with `message`): answer what
     /// is queued and refuse every later append (see [`crate::guard`]).
-    pub fn writer_stopped(&self, message: &str) {
-        let reason = format!("it panicked: {message}");
+    pub fn writer_stopped(&self, message: String) {
+        let reason = StopReason::Panicked(message);
         tracing::error!(lane = %self.id, %reason, "WAL lane writer stopped unexpectedly; restart the broker to reopen the lane");
         let (items, releases) = {
             let mut q = lock(&self.queue);
@@ -435,8 +435,9 @@ impl LaneShared {
         self.appended.notify_waiters();
     }
 
-    pub fn set_failure(&self, reason: Option<String>) {
-        *lock(&self.failure) = reason;
+    /// The lane failed closed with `fault`, or (`None`) reopened.
+    pub fn set_failure(&self, fault: Option<Fault>) {
+        *lock(&self.failure) = fault;
     }
 
     /// Make synced frames visible to readers.

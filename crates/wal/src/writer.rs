@@ -24,7 +24,7 @@
 //!   back-off the writer reopens the segment, cuts it back to the last
 //!   acknowledged byte, syncs, and resumes.
 
-use crate::error::WalError;
+use crate::error::{Fault, LaneOp, WalError};
 use crate::frame::FrameKey;
 use crate::fs::WalFile;
 use crate::gather::Gather;
@@ -68,7 +68,8 @@ pub(crate) struct Writer {
     next_offset: u64,
     last_ts: u64,
     frames_in_segment: usize,
-    failed_at: Option<Instant>,
+    /// Since when, and why, the lane is failed closed.
+    failed: Option<(Instant, Fault)>,
     /// The next segment's file.
     spare: SpareSlot,
     /// Names this instance's spares: `spare-<instance>-<n>.spare`.
@@ -98,7 +99,13 @@ impl SpareSlot {
         let result = match std::mem::replace(self, SpareSlot::None) {
             SpareSlot::None => return None,
             SpareSlot::Ready(spare) => Ok(spare),
-            SpareSlot::Preparing(h) => h.join().unwrap_or(Err(WalError::ShuttingDown)),
+            SpareSlot::Preparing(helper) => match helper.join() {
+                Ok(prepared) => prepared,
+                Err(_) => {
+                    tracing::warn!(%lane, "the spare helper panicked; creating a segment inline");
+                    return None;
+                }
+            },
         };
         match result {
             Ok(spare) => Some(spare),
@@ -165,7 +172,7 @@ impl Writer {
             next_offset: active.next,
             last_ts: active.frames.last().map_or(0, |f| f.ts_ms),
             frames_in_segment: active.frames.len(),
-            failed_at: None,
+            failed: None,
             spare: SpareSlot::None,
             instance,
             spares_made: 0,
@@ -181,7 +188,7 @@ impl Writer {
     pub fn run(mut self) {
         precise_timer_slack();
         loop {
-            let wait = self.failed_at.map(|_| REOPEN_BACKOFF);
+            let wait = self.failed.as_ref().map(|_| REOPEN_BACKOFF);
             let Some((mut round, releases)) = self.shared.take_pending(wait) else {
                 return;
             };
@@ -246,17 +253,16 @@ impl Writer {
     /// with `reopen_now`), then commit `round` or fail it.
     pub fn step(&mut self, round: Vec<Pending>, reopen_now: bool) {
         self.gather.round_started();
-        if self.failed_at.is_some_and(|t| reopen_now || t.elapsed() >= REOPEN_BACKOFF) {
+        if self.failed.as_ref().is_some_and(|(since, _)| reopen_now || since.elapsed() >= REOPEN_BACKOFF) {
             self.try_reopen();
         }
         if round.is_empty() {
             return;
         }
-        if self.failed_at.is_some() {
-            self.reply_failed(round);
-            return;
+        match &self.failed {
+            Some((_, fault)) => self.reply_failed(round, fault),
+            None => self.commit(round),
         }
-        self.commit(round);
     }
 
     /// Let `round` grow before it is written: a fixed linger if one is
@@ -272,20 +278,23 @@ impl Writer {
         }
     }
 
-    fn lane_name(&self) -> String {
-        self.shared.id().to_string()
+    fn fail_closed(&mut self, fault: Fault) {
+        tracing::error!(lane = %self.shared.id(), reason = %fault, "WAL lane failed closed");
+        self.shared.set_failure(Some(fault.clone()));
+        self.failed = Some((Instant::now(), fault));
     }
 
-    fn fail_closed(&mut self, reason: String) {
-        tracing::error!(lane = %self.shared.id(), %reason, "WAL lane failed closed");
-        self.failed_at = Some(Instant::now());
-        self.shared.set_failure(Some(reason));
-    }
-
-    fn reply_failed(&self, round: Vec<Pending>) {
-        let reason = self.shared.failure().unwrap_or_else(|| "unknown I/O failure".into());
+    /// Answer every append of `round` with the lane's failure.
+    fn reply_failed(&self, round: Vec<Pending>, fault: &Fault) {
         for p in round {
-            p.reply.send(Err(WalError::LaneFailed { lane: self.lane_name(), reason: reason.clone() }));
+            p.reply.send(Err(fault.error(self.shared.id())));
+        }
+    }
+
+    /// Answer every append of `round`: refused for lack of space.
+    fn reply_no_space(&self, round: Vec<Pending>, source: &Arc<std::io::Error>) {
+        for p in round {
+            p.reply.send(Err(WalError::NoSpace { lane: self.shared.id(), source: Arc::clone(source) }));
         }
     }
 
@@ -306,12 +315,14 @@ impl Writer {
             Ok(f) => {
                 tracing::info!(lane = %self.shared.id(), "WAL lane recovered");
                 self.file = f;
-                self.failed_at = None;
+                self.failed = None;
                 self.shared.set_failure(None);
             }
             Err(e) => {
                 tracing::warn!(lane = %self.shared.id(), error = %e, "WAL lane still failing");
-                self.failed_at = Some(Instant::now());
+                if let Some((since, _)) = &mut self.failed {
+                    *since = Instant::now();
+                }
             }
         }
     }
@@ -349,8 +360,9 @@ impl Writer {
         }
         let sync_started = Instant::now();
         if let Err(e) = self.file.sync_data() {
-            self.fail_closed(format!("fdatasync failed: {e}"));
-            self.reply_failed(round);
+            let fault = Fault::new(LaneOp::Sync, &self.path, e);
+            self.fail_closed(fault.clone());
+            self.reply_failed(round, &fault);
             return;
         }
         fsyncs += 1;
@@ -395,19 +407,19 @@ impl Writer {
     /// A roll before `round` failed: ENOSPC refuses the round and starves
     /// the lane; any other error fails it closed.
     fn roll_failed(&mut self, round: Vec<Pending>, e: WalError) {
-        let no_space = matches!(&e, WalError::Io { source, .. } if WalError::is_enospc(source));
-        for p in round {
-            let err = if no_space {
-                WalError::NoSpace { lane: self.lane_name() }
-            } else {
-                WalError::LaneFailed { lane: self.lane_name(), reason: e.to_string() }
-            };
-            p.reply.send(Err(err));
-        }
-        if no_space {
+        let (path, source) = match e {
+            WalError::Io { path, source } => (path, source),
+            // Every step of a roll is a file operation that reports `Io`;
+            // anything else is kept whole as the cause.
+            other => (self.path.clone(), std::io::Error::other(other)),
+        };
+        if WalError::is_enospc(&source) {
+            self.reply_no_space(round, &Arc::new(source));
             self.starve();
         } else {
-            self.fail_closed(e.to_string());
+            let fault = Fault::new(LaneOp::Roll, path, source);
+            self.reply_failed(round, &fault);
+            self.fail_closed(fault);
         }
     }
 
@@ -416,13 +428,12 @@ impl Writer {
     fn write_failed(&mut self, round: Vec<Pending>, start: u64, e: std::io::Error) {
         if WalError::is_enospc(&e) {
             self.undo_write(start);
-            for p in round {
-                p.reply.send(Err(WalError::NoSpace { lane: self.lane_name() }));
-            }
+            self.reply_no_space(round, &Arc::new(e));
             self.starve();
         } else {
-            self.fail_closed(format!("write failed: {e}"));
-            self.reply_failed(round);
+            let fault = Fault::new(LaneOp::Write, &self.path, e);
+            self.fail_closed(fault.clone());
+            self.reply_failed(round, &fault);
         }
     }
 
@@ -483,7 +494,7 @@ impl Writer {
             self.file.sync_data()
         };
         if let Err(e) = undo() {
-            self.fail_closed(format!("could not cut back a failed write: {e}"));
+            self.fail_closed(Fault::new(LaneOp::CutBack, &self.path, e));
         }
     }
 
