@@ -59,7 +59,7 @@ impl FrameKey {
     pub const LEN: usize = 32;
 
     /// A fresh key from the OS's random source.
-    pub fn random() -> std::io::Result<FrameKey> {
+    pub(crate) fn random() -> std::io::Result<FrameKey> {
         let mut b = [0u8; Self::LEN];
         getrandom::fill(&mut b).map_err(std::io::Error::other)?;
         Ok(FrameKey::from_bytes(&b))
@@ -242,7 +242,7 @@ pub fn check_frame(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError
 /// [`check_frame`] without the body's MAC: for a frame the log already
 /// verified (one its index lists), read again only for its header and
 /// metadata (`Lane::visit_frame_metas`). Never for what is delivered.
-pub fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
+pub(crate) fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
     if buf.len() < HEADER_LEN {
         return Err(FrameError::Incomplete);
     }

@@ -1,6 +1,6 @@
 //! The filesystem seam: every byte the WAL reads or writes goes through
 //! [`FileSystem`] and [`WalFile`], so crashes can be simulated (see
-//! [`crate::sim`]) and the real implementation stays a thin layer over std.
+//! `sim`, feature `sim`) and the real implementation stays a thin layer over std.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -22,7 +22,8 @@ use crate::segment::{scan, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LE
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-pub use crate::layout::{lane_dir, lanes_on_disk, QUARANTINE_DIR};
+pub use crate::layout::lanes_on_disk;
+use crate::layout::{lane_dir, QUARANTINE_DIR};
 
 /// One segment file as found on disk.
 #[derive(Debug, Clone)]
@@ -65,7 +66,12 @@ impl SegmentReport {
 }
 
 /// Scan one segment file without modifying it.
-pub fn inspect_segment(fs: &dyn FileSystem, lane: LaneId, path: &Path, quarantined: bool) -> Result<SegmentReport> {
+pub(crate) fn inspect_segment(
+    fs: &dyn FileSystem,
+    lane: LaneId,
+    path: &Path,
+    quarantined: bool,
+) -> Result<SegmentReport> {
     let bytes = fs.read_copy(path).map_err(|e| WalError::io(path, e))?;
     let name_base = path
         .file_stem()
@@ -132,7 +138,7 @@ fn present<T>(read: Result<T>) -> Result<Option<T>> {
 }
 
 /// Every file under `<wal_dir>/quarantine/<priority>/<shard>/`.
-pub fn quarantined_files(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn quarantined_files(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<PathBuf>> {
     let qdir = wal_dir.join(QUARANTINE_DIR);
     let mut out = Vec::new();
     for lane in lanes_on_disk(fs, &qdir)? {

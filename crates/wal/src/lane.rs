@@ -95,7 +95,7 @@ impl Lane {
     /// queued now, in the caller's thread (a failed lane tries to reopen
     /// first). A no-op for a lane with a writer thread. A round that
     /// panics stops the lane, as a writer thread's would.
-    pub fn commit_queued(&self) {
+    pub(crate) fn commit_queued(&self) {
         self.run_manual(|w, shared| {
             let (round, releases) = shared.take_now();
             w.release(releases);
@@ -122,7 +122,10 @@ impl Lane {
     }
 
     /// Queue a batch; the future resolves once it is on stable storage.
-    pub fn append(&self, batch: EncodedBatch) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
+    pub(crate) fn append(
+        &self,
+        batch: EncodedBatch,
+    ) -> impl std::future::Future<Output = Result<Appended>> + Send + 'static {
         let (reply, rx) = Reply::pair(&self.shared);
         let early = self.enqueue(batch, reply);
         async move {
@@ -310,7 +313,7 @@ impl Lane {
     }
 
     /// Stop taking appends, commit what is queued, and join the writer.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.commit_queued();
         self.shared.close();
         let mut slot = lock(&self.writer);

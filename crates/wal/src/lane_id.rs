@@ -22,7 +22,7 @@ impl Priority {
         }
     }
 
-    pub fn from_index(i: u8) -> Option<Priority> {
+    pub(crate) fn from_index(i: u8) -> Option<Priority> {
         Priority::ALL.get(usize::from(i)).copied()
     }
 }

@@ -17,49 +17,49 @@ use crate::fs::FileSystem;
 use crate::lane_id::{LaneId, Priority};
 use std::path::{Path, PathBuf};
 
-pub const SEGMENT_EXT: &str = "seg";
-pub const SUMMARY_EXT: &str = "sum";
-pub const SPARE_EXT: &str = "spare";
-pub const QUARANTINE_DIR: &str = "quarantine";
+pub(crate) const SEGMENT_EXT: &str = "seg";
+pub(crate) const SUMMARY_EXT: &str = "sum";
+pub(crate) const SPARE_EXT: &str = "spare";
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 pub const WATERMARK_FILE: &str = "watermark";
 /// Suffix of a segment's cleaned copy during a quarantine.
-pub const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
+pub(crate) const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
 /// Extension of a segment's format-2 copy during `migrate`.
-pub const MIGRATE_EXT: &str = "seg.migrate";
+pub(crate) const MIGRATE_EXT: &str = "seg.migrate";
 
 pub fn lane_dir(wal_dir: &Path, id: LaneId) -> PathBuf {
     wal_dir.join(id.priority.as_str()).join(id.shard.to_string())
 }
 
-pub fn quarantine_lane_dir(wal_dir: &Path, id: LaneId) -> PathBuf {
+pub(crate) fn quarantine_lane_dir(wal_dir: &Path, id: LaneId) -> PathBuf {
     lane_dir(&wal_dir.join(QUARANTINE_DIR), id)
 }
 
-pub fn segment_file_name(base_offset: u64) -> String {
+pub(crate) fn segment_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.{SEGMENT_EXT}")
 }
 
-pub fn summary_path(seg: &Path) -> PathBuf {
+pub(crate) fn summary_path(seg: &Path) -> PathBuf {
     seg.with_extension(SUMMARY_EXT)
 }
 
 /// `<base>.seg.tmp` beside `<base>.seg`.
-pub fn clean_copy_path(seg: &Path) -> PathBuf {
+pub(crate) fn clean_copy_path(seg: &Path) -> PathBuf {
     PathBuf::from(format!("{}{CLEAN_COPY_SUFFIX}", seg.with_extension("").display()))
 }
 
 /// The segment a cleaned copy belongs to, if `p` is one.
-pub fn segment_of_clean_copy(p: &Path) -> Option<PathBuf> {
+pub(crate) fn segment_of_clean_copy(p: &Path) -> Option<PathBuf> {
     p.to_str().and_then(|s| s.strip_suffix(CLEAN_COPY_SUFFIX)).map(|s| PathBuf::from(format!("{s}.{SEGMENT_EXT}")))
 }
 
 /// The `n`th spare of writer instance `instance`: a name no other
 /// instance or thread uses.
-pub fn spare_name(instance: u64, n: u64) -> String {
+pub(crate) fn spare_name(instance: u64, n: u64) -> String {
     format!("spare-{instance:016x}-{n}.{SPARE_EXT}")
 }
 
-pub fn recycled_path(lane_dir: &Path, base: u64) -> PathBuf {
+pub(crate) fn recycled_path(lane_dir: &Path, base: u64) -> PathBuf {
     lane_dir.join(format!("recycled-{base:020}.{SPARE_EXT}"))
 }
 
@@ -68,7 +68,7 @@ pub fn is_spare(p: &Path) -> bool {
 }
 
 /// Segment files of a lane directory, ordered by base offset.
-pub fn segment_paths(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn segment_paths(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for p in fs.list_dir(dir).map_err(|e| WalError::io(dir, e))? {
         if p.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {

@@ -45,7 +45,7 @@
 //!     [`WalError::WriterStopped`], later appends are refused at once, and
 //!     [`Wal::failures`] says why. Nobody waits on a writer that is gone.
 //!
-//! ## Recovery rules (at open; see [`recovery`])
+//! ## Recovery rules (at open; see the `recovery` module)
 //! - zeros or bytes that are not an authentic frame after the last valid
 //!   frame, with no authentic frame after them, is a torn write (or, in a
 //!   reused file, its earlier generation): truncate, fsync, continue;
@@ -66,17 +66,17 @@
 //! All file I/O goes through [`fs::FileSystem`], so `sim::SimFs` (feature
 //! `sim`, tests only) can crash the log at any point.
 
-pub mod error;
+mod error;
 pub mod frame;
 pub mod fs;
-pub mod gather;
+mod gather;
 mod guard;
 pub mod inspect;
 mod lane;
 pub mod lane_id;
 pub mod layout;
 pub mod legacy;
-pub mod recovery;
+mod recovery;
 mod recycle;
 pub mod segment;
 mod segment_file;
@@ -89,7 +89,7 @@ pub use error::{FrameError, LaneOp, Result, StopReason, WalError};
 pub use frame::{BatchMeta, EncodedBatch, FrameKey, FrameView};
 pub use fs::{FileSystem, RealFs};
 pub use lane::{Lane, SegmentInfo, StoredBatch};
-pub use lane_id::{LaneId, Priority};
+pub use lane_id::{LaneId, ParseLaneError, Priority};
 pub use layout::WATERMARK_FILE;
 pub use recovery::RecoveryEvent;
 pub use shared::Appended;
@@ -115,7 +115,7 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// After taking the first waiting append of a round, wait this long for
     /// more before writing and syncing. Zero (the default): the adaptive
-    /// gather, described in [`gather`].
+    /// gather, described in the `gather` module.
     pub group_commit_linger: std::time::Duration,
     /// Who runs commit rounds: a writer thread per lane (the default), or
     /// the caller, for tests that must replay exactly from a seed.

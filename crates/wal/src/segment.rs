@@ -32,7 +32,7 @@ use crate::error::FrameError;
 use crate::frame::{check_frame, FrameKey, HEADER_LEN, MAGIC};
 use crate::lane_id::{LaneId, Priority};
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// The on-disk format this build writes and reads.
 pub const SEGMENT_VERSION: u16 = 2;
@@ -255,14 +255,14 @@ pub struct Summary {
 }
 
 const SUMMARY_MAGIC: &[u8; 8] = b"WEIRSUM1";
-pub const SUMMARY_LEN: usize = 8 + 6 * 8 + 4;
+pub(crate) const SUMMARY_LEN: usize = 8 + 6 * 8 + 4;
 
 impl Summary {
-    pub fn of(base_offset: u64, scan: &Scan) -> Summary {
+    pub(crate) fn of(base_offset: u64, scan: &Scan) -> Summary {
         Summary::from_frames(base_offset, scan.valid_end, &scan.frames)
     }
 
-    pub fn from_frames(base_offset: u64, bytes: u64, frames: &[FrameLoc]) -> Summary {
+    pub(crate) fn from_frames(base_offset: u64, bytes: u64, frames: &[FrameLoc]) -> Summary {
         Summary {
             base_offset,
             next_offset: frames.last().map_or(base_offset, FrameLoc::next_offset),
@@ -285,7 +285,7 @@ impl Summary {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<Summary> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Summary> {
         if b.len() != SUMMARY_LEN || &b[0..8] != SUMMARY_MAGIC {
             return None;
         }
