@@ -1,58 +1,157 @@
-//! The accept path's error: what ingest refuses, each with a message that
-//! says what happened and what to do. [`AcceptError::code`] is this
-//! crate's one mapping to the contract's [`ErrorCode`] (and so to a
-//! status); the broker's HTTP edge answers with it.
+//! The accept path's error: why a batch was not accepted. Nothing of a
+//! refused batch is stored, and no idempotency entry is left for it.
+//!
+//! Each variant holds what it is about as typed fields (a topic, a limit,
+//! a line number) and its cause as `#[source]`; the message is made from
+//! them when it is shown. [`AcceptError::code`] is this crate's one mapping
+//! to the contract's [`ErrorCode`] (and so to a status),
+//! [`AcceptError::refusal`] the one to a metric reason; the broker's HTTP
+//! edge answers with them.
 
+use plumbing::reasons::Reason;
 use protocol::ErrorCode;
+use std::time::Duration;
 
-/// Why a batch was not accepted. Nothing of a refused batch is stored.
+/// Why a batch was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
-    /// The path names a topic the configuration does not declare.
-    #[error("topic {0:?} does not exist; topics are declared in the broker config")]
-    UnknownTopic(String),
-    /// The body is not what its content type says (a bad NDJSON line, not
-    /// UTF-8, empty): fix the request; retrying it as is fails again.
-    #[error("{0}")]
-    InvalidBody(String),
-    /// A header or parameter is malformed (an over-long `Idempotency-Key`).
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// The body's media type or encoding is not one ingest takes: send
-    /// one of those the message names.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// A record, the inflated body or the frame is over its limit: split
+    /// The path names a topic the configuration does not declare: declare
+    /// it, or send to one that is.
+    #[error("topic {topic:?} does not exist; topics are declared in the broker config")]
+    UnknownTopic { topic: String },
+    /// `Content-Type` is not one ingest takes.
+    #[error("Content-Type {content_type:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)")]
+    UnsupportedContentType { content_type: String },
+    /// `Content-Encoding` is not one ingest takes.
+    #[error("Content-Encoding {encoding:?} is not supported: send identity or gzip")]
+    UnsupportedEncoding { encoding: String },
+    /// `Idempotency-Key` is not visible ASCII; a key silently dropped would
+    /// let a retry append twice, so it is refused.
+    #[error("header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64")]
+    IdempotencyKeyNotAscii,
+    /// `Idempotency-Key` is over 255 bytes.
+    #[error("Idempotency-Key is longer than 255 bytes")]
+    IdempotencyKeyTooLong { len: usize },
+    /// The body is over `max_body_bytes` (declared or as it arrived): split
     /// the batch.
-    #[error("{0}")]
-    PayloadTooLarge(String),
+    #[error("the request body is over {limit} bytes; split or shorten it")]
+    BodyTooLarge { limit: u64 },
+    /// The body did not arrive within `body_read_timeout_ms`.
+    #[error("the request body did not arrive within {} ms (body_read_timeout_ms)", timeout.as_millis())]
+    BodyTimeout { timeout: Duration },
+    /// The connection failed while the body was read.
+    #[error("reading the request body: {source}")]
+    BodyRead {
+        #[source]
+        source: axum::Error,
+    },
+    /// `Content-Encoding: gzip`, but the body does not inflate.
+    #[error("Content-Encoding is gzip but the body does not inflate: {source}")]
+    GzipInvalid {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gzip body inflates past `max_inflated_bytes`: send smaller batches.
+    #[error("the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches")]
+    InflatedTooLarge { cap: u64 },
+    /// The body holds no record.
+    #[error("the body is empty: send at least one record")]
+    EmptyBody,
+    /// One record is over `max_record_bytes`.
+    #[error("record {record} is {len} bytes, over the {max}-byte limit (max_record_bytes)")]
+    RecordTooLarge { record: usize, len: usize, max: u64 },
+    /// An NDJSON line is not UTF-8 (so not JSON).
+    #[error("line {line} is not valid JSON: it is not UTF-8 (invalid byte at column {column})")]
+    LineNotUtf8 { line: usize, column: usize },
+    /// An NDJSON line is not one JSON value.
+    #[error("line {line} is not valid JSON: {source}")]
+    LineNotJson {
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The WAL cannot frame this batch (its names or records are over the
+    /// frame format's limits).
+    #[error("cannot store this batch: {source}")]
+    Unframeable {
+        #[source]
+        source: wal::FrameError,
+    },
     /// The `Idempotency-Key` names an earlier, different request (see
     /// [`crate::idempotency`]): answering its 200 would drop these records.
     /// Send the new records under a new key.
-    #[error("{0}")]
-    IdempotencyKeyReused(String),
+    #[error("this Idempotency-Key was used within the idempotency window for a different request (another topic, content type or body); nothing was stored — send new records under a new key")]
+    IdempotencyKeyReused,
+    /// The tenant holds `max` keys inside the window: retry shortly.
+    #[error("tenant {tenant:?} holds {max} idempotency keys inside the window (idempotency_max_keys_per_tenant); retry shortly")]
+    IdempotencyKeysFull { tenant: String, max: usize },
     /// The tenant is over its hard rate: retry after the given time.
     #[error("tenant {tenant:?} is over its hard rate limit; retry after {retry_after_secs} s")]
     RateLimited { tenant: String, retry_after_secs: u64 },
-    /// A destination that receives this data, or the disk, is behind its
-    /// limit (`reason` names which): retry later.
-    #[error("{message}")]
-    Backpressure { reason: &'static str, message: String, retry_after_secs: u64 },
-    /// The lane cannot write (its writer failed or stopped, or the WAL is
-    /// shutting down): nothing was acknowledged; retry later.
-    #[error("{message}")]
-    WalUnavailable { message: String, retry_after_secs: u64 },
-    /// No space for the batch (ENOSPC or the quota): free space or raise it.
-    #[error("{0}")]
-    InsufficientStorage(String),
-    /// The memory budget, the tenant's share of it, or the idempotency
-    /// keys are full (`reason`): retry shortly.
-    #[error("{message}")]
-    Overloaded { reason: &'static str, message: String, retry_after_secs: u64 },
-    /// A fault of the broker itself (a task ended abnormally, the WAL
-    /// answered with corruption): logged and answered 500.
-    #[error("{0}")]
-    Internal(String),
+    /// The WAL reached `disk_quota_bytes`: retry once exporters catch up
+    /// and retention frees space.
+    #[error("the WAL reached its disk quota of {quota_bytes} bytes (disk_quota_bytes); retry once exporters catch up and retention frees space")]
+    DiskQuota { quota_bytes: u64 },
+    /// The data disk is over `disk_high_watermark`: slow down and retry.
+    #[error("the data disk is more than {:.0}% full (disk_high_watermark); slow down and retry", watermark * 100.0)]
+    DiskWatermark { watermark: f64, retry_after_secs: u64 },
+    /// A destination that receives this data is over its lag limit: retry
+    /// later (only the tenants routed to it are refused).
+    #[error("destination {destination:?} that receives this data is {records} records / {bytes} bytes behind, over its lag limit; retry later")]
+    DestinationLag { destination: String, records: u64, bytes: u64, retry_after_secs: u64 },
+    /// The memory budget of bodies in flight is spent: retry shortly.
+    #[error("the broker's memory budget for requests in flight ({budget_bytes} bytes, memory_budget_bytes) is spent; retry shortly")]
+    MemoryBudget { budget_bytes: u64 },
+    /// The tenant's share of the memory budget is spent: retry shortly.
+    #[error("this tenant's requests in flight hold {held_kib} KiB, its share of the memory budget ({cap_kib} KiB, memory_budget_tenant_share); retry shortly")]
+    MemoryTenantShare { held_kib: u64, cap_kib: u64 },
+    /// The WAL refused the append (see [`AcceptError::code`] for how each
+    /// kind answers): nothing was acknowledged.
+    #[error("{}", wal_message(source))]
+    Wal {
+        #[source]
+        source: wal::WalError,
+        retry_after_secs: u64,
+    },
+    /// A task of the accept path ended abnormally (`what` names it): a
+    /// fault of the broker, logged and answered 500.
+    #[error("the {what} task ended abnormally: {source}")]
+    TaskFailed {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// How a WAL error answers.
+enum WalKind {
+    NoSpace,
+    TooLarge,
+    Unavailable,
+    Fault,
+}
+
+fn wal_kind(e: &wal::WalError) -> WalKind {
+    use wal::WalError::*;
+    match e {
+        NoSpace { .. } => WalKind::NoSpace,
+        FrameTooLarge { .. } => WalKind::TooLarge,
+        LaneFailed { .. } | WriterStopped { .. } | ShuttingDown => WalKind::Unavailable,
+        _ => WalKind::Fault,
+    }
+}
+
+fn wal_message(e: &wal::WalError) -> String {
+    match (wal_kind(e), e) {
+        (WalKind::NoSpace, wal::WalError::NoSpace { lane, .. }) => format!(
+            "no space left on the device holding lane {lane}; the batch was not stored — free disk space or raise the quota"
+        ),
+        (WalKind::TooLarge, wal::WalError::FrameTooLarge { len, max, .. }) => {
+            format!("batch of {len} bytes exceeds the WAL frame limit of {max} bytes")
+        }
+        (WalKind::Unavailable, _) => format!("{e}; the batch was not acknowledged, retry later"),
+        _ => e.to_string(),
+    }
 }
 
 impl AcceptError {
@@ -60,54 +159,58 @@ impl AcceptError {
     pub fn code(&self) -> ErrorCode {
         use AcceptError::*;
         match self {
-            UnknownTopic(_) => ErrorCode::UnknownTopic,
-            InvalidBody(_) => ErrorCode::InvalidBody,
-            InvalidRequest(_) => ErrorCode::InvalidRequest,
-            PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
-            IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
+            UnknownTopic { .. } => ErrorCode::UnknownTopic,
+            UnsupportedContentType { .. } | UnsupportedEncoding { .. } => ErrorCode::UnsupportedMediaType,
+            IdempotencyKeyNotAscii | IdempotencyKeyTooLong { .. } | BodyTimeout { .. } | BodyRead { .. } => {
+                ErrorCode::InvalidRequest
+            }
+            BodyTooLarge { .. } | InflatedTooLarge { .. } | RecordTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            GzipInvalid { .. } | EmptyBody | LineNotUtf8 { .. } | LineNotJson { .. } | Unframeable { .. } => {
+                ErrorCode::InvalidBody
+            }
+            IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            IdempotencyKeysFull { .. } | MemoryBudget { .. } | MemoryTenantShare { .. } => ErrorCode::Overloaded,
             RateLimited { .. } => ErrorCode::RateLimited,
-            Backpressure { .. } => ErrorCode::Backpressure,
-            WalUnavailable { .. } => ErrorCode::WalUnavailable,
-            InsufficientStorage(_) => ErrorCode::InsufficientStorage,
-            Overloaded { .. } => ErrorCode::Overloaded,
-            Internal(_) => ErrorCode::Internal,
+            DiskQuota { .. } => ErrorCode::InsufficientStorage,
+            DiskWatermark { .. } | DestinationLag { .. } => ErrorCode::Backpressure,
+            Wal { source, .. } => match wal_kind(source) {
+                WalKind::NoSpace => ErrorCode::InsufficientStorage,
+                WalKind::TooLarge => ErrorCode::PayloadTooLarge,
+                WalKind::Unavailable => ErrorCode::WalUnavailable,
+                WalKind::Fault => ErrorCode::Internal,
+            },
+            TaskFailed { .. } => ErrorCode::Internal,
         }
     }
 
     /// `Retry-After` in seconds (at least 1) for the refusals a retry can fix.
     pub fn retry_after_secs(&self) -> Option<u64> {
+        use AcceptError::*;
+        let secs = match self {
+            RateLimited { retry_after_secs, .. }
+            | DiskWatermark { retry_after_secs, .. }
+            | DestinationLag { retry_after_secs, .. } => *retry_after_secs,
+            Wal { retry_after_secs, source } if matches!(wal_kind(source), WalKind::Unavailable) => *retry_after_secs,
+            IdempotencyKeysFull { .. } | MemoryBudget { .. } | MemoryTenantShare { .. } => 1,
+            _ => return None,
+        };
+        Some(secs.max(1))
+    }
+
+    /// The reason `weir_http_refused_total` counts this refusal under, when
+    /// it is a cap of the broker's rather than the request's fault.
+    pub fn refusal(&self) -> Option<Reason> {
         match self {
-            AcceptError::RateLimited { retry_after_secs, .. }
-            | AcceptError::Backpressure { retry_after_secs, .. }
-            | AcceptError::WalUnavailable { retry_after_secs, .. }
-            | AcceptError::Overloaded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            AcceptError::MemoryBudget { .. } => Some(Reason::Memory),
+            AcceptError::MemoryTenantShare { .. } => Some(Reason::MemoryTenantShare),
+            AcceptError::IdempotencyKeysFull { .. } => Some(Reason::IdempotencyKeys),
             _ => None,
         }
     }
 
     /// Map a WAL append error; `retry_after_secs` for transient ones.
-    pub fn from_wal(e: wal::WalError, retry_after_secs: u64) -> AcceptError {
-        use wal::WalError::*;
-        match e {
-            NoSpace { lane, .. } => AcceptError::InsufficientStorage(format!(
-                "no space left on the device holding lane {lane}; the batch was not stored — free disk space or raise the quota"
-            )),
-            FrameTooLarge { len, max } => {
-                AcceptError::PayloadTooLarge(format!("batch of {len} bytes exceeds the WAL frame limit of {max} bytes"))
-            }
-            e @ (LaneFailed { .. } | WriterStopped { .. } | ShuttingDown) => AcceptError::WalUnavailable {
-                message: format!("{e}; the batch was not acknowledged, retry later"),
-                retry_after_secs,
-            },
-            e @ (Io { .. }
-            | Corrupt { .. }
-            | UnknownLane(_)
-            | WriterNotStarted { .. }
-            | OffsetGone { .. }
-            | InvalidBatch(_)
-            | UnsupportedFormat { .. }) => AcceptError::Internal(e.to_string()),
-        }
+    pub fn from_wal(source: wal::WalError, retry_after_secs: u64) -> AcceptError {
+        AcceptError::Wal { source, retry_after_secs }
     }
 }
 
@@ -125,5 +228,22 @@ mod tests {
         let e = AcceptError::from_wal(stopped, 2);
         assert_eq!((e.code(), e.code().status(), e.retry_after_secs()), (ErrorCode::WalUnavailable, 503, Some(2)));
         assert!(e.to_string().contains("writer of lane normal/0 stopped unexpectedly"), "{e}");
+    }
+
+    #[test]
+    fn every_refusal_keeps_its_code_and_retry_after() {
+        let cases: Vec<(AcceptError, ErrorCode, Option<u64>)> = vec![
+            (AcceptError::UnknownTopic { topic: "t".into() }, ErrorCode::UnknownTopic, None),
+            (AcceptError::BodyTooLarge { limit: 1 }, ErrorCode::PayloadTooLarge, None),
+            (AcceptError::EmptyBody, ErrorCode::InvalidBody, None),
+            (AcceptError::IdempotencyKeyReused, ErrorCode::IdempotencyKeyReused, None),
+            (AcceptError::MemoryTenantShare { held_kib: 1, cap_kib: 1 }, ErrorCode::Overloaded, Some(1)),
+            (AcceptError::DiskQuota { quota_bytes: 1 }, ErrorCode::InsufficientStorage, None),
+            (AcceptError::DiskWatermark { watermark: 0.9, retry_after_secs: 0 }, ErrorCode::Backpressure, Some(1)),
+            (AcceptError::RateLimited { tenant: "a".into(), retry_after_secs: 7 }, ErrorCode::RateLimited, Some(7)),
+        ];
+        for (e, code, retry) in cases {
+            assert_eq!((e.code(), e.retry_after_secs()), (code, retry), "{e}");
+        }
     }
 }

@@ -38,12 +38,14 @@ pub enum DemoteReason {
 }
 
 impl DemoteReason {
+    /// Its metric label (`weir_demoted_records_total{reason}`), from the one table.
     pub fn as_str(self) -> &'static str {
-        match self {
-            DemoteReason::OverRate => "over_rate",
-            DemoteReason::LimiterContention => "limiter_contention",
-            DemoteReason::LimiterClock => "limiter_clock",
-        }
+        let reason = match self {
+            DemoteReason::OverRate => plumbing::reasons::Reason::OverRate,
+            DemoteReason::LimiterContention => plumbing::reasons::Reason::LimiterContention,
+            DemoteReason::LimiterClock => plumbing::reasons::Reason::LimiterClock,
+        };
+        reason.as_str()
     }
 }
 

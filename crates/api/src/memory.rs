@@ -14,8 +14,8 @@
 //! ([`CONTROL_BUDGET_BYTES`]), so a flood of ingest cannot stop the
 //! exporters' commits (which free the WAL) or an operator's actions.
 //!
-//! A charge that does not fit is refused at once ([`AcceptError::Overloaded`],
-//! reason `memory`, or `memory_tenant_share` when the tenant's share is
+//! A charge that does not fit is refused at once ([`AcceptError::MemoryBudget`],
+//! or [`AcceptError::MemoryTenantShare`] when the tenant's share is
 //! spent): nothing appended, nothing acknowledged is affected. What a
 //! request holds is released when it ends (its [`Charge`] is dropped).
 //!
@@ -125,25 +125,11 @@ impl MemoryBudget {
     }
 
     fn refused_budget(&self) -> AcceptError {
-        AcceptError::Overloaded {
-            reason: "memory",
-            message: format!(
-                "the broker's memory budget for requests in flight ({} bytes, memory_budget_bytes) is spent; retry shortly",
-                self.bytes
-            ),
-            retry_after_secs: 1,
-        }
+        AcceptError::MemoryBudget { budget_bytes: self.bytes }
     }
 
     fn refused_share(&self, _tenant: usize, held_units: u64) -> AcceptError {
-        AcceptError::Overloaded {
-            reason: "memory_tenant_share",
-            message: format!(
-                "this tenant's requests in flight hold {} KiB, its share of the memory budget ({} KiB, memory_budget_tenant_share); retry shortly",
-                held_units, self.tenant_cap
-            ),
-            retry_after_secs: 1,
-        }
+        AcceptError::MemoryTenantShare { held_kib: held_units, cap_kib: self.tenant_cap }
     }
 }
 
@@ -158,7 +144,7 @@ mod tests {
         b.charge(&mut a, 6 * UNIT).unwrap();
         b.charge(&mut a, 3 * UNIT).unwrap();
         let mut c = Charge::default();
-        assert!(matches!(b.charge(&mut c, 2 * UNIT), Err(AcceptError::Overloaded { reason: "memory", .. })));
+        assert!(matches!(b.charge(&mut c, 2 * UNIT), Err(AcceptError::MemoryBudget { .. })));
         drop(a);
         b.charge(&mut c, 10 * UNIT).unwrap();
     }
@@ -169,7 +155,7 @@ mod tests {
         let mut greedy = Charge::default();
         b.charge_for(Some(0), &mut greedy, 25 * UNIT).unwrap();
         let over = b.charge_for(Some(0), &mut Charge::default(), UNIT);
-        assert!(matches!(over, Err(AcceptError::Overloaded { reason: "memory_tenant_share", .. })));
+        assert!(matches!(over, Err(AcceptError::MemoryTenantShare { .. })));
         let mut other = Charge::default();
         b.charge_for(Some(1), &mut other, 25 * UNIT).expect("another tenant's share is untouched");
         drop(greedy);

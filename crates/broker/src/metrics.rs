@@ -5,6 +5,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+use plumbing::reasons::Reason;
 use std::sync::Arc;
 
 pub struct Metrics {
@@ -102,14 +103,12 @@ impl Metrics {
             segments_deleted: reg(&r, IntCounter::new("weir_segments_deleted_total", "Sealed segments deleted by retention.").expect("valid metric")),
             registry: r,
         });
-        for reason in Self::REFUSAL_REASONS {
+        for reason in Reason::HTTP_REFUSED.map(Reason::as_str) {
             m.http_refused.with_label_values(&[reason]);
         }
         m
     }
 
-    /// Reasons `weir_http_refused_total` counts, each with a series from start.
-    pub const REFUSAL_REASONS: [&'static str; 3] = ["connections", "memory", "idempotency_keys"];
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
@@ -131,10 +130,6 @@ impl wal::CommitObserver for Metrics {
     }
 }
 
-/// `weir_demoted_records_total`'s reasons (`limiter::DemoteReason`).
-pub const DEMOTE_REASONS: [&str; 3] = ["over_rate", "limiter_contention", "limiter_clock"];
-/// `weir_backpressure_shed_total`'s reasons (`ingest::check_backpressure`, `admit`).
-pub const SHED_REASONS: [&str; 4] = ["disk_quota", "disk_watermark", "destination_lag", "hard_rate_limit"];
 
 impl Metrics {
     /// Handles to the accept path's series, for `api::Intake`.
@@ -166,10 +161,10 @@ impl Metrics {
                     self.ingest_records.with_label_values(&[tenant, topic.name.as_str(), p.as_str()]);
                 }
             }
-            for reason in DEMOTE_REASONS {
+            for reason in Reason::DEMOTED.map(Reason::as_str) {
                 self.demoted_records.with_label_values(&[tenant, reason]);
             }
-            for reason in SHED_REASONS {
+            for reason in Reason::SHED.map(Reason::as_str) {
                 self.backpressure_shed.with_label_values(&[tenant, reason]);
             }
             self.idempotent_replays.with_label_values(&[tenant]);
@@ -215,7 +210,7 @@ mod tests {
             DemoteReason::OverRate | DemoteReason::LimiterContention | DemoteReason::LimiterClock => r.as_str(),
         };
         for r in [DemoteReason::OverRate, DemoteReason::LimiterContention, DemoteReason::LimiterClock] {
-            assert!(DEMOTE_REASONS.contains(&name(r)), "{}", r.as_str());
+            assert!(Reason::DEMOTED.map(Reason::as_str).contains(&name(r)), "{}", r.as_str());
         }
     }
 

@@ -141,7 +141,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         first_byte_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms),
         first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
         drain: cfg.timing.shutdown_drain,
-        on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason]).inc()),
+        on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason.as_str()]).inc()),
     };
     let stop = shutdown_signal(Arc::clone(&state.broker));
     let server =

@@ -24,4 +24,5 @@ pub mod clock;
 pub mod datadir;
 pub mod listener;
 pub mod logging;
+pub mod reasons;
 pub mod signals;

@@ -28,6 +28,7 @@
 //! layer answers outside the contract.
 
 use crate::admission::{HeadSlot, PendingPool};
+use crate::reasons::Reason;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
@@ -68,7 +69,7 @@ pub struct Limits {
     /// `connections` (the cap), `pending` (every pending connection is
     /// mid-head), `evicted` (the oldest silent one made room),
     /// `first_byte_timeout`, `first_head_timeout`.
-    pub on_refused: std::sync::Arc<dyn Fn(&'static str) + Send + Sync>,
+    pub on_refused: std::sync::Arc<dyn Fn(crate::reasons::Reason) + Send + Sync>,
 }
 
 impl Default for Limits {
@@ -139,16 +140,16 @@ async fn serve_with<M, S, B>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if live.load(std::sync::atomic::Ordering::Acquire) >= limits.max_connections {
-                        (limits.on_refused)("connections");
+                        (limits.on_refused)(Reason::Connections);
                         tokio::spawn(refuse(stream, "the server is at its connection limit; retry shortly"));
                         continue;
                     }
                     let (slot, evicted) = pool.admit();
                     if evicted {
-                        (limits.on_refused)("evicted");
+                        (limits.on_refused)(Reason::Evicted);
                     }
                     let Some(slot) = slot else {
-                        (limits.on_refused)("pending");
+                        (limits.on_refused)(Reason::Pending);
                         tokio::spawn(refuse(stream, "too many connections are waiting to send their first request; retry shortly"));
                         continue;
                     };
@@ -201,7 +202,7 @@ async fn serve_admitted<S, B>(
             Ok(Ok(n)) if n > 0 => slot.spoke(),
             Ok(_) => return, // closed, or an error: nothing to answer
             Err(_) => {
-                (limits.on_refused)("first_byte_timeout");
+                (limits.on_refused)(Reason::FirstByteTimeout);
                 return;
             }
         },
@@ -217,7 +218,7 @@ async fn serve_admitted<S, B>(
         () = &mut deadline => {
             if !slot.is_released() {
                 // No whole head yet: no request is in flight, so dropping the connection answers no one.
-                (limits.on_refused)("first_head_timeout");
+                (limits.on_refused)(Reason::FirstHeadTimeout);
                 return;
             }
             conn.await

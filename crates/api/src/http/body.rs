@@ -29,27 +29,21 @@ pub async fn read(
     to: Budget<'_>,
     charge: &mut Charge,
 ) -> Result<Bytes, AcceptError> {
-    let too_large =
-        || AcceptError::PayloadTooLarge(format!("the request body is over {limit} bytes; split or shorten it"));
+    let too_large = || AcceptError::BodyTooLarge { limit };
     // Refused before a byte is read: answered at once, and the front reads
     // (bounded) what the client sends beside the answer
     // (`http::front`), so it reads the 413, not a reset.
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let late = || {
-        AcceptError::InvalidRequest(format!(
-            "the request body did not arrive within {} ms (body_read_timeout_ms)",
-            timeout.as_millis()
-        ))
-    };
+    let late = || AcceptError::BodyTimeout { timeout };
     let collect = async {
         // A body of one chunk (the common case) is that chunk, not a copy.
         let mut first: Option<Bytes> = None;
         let mut joined: Vec<u8> = Vec::new();
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| AcceptError::InvalidRequest(format!("reading the request body: {e}")))?;
+            let frame = frame.map_err(|source| AcceptError::BodyRead { source })?;
             let Ok(chunk) = frame.into_data() else { continue };
             total += chunk.len() as u64;
             if total > limit {

@@ -13,9 +13,7 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, AcceptError> {
     match media {
         m if m.eq_ignore_ascii_case("application/x-ndjson") => Ok(Format::Ndjson),
         m if m.eq_ignore_ascii_case("application/octet-stream") => Ok(Format::Binary),
-        _ => Err(AcceptError::UnsupportedMediaType(format!(
-            "Content-Type {ct:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)"
-        ))),
+        _ => Err(AcceptError::UnsupportedContentType { content_type: ct.to_string() }),
     }
 }
 
@@ -25,9 +23,7 @@ pub fn encoding_of(encoding: Option<&str>) -> Result<Encoding, AcceptError> {
         "" => Ok(Encoding::Identity),
         e if e.eq_ignore_ascii_case("identity") => Ok(Encoding::Identity),
         e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => Ok(Encoding::Gzip),
-        other => Err(AcceptError::UnsupportedMediaType(format!(
-            "Content-Encoding {other:?} is not supported: send identity or gzip"
-        ))),
+        other => Err(AcceptError::UnsupportedEncoding { encoding: other.to_string() }),
     }
 }
 
@@ -41,11 +37,7 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, AcceptError> {
     match h.get("idempotency-key") {
         None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            AcceptError::InvalidRequest(
-                "header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64".into(),
-            )
-        }),
+        Some(v) => v.to_str().map(Some).map_err(|_| AcceptError::IdempotencyKeyNotAscii),
     }
 }
 
@@ -74,7 +66,7 @@ mod tests {
     fn content_types_are_matched_on_the_media_type() {
         assert!(format_of(Some("application/x-ndjson; charset=utf-8")).is_ok());
         assert!(format_of(Some("Application/Octet-Stream")).is_ok());
-        assert!(matches!(format_of(Some("text/plain")), Err(AcceptError::UnsupportedMediaType(_))));
-        assert!(matches!(format_of(None), Err(AcceptError::UnsupportedMediaType(_))));
+        assert!(matches!(format_of(Some("text/plain")), Err(AcceptError::UnsupportedContentType { .. })));
+        assert!(matches!(format_of(None), Err(AcceptError::UnsupportedContentType { .. })));
     }
 }

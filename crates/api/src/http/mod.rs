@@ -47,7 +47,7 @@ pub async fn accept(
     // Twice: the body, and the frame built from it; against the tenant's share.
     let to = body::Budget { budget: intake.memory(), tenant: Some(tenant), factor: 2 };
     let bytes = body::read(body, declared, limit, timeout, to, &mut charge).await?;
-    let topic_idx = topic_idx.ok_or_else(|| AcceptError::UnknownTopic(topic.to_string()))?;
+    let topic_idx = topic_idx.ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
     let format = format_of(header_str(headers, "content-type"))?;
     let encoding = encoding_of(header_str(headers, "content-encoding"))?;
     let idempotency_key = idempotency_key(headers)?;

@@ -10,6 +10,7 @@ use crate::error::AcceptError;
 use crate::idempotency::{Claim, Fingerprint, RequestKey};
 use crate::limiter::Verdict;
 use bytes::Bytes;
+use plumbing::reasons::Reason;
 use plumbing::clock::now_ms;
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -78,9 +79,7 @@ fn inflate_charged(
     charge: &mut dyn FnMut(u64) -> Result<(), AcceptError>,
 ) -> Result<Vec<u8>, AcceptError> {
     const CHUNK: usize = 64 << 10;
-    let bad = |e: std::io::Error| {
-        AcceptError::InvalidBody(format!("Content-Encoding is gzip but the body does not inflate: {e}"))
-    };
+    let bad = |source: std::io::Error| AcceptError::GzipInvalid { source };
     let mut out: Vec<u8> = Vec::new();
     let mut dec = flate2::read::MultiGzDecoder::new(body);
     let mut chunk = vec![0u8; CHUNK];
@@ -91,9 +90,7 @@ fn inflate_charged(
             return Ok(out);
         }
         if out.len() as u64 + n as u64 > cap {
-            return Err(AcceptError::PayloadTooLarge(format!(
-                "the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches"
-            )));
+            return Err(AcceptError::InflatedTooLarge { cap });
         }
         charge(n as u64)?;
         out.extend_from_slice(&chunk[..n]);
@@ -114,7 +111,7 @@ async fn inflate_off_worker(intake: &Arc<Intake>, input: &mut IngestInput<'_>) -
         (out, charge)
     });
     let (out, charge) =
-        job.await.map_err(|e| AcceptError::Internal(format!("the inflating task ended abnormally: {e}")))?;
+        job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
     input.charge = charge;
     out
 }
@@ -145,12 +142,8 @@ pub fn parse_body(
 
 /// Split and validate records. Each returned slice is one record.
 fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u8]>, AcceptError> {
-    let empty = || AcceptError::InvalidBody("the body is empty: send at least one record".into());
-    let too_large = |n: usize, len: usize| {
-        AcceptError::PayloadTooLarge(format!(
-            "record {n} is {len} bytes, over the {max_record}-byte limit (max_record_bytes)"
-        ))
-    };
+    let empty = || AcceptError::EmptyBody;
+    let too_large = |record: usize, len: usize| AcceptError::RecordTooLarge { record, len, max: max_record };
     if format == Format::Binary {
         if body.is_empty() {
             return Err(empty());
@@ -179,14 +172,10 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
         }
         // JSON text is UTF-8 (RFC 8259 §8.1), and serde_json does not check
         // the bytes inside strings it skips: check them first.
-        let text = std::str::from_utf8(line).map_err(|e| {
-            AcceptError::InvalidBody(format!(
-                "line {line_no} is not valid JSON: it is not UTF-8 (invalid byte at column {})",
-                e.valid_up_to() + 1
-            ))
-        })?;
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            return Err(AcceptError::InvalidBody(format!("line {line_no} is not valid JSON: {e}")));
+        let text = std::str::from_utf8(line)
+            .map_err(|e| AcceptError::LineNotUtf8 { line: line_no, column: e.valid_up_to() + 1 })?;
+        if let Err(source) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(AcceptError::LineNotJson { line: line_no, source });
         }
         out.push(line);
     }
@@ -204,34 +193,22 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
 fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priority) -> Result<(), AcceptError> {
     let name = &b.tenants[tenant].name;
     let retry_after_secs = b.cfg.retry_after_secs;
-    let shed = |reason: &'static str| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason]).inc();
+    let shed = |reason: Reason| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason.as_str()]).inc();
     if b.disk.over_quota.load(Ordering::Relaxed) {
-        shed("disk_quota");
-        return Err(AcceptError::InsufficientStorage(format!(
-            "the WAL reached its disk quota of {} bytes (disk_quota_bytes); retry once exporters catch up and retention frees space",
-            b.cfg.disk_quota_bytes
-        )));
+        shed(Reason::DiskQuota);
+        return Err(AcceptError::DiskQuota { quota_bytes: b.cfg.disk_quota_bytes });
     }
     if b.disk.over_watermark.load(Ordering::Relaxed) {
-        shed("disk_watermark");
-        return Err(AcceptError::Backpressure {
-            reason: "disk_watermark",
-            message: format!(
-                "the data disk is more than {:.0}% full (disk_high_watermark); slow down and retry",
-                b.cfg.disk_high_watermark * 100.0
-            ),
-            retry_after_secs,
-        });
+        shed(Reason::DiskWatermark);
+        return Err(AcceptError::DiskWatermark { watermark: b.cfg.disk_high_watermark, retry_after_secs });
     }
     for &d in &b.routes[tenant][topic] {
         if let Some(lag) = b.lag.sheds(d, priority) {
-            shed("destination_lag");
-            return Err(AcceptError::Backpressure {
-                reason: "destination_lag",
-                message: format!(
-                    "destination {:?} that receives this data is {} records / {} bytes behind, over its lag limit; retry later",
-                    lag.name, lag.records, lag.bytes
-                ),
+            shed(Reason::DestinationLag);
+            return Err(AcceptError::DestinationLag {
+                destination: lag.name,
+                records: lag.records,
+                bytes: lag.bytes,
                 retry_after_secs,
             });
         }
@@ -251,7 +228,7 @@ fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, Ac
             Priority::Low
         }
         Verdict::Reject { retry_after_secs } => {
-            b.metrics.backpressure_shed.with_label_values(&[t.name.as_str(), "hard_rate_limit"]).inc();
+            b.metrics.backpressure_shed.with_label_values(&[t.name.as_str(), Reason::HardRateLimit.as_str()]).inc();
             return Err(AcceptError::RateLimited { tenant: t.name.clone(), retry_after_secs });
         }
     };
@@ -272,7 +249,7 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
     let tenant = &b.tenants[input.tenant];
     let key = input.idempotency_key.filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 255) {
-        return Err(AcceptError::InvalidRequest("Idempotency-Key is longer than 255 bytes".into()));
+        return Err(AcceptError::IdempotencyKeyTooLong { len: key.map_or(0, str::len) });
     }
     let now = now_ms();
     // Fingerprinted over the inflated body: a retry compressed differently
@@ -286,20 +263,11 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
             }
             Claim::Reused => {
                 b.metrics.idempotency_key_reused.with_label_values(&[tenant.name.as_str()]).inc();
-                return Err(AcceptError::IdempotencyKeyReused(
-                    "this Idempotency-Key was used within the idempotency window for a different request (another topic, content type or body); nothing was stored — send new records under a new key".into(),
-                ));
+                return Err(AcceptError::IdempotencyKeyReused);
             }
             Claim::Fresh(t) => Some(t),
             Claim::Full { max } => {
-                return Err(AcceptError::Overloaded {
-                    reason: "idempotency_keys",
-                    message: format!(
-                        "tenant {:?} holds {max} idempotency keys inside the window (idempotency_max_keys_per_tenant); retry shortly",
-                        tenant.name
-                    ),
-                    retry_after_secs: 1,
-                })
+                return Err(AcceptError::IdempotencyKeysFull { tenant: tenant.name.clone(), max })
             }
         },
         None => None,
@@ -314,7 +282,7 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
             }
             let frame_key = request_key.as_ref().map(RequestKey::frame_field);
             let batch = EncodedBatch::encode(&tenant.name, input.topic, frame_key.as_deref(), &records)
-                .map_err(|e| AcceptError::InvalidBody(format!("cannot store this batch: {e}")))?;
+                .map_err(|source| AcceptError::Unframeable { source })?;
             Ok((lane, batch))
         });
     let (lane, batch) = match prepared {
@@ -359,7 +327,7 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
     }
     // Detached: a keyed batch is remembered for idempotency even if the
     // client disconnects between "durable" and the answer.
-    tokio::spawn(commit).await.map_err(|e| AcceptError::Internal(format!("commit task failed: {e}")))?
+    tokio::spawn(commit).await.map_err(|source| AcceptError::TaskFailed { what: "commit", source })?
 }
 
 #[cfg(test)]
@@ -399,7 +367,7 @@ mod tests {
     fn a_line_that_is_not_utf8_is_refused_and_named() {
         let body = b"{\"a\":1}\n{\"a\":\"caf\xe9\"}\n";
         match split_records(body, Format::Ndjson, 1024) {
-            Err(AcceptError::InvalidBody(m)) => assert!(m.contains("line 2") && m.contains("UTF-8"), "{m}"),
+            Err(e @ AcceptError::LineNotUtf8 { line: 2, .. }) => assert!(e.to_string().contains("UTF-8"), "{e}"),
             other => panic!("expected InvalidBody, got {:?}", other.map(|r| r.len())),
         }
         let ok = "{\"a\":\"café ✓\"}\n".as_bytes();
@@ -408,9 +376,9 @@ mod tests {
 
     #[test]
     fn empty_bodies_and_oversized_records_are_refused() {
-        assert!(matches!(split_records(b" \n\n", Format::Ndjson, 10), Err(AcceptError::InvalidBody(_))));
-        assert!(matches!(split_records(b"", Format::Binary, 10), Err(AcceptError::InvalidBody(_))));
-        assert!(matches!(split_records(b"[1,2,3,4,5,6]", Format::Ndjson, 5), Err(AcceptError::PayloadTooLarge(_))));
+        assert!(matches!(split_records(b" \n\n", Format::Ndjson, 10), Err(AcceptError::EmptyBody)));
+        assert!(matches!(split_records(b"", Format::Binary, 10), Err(AcceptError::EmptyBody)));
+        assert!(matches!(split_records(b"[1,2,3,4,5,6]", Format::Ndjson, 5), Err(AcceptError::RecordTooLarge { .. })));
     }
 
     #[test]
@@ -419,7 +387,7 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&vec![b'x'; 1 << 20]).unwrap();
         let gz = enc.finish().unwrap();
-        assert!(matches!(inflate(&gz, 1000), Err(AcceptError::PayloadTooLarge(_))));
+        assert!(matches!(inflate(&gz, 1000), Err(AcceptError::InflatedTooLarge { cap: 1000 })));
         assert_eq!(inflate(&gz, 2 << 20).unwrap().len(), 1 << 20);
     }
 }

@@ -6,7 +6,7 @@ use super::settle::end_lease;
 use super::Deliveries;
 use crate::breaker::{Breaker, LeaseEnd};
 use crate::destination::{Destination, LaneLeases, LeaseSource};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, RequestPart};
 use crate::store::DestFlags;
 use plumbing::clock::now_ms;
 use protocol::{ActionResult, BreakerView, DestinationStatus, LaneCursor, RewindTarget};
@@ -90,7 +90,7 @@ impl Deliveries {
         let dest = self.dest(name)?;
         let only_lane = match &target {
             RewindTarget::Offset { lane: Some(l), .. } => {
-                Some(l.parse::<LaneId>().map_err(|e| BrokerError::InvalidRequest(format!("lane: {e}")))?)
+                Some(l.parse::<LaneId>().map_err(|e| BrokerError::bad(RequestPart::Lane, e))?)
             }
             _ => None,
         };
@@ -114,7 +114,7 @@ impl Deliveries {
                             ControlFlow::Continue(())
                         }
                     })
-                    .map_err(|e| BrokerError::Internal(e.to_string()))?;
+                    .map_err(|source| BrokerError::Wal { lane: id, source })?;
                     found
                 }
             };

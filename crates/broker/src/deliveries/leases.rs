@@ -213,7 +213,7 @@ impl Deliveries {
                 continue;
             };
             while let Some((from, range)) = ll.expired.pop_first() {
-                let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+                let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
                 let from = from.max(lane.earliest_offset());
                 if from >= range.to {
                     continue;
@@ -227,7 +227,7 @@ impl Deliveries {
             }
         }
         for &(lane_id, lane_limits) in &plan {
-            let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
             let end = lane.next_offset();
             // Bounded: skip at most a few reads of data not for this destination per lane.
             for _ in 0..16 {
@@ -304,7 +304,7 @@ impl Deliveries {
         let dest = self.dest(dest_name)?;
         let mut st = dest.state();
         self.transact(dest, &mut st, |next, _| {
-            let lease = next.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+            let lease = next.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
             lease.expires_at_ms = now + dest.lease_ms;
             Ok(())
         })?;
@@ -345,7 +345,7 @@ impl Deliveries {
             let mut st = dest.state();
             let before = st.breaker;
             let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
-                let lease = next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+                let lease = next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
                 ch.add_dead_letters = self.dead_letter_records(dest, &lease, &req.dead_letters, now)?;
                 let redriven = match &lease.source {
                     LeaseSource::DeadLetters(ids) => {

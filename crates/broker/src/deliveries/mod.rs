@@ -85,7 +85,7 @@ impl Deliveries {
     }
 
     pub fn dest(&self, name: &str) -> Result<&Destination, BrokerError> {
-        self.dest_by_name(name).ok_or_else(|| BrokerError::UnknownDestination(name.to_string()))
+        self.dest_by_name(name).ok_or_else(|| BrokerError::UnknownDestination { name: name.to_string() })
     }
 
     /// The metadata store (for a stop's final flush, and the tests).
@@ -112,6 +112,6 @@ impl Deliveries {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| BrokerError::Internal(format!("a blocking task ended abnormally: {e}")))?
+            .map_err(BrokerError::TaskFailed)?
     }
 }

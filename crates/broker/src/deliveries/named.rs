@@ -9,7 +9,7 @@
 //! as a dead letter, which loses nothing.
 
 use crate::destination::LiveLease;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, NamedRecord};
 use crate::store::DeadLetterRecord;
 use protocol::lease::PoisonRecord;
 
@@ -21,21 +21,17 @@ pub(super) fn pick_named(
     poison: &[PoisonRecord],
     now: u64,
 ) -> Result<Vec<DeadLetterRecord>, BrokerError> {
-    let refuse = |what: String| {
-        BrokerError::InvalidRequest(format!(
-            "{what} is not a record of lease {} [{}, {}); nothing was committed",
-            lease.id, lease.from, lease.to
-        ))
-    };
+    let refuse =
+        |named: NamedRecord| BrokerError::NotInLease { named, lease: lease.id.clone(), from: lease.from, to: lease.to };
     // The error per place in the lease; a place named twice keeps its first.
     let mut errors: Vec<Option<&str>> = vec![None; records.len()];
     for p in poison {
         match p.index {
             Some(i) => {
                 let i = i as usize;
-                let at = records.get(i).ok_or_else(|| refuse(format!("dead letter #{i}")))?;
+                let at = records.get(i).ok_or_else(|| refuse(NamedRecord::Place { index: i as u64 }))?;
                 if at.as_ref().is_some_and(|r| r.offset != p.offset) {
-                    return Err(refuse(format!("dead letter #{i} at offset {}", p.offset)));
+                    return Err(refuse(NamedRecord::PlaceAndOffset { index: i as u64, offset: p.offset }));
                 }
                 errors[i].get_or_insert(p.error.as_str());
             }
@@ -48,7 +44,7 @@ pub(super) fn pick_named(
                     }
                 }
                 if !found {
-                    return Err(refuse(format!("dead-letter offset {}", p.offset)));
+                    return Err(refuse(NamedRecord::Offset { offset: p.offset }));
                 }
             }
         }

@@ -26,7 +26,7 @@ impl Deliveries {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<(Vec<LeasedRecord>, u64), BrokerError> {
-        let lane = self.wal.lane(lane_id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
         let mut picked: Vec<Picked> = Vec::new();
         let mut arena: Vec<u8> = Vec::new();
         let mut names = Names::default();
@@ -68,7 +68,7 @@ impl Deliveries {
                 ControlFlow::Continue(())
             }
         })
-        .map_err(|e| BrokerError::Internal(format!("reading lane {lane_id} for {}: {e}", dest.name)))?;
+        .map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
         let arena = Bytes::from(arena);
         let out = picked
             .into_iter()

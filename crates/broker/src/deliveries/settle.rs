@@ -77,7 +77,7 @@ pub(crate) fn end_lease(
     end: LeaseEnd,
     now: u64,
 ) -> Result<LiveLease, BrokerError> {
-    let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound(id.to_string()))?;
+    let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
     st.breaker = st.breaker.on_lease_end(lease.probe, end, now, dest.policy);
     match (&lease.source, end) {
         (_, LeaseEnd::Committed) | (LeaseSource::Lane(_), LeaseEnd::Cancelled) => {}

@@ -195,12 +195,12 @@ impl Deliveries {
                 .min()
                 .unwrap_or_else(|| lane.next_offset());
             // The lane's writer does the file work; this task waits off the async workers.
-            let handle = self.wal.lane_handle(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let handle = self.wal.lane_handle(id).map_err(|source| BrokerError::Wal { lane: id, source })?;
             let n = match handle.release_below(released).await {
                 Ok(n) => n,
                 // A stop is under way: the next start retires what is left.
                 Err(wal::WalError::ShuttingDown) => return Ok(total_bytes),
-                Err(e) => return Err(BrokerError::Internal(e.to_string())),
+                Err(source) => return Err(BrokerError::Wal { lane: id, source }),
             };
             if n > 0 {
                 self.metrics.segments_deleted.inc_by(n as u64);

@@ -20,35 +20,26 @@ pub enum RouteError {
 }
 
 impl BrokerError {
+    /// The contract's code for this error (and so its status).
     pub fn code(&self) -> ErrorCode {
         use BrokerError::*;
         match self {
             Unauthorized => ErrorCode::Unauthorized,
-            Forbidden(_) => ErrorCode::Forbidden,
-            UnknownTopic(_) => ErrorCode::UnknownTopic,
-            UnknownDestination(_) => ErrorCode::UnknownDestination,
-            InvalidBody(_) => ErrorCode::InvalidBody,
-            InvalidRequest(_) => ErrorCode::InvalidRequest,
-            PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
-            IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
-            RateLimited { .. } => ErrorCode::RateLimited,
-            Backpressure { .. } => ErrorCode::Backpressure,
-            WalUnavailable { .. } => ErrorCode::WalUnavailable,
-            InsufficientStorage(_) => ErrorCode::InsufficientStorage,
-            LeaseNotFound(_) => ErrorCode::LeaseNotFound,
+            AdminOnly | ExporterOnly | TenantOnly | WrongDestination { .. } => ErrorCode::Forbidden,
+            UnknownDestination { .. } => ErrorCode::UnknownDestination,
+            NotInLease { .. } | BadRequest { .. } => ErrorCode::InvalidRequest,
+            LeaseNotFound { .. } => ErrorCode::LeaseNotFound,
+            Recovering => ErrorCode::WalUnavailable,
             Overloaded { .. } => ErrorCode::Overloaded,
-            Internal(_) => ErrorCode::Internal,
+            Wal { .. } | Store(_) | TaskFailed(_) => ErrorCode::Internal,
             Accept(e) => e.code(),
         }
     }
 
+    /// `Retry-After` in seconds (at least 1) for the refusals a retry can fix.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            BrokerError::RateLimited { retry_after_secs, .. }
-            | BrokerError::Backpressure { retry_after_secs, .. }
-            | BrokerError::WalUnavailable { retry_after_secs, .. }
-            | BrokerError::Overloaded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            BrokerError::Recovering | BrokerError::Overloaded { .. } => Some(1),
             BrokerError::Accept(e) => e.retry_after_secs(),
             _ => None,
         }

@@ -142,10 +142,7 @@ impl Front {
 }
 
 fn refused_reason(e: &crate::error::BrokerError) -> &'static str {
-    match e {
-        crate::error::BrokerError::Overloaded { reason, .. } => reason,
-        _ => "connections",
-    }
+    e.refusal().unwrap_or(plumbing::reasons::Reason::Connections).as_str()
 }
 
 fn take(home: &Mutex<Option<Incoming>>) -> Option<Incoming> {

@@ -9,7 +9,7 @@ pub mod seats;
 pub mod wire;
 
 use crate::core::Broker;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, RequestPart};
 use api::http::body;
 use api::http::headers::header_str;
 use axum::body::{Body, Bytes};
@@ -36,10 +36,7 @@ pub struct AppState {
 
 impl AppState {
     fn ready(&self) -> Result<&Arc<Broker>, BrokerError> {
-        self.broker.get().ok_or_else(|| BrokerError::WalUnavailable {
-            message: "the broker is recovering its write-ahead log; retry shortly".into(),
-            retry_after_secs: 1,
-        })
+        self.broker.get().ok_or(BrokerError::Recovering)
     }
 }
 
@@ -69,8 +66,8 @@ fn no_such_endpoint(path: &str) -> Response {
 
 /// Refusals for lack of a resource are counted by reason.
 fn count_refusal(s: &AppState, e: &BrokerError) {
-    if let BrokerError::Overloaded { reason, .. } = e {
-        s.metrics.http_refused.with_label_values(&[reason]).inc();
+    if let Some(reason) = e.refusal() {
+        s.metrics.http_refused.with_label_values(&[reason.as_str()]).inc();
     }
 }
 
@@ -97,18 +94,18 @@ fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
 fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
     match role(b, headers)? {
         Role::Admin => Ok(()),
-        _ => Err(BrokerError::Forbidden("this endpoint needs the admin token".into())),
+        _ => Err(BrokerError::AdminOnly),
     }
 }
 
 fn require_exporter(b: &Broker, headers: &HeaderMap, dest: &str) -> Result<(), BrokerError> {
     match role(b, headers)? {
         Role::Exporter(i) if b.deliveries().dests()[i].name == dest => Ok(()),
-        Role::Exporter(i) => Err(BrokerError::Forbidden(format!(
-            "this exporter token belongs to destination {:?}, not {dest:?}",
-            b.deliveries().dests()[i].name
-        ))),
-        _ => Err(BrokerError::Forbidden("lease endpoints need the destination's exporter token".into())),
+        Role::Exporter(i) => Err(BrokerError::WrongDestination {
+            token_of: b.deliveries().dests()[i].name.clone(),
+            asked: dest.to_string(),
+        }),
+        _ => Err(BrokerError::ExporterOnly),
     }
 }
 
@@ -116,7 +113,7 @@ fn parse_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, BrokerEr
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| BrokerError::InvalidRequest(format!("request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| BrokerError::bad(RequestPart::Body, e))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -225,7 +222,7 @@ async fn ingest_inner(
         Ok(Role::Tenant(i)) => i,
         Ok(_) => {
             return (
-                Err(BrokerError::Forbidden("only tenant tokens may ingest; this is an exporter or admin token".into())),
+                Err(BrokerError::TenantOnly),
                 None,
             )
         }
@@ -284,7 +281,7 @@ fn report_capacity(b: &Broker, dest: &str, peer: Option<std::net::IpAddr>, req: 
 }
 
 fn path_error(e: PathRejection) -> BrokerError {
-    BrokerError::InvalidRequest(format!("request path: {e}"))
+    BrokerError::bad(RequestPart::Path, e)
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -307,7 +304,7 @@ async fn lease_action(
         let body = control_body(b, req, &mut charge).await?;
         let action: LeaseAction = action
             .parse()
-            .map_err(|e| BrokerError::InvalidRequest(format!("{e}: use heartbeat, commit, fail or release")))?;
+            .map_err(|e| BrokerError::bad(RequestPart::LeaseAction, e))?;
         match action {
             LeaseAction::Heartbeat => {
                 Ok(serde_json::to_value(b.deliveries().heartbeat(&dest, &id)?).unwrap_or_default())
@@ -376,7 +373,7 @@ async fn dead_letters(
             require_admin(b, &headers)?;
             let Path(dest) = path.map_err(path_error)?;
             let Query(q) =
-                query.map_err(|e| BrokerError::InvalidRequest(format!("query string: {e}; e.g. ?limit=100")))?;
+                query.map_err(|e| BrokerError::bad(RequestPart::Query, e))?;
             b.deliveries()
                 .dead_letters(&dest, q.limit.unwrap_or(1000))
                 .map(|d| d.into_iter().map(wire::dead_letter).collect::<Vec<_>>())
@@ -396,7 +393,7 @@ async fn admin_action(
         let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let action: AdminAction = action.parse().map_err(|e| {
-            BrokerError::InvalidRequest(format!("{e}: use pause, resume, reset-breaker, rewind or redrive"))
+            BrokerError::bad(RequestPart::AdminAction, e)
         })?;
         match action {
             AdminAction::Pause => b.deliveries().set_paused(&dest, true).await,
@@ -404,7 +401,7 @@ async fn admin_action(
             AdminAction::ResetBreaker => b.deliveries().reset_breaker(&dest).await,
             AdminAction::Rewind => {
                 let target: protocol::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
-                    BrokerError::InvalidRequest(format!("rewind body: {e}; e.g. {{\"to\":\"earliest\"}}"))
+                    BrokerError::bad(RequestPart::RewindBody, e)
                 })?;
                 b.deliveries().rewind(&dest, target).await
             }

@@ -23,6 +23,7 @@
 //! exceeds its cap.
 
 use crate::error::BrokerError;
+use plumbing::reasons::Reason;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,12 +97,12 @@ impl Seats {
         })
     }
 
-    fn pool(&self, role: SeatRole) -> Option<(&AtomicUsize, usize, &'static str)> {
+    fn pool(&self, role: SeatRole) -> Option<(&AtomicUsize, usize, Reason)> {
         match role {
-            SeatRole::Tenant(i) => self.tenants.get(i).map(|c| (c, self.caps.per_tenant, "connections_tenant")),
-            SeatRole::Exporter => Some((&self.exporters, self.caps.exporters, "connections_exporter")),
-            SeatRole::Control => Some((&self.control, self.caps.control, "connections_control")),
-            SeatRole::Anonymous => Some((&self.anonymous, self.caps.anonymous, "connections_anonymous")),
+            SeatRole::Tenant(i) => self.tenants.get(i).map(|c| (c, self.caps.per_tenant, Reason::ConnectionsTenant)),
+            SeatRole::Exporter => Some((&self.exporters, self.caps.exporters, Reason::ConnectionsExporter)),
+            SeatRole::Control => Some((&self.control, self.caps.control, Reason::ConnectionsControl)),
+            SeatRole::Anonymous => Some((&self.anonymous, self.caps.anonymous, Reason::ConnectionsAnonymous)),
         }
     }
 
@@ -113,7 +114,7 @@ impl Seats {
     fn take(&self, role: SeatRole) -> Result<(), BrokerError> {
         if let Some(total) = self.shared(role) {
             take_one(total, self.caps.tenants_total)
-                .map_err(|()| refused("connections_tenants", self.caps.tenants_total))?;
+                .map_err(|()| refused(Reason::ConnectionsTenants, self.caps.tenants_total))?;
         }
         let Some((count, cap, reason)) = self.pool(role) else {
             return Ok(());
@@ -139,7 +140,7 @@ impl Seats {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let n = peers.entry(peer).or_default();
         if *n >= self.caps.per_peer {
-            return Err(refused("connections_peer", self.caps.per_peer));
+            return Err(refused(Reason::ConnectionsPeer, self.caps.per_peer));
         }
         *n += 1;
         Ok(())
@@ -164,14 +165,8 @@ fn give_one(count: &AtomicUsize) {
     let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
-fn refused(reason: &'static str, cap: usize) -> BrokerError {
-    BrokerError::Overloaded {
-        reason,
-        message: format!(
-            "this client's kind of connection is at its limit ({cap} at once); retry shortly or reuse a connection"
-        ),
-        retry_after_secs: 1,
-    }
+fn refused(reason: Reason, cap: usize) -> BrokerError {
+    BrokerError::Overloaded { reason, cap }
 }
 
 /// One connection's seat: none until its first request.
@@ -266,7 +261,7 @@ mod tests {
         let third = Seat::new(Arc::clone(&seats), None);
         assert!(matches!(
             third.sit(SeatRole::Tenant(0)),
-            Err(BrokerError::Overloaded { reason: "connections_tenant", .. })
+            Err(BrokerError::Overloaded { reason: Reason::ConnectionsTenant, .. })
         ));
         third.sit(SeatRole::Tenant(1)).expect("another tenant's pool is untouched");
         Seat::new(Arc::clone(&seats), None).sit(SeatRole::Exporter).expect("exporters have their own");
@@ -274,7 +269,7 @@ mod tests {
         assert!(
             matches!(
                 fourth.sit(SeatRole::Anonymous),
-                Err(BrokerError::Overloaded { reason: "connections_tenants", .. })
+                Err(BrokerError::Overloaded { reason: Reason::ConnectionsTenants, .. })
             ),
             "tenants and anonymous together hold at most tenants_total"
         );
@@ -292,7 +287,7 @@ mod tests {
         let one = Seat::new(Arc::clone(&seats), Some(ip));
         one.sit(SeatRole::Tenant(0)).expect("first");
         let two = Seat::new(Arc::clone(&seats), Some(ip));
-        assert!(matches!(two.sit(SeatRole::Control), Err(BrokerError::Overloaded { reason: "connections_peer", .. })));
+        assert!(matches!(two.sit(SeatRole::Control), Err(BrokerError::Overloaded { reason: Reason::ConnectionsPeer, .. })));
         drop(one);
         two.sit(SeatRole::Control).expect("after the first closed");
     }
