@@ -7,11 +7,11 @@
 
 use super::Intake;
 use crate::error::AcceptError;
-use crate::idempotency::{Claim, Fingerprint, RequestKey};
+use crate::idempotency::{Claim, Fingerprint, RequestKey, Ticket};
 use crate::limiter::Verdict;
 use bytes::Bytes;
-use plumbing::reasons::Reason;
 use plumbing::clock::now_ms;
+use plumbing::reasons::Reason;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -110,8 +110,7 @@ async fn inflate_off_worker(intake: &Arc<Intake>, input: &mut IngestInput<'_>) -
         let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut charge, 2 * n));
         (out, charge)
     });
-    let (out, charge) =
-        job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
+    let (out, charge) = job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
     input.charge = charge;
     out
 }
@@ -255,22 +254,9 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
     // Fingerprinted over the inflated body: a retry compressed differently
     // is the same request.
     let request_key = key.map(|k| RequestKey::new(k, Fingerprint::of(input.topic, format.media_type(), body)));
-    let ticket = match &request_key {
-        Some(rk) => match b.idempotency.claim(&tenant.name, rk, now).await {
-            Claim::Replay(resp) => {
-                b.metrics.idempotent_replays.with_label_values(&[tenant.name.as_str()]).inc();
-                return Ok(resp);
-            }
-            Claim::Reused => {
-                b.metrics.idempotency_key_reused.with_label_values(&[tenant.name.as_str()]).inc();
-                return Err(AcceptError::IdempotencyKeyReused);
-            }
-            Claim::Fresh(t) => Some(t),
-            Claim::Full { max } => {
-                return Err(AcceptError::IdempotencyKeysFull { tenant: tenant.name.clone(), max })
-            }
-        },
-        None => None,
+    let ticket = match claim_key(b, &tenant.name, request_key.as_ref(), now).await? {
+        KeyClaim::Replay(resp) => return Ok(resp),
+        KeyClaim::Go(ticket) => ticket,
     };
     // The tenant's own priority first (no rate tokens spent on a refusal),
     // then the lane the limiter picks: a demoted batch meets low's backlog.
@@ -299,27 +285,8 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
     let stored = b.counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
     let append = b.wal.append(lane, batch);
     drop(input.arrival);
-    let intake = Arc::clone(intake);
-    let commit = async move {
-        let result = append.await;
-        let b: &Intake = &intake;
-        match result {
-            Ok(ack) => {
-                let resp = Accepted { records: n, lane, first_offset: ack.base_offset };
-                stored.inc_by(n);
-                if let Some(t) = ticket {
-                    b.idempotency.settle(t, resp, now_ms());
-                }
-                Ok(resp)
-            }
-            Err(e) => {
-                if let Some(t) = ticket {
-                    b.idempotency.abandon(t);
-                }
-                Err(AcceptError::from_wal(e, b.cfg.retry_after_secs))
-            }
-        }
-    };
+    let commit =
+        settle_append(Arc::clone(intake), append, ticket, Accepted { records: n, lane, first_offset: 0 }, stored);
     if key.is_none() {
         // Nothing to keep consistent if the client goes away: the WAL
         // commits the queued frame regardless.
@@ -328,6 +295,61 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
     // Detached: a keyed batch is remembered for idempotency even if the
     // client disconnects between "durable" and the answer.
     tokio::spawn(commit).await.map_err(|source| AcceptError::TaskFailed { what: "commit", source })?
+}
+
+/// What the idempotency window says about a request.
+enum KeyClaim {
+    /// Answer the earlier request's 200 again; append nothing.
+    Replay(Accepted),
+    /// Go on, holding the key's ticket (none without a key).
+    Go(Option<Ticket>),
+}
+
+/// Claim the request's key in the window, or refuse it.
+async fn claim_key(b: &Intake, tenant: &str, key: Option<&RequestKey>, now: u64) -> Result<KeyClaim, AcceptError> {
+    let Some(rk) = key else {
+        return Ok(KeyClaim::Go(None));
+    };
+    match b.idempotency.claim(tenant, rk, now).await {
+        Claim::Replay(resp) => {
+            b.metrics.idempotent_replays.with_label_values(&[tenant]).inc();
+            Ok(KeyClaim::Replay(resp))
+        }
+        Claim::Reused => {
+            b.metrics.idempotency_key_reused.with_label_values(&[tenant]).inc();
+            Err(AcceptError::IdempotencyKeyReused)
+        }
+        Claim::Fresh(t) => Ok(KeyClaim::Go(Some(t))),
+        Claim::Full { max } => Err(AcceptError::IdempotencyKeysFull { tenant: tenant.to_string(), max }),
+    }
+}
+
+/// Wait for the append to be durable, then answer (`answer` with its first
+/// offset filled in) and settle the key's ticket: remembered on success,
+/// given up on failure so that a retry appends.
+async fn settle_append(
+    intake: Arc<Intake>,
+    append: impl std::future::Future<Output = Result<wal::Appended, wal::WalError>> + Send,
+    ticket: Option<Ticket>,
+    answer: Accepted,
+    stored: prometheus::IntCounter,
+) -> Result<Accepted, AcceptError> {
+    match append.await {
+        Ok(ack) => {
+            let resp = Accepted { first_offset: ack.base_offset, ..answer };
+            stored.inc_by(resp.records);
+            if let Some(t) = ticket {
+                intake.idempotency.settle(t, resp, now_ms());
+            }
+            Ok(resp)
+        }
+        Err(e) => {
+            if let Some(t) = ticket {
+                intake.idempotency.abandon(t);
+            }
+            Err(AcceptError::from_wal(e, intake.cfg.retry_after_secs))
+        }
+    }
 }
 
 #[cfg(test)]

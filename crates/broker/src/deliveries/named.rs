@@ -8,7 +8,7 @@
 //! v1.2 names offsets only; every record at a named offset is then kept
 //! as a dead letter, which loses nothing.
 
-use crate::destination::LiveLease;
+use crate::destination::{LeaseSource, LiveLease};
 use crate::error::{BrokerError, NamedRecord};
 use crate::store::DeadLetterRecord;
 use protocol::lease::PoisonRecord;
@@ -61,5 +61,16 @@ pub(super) fn pick_named(
         })
         .collect();
     debug_assert!(out.len() <= sent, "more dead letters than records sent");
+    // Invariant: a lane lease's dead letters are records of its range; one
+    // outside it would be a record the exporter never had, kept as failed.
+    if let LeaseSource::Lane(_) = lease.source {
+        assert!(
+            out.iter().all(|r| (lease.from..lease.to).contains(&r.offset)),
+            "a dead letter outside lease {} [{}, {})",
+            lease.id,
+            lease.from,
+            lease.to
+        );
+    }
     Ok(out)
 }

@@ -78,6 +78,7 @@ pub(crate) fn end_lease(
     now: u64,
 ) -> Result<LiveLease, BrokerError> {
     let lease = st.leases.remove(id).ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
+    check_in_window(st, &lease, end);
     st.breaker = st.breaker.on_lease_end(lease.probe, end, now, dest.policy);
     match (&lease.source, end) {
         (_, LeaseEnd::Committed) | (LeaseSource::Lane(_), LeaseEnd::Cancelled) => {}
@@ -101,6 +102,29 @@ pub(crate) fn end_lease(
         }
     }
     Ok(lease)
+}
+
+/// Invariant: a lane lease covers a non-empty range inside its lane's
+/// window — at or after the committed cursor (by construction: the cursor
+/// is the lowest outstanding offset) and below the next offset never
+/// handed out. A commit outside it would move the cursor past records no
+/// exporter was given (lost) or over a range already settled (invented):
+/// asserted always for a commit, in debug builds for the other ends.
+fn check_in_window(st: &DestState, lease: &LiveLease, end: LeaseEnd) {
+    let LeaseSource::Lane(lane) = &lease.source else {
+        return;
+    };
+    let next_unleased = st.lanes.get(lane).map(|ll| ll.next_unleased);
+    let inside = lease.from < lease.to && next_unleased.is_some_and(|n| lease.to <= n);
+    if end == LeaseEnd::Committed {
+        assert!(
+            inside,
+            "lease {} [{}, {}) outside lane {lane}'s window (next unleased {next_unleased:?})",
+            lease.id, lease.from, lease.to
+        );
+    } else {
+        debug_assert!(inside, "lease {} [{}, {}) outside lane {lane}'s window", lease.id, lease.from, lease.to);
+    }
 }
 
 /// Move the cursor of `lane` forward to `to` (drop-oldest, retention),
@@ -157,6 +181,21 @@ pub(crate) fn skip_to(
 /// its slot back; those repairs are written back.
 pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: usize) -> Result<DestState, StoreError> {
     let mut st = DestState { breaker: store.breaker(dest)?, paused: store.flags(dest)?.paused, ..DestState::default() };
+    let ends = load_cursors(store, wal, dest, &mut st)?;
+    let raw = store.leases(dest)?;
+    let waiting = load_leases(&raw, &ends, &mut st);
+    queue_waiting(waiting, dest_idx, &mut st);
+    if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
+        st.breaker.probe_out = false;
+    }
+    repair_records(store, dest, raw, &mut st)?;
+    debug_assert!(st.check_invariants().is_ok(), "{dest} after load: {:?}", st.check_invariants());
+    Ok(st)
+}
+
+/// Each lane's durable cursor, clamped to what the lane still holds; returns
+/// each lane's end.
+fn load_cursors(store: &Store, wal: &Wal, dest: &str, st: &mut DestState) -> Result<HashMap<LaneId, u64>, StoreError> {
     let mut ends = HashMap::new();
     for lane in wal.lanes() {
         let id = lane.id();
@@ -166,9 +205,19 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
         st.persisted.insert(id, cursor);
         ends.insert(id, lane.next_offset());
     }
-    let raw = store.leases(dest)?;
-    let mut waiting: HashMap<LaneId, Vec<(u64, u64, u32, String)>> = HashMap::new();
-    for rec in &raw {
+    Ok(ends)
+}
+
+/// A range given back, waiting to be offered again: (from, to,
+/// redeliveries, its lease record's id).
+type Waiting = (u64, u64, u32, String);
+
+/// The stored lease records, cut to each lane's window: live ones become
+/// leases again; given-back ones are returned by lane, to be queued once
+/// every live lease is known.
+fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestState) -> HashMap<LaneId, Vec<Waiting>> {
+    let mut waiting: HashMap<LaneId, Vec<Waiting>> = HashMap::new();
+    for rec in raw {
         st.seq = st.seq.max(rec.id.split('-').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
         let Ok(lane) = rec.lane.parse::<LaneId>() else {
             continue;
@@ -183,26 +232,33 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
         if rec.expired {
             waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone()));
         } else {
-            st.leases.insert(
-                rec.id.clone(),
-                LiveLease {
-                    id: rec.id.clone(),
-                    source: LeaseSource::Lane(lane),
-                    from,
-                    to,
-                    expires_at_ms: rec.expires_at_ms,
-                    acquired_at: std::time::Instant::now(),
-                    probe: rec.probe,
-                    redeliveries: rec.redeliveries,
-                    records: 0,
-                    ingested: Vec::new(),
-                },
-            );
+            st.leases.insert(rec.id.clone(), reloaded_lease(rec, lane, from, to));
         }
         if let Some(ll) = st.lanes.get_mut(&lane) {
             ll.next_unleased = ll.next_unleased.max(to);
         }
     }
+    waiting
+}
+
+/// A live lease as a restart rebuilds it from its record.
+fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, from: u64, to: u64) -> LiveLease {
+    LiveLease {
+        id: rec.id.clone(),
+        source: LeaseSource::Lane(lane),
+        from,
+        to,
+        expires_at_ms: rec.expires_at_ms,
+        acquired_at: std::time::Instant::now(),
+        probe: rec.probe,
+        redeliveries: rec.redeliveries,
+        records: 0,
+        ingested: Vec::new(),
+    }
+}
+
+/// Queue the given-back ranges no live lease covers, to be offered first.
+fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_idx: usize, st: &mut DestState) {
     for (lane, ranges) in waiting {
         let live: Vec<(u64, u64)> =
             st.leases.values().filter(|l| l.source == LeaseSource::Lane(lane)).map(|l| (l.from, l.to)).collect();
@@ -216,9 +272,11 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
             }
         }
     }
-    if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
-        st.breaker.probe_out = false;
-    }
+}
+
+/// Write back what loading repaired (records cut, merged or dropped; a
+/// probe flag of no lease), keeping unchanged expired records as they were.
+fn repair_records(store: &Store, dest: &str, raw: Vec<LeaseRecord>, st: &mut DestState) -> Result<(), StoreError> {
     let mut ch = Changes::default();
     let before: HashMap<String, LeaseRecord> = raw.into_iter().map(|r| (r.id.clone(), r)).collect();
     let mut after = st.lease_records();
@@ -250,8 +308,7 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
             }
         }
     }
-    debug_assert!(st.check_invariants().is_ok(), "{dest} after load: {:?}", st.check_invariants());
-    Ok(st)
+    Ok(())
 }
 
 /// The parts of the waiting `ranges` (from, to, redeliveries, record id)
