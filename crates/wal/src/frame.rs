@@ -37,8 +37,12 @@ use crate::error::FrameError;
 use siphasher::sip::SipHasher24;
 use std::hash::Hasher;
 
+/// The first four bytes of every frame (`"WRF2"`, little endian): never zero,
+/// so zeroed space is never a frame.
 pub const MAGIC: u32 = 0x3246_5257;
+/// The frame version this build writes and reads.
 pub const VERSION: u8 = 2;
+/// Bytes of a frame header; the body follows.
 pub const HEADER_LEN: usize = 48;
 
 /// The keys that authenticate the frames of one file generation.
@@ -56,6 +60,8 @@ impl std::fmt::Debug for FrameKey {
 }
 
 impl FrameKey {
+    /// Bytes of a key as stored in a segment header: the body key, then
+    /// the header key.
     pub const LEN: usize = 32;
 
     /// A fresh key from the OS's random source.
@@ -65,6 +71,7 @@ impl FrameKey {
         Ok(FrameKey::from_bytes(&b))
     }
 
+    /// The key stored as `bytes` (see [`FrameKey::to_bytes`]).
     pub fn from_bytes(b: &[u8; Self::LEN]) -> FrameKey {
         let mut body = [0u8; 16];
         let mut head = [0u8; 16];
@@ -73,6 +80,8 @@ impl FrameKey {
         FrameKey { body, head }
     }
 
+    /// The key as stored in a segment header. Never print or send it: whoever
+    /// holds it can forge frames of its file.
     pub fn to_bytes(self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..16].copy_from_slice(&self.body);
@@ -96,8 +105,12 @@ impl FrameKey {
 /// Who sent a batch, where to, and its optional idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BatchMeta {
+    /// The tenant that sent the batch (at most 255 bytes).
     pub tenant: String,
+    /// The topic it was sent to (at most 255 bytes).
     pub topic: String,
+    /// The stored idempotency field, if any (at most 255 bytes; see
+    /// `docs/wal.md` for its shape).
     pub idempotency_key: Option<String>,
 }
 
@@ -175,14 +188,18 @@ impl EncodedBatch {
         Ok(EncodedBatch { bytes, records })
     }
 
+    /// Bytes of the whole frame, header included (what
+    /// [`crate::WalOptions::max_frame_bytes`] limits).
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Never true: a frame always has its header.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
+    /// Records in the batch (at least one).
     pub fn records(&self) -> u32 {
         self.records
     }
@@ -202,17 +219,24 @@ impl EncodedBatch {
 /// A frame's header fields, after validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Bytes of the metadata at the start of the body (at most `body_len`).
     pub meta_len: u16,
+    /// Records in the frame (at least one).
     pub records: u32,
+    /// Bytes of the body: metadata, then the records.
     pub body_len: u32,
+    /// Offset of the first record; `base_offset + records` never overflows.
     pub base_offset: u64,
+    /// When the frame was committed, ms since the Unix epoch.
     pub ts_ms: u64,
 }
 
 impl FrameHeader {
+    /// Bytes of the whole frame, header included.
     pub fn frame_len(&self) -> usize {
         HEADER_LEN + self.body_len as usize
     }
+    /// The offset after the frame's last record.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.records)
     }
@@ -278,9 +302,13 @@ pub(crate) fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, Fram
 /// A decoded frame borrowing its records from the segment bytes.
 #[derive(Debug, Clone)]
 pub struct FrameView<'a> {
+    /// The checked header.
     pub header: FrameHeader,
+    /// The tenant that sent the batch.
     pub tenant: &'a str,
+    /// The topic it was sent to.
     pub topic: &'a str,
+    /// The stored idempotency field, if the batch had one.
     pub idempotency_key: Option<&'a str>,
     body: &'a [u8],
 }
@@ -311,6 +339,7 @@ impl<'a> FrameView<'a> {
     }
 }
 
+/// The records of a [`FrameView`], in order, with their offsets.
 pub struct RecordIter<'a> {
     rest: &'a [u8],
     offset: u64,

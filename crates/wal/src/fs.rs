@@ -12,7 +12,9 @@ use std::sync::Arc;
 /// Bytes of a whole file, read-only. Real files are memory-mapped; the
 /// simulated filesystem hands out a copy.
 pub enum FileBytes {
+    /// A read-only mapping of a file nobody truncates while it is mapped.
     Mapped(memmap2::Mmap),
+    /// A copy of the file's bytes.
     Owned(Vec<u8>),
 }
 
@@ -28,15 +30,20 @@ impl Deref for FileBytes {
 
 /// One open file. Positional I/O only: the WAL tracks its own write position.
 pub trait WalFile: Send + Sync {
+    /// Write all of `buf` at `pos` (the file grows as needed); durable only
+    /// after [`WalFile::sync_data`].
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
     /// Write `bufs` back to back from `pos`, as one write. The default joins
     /// them first; the real file hands them to `pwritev` (no copy).
     fn write_all_vectored_at(&self, bufs: &[&[u8]], pos: u64) -> io::Result<()> {
         self.write_all_at(&bufs.concat(), pos)
     }
+    /// Fill `buf` from `pos`; an error if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// fdatasync: data and the metadata needed to read it back.
     fn sync_data(&self) -> io::Result<()>;
+    /// Cut or extend (with zeros) the file to `len` bytes; durable after
+    /// [`WalFile::sync_data`].
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserve space up to `len` bytes (never touching bytes below the
     /// current length). With `zero_fill`, the space is also written with
@@ -47,6 +54,8 @@ pub trait WalFile: Send + Sync {
 
 /// Directory and file operations the WAL needs, nothing more.
 pub trait FileSystem: Send + Sync + 'static {
+    /// Create `path` and its missing parents (their entries are not synced:
+    /// the caller syncs each parent).
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Create a new file; fails if it exists.
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
@@ -59,12 +68,17 @@ pub trait FileSystem: Send + Sync + 'static {
     /// safe on a file another process may cut or rewrite meanwhile (it
     /// gives a short or newer read, never SIGBUS). For read-only tools.
     fn read_copy(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Rename atomically, replacing `to`; durable after a sync of the
+    /// directories involved.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unlink a file (open handles and mappings stay valid); durable after
+    /// a sync of its directory.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Entries of a directory (full paths), sorted by name.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
     /// fsync the directory so creations, renames and removals in it are durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Whether a file or directory is there now.
     fn exists(&self, path: &Path) -> bool;
 }
 

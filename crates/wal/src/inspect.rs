@@ -28,14 +28,19 @@ use crate::layout::{lane_dir, QUARANTINE_DIR};
 /// One segment file as found on disk.
 #[derive(Debug, Clone)]
 pub struct SegmentReport {
+    /// The lane whose directory holds the file.
     pub lane: LaneId,
+    /// The file.
     pub path: PathBuf,
+    /// From the header, or from the file's name when the header is unusable.
     pub base_offset: u64,
+    /// Bytes of the file as read.
     pub file_len: u64,
     /// Why the header is unusable, if it is.
     pub header_error: Option<FrameError>,
     /// The header as scanned (its key authenticates the frames; never shown).
     header: Option<SegmentHeader>,
+    /// What the scan found (no frame when the header is unusable).
     pub scan: Scan,
     /// Whether the summary beside it agrees with the segment (None: no summary).
     pub summary_ok: Option<bool>,
@@ -43,13 +48,16 @@ pub struct SegmentReport {
     /// that disagrees means the segment changed after it was sealed; a
     /// damaged or empty one is what a crash leaves of an unsynced write.
     pub summary_intact: bool,
+    /// The file sits under `quarantine/`, outside the live log.
     pub quarantined: bool,
 }
 
 impl SegmentReport {
+    /// Records in the valid frames found.
     pub fn records(&self) -> u64 {
         self.scan.records()
     }
+    /// The offset after the last valid frame (the base when there is none).
     pub fn next_offset(&self) -> u64 {
         self.scan.next_offset(self.base_offset)
     }

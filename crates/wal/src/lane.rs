@@ -23,24 +23,38 @@ use std::thread::JoinHandle;
 /// A batch read back, records numbered from `base_offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBatch {
+    /// The lane it was read from.
     pub lane: LaneId,
+    /// Offset of `records[0]` (a frame read from its middle starts there).
     pub base_offset: u64,
+    /// When its frame was committed, ms since the Unix epoch.
     pub ts_ms: u64,
+    /// Who sent it, where to.
     pub meta: BatchMeta,
+    /// The records, in offset order.
     pub records: Vec<Vec<u8>>,
 }
 
 /// One segment as listed for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// The lane it belongs to.
     pub lane: LaneId,
+    /// Its file.
     pub path: PathBuf,
+    /// Offset of its first record.
     pub base_offset: u64,
+    /// The offset after its last durable record (`base_offset` when empty).
     pub next_offset: u64,
+    /// Durable records in it.
     pub records: u64,
+    /// Its durable length: header and frames, no preallocated space.
     pub bytes: u64,
+    /// Commit time of its first frame, ms since the epoch (0 when empty).
     pub first_ts_ms: u64,
+    /// Commit time of its last frame, ms since the epoch (0 when empty).
     pub last_ts_ms: u64,
+    /// It takes no more appends (every segment but the lane's last).
     pub sealed: bool,
 }
 
@@ -117,6 +131,7 @@ impl Lane {
         }
     }
 
+    /// Which lane this is.
     pub fn id(&self) -> LaneId {
         self.shared.id()
     }

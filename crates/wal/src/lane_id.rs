@@ -3,10 +3,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// A lane's priority: exporters drain high before normal before low. The
+/// discriminant is the byte stored in segment headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
+    /// Drained first.
     High = 0,
+    /// The default.
     Normal = 1,
+    /// Drained last.
     Low = 2,
 }
 
@@ -14,6 +19,7 @@ impl Priority {
     /// Drain order: high first, low last.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
+    /// The name used in lane names and directories (`high`, `normal`, `low`).
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::High => "high",
@@ -59,13 +65,18 @@ impl FromStr for Priority {
     }
 }
 
+/// One lane: a (priority, shard) pair, written `normal/3`. Ordered in
+/// drain order (priority, then shard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LaneId {
+    /// The lane's priority.
     pub priority: Priority,
+    /// The shard within the priority.
     pub shard: u16,
 }
 
 impl LaneId {
+    /// The lane `priority/shard`.
     pub fn new(priority: Priority, shard: u16) -> Self {
         LaneId { priority, shard }
     }

@@ -21,12 +21,15 @@ pub(crate) const SEGMENT_EXT: &str = "seg";
 pub(crate) const SUMMARY_EXT: &str = "sum";
 pub(crate) const SPARE_EXT: &str = "spare";
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+/// `<lane dir>/watermark`: the durable next offset a running broker
+/// publishes for read-only tools (advisory: recovery never reads it).
 pub const WATERMARK_FILE: &str = "watermark";
 /// Suffix of a segment's cleaned copy during a quarantine.
 pub(crate) const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
 /// Extension of a segment's format-2 copy during `migrate`.
 pub(crate) const MIGRATE_EXT: &str = "seg.migrate";
 
+/// `<wal_dir>/<priority>/<shard>`: the directory of lane `id`.
 pub fn lane_dir(wal_dir: &Path, id: LaneId) -> PathBuf {
     wal_dir.join(id.priority.as_str()).join(id.shard.to_string())
 }
@@ -63,6 +66,8 @@ pub(crate) fn recycled_path(lane_dir: &Path, base: u64) -> PathBuf {
     lane_dir.join(format!("recycled-{base:020}.{SPARE_EXT}"))
 }
 
+/// Whether `p` is a spare (`*.spare`: prepared or recycled), a file that
+/// holds no frame of the log.
 pub fn is_spare(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT)
 }

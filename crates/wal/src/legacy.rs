@@ -30,7 +30,9 @@ const V1_HEADER_LEN: usize = 36;
 pub struct MigrateReport {
     /// Segments converted to format 2.
     pub segments: usize,
+    /// Frames converted.
     pub frames: u64,
+    /// Records in those frames.
     pub records: u64,
     /// Segments already in format 2.
     pub current: usize,

@@ -66,6 +66,8 @@
 //! All file I/O goes through [`fs::FileSystem`], so `sim::SimFs` (feature
 //! `sim`, tests only) can crash the log at any point.
 
+#![deny(missing_docs)]
+
 mod error;
 pub mod frame;
 pub mod fs;
@@ -223,6 +225,7 @@ impl Wal {
         &self.recovery
     }
 
+    /// Lane `id`, or [`WalError::UnknownLane`] when the log has none.
     pub fn lane(&self, id: LaneId) -> Result<&Lane> {
         self.lanes.get(&id).map(|l| &**l).ok_or(WalError::UnknownLane(id))
     }

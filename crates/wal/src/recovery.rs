@@ -20,19 +20,61 @@ use std::sync::Arc;
 pub enum RecoveryEvent {
     /// Bytes after the last valid frame were cut off. `torn` is false for the
     /// zeros that preallocation leaves behind (the normal case after a stop).
-    TruncatedTail { lane: LaneId, path: PathBuf, at: u64, bytes: u64, torn: bool },
+    TruncatedTail {
+        /// The lane.
+        lane: LaneId,
+        /// The segment cut.
+        path: PathBuf,
+        /// Where it now ends (the end of its last valid frame).
+        at: u64,
+        /// How many bytes were cut off.
+        bytes: u64,
+        /// They were a torn (or stale) write rather than preallocated zeros.
+        torn: bool,
+    },
     /// A segment with corrupt frames between valid ones was moved to
     /// `moved_to`; a copy holding only its valid frames took its place.
-    Quarantined { lane: LaneId, path: PathBuf, moved_to: PathBuf, corruptions: Vec<Corruption> },
+    Quarantined {
+        /// The lane.
+        lane: LaneId,
+        /// The segment, now holding only its valid frames (if any).
+        path: PathBuf,
+        /// Where the damaged file is kept, byte for byte.
+        moved_to: PathBuf,
+        /// The damaged regions and the offsets each lost.
+        corruptions: Vec<Corruption>,
+    },
     /// A segment whose header was never completely written held no frame and was removed.
-    RemovedEmptySegment { lane: LaneId, path: PathBuf },
+    RemovedEmptySegment {
+        /// The lane.
+        lane: LaneId,
+        /// The file removed.
+        path: PathBuf,
+    },
     /// A segment summary was missing or disagreed with its segment and was rewritten.
-    SummaryRebuilt { lane: LaneId, path: PathBuf },
+    SummaryRebuilt {
+        /// The lane.
+        lane: LaneId,
+        /// The summary file rewritten.
+        path: PathBuf,
+    },
     /// Offsets missing between two segments (data lost before this start).
-    OffsetGap { lane: LaneId, from: u64, to: u64 },
+    OffsetGap {
+        /// The lane.
+        lane: LaneId,
+        /// The first offset missing.
+        from: u64,
+        /// The offset after the last one missing (the next segment's base).
+        to: u64,
+    },
     /// A quarantine that a crash interrupted after the damaged segment was
     /// moved aside was completed: its cleaned copy took the segment's place.
-    QuarantineCompleted { lane: LaneId, path: PathBuf },
+    QuarantineCompleted {
+        /// The lane.
+        lane: LaneId,
+        /// The segment put back in place.
+        path: PathBuf,
+    },
 }
 
 impl RecoveryEvent {

@@ -33,6 +33,7 @@ use crate::frame::{check_frame, FrameKey, HEADER_LEN, MAGIC};
 use crate::lane_id::{LaneId, Priority};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
+/// Bytes of a segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// The on-disk format this build writes and reads.
 pub const SEGMENT_VERSION: u16 = 2;
@@ -42,8 +43,12 @@ const FLAG_RECYCLED: u8 = 1;
 /// A segment header's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The lane the segment belongs to (recovery refuses one in another
+    /// lane's directory).
     pub lane: LaneId,
+    /// Offset of the segment's first record (also its file name).
     pub base_offset: u64,
+    /// The key of this file generation: it authenticates every frame in it.
     pub key: FrameKey,
     /// The file held an earlier segment of its lane: bytes past the last
     /// frame are that generation's, expected, and not damage.
@@ -51,6 +56,7 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// The header's bytes, its crc32c included.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut h = [0u8; SEGMENT_HEADER_LEN];
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
@@ -109,17 +115,24 @@ impl SegmentHeader {
 /// Where one valid frame sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLoc {
+    /// Offset of the frame's first record.
     pub base_offset: u64,
+    /// Records in it (at least one).
     pub records: u32,
+    /// Where the frame starts in its file.
     pub pos: u64,
+    /// Bytes of the frame.
     pub len: u32,
+    /// Its commit time, ms since the Unix epoch.
     pub ts_ms: u64,
 }
 
 impl FrameLoc {
+    /// The offset after the frame's last record.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.records)
     }
+    /// Where the frame ends in its file.
     pub fn end(&self) -> u64 {
         self.pos + u64::from(self.len)
     }
@@ -132,20 +145,33 @@ pub enum Tail {
     Clean,
     /// Only zero bytes follow (preallocated space, or a write that extended
     /// the file but never landed).
-    Zeros { at: u64 },
+    Zeros {
+        /// Where the zeros start.
+        at: u64,
+    },
     /// An incomplete or invalid frame with nothing valid after it.
-    Torn { at: u64, what: FrameError },
+    Torn {
+        /// Where it starts.
+        at: u64,
+        /// Why it is not a frame.
+        what: FrameError,
+    },
     /// What follows is left over from the file's earlier life as another
     /// segment (see `docs/wal.md`, recycling): bytes authenticated under an
     /// earlier key, which never verify under this one. A write torn over
     /// such bytes looks the same and is cut the same way.
-    Stale { at: u64 },
+    Stale {
+        /// Where the stale bytes start.
+        at: u64,
+    },
 }
 
 /// A damaged region followed by valid frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Corruption {
+    /// Where the damage starts.
     pub at: u64,
+    /// Why the bytes there are not a frame.
     pub what: FrameError,
     /// Where the next valid frame starts.
     pub resumes_at: u64,
@@ -153,19 +179,26 @@ pub struct Corruption {
     pub lost_offsets: (u64, u64),
 }
 
+/// What [`scan`] found in a segment: its valid frames, in order, and what
+/// is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
+    /// Every authentic frame, offsets increasing.
     pub frames: Vec<FrameLoc>,
     /// End of the last valid frame (or of the header).
     pub valid_end: u64,
+    /// What follows the last valid frame.
     pub tail: Tail,
+    /// Damaged regions between valid frames.
     pub corruptions: Vec<Corruption>,
 }
 
 impl Scan {
+    /// The offset after the last valid frame (`base_offset` when there is none).
     pub fn next_offset(&self, base_offset: u64) -> u64 {
         self.frames.last().map_or(base_offset, FrameLoc::next_offset)
     }
+    /// Records in the valid frames.
     pub fn records(&self) -> u64 {
         self.frames.iter().map(|f| u64::from(f.records)).sum()
     }
@@ -246,11 +279,17 @@ fn find_next_authentic(bytes: &[u8], from: usize, min_offset: u64, key: &FrameKe
 /// rebuilds it from the segment whenever it is missing or disagrees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// The segment's base offset.
     pub base_offset: u64,
+    /// The offset after its last frame.
     pub next_offset: u64,
+    /// Records in it.
     pub records: u64,
+    /// Its length up to the end of its last frame.
     pub bytes: u64,
+    /// Commit time of its first frame (0 when empty).
     pub first_ts_ms: u64,
+    /// Commit time of its last frame (0 when empty).
     pub last_ts_ms: u64,
 }
 
@@ -273,6 +312,7 @@ impl Summary {
         }
     }
 
+    /// The summary file's bytes, its crc32c included.
     pub fn encode(&self) -> [u8; SUMMARY_LEN] {
         let mut b = [0u8; SUMMARY_LEN];
         b[0..8].copy_from_slice(SUMMARY_MAGIC);

@@ -31,9 +31,14 @@ use std::time::{Duration, Instant};
 /// The answer to a durable append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// The lane it went to.
     pub lane: LaneId,
+    /// Offset of its first record; the others follow densely.
     pub base_offset: u64,
+    /// Records in the batch.
     pub records: u32,
+    /// The commit's timestamp, ms since the Unix epoch (never below an
+    /// earlier commit's of the lane).
     pub ts_ms: u64,
 }
 

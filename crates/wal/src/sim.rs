@@ -211,6 +211,8 @@ fn apply(data: &mut Vec<u8>, op: &Op) {
 }
 
 impl SimFs {
+    /// An empty disk whose crashes tear writes as `seed` decides (the same
+    /// seed, the same tears).
     pub fn new(seed: u64) -> Self {
         let fs = SimFs::default();
         fs.lock().rng = seed;

@@ -39,10 +39,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Numbers of one commit round, for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitStats {
+    /// Appends the round answered.
     pub batches: usize,
+    /// Records in them.
     pub records: u64,
+    /// Frame bytes written.
     pub bytes: u64,
+    /// fdatasyncs it took: its own, plus a roll's (the new header and its
+    /// directory).
     pub fsyncs: u32,
+    /// From the round's start (a roll included) to its durability.
     pub duration: Duration,
     /// The round's own fdatasync alone (not a roll's syncs): what the
     /// device costs, apart from the write and the gather.
@@ -51,6 +57,8 @@ pub struct CommitStats {
 
 /// Receives one call per successful commit round (metrics live outside the WAL).
 pub trait CommitObserver: Send + Sync {
+    /// `lane` made a round durable; called on its writer thread after the
+    /// waiters were answered, so it must be quick.
     fn on_commit(&self, lane: crate::LaneId, stats: &CommitStats);
 }
 

@@ -95,6 +95,8 @@ fn kill9_at_random_points_never_loses_an_acknowledged_batch() {
         }
         assert!(seen > 0, "round {round}: child acknowledged nothing");
         // SIGKILL: no destructor, no flush.
+        // SAFETY: kill(2) takes a pid and a signal number and touches no memory
+        // of ours; the child is not yet reaped, so its pid is still its own.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         // Acks printed before the kill landed still count.
         for line in lines.map_while(Result::ok) {
