@@ -34,22 +34,22 @@
 //! - log a token;
 //! - name an axum or hyper type outside [`http`].
 
-pub mod breaker;
-pub mod capacity;
+pub(crate) mod breaker;
+pub(crate) mod capacity;
 pub mod check_config;
 pub mod core;
-pub mod deliveries;
-pub mod destination;
-pub mod error;
+pub(crate) mod deliveries;
+pub(crate) mod destination;
+pub(crate) mod error;
 pub mod http;
-pub mod leased;
-pub mod maintenance;
+pub(crate) mod leased;
+pub(crate) mod maintenance;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod server;
-pub mod share;
-pub mod shutdown;
-pub mod sizing;
-pub mod store;
+pub(crate) mod share;
+pub(crate) mod shutdown;
+pub(crate) mod sizing;
+pub(crate) mod store;
 #[cfg(test)]
 mod tests;

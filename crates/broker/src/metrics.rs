@@ -1,11 +1,11 @@
 //! Every metric the broker exports: names, labels and help text live here
 //! and nowhere else.
 
+use plumbing::reasons::Reason;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
-use plumbing::reasons::Reason;
 use std::sync::Arc;
 
 pub struct Metrics {
@@ -109,7 +109,6 @@ impl Metrics {
         m
     }
 
-
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -129,7 +128,6 @@ impl wal::CommitObserver for Metrics {
         self.wal_batches_per_commit.observe(s.batches as f64);
     }
 }
-
 
 impl Metrics {
     /// Handles to the accept path's series, for `api::Intake`.

@@ -38,10 +38,11 @@ use wal::Priority;
 pub const PRIORITIES: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
 /// Leases per 13 while every priority has data: 8 high, 4 normal, 1 low.
-pub const WEIGHTS: [u64; 3] = [8, 4, 1];
+pub(crate) const WEIGHTS: [u64; 3] = [8, 4, 1];
 
-/// What one lease adds to its priority's pass (8 / weight).
-const STRIDE: [u64; 3] = [1, 2, 8];
+/// What one lease adds to its priority's pass (8 / weight: derived, so
+/// the weights above are the one place the share is set).
+const STRIDE: [u64; 3] = [8 / WEIGHTS[0], 8 / WEIGHTS[1], 8 / WEIGHTS[2]];
 
 /// The share's memory: each priority's pass, and the virtual time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

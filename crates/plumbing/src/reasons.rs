@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn every_reason_is_in_one_metric_list_and_every_label_is_distinct() {
-        let all: Vec<Reason> = Reason::HTTP_REFUSED.iter().chain(&Reason::SHED).chain(&Reason::DEMOTED).copied().collect();
+        let all: Vec<Reason> =
+            Reason::HTTP_REFUSED.iter().chain(&Reason::SHED).chain(&Reason::DEMOTED).copied().collect();
         let labels: HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), all.len(), "a label named twice");
         assert_eq!(all.len(), 21, "a reason missing from every list");

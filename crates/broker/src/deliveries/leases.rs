@@ -345,7 +345,8 @@ impl Deliveries {
             let mut st = dest.state();
             let before = st.breaker;
             let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
-                let lease = next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
+                let lease =
+                    next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
                 ch.add_dead_letters = self.dead_letter_records(dest, &lease, &req.dead_letters, now)?;
                 let redriven = match &lease.source {
                     LeaseSource::DeadLetters(ids) => {

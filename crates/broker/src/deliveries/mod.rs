@@ -110,8 +110,6 @@ impl Deliveries {
         f: impl FnOnce(&Deliveries) -> Result<T, BrokerError> + Send + 'static,
     ) -> Result<T, BrokerError> {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || f(&me))
-            .await
-            .map_err(BrokerError::TaskFailed)?
+        tokio::task::spawn_blocking(move || f(&me)).await.map_err(BrokerError::TaskFailed)?
     }
 }

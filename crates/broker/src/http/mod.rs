@@ -2,11 +2,11 @@
 //! turn errors into contract answers through [`BrokerError`]'s
 //! `IntoResponse` — the only error-to-status mapping.
 
-pub mod errors;
-pub mod front;
-pub mod openapi;
-pub mod seats;
-pub mod wire;
+pub(crate) mod errors;
+pub(crate) mod front;
+pub(crate) mod openapi;
+pub(crate) mod seats;
+pub(crate) mod wire;
 
 use crate::core::Broker;
 use crate::error::{BrokerError, RequestPart};
@@ -220,12 +220,7 @@ async fn ingest_inner(
     };
     let tenant = match role(b, headers) {
         Ok(Role::Tenant(i)) => i,
-        Ok(_) => {
-            return (
-                Err(BrokerError::TenantOnly),
-                None,
-            )
-        }
+        Ok(_) => return (Err(BrokerError::TenantOnly), None),
         Err(e) => return (Err(e), None),
     };
     let req = api::http::IngestRequest { tenant, topic, topic_idx, headers, body };
@@ -302,9 +297,7 @@ async fn lease_action(
         require_exporter(b, req.headers(), &dest)?;
         let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        let action: LeaseAction = action
-            .parse()
-            .map_err(|e| BrokerError::bad(RequestPart::LeaseAction, e))?;
+        let action: LeaseAction = action.parse().map_err(|e| BrokerError::bad(RequestPart::LeaseAction, e))?;
         match action {
             LeaseAction::Heartbeat => {
                 Ok(serde_json::to_value(b.deliveries().heartbeat(&dest, &id)?).unwrap_or_default())
@@ -372,8 +365,7 @@ async fn dead_letters(
         s.ready().and_then(|b| {
             require_admin(b, &headers)?;
             let Path(dest) = path.map_err(path_error)?;
-            let Query(q) =
-                query.map_err(|e| BrokerError::bad(RequestPart::Query, e))?;
+            let Query(q) = query.map_err(|e| BrokerError::bad(RequestPart::Query, e))?;
             b.deliveries()
                 .dead_letters(&dest, q.limit.unwrap_or(1000))
                 .map(|d| d.into_iter().map(wire::dead_letter).collect::<Vec<_>>())
@@ -392,17 +384,14 @@ async fn admin_action(
         require_admin(b, req.headers())?;
         let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
-        let action: AdminAction = action.parse().map_err(|e| {
-            BrokerError::bad(RequestPart::AdminAction, e)
-        })?;
+        let action: AdminAction = action.parse().map_err(|e| BrokerError::bad(RequestPart::AdminAction, e))?;
         match action {
             AdminAction::Pause => b.deliveries().set_paused(&dest, true).await,
             AdminAction::Resume => b.deliveries().set_paused(&dest, false).await,
             AdminAction::ResetBreaker => b.deliveries().reset_breaker(&dest).await,
             AdminAction::Rewind => {
-                let target: protocol::RewindTarget = serde_json::from_slice(&body).map_err(|e| {
-                    BrokerError::bad(RequestPart::RewindBody, e)
-                })?;
+                let target: protocol::RewindTarget =
+                    serde_json::from_slice(&body).map_err(|e| BrokerError::bad(RequestPart::RewindBody, e))?;
                 b.deliveries().rewind(&dest, target).await
             }
             AdminAction::Redrive => b.deliveries().redrive(&dest),

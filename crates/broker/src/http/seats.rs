@@ -287,7 +287,10 @@ mod tests {
         let one = Seat::new(Arc::clone(&seats), Some(ip));
         one.sit(SeatRole::Tenant(0)).expect("first");
         let two = Seat::new(Arc::clone(&seats), Some(ip));
-        assert!(matches!(two.sit(SeatRole::Control), Err(BrokerError::Overloaded { reason: Reason::ConnectionsPeer, .. })));
+        assert!(matches!(
+            two.sit(SeatRole::Control),
+            Err(BrokerError::Overloaded { reason: Reason::ConnectionsPeer, .. })
+        ));
         drop(one);
         two.sit(SeatRole::Control).expect("after the first closed");
     }
