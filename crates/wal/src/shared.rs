@@ -169,6 +169,25 @@ fn open_watermark(fs: &dyn FileSystem, dir: &Path, next: u64) -> Option<Arc<dyn 
     Some(f)
 }
 
+/// What a publish must hold, from the durable point `(offset, byte)` to
+/// the new one `(next, bytes)` (TIGER_STYLE): the frames start exactly at
+/// the durable point and the new point is exactly where the last one ends,
+/// so the watermark never moves back and never passes what was written (a
+/// gap or an overlap would lose or invent records: `assert!`); in between
+/// the frames are dense (`debug_assert!`: the writer lays them so).
+fn check_publish(durable: (u64, u64), locs: &[FrameLoc], new: (u64, u64)) {
+    let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
+        assert_eq!(new, durable, "a publish without frames moves nothing");
+        return;
+    };
+    assert_eq!((first.base_offset, first.pos), durable, "published frames start at the durable point");
+    assert_eq!((last.next_offset(), last.end()), new, "the watermark moves to the end of the last frame written");
+    debug_assert!(
+        locs.windows(2).all(|w| w[1].base_offset == w[0].next_offset() && w[1].pos == w[0].end()),
+        "a round's frames are dense"
+    );
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent across a panic in another holder
     // (every critical section is a plain field update).
@@ -445,12 +464,13 @@ impl LaneShared {
         *lock(&self.failure) = fault;
     }
 
-    /// Make synced frames visible to readers.
+    /// Make synced frames visible to readers: `locs`, which end at byte
+    /// `bytes` of the active segment and before offset `next`.
     pub fn publish(&self, locs: Vec<FrameLoc>, bytes: u64, next: u64) {
-        debug_assert!(next >= self.durable_next.load(Ordering::Acquire), "the watermark never moves back");
         {
             let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
-            debug_assert!(bytes >= idx.active.bytes, "the durable end of a segment never moves back");
+            let durable = (self.durable_next.load(Ordering::Acquire), idx.active.bytes);
+            check_publish(durable, &locs, (next, bytes));
             idx.active.frames.extend(locs);
             idx.active.bytes = bytes;
         }
@@ -477,5 +497,38 @@ impl LaneShared {
         idx.sealed.push(Arc::clone(&sealed));
         idx.active = ActiveSegment::new(new, file);
         sealed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(base_offset: u64, records: u32, pos: u64, len: u32) -> FrameLoc {
+        FrameLoc { base_offset, records, pos, len, ts_ms: 1 }
+    }
+
+    #[test]
+    fn a_publish_continues_the_durable_point_exactly() {
+        check_publish((10, 64), &[loc(10, 2, 64, 100), loc(12, 1, 164, 50)], (13, 214));
+        check_publish((10, 64), &[], (10, 64));
+    }
+
+    #[test]
+    #[should_panic(expected = "the watermark moves to the end of the last frame written")]
+    fn a_watermark_past_the_frames_written_is_refused() {
+        check_publish((10, 64), &[loc(10, 2, 64, 100)], (13, 164));
+    }
+
+    #[test]
+    #[should_panic(expected = "published frames start at the durable point")]
+    fn a_watermark_that_moves_back_is_refused() {
+        check_publish((10, 64), &[loc(8, 2, 64, 100)], (10, 164));
+    }
+
+    #[test]
+    #[should_panic(expected = "published frames start at the durable point")]
+    fn frames_that_leave_a_gap_are_refused() {
+        check_publish((10, 64), &[loc(10, 2, 80, 100)], (12, 180));
     }
 }

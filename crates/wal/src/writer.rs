@@ -10,6 +10,13 @@
 //! How long a round waits for more appends before it syncs is the pure
 //! policy of [`crate::gather`].
 //!
+//! Asserted on every round (TIGER_STYLE; `assert!` where a violation would
+//! lose or invent records, `debug_assert!` where the code lays it so): a
+//! round's offsets continue the lane's, increasing and never wrapping; the
+//! durable end never passes what was written and synced, and the watermark
+//! never moves back ([`crate::shared::LaneShared::publish`] checks the
+//! frames it publishes start exactly at the durable point).
+//!
 //! Failures:
 //! - ENOSPC on write or roll: the round's bytes are cut off again (and that
 //!   cut is synced) before its waiters hear `NoSpace`; the lane stays open
@@ -36,6 +43,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A round's frames as stamped: where each goes, before they are written.
+struct Stamped {
+    /// Each frame's place, in order: dense offsets, back-to-back bytes.
+    locs: Vec<FrameLoc>,
+    /// Bytes of all the frames.
+    len: u64,
+    /// The offset after the round's last record.
+    next: u64,
+    /// The round's timestamp (never below the lane's last).
+    ts: u64,
+}
+
+impl Stamped {
+    fn records(&self) -> u64 {
+        self.locs.iter().map(|l| u64::from(l.records)).sum()
+    }
+}
+
 /// Numbers of one commit round, for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitStats {
@@ -48,7 +73,8 @@ pub struct CommitStats {
     /// fdatasyncs it took: its own, plus a roll's (the new header and its
     /// directory).
     pub fsyncs: u32,
-    /// From the round's start (a roll included) to its durability.
+    /// From the round's start (a roll included) until its frames were
+    /// published to readers (its waiters are answered right after).
     pub duration: Duration,
     /// The round's own fdatasync alone (not a roll's syncs): what the
     /// device costs, apart from the write and the gather.
@@ -335,6 +361,9 @@ impl Writer {
         }
     }
 
+    /// One commit round: roll if the segment is full, stamp every frame and
+    /// write them all with one write, sync once, and only then publish the
+    /// frames and answer their waiters.
     fn commit(&mut self, mut round: Vec<Pending>) {
         let started = Instant::now();
         let mut fsyncs = 0u32;
@@ -344,28 +373,14 @@ impl Writer {
                 Err(e) => return self.roll_failed(round, e),
             }
         }
-        let ts = now_ms().max(self.last_ts);
         let start = self.used;
-        let mut offset = self.next_offset;
-        let mut locs = Vec::with_capacity(round.len());
-        let mut len = 0u64;
-        for p in &mut round {
-            p.batch.seal(&self.key, offset, ts);
-            locs.push(FrameLoc {
-                base_offset: offset,
-                records: p.batch.records(),
-                pos: start + len,
-                len: p.batch.len() as u32,
-                ts_ms: ts,
-            });
-            offset += u64::from(p.batch.records());
-            len += p.batch.len() as u64;
-        }
+        let stamped = self.stamp(&mut round, start);
         let frames: Vec<&[u8]> = round.iter().map(|p| &p.batch.bytes[..]).collect();
         let write = self.file.write_all_vectored_at(&frames, start);
         if let Err(e) = write {
             return self.write_failed(round, start, e);
         }
+        let written_end = start + stamped.len;
         let sync_started = Instant::now();
         if let Err(e) = self.file.sync_data() {
             let fault = Fault::new(LaneOp::Sync, &self.path, e);
@@ -376,33 +391,78 @@ impl Writer {
         fsyncs += 1;
         let sync_duration = sync_started.elapsed();
         self.gather.synced(sync_duration);
-        // Durable: publish, then answer.
-        self.used = start + len;
-        self.next_offset = offset;
+        let (batches, records, bytes) = (round.len(), stamped.records(), stamped.len);
+        // Every byte below `written_end` is durable now: publish, then answer.
+        let published = self.made_durable(round, stamped, written_end);
+        let duration = published.duration_since(started);
+        let stats = CommitStats { batches, records, bytes, fsyncs, duration, sync_duration };
+        self.round_done(&stats);
+    }
+
+    /// Stamp the frames of `round` with their offsets and the round's
+    /// timestamp and seal each under the segment's key, back to back from
+    /// byte `start`. Offsets continue the lane's, dense and increasing.
+    fn stamp(&self, round: &mut [Pending], start: u64) -> Stamped {
+        let ts = now_ms().max(self.last_ts);
+        let mut next = self.next_offset;
+        let mut locs = Vec::with_capacity(round.len());
+        let mut len = 0u64;
+        for pending in round.iter_mut() {
+            let records = pending.batch.records();
+            debug_assert!(records > 0, "a frame holds at least one record");
+            pending.batch.seal(&self.key, next, ts);
+            locs.push(FrameLoc {
+                base_offset: next,
+                records,
+                pos: start + len,
+                len: pending.batch.len() as u32,
+                ts_ms: ts,
+            });
+            // Offsets that wrapped would name records already stored.
+            next = next.checked_add(u64::from(records)).expect("a lane's offsets never wrap");
+            len += pending.batch.len() as u64;
+        }
+        assert!(next > self.next_offset || round.is_empty(), "a round's offsets increase");
+        Stamped { locs, len, next, ts }
+    }
+
+    /// The round's frames are synced up to `synced_end`: move the durable end
+    /// and the watermark past them, publish them to readers, then answer
+    /// each waiter (never before: an append is acknowledged only once durable).
+    /// Returns when the frames were published.
+    fn made_durable(&mut self, round: Vec<Pending>, stamped: Stamped, synced_end: u64) -> Instant {
+        let Stamped { locs, next, ts, .. } = stamped;
+        let end = locs.last().map_or(self.used, FrameLoc::end);
+        // Past what was synced, readers would be served bytes that are not on
+        // disk; behind the old watermark, offsets would be handed out twice.
+        assert!(end <= synced_end, "the durable end {end} is past the synced end {synced_end}");
+        assert!(next >= self.next_offset, "the durable watermark never moves back");
+        debug_assert!(ts >= self.last_ts, "commit times never go back");
+        self.used = end;
+        self.next_offset = next;
         self.last_ts = ts;
         self.frames_in_segment += locs.len();
-        let records: u64 = locs.iter().map(|l| u64::from(l.records)).sum();
         let answers: Vec<(u64, u32)> = locs.iter().map(|l| (l.base_offset, l.records)).collect();
-        self.shared.publish(locs, self.used, offset);
-        let stats = CommitStats {
-            batches: round.len(),
-            records,
-            bytes: len,
-            fsyncs,
-            duration: started.elapsed(),
-            sync_duration,
-        };
-        for (p, loc) in round.into_iter().zip(answers) {
-            p.reply.send(Ok(Appended { lane: self.shared.id(), base_offset: loc.0, records: loc.1, ts_ms: ts }));
+        self.shared.publish(locs, self.used, next);
+        let published = Instant::now();
+        for (pending, (base_offset, records)) in round.into_iter().zip(answers) {
+            pending.reply.send(Ok(Appended { lane: self.shared.id(), base_offset, records, ts_ms: ts }));
         }
+        published
+    }
+
+    /// After a durable round: the lane no longer starves; tell the gather
+    /// policy and the observer; start preparing the next segment's file once
+    /// this one is half full.
+    fn round_done(&mut self, stats: &CommitStats) {
         if std::mem::take(&mut self.starving) {
             self.shared.pressure().fed(self.shared.id());
         }
         self.gather.round_ended(stats.batches, self.shared.queued());
         if let Some(obs) = &self.observer {
-            obs.on_commit(self.shared.id(), &stats);
+            obs.on_commit(self.shared.id(), stats);
         }
-        self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * len as f64;
+        self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * stats.bytes as f64;
         if matches!(self.spare, SpareSlot::None)
             && self.shared.opts().preallocate
             && !self.shared.pressure().on()
