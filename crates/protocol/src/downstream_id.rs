@@ -2,7 +2,7 @@
 //! webhook's `Idempotency-Key`, a re-drive's key, and what later sinks add).
 //!
 //! # The rule (contract v1.2)
-//! An id is a BLAKE3 hash (truncated to [`ID_BYTES`], 128 bits, in hex) of the
+//! An id is a BLAKE3 hash (truncated to `ID_BYTES`, 128 bits, in hex) of the
 //! broker id, the destination, the lane and the ordered records it covers,
 //! each as (its own lane, offset, `ts_ms`, tenant, topic, payload). So:
 //! - the same records delivered again (a retry, a lease given back and
@@ -34,7 +34,7 @@
 //! of its throughput. Payloads fed one at a time give the same id.
 
 /// Bytes of the digest kept: 128 bits, hex-encoded to 32 characters.
-pub const ID_BYTES: usize = 16;
+pub(crate) const ID_BYTES: usize = 16;
 
 /// Separates these digests from every other use of SHA-256.
 const DOMAIN: &[u8] = b"weir.downstream-id.v1";
@@ -45,10 +45,15 @@ pub struct IdRecord<'a> {
     /// The lane the record was acknowledged in (`normal/2`), also in a
     /// re-drive of dead letters.
     pub lane: &'a str,
+    /// Its offset in that lane.
     pub offset: u64,
+    /// When it was acknowledged, ms since the Unix epoch.
     pub ts_ms: u64,
+    /// The tenant that sent it.
     pub tenant: &'a str,
+    /// Its topic.
     pub topic: &'a str,
+    /// Its payload, as acknowledged.
     pub payload: &'a [u8],
 }
 
@@ -56,22 +61,26 @@ pub struct IdRecord<'a> {
 /// destination and the lease's lane (`dead_letters` for a re-drive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdScope<'a> {
+    /// The broker's data directory id (`plumbing::datadir::BrokerId`).
     pub broker_id: &'a str,
+    /// The destination's name.
     pub destination: &'a str,
+    /// The lease's lane (`dead_letters` for a re-drive).
     pub lane: &'a str,
 }
 
-fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
+/// Hash `bytes` preceded by their length.
+fn field(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
 }
 
 /// The id of a batch: `records` in the order they are sent.
-pub fn batch_id<'a>(scope: IdScope<'_>, records: impl ExactSizeIterator<Item = IdRecord<'a>> + Clone) -> String {
+pub(crate) fn batch_id<'a>(scope: IdScope<'_>, records: impl ExactSizeIterator<Item = IdRecord<'a>> + Clone) -> String {
     batch_id_with(scope, records, None)
 }
 
-/// [`batch_id`], given the payloads as one slice when the caller holds
+/// The id of a batch, as `batch_id` gives it, from the payloads as one slice when the caller holds
 /// them contiguously, each followed by `\n` (a binary lease's body): the
 /// same id, hashed at once. `stream` must be exactly that concatenation.
 pub fn batch_id_with<'a>(
@@ -141,9 +150,9 @@ const HEADS_BUF: usize = 4088;
 
 /// The same names: by address first (a lease's records share them), then
 /// by bytes.
-fn same(a: &(&str, &str, &str), b: &(&str, &str, &str)) -> bool {
+fn same(left: &(&str, &str, &str), right: &(&str, &str, &str)) -> bool {
     let eq = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
-    eq(a.0, b.0) && eq(a.1, b.1) && eq(a.2, b.2)
+    eq(left.0, right.0) && eq(left.1, right.1) && eq(left.2, right.2)
 }
 
 /// The id of one record: a batch of it alone, in its own lane.

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The body of an acquire: how much the exporter wants, and how long it
+/// waits for it. Every field is optional (the broker's limits apply).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AcquireRequest {
     /// Most records in the lease (the broker caps it).
@@ -50,11 +52,14 @@ pub enum IdleReason {
     Backoff,
 }
 
+/// A v1 (JSON) acquire answer: a lease, or why none and when to ask again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcquireResponse {
+    /// The lease granted, if any.
     pub lease: Option<Lease>,
     /// Set when `lease` is absent: why, and when to ask again.
     pub idle: Option<IdleReason>,
+    /// When `lease` is absent: wait this long before the next acquire.
     pub retry_after_ms: u64,
 }
 
@@ -65,13 +70,16 @@ pub const DEAD_LETTERS_LANE: &str = "dead_letters";
 /// [`crate::lease_binary`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHead {
+    /// The lease's id: what heartbeat, commit, fail and release name.
     pub id: String,
+    /// The destination it delivers to.
     pub destination: String,
     /// `normal/2`, or `dead_letters` for a re-drive lease.
     pub lane: String,
     /// Offsets [from, to) of the lane; records of other topics or tenants in
     /// the range are not included.
     pub from_offset: u64,
+    /// The end of the range, exclusive.
     pub to_offset: u64,
     /// How long the lease lives without a heartbeat.
     pub lease_ms: u64,
@@ -85,30 +93,40 @@ pub struct LeaseHead {
 /// records with base64 payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    /// The lease's fields.
     #[serde(flatten)]
     pub head: LeaseHead,
     /// The broker's data directory id (downstream ids cover it); absent
     /// from a broker before v1.2.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub broker_id: String,
+    /// The records, in offset order (a re-drive: in dead-letter order).
     pub records: Vec<LeasedRecord>,
 }
 
+/// One record of a v1 lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasedRecord {
     /// The lane the record was acknowledged in, in a re-drive of dead
     /// letters only (a lane lease's records are of its lane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
+    /// Its offset in its lane.
     pub offset: u64,
+    /// The tenant that sent it.
     pub tenant: String,
+    /// Its topic.
     pub topic: String,
+    /// When it was acknowledged, ms since the Unix epoch.
     pub ts_ms: u64,
+    /// The payload, standard base64.
     pub payload_b64: String,
 }
 
+/// The answer to a heartbeat: the lease was extended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
+    /// The lease now lives this long from the heartbeat, without another.
     pub lease_ms: u64,
 }
 
@@ -123,9 +141,11 @@ pub struct PoisonRecord {
     pub index: Option<u32>,
     /// The record's offset (checked against `index` when both are given).
     pub offset: u64,
+    /// Why the sink refused it (kept with the dead letter).
     pub error: String,
 }
 
+/// The body of a commit: the lease was delivered, but for these records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CommitRequest {
     /// Records the sink rejected as poison; stored as dead letters in the
@@ -134,13 +154,16 @@ pub struct CommitRequest {
     pub dead_letters: Vec<PoisonRecord>,
 }
 
+/// The answer to a commit, sent once it is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitResponse {
+    /// The commit was applied (always true in a 200).
     pub committed: bool,
     /// The destination's cursor on the lease's lane after the commit.
     pub cursor: u64,
 }
 
+/// What kind of failure a fail reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
@@ -150,9 +173,12 @@ pub enum FailureClass {
     Released,
 }
 
+/// The body of a fail (and of a release): the lease was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailRequest {
+    /// Whether it counts towards the breaker.
     pub class: FailureClass,
+    /// The sink's or the exporter's reason, for operators.
     pub message: String,
     /// The sink's Retry-After, if it gave one.
     #[serde(default)]

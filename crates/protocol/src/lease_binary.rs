@@ -1,5 +1,5 @@
 //! The binary lease formats (lease protocol v2 and v3): what an acquire
-//! answers when the exporter's `Accept` names [`CONTENT_TYPE_V3`] or
+//! answers when the exporter's `Accept` names `CONTENT_TYPE_V3` or
 //! [`CONTENT_TYPE`] (v2). Without either the broker answers v1, JSON with
 //! base64 payloads ([`crate::lease`]), so a broker and its exporters can be
 //! upgraded one at a time: an exporter reads the answer by its
@@ -39,23 +39,26 @@
 //! - table indices are in range; offsets strictly increase within
 //!   `[from_offset, to_offset)` (a re-drive lease, lane `dead_letters`,
 //!   mixes lanes, so its offsets are only bounded by `u64`);
-//! - the header is at most [`MAX_HEADER_BYTES`].
+//! - the header is at most `MAX_HEADER_BYTES`.
 
 pub use crate::lease::LeaseHead;
 use crate::lease::{AcquireResponse, IdleReason, DEAD_LETTERS_LANE};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The media type of a v2 answer, and what an exporter puts in `Accept`.
 pub const CONTENT_TYPE: &str = "application/vnd.weir.lease.v2";
 
 /// The media type of a v3 answer.
-pub const CONTENT_TYPE_V3: &str = "application/vnd.weir.lease.v3";
+pub(crate) const CONTENT_TYPE_V3: &str = "application/vnd.weir.lease.v3";
 
 /// A binary lease format's version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
+    /// [`CONTENT_TYPE`]: no broker id, no lanes of re-driven records.
     V2,
+    /// `CONTENT_TYPE_V3`: what downstream ids need.
     V3,
 }
 
@@ -71,7 +74,7 @@ impl Version {
 
 /// Which binary format a media type — a `Content-Type`, or one range of an
 /// `Accept`, parameters included — names, if any.
-pub fn media_version(value: &str) -> Option<Version> {
+pub(crate) fn media_version(value: &str) -> Option<Version> {
     let m = value.split(';').next()?.trim();
     if m.eq_ignore_ascii_case(CONTENT_TYPE_V3) {
         Some(Version::V3)
@@ -109,10 +112,10 @@ pub fn accepted_version(accept: &str) -> Option<Version> {
 pub const MAGIC: [u8; 4] = *b"WLB2";
 
 /// The first bytes of every v3 body.
-pub const MAGIC_V3: [u8; 4] = *b"WLB3";
+pub(crate) const MAGIC_V3: [u8; 4] = *b"WLB3";
 
 /// The largest header a decoder accepts (about 12 million records).
-pub const MAX_HEADER_BYTES: usize = 64 << 20;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -166,24 +169,86 @@ struct EntryV3 {
     len: u32,
 }
 
-/// Why a body is not a v2 answer.
+/// Why a body is not a binary lease answer. The body came from the broker
+/// over HTTP: the exporter treats it as the broker's fault (a bad answer),
+/// gives the lease up to expire, and asks again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseFormatError {
-    /// The body does not start with [`MAGIC`] and a header length.
+    /// The body does not start with [`MAGIC`] or `MAGIC_V3` and a header
+    /// length: not a binary lease at all.
     #[error("not a v2 lease body (bad magic or too short)")]
     NotV2,
-    /// The header length is past the body or over [`MAX_HEADER_BYTES`].
+    /// The header length is past the body or over `MAX_HEADER_BYTES`.
     #[error("header length {0} out of bounds")]
     HeaderLength(usize),
-    /// The header does not decode.
+    /// The header does not decode as the format its magic names.
     #[error("header: {0}")]
-    Header(String),
+    Header(#[source] HeaderDecodeError),
+    /// The header decodes in fewer bytes than its length says: this many
+    /// are left over.
+    #[error("header: {0} bytes left in the header")]
+    HeaderLeftover(usize),
     /// A record's lengths, separator or indices do not fit the body.
-    #[error("record {index}: {why}")]
-    Record { index: usize, why: &'static str },
+    #[error("record {index}: {fault}")]
+    Record {
+        /// The record's place in the lease (0-based).
+        index: usize,
+        /// What does not fit.
+        fault: RecordFault,
+    },
     /// The payload section holds bytes no record accounts for.
     #[error("{0} bytes after the last record")]
     Trailing(usize),
+}
+
+/// What is wrong with one record of a binary lease ([`LeaseFormatError::Record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordFault {
+    /// Its tenant or topic index is past its table.
+    #[error("tenant or topic index out of range")]
+    NameIndex,
+    /// Its lane index is past the table of lanes.
+    #[error("lane index out of range")]
+    LaneIndex,
+    /// In a lane's lease: its offset is outside `[from_offset, to_offset)`
+    /// or not above the previous record's.
+    #[error("offset outside the lease or not increasing")]
+    Offset,
+    /// Its payload runs past the end of the body.
+    #[error("payload past the body")]
+    PastBody,
+    /// Its payload is not followed by the `\n` separator.
+    #[error("payload not followed by its separator")]
+    Separator,
+    /// More records than a `u32` position counts.
+    #[error("more records than a lease holds")]
+    TooMany,
+}
+
+/// bincode's error for a header that does not decode, shared so that
+/// [`LeaseFormatError`] stays `Clone`. bincode's error has no equality: two
+/// are equal when they say the same.
+#[derive(Debug, Clone)]
+pub struct HeaderDecodeError(Arc<bincode::error::DecodeError>);
+
+impl PartialEq for HeaderDecodeError {
+    fn eq(&self, other: &HeaderDecodeError) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for HeaderDecodeError {}
+
+impl std::fmt::Display for HeaderDecodeError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(out)
+    }
+}
+
+impl std::error::Error for HeaderDecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 /// One record as the exporter holds it: its payload is a slice of the body.
@@ -194,24 +259,32 @@ pub struct DecodedRecord {
     pub position: u32,
     /// Index into [`DecodedLease::lanes`]; `None`: the lease's own lane.
     pub lane: Option<u32>,
+    /// Its offset in its lane.
     pub offset: u64,
+    /// When it was acknowledged, ms since the Unix epoch.
     pub ts_ms: u64,
+    /// Index into [`DecodedLease::tenants`].
     pub tenant: u32,
+    /// Index into [`DecodedLease::topics`].
     pub topic: u32,
+    /// The payload as acknowledged: a slice of the answer's body.
     pub payload: Bytes,
 }
 
 /// A lease with its payloads as bytes, whichever format carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedLease {
+    /// The lease's fields.
     pub head: LeaseHead,
     /// The broker's data directory id (empty from a broker before v3).
     pub broker_id: String,
     /// The names [`DecodedRecord::lane`] indexes.
     pub lanes: Vec<String>,
-    /// The names [`DecodedRecord::tenant`] and `topic` index.
+    /// The names [`DecodedRecord::tenant`] indexes.
     pub tenants: Vec<String>,
+    /// The names [`DecodedRecord::topic`] indexes.
     pub topics: Vec<String>,
+    /// The records that decoded, in the order sent.
     pub records: Vec<DecodedRecord>,
     /// Records a v1 answer carried with a payload that is not base64
     /// (position, offset, why): they cannot be delivered as sent.
@@ -225,15 +298,20 @@ pub struct DecodedLease {
 /// An acquire's answer, whichever format carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
+    /// The lease granted, if any.
     pub lease: Option<DecodedLease>,
+    /// Set when `lease` is absent: why.
     pub idle: Option<IdleReason>,
+    /// When `lease` is absent: wait this long before the next acquire.
     pub retry_after_ms: u64,
 }
 
+#[cfg(test)]
 impl DecodedLease {
-    /// The lane record `r` was acknowledged in.
-    pub fn lane_of(&self, r: &DecodedRecord) -> &str {
-        r.lane.and_then(|i| self.lanes.get(i as usize)).map_or(self.head.lane.as_str(), String::as_str)
+    /// The lane `record` was acknowledged in (only the tests ask: the
+    /// exporter keeps lanes as indices).
+    pub(crate) fn lane_of(&self, record: &DecodedRecord) -> &str {
+        record.lane.and_then(|i| self.lanes.get(i as usize)).map_or(self.head.lane.as_str(), String::as_str)
     }
 }
 
@@ -249,6 +327,8 @@ pub struct Encoder {
     payloads: Vec<u8>,
 }
 
+/// A v2 encoder with no room reserved (the tests build leases this way).
+#[cfg(test)]
 impl Default for Encoder {
     fn default() -> Encoder {
         Encoder::new(Version::V2, "", 0, 0)
@@ -279,13 +359,17 @@ impl Encoder {
         }
     }
 
-    /// A v2 encoder (what an exporter from before v3 reads).
-    pub fn with_capacity(records: usize, payload_bytes: usize) -> Encoder {
+    /// A v2 encoder (what an exporter from before v3 reads; the tests
+    /// build leases this way).
+    #[cfg(test)]
+    pub(crate) fn with_capacity(records: usize, payload_bytes: usize) -> Encoder {
         Encoder::new(Version::V2, "", records, payload_bytes)
     }
 
-    /// Add one record of the lease's own lane.
-    pub fn push(&mut self, offset: u64, ts_ms: u64, tenant: &str, topic: &str, payload: &[u8]) {
+    /// Add one record of the lease's own lane (the tests build leases
+    /// this way; the broker names each record's lane, [`Encoder::push_from`]).
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, offset: u64, ts_ms: u64, tenant: &str, topic: &str, payload: &[u8]) {
         self.push_from(None, offset, ts_ms, tenant, topic, payload);
     }
 
@@ -347,8 +431,9 @@ impl Encoder {
     }
 }
 
-/// The body of a v2 answer that grants no lease.
-pub fn encode_idle(idle: Option<IdleReason>, retry_after_ms: u64) -> Vec<u8> {
+/// The body of a v2 answer that grants no lease (the tests' shorthand).
+#[cfg(test)]
+pub(crate) fn encode_idle(idle: Option<IdleReason>, retry_after_ms: u64) -> Vec<u8> {
     encode_idle_as(Version::V2, idle, retry_after_ms)
 }
 
@@ -379,9 +464,9 @@ fn decode_header<H: serde::de::DeserializeOwned>(body: &Bytes) -> Result<(H, usi
     }
     let config = bincode::config::standard().with_limit::<MAX_HEADER_BYTES>();
     let (header, used): (H, usize) = bincode::serde::decode_from_slice(&body[8..8 + head_len], config)
-        .map_err(|e| LeaseFormatError::Header(e.to_string()))?;
+        .map_err(|source| LeaseFormatError::Header(HeaderDecodeError(Arc::new(source))))?;
     if used != head_len {
-        return Err(LeaseFormatError::Header(format!("{} bytes left in the header", head_len - used)));
+        return Err(LeaseFormatError::HeaderLeftover(head_len - used));
     }
     Ok((header, 8 + head_len))
 }
@@ -435,24 +520,23 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
     let mut pos = start;
     let mut prev: Option<u64> = None;
     for (i, e) in entries.iter().enumerate() {
-        let bad = |why| LeaseFormatError::Record { index: i, why };
+        let bad = |fault| LeaseFormatError::Record { index: i, fault };
         if e.tenant as usize >= tenants.len() || e.topic as usize >= topics.len() {
-            return Err(bad("tenant or topic index out of range"));
+            return Err(bad(RecordFault::NameIndex));
         }
         if e.lane.is_some_and(|l| l as usize >= lanes.len()) {
-            return Err(bad("lane index out of range"));
+            return Err(bad(RecordFault::LaneIndex));
         }
         if in_lane && (e.offset < head.from_offset || e.offset >= head.to_offset || prev.is_some_and(|p| p >= e.offset))
         {
-            return Err(bad("offset outside the lease or not increasing"));
+            return Err(bad(RecordFault::Offset));
         }
-        let end =
-            pos.checked_add(e.len as usize).filter(|&end| end < body.len()).ok_or(bad("payload past the body"))?;
+        let end = pos.checked_add(e.len as usize).filter(|&end| end < body.len()).ok_or(bad(RecordFault::PastBody))?;
         if body[end] != b'\n' {
-            return Err(bad("payload not followed by its separator"));
+            return Err(bad(RecordFault::Separator));
         }
         records.push(DecodedRecord {
-            position: u32::try_from(i).map_err(|_| bad("more records than a lease holds"))?,
+            position: u32::try_from(i).map_err(|_| bad(RecordFault::TooMany))?,
             lane: e.lane,
             offset: e.offset,
             ts_ms: e.ts_ms,
@@ -471,8 +555,8 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
 
 impl From<AcquireResponse> for Decoded {
     /// A v1 answer (JSON, base64 payloads).
-    fn from(r: AcquireResponse) -> Decoded {
-        let lease = r.lease.map(|l| {
+    fn from(answer: AcquireResponse) -> Decoded {
+        let lease = answer.lease.map(|l| {
             let head = l.head;
             let (mut lanes, mut tenants, mut topics) = (Vec::new(), Vec::new(), Vec::new());
             let (mut records, mut undecodable) = (Vec::with_capacity(l.records.len()), Vec::new());
@@ -502,7 +586,7 @@ impl From<AcquireResponse> for Decoded {
                 body: Bytes::new(),
             }
         });
-        Decoded { lease, idle: r.idle, retry_after_ms: r.retry_after_ms }
+        Decoded { lease, idle: answer.idle, retry_after_ms: answer.retry_after_ms }
     }
 }
 

@@ -1,4 +1,4 @@
-//! # api — Weir's wire protocol
+//! # protocol — Weir's wire protocol
 //!
 //! Owns every JSON shape that crosses a process boundary: ingest answers,
 //! error bodies, the lease protocol between broker and exporters, and the
@@ -15,6 +15,8 @@
 //!   (records are bytes, not necessarily UTF-8).
 //!
 //! Never: depend on the broker or the exporter; do I/O.
+
+#![deny(missing_docs)]
 
 pub mod downstream_id;
 pub mod lease;
@@ -57,25 +59,41 @@ error_codes! {
     InvalidRequest = "invalid_request", 400;
     /// No such endpoint.
     NotFound = "not_found", 404;
+    /// The endpoint exists but does not take this method.
     MethodNotAllowed = "method_not_allowed", 405;
+    /// The request head is larger than the server reads.
     HeadersTooLarge = "headers_too_large", 431;
     /// Connection, memory or in-flight caps reached (with `Retry-After`).
     Overloaded = "overloaded", 503;
+    /// No token, or one the broker does not know.
     Unauthorized = "unauthorized", 401;
+    /// A known token whose role may not call this endpoint (or act on this
+    /// tenant's or destination's data).
     Forbidden = "forbidden", 403;
+    /// The ingest path names no configured topic.
     UnknownTopic = "unknown_topic", 404;
+    /// The path names no configured destination.
     UnknownDestination = "unknown_destination", 404;
     /// The lease is not held: expired, rewound or already settled.
     LeaseNotFound = "lease_not_found", 404;
+    /// A body, inflated body or record over its configured limit.
     PayloadTooLarge = "payload_too_large", 413;
+    /// A `Content-Type` or `Content-Encoding` the endpoint does not read.
     UnsupportedMediaType = "unsupported_media_type", 415;
     /// An `Idempotency-Key` reused within the window for a different request
     /// (topic, content type or inflated body): nothing was appended.
     IdempotencyKeyReused = "idempotency_key_reused", 422;
+    /// Over the tenant's hard rate limit (with `Retry-After`).
     RateLimited = "rate_limited", 429;
+    /// The disk is past its watermark or a destination is past its lag
+    /// limit: nothing was appended; retry after `Retry-After`.
     Backpressure = "backpressure", 429;
+    /// The WAL cannot take appends now (a lane failed, or it is stopping):
+    /// nothing was acknowledged; retry after `Retry-After`.
     WalUnavailable = "wal_unavailable", 503;
+    /// The disk or the WAL's quota is full: nothing was appended.
     InsufficientStorage = "insufficient_storage", 507;
+    /// A bug or an unexpected failure inside the server.
     Internal = "internal", 500;
 }
 
@@ -84,7 +102,9 @@ error_codes! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WireCode {
+    /// A code of this build's table.
     Known(ErrorCode),
+    /// A code this build does not know, as the peer sent it.
     Unknown(String),
 }
 
@@ -97,7 +117,8 @@ impl WireCode {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    /// The code's name, as on the wire (what `Display` writes).
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             WireCode::Known(c) => c.as_str(),
             WireCode::Unknown(s) => s,
@@ -106,25 +127,29 @@ impl WireCode {
 }
 
 impl std::fmt::Display for WireCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(self.as_str())
     }
 }
 
 /// `{"code":"…","message":"…"}` of an error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
+    /// What went wrong, as a machine reads it.
     pub code: WireCode,
+    /// What went wrong and what to do, as a person reads it.
     pub message: String,
 }
 
 /// `{"error":{"code":"…","message":"…"}}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The error.
     pub error: ErrorDetail,
 }
 
 impl ErrorBody {
+    /// The body of an answer with `code` and a message for people.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorBody { error: ErrorDetail { code: WireCode::Known(code), message: message.into() } }
     }
@@ -133,9 +158,14 @@ impl ErrorBody {
 /// The 200 answer to an ingest request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestResponse {
+    /// Records appended, all durable (fsync'd) before this answer.
     pub accepted: u64,
+    /// The priority they were stored at (`high`, `normal`, `low`; a
+    /// tenant over its rate is demoted to `low`).
     pub priority: String,
+    /// The lane they went to (`normal/2`).
     pub lane: String,
+    /// The lane offset of the first record; the others follow it in order.
     pub first_offset: u64,
 }
 
@@ -144,6 +174,7 @@ pub struct IngestResponse {
 pub struct BreakerView {
     /// `closed`, `half_open` or `open`.
     pub state: String,
+    /// Failures since the last success.
     pub consecutive_failures: u32,
     /// Milliseconds until an open breaker lets a probe through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +184,7 @@ pub struct BreakerView {
 /// One destination's cursor on one lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneCursor {
+    /// The lane (`normal/2`).
     pub lane: String,
     /// Every record below this offset was delivered (or skipped) for good.
     pub committed: u64,
@@ -163,31 +195,53 @@ pub struct LaneCursor {
 /// `GET /v1/admin/destinations`: one per destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStatus {
+    /// The destination's name.
     pub name: String,
+    /// The topics it receives.
     pub topics: Vec<String>,
+    /// Records acknowledged but not yet delivered to it.
     pub lag_records: u64,
+    /// Their payload bytes.
     pub lag_bytes: u64,
+    /// Age of the oldest record not yet delivered (0: none).
     pub oldest_pending_age_ms: u64,
+    /// Leases held by its exporters now.
     pub leases_in_flight: u64,
+    /// Records kept as dead letters.
     pub dead_letter_records: u64,
+    /// Its circuit breaker.
     pub breaker: BreakerView,
+    /// An operator paused it: no leases are handed out.
     pub paused: bool,
+    /// Records skipped for it by `drop_oldest` or retention, never delivered.
     pub dropped_records: u64,
+    /// Its lag is over a limit with `on_lag_limit = "backpressure"`:
+    /// producers of its topics get 429.
     pub backpressure: bool,
+    /// Its cursor on every lane.
     pub cursors: Vec<LaneCursor>,
 }
 
 /// A record the destination's sink rejected as poison.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// Its id within the destination's dead letters.
     pub id: u64,
+    /// The lane the record was acknowledged in.
     pub lane: String,
+    /// Its offset in that lane.
     pub offset: u64,
+    /// The tenant that sent it.
     pub tenant: String,
+    /// Its topic.
     pub topic: String,
+    /// When it was acknowledged, ms since the Unix epoch.
     pub ts_ms: u64,
+    /// The payload, standard base64.
     pub payload_b64: String,
+    /// Why the sink refused it, as the exporter reported it.
     pub error: String,
+    /// When it was made a dead letter, ms since the Unix epoch.
     pub failed_at_ms: u64,
 }
 
@@ -198,16 +252,27 @@ pub enum RewindTarget {
     /// Every lane back to its earliest retained record.
     Earliest,
     /// One lane (or all, if `lane` is absent) to an offset.
-    Offset { offset: u64, lane: Option<String> },
+    Offset {
+        /// The offset the cursor moves to.
+        offset: u64,
+        /// Only this lane (`normal/0`); absent: every lane.
+        lane: Option<String>,
+    },
     /// Every lane to its first record at or after `ts_ms`.
-    Timestamp { ts_ms: u64 },
+    Timestamp {
+        /// Milliseconds since the Unix epoch.
+        ts_ms: u64,
+    },
 }
 
 /// Answer of admin actions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
+    /// The destination acted on.
     pub destination: String,
+    /// The action's name (`pause`, `rewind`, ...).
     pub action: String,
+    /// What it did, for people.
     pub detail: String,
 }
 
@@ -217,9 +282,10 @@ pub fn b64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+/// Standard base64 back to bytes.
+pub fn b64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s)
+    base64::engine::general_purpose::STANDARD.decode(text)
 }
 
 #[cfg(test)]

@@ -7,16 +7,25 @@ use std::str::FromStr;
 
 /// Router patterns (axum's `{name}` captures).
 pub mod pattern {
+    /// Ingest into a topic ([`super::ingest`]).
     pub const INGEST: &str = "/v1/topics/{topic}/records";
+    /// Acquire a lease ([`super::leases`]).
     pub const LEASES: &str = "/v1/destinations/{dest}/leases";
+    /// Act on a lease ([`super::lease_action`]).
     pub const LEASE_ACTION: &str = "/v1/destinations/{dest}/leases/{id}/{action}";
+    /// Every destination's status ([`super::destinations`]).
     pub const DESTINATIONS: &str = "/v1/admin/destinations";
+    /// One destination's status ([`super::destination`]).
     pub const DESTINATION: &str = "/v1/admin/destinations/{dest}";
+    /// A destination's dead letters ([`super::dead_letters`]).
     pub const DEAD_LETTERS: &str = "/v1/admin/destinations/{dest}/dead-letters";
+    /// An operator's action ([`super::admin_action`]).
     pub const ADMIN_ACTION: &str = "/v1/admin/destinations/{dest}/{action}";
 }
 
-/// `POST` here to ingest into `topic`.
+/// `POST` here to ingest into `topic`. No client in this workspace builds
+/// it (producers are other programs); kept so that every pattern has its
+/// builder, checked against it by the tests.
 pub fn ingest(topic: &str) -> String {
     format!("/v1/topics/{topic}/records")
 }
@@ -36,7 +45,9 @@ pub fn destinations() -> &'static str {
     "/v1/admin/destinations"
 }
 
-/// `GET`: one destination's status.
+/// `GET`: one destination's status. Not called in this workspace yet
+/// (`broker-admin destinations` lists them all); kept so that every
+/// pattern has its builder, checked against it by the tests.
 pub fn destination(dest: &str) -> String {
     format!("/v1/admin/destinations/{dest}")
 }
@@ -51,7 +62,8 @@ pub fn admin_action(dest: &str, action: AdminAction) -> String {
     format!("/v1/admin/destinations/{dest}/{action}")
 }
 
-/// A path segment that names no action of its kind.
+/// A path segment that names no action of its kind (it came from a
+/// client's request: the broker answers 404).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown action {0:?}")]
 pub struct UnknownAction(pub String);
@@ -65,7 +77,9 @@ macro_rules! actions {
         }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            /// Every action, in declaration order (the tests' table).
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),*];
 
             /// The action's path segment.
             pub fn as_str(self) -> &'static str {
@@ -74,15 +88,15 @@ macro_rules! actions {
         }
 
         impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+            fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str(self.as_str())
             }
         }
 
         impl FromStr for $name {
             type Err = UnknownAction;
-            fn from_str(s: &str) -> Result<Self, UnknownAction> {
-                match s {
+            fn from_str(segment: &str) -> Result<Self, UnknownAction> {
+                match segment {
                     $($wire => Ok($name::$variant),)*
                     other => Err(UnknownAction(other.to_string())),
                 }
@@ -110,6 +124,7 @@ actions! {
     AdminAction {
         /// Stop handing out leases.
         Pause = "pause",
+        /// Hand out leases again after a pause.
         Resume = "resume",
         /// Close the breaker now.
         ResetBreaker = "reset-breaker",
