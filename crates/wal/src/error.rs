@@ -84,8 +84,8 @@ pub enum LaneOp {
 }
 
 impl fmt::Display for LaneOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
             LaneOp::Write => "write",
             LaneOp::Sync => "fdatasync",
             LaneOp::CutBack => "cutting back a failed write",
@@ -112,11 +112,11 @@ pub enum StopReason {
 }
 
 impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StopReason::Panicked(message) => write!(f, "it panicked: {message}"),
-            StopReason::PanickedInRound => f.write_str("it panicked during a commit round"),
-            StopReason::Unwinding => f.write_str("it panicked"),
+            StopReason::Panicked(message) => write!(formatter, "it panicked: {message}"),
+            StopReason::PanickedInRound => formatter.write_str("it panicked during a commit round"),
+            StopReason::Unwinding => formatter.write_str("it panicked"),
         }
     }
 }
@@ -285,8 +285,8 @@ impl Fault {
 }
 
 impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed on {}: {}", self.op, self.path.display(), self.source)
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} failed on {}: {}", self.op, self.path.display(), self.source)
     }
 }
 

@@ -53,9 +53,9 @@ pub struct FrameKey {
 }
 
 impl std::fmt::Debug for FrameKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never printed: a key in a log would let its reader forge frames.
-        f.write_str("FrameKey(..)")
+        formatter.write_str("FrameKey(..)")
     }
 }
 
@@ -72,11 +72,11 @@ impl FrameKey {
     }
 
     /// The key stored as `bytes` (see [`FrameKey::to_bytes`]).
-    pub fn from_bytes(b: &[u8; Self::LEN]) -> FrameKey {
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> FrameKey {
         let mut body = [0u8; 16];
         let mut head = [0u8; 16];
-        body.copy_from_slice(&b[..16]);
-        head.copy_from_slice(&b[16..]);
+        body.copy_from_slice(&bytes[..16]);
+        head.copy_from_slice(&bytes[16..]);
         FrameKey { body, head }
     }
 
@@ -242,14 +242,14 @@ impl FrameHeader {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(out)
 }
 
 /// Parse and fully check the frame starting at `buf[0]` under `key`:
@@ -372,8 +372,8 @@ mod tests {
         BatchMeta { tenant: "acme".into(), topic: "events".into(), idempotency_key: Some("k1".into()) }
     }
 
-    fn key(n: u8) -> FrameKey {
-        FrameKey::from_bytes(&[n; FrameKey::LEN])
+    fn key(fill: u8) -> FrameKey {
+        FrameKey::from_bytes(&[fill; FrameKey::LEN])
     }
 
     #[test]

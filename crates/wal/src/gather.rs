@@ -108,8 +108,8 @@ impl Gather {
     }
 
     /// One fdatasync took `d`.
-    pub fn synced(&mut self, d: Duration) {
-        self.avg_sync_us = 0.9 * self.avg_sync_us + 0.1 * d.as_secs_f64() * 1e6;
+    pub fn synced(&mut self, took: Duration) {
+        self.avg_sync_us = 0.9 * self.avg_sync_us + 0.1 * took.as_secs_f64() * 1e6;
     }
 
     /// A round answered `answered` appends while `queued` more waited.

@@ -122,8 +122,8 @@ impl<T: Unanswered> Drop for Reply<T> {
 
 /// Run `f` (the writer's loop, or one round of it); if it panics, stop the
 /// lane. Returns whether it panicked.
-pub(crate) fn guarded(shared: &LaneShared, f: impl FnOnce()) -> bool {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+pub(crate) fn guarded(shared: &LaneShared, body: impl FnOnce()) -> bool {
+    match std::panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(()) => false,
         Err(payload) => {
             shared.writer_stopped(panic_message(&*payload));

@@ -119,11 +119,11 @@ impl Lane {
 
     /// With [`crate::Drive::Manual`]: run `f` on the writer, guarded like a
     /// writer thread's loop (a panic stops the lane and drops the writer).
-    fn run_manual(&self, f: impl FnOnce(&mut Writer, &LaneShared)) {
+    fn run_manual(&self, work: impl FnOnce(&mut Writer, &LaneShared)) {
         let mut slot = lock(&self.writer);
         let WriterSlot::Manual(w) = &mut *slot else { return };
         let panicked = match w {
-            Some(writer) => guarded(&self.shared, || f(writer, &self.shared)),
+            Some(writer) => guarded(&self.shared, || work(writer, &self.shared)),
             None => false,
         };
         if panicked {
@@ -377,16 +377,16 @@ fn visit_one(
 }
 
 /// A sealed segment as listed for operators.
-fn sealed_info(s: &SealedSegment, lane: LaneId) -> SegmentInfo {
+fn sealed_info(seg: &SealedSegment, lane: LaneId) -> SegmentInfo {
     SegmentInfo {
         lane,
-        path: s.path.clone(),
-        base_offset: s.base,
-        next_offset: s.next,
-        records: s.records,
-        bytes: s.bytes,
-        first_ts_ms: s.frames.first().map_or(0, |f| f.ts_ms),
-        last_ts_ms: s.frames.last().map_or(0, |f| f.ts_ms),
+        path: seg.path.clone(),
+        base_offset: seg.base,
+        next_offset: seg.next,
+        records: seg.records,
+        bytes: seg.bytes,
+        first_ts_ms: seg.frames.first().map_or(0, |f| f.ts_ms),
+        last_ts_ms: seg.frames.last().map_or(0, |f| f.ts_ms),
         sealed: true,
     }
 }

@@ -28,14 +28,14 @@ impl Priority {
         }
     }
 
-    pub(crate) fn from_index(i: u8) -> Option<Priority> {
-        Priority::ALL.get(usize::from(i)).copied()
+    pub(crate) fn from_index(index: u8) -> Option<Priority> {
+        Priority::ALL.get(usize::from(index)).copied()
     }
 }
 
 impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 
@@ -55,8 +55,8 @@ pub enum ParseLaneError {
 
 impl FromStr for Priority {
     type Err = ParseLaneError;
-    fn from_str(s: &str) -> Result<Self, ParseLaneError> {
-        match s {
+    fn from_str(name: &str) -> Result<Self, ParseLaneError> {
+        match name {
             "high" => Ok(Priority::High),
             "normal" => Ok(Priority::Normal),
             "low" => Ok(Priority::Low),
@@ -83,16 +83,16 @@ impl LaneId {
 }
 
 impl fmt::Display for LaneId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.priority, self.shard)
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}/{}", self.priority, self.shard)
     }
 }
 
 impl FromStr for LaneId {
     type Err = ParseLaneError;
-    fn from_str(s: &str) -> Result<Self, ParseLaneError> {
-        let (p, shard) = s.split_once('/').ok_or_else(|| ParseLaneError::Shape(s.to_string()))?;
-        let shard = shard.parse().map_err(|_| ParseLaneError::Shard(s.to_string()))?;
-        Ok(LaneId { priority: p.parse()?, shard })
+    fn from_str(name: &str) -> Result<Self, ParseLaneError> {
+        let (priority, shard) = name.split_once('/').ok_or_else(|| ParseLaneError::Shape(name.to_string()))?;
+        let shard = shard.parse().map_err(|_| ParseLaneError::Shard(name.to_string()))?;
+        Ok(LaneId { priority: priority.parse()?, shard })
     }
 }

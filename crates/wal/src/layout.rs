@@ -52,14 +52,14 @@ pub(crate) fn clean_copy_path(seg: &Path) -> PathBuf {
 }
 
 /// The segment a cleaned copy belongs to, if `p` is one.
-pub(crate) fn segment_of_clean_copy(p: &Path) -> Option<PathBuf> {
-    p.to_str().and_then(|s| s.strip_suffix(CLEAN_COPY_SUFFIX)).map(|s| PathBuf::from(format!("{s}.{SEGMENT_EXT}")))
+pub(crate) fn segment_of_clean_copy(path: &Path) -> Option<PathBuf> {
+    path.to_str().and_then(|s| s.strip_suffix(CLEAN_COPY_SUFFIX)).map(|s| PathBuf::from(format!("{s}.{SEGMENT_EXT}")))
 }
 
 /// The `n`th spare of writer instance `instance`: a name no other
 /// instance or thread uses.
-pub(crate) fn spare_name(instance: u64, n: u64) -> String {
-    format!("spare-{instance:016x}-{n}.{SPARE_EXT}")
+pub(crate) fn spare_name(instance: u64, nth: u64) -> String {
+    format!("spare-{instance:016x}-{nth}.{SPARE_EXT}")
 }
 
 pub(crate) fn recycled_path(lane_dir: &Path, base: u64) -> PathBuf {
@@ -68,8 +68,8 @@ pub(crate) fn recycled_path(lane_dir: &Path, base: u64) -> PathBuf {
 
 /// Whether `p` is a spare (`*.spare`: prepared or recycled), a file that
 /// holds no frame of the log.
-pub fn is_spare(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT)
+pub fn is_spare(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some(SPARE_EXT)
 }
 
 /// Segment files of a lane directory, ordered by base offset.

@@ -40,44 +40,45 @@ pub struct MigrateReport {
     pub kept_aside: Vec<(PathBuf, PathBuf, u64)>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(out)
 }
 
 /// A format-1 segment header: (lane, base offset), or why it is not one.
-fn v1_header(b: &[u8]) -> Result<(LaneId, u64), FrameError> {
-    if b.len() < SEGMENT_HEADER_LEN || &b[0..8] != SEGMENT_MAGIC {
+fn v1_header(buf: &[u8]) -> Result<(LaneId, u64), FrameError> {
+    if buf.len() < SEGMENT_HEADER_LEN || &buf[0..8] != SEGMENT_MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if u16::from_le_bytes([b[8], b[9]]) != 1 {
-        return Err(FrameError::UnsupportedFormat(u16::from_le_bytes([b[8], b[9]])));
+    if u16::from_le_bytes([buf[8], buf[9]]) != 1 {
+        return Err(FrameError::UnsupportedFormat(u16::from_le_bytes([buf[8], buf[9]])));
     }
-    if u32_at(b, 24) != crc32c::crc32c(&b[0..24]) {
+    if u32_at(buf, 24) != crc32c::crc32c(&buf[0..24]) {
         return Err(FrameError::BadCrc);
     }
-    let priority = crate::Priority::from_index(b[10]).ok_or(FrameError::BadMeta)?;
-    let shard = u16::try_from(u32_at(b, 12)).map_err(|_| FrameError::BadMeta)?;
-    Ok((LaneId { priority, shard }, u64_at(b, 16)))
+    let priority = crate::Priority::from_index(buf[10]).ok_or(FrameError::BadMeta)?;
+    let shard = u16::try_from(u32_at(buf, 12)).map_err(|_| FrameError::BadMeta)?;
+    Ok((LaneId { priority, shard }, u64_at(buf, 16)))
 }
 
 /// One format-1 frame at `b[0]`: (meta length, records, base offset, ts, body).
-fn v1_frame(b: &[u8]) -> Option<(u16, u32, u64, u64, &[u8])> {
-    if b.len() < V1_HEADER_LEN || u32_at(b, 0) != V1_FRAME_MAGIC || b[4] != 1 || b[5] != 0 {
+fn v1_frame(buf: &[u8]) -> Option<(u16, u32, u64, u64, &[u8])> {
+    if buf.len() < V1_HEADER_LEN || u32_at(buf, 0) != V1_FRAME_MAGIC || buf[4] != 1 || buf[5] != 0 {
         return None;
     }
-    let (meta_len, records, body_len) = (u16::from_le_bytes([b[6], b[7]]), u32_at(b, 8), u32_at(b, 12) as usize);
-    if records == 0 || usize::from(meta_len) > body_len || b.len() < V1_HEADER_LEN + body_len {
+    let (meta_len, records, body_len) =
+        (u16::from_le_bytes([buf[6], buf[7]]), u32_at(buf, 8), u32_at(buf, 12) as usize);
+    if records == 0 || usize::from(meta_len) > body_len || buf.len() < V1_HEADER_LEN + body_len {
         return None;
     }
-    let body = &b[V1_HEADER_LEN..V1_HEADER_LEN + body_len];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(body), &b[0..32]);
-    (crc == u32_at(b, 32)).then(|| (meta_len, records, u64_at(b, 16), u64_at(b, 24), body))
+    let body = &buf[V1_HEADER_LEN..V1_HEADER_LEN + body_len];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(body), &buf[0..32]);
+    (crc == u32_at(buf, 32)).then(|| (meta_len, records, u64_at(buf, 16), u64_at(buf, 24), body))
 }
 
 /// Convert every format-1 segment under `wal_dir` to format 2. The caller

@@ -6,7 +6,7 @@
 //! of them crashes the process or drops a valid frame.
 
 use crate::error::{FrameError, Result, WalError};
-use crate::fs::{FileSystem, WalFile};
+use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::layout::{clean_copy_path, is_spare, segment_of_clean_copy, segment_paths, summary_path};
 use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN};
@@ -108,19 +108,19 @@ pub(crate) fn recover_lane(
     events: &mut Vec<RecoveryEvent>,
 ) -> Result<RecoveredLane> {
     ensure_dir(fs, dir)?;
-    for p in fs.list_dir(dir).map_err(io(dir))? {
-        if is_spare(&p) {
+    for path in fs.list_dir(dir).map_err(io(dir))? {
+        if is_spare(&path) {
             // A spare segment never used: holds no frame.
-            fs.remove_file(&p).map_err(io(&p))?;
-        } else if let Some(seg) = segment_of_clean_copy(&p) {
-            finish_clean_copy(fs, lane, &p, &seg, events)?;
+            fs.remove_file(&path).map_err(io(&path))?;
+        } else if let Some(seg) = segment_of_clean_copy(&path) {
+            finish_clean_copy(fs, lane, &path, &seg, events)?;
         }
     }
     let paths = segment_paths(fs, dir)?;
     let mut segments: Vec<RecoveredSegment> = Vec::with_capacity(paths.len());
     for (i, (base, path)) in paths.iter().enumerate() {
-        let is_last = i + 1 == paths.len();
-        if let Some(seg) = recover_segment(fs, lane, *base, path, quarantine_dir, is_last, events)? {
+        let found = Found { fs, lane, base: *base, path, quarantine_dir, is_last: i + 1 == paths.len() };
+        if let Some(seg) = recover_segment(&found, events)? {
             if let Some(prev) = segments.last() {
                 if prev.next != seg.base {
                     events.push(RecoveryEvent::OffsetGap { lane, from: prev.next, to: seg.base });
@@ -131,8 +131,8 @@ pub(crate) fn recover_lane(
     }
     let (active, active_file) = match segments.pop() {
         Some(seg) => {
-            let f = fs.open_rw(&seg.path).map_err(io(&seg.path))?;
-            (seg, f)
+            let file = fs.open_rw(&seg.path).map_err(io(&seg.path))?;
+            (seg, file)
         }
         None => create_segment(fs, lane, dir, 0, opts)?,
     };
@@ -146,20 +146,27 @@ pub(crate) fn recover_lane(
     Ok(RecoveredLane { sealed: segments, active, active_file })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn recover_segment(
-    fs: &dyn FileSystem,
+/// A segment file found in a lane's directory, and where it goes if it is
+/// damaged.
+struct Found<'a> {
+    fs: &'a dyn FileSystem,
     lane: LaneId,
+    /// The base offset its name says.
     base: u64,
-    path: &Path,
-    quarantine_dir: &Path,
+    path: &'a Path,
+    quarantine_dir: &'a Path,
+    /// It is the lane's last segment (the one a crash may have left mid-write).
     is_last: bool,
-    events: &mut Vec<RecoveryEvent>,
-) -> Result<Option<RecoveredSegment>> {
-    let bytes = fs.read_all(path).map_err(io(path))?;
+}
+
+/// Apply the recovery rules to one segment file: `None` when it holds no
+/// segment any more (removed, or quarantined whole).
+fn recover_segment(found: &Found<'_>, events: &mut Vec<RecoveryEvent>) -> Result<Option<RecoveredSegment>> {
+    let path = found.path;
+    let bytes = found.fs.read_all(path).map_err(io(path))?;
     let file_len = bytes.len() as u64;
     let header = match SegmentHeader::decode(&bytes) {
-        Ok(h) if h.lane == lane && h.base_offset == base => h,
+        Ok(h) if h.lane == found.lane && h.base_offset == found.base => h,
         Err(FrameError::UnsupportedFormat(version)) => {
             return Err(WalError::UnsupportedFormat {
                 path: path.to_path_buf(),
@@ -167,79 +174,111 @@ fn recover_segment(
                 current: crate::segment::SEGMENT_VERSION,
             });
         }
-        Ok(_) | Err(_) if is_last && bytes.iter().take(SEGMENT_HEADER_LEN * 2).all(|&b| b == 0) => {
-            // The roll that created it never synced its header: nothing was
-            // ever acknowledged in it.
-            drop(bytes);
-            fs.remove_file(path).map_err(io(path))?;
-            sync_parent(fs, path)?;
-            events.push(RecoveryEvent::RemovedEmptySegment { lane, path: path.to_path_buf() });
-            return Ok(None);
-        }
         Ok(_) | Err(_) => {
+            let never_written = found.is_last && bytes.iter().take(SEGMENT_HEADER_LEN * 2).all(|&b| b == 0);
             drop(bytes);
-            let moved_to = move_to_quarantine(fs, lane, path, quarantine_dir)?;
-            let corruptions = vec![Corruption {
-                at: 0,
-                what: crate::error::FrameError::BadMagic,
-                resumes_at: file_len,
-                lost_offsets: (base, base),
-            }];
-            events.push(RecoveryEvent::Quarantined { lane, path: path.to_path_buf(), moved_to, corruptions });
+            discard_headerless(found, never_written, file_len, events)?;
             return Ok(None);
         }
     };
-    let s = scan(&bytes, &header);
-    if !s.corruptions.is_empty() {
-        // The copy keeps the key: its frames stay authentic as they are.
-        let clean_header = SegmentHeader { recycled: false, ..header };
-        let mut clean = clean_header.encode().to_vec();
-        for f in &s.frames {
-            clean.extend_from_slice(&bytes[f.pos as usize..f.end() as usize]);
-        }
-        drop(bytes);
-        let moved_to = quarantine_keeping_frames(fs, lane, path, &clean, quarantine_dir)?;
-        events.push(RecoveryEvent::Quarantined {
-            lane,
-            path: path.to_path_buf(),
-            moved_to,
-            corruptions: s.corruptions.clone(),
-        });
-        let s = scan(&clean, &clean_header);
-        debug_assert!(s.corruptions.is_empty() && s.tail == Tail::Clean, "a cleaned copy is clean");
-        return Ok(Some(recovered(path, &clean_header, s)));
+    let scanned = scan(&bytes, &header);
+    if !scanned.corruptions.is_empty() {
+        return quarantine_corrupt(found, bytes, header, scanned, events).map(Some);
     }
     drop(bytes);
-    // A zero tail on the active segment is its preallocated space: keep it
-    // (already zero-filled) rather than cut and fill it again. A stale tail
-    // is cut: recycled bytes never outlive a restart.
-    let keep_zero_tail = is_last && matches!(s.tail, Tail::Zeros { .. });
-    if s.valid_end < file_len && !keep_zero_tail {
-        let torn = matches!(s.tail, Tail::Torn { .. });
-        if torn || !is_last {
-            events.push(RecoveryEvent::TruncatedTail {
-                lane,
-                path: path.to_path_buf(),
-                at: s.valid_end,
-                bytes: file_len - s.valid_end,
-                torn,
-            });
-        }
-        let f = fs.open_rw(path).map_err(io(path))?;
-        f.set_len(s.valid_end).map_err(io(path))?;
-        f.sync_data().map_err(io(path))?;
-    }
-    Ok(Some(recovered(path, &header, s)))
+    cut_tail(found, &scanned, file_len, events)?;
+    Ok(Some(recovered(path, &header, scanned)))
 }
 
-fn recovered(path: &Path, header: &SegmentHeader, s: Scan) -> RecoveredSegment {
+/// A segment without a usable header. The lane's last one, all zeros: the
+/// roll that created it never synced its header, so nothing in it was ever
+/// acknowledged: remove it. Any other: quarantine it whole.
+fn discard_headerless(
+    found: &Found<'_>,
+    never_written: bool,
+    file_len: u64,
+    events: &mut Vec<RecoveryEvent>,
+) -> Result<()> {
+    let (fs, lane, path) = (found.fs, found.lane, found.path);
+    if never_written {
+        fs.remove_file(path).map_err(io(path))?;
+        sync_parent(fs, path)?;
+        events.push(RecoveryEvent::RemovedEmptySegment { lane, path: path.to_path_buf() });
+        return Ok(());
+    }
+    let moved_to = move_to_quarantine(fs, lane, path, found.quarantine_dir)?;
+    let corruptions = vec![Corruption {
+        at: 0,
+        what: FrameError::BadMagic,
+        resumes_at: file_len,
+        lost_offsets: (found.base, found.base),
+    }];
+    events.push(RecoveryEvent::Quarantined { lane, path: path.to_path_buf(), moved_to, corruptions });
+    Ok(())
+}
+
+/// A segment with damage between valid frames: a copy holding every valid
+/// frame takes its place, the damaged file goes to quarantine.
+fn quarantine_corrupt(
+    found: &Found<'_>,
+    bytes: FileBytes,
+    header: SegmentHeader,
+    scanned: Scan,
+    events: &mut Vec<RecoveryEvent>,
+) -> Result<RecoveredSegment> {
+    // The copy keeps the key: its frames stay authentic as they are.
+    let clean_header = SegmentHeader { recycled: false, ..header };
+    let mut clean = clean_header.encode().to_vec();
+    for frame in &scanned.frames {
+        clean.extend_from_slice(&bytes[frame.pos as usize..frame.end() as usize]);
+    }
+    drop(bytes);
+    let moved_to = quarantine_keeping_frames(found.fs, found.lane, found.path, &clean, found.quarantine_dir)?;
+    events.push(RecoveryEvent::Quarantined {
+        lane: found.lane,
+        path: found.path.to_path_buf(),
+        moved_to,
+        corruptions: scanned.corruptions,
+    });
+    let rescanned = scan(&clean, &clean_header);
+    debug_assert!(rescanned.corruptions.is_empty() && rescanned.tail == Tail::Clean, "a cleaned copy is clean");
+    Ok(recovered(found.path, &clean_header, rescanned))
+}
+
+/// Cut what follows the last valid frame, and sync the cut. A zero tail on
+/// the active segment is its preallocated space: kept (already zero-filled)
+/// rather than cut and filled again. A stale tail is cut: recycled bytes
+/// never outlive a restart.
+fn cut_tail(found: &Found<'_>, scanned: &Scan, file_len: u64, events: &mut Vec<RecoveryEvent>) -> Result<()> {
+    let keep_zero_tail = found.is_last && matches!(scanned.tail, Tail::Zeros { .. });
+    if scanned.valid_end >= file_len || keep_zero_tail {
+        return Ok(());
+    }
+    let torn = matches!(scanned.tail, Tail::Torn { .. });
+    if torn || !found.is_last {
+        events.push(RecoveryEvent::TruncatedTail {
+            lane: found.lane,
+            path: found.path.to_path_buf(),
+            at: scanned.valid_end,
+            bytes: file_len - scanned.valid_end,
+            torn,
+        });
+    }
+    let path = found.path;
+    let file = found.fs.open_rw(path).map_err(io(path))?;
+    file.set_len(scanned.valid_end).map_err(io(path))?;
+    file.sync_data().map_err(io(path))?;
+    Ok(())
+}
+
+fn recovered(path: &Path, header: &SegmentHeader, scanned: Scan) -> RecoveredSegment {
     let base = header.base_offset;
     RecoveredSegment {
         path: path.to_path_buf(),
         base,
-        next: s.next_offset(base),
-        bytes: s.valid_end,
-        frames: s.frames,
+        next: scanned.next_offset(base),
+        bytes: scanned.valid_end,
+        frames: scanned.frames,
         key: header.key,
     }
 }

@@ -74,17 +74,17 @@ impl SegmentHeader {
     /// Parse a segment header. A header of another format whose own crc
     /// holds is [`FrameError::UnsupportedFormat`]; anything else that does
     /// not parse is damage.
-    pub fn decode(b: &[u8]) -> Result<SegmentHeader, FrameError> {
-        if b.len() < SEGMENT_HEADER_LEN {
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, FrameError> {
+        if buf.len() < SEGMENT_HEADER_LEN {
             return Err(FrameError::Incomplete);
         }
-        if &b[0..8] != SEGMENT_MAGIC {
+        if &buf[0..8] != SEGMENT_MAGIC {
             return Err(FrameError::BadMagic);
         }
         let crc_at = |at: usize, over: usize| {
-            u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) == crc32c::crc32c(&b[0..over])
+            u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) == crc32c::crc32c(&buf[0..over])
         };
-        let version = u16::from_le_bytes([b[8], b[9]]);
+        let version = u16::from_le_bytes([buf[8], buf[9]]);
         if version != SEGMENT_VERSION {
             // Format 1 kept its crc at 24 over 0..24.
             return Err(if crc_at(24, 24) || crc_at(56, 56) {
@@ -96,18 +96,18 @@ impl SegmentHeader {
         if !crc_at(56, 56) {
             return Err(FrameError::BadCrc);
         }
-        let priority = Priority::from_index(b[10]).ok_or(FrameError::BadMeta)?;
-        let shard = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        let priority = Priority::from_index(buf[10]).ok_or(FrameError::BadMeta)?;
+        let shard = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]);
         let shard = u16::try_from(shard).map_err(|_| FrameError::BadMeta)?;
         let mut base = [0u8; 8];
-        base.copy_from_slice(&b[16..24]);
+        base.copy_from_slice(&buf[16..24]);
         let mut key = [0u8; FrameKey::LEN];
-        key.copy_from_slice(&b[24..56]);
+        key.copy_from_slice(&buf[24..56]);
         Ok(SegmentHeader {
             lane: LaneId { priority, shard },
             base_offset: u64::from_le_bytes(base),
             key: FrameKey::from_bytes(&key),
-            recycled: b[11] & FLAG_RECYCLED != 0,
+            recycled: buf[11] & FLAG_RECYCLED != 0,
         })
     }
 }
@@ -325,15 +325,15 @@ impl Summary {
         b
     }
 
-    pub(crate) fn decode(b: &[u8]) -> Option<Summary> {
-        if b.len() != SUMMARY_LEN || &b[0..8] != SUMMARY_MAGIC {
+    pub(crate) fn decode(buf: &[u8]) -> Option<Summary> {
+        if buf.len() != SUMMARY_LEN || &buf[0..8] != SUMMARY_MAGIC {
             return None;
         }
-        let crc = u32::from_le_bytes(b[SUMMARY_LEN - 4..].try_into().ok()?);
-        if crc != crc32c::crc32c(&b[..SUMMARY_LEN - 4]) {
+        let crc = u32::from_le_bytes(buf[SUMMARY_LEN - 4..].try_into().ok()?);
+        if crc != crc32c::crc32c(&buf[..SUMMARY_LEN - 4]) {
             return None;
         }
-        let f = |i: usize| u64::from_le_bytes(b[8 + i * 8..16 + i * 8].try_into().unwrap_or([0; 8]));
+        let f = |i: usize| u64::from_le_bytes(buf[8 + i * 8..16 + i * 8].try_into().unwrap_or([0; 8]));
         Some(Summary {
             base_offset: f(0),
             next_offset: f(1),
@@ -355,21 +355,21 @@ mod tests {
         SegmentHeader { lane, base_offset: base, key: FrameKey::from_bytes(&[key; FrameKey::LEN]), recycled }
     }
 
-    fn frames_of(h: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
+    fn frames_of(header: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
         let meta = BatchMeta { tenant: "t".into(), topic: "e".into(), idempotency_key: None };
         let mut b = Vec::new();
         for &(base, n) in frames {
             let recs: Vec<Vec<u8>> = (0..n).map(|i| vec![b'a' + i as u8; 700]).collect();
             let mut f = EncodedBatch::new(&meta, &recs).unwrap();
-            f.seal(&h.key, base, 1);
+            f.seal(&header.key, base, 1);
             b.extend_from_slice(&f.bytes);
         }
         b
     }
 
-    fn segment_with(h: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
-        let mut b = h.encode().to_vec();
-        b.extend_from_slice(&frames_of(h, frames));
+    fn segment_with(header: &SegmentHeader, frames: &[(u64, u32)]) -> Vec<u8> {
+        let mut b = header.encode().to_vec();
+        b.extend_from_slice(&frames_of(header, frames));
         b
     }
 

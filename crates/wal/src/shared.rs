@@ -188,10 +188,10 @@ fn check_publish(durable: (u64, u64), locs: &[FrameLoc], new: (u64, u64)) {
     );
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent across a panic in another holder
     // (every critical section is a plain field update).
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LaneShared {

@@ -231,10 +231,10 @@ impl SimFs {
     /// armed earlier can fire after the action that armed it returned and
     /// before the test arms this fault; carried over, it failed the
     /// recovery's first sync, which the model test read as a recovery bug.)
-    pub fn fail_next_syncs(&self, n: u32) {
+    pub fn fail_next_syncs(&self, count: u32) {
         let mut st = self.lock();
-        if n == 0 || st.generation == self.mount {
-            st.fail_syncs = n;
+        if count == 0 || st.generation == self.mount {
+            st.fail_syncs = count;
         }
     }
 
@@ -295,8 +295,8 @@ impl SimFs {
     /// Cut the power when the `(n + 1)`th mutating operation from now
     /// (write, resize, sync, create, rename, remove, directory sync) is
     /// attempted: it and everything after it on this mount fail with EIO.
-    pub fn crash_after_ops(&self, n: u64) {
-        self.lock().ops_left = Some(n);
+    pub fn crash_after_ops(&self, ops: u64) {
+        self.lock().ops_left = Some(ops);
     }
 
     /// How many power cuts [`SimFs::crash_after_ops`] caused so far.
@@ -330,10 +330,10 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn with<R>(&self, mutating: bool, f: impl FnOnce(&mut State, u64) -> io::Result<R>) -> io::Result<R> {
+    fn with<R>(&self, mutating: bool, op: impl FnOnce(&mut State, u64) -> io::Result<R>) -> io::Result<R> {
         let mut st = self.fs.lock();
         st.admit(self.generation, mutating)?;
-        f(&mut st, self.ino)
+        op(&mut st, self.ino)
     }
 }
 

@@ -474,8 +474,8 @@ impl Writer {
 
     /// A roll before `round` failed: ENOSPC refuses the round and starves
     /// the lane; any other error fails it closed.
-    fn roll_failed(&mut self, round: Vec<Pending>, e: WalError) {
-        let (path, source) = match e {
+    fn roll_failed(&mut self, round: Vec<Pending>, err: WalError) {
+        let (path, source) = match err {
             WalError::Io { path, source } => (path, source),
             // Every step of a roll is a file operation that reports `Io`;
             // anything else is kept whole as the cause.
@@ -493,13 +493,13 @@ impl Writer {
 
     /// Writing `round` at `start` failed: on ENOSPC cut it off again and
     /// starve; else fail the lane closed.
-    fn write_failed(&mut self, round: Vec<Pending>, start: u64, e: std::io::Error) {
-        if WalError::is_enospc(&e) {
+    fn write_failed(&mut self, round: Vec<Pending>, start: u64, err: std::io::Error) {
+        if WalError::is_enospc(&err) {
             self.undo_write(start);
-            self.reply_no_space(round, &Arc::new(e));
+            self.reply_no_space(round, &Arc::new(err));
             self.starve();
         } else {
-            let fault = Fault::new(LaneOp::Write, &self.path, e);
+            let fault = Fault::new(LaneOp::Write, &self.path, err);
             self.fail_closed(fault.clone());
             self.reply_failed(round, &fault);
         }
