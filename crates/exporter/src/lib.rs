@@ -27,12 +27,17 @@
 //! - open the broker's data directory.
 
 pub mod backoff;
+pub mod check_config;
 pub mod client;
 pub mod concurrency;
 pub mod config;
 pub mod deliver;
 pub mod gate;
+pub mod headers;
 pub mod metrics;
+pub mod reload;
+pub mod secret;
+pub mod sign;
 pub mod sink;
 pub mod streak;
 pub mod worker;
