@@ -232,8 +232,22 @@ impl Settings {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().replace('\n', " ") })
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: quoted_redacted(e.message()) })
     }
+}
+
+/// A parse message with every quoted value redacted: serde names the value
+/// it could not take (`invalid type: string "whsec_…", expected a
+/// sequence`), which may be a secret. Key names are in backticks and stay.
+fn quoted_redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.replace('\n', " ").split('"').enumerate() {
+        match i % 2 {
+            0 => out.push_str(part),
+            _ => out.push_str("\"<redacted>\""),
+        }
+    }
+    out
 }
 
 /// Resolved options.
@@ -363,6 +377,16 @@ mod tests {
         ]);
         let e = Options::resolve(args).unwrap_err().to_string();
         assert!(e.contains("lease timeout 5000 ms"), "{e}");
+    }
+
+    #[test]
+    fn a_value_the_file_cannot_take_is_not_shown_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e.toml");
+        std::fs::write(&file, "sign_secret = \"whsec_s3cr3t\"\n").unwrap();
+        let e = Options::resolve(Args::parse_from(["exporter", "--config", file.to_str().unwrap()])).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("s3cr3t") && text.contains("<redacted>"), "{text}");
     }
 
     #[test]
