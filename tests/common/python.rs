@@ -43,7 +43,11 @@ pub fn python_or_skip(test: &str) -> Option<PathBuf> {
             panic!("{test}: the Python receiver's packages are missing in CI: {why}")
         }
         Err(why) => {
-            eprintln!("SKIPPED: {test}: {why}");
+            // Past the test harness's capture, so a passing run shows it.
+            use std::io::Write;
+            let line = format!("SKIPPED: {test}: {why}");
+            println!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
             None
         }
     }
