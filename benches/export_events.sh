@@ -5,10 +5,10 @@
 # server if nginx is absent, which then bounds the figure). A backlog of
 # N records (~200 bytes each, as http_load.lua's) is ingested first, then
 # one exporter drains it; events/s of each run and the median are printed.
-#   bash benches/export_events.sh [RUNS=3] [RECORDS=60000]
+#   bash benches/export_events.sh [RUNS=3] [RECORDS=150000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}; records=${2:-60000}
+runs=${1:-3}; records=${2:-150000}
 source benches/export_common.sh
 secret="whsec_$(head -c 32 /dev/urandom | base64)"
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
@@ -54,7 +54,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 PY
   fi
   spid=$!
-  for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  for _ in $(seq 1 50); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.1; done
   start=$(date +%s.%N)
   RUST_LOG=warn "$bin/exporter" --broker http://127.0.0.1:7172 --destination f --token f-t \
     --sink "http://127.0.0.1:$port/hook" --webhook-mode event --sign-secret "$secret" \

@@ -18,8 +18,13 @@
 //! - Timeouts are never retried locally: the broker's breaker must see a
 //!   slow sink at once. Quick failures are retried with full-jitter backoff
 //!   within a budget the lease timeout covers (checked at start).
-//! - The idempotency key of a batch is derived from its destination, lane
-//!   and offsets, so a redelivered range carries the same key.
+//! - The downstream id of a batch or record (`api::downstream_id`) is the
+//!   same on every redelivery; a webhook sends it as `Idempotency-Key` and
+//!   `webhook-id`, signed by the Standard Webhooks rule (`sign`,
+//!   `sink::webhook`).
+//! - No secret (token, signing secret or key, header value) and no URL
+//!   credential is ever shown: logs, metrics, messages to the broker and
+//!   `--check-config` see `<redacted>` (`secret`).
 //!
 //! ## Never
 //! - keep state of its own: cursors, leases and breakers live in the broker
