@@ -184,7 +184,10 @@ fn exporter_toml_documents_every_key_at_its_default() {
     let err = exporter_options(&["exporter", "--config", probe.to_str().expect("utf-8")]).expect_err("unknown key");
     let _ = std::fs::remove_file(&probe);
     let present: BTreeSet<String> = raw.keys().cloned().collect();
-    let missing: Vec<_> = expected_fields(&err).into_iter().filter(|k| !present.contains(k)).collect();
+    // A key with no default (a path, a key) is shown commented out, `# key = …`:
+    // setting it would move the file away from the defaults.
+    let commented = |k: &str| text.lines().any(|l| l.trim().starts_with(&format!("# {k} = ")));
+    let missing: Vec<_> = expected_fields(&err).into_iter().filter(|k| !present.contains(k) && !commented(k)).collect();
     assert!(missing.is_empty(), "ops/exporter.toml lacks {missing:?}");
     assert_each_key_has_a_sentence("ops/exporter.toml", &text);
 }

@@ -4,8 +4,10 @@
 
 pub mod clickhouse;
 pub mod dedup;
+pub mod event_receiver;
 pub mod format1;
 pub mod ledger;
+pub mod python;
 pub mod raw_sink;
 pub mod sim_broker;
 pub mod sink;
@@ -93,6 +95,16 @@ impl BrokerProc {
         std::fs::create_dir_all(data_dir.parent().expect("parent")).expect("mkdir");
         std::fs::write(&config, config_text).expect("write config");
         let (child, url) = spawn_broker(&config);
+        BrokerProc { child, url, data_dir: data_dir.to_path_buf(), config, _tmp: None }
+    }
+
+    /// [`BrokerProc::start_with`], its log (at `rust_log`) written to `log`.
+    pub fn start_logging(data_dir: &Path, config_text: &str, log: &Path, rust_log: &str) -> BrokerProc {
+        let config = data_dir.with_extension("toml");
+        std::fs::create_dir_all(data_dir.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&config, config_text).expect("write config");
+        let stderr = Stdio::from(std::fs::File::create(log).expect("create the broker's log"));
+        let (child, url) = spawn_broker_logging(&config, stderr, rust_log);
         BrokerProc { child, url, data_dir: data_dir.to_path_buf(), config, _tmp: None }
     }
 

@@ -71,6 +71,16 @@ pub enum Mode {
 #[error("--concurrency {0:?}: use adaptive or a number of leases (1 or more)")]
 pub struct BadMode(pub String);
 
+/// As `--concurrency` takes it: `adaptive` or the number.
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Adaptive => f.write_str("adaptive"),
+            Mode::Pinned(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = BadMode;
     fn from_str(s: &str) -> Result<Mode, BadMode> {

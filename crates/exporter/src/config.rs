@@ -3,10 +3,15 @@
 //! One struct, [`Settings`], is both the flags and the file's keys; a flag
 //! wins over the file, and [`defaults`] fills what neither gave.
 
+mod webhook;
+
 use crate::backoff::Backoff;
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+pub(crate) use webhook::read_secret_file;
+pub use webhook::{EventOrder, SinkTls, WebhookMode, WebhookOptions};
 
 /// The defaults, in one place (`--help` and `docs/exporter.md` say them too).
 pub mod defaults {
@@ -27,7 +32,11 @@ pub mod defaults {
 pub enum ConfigError {
     /// The `--config` file cannot be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The `--config` file is not valid TOML of these keys.
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -38,6 +47,33 @@ pub enum ConfigError {
     #[error(transparent)]
     Concurrency(#[from] crate::concurrency::BadMode),
     /// The lease would expire before a delivery's retries could end.
+    /// A file a secret is read from cannot be read.
+    #[error("cannot read --{flag} {path}: {source}")]
+    SecretFile {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signing secret or key cannot be used (never shown).
+    #[error("signing: {0}")]
+    Key(#[from] crate::sign::KeyError),
+    /// A `--header` cannot be sent.
+    #[error("--header: {0}")]
+    Header(#[from] crate::headers::HeaderError),
+    /// A line of the `--header-file` cannot be sent.
+    #[error("--header-file {path}: {source}")]
+    HeaderFile {
+        path: PathBuf,
+        #[source]
+        source: crate::headers::HeaderError,
+    },
+    /// Both `--token` and `--token-file`.
+    #[error("give --token or --token-file, not both")]
+    TwoTokens,
+    /// A client certificate without its key, or the other way round.
+    #[error("--sink-client-cert and --sink-client-key go together")]
+    ClientPair,
     #[error("lease timeout {lease_ms} ms cannot cover the sink timeout {sink_ms} ms x {attempts} attempts plus backoff ({budget_ms} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries")]
     LeaseBudget { lease_ms: u128, sink_ms: u128, attempts: u32, budget_ms: u128 },
 }
@@ -53,6 +89,10 @@ pub struct Args {
     /// TOML file with the same keys as the long flags (snake_case); a flag wins over the file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Print the effective settings (flags, then `--config` or FILE, then the defaults), secrets
+    /// redacted, and exit: 0 when the exporter would start with them, else 2.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub check_config: Option<Option<PathBuf>>,
     #[command(flatten)]
     pub settings: Settings,
 }
@@ -67,9 +107,12 @@ pub struct Settings {
     /// The destination this exporter serves (required).
     #[arg(long)]
     pub destination: Option<String>,
-    /// The destination's exporter token (required).
+    /// The destination's exporter token (required, or --token-file).
     #[arg(long)]
     pub token: Option<String>,
+    /// A file holding the exporter token (its first line), instead of --token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Where records go: file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T (required).
     #[arg(long)]
     pub sink: Option<String>,
@@ -117,6 +160,55 @@ pub struct Settings {
     /// lease [default: 60000].
     #[arg(long)]
     pub max_retry_after_ms: Option<u64>,
+    /// Webhook sinks: batch (an NDJSON body per batch, one id) or event (one record per request,
+    /// its own id, concurrent within the adaptive limit) [default: batch].
+    #[arg(long, value_enum)]
+    pub webhook_mode: Option<WebhookMode>,
+    /// Event mode: none, or tenant (a tenant's records one after another, in offset order)
+    /// [default: none].
+    #[arg(long, value_enum)]
+    pub event_order: Option<EventOrder>,
+    /// A Standard Webhooks signing secret, whsec_<base64> (24-64 bytes); repeatable: every secret
+    /// signs each request, which is how a secret rotates.
+    #[arg(long)]
+    pub sign_secret: Option<Vec<String>>,
+    /// A file of whsec_ secrets, one a line (blank lines and # comments skipped); re-read at SIGHUP.
+    #[arg(long)]
+    pub sign_secret_file: Option<PathBuf>,
+    /// An ed25519 signing key, whsk_<base64 of the 32-byte seed or the 64-byte keypair>: adds a
+    /// v1a signature.
+    #[arg(long)]
+    pub sign_key: Option<String>,
+    /// An extra webhook header, 'Name: value' (e.g. Authorization); repeatable. Names Weir sets
+    /// (webhook-*, idempotency-key, content-type, content-length, host, transfer-encoding,
+    /// user-agent) are refused.
+    #[arg(long)]
+    pub header: Option<Vec<String>>,
+    /// A file of extra headers, 'Name: value' one a line; re-read at SIGHUP.
+    #[arg(long)]
+    pub header_file: Option<PathBuf>,
+    /// PEM file of the CA certificates an HTTPS sink is verified against (instead of the
+    /// built-in web roots).
+    #[arg(long)]
+    pub sink_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for an HTTPS sink that asks for one (mTLS).
+    #[arg(long)]
+    pub sink_client_cert: Option<PathBuf>,
+    /// PEM private key of --sink-client-cert.
+    #[arg(long)]
+    pub sink_client_key: Option<PathBuf>,
+}
+
+impl Args {
+    /// The flags over the `--config` file, read now (at start, and again
+    /// at each SIGHUP).
+    pub fn merged(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(p) => Settings::read(p)?,
+            None => Settings::default(),
+        };
+        Ok(self.settings.clone().over(file))
+    }
 }
 
 impl Settings {
@@ -136,12 +228,26 @@ impl Settings {
         serde_json::from_value(serde_json::Value::Object(theirs)).unwrap_or(self)
     }
 
-    fn read(path: &std::path::Path) -> Result<Settings, ConfigError> {
+    pub(crate) fn read(path: &std::path::Path) -> Result<Settings, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().replace('\n', " ") })
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: quoted_redacted(e.message()) })
     }
+}
+
+/// A parse message with every quoted value redacted: serde names the value
+/// it could not take (`invalid type: string "whsec_…", expected a
+/// sequence`), which may be a secret. Key names are in backticks and stay.
+fn quoted_redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.replace('\n', " ").split('"').enumerate() {
+        match i % 2 {
+            0 => out.push_str(part),
+            _ => out.push_str("\"<redacted>\""),
+        }
+    }
+    out
 }
 
 /// Resolved options.
@@ -149,7 +255,8 @@ impl Settings {
 pub struct Options {
     pub broker: String,
     pub destination: String,
-    pub token: String,
+    pub token: Secret,
+    pub token_file: Option<PathBuf>,
     pub sink: String,
     pub sink_timeout: Duration,
     pub max_retries: u32,
@@ -163,20 +270,41 @@ pub struct Options {
     pub gzip: bool,
     pub metrics_listen: Option<String>,
     pub max_retry_after: Duration,
+    pub webhook: WebhookOptions,
+    pub sink_tls: SinkTls,
 }
 
 impl Options {
     pub fn resolve(args: Args) -> Result<Options, ConfigError> {
-        let file = match &args.config {
-            Some(p) => Settings::read(p)?,
-            None => Settings::default(),
-        };
-        let s = args.settings.over(file);
+        Options::from_settings(args.merged()?)
+    }
+
+    /// The token: `--token`, or the first line of `--token-file`.
+    fn token(s: &Settings) -> Result<Secret, ConfigError> {
+        match (&s.token, &s.token_file) {
+            (Some(_), Some(_)) => Err(ConfigError::TwoTokens),
+            (Some(t), None) => Ok(Secret::new(t.as_str())),
+            (None, Some(path)) => {
+                let text = read_secret_file("token-file", path)?;
+                Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
+            }
+            (None, None) => Err(ConfigError::Missing("token")),
+        }
+    }
+
+    /// Options from settings already merged (flags over the file).
+    pub fn from_settings(s: Settings) -> Result<Options, ConfigError> {
         use defaults as d;
+        // Named in the order `--help` lists them when several are missing.
+        let broker = s.broker.clone().ok_or(ConfigError::Missing("broker"))?;
+        let destination = s.destination.clone().ok_or(ConfigError::Missing("destination"))?;
+        let token = Options::token(&s)?;
+        let (webhook, sink_tls) = (WebhookOptions::resolve(&s)?, SinkTls::resolve(&s)?);
         let o = Options {
-            broker: s.broker.ok_or(ConfigError::Missing("broker"))?,
-            destination: s.destination.ok_or(ConfigError::Missing("destination"))?,
-            token: s.token.ok_or(ConfigError::Missing("token"))?,
+            broker,
+            destination,
+            token,
+            token_file: s.token_file,
             sink: s.sink.ok_or(ConfigError::Missing("sink"))?,
             sink_timeout: Duration::from_millis(s.sink_timeout_ms.unwrap_or(d::SINK_TIMEOUT_MS)),
             max_retries: s.max_retries.unwrap_or(d::MAX_RETRIES),
@@ -196,6 +324,8 @@ impl Options {
             gzip: s.gzip.unwrap_or(false),
             metrics_listen: s.metrics_listen,
             max_retry_after: Duration::from_millis(s.max_retry_after_ms.unwrap_or(d::MAX_RETRY_AFTER_MS)),
+            webhook,
+            sink_tls,
         };
         o.check_lease_budget()?;
         Ok(o)
@@ -247,6 +377,16 @@ mod tests {
         ]);
         let e = Options::resolve(args).unwrap_err().to_string();
         assert!(e.contains("lease timeout 5000 ms"), "{e}");
+    }
+
+    #[test]
+    fn a_value_the_file_cannot_take_is_not_shown_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e.toml");
+        std::fs::write(&file, "sign_secret = \"whsec_s3cr3t\"\n").unwrap();
+        let e = Options::resolve(Args::parse_from(["exporter", "--config", file.to_str().unwrap()])).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("s3cr3t") && text.contains("<redacted>"), "{text}");
     }
 
     #[test]

@@ -15,9 +15,13 @@
 //!   answer and delivers nothing, which [`crate::streak`] judges a fault of
 //!   the sink too (the lease goes back, bounded).
 
+mod events;
+
 use crate::backoff::{Backoff, Jitter};
+use crate::config::EventOrder;
+use crate::gate::Gate;
 use crate::sink::{Record, Refusal, Sink, SinkError};
-use protocol::downstream_id::{batch_id_with, IdScope};
+use protocol::downstream_id::{batch_id_with, record_id, IdScope};
 use std::time::Duration;
 
 /// A record to send to dead letters, named as the commit names it.
@@ -43,6 +47,9 @@ pub enum Outcome {
     /// Give the lease back as a retryable failure; `overload`: the sink
     /// said it is at capacity (see [`crate::concurrency`]).
     Retry { message: String, retry_after: Option<Duration>, overload: bool },
+    /// The sink answered 410 Gone: release the lease (nothing
+    /// dead-lettered, not counted by the breaker).
+    Gone { message: String },
 }
 
 pub struct Deliverer<'a> {
@@ -60,6 +67,11 @@ pub struct Deliverer<'a> {
     pub body: bytes::Bytes,
     /// The longest sink `Retry-After` honoured (see `--max-retry-after-ms`).
     pub max_retry_after: Duration,
+    /// Event mode: which records wait for which (`--event-order`).
+    pub event_order: EventOrder,
+    /// Event mode: the limit every request passes, across leases (None:
+    /// no limit beyond [`events::RUNNERS`] per lease; tests).
+    pub gate: Option<&'a Gate>,
 }
 
 impl Deliverer<'_> {
@@ -74,14 +86,19 @@ impl Deliverer<'_> {
         batch_id_with(scope, records.iter().map(Record::id_fields), contiguous(&self.body, records))
     }
 
-    /// One sub-batch, with local retries for quick retryable failures. An
-    /// endpoint fault is never retried here: it does not pass with a short
-    /// wait, and the breaker must see it at once.
-    async fn attempt(&self, records: &[Record], jitter: &mut Jitter) -> Result<(), SinkError> {
-        let key = self.key(records);
+    /// The downstream id of one record (event mode): the same in its lane
+    /// and in a re-drive, and whatever batch it was leased in.
+    fn record_key(&self, record: &Record) -> String {
+        record_id(&self.broker_id, &self.destination, record.id_fields())
+    }
+
+    /// One request of `records` under `key`, with local retries for quick
+    /// retryable failures. An endpoint fault is never retried here: it does
+    /// not pass with a short wait, and the breaker must see it at once.
+    async fn attempt(&self, records: &[Record], key: &str, jitter: &mut Jitter) -> Result<(), SinkError> {
         let mut tries = 0;
         loop {
-            match self.sink.deliver(records, &key).await {
+            match self.sink.deliver(records, key).await {
                 // A wait longer than the backoff ceiling is not slept holding the
                 // lease: the lease goes back with it (capped), for the broker to honour.
                 Err(SinkError::Retryable { timed_out: false, retry_after, message, .. })
@@ -99,6 +116,9 @@ impl Deliverer<'_> {
 
     /// Deliver `records`, bisecting rejected batches down to single poison records.
     pub async fn deliver(&self, records: &[Record]) -> Outcome {
+        if self.sink.one_per_request() {
+            return self.deliver_events(records).await;
+        }
         // Records the sink can never take as one record go straight to dead
         // letters: sending them would only fail (or worse, split them).
         let (mut poison, screened) = self.screen(records);
@@ -112,7 +132,8 @@ impl Deliverer<'_> {
             if start >= end {
                 continue;
             }
-            match self.attempt(&records[start..end], &mut jitter).await {
+            let batch = &records[start..end];
+            match self.attempt(batch, &self.key(batch), &mut jitter).await {
                 Ok(()) => {
                     leaves.delivered = true;
                     if let Some(s) = streak {
@@ -134,14 +155,8 @@ impl Deliverer<'_> {
                     pending.push((start, mid));
                 }
                 // The sink's fault: the lease goes back whole, nothing dead-lettered.
-                Err(SinkError::Endpoint { message, retry_after }) => {
-                    let retry_after = retry_after.map(|ra| ra.min(self.max_retry_after));
-                    return Outcome::Retry { message, retry_after, overload: false };
-                }
-                Err(SinkError::Retryable { message, retry_after, overload, .. }) => {
-                    let retry_after = retry_after.map(|ra| ra.min(self.max_retry_after));
-                    return Outcome::Retry { message, retry_after, overload };
-                }
+                Err(e @ SinkError::Endpoint { .. }) => return self.failed(e),
+                Err(e @ (SinkError::Retryable { .. } | SinkError::Gone { .. })) => return self.failed(e),
             }
         }
         if let (Some(s), Some(refusal)) = (streak, leaves.only_refusal()) {
@@ -151,6 +166,23 @@ impl Deliverer<'_> {
         }
         poison.sort();
         Outcome::Delivered { poison }
+    }
+
+    /// The outcome of a failure that gives the lease back (not a content
+    /// refusal), its `Retry-After` capped.
+    fn failed(&self, e: SinkError) -> Outcome {
+        match e {
+            SinkError::Endpoint { message, retry_after } => Outcome::Retry {
+                message,
+                retry_after: retry_after.map(|ra| ra.min(self.max_retry_after)),
+                overload: false,
+            },
+            SinkError::Retryable { message, retry_after, overload, .. } => {
+                Outcome::Retry { message, retry_after: retry_after.map(|ra| ra.min(self.max_retry_after)), overload }
+            }
+            SinkError::Gone { message } => Outcome::Gone { message },
+            SinkError::Poison { message, .. } => Outcome::Retry { message, retry_after: None, overload: false },
+        }
     }
 
     /// Split off the records the sink refuses unsent: their dead letters,
@@ -258,6 +290,8 @@ mod tests {
             lane,
             body: bytes::Bytes::new(),
             max_retry_after: Duration::from_secs(60),
+            event_order: EventOrder::None,
+            gate: None,
         }
     }
 

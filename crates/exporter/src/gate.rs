@@ -1,6 +1,12 @@
 //! The exporter's workers pass through one gate: at most the concurrency
 //! controller's limit of them hold a lease (or wait on an acquire) at once.
 //! Each delivery's end feeds the controller, whose limit the gate follows.
+//!
+//! In event mode (one record per request) a lease fans out into many
+//! requests: those pass a second count against the same limit
+//! ([`Gate::request`]), across all leases, so the sink never has more
+//! requests in flight than the adaptive limit however many leases are
+//! being delivered.
 
 use crate::concurrency::{Aimd, Signal};
 use crate::metrics::ExporterMetrics;
@@ -15,11 +21,27 @@ struct Inner {
     /// Of those, the ones delivering a lease: what the limit is judged on
     /// (workers long-polling an empty destination are not using the sink).
     delivering: usize,
+    /// Event-mode requests in flight, across leases.
+    requests: usize,
+}
+
+/// A place for one event-mode request; freed when dropped (also when the
+/// request's future is dropped part-way).
+pub struct RequestSlot<'a>(&'a Gate);
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        self.0.lock().requests -= 1;
+        self.0.request_freed.notify_one();
+    }
 }
 
 pub struct Gate {
     inner: Mutex<Inner>,
     changed: Notify,
+    /// Wakes one event-mode request waiting for a place (a place freed
+    /// wakes one waiter, not all: a lease fans out into thousands).
+    request_freed: Notify,
     limit_gauge: prometheus::IntGauge,
 }
 
@@ -27,7 +49,12 @@ impl Gate {
     pub fn new(aimd: Aimd, metrics: &ExporterMetrics, destination: &str) -> Gate {
         let limit_gauge = metrics.concurrency_limit.with_label_values(&[destination]);
         limit_gauge.set(aimd.limit() as i64);
-        Gate { inner: Mutex::new(Inner { aimd, inside: 0, delivering: 0 }), changed: Notify::new(), limit_gauge }
+        Gate {
+            inner: Mutex::new(Inner { aimd, inside: 0, delivering: 0, requests: 0 }),
+            changed: Notify::new(),
+            request_freed: Notify::new(),
+            limit_gauge,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -64,6 +91,24 @@ impl Gate {
         }
     }
 
+    /// Wait for a place for one event-mode request.
+    pub async fn request(&self) -> RequestSlot<'_> {
+        loop {
+            let notified = self.request_freed.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a place freed meanwhile wakes us.
+            notified.as_mut().enable();
+            {
+                let mut g = self.lock();
+                if g.requests < g.aimd.limit() {
+                    g.requests += 1;
+                    return RequestSlot(self);
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// The worker inside starts delivering a lease.
     pub fn started(&self) {
         let mut g = self.lock();
@@ -89,5 +134,26 @@ impl Gate {
         };
         self.limit_gauge.set(limit as i64);
         self.changed.notify_waiters();
+        // The limit may have grown: every waiting request looks again.
+        self.request_freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concurrency::Mode;
+
+    #[tokio::test]
+    async fn event_requests_never_exceed_the_limit_and_a_dropped_slot_frees_its_place() {
+        let metrics = ExporterMetrics::new();
+        let gate = Gate::new(Aimd::new(Mode::Pinned(2), 8), &metrics, "d");
+        let a = gate.request().await;
+        let _b = gate.request().await;
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), gate.request()).await;
+        assert!(third.is_err(), "a third request passed a limit of 2");
+        drop(a);
+        let c = tokio::time::timeout(std::time::Duration::from_secs(5), gate.request()).await;
+        assert!(c.is_ok(), "a freed place was not handed on");
     }
 }

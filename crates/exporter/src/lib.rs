@@ -18,8 +18,13 @@
 //! - Timeouts are never retried locally: the broker's breaker must see a
 //!   slow sink at once. Quick failures are retried with full-jitter backoff
 //!   within a budget the lease timeout covers (checked at start).
-//! - The idempotency key of a batch is derived from its destination, lane
-//!   and offsets, so a redelivered range carries the same key.
+//! - The downstream id of a batch or record (`protocol::downstream_id`) is the
+//!   same on every redelivery; a webhook sends it as `Idempotency-Key` and
+//!   `webhook-id`, signed by the Standard Webhooks rule (`sign`,
+//!   `sink::webhook`).
+//! - No secret (token, signing secret or key, header value) and no URL
+//!   credential is ever shown: logs, metrics, messages to the broker and
+//!   `--check-config` see `<redacted>` (`secret`).
 //!
 //! ## Never
 //! - keep state of its own: cursors, leases and breakers live in the broker
@@ -27,12 +32,17 @@
 //! - open the broker's data directory.
 
 pub mod backoff;
+pub mod check_config;
 pub mod client;
 pub mod concurrency;
 pub mod config;
 pub mod deliver;
 pub mod gate;
+pub mod headers;
 pub mod metrics;
+pub mod reload;
+pub mod secret;
+pub mod sign;
 pub mod sink;
 pub mod streak;
 pub mod worker;

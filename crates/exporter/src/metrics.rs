@@ -9,7 +9,7 @@ pub const PRIORITIES: [&str; 4] = ["high", "normal", "low", "dead_letters"];
 
 pub struct ExporterMetrics {
     registry: Registry,
-    /// outcome: delivered, retryable, poison, lease_lost
+    /// outcome: delivered, retryable, poison, lease_lost, gone
     pub deliveries: IntCounterVec,
     pub delivery_seconds: HistogramVec,
     pub records_delivered: IntCounterVec,
@@ -20,6 +20,10 @@ pub struct ExporterMetrics {
     pub in_flight: IntGaugeVec,
     /// Records per lease delivered.
     pub lease_records: HistogramVec,
+    /// SIGHUP reloads by result (ok, error).
+    pub reloads: IntCounterVec,
+    /// When the configuration was last (re)loaded whole, unix seconds.
+    pub last_reload_success: prometheus::Gauge,
 }
 
 impl ExporterMetrics {
@@ -74,7 +78,18 @@ impl ExporterMetrics {
             &["destination"],
         )
         .expect("valid metric");
-        for c in [&deliveries, &records_delivered, &dead_letters] {
+        let reloads = IntCounterVec::new(
+            Opts::new("weir_config_reloads_total", "Configuration reloads (SIGHUP) by result (ok, error)."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let last_reload_success = prometheus::Gauge::new(
+            "weir_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded whole (start or SIGHUP), unix seconds.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(last_reload_success.clone())).expect("metric registered once");
+        for c in [&deliveries, &records_delivered, &dead_letters, &reloads] {
             registry.register(Box::new(c.clone())).expect("metric registered once");
         }
         for g in [&concurrency_limit, &in_flight] {
@@ -92,13 +107,21 @@ impl ExporterMetrics {
             concurrency_limit,
             in_flight,
             lease_records,
+            reloads,
+            last_reload_success,
         })
+    }
+
+    /// The configuration was just loaded whole.
+    pub fn reloaded_now(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload_success.set(now);
     }
 
     /// Create this process's series at 0 (its one destination, every
     /// outcome), so dashboards and alerts see the exporter from its start.
     pub fn init_series(&self, destination: &str) {
-        for outcome in ["delivered", "retryable", "poison", "lease_lost"] {
+        for outcome in ["delivered", "retryable", "poison", "lease_lost", "gone"] {
             self.deliveries.with_label_values(&[destination, outcome]);
         }
         self.delivery_seconds.with_label_values(&[destination]);
@@ -106,6 +129,10 @@ impl ExporterMetrics {
         self.dead_letters.with_label_values(&[destination]);
         self.concurrency_limit.with_label_values(&[destination]);
         self.lease_records.with_label_values(&[destination]);
+        for result in ["ok", "error"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        self.reloaded_now();
         for p in PRIORITIES {
             self.in_flight.with_label_values(&[destination, p]);
         }

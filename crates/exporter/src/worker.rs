@@ -6,10 +6,12 @@
 
 use crate::client::{BrokerClient, ClientError};
 use crate::concurrency::{Aimd, Mode, Signal};
-use crate::config::Options;
+use crate::config::{Args, Options};
 use crate::deliver::{Deliverer, Outcome, Poisoned};
 use crate::gate::Gate;
 use crate::metrics::ExporterMetrics;
+use crate::reload::Running;
+use crate::sink::webhook::{Dressing, Live, Webhook};
 use crate::sink::{OpenError, Record, Sink};
 use plumbing::clock::now_ms;
 use protocol::lease::*;
@@ -48,15 +50,31 @@ async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<()
     Ok(())
 }
 
-pub async fn run(opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
-    let sink = crate::sink::from_spec(&opts.sink, opts.sink_timeout, opts.gzip).map_err(|e| match e {
+/// The sink of `opts`, and the cell its webhook signer and headers live in
+/// (replaced at each SIGHUP, `crate::reload`).
+pub fn open_sink(opts: &Options) -> Result<(Box<dyn Sink>, Arc<Live>), ExportError> {
+    let dressing = Dressing::new(&opts.webhook).map_err(|e| ExportError::Usage(e.to_string()))?;
+    if let Some(public) = dressing.signer().public_key() {
+        tracing::info!(public_key = %public, "webhook requests carry a v1a (ed25519) signature; receivers verify it with this key");
+    }
+    let live = Live::new(dressing);
+    let hook = Webhook { gzip: opts.gzip, mode: opts.webhook.mode, dressing: Arc::clone(&live) };
+    let sink = crate::sink::from_spec(&opts.sink, opts.sink_timeout, hook, &opts.sink_tls).map_err(|e| match e {
         // Committed records missing from the sink is damage found, not bad usage.
         OpenError::Shorter { .. } => ExportError::Fatal(e.to_string()),
         _ => ExportError::Usage(e.to_string()),
     })?;
-    let client = BrokerClient::new(&opts.broker, &opts.destination, &opts.token)
+    Ok((sink, live))
+}
+
+/// Run until `stop`; `args`' files are re-read at each SIGHUP and compared
+/// with `running` (`crate::reload`).
+pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
+    let (sink, live) = open_sink(&opts)?;
+    let client = BrokerClient::new(&opts.broker, &opts.destination, opts.token.expose())
         .map_err(|e| ExportError::Usage(e.to_string()))?;
     let metrics = ExporterMetrics::new();
+    crate::reload::spawn(args, running, live, Arc::clone(&metrics), stop.clone());
     metrics.init_series(&opts.destination);
     if let Some(addr) = &opts.metrics_listen {
         serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
@@ -229,6 +247,8 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         lane: lease.lane.clone(),
         body,
         max_retry_after: ctx.opts.max_retry_after,
+        event_order: ctx.opts.webhook.event_order,
+        gate: Some(&ctx.gate),
     };
     let started = std::time::Instant::now();
     let delivery = async {
@@ -242,7 +262,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
             Signal::Done { rtt: started.elapsed(), records: u32::try_from(records.len()).unwrap_or(u32::MAX) }
         }
         Outcome::Retry { overload: true, .. } => Signal::Overload,
-        Outcome::Retry { .. } => Signal::Other,
+        Outcome::Retry { .. } | Outcome::Gone { .. } => Signal::Other,
     };
     match outcome {
         Outcome::Delivered { poison: rejected } => {
@@ -289,6 +309,26 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
                 tracing::warn!(lease = %lease.id, error = %e, "could not report the failure; the lease will expire");
             }
         }
+        Outcome::Gone { message } => gone(ctx, &lease.id, message).await,
     }
     signal
+}
+
+/// The sink answered 410 Gone: it asks to stop. The lease is released —
+/// nothing dead-lettered, not counted by the breaker — with a wait of
+/// `--max-retry-after-ms`, which the broker honours before offering the
+/// range again, so a gone endpoint is asked at most once per wait.
+async fn gone(ctx: &Ctx, lease: &str, message: String) {
+    let dest = ctx.opts.destination.as_str();
+    ctx.metrics.deliveries.with_label_values(&[dest, "gone"]).inc();
+    let wait_ms = u64::try_from(ctx.opts.max_retry_after.as_millis()).unwrap_or(u64::MAX);
+    tracing::warn!(lease, sink = %ctx.sink.describe(), %message, wait_ms, "the sink answered 410 Gone (stop sending): lease released, nothing dead-lettered");
+    let req = FailRequest {
+        class: FailureClass::Released,
+        message: format!("sink answered 410 Gone: {message}"),
+        retry_after_ms: Some(wait_ms),
+    };
+    if let Err(e) = ctx.client.fail(lease, &req).await {
+        tracing::warn!(lease, error = %e, "could not release the lease; it will expire");
+    }
 }

@@ -63,6 +63,8 @@ fn deliverer(sink: &dyn Sink) -> Deliverer<'_> {
         lane: "normal/0".into(),
         body: bytes::Bytes::new(),
         max_retry_after: Duration::from_secs(60),
+        event_order: crate::config::EventOrder::None,
+        gate: None,
     }
 }
 

@@ -105,6 +105,12 @@ fn classify(payload: &[u8]) -> Result<bool, NotOneLine> {
             return Err(NotOneLine::LineBreak { at });
         }
     }
+    json_kind(text)
+}
+
+/// Ok(is_object) for text that is exactly one JSON value and not an object
+/// whose keys are all [`FRAMED_KEY`].
+fn json_kind(text: &str) -> Result<bool, NotOneLine> {
     let mut de = serde_json::Deserializer::from_str(text);
     let kind = de.deserialize_any(KindVisitor).map_err(|e| NotOneLine::NotJson(e.to_string()))?;
     // Trailing characters (a second value on the same line) are refused here.
@@ -114,6 +120,23 @@ fn classify(payload: &[u8]) -> Result<bool, NotOneLine> {
         Kind::Object { .. } => Ok(true),
         Kind::Other => Ok(false),
     }
+}
+
+/// The body of an event-mode webhook request (one record): the record as
+/// is when it is one JSON value in UTF-8 — line breaks allowed, the body
+/// is not a line — else framed, `{"payload_b64":"…"}` with no newline. A
+/// record that is itself an object whose keys are all `payload_b64` is
+/// framed too, so the receiver's rule (such an object stands for the
+/// decoded bytes, anything else is the record) is exact.
+pub fn event_body(payload: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let as_is = !payload.is_empty() && std::str::from_utf8(payload).is_ok_and(|text| json_kind(text).is_ok());
+    if as_is {
+        return std::borrow::Cow::Borrowed(payload);
+    }
+    let mut out = Vec::with_capacity(payload.len() * 4 / 3 + 20);
+    push_ndjson_line(&mut out, payload, &Shape::NotOneLine(NotOneLine::Empty));
+    out.pop();
+    std::borrow::Cow::Owned(out)
 }
 
 /// Where valid UTF-8 `text` holds U+0085 (`C2 85`), U+2028 (`E2 80 A8`) or
@@ -249,6 +272,28 @@ mod tests {
         let mut out = Vec::new();
         push_ndjson_line(&mut out, payload, &Shape::of(payload));
         out
+    }
+
+    /// Event mode: each body is one record, byte for byte after unframing.
+    #[test]
+    fn an_event_body_is_the_record_when_it_is_one_json_value_else_framed() {
+        let as_is: [&[u8]; 4] = [b"{\"a\":\n1}", "[\"x\u{2028}y\"]".as_bytes(), b" 5 ", b"{\"payload_b64\":1,\"b\":2}"];
+        for p in as_is {
+            assert_eq!(&*event_body(p), p, "{:?}", String::from_utf8_lossy(p));
+        }
+        let framed: [&[u8]; 6] = [
+            b"",
+            b"a\nb",
+            &[0xff, 0],
+            b"{} {}",
+            b"{\"payload_b64\":\"AAEC\"}",
+            b"{\"payload_b64\":\"\",\"payload_b64\":\"\"}",
+        ];
+        for p in framed {
+            let body = event_body(p);
+            assert!(body.starts_with(b"{\"payload_b64\":\"") && !body.contains(&b'\n'), "{body:?}");
+            assert_eq!(unframe(&body).as_deref(), Some(p));
+        }
     }
 
     #[test]

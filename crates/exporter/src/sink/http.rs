@@ -7,12 +7,14 @@
 //! sink must never dead-letter records, and a refusal of a record must never
 //! stop the destination for the others.
 //! - 2xx: delivered (see "Reading answers" for when it counts).
-//! - About the **endpoint** — 3xx, 401, 403, 404, 405, 407, 410, and every
+//! - About the **endpoint** — 3xx, 401, 403, 404, 405, 407, and every
 //!   other status not listed here — [`SinkError::Endpoint`]: the sink is
 //!   misconfigured or gone and would refuse any request. No bisection, the
 //!   lease goes back as a retryable failure, the breaker counts it, the
 //!   records stay. An unlisted 4xx lands here because keeping records is
 //!   the failure that loses nothing.
+//! - 410 Gone: the receiver asks to stop — [`SinkError::Gone`]: nothing is
+//!   dead-lettered, the lease is released (not counted by the breaker).
 //! - Busy or down — 408, 429, 5xx, timeouts, connection errors —
 //!   [`SinkError::Retryable`] (`Retry-After` honoured, as seconds or as an
 //!   HTTP date; a date in the past is 0).
@@ -42,21 +44,24 @@
 //!
 //! ## Framing (docs/sinks.md)
 //!
-//! The webhook sends one NDJSON line per record, framing records that are
-//! not one JSON line (see [`super::framing`]); ClickHouse takes only records
+//! The webhook's bodies, headers and signatures are [`super::webhook`]'s;
+//! ClickHouse takes only records
 //! that are one JSON object and refuses the others to dead letters, because
 //! a framed object inserted into an arbitrary table is either rejected or,
 //! where unknown fields are skipped (`input_format_skip_unknown_fields`),
 //! becomes a row of defaults that holds none of the record.
 
-use super::framing::{push_ndjson_line, Shape};
+use super::framing::Shape;
+use super::webhook::Webhook;
 use super::{Delivery, OpenError, Record, Refusal, Sink, SinkError};
+use crate::config::{SinkTls, WebhookMode};
+use crate::secret::redact_url;
 use crate::streak::RefusalStreak;
 use std::time::{Duration, SystemTime};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum HttpStyle {
-    Webhook { gzip: bool },
+    Webhook(Webhook),
     ClickHouse,
 }
 
@@ -89,6 +94,8 @@ enum StatusClass {
     },
     /// The content is refused.
     Content,
+    /// 410: the receiver asks to stop sending.
+    Gone,
 }
 
 fn status_class(code: u16) -> StatusClass {
@@ -99,7 +106,8 @@ fn status_class(code: u16) -> StatusClass {
         429 | 503 => StatusClass::Retryable { overload: true },
         500..=599 => StatusClass::Retryable { overload: false },
         400 | 413 | 415 | 422 => StatusClass::Content,
-        // 3xx, 401, 403, 404, 405, 407, 410, any other status.
+        410 => StatusClass::Gone,
+        // 3xx, 401, 403, 404, 405, 407, any other status.
         _ => StatusClass::Endpoint,
     }
 }
@@ -139,7 +147,9 @@ async fn read_head(resp: &mut reqwest::Response, cap: usize) -> (Vec<u8>, Option
 }
 
 /// A request that got no answer: the sink is down, slow or unreachable.
-fn send_failed(e: &reqwest::Error) -> SinkError {
+/// The message never holds the URL (it may hold credentials).
+fn send_failed(e: reqwest::Error) -> SinkError {
+    let e = e.without_url();
     SinkError::Retryable {
         message: format!("{}: {e}", if e.is_timeout() { "timed out" } else { "request failed" }),
         retry_after: None,
@@ -155,26 +165,22 @@ fn header_text(h: &reqwest::header::HeaderMap, name: reqwest::header::HeaderName
 }
 
 impl HttpSink {
-    pub fn new(url: &str, style: HttpStyle, timeout: Duration) -> Result<HttpSink, OpenError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| OpenError::Spec(format!("http client: {e}")))?;
-        reqwest::Url::parse(url).map_err(|e| OpenError::Spec(format!("sink URL {url:?}: {e}")))?;
+    pub fn new(url: &str, style: HttpStyle, timeout: Duration, tls: &SinkTls) -> Result<HttpSink, OpenError> {
+        let client = super::client::build(timeout, tls)?;
+        reqwest::Url::parse(url).map_err(|e| OpenError::Spec(format!("sink URL {:?}: {e}", redact_url(url))))?;
         Ok(HttpSink { url: url.to_string(), style, client, streak: RefusalStreak::new() })
     }
 
     /// `http://HOST:PORT/?table=T[&database=D]` (after the `clickhouse+` prefix).
-    pub fn clickhouse(spec: &str, timeout: Duration) -> Result<HttpSink, OpenError> {
+    pub fn clickhouse(spec: &str, timeout: Duration, tls: &SinkTls) -> Result<HttpSink, OpenError> {
+        let shown = redact_url(spec);
         let mut url =
-            reqwest::Url::parse(spec).map_err(|e| OpenError::Spec(format!("clickhouse sink {spec:?}: {e}")))?;
+            reqwest::Url::parse(spec).map_err(|e| OpenError::Spec(format!("clickhouse sink {shown:?}: {e}")))?;
         let table = url
             .query_pairs()
             .find(|(k, _)| k == "table")
             .map(|(_, v)| v.to_string())
-            .ok_or_else(|| OpenError::Spec(format!("clickhouse sink {spec:?} needs ?table=NAME")))?;
+            .ok_or_else(|| OpenError::Spec(format!("clickhouse sink {shown:?} needs ?table=NAME")))?;
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             return Err(OpenError::Spec(format!(
                 "clickhouse table name {table:?} may hold only letters, digits, _ and ."
@@ -186,50 +192,27 @@ impl HttpSink {
             .clear()
             .extend_pairs(others)
             .append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"));
-        HttpSink::new(url.as_str(), HttpStyle::ClickHouse, timeout)
+        HttpSink::new(url.as_str(), HttpStyle::ClickHouse, timeout, tls)
     }
 
     fn body(&self, records: &[Record]) -> Result<Vec<u8>, SinkError> {
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
-        for r in records {
-            let shape = Shape::of(&r.payload);
-            if self.style == HttpStyle::ClickHouse {
-                // `refuse` screens these out before delivery; never send one
-                // that slipped through, whatever the caller did. Rows are
-                // never framed, so an accepted row goes as is.
-                shape.as_row().map_err(|why| SinkError::poison(not_a_row(&why)))?;
-                buf.extend_from_slice(&r.payload);
-                buf.push(b'\n');
-            } else {
-                push_ndjson_line(&mut buf, &r.payload, &shape);
-            }
-        }
-        if let HttpStyle::Webhook { gzip: true } = self.style {
-            use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&buf).map_err(|e| SinkError::poison(format!("gzip: {e}")))?;
-            return enc.finish().map_err(|e| SinkError::poison(format!("gzip: {e}")));
-        }
-        Ok(buf)
+        let HttpStyle::Webhook(hook) = &self.style else { return clickhouse_body(records) };
+        hook.body(records)
     }
 
     async fn post(&self, records: &[Record], key: &str) -> Result<(), SinkError> {
         let body = self.body(records)?;
-        let mut req = self.client.post(&self.url).header("content-type", "application/x-ndjson").body(body);
-        match self.style {
-            HttpStyle::Webhook { gzip } => {
-                req = req.header("idempotency-key", key);
-                if gzip {
-                    req = req.header("content-encoding", "gzip");
-                }
-            }
-            HttpStyle::ClickHouse => {}
-        }
-        let mut resp = req.send().await.map_err(|e| send_failed(&e))?;
+        let req = match &self.style {
+            HttpStyle::Webhook(hook) => hook.dress(self.client.post(&self.url), key, &body),
+            HttpStyle::ClickHouse => self.client.post(&self.url).header("content-type", "application/x-ndjson"),
+        };
+        let req = req.body(body);
+        let mut resp = req.send().await.map_err(send_failed)?;
         let status = resp.status();
         let ra = retry_after(resp.headers());
         let location = header_text(resp.headers(), reqwest::header::LOCATION);
         let (head, cut) = read_head(&mut resp, ANSWER_CAP).await;
+        let cut = cut.map(reqwest::Error::without_url);
         drop(resp);
         let class = status_class(status.as_u16());
         if class == StatusClass::Delivered {
@@ -246,7 +229,7 @@ impl HttpSink {
         let text = String::from_utf8_lossy(&head);
         let snippet: String = text.chars().take(300).collect();
         let message = format!("HTTP {status}: {}", snippet.trim());
-        if self.style == HttpStyle::ClickHouse {
+        if matches!(self.style, HttpStyle::ClickHouse) {
             if let Some(code) = clickhouse_code(&text).filter(|c| CLICKHOUSE_POISON.contains(c)) {
                 return Err(SinkError::Poison { message, refusal: Some(Refusal::ClickHouse(code)) });
             }
@@ -261,6 +244,7 @@ impl HttpSink {
             StatusClass::Endpoint => {
                 SinkError::Endpoint { message: endpoint_message(status, location, &snippet), retry_after: ra }
             }
+            StatusClass::Gone => SinkError::Gone { message },
         })
     }
 }
@@ -276,6 +260,20 @@ fn endpoint_message(status: reqwest::StatusCode, location: Option<String>, snipp
         snippet.trim().to_string()
     };
     format!("HTTP {status}: {what} [the endpoint refuses whatever it is sent: a fault of the sink, records kept]")
+}
+
+/// A ClickHouse `JSONEachRow` body: rows are never framed, so an accepted
+/// row goes as is.
+fn clickhouse_body(records: &[Record]) -> Result<Vec<u8>, SinkError> {
+    let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
+    for r in records {
+        // `refuse` screens these out before delivery; never send one that
+        // slipped through, whatever the caller did.
+        Shape::of(&r.payload).as_row().map_err(|why| SinkError::poison(not_a_row(&why)))?;
+        buf.extend_from_slice(&r.payload);
+        buf.push(b'\n');
+    }
+    Ok(buf)
 }
 
 fn not_a_row(why: &super::framing::NotARow) -> String {
@@ -294,18 +292,23 @@ impl Sink for HttpSink {
     fn refuse(&self, record: &Record) -> Option<String> {
         match self.style {
             HttpStyle::ClickHouse => Shape::of(&record.payload).as_row().err().map(|why| not_a_row(&why)),
-            HttpStyle::Webhook { .. } => None,
+            HttpStyle::Webhook(_) => None,
         }
     }
 
     fn sends_id(&self) -> bool {
-        matches!(self.style, HttpStyle::Webhook { .. })
+        matches!(self.style, HttpStyle::Webhook(_))
     }
 
+    fn one_per_request(&self) -> bool {
+        matches!(&self.style, HttpStyle::Webhook(h) if h.mode == WebhookMode::Event)
+    }
+
+    /// The URL's credentials are never shown (logs, the broker's breaker).
     fn describe(&self) -> String {
-        match self.style {
-            HttpStyle::ClickHouse => format!("clickhouse {}", self.url),
-            HttpStyle::Webhook { .. } => format!("webhook {}", self.url),
+        match &self.style {
+            HttpStyle::ClickHouse => format!("clickhouse {}", redact_url(&self.url)),
+            HttpStyle::Webhook(h) => format!("webhook {} ({} mode)", redact_url(&self.url), h.mode.as_str()),
         }
     }
 }
@@ -319,6 +322,11 @@ mod tests {
         assert_eq!(clickhouse_code("Code: 26, e.displayText() = DB::Exception: Cannot parse"), Some(26));
         assert_eq!(clickhouse_code("Code: 241. DB::Exception: Memory limit"), Some(241));
         assert_eq!(clickhouse_code("oops"), None);
+    }
+
+    fn webhook(url: &str, timeout: Duration) -> HttpSink {
+        let style = HttpStyle::Webhook(Webhook::plain(false, WebhookMode::Batch));
+        HttpSink::new(url, style, timeout, &SinkTls::default()).unwrap()
     }
 
     fn rec(payload: &[u8]) -> Record {
@@ -351,7 +359,8 @@ mod tests {
     /// Issue 19, defect 9: whose fault each status is.
     #[test]
     fn statuses_are_classed_by_whose_fault_they_are() {
-        for code in [301, 302, 303, 307, 308, 401, 403, 404, 405, 407, 410, 409, 418, 451] {
+        assert_eq!(status_class(410), StatusClass::Gone);
+        for code in [301, 302, 303, 307, 308, 401, 403, 404, 405, 407, 409, 418, 451] {
             assert_eq!(status_class(code), StatusClass::Endpoint, "{code}");
         }
         for code in [400, 413, 415, 422] {
@@ -406,7 +415,7 @@ mod tests {
             ("HTTP/1.1 400 Bad Request\r\ncontent-length: 2147483648\r\n\r\n", false),
         ] {
             let (url, server) = huge_answer(head).await;
-            let sink = HttpSink::new(&url, HttpStyle::Webhook { gzip: false }, Duration::from_secs(10)).unwrap();
+            let sink = webhook(&url, Duration::from_secs(10));
             let started = std::time::Instant::now();
             let out = sink.post(&[rec(b"{\"a\":1}")], "k").await;
             assert!(started.elapsed() < Duration::from_secs(5), "{head:?}: took {:?}", started.elapsed());
@@ -424,11 +433,11 @@ mod tests {
 
     #[test]
     fn webhook_bodies_frame_what_is_not_one_json_line_and_clickhouse_bodies_never_frame() {
-        let web =
-            HttpSink::new("http://127.0.0.1:1/", HttpStyle::Webhook { gzip: false }, Duration::from_secs(1)).unwrap();
+        let web = webhook("http://127.0.0.1:1/", Duration::from_secs(1));
         let body = web.body(&[rec(b"{\"a\":1}"), rec(b"x\ny")]).unwrap();
         assert_eq!(body, b"{\"a\":1}\n{\"payload_b64\":\"eAp5\"}\n");
-        let ch = HttpSink::clickhouse("http://127.0.0.1:1/?table=t", Duration::from_secs(1)).unwrap();
+        let ch =
+            HttpSink::clickhouse("http://127.0.0.1:1/?table=t", Duration::from_secs(1), &SinkTls::default()).unwrap();
         // A tenant's own object with the key payload_b64 is an ordinary row.
         let row = b"{\"payload_b64\":\"eAp5\"}";
         assert_eq!(ch.body(&[rec(row)]).unwrap(), [&row[..], b"\n"].concat());
@@ -439,10 +448,11 @@ mod tests {
 
     #[test]
     fn clickhouse_spec_becomes_an_insert_query() {
-        let s =
-            HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1)).unwrap();
+        let tls = SinkTls::default();
+        let s = HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1), &tls)
+            .unwrap();
         assert!(s.url.contains("database=weir"), "{}", s.url);
         assert!(s.url.contains("query=INSERT+INTO+events+FORMAT+JSONEachRow"), "{}", s.url);
-        assert!(HttpSink::clickhouse("http://h:1/?table=x;drop", Duration::from_secs(1)).is_err());
+        assert!(HttpSink::clickhouse("http://h:1/?table=x;drop", Duration::from_secs(1), &tls).is_err());
     }
 }

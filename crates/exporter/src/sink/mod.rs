@@ -3,16 +3,19 @@
 //! they are bisected out to dead letters). How a record's bytes are framed
 //! so that one record stays one record downstream is in [`framing`].
 
+pub mod client;
 mod committed;
 mod file;
 pub mod framing;
 mod http;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use file::FileSink;
 pub use http::{HttpSink, HttpStyle};
+pub use webhook::Webhook;
 
 /// One record to deliver: its payload as acknowledged, a slice of the
 /// broker's answer (cloning a record does not copy its bytes), and what a
@@ -72,12 +75,17 @@ pub enum SinkError {
     #[error("retryable: {message}")]
     Retryable { message: String, retry_after: Option<Duration>, timed_out: bool, overload: bool },
     /// The endpoint refused the request whatever it held (3xx, 401, 403,
-    /// 404, 405, 407, 410, other 4xx not about the content): the sink is
+    /// 404, 405, 407, other 4xx not about the content): the sink is
     /// misconfigured or gone, not the records. Never bisected nor retried
     /// locally: the lease goes back as a retryable failure at once, so the
     /// breaker counts it and the records stay.
     #[error("endpoint refused: {message}")]
     Endpoint { message: String, retry_after: Option<Duration> },
+    /// 410 Gone: the receiver asks to stop sending (Standard Webhooks and
+    /// Svix read it so). Nothing is dead-lettered and the breaker does not
+    /// count it: the lease is released (see `crate::deliver`).
+    #[error("gone: {message}")]
+    Gone { message: String },
     /// The sink rejected the data itself: bisected down to single records,
     /// which go to dead letters. `refusal`: what the sink answered, when it
     /// answered (None: refused before sending, e.g. not a ClickHouse row).
@@ -139,6 +147,13 @@ pub trait Sink: Send + Sync {
         false
     }
 
+    /// Whether each request holds one record (a webhook in event mode):
+    /// the deliverer then sends records one by one, each with its own id,
+    /// concurrently (`crate::deliver::events`).
+    fn one_per_request(&self) -> bool {
+        false
+    }
+
     /// A concurrency this sink wants instead of the adaptive one: a sink
     /// with no remote capacity to find. `--concurrency N` still pins it.
     fn fixed_concurrency(&self) -> Option<usize> {
@@ -148,8 +163,14 @@ pub trait Sink: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Build a sink from its `--sink` spec.
-pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Sink>, OpenError> {
+/// Build a sink from its `--sink` spec; `webhook` is what an
+/// `http(s)://` sink sends, `tls` the TLS files of an HTTPS sink.
+pub fn from_spec(
+    spec: &str,
+    timeout: Duration,
+    webhook: Webhook,
+    tls: &crate::config::SinkTls,
+) -> Result<Box<dyn Sink>, OpenError> {
     if let Some(path) = spec.strip_prefix("file:") {
         if path.is_empty() {
             return Err(OpenError::Spec("--sink file: needs a path, e.g. file:/var/lib/weir/out.ndjson".into()));
@@ -157,12 +178,13 @@ pub fn from_spec(spec: &str, timeout: Duration, gzip: bool) -> Result<Box<dyn Si
         return Ok(Box::new(FileSink::open(path)?));
     }
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        return Ok(Box::new(HttpSink::new(spec, HttpStyle::Webhook { gzip }, timeout)?));
+        return Ok(Box::new(HttpSink::new(spec, HttpStyle::Webhook(webhook), timeout, tls)?));
     }
     if let Some(rest) = spec.strip_prefix("clickhouse+") {
-        return Ok(Box::new(HttpSink::clickhouse(rest, timeout)?));
+        return Ok(Box::new(HttpSink::clickhouse(rest, timeout, tls)?));
     }
     Err(OpenError::Spec(format!(
-        "unknown sink {spec:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T"
+        "unknown sink {:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T",
+        crate::secret::redact_sink(spec)
     )))
 }

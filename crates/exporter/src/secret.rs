@@ -1,0 +1,92 @@
+//! Secret values and redaction: what must never reach a log line, a metric
+//! label, an error sent to the broker, or `--check-config` output.
+//!
+//! A [`Secret`] prints as `<redacted>` whichever way it is formatted
+//! (`Debug` and `Display`), so a struct holding one may derive `Debug`
+//! without leaking it; the value is read only through [`Secret::expose`],
+//! which names every place that needs it. A URL's credentials
+//! (`user:password@`) are cut by [`redact_url`] before the URL is shown.
+
+use std::fmt;
+
+/// What every secret and URL credential shows as.
+pub const REDACTED: &str = "<redacted>";
+
+/// A value that is never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself: only for where it is used (a header sent, a key
+    /// decoded), never for where it is shown.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// `url` with its user and password (if any) replaced by `<redacted>`;
+/// a text that does not parse as a URL is redacted whole when it holds an
+/// `@` (it may be a URL with credentials that merely failed to parse).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.username().is_empty() && u.password().is_none() => url.to_string(),
+        Ok(u) => {
+            // The crate's setters would percent-encode `<` and `>`: the
+            // authority is rebuilt by hand instead.
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let rest = format!("{}{query}", u.path());
+            format!("{}://{REDACTED}@{host}{port}{rest}", u.scheme())
+        }
+        Err(_) if url.contains('@') => REDACTED.to_string(),
+        Err(_) => url.to_string(),
+    }
+}
+
+/// A `--sink` spec with its URL's credentials redacted (`clickhouse+`
+/// prefixes kept; `file:` paths hold none).
+pub fn redact_sink(spec: &str) -> String {
+    match spec.strip_prefix("clickhouse+") {
+        Some(rest) => format!("clickhouse+{}", redact_url(rest)),
+        None if spec.starts_with("file:") => spec.to_string(),
+        None => redact_url(spec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints_and_url_credentials_are_cut() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(redact_url("https://user:pw@h.example:8443/p?q=1"), "https://<redacted>@h.example:8443/p?q=1");
+        assert_eq!(redact_url("http://user@h/"), "http://<redacted>@h/");
+        assert_eq!(redact_url("http://h:1/x"), "http://h:1/x");
+        assert_eq!(redact_url("not a url with user:pw@"), "<redacted>");
+        assert_eq!(
+            redact_sink("clickhouse+http://u:p@h:8123/?table=t"),
+            "clickhouse+http://<redacted>@h:8123/?table=t"
+        );
+        assert_eq!(redact_sink("file:/tmp/a@b"), "file:/tmp/a@b");
+    }
+}
