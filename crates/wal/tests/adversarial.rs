@@ -50,8 +50,8 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-fn lane_of(i: u16) -> LaneId {
-    [LaneId::new(Priority::Normal, 0), LaneId::new(Priority::Normal, 1)][i as usize]
+fn lane_of(index: u16) -> LaneId {
+    [LaneId::new(Priority::Normal, 0), LaneId::new(Priority::Normal, 1)][index as usize]
 }
 
 /// Real frames of this log, copied from its segment files (any lane).
@@ -88,9 +88,9 @@ fn crafted_frame(salt: u64) -> Vec<u8> {
 }
 
 /// Hostile records: each embeds frames and is padded across sectors.
-fn hostile_records(sim: &SimFs, id: u64, n: u32, kind: u8, salt: u64) -> Vec<Vec<u8>> {
+fn hostile_records(sim: &SimFs, id: u64, count: u32, kind: u8, salt: u64) -> Vec<Vec<u8>> {
     let real = real_frames(sim);
-    (0..n)
+    (0..count)
         .map(|i| {
             let mut r = format!("id={id};i={i};").into_bytes();
             match kind {

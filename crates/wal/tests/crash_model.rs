@@ -70,8 +70,8 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-fn lane_of(i: u16) -> LaneId {
-    [LaneId::new(Priority::High, 0), LaneId::new(Priority::Normal, 1), LaneId::new(Priority::Low, 0)][i as usize]
+fn lane_of(index: u16) -> LaneId {
+    [LaneId::new(Priority::High, 0), LaneId::new(Priority::Normal, 1), LaneId::new(Priority::Low, 0)][index as usize]
 }
 
 struct Model {
@@ -120,50 +120,9 @@ fn run(seed: u64, actions: Vec<Action>, drive: Drive) -> Result<(), TestCaseErro
     for a in actions {
         match a {
             Action::Append { lane, n, records, size } => {
-                let lane = lane_of(lane);
-                let mut futs = Vec::new();
-                for _ in 0..n {
-                    let id = next_id;
-                    next_id += 1;
-                    model.attempted.insert(id, (records, size));
-                    futs.push((id, rig.wal().append(lane, batch(id, records, size))));
-                }
-                // Manual drive: the queued appends are one round, run here.
-                rig.wal().commit_queued();
-                let results = rt.block_on(async {
-                    let handles: Vec<_> = futs.into_iter().map(|(id, f)| (id, tokio::spawn(f))).collect();
-                    let mut out = Vec::new();
-                    for (id, h) in handles {
-                        out.push((id, h.await.expect("append task")));
-                    }
-                    out
-                });
-                for (id, r) in results {
-                    match r {
-                        Ok(ack) => {
-                            prop_assert_eq!(ack.records, records);
-                            let prev = model.acked.entry(lane).or_default().insert(ack.base_offset, id);
-                            prop_assert!(prev.is_none(), "offset {} acknowledged twice", ack.base_offset);
-                        }
-                        Err(WalError::LaneFailed { .. } | WalError::NoSpace { .. }) => {}
-                        Err(e) => return Err(TestCaseError::fail(format!("unexpected error {e}"))),
-                    }
-                }
+                append_round(&rig, &rt, &mut model, &mut next_id, lane_of(lane), (n, records, size))?;
             }
-            Action::Release { lane, percent } => {
-                let lane = lane_of(lane);
-                let l = rig.wal().lane(lane).expect("lane");
-                let (from, to) = (l.earliest_offset(), l.next_offset());
-                let below = from + (to - from) * percent / 100;
-                // Like the broker: the release is recorded before segments go.
-                let r = model.released.entry(lane).or_default();
-                *r = (*r).max(below);
-                match l.delete_segments_below(below) {
-                    Ok(_) => {}
-                    Err(e) if sim_failure(&e) => {}
-                    Err(e) => return Err(TestCaseError::fail(format!("release failed: {e}"))),
-                }
-            }
+            Action::Release { lane, percent } => release(&rig, &mut model, lane_of(lane), percent)?,
             Action::Crash => {
                 rig.crash(None)?;
                 check(rig.wal(), &model)?;
@@ -193,9 +152,67 @@ fn run(seed: u64, actions: Vec<Action>, drive: Drive) -> Result<(), TestCaseErro
     check(rig.wal(), &model)
 }
 
+/// `n` appends of `records` records of `size` bytes to `lane`, queued
+/// together (one round with the manual drive); the acknowledged ones join
+/// the model.
+fn append_round(
+    rig: &Rig,
+    rt: &tokio::runtime::Runtime,
+    model: &mut Model,
+    next_id: &mut u64,
+    lane: LaneId,
+    (n, records, size): (usize, u32, usize),
+) -> Result<(), TestCaseError> {
+    let mut futs = Vec::new();
+    for _ in 0..n {
+        let id = *next_id;
+        *next_id += 1;
+        model.attempted.insert(id, (records, size));
+        futs.push((id, rig.wal().append(lane, batch(id, records, size))));
+    }
+    // Manual drive: the queued appends are one round, run here.
+    rig.wal().commit_queued();
+    let results = rt.block_on(async {
+        let handles: Vec<_> = futs.into_iter().map(|(id, f)| (id, tokio::spawn(f))).collect();
+        let mut out = Vec::new();
+        for (id, h) in handles {
+            out.push((id, h.await.expect("append task")));
+        }
+        out
+    });
+    for (id, r) in results {
+        match r {
+            Ok(ack) => {
+                prop_assert_eq!(ack.records, records);
+                let prev = model.acked.entry(lane).or_default().insert(ack.base_offset, id);
+                prop_assert!(prev.is_none(), "offset {} acknowledged twice", ack.base_offset);
+            }
+            Err(WalError::LaneFailed { .. } | WalError::NoSpace { .. }) => {}
+            Err(e) => return Err(TestCaseError::fail(format!("unexpected error {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Release `percent` of what `lane` holds, recorded in the model first.
+fn release(rig: &Rig, model: &mut Model, lane: LaneId, percent: u64) -> Result<(), TestCaseError> {
+    let l = rig.wal().lane(lane).expect("lane");
+    let (from, to) = (l.earliest_offset(), l.next_offset());
+    let below = from + (to - from) * percent / 100;
+    // Like the broker: the release is recorded before segments go.
+    let r = model.released.entry(lane).or_default();
+    *r = (*r).max(below);
+    match l.delete_segments_below(below) {
+        Ok(_) => {}
+        Err(e) if sim_failure(&e) => {}
+        Err(e) => return Err(TestCaseError::fail(format!("release failed: {e}"))),
+    }
+    Ok(())
+}
+
 /// An error the simulated filesystem was told to cause.
-fn sim_failure(e: &WalError) -> bool {
-    matches!(e, WalError::Io { .. })
+fn sim_failure(err: &WalError) -> bool {
+    matches!(err, WalError::Io { .. })
 }
 
 fn cases(ci: u32) -> u32 {

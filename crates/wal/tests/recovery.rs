@@ -21,11 +21,11 @@ fn opts() -> WalOptions {
     }
 }
 
-/// Write `n` batches of 3 records to normal/0 of a real directory and close it.
-fn write_batches(dir: &Path, n: u64) {
+/// Write `count` batches of 3 records to normal/0 of a real directory and close it.
+fn write_batches(dir: &Path, count: u64) {
     let wal = open(Arc::new(RealFs), dir, opts());
     let rt = rt();
-    for id in 0..n {
+    for id in 0..count {
         rt.block_on(wal.append(NORMAL0, batch(id, 3, 300))).expect("append");
     }
     wal.shutdown();

@@ -22,8 +22,8 @@ fn opts(drive: Drive) -> WalOptions {
     WalOptions { shards: 2, segment_bytes: 1 << 20, drive, ..small_opts() }
 }
 
-fn is_stopped(r: &Result<wal::Appended, WalError>) -> bool {
-    matches!(r, Err(e @ WalError::WriterStopped { .. }) if e.to_string().contains("stopped unexpectedly"))
+fn is_stopped(answer: &Result<wal::Appended, WalError>) -> bool {
+    matches!(answer, Err(e @ WalError::WriterStopped { .. }) if e.to_string().contains("stopped unexpectedly"))
 }
 
 /// An append to a stopped lane is answered on its first poll: it never waits.

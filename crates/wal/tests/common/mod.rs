@@ -10,8 +10,8 @@ use wal::{BatchMeta, EncodedBatch, FileSystem, LaneId, Priority, Wal, WalOptions
 pub const NORMAL0: LaneId = LaneId { priority: Priority::Normal, shard: 0 };
 
 /// Records of batch `id`: recognisable, so a reader can tell whole from torn.
-pub fn records_of(id: u64, n: u32, size: usize) -> Vec<Vec<u8>> {
-    (0..n)
+pub fn records_of(id: u64, count: u32, size: usize) -> Vec<Vec<u8>> {
+    (0..count)
         .map(|i| {
             let mut r = format!("{{\"batch\":{id},\"i\":{i},\"pad\":\"").into_bytes();
             while r.len() + 2 < size {
@@ -23,9 +23,9 @@ pub fn records_of(id: u64, n: u32, size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-pub fn batch(id: u64, n: u32, size: usize) -> EncodedBatch {
+pub fn batch(id: u64, count: u32, size: usize) -> EncodedBatch {
     let meta = BatchMeta { tenant: "acme".into(), topic: "events".into(), idempotency_key: Some(format!("k{id}")) };
-    EncodedBatch::new(&meta, &records_of(id, n, size)).expect("valid batch")
+    EncodedBatch::new(&meta, &records_of(id, count, size)).expect("valid batch")
 }
 
 pub fn small_opts() -> WalOptions {
