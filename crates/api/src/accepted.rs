@@ -6,8 +6,12 @@ use wal::LaneId;
 /// An accepted batch: what the 200 says, without owning any string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
+    /// Records the batch held, all appended (at least one).
     pub records: u64,
+    /// The lane the batch went to: the tenant's own, or `low` when demoted.
     pub lane: LaneId,
+    /// The lane offset of the batch's first record; its records hold
+    /// `first_offset..first_offset + records` of that lane.
     pub first_offset: u64,
 }
 

@@ -18,55 +18,94 @@ pub enum AcceptError {
     /// The path names a topic the configuration does not declare: declare
     /// it, or send to one that is.
     #[error("topic {topic:?} does not exist; topics are declared in the broker config")]
-    UnknownTopic { topic: String },
+    UnknownTopic {
+        /// The topic as the path named it.
+        topic: String,
+    },
     /// `Content-Type` is not one ingest takes.
     #[error("Content-Type {content_type:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)")]
-    UnsupportedContentType { content_type: String },
+    UnsupportedContentType {
+        /// The header as sent, parameters included (empty when absent).
+        content_type: String,
+    },
     /// `Content-Encoding` is not one ingest takes.
     #[error("Content-Encoding {encoding:?} is not supported: send identity or gzip")]
-    UnsupportedEncoding { encoding: String },
+    UnsupportedEncoding {
+        /// The header as sent, trimmed.
+        encoding: String,
+    },
     /// `Idempotency-Key` is not visible ASCII; a key silently dropped would
     /// let a retry append twice, so it is refused.
     #[error("header Idempotency-Key must be visible ASCII (RFC 9110 field value); send the key in ASCII, e.g. hex or base64")]
     IdempotencyKeyNotAscii,
     /// `Idempotency-Key` is over 255 bytes.
     #[error("Idempotency-Key is longer than 255 bytes")]
-    IdempotencyKeyTooLong { len: usize },
+    IdempotencyKeyTooLong {
+        /// Bytes of the key as sent (more than 255).
+        len: usize,
+    },
     /// The body is over `max_body_bytes` (declared or as it arrived): split
     /// the batch.
     #[error("the request body is over {limit} bytes; split or shorten it")]
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        /// The limit, bytes: `max_body_bytes` for ingest, the control-body
+        /// limit for lease, commit and admin bodies.
+        limit: u64,
+    },
     /// The body did not arrive within `body_read_timeout_ms`.
     #[error("the request body did not arrive within {} ms (body_read_timeout_ms)", timeout.as_millis())]
-    BodyTimeout { timeout: Duration },
+    BodyTimeout {
+        /// The deadline the body missed (`body_read_timeout_ms`).
+        timeout: Duration,
+    },
     /// The connection failed while the body was read.
     #[error("reading the request body: {source}")]
     BodyRead {
+        /// The connection's error.
         #[source]
         source: axum::Error,
     },
     /// `Content-Encoding: gzip`, but the body does not inflate.
     #[error("Content-Encoding is gzip but the body does not inflate: {source}")]
     GzipInvalid {
+        /// The inflater's error.
         #[source]
         source: std::io::Error,
     },
     /// The gzip body inflates past `max_inflated_bytes`: send smaller batches.
     #[error("the gzip body inflates to more than {cap} bytes (max_inflated_bytes); send smaller batches")]
-    InflatedTooLarge { cap: u64 },
+    InflatedTooLarge {
+        /// The cap, bytes of inflated body (`max_inflated_bytes`).
+        cap: u64,
+    },
     /// The body holds no record.
     #[error("the body is empty: send at least one record")]
     EmptyBody,
     /// One record is over `max_record_bytes`.
     #[error("record {record} is {len} bytes, over the {max}-byte limit (max_record_bytes)")]
-    RecordTooLarge { record: usize, len: usize, max: u64 },
+    RecordTooLarge {
+        /// The record's line in the body, from 1, blank lines counted (1
+        /// for an octet-stream body).
+        record: usize,
+        /// Bytes of the record, without its line end.
+        len: usize,
+        /// The limit, bytes (`max_record_bytes`).
+        max: u64,
+    },
     /// An NDJSON line is not UTF-8 (so not JSON).
     #[error("line {line} is not valid JSON: it is not UTF-8 (invalid byte at column {column})")]
-    LineNotUtf8 { line: usize, column: usize },
+    LineNotUtf8 {
+        /// The line, from 1, blank lines counted.
+        line: usize,
+        /// The byte column of the first invalid byte, from 1.
+        column: usize,
+    },
     /// An NDJSON line is not one JSON value.
     #[error("line {line} is not valid JSON: {source}")]
     LineNotJson {
+        /// The line, from 1, blank lines counted.
         line: usize,
+        /// The JSON parser's error (it names the column).
         #[source]
         source: serde_json::Error,
     },
@@ -74,50 +113,95 @@ pub enum AcceptError {
     /// frame format's limits).
     #[error("cannot store this batch: {source}")]
     Unframeable {
+        /// What the frame format refused.
         #[source]
         source: wal::FrameError,
     },
-    /// The `Idempotency-Key` names an earlier, different request (see
-    /// [`crate::idempotency`]): answering its 200 would drop these records.
+    /// The `Idempotency-Key` names an earlier, different request (see the
+    /// `idempotency` module): answering its 200 would drop these records.
     /// Send the new records under a new key.
     #[error("this Idempotency-Key was used within the idempotency window for a different request (another topic, content type or body); nothing was stored — send new records under a new key")]
     IdempotencyKeyReused,
     /// The tenant holds `max` keys inside the window: retry shortly.
     #[error("tenant {tenant:?} holds {max} idempotency keys inside the window (idempotency_max_keys_per_tenant); retry shortly")]
-    IdempotencyKeysFull { tenant: String, max: usize },
+    IdempotencyKeysFull {
+        /// The tenant's name.
+        tenant: String,
+        /// Keys one tenant may hold at once (`idempotency_max_keys_per_tenant`).
+        max: usize,
+    },
     /// The tenant is over its hard rate: retry after the given time.
     #[error("tenant {tenant:?} is over its hard rate limit; retry after {retry_after_secs} s")]
-    RateLimited { tenant: String, retry_after_secs: u64 },
+    RateLimited {
+        /// The tenant's name.
+        tenant: String,
+        /// Seconds until its hard bucket has room for the batch (at least 1).
+        retry_after_secs: u64,
+    },
     /// The WAL reached `disk_quota_bytes`: retry once exporters catch up
     /// and retention frees space.
     #[error("the WAL reached its disk quota of {quota_bytes} bytes (disk_quota_bytes); retry once exporters catch up and retention frees space")]
-    DiskQuota { quota_bytes: u64 },
+    DiskQuota {
+        /// The quota, bytes (`disk_quota_bytes`).
+        quota_bytes: u64,
+    },
     /// The data disk is over `disk_high_watermark`: slow down and retry.
     #[error("the data disk is more than {:.0}% full (disk_high_watermark); slow down and retry", watermark * 100.0)]
-    DiskWatermark { watermark: f64, retry_after_secs: u64 },
+    DiskWatermark {
+        /// The watermark, the fraction of the disk in use (0.01 to 1,
+        /// `disk_high_watermark`).
+        watermark: f64,
+        /// The `Retry-After` to send, seconds (`retry_after_secs`).
+        retry_after_secs: u64,
+    },
     /// A destination that receives this data is over its lag limit: retry
     /// later (only the tenants routed to it are refused).
     #[error("destination {destination:?} that receives this data is {records} records / {bytes} bytes behind, over its lag limit; retry later")]
-    DestinationLag { destination: String, records: u64, bytes: u64, retry_after_secs: u64 },
+    DestinationLag {
+        /// The lagging destination's name.
+        destination: String,
+        /// Records it has not committed, as of the last maintenance pass.
+        records: u64,
+        /// Bytes of WAL it has not committed, as of the last maintenance pass.
+        bytes: u64,
+        /// The `Retry-After` to send, seconds (`retry_after_secs`).
+        retry_after_secs: u64,
+    },
     /// The memory budget of bodies in flight is spent: retry shortly.
     #[error("the broker's memory budget for requests in flight ({budget_bytes} bytes, memory_budget_bytes) is spent; retry shortly")]
-    MemoryBudget { budget_bytes: u64 },
+    MemoryBudget {
+        /// The spent budget, bytes: `memory_budget_bytes` for ingest,
+        /// [`crate::memory::CONTROL_BUDGET_BYTES`] for control bodies.
+        budget_bytes: u64,
+    },
     /// The tenant's share of the memory budget is spent: retry shortly.
     #[error("this tenant's requests in flight hold {held_kib} KiB, its share of the memory budget ({cap_kib} KiB, memory_budget_tenant_share); retry shortly")]
-    MemoryTenantShare { held_kib: u64, cap_kib: u64 },
+    MemoryTenantShare {
+        /// KiB the tenant's requests in flight held when the charge was
+        /// refused (this request's earlier chunks included).
+        held_kib: u64,
+        /// KiB one tenant may hold: its share of the budget, raised to one
+        /// request's largest charge.
+        cap_kib: u64,
+    },
     /// The WAL refused the append (see [`AcceptError::code`] for how each
     /// kind answers): nothing was acknowledged.
     #[error("{}", wal_message(source))]
     Wal {
+        /// The WAL's error.
         #[source]
         source: wal::WalError,
+        /// The `Retry-After` to send, seconds, when the lane is unavailable
+        /// (`retry_after_secs`); unused for the other kinds.
         retry_after_secs: u64,
     },
     /// A task of the accept path ended abnormally (`what` names it): a
     /// fault of the broker, logged and answered 500.
     #[error("the {what} task ended abnormally: {source}")]
     TaskFailed {
+        /// The task (`"inflating"`, `"commit"`).
         what: &'static str,
+        /// How it ended: a panic or a cancellation.
         #[source]
         source: tokio::task::JoinError,
     },

@@ -13,8 +13,12 @@ pub struct DestinationId(pub usize);
 /// How far a lagging destination is behind, for the refusal's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lagging {
+    /// The destination's configured name.
     pub name: String,
+    /// Records routed to it that it has not committed, as of the last
+    /// maintenance pass.
     pub records: u64,
+    /// Bytes of WAL it has not committed, as of the last maintenance pass.
     pub bytes: u64,
 }
 

@@ -22,10 +22,12 @@
 //! - hold a lock across an fsync, or inflate a body on an async worker;
 //! - parse a record as anything but its tenant's payload.
 
+#![deny(missing_docs)]
+
 pub mod accepted;
 pub mod error;
 pub mod http;
-pub mod idempotency;
+pub(crate) mod idempotency;
 pub mod intake;
 pub mod lag;
 pub mod limiter;

@@ -13,27 +13,42 @@
 
 use std::sync::Mutex;
 
+/// A leaky bucket's state: how full it was at a moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
+    /// Records in the bucket at `last_ms` (0 up to the burst, or above it
+    /// after a hard batch larger than the burst passed).
     pub level: f64,
+    /// When `level` was computed, ms since the Unix epoch; the bucket has
+    /// drained since at its rate.
     pub last_ms: u64,
 }
 
 impl Bucket {
+    /// An empty bucket, drained since the epoch: a tenant's state at start.
     pub const EMPTY: Bucket = Bucket { level: 0.0, last_ms: 0 };
 }
 
+/// A bucket's limits, from the tenant's configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
+    /// Records per second the bucket drains (positive; `rate_per_sec` or
+    /// `hard_rate_per_sec`).
     pub rate_per_sec: f64,
+    /// Records the bucket holds (`burst` or `hard_burst`).
     pub burst: f64,
 }
 
 /// Why records went to `low` although the tenant's lane is another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DemoteReason {
+    /// The batch does not fit the tenant's soft bucket.
     OverRate,
+    /// The tenant's limiter state stayed locked by other requests: doubt
+    /// demotes rather than waits.
     LimiterContention,
+    /// The clock went backwards since the bucket's last update: doubt
+    /// demotes.
     LimiterClock,
 }
 
@@ -49,12 +64,16 @@ impl DemoteReason {
     }
 }
 
+/// The limiter's decision for one batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
+    /// In rate: store the batch in the tenant's own lane.
     InRate,
+    /// Store the batch in `low`, for this reason.
     Demote(DemoteReason),
     /// Hard limit: reject, try again after this many seconds.
     Reject {
+        /// Seconds until the hard bucket has room for the batch (at least 1).
         retry_after_secs: u64,
     },
 }
@@ -99,7 +118,7 @@ pub fn admit_hard(b: Bucket, now_ms: u64, n: u64, limits: Limits) -> (Bucket, Ve
 }
 
 /// A tenant's live limiter state.
-pub struct TenantLimiter {
+pub(crate) struct TenantLimiter {
     pub soft: Limits,
     pub hard: Option<Limits>,
     state: Mutex<(Bucket, Bucket)>,

@@ -36,7 +36,7 @@ pub struct IngestCounters {
 }
 
 impl IngestCounters {
-    pub fn new(tenants: usize, topics: usize) -> IngestCounters {
+    pub(crate) fn new(tenants: usize, topics: usize) -> IngestCounters {
         IngestCounters {
             topics,
             records: (0..tenants * topics * 3).map(|_| OnceLock::new()).collect(),

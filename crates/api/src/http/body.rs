@@ -14,8 +14,13 @@ use std::time::Duration;
 /// they count against (none for control bodies), and how many times each
 /// byte (ingest holds the body and the frame built from it: twice).
 pub struct Budget<'a> {
+    /// The budget charged: ingest's, or the control bodies' own.
     pub budget: &'a MemoryBudget,
+    /// The tenant's index in the configuration's tenant table, whose share
+    /// is checked; `None` for control bodies.
     pub tenant: Option<usize>,
+    /// Bytes charged per byte read: 2 for ingest (the body and the frame
+    /// built from it), 1 for control bodies.
     pub factor: u64,
 }
 

@@ -1,5 +1,5 @@
 //! The ingest request's headers, parsed into the accept path's types:
-//! `Content-Type` → [`Format`], `Content-Encoding` → [`Encoding`],
+//! `Content-Type` → `Format`, `Content-Encoding` → `Encoding`,
 //! `Idempotency-Key` → visible ASCII or a refusal.
 
 use crate::error::AcceptError;
@@ -7,7 +7,7 @@ use crate::intake::ingest::{Encoding, Format};
 use axum::http::HeaderMap;
 
 /// The media type, matched without its parameters and case-insensitively.
-pub fn format_of(content_type: Option<&str>) -> Result<Format, AcceptError> {
+pub(crate) fn format_of(content_type: Option<&str>) -> Result<Format, AcceptError> {
     let ct = content_type.unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     match media {
@@ -18,7 +18,7 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, AcceptError> {
 }
 
 /// `identity` (or none) and `gzip` (`x-gzip`) are accepted.
-pub fn encoding_of(encoding: Option<&str>) -> Result<Encoding, AcceptError> {
+pub(crate) fn encoding_of(encoding: Option<&str>) -> Result<Encoding, AcceptError> {
     match encoding.map(str::trim).unwrap_or("") {
         "" => Ok(Encoding::Identity),
         e if e.eq_ignore_ascii_case("identity") => Ok(Encoding::Identity),
@@ -34,7 +34,7 @@ pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The `Idempotency-Key`, refused (never ignored) when it is not visible
 /// ASCII: a key silently dropped would let a retry append twice.
-pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, AcceptError> {
+pub(crate) fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, AcceptError> {
     match h.get("idempotency-key") {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| AcceptError::IdempotencyKeyNotAscii),
@@ -42,7 +42,7 @@ pub fn idempotency_key(h: &HeaderMap) -> Result<Option<&str>, AcceptError> {
 }
 
 /// The ingest body as the accept path reads it, from the header values:
-/// media type, Content-Encoding, then [`crate::intake::ingest::parse_body`]. For the
+/// media type, Content-Encoding, then `intake::ingest::parse_body`. For the
 /// fuzz target and its corpus replay (`fuzz/`, `tests/fuzz_corpus.rs`); not
 /// an API.
 #[doc(hidden)]

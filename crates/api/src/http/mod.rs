@@ -23,15 +23,21 @@ use std::time::Duration;
 pub struct IngestRequest<'a> {
     /// The tenant's position in the configuration's tenant table.
     pub tenant: usize,
-    /// The topic as the path named it, and its index when it exists.
+    /// The topic as the path named it.
     pub topic: &'a str,
+    /// The topic's index ([`Intake::topic_index`]); `None` when it is not
+    /// configured, refused as [`AcceptError::UnknownTopic`] after the body.
     pub topic_idx: Option<usize>,
+    /// The request's headers (`Content-Type`, `Content-Encoding`,
+    /// `Content-Length`, `Idempotency-Key`).
     pub headers: &'a HeaderMap,
+    /// The body, not read yet: [`accept`] reads it within its limits.
     pub body: Body,
 }
 
 /// Serve one authenticated ingest request: read its body within `limit`
-/// bytes and `timeout`, then accept it (see [`ingest`]).
+/// bytes and `timeout`, then accept it (parse, admit, append: see
+/// `intake::ingest`).
 pub async fn accept(
     intake: &Arc<Intake>,
     req: IngestRequest<'_>,

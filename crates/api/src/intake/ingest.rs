@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wal::{EncodedBatch, LaneId, Priority};
 
-pub use crate::accepted::Accepted;
+use crate::accepted::Accepted;
 
 /// The request parts the accept path needs.
 pub struct IngestInput<'a> {

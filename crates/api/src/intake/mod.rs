@@ -4,7 +4,7 @@
 //! Owns the tenants (their lanes and rate limiters), the topics and the
 //! routes from (tenant, topic) to destinations, the idempotency window, the
 //! memory budget of requests in flight, and the disk flags that maintenance
-//! refreshes. [`ingest`] is the accept path over them.
+//! refreshes. `ingest` is the accept path over them.
 //!
 //! Invariants: a tenant over its rate, or one the limiter cannot decide
 //! for, goes to `low`; only the tenants whose data routes to a lagging
@@ -12,7 +12,7 @@
 //!
 //! Never: block on a destination (the lag flags are read, never waited on).
 
-pub mod ingest;
+pub(crate) mod ingest;
 
 use crate::idempotency::IdempotencyCache;
 use crate::lag::{DestinationId, LagFlags};
@@ -25,10 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wal::{Priority, Wal};
 
+/// A configured tenant as the accept path holds it.
 pub struct Tenant {
+    /// Its configured name (what its token resolves to; the metrics' label).
     pub name: String,
-    pub priority: Priority,
-    pub shard: u16,
+    /// Its own lane's priority, where its in-rate records go.
+    pub(crate) priority: Priority,
+    /// Its lanes' shard ([`shard_of`] its name): stable across restarts.
+    pub(crate) shard: u16,
     limiter: TenantLimiter,
 }
 
@@ -44,6 +48,10 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
     (crc32c::crc32c(tenant.as_bytes()) % u32::from(shards.max(1))) as u16
 }
 
+/// The accept path's service: tenants, topics, routes, the idempotency
+/// window, the memory budget and the disk flags, built once from the
+/// configuration. The broker holds one and calls [`crate::http::accept`]
+/// with it for every ingest request.
 pub struct Intake {
     cfg: Arc<ValidConfig>,
     pub(crate) metrics: AcceptMetrics,
@@ -110,6 +118,8 @@ impl Intake {
         }
     }
 
+    /// The tenant at index `i` of the configuration's tenant table; panics
+    /// on an index outside it (indices come from the token table).
     pub fn tenant(&self, i: usize) -> &Tenant {
         &self.tenants[i]
     }
@@ -119,6 +129,7 @@ impl Intake {
         self.topics.get(name).copied()
     }
 
+    /// Ingest's memory budget (`memory_budget_bytes`) of bodies in flight.
     pub fn memory(&self) -> &MemoryBudget {
         &self.memory
     }
@@ -133,6 +144,7 @@ impl Intake {
         &self.metrics
     }
 
+    /// The ingest counters, resolved once per label set.
     pub fn counters(&self) -> &IngestCounters {
         &self.counters
     }

@@ -27,7 +27,10 @@ use std::sync::{Arc, OnceLock};
 /// Shared by every handler. The broker appears once recovery is done.
 #[derive(Clone)]
 pub struct AppState {
+    /// The broker, set once when recovery is done; until then the routes
+    /// that need it answer 503 (`wal_unavailable`, recovering).
     pub broker: Arc<OnceLock<Arc<Broker>>>,
+    /// The process's metrics, served at `/metrics` from before recovery.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The data directory's id (`plumbing::datadir::BrokerId`): in
     /// `/readyz` and every lease, for downstream ids.
@@ -40,6 +43,9 @@ impl AppState {
     }
 }
 
+/// Every route of the contract over `state`: `/healthz`, `/readyz`,
+/// `/metrics`, `/openapi.json`, ingest, leases, destinations, dead letters
+/// and admin; any other path or method gets the contract's 404 or 405.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -165,7 +171,7 @@ pub fn ingest_topic(path: &str) -> Option<&str> {
     (!topic.is_empty() && !topic.contains(['/', '%'])).then_some(topic)
 }
 
-/// The front service's way in (see [`crate::front`]): the path is
+/// The front service's way in (see [`front`]): the path is
 /// `/v1/topics/{topic}/records` with a topic that needs no decoding.
 pub async fn ingest_request(s: AppState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -203,7 +209,7 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
 }
 
 /// The 200 answer to an ingest request.
-fn accepted_answer(a: &api::intake::ingest::Accepted) -> Response {
+fn accepted_answer(a: &api::Accepted) -> Response {
     let body = Bytes::from(a.to_json());
     ([(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))], body).into_response()
 }
@@ -213,7 +219,7 @@ async fn ingest_inner(
     (topic_idx, topic): (Option<usize>, &str),
     headers: &HeaderMap,
     body: Body,
-) -> (Result<api::intake::ingest::Accepted, BrokerError>, Option<usize>) {
+) -> (Result<api::Accepted, BrokerError>, Option<usize>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),
