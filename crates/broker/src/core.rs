@@ -9,11 +9,13 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use api::intake::Intake;
 use config::tokens::{Authenticator, Role};
-use config::{ConfigError, ValidConfig};
+use config::ValidConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wal::{FileSystem, Wal, WalOptions};
 
+/// One broker's services over one data directory: opened once recovery is
+/// done, then shared (`Arc`) by the HTTP edge and the maintenance loop.
 pub struct Broker {
     cfg: Arc<ValidConfig>,
     wal: Arc<Wal>,
@@ -25,18 +27,21 @@ pub struct Broker {
     control_memory: api::memory::MemoryBudget,
 }
 
+/// Why [`Broker::open`] failed; nothing is served from the data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// The WAL did not open or recover: an I/O error, or an on-disk format
+    /// this build does not read (the server exits 2 for that, 1 otherwise).
     #[error("WAL: {0}")]
     Wal(#[from] wal::WalError),
+    /// The metadata store (sled) did not open, or a destination's cursors
+    /// and leases did not load from it (another process may hold its lock).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
 
 impl Broker {
-    pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
+    fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
         plumbing::datadir::wal_dir(data_dir)
     }
 
@@ -68,23 +73,25 @@ impl Broker {
         Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries, control_memory })
     }
 
-    pub fn cfg(&self) -> &ValidConfig {
+    pub(crate) fn cfg(&self) -> &ValidConfig {
         &self.cfg
     }
 
+    /// The log every accepted batch is in; [`Wal::shutdown`] it after the
+    /// last request is answered, so queued batches commit.
     pub fn wal(&self) -> &Wal {
         &self.wal
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    pub fn auth(&self) -> &Authenticator {
+    pub(crate) fn auth(&self) -> &Authenticator {
         &self.auth
     }
 
-    pub fn intake(&self) -> &Arc<Intake> {
+    pub(crate) fn intake(&self) -> &Arc<Intake> {
         &self.intake
     }
 
@@ -98,7 +105,7 @@ impl Broker {
         self.deliveries.begin_shutdown();
     }
 
-    pub fn deliveries(&self) -> &Arc<Deliveries> {
+    pub(crate) fn deliveries(&self) -> &Arc<Deliveries> {
         &self.deliveries
     }
 }

@@ -34,6 +34,8 @@
 //! - log a token;
 //! - name an axum or hyper type outside [`http`].
 
+#![deny(missing_docs)]
+
 pub(crate) mod breaker;
 pub(crate) mod capacity;
 pub mod check_config;

@@ -8,40 +8,42 @@ use prometheus::{
 };
 use std::sync::Arc;
 
+/// The broker's Prometheus registry and a handle to each of its series;
+/// made once per process ([`Metrics::new`]) and rendered at `/metrics`.
 pub struct Metrics {
     registry: Registry,
-    pub ingest_requests: IntCounterVec,
-    pub ingest_records: IntCounterVec,
-    pub ingest_seconds: Histogram,
-    pub demoted_records: IntCounterVec,
-    pub backpressure_shed: IntCounterVec,
-    pub idempotent_replays: IntCounterVec,
-    pub idempotency_key_reused: IntCounterVec,
-    pub wal_commit_seconds: Histogram,
-    pub wal_fsyncs: IntCounter,
-    pub wal_commits: IntCounter,
-    pub wal_records_per_commit: Histogram,
-    pub wal_batches_per_commit: Histogram,
-    pub wal_lane_failed: IntGaugeVec,
-    pub wal_bytes: IntGauge,
-    pub memory_budget_held: IntGauge,
-    pub wal_quarantined_segments: IntGauge,
-    pub http_refused: IntCounterVec,
-    pub wal_fsync_seconds: Histogram,
-    pub disk_used_ratio: Gauge,
-    pub destination_oldest_pending_age: GaugeVec,
-    pub destination_lag_records: IntGaugeVec,
-    pub destination_lag_bytes: IntGaugeVec,
-    pub destination_breaker_state: IntGaugeVec,
-    pub lease_expired: IntCounterVec,
-    pub leases_acquired: IntCounterVec,
-    pub leases_committed: IntCounterVec,
-    pub lease_seconds: HistogramVec,
+    pub(crate) ingest_requests: IntCounterVec,
+    pub(crate) ingest_records: IntCounterVec,
+    pub(crate) ingest_seconds: Histogram,
+    pub(crate) demoted_records: IntCounterVec,
+    pub(crate) backpressure_shed: IntCounterVec,
+    pub(crate) idempotent_replays: IntCounterVec,
+    pub(crate) idempotency_key_reused: IntCounterVec,
+    pub(crate) wal_commit_seconds: Histogram,
+    pub(crate) wal_fsyncs: IntCounter,
+    pub(crate) wal_commits: IntCounter,
+    pub(crate) wal_records_per_commit: Histogram,
+    pub(crate) wal_batches_per_commit: Histogram,
+    pub(crate) wal_lane_failed: IntGaugeVec,
+    pub(crate) wal_bytes: IntGauge,
+    pub(crate) memory_budget_held: IntGauge,
+    pub(crate) wal_quarantined_segments: IntGauge,
+    pub(crate) http_refused: IntCounterVec,
+    pub(crate) wal_fsync_seconds: Histogram,
+    pub(crate) disk_used_ratio: Gauge,
+    pub(crate) destination_oldest_pending_age: GaugeVec,
+    pub(crate) destination_lag_records: IntGaugeVec,
+    pub(crate) destination_lag_bytes: IntGaugeVec,
+    pub(crate) destination_breaker_state: IntGaugeVec,
+    pub(crate) lease_expired: IntCounterVec,
+    pub(crate) leases_acquired: IntCounterVec,
+    pub(crate) leases_committed: IntCounterVec,
+    pub(crate) lease_seconds: HistogramVec,
     /// Ingest to commit, per record.
-    pub delivery_latency: HistogramVec,
-    pub dead_letter_records: IntCounterVec,
-    pub destination_dropped_records: IntCounterVec,
-    pub segments_deleted: IntCounter,
+    pub(crate) delivery_latency: HistogramVec,
+    pub(crate) dead_letter_records: IntCounterVec,
+    pub(crate) destination_dropped_records: IntCounterVec,
+    pub(crate) segments_deleted: IntCounter,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -67,6 +69,8 @@ const LATENCY: [f64; 14] =
 const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0];
 
 impl Metrics {
+    /// A fresh registry with every series registered, and the
+    /// `weir_http_refused_total` reasons at zero.
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
         let m = Arc::new(Metrics {

@@ -42,17 +42,24 @@ pub struct Args {
 /// Why the process stops with a non-zero code.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The configuration file or a flag is invalid (exit 2): the message
+    /// names the key; fix it and start again.
     #[error("{0}")]
     Usage(#[from] ConfigError),
     /// The data directory is in an on-disk format this build does not
     /// read: a usage error (exit 2), never a crash loop or a guess.
     #[error("{0}")]
     Format(wal::WalError),
+    /// Anything else that stops the broker (exit 1): the data directory's
+    /// lock or id, the listen address, recovery, the metadata store, a
+    /// server task. The message says which; the operator acts on it.
     #[error("{0}")]
     Fatal(String),
 }
 
 impl RunError {
+    /// The process's exit code: 2 for a usage error (configuration or
+    /// on-disk format, a restart will not help), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) | RunError::Format(_) => 2,
@@ -61,7 +68,9 @@ impl RunError {
     }
 }
 
-pub fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigError> {
+/// The configuration `args` name (the file, or the embedded development
+/// defaults when there is none; `true` then), flags applied, validated.
+pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigError> {
     let (mut cfg, dev) = match &args.config {
         Some(path) => (Config::read_file(path)?, false),
         None => (Config::development(), true),
@@ -153,7 +162,6 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Fatal(format!("recovery task failed: {e}")))?
         .map_err(|e| match e {
-            crate::core::OpenError::Config(c) => RunError::Usage(c),
             crate::core::OpenError::Wal(e @ wal::WalError::UnsupportedFormat { .. }) => RunError::Format(e),
             other => RunError::Fatal(other.to_string()),
         })?;

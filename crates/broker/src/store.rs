@@ -234,18 +234,6 @@ impl Store {
         Ok(())
     }
 
-    /// Store dead letters; returns their ids.
-    pub fn add_dead_letters(&self, dest: &str, records: &[DeadLetterRecord]) -> StoreResult<Vec<u64>> {
-        self.check_fault()?;
-        let mut ids = Vec::with_capacity(records.len());
-        for r in records {
-            let id = self.db.generate_id()?;
-            self.dead_letters.insert(key(dest, &id.to_be_bytes()), enc(r)?)?;
-            ids.push(id);
-        }
-        Ok(ids)
-    }
-
     /// Dead letters of a destination, oldest first, up to `limit`.
     pub fn dead_letters(&self, dest: &str, limit: usize) -> StoreResult<Vec<(u64, DeadLetterRecord)>> {
         let p = prefix(dest);
@@ -262,14 +250,6 @@ impl Store {
 
     pub fn dead_letter(&self, dest: &str, id: u64) -> StoreResult<Option<DeadLetterRecord>> {
         self.dead_letters.get(key(dest, &id.to_be_bytes()))?.map(|v| dec(&v)).transpose()
-    }
-
-    pub fn remove_dead_letters(&self, dest: &str, ids: &[u64]) -> StoreResult<()> {
-        self.check_fault()?;
-        for id in ids {
-            self.dead_letters.remove(key(dest, &id.to_be_bytes()))?;
-        }
-        Ok(())
     }
 
     pub fn count_dead_letters(&self, dest: &str) -> u64 {
