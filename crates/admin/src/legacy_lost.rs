@@ -21,26 +21,26 @@ const SEGMENT_HEADER_LEN: usize = 64;
 const V1_FRAME_MAGIC: u32 = 0x3146_5257;
 const V1_HEADER_LEN: usize = 36;
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// A format-1 segment's base offset, if `b` starts with a valid format-1 header.
-fn v1_base(b: &[u8]) -> Option<u64> {
-    let header = b.get(..SEGMENT_HEADER_LEN)?;
+/// A format-1 segment's base offset, if `bytes` starts with a valid format-1 header.
+fn v1_base(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..SEGMENT_HEADER_LEN)?;
     let ok = &header[0..8] == SEGMENT_MAGIC
         && u16::from_le_bytes([header[8], header[9]]) == 1
         && u32_at(header, 24)? == crc32c::crc32c(&header[0..24]);
     ok.then(|| u64_at(header, 16)).flatten()
 }
 
-/// A format-1 frame at `b[0]` that checks out: (records, base offset, frame length).
-fn v1_frame(b: &[u8]) -> Option<(u32, u64, usize)> {
-    let h = b.get(..V1_HEADER_LEN)?;
+/// A format-1 frame at `bytes[0]` that checks out: (records, base offset, frame length).
+fn v1_frame(bytes: &[u8]) -> Option<(u32, u64, usize)> {
+    let h = bytes.get(..V1_HEADER_LEN)?;
     if u32_at(h, 0)? != V1_FRAME_MAGIC || h[4] != 1 || h[5] != 0 {
         return None;
     }
@@ -48,7 +48,7 @@ fn v1_frame(b: &[u8]) -> Option<(u32, u64, usize)> {
     if records == 0 || usize::from(meta_len) > body_len {
         return None;
     }
-    let body = b.get(V1_HEADER_LEN..V1_HEADER_LEN.checked_add(body_len)?)?;
+    let body = bytes.get(V1_HEADER_LEN..V1_HEADER_LEN.checked_add(body_len)?)?;
     let crc = crc32c::crc32c_append(crc32c::crc32c(body), &h[0..32]);
     (crc == u32_at(h, 32)?).then(|| Some((records, u64_at(h, 16)?, V1_HEADER_LEN + body_len))).flatten()
 }
@@ -83,18 +83,24 @@ fn next_live_base(reps: &[SegmentReport], lane: LaneId, base: u64) -> Option<u64
     reps.iter().filter(|s| !s.quarantined && s.lane == lane && s.base_offset > base).map(|s| s.base_offset).min()
 }
 
-/// The offset ranges `[from, to)` quarantined file `r` lost (`to` is `None`
-/// when its end is unknown). `reps`: every segment of the data directory.
-pub fn lost_offsets(reps: &[SegmentReport], r: &SegmentReport) -> Vec<(u64, Option<u64>)> {
-    if r.header_error.is_some() {
-        if let Some(lost) = read(&r.path).and_then(|b| {
-            let next = v1_base(&b).and_then(|base| next_live_base(reps, r.lane, base));
+/// The offset ranges `[from, to)` quarantined file `quarantined` lost (`to`
+/// is `None` when its end is unknown). `reps`: every segment of the data
+/// directory.
+pub(crate) fn lost_offsets(reps: &[SegmentReport], quarantined: &SegmentReport) -> Vec<(u64, Option<u64>)> {
+    let lane = quarantined.lane;
+    if quarantined.header_error.is_some() {
+        if let Some(lost) = read(&quarantined.path).and_then(|b| {
+            let next = v1_base(&b).and_then(|base| next_live_base(reps, lane, base));
             v1_lost(&b, next)
         }) {
             return if lost.1.is_some_and(|to| to <= lost.0) { Vec::new() } else { vec![lost] };
         }
     }
-    r.lost_offsets().into_iter().map(|(from, to)| (from, to.or_else(|| next_live_base(reps, r.lane, from)))).collect()
+    quarantined
+        .lost_offsets()
+        .into_iter()
+        .map(|(from, to)| (from, to.or_else(|| next_live_base(reps, lane, from))))
+        .collect()
 }
 
 /// The file's bytes; `None` when it cannot be read (then the WAL's own
@@ -125,7 +131,7 @@ mod tests {
         h
     }
 
-    fn segment(base: u64, n: u64) -> (Vec<u8>, Vec<usize>) {
+    fn segment(base: u64, frames: u64) -> (Vec<u8>, Vec<usize>) {
         let mut s = vec![0u8; SEGMENT_HEADER_LEN];
         s[0..8].copy_from_slice(SEGMENT_MAGIC);
         s[8..10].copy_from_slice(&1u16.to_le_bytes());
@@ -133,7 +139,7 @@ mod tests {
         let crc = crc32c::crc32c(&s[0..24]);
         s[24..28].copy_from_slice(&crc.to_le_bytes());
         let mut at = Vec::new();
-        for i in 0..n {
+        for i in 0..frames {
             at.push(s.len());
             s.extend_from_slice(&frame(b"{}", base + i));
         }

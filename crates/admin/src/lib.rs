@@ -14,40 +14,51 @@
 //! ## Never
 //! - depend on the broker crate: the data directory's layout and lock come
 //!   from `plumbing`, the format from `wal`, the wire shapes from `protocol`.
+//!
+//! Its public surface is what `bin/broker-admin` runs: [`Cli`], [`run`]
+//! and [`AdminError`] (whose [`AdminError::exit_code`] is the one mapping
+//! to exit codes).
 
-pub mod error;
+#![deny(missing_docs)]
+
+mod error;
 mod legacy_lost;
-pub mod offline;
-pub mod online;
+mod offline;
+mod online;
 
-use crate::error::AdminError;
+pub use crate::error::AdminError;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use protocol::routes::AdminAction;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+/// `broker-admin`'s command line: one subcommand, which [`run`] runs.
+/// (`--help` shows `about`; `long_about = None` keeps this comment out of it.)
 #[derive(Debug, Parser)]
 #[command(
     name = "broker-admin",
     version,
-    about = "Inspect, verify and repair Weir data directories; see and steer destinations"
+    about = "Inspect, verify and repair Weir data directories; see and steer destinations",
+    long_about = None
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub cmd: Cmd,
+    cmd: Cmd,
 }
 
+/// The flags of every online command.
 #[derive(Debug, ClapArgs)]
-pub struct Online {
+struct Online {
     /// Broker base URL, e.g. http://127.0.0.1:7070
     #[arg(long)]
-    pub broker: String,
+    broker: String,
     /// Admin token.
     #[arg(long)]
-    pub token: String,
+    token: String,
 }
 
+/// The subcommands; their doc comments are their help.
 #[derive(Debug, Subcommand)]
-pub enum Cmd {
+enum Cmd {
     /// List every lane's segments (read-only).
     #[command(after_help = "Example:\n  broker-admin segments --data-dir /var/lib/weir --json")]
     Segments {
@@ -187,150 +198,118 @@ pub enum Cmd {
     },
 }
 
-/// Outcome: exit code and a one-line reason for failures.
-pub enum Exit {
-    Ok,
-    Problems(String),
-    Usage(String),
-}
-
 fn out() -> std::io::StdoutLock<'static> {
     std::io::stdout().lock()
 }
 
-pub fn run(cli: Cli) -> Exit {
+/// Run one command; its error is the line to print and says the exit code
+/// ([`AdminError::exit_code`]).
+pub fn run(cli: Cli) -> Result<(), AdminError> {
     match cli.cmd {
-        Cmd::Segments { data_dir, json } => to_exit(offline::segments(&data_dir, json, &mut out())),
+        Cmd::Segments { data_dir, json } => offline::segments(&data_dir, json, &mut out()),
         Cmd::Dump { data_dir, lane, from, limit, tenant, topic, follow } => {
-            let lane = match lane.map(|l| l.parse()).transpose() {
-                Ok(l) => l,
-                Err(e) => return Exit::Usage(format!("--lane: {e}")),
-            };
-            let f = offline::DumpFilter { lane, from, limit, tenant, topic };
-            if !follow {
-                return to_exit(offline::dump(&data_dir, &f, &mut out()).map(|_| ()));
-            }
-            let mut seen = std::collections::HashMap::new();
-            loop {
-                if let Err(e) = offline::dump_from(&data_dir, &f, &mut seen, &mut out()) {
-                    return Exit::Problems(e.to_string());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
+            let lane = lane.map(|l| l.parse()).transpose().map_err(AdminError::BadLane)?;
+            let filter = offline::DumpFilter { lane, from, limit, tenant, topic };
+            run_dump(&data_dir, &filter, follow)
         }
-        Cmd::Verify { data_dir } => match offline::verify(&data_dir, true) {
-            Ok(v) => {
-                for line in &v.notes {
-                    println!("note: {line}");
-                }
-                for line in &v.problems {
-                    println!("{line}");
-                }
-                if v.problems.is_empty() {
-                    println!("verify: clean");
-                    Exit::Ok
-                } else {
-                    Exit::Problems(format!(
-                        "verify: {} problem(s) found; run `broker-admin repair` with the broker stopped",
-                        v.problems.len()
-                    ))
-                }
-            }
-            Err(e) => Exit::Problems(e.to_string()),
-        },
-        Cmd::Migrate { data_dir } => match offline::migrate(&data_dir) {
-            Ok(done) => {
-                for line in &done.lines {
-                    println!("migrate: {line}");
-                }
-                // Acknowledged records were left unconverted: not a success
-                // a script may start the broker after.
-                if done.kept_aside > 0 {
-                    Exit::Problems(format!(
-                        "migrate: {} segment(s) kept records it could not convert aside; read the lines above and `broker-admin verify` before starting the broker",
-                        done.kept_aside
-                    ))
-                } else {
-                    Exit::Ok
-                }
-            }
-            Err(e) => Exit::Problems(e.to_string()),
-        },
-        Cmd::Repair { data_dir, discard_quarantine } => match offline::repair(&data_dir, discard_quarantine) {
-            Ok(done) => {
-                if done.is_empty() {
-                    println!("repair: nothing to do");
-                }
-                for line in done {
-                    println!("repair: {line}");
-                }
-                Exit::Ok
-            }
-            Err(e) => Exit::Problems(e.to_string()),
-        },
+        Cmd::Verify { data_dir } => run_verify(&data_dir),
+        Cmd::Migrate { data_dir } => run_migrate(&data_dir),
+        Cmd::Repair { data_dir, discard_quarantine } => run_repair(&data_dir, discard_quarantine),
         online_cmd => run_online(online_cmd),
     }
 }
 
-fn to_exit(r: Result<(), AdminError>) -> Exit {
-    match r {
-        Ok(()) => Exit::Ok,
-        Err(e) => Exit::Problems(e.to_string()),
+/// `dump`, once or (`follow`) until stopped.
+fn run_dump(data_dir: &Path, filter: &offline::DumpFilter, follow: bool) -> Result<(), AdminError> {
+    if !follow {
+        return offline::dump(data_dir, filter, &mut out()).map(|_| ());
+    }
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        offline::dump_from(data_dir, filter, &mut seen, &mut out())?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 
-fn run_online(cmd: Cmd) -> Exit {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return Exit::Problems(e.to_string()),
-    };
+fn run_verify(data_dir: &Path) -> Result<(), AdminError> {
+    let found = offline::verify(data_dir, true)?;
+    for line in &found.notes {
+        println!("note: {line}");
+    }
+    for line in &found.problems {
+        println!("{line}");
+    }
+    if !found.problems.is_empty() {
+        return Err(AdminError::VerifyProblems { count: found.problems.len() });
+    }
+    println!("verify: clean");
+    Ok(())
+}
+
+fn run_migrate(data_dir: &Path) -> Result<(), AdminError> {
+    let done = offline::migrate(data_dir)?;
+    for line in &done.lines {
+        println!("migrate: {line}");
+    }
+    // Acknowledged records were left unconverted: not a success a script
+    // may start the broker after.
+    if done.kept_aside > 0 {
+        return Err(AdminError::KeptAside { segments: done.kept_aside });
+    }
+    Ok(())
+}
+
+fn run_repair(data_dir: &Path, discard_quarantine: bool) -> Result<(), AdminError> {
+    let done = offline::repair(data_dir, discard_quarantine)?;
+    if done.is_empty() {
+        println!("repair: nothing to do");
+    }
+    for line in done {
+        println!("repair: {line}");
+    }
+    Ok(())
+}
+
+fn run_online(cmd: Cmd) -> Result<(), AdminError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AdminError::Runtime)?;
+    rt.block_on(online_command(cmd))
+}
+
+fn print_action(result: protocol::ActionResult) {
+    println!("{}: {} — {}", result.destination, result.action, result.detail);
+}
+
+async fn online_command(cmd: Cmd) -> Result<(), AdminError> {
     let client = |o: &Online| online::AdminClient::new(&o.broker, &o.token);
-    let print_action = |r: Result<protocol::ActionResult, AdminError>| match r {
-        Ok(a) => {
-            println!("{}: {} — {}", a.destination, a.action, a.detail);
-            Exit::Ok
-        }
-        Err(e) => Exit::Problems(e.to_string()),
+    let act = |online: Online, destination: String, action: AdminAction| async move {
+        print_action(client(&online)?.action(&destination, action, None).await?);
+        Ok(())
     };
-    let result: Result<Exit, AdminError> = rt.block_on(async {
-        Ok(match cmd {
-            Cmd::Destinations { online, json } => {
-                let list = client(&online)?.destinations().await?;
-                online::print_destinations(&list, json, &mut out()).map_err(AdminError::Output)?;
-                Exit::Ok
-            }
-            Cmd::Pause { online, destination } => {
-                print_action(client(&online)?.action(&destination, AdminAction::Pause, None).await)
-            }
-            Cmd::Resume { online, destination } => {
-                print_action(client(&online)?.action(&destination, AdminAction::Resume, None).await)
-            }
-            Cmd::ResetBreaker { online, destination } => {
-                print_action(client(&online)?.action(&destination, AdminAction::ResetBreaker, None).await)
-            }
-            Cmd::Rewind { online, destination, earliest, offset, lane, timestamp } => {
-                let target = match (earliest, offset, timestamp) {
-                    (true, None, None) => protocol::RewindTarget::Earliest,
-                    (false, Some(offset), None) => protocol::RewindTarget::Offset { offset, lane },
-                    (false, None, Some(ts_ms)) => protocol::RewindTarget::Timestamp { ts_ms },
-                    _ => {
-                        return Ok(Exit::Usage("rewind needs exactly one of --earliest, --offset, --timestamp".into()))
-                    }
-                };
-                print_action(client(&online)?.rewind(&destination, &target).await)
-            }
-            Cmd::DeadLetters { online, destination, limit, json } => {
-                let list = client(&online)?.dead_letters(&destination, limit).await?;
-                online::print_dead_letters(&list, json, &mut out()).map_err(AdminError::Output)?;
-                Exit::Ok
-            }
-            Cmd::Redrive { online, destination } => {
-                print_action(client(&online)?.action(&destination, AdminAction::Redrive, None).await)
-            }
-            Cmd::Segments { .. } | Cmd::Dump { .. } | Cmd::Verify { .. } | Cmd::Repair { .. } | Cmd::Migrate { .. } => {
-                Exit::Ok
-            }
-        })
-    });
-    result.unwrap_or_else(|e| Exit::Problems(e.to_string()))
+    match cmd {
+        Cmd::Destinations { online, json } => {
+            let list = client(&online)?.destinations().await?;
+            online::print_destinations(&list, json, &mut out()).map_err(AdminError::Output)
+        }
+        Cmd::Pause { online, destination } => act(online, destination, AdminAction::Pause).await,
+        Cmd::Resume { online, destination } => act(online, destination, AdminAction::Resume).await,
+        Cmd::ResetBreaker { online, destination } => act(online, destination, AdminAction::ResetBreaker).await,
+        Cmd::Redrive { online, destination } => act(online, destination, AdminAction::Redrive).await,
+        Cmd::Rewind { online, destination, earliest, offset, lane, timestamp } => {
+            let target = match (earliest, offset, timestamp) {
+                (true, None, None) => protocol::RewindTarget::Earliest,
+                (false, Some(offset), None) => protocol::RewindTarget::Offset { offset, lane },
+                (false, None, Some(ts_ms)) => protocol::RewindTarget::Timestamp { ts_ms },
+                _ => return Err(AdminError::RewindTarget),
+            };
+            print_action(client(&online)?.rewind(&destination, &target).await?);
+            Ok(())
+        }
+        Cmd::DeadLetters { online, destination, limit, json } => {
+            let list = client(&online)?.dead_letters(&destination, limit).await?;
+            online::print_dead_letters(&list, json, &mut out()).map_err(AdminError::Output)
+        }
+        Cmd::Segments { .. } | Cmd::Verify { .. } | Cmd::Dump { .. } | Cmd::Repair { .. } | Cmd::Migrate { .. } => {
+            Ok(())
+        }
+    }
 }

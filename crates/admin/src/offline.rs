@@ -35,18 +35,18 @@ fn reports(data_dir: &Path) -> Result<Vec<SegmentReport>, AdminError> {
     Ok(inspect_all(&RealFs, &wal_dir)?)
 }
 
-fn last_ts(r: &SegmentReport) -> u64 {
-    r.scan.frames.last().map_or(0, |f| f.ts_ms)
+fn last_ts(report: &SegmentReport) -> u64 {
+    report.scan.frames.last().map_or(0, |f| f.ts_ms)
 }
 
 /// `segments`: one row (or JSON object) per segment file.
-pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), AdminError> {
+pub(crate) fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), AdminError> {
     let reps = reports(data_dir)?;
     // Read, never made here: a directory no broker has started on since
     // ids exist has none yet (null).
     let broker_id = plumbing::datadir::BrokerId::read(data_dir)?;
     let broker_id = broker_id.as_ref().map(plumbing::datadir::BrokerId::as_str);
-    let w = AdminError::output;
+    let w = AdminError::Output;
     if !json {
         writeln!(
             out,
@@ -99,37 +99,45 @@ pub fn segments(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(),
     Ok(())
 }
 
-pub struct DumpFilter {
-    pub lane: Option<LaneId>,
-    pub from: u64,
-    pub limit: Option<u64>,
-    pub tenant: Option<String>,
-    pub topic: Option<String>,
+/// Which records `dump` prints.
+pub(crate) struct DumpFilter {
+    /// Only this lane.
+    pub(crate) lane: Option<LaneId>,
+    /// Only offsets from this one on.
+    pub(crate) from: u64,
+    /// At most this many records.
+    pub(crate) limit: Option<u64>,
+    /// Only this tenant's.
+    pub(crate) tenant: Option<String>,
+    /// Only this topic's.
+    pub(crate) topic: Option<String>,
 }
 
 /// `dump`: one JSON object per record; returns how many were printed.
-pub fn dump(data_dir: &Path, f: &DumpFilter, out: &mut impl Write) -> Result<u64, AdminError> {
-    dump_from(data_dir, f, &mut std::collections::HashMap::new(), out)
+pub(crate) fn dump(data_dir: &Path, filter: &DumpFilter, out: &mut impl Write) -> Result<u64, AdminError> {
+    dump_from(data_dir, filter, &mut std::collections::HashMap::new(), out)
 }
 
 /// Dump records after the per-lane positions in `seen` (updated), for follow mode.
-pub fn dump_from(
+pub(crate) fn dump_from(
     data_dir: &Path,
-    f: &DumpFilter,
+    filter: &DumpFilter,
     seen: &mut std::collections::HashMap<LaneId, u64>,
     out: &mut impl Write,
 ) -> Result<u64, AdminError> {
     let mut printed = 0u64;
     let mut err = None;
     let marks = watermarks(data_dir);
-    for r in reports(data_dir)?.iter().filter(|r| !r.quarantined && f.lane.is_none_or(|l| l == r.lane)) {
+    for r in reports(data_dir)?.iter().filter(|r| !r.quarantined && filter.lane.is_none_or(|l| l == r.lane)) {
         let durable_end = marks.get(&r.lane).copied().unwrap_or(u64::MAX);
-        let from = seen.get(&r.lane).copied().unwrap_or(f.from).max(f.from);
+        let from = seen.get(&r.lane).copied().unwrap_or(filter.from).max(filter.from);
         if r.next_offset() <= from {
             continue;
         }
         let flow = visit_segment_frames(&RealFs, r, from, |v| {
-            if f.tenant.as_deref().is_some_and(|t| t != v.tenant) || f.topic.as_deref().is_some_and(|t| t != v.topic) {
+            if filter.tenant.as_deref().is_some_and(|t| t != v.tenant)
+                || filter.topic.as_deref().is_some_and(|t| t != v.topic)
+            {
                 seen.insert(r.lane, v.header.next_offset());
                 return ControlFlow::Continue(());
             }
@@ -140,7 +148,7 @@ pub fn dump_from(
                 if off < from {
                     continue;
                 }
-                if f.limit.is_some_and(|l| printed >= l) {
+                if filter.limit.is_some_and(|l| printed >= l) {
                     return ControlFlow::Break(());
                 }
                 let mut obj = serde_json::json!({
@@ -162,7 +170,7 @@ pub fn dump_from(
         if let Some(e) = err.take() {
             return Err(e);
         }
-        if flow.is_break() && f.limit.is_some_and(|l| printed >= l) {
+        if flow.is_break() && filter.limit.is_some_and(|l| printed >= l) {
             break;
         }
     }
@@ -171,23 +179,22 @@ pub fn dump_from(
 
 /// What `verify` found.
 #[derive(Debug, Default)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// Corrupt or torn data, or offsets missing: exit 1.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// Untidy but harmless (derived state, an untrimmed sealed tail left by
     /// a crash right after a roll): recovery tidies it at the next start.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// `verify`: every frame of every segment checked.
-pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminError> {
+pub(crate) fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminError> {
     let reps = reports(data_dir)?;
     // Beside a running broker the active segments are being written: their
     // tails are not checked (a write may be in flight there).
     let live = DirLock::is_held(data_dir);
     let show = progress && std::io::stderr().is_terminal();
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
+    let mut found = Verification::default();
     let mut prev: Option<(LaneId, u64)> = None;
     let last_of_lane: std::collections::HashMap<LaneId, std::path::PathBuf> =
         reps.iter().filter(|r| !r.quarantined).map(|r| (r.lane, r.path.clone())).collect();
@@ -195,51 +202,16 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminErro
         if show {
             eprint!("\rverifying segment {}/{} ", i + 1, reps.len());
         }
-        let p = r.path.display();
-        if r.quarantined {
-            let lost = crate::legacy_lost::lost_offsets(&reps, r);
-            problems.push(format!("{p}: quarantined segment of lane {}; {}", r.lane, describe_lost(&lost)));
+        if !found.readable(&reps, r) {
             continue;
-        }
-        if let Some(e) = r.header_error {
-            problems.push(format!("{p}: segment header unusable at byte 0: {e}"));
-            continue;
-        }
-        for c in &r.scan.corruptions {
-            problems.push(format!(
-                "{p}: corrupt frame at byte {}: {} (valid frames resume at byte {}; offsets {}..{} lost)",
-                c.at, c.what, c.resumes_at, c.lost_offsets.0, c.lost_offsets.1
-            ));
         }
         let is_active = last_of_lane.get(&r.lane) == Some(&r.path);
-        match r.scan.tail {
-            _ if live && is_active => {}
-            Tail::Torn { at, what } => problems.push(format!(
-                "{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)",
-                r.file_len - at
-            )),
-            Tail::Zeros { at } if !is_active => notes.push(format!(
-                "{p}: sealed segment keeps {} preallocated zero bytes after byte {at} (trimmed at the next start)",
-                r.file_len - at
-            )),
-            Tail::Stale { at } if !is_active => notes.push(format!(
-                "{p}: sealed segment keeps {} bytes of a recycled file after byte {at} (trimmed at the next start)",
-                r.file_len - at
-            )),
-            _ => {}
-        }
-        match r.summary_ok {
-            Some(false) if r.summary_intact => problems
-                .push(format!("{p}: the segment no longer matches its intact summary: it changed after it was sealed")),
-            Some(false) => notes.push(format!(
-                "{p}: summary file is damaged or empty (derived; rebuilt by repair or the next broker start)"
-            )),
-            _ => {}
-        }
+        found.check_frames(r, live, is_active);
         if let Some((lane, next)) = prev {
             if lane == r.lane && next != r.base_offset {
-                problems.push(format!(
-                    "{p}: gap in offsets of lane {lane}: previous segment ends at {next}, this one starts at {}",
+                found.problems.push(format!(
+                    "{}: gap in offsets of lane {lane}: previous segment ends at {next}, this one starts at {}",
+                    r.path.display(),
                     r.base_offset
                 ));
             }
@@ -249,7 +221,63 @@ pub fn verify(data_dir: &Path, progress: bool) -> Result<Verification, AdminErro
     if show {
         eprintln!();
     }
-    Ok(Verification { problems, notes })
+    Ok(found)
+}
+
+impl Verification {
+    /// Whether `report`'s frames can be checked: not when it is
+    /// quarantined or its header is unusable (a problem either way).
+    /// `reps`: every segment of the data directory.
+    fn readable(&mut self, reps: &[SegmentReport], report: &SegmentReport) -> bool {
+        let p = report.path.display();
+        if report.quarantined {
+            let lost = crate::legacy_lost::lost_offsets(reps, report);
+            self.problems.push(format!("{p}: quarantined segment of lane {}; {}", report.lane, describe_lost(&lost)));
+            return false;
+        }
+        if let Some(e) = report.header_error {
+            self.problems.push(format!("{p}: segment header unusable at byte 0: {e}"));
+            return false;
+        }
+        true
+    }
+
+    /// Corrupt frames, the tail (not of an active segment beside a `live`
+    /// broker) and the summary of one readable segment.
+    fn check_frames(&mut self, report: &SegmentReport, live: bool, is_active: bool) {
+        let p = report.path.display();
+        for c in &report.scan.corruptions {
+            self.problems.push(format!(
+                "{p}: corrupt frame at byte {}: {} (valid frames resume at byte {}; offsets {}..{} lost)",
+                c.at, c.what, c.resumes_at, c.lost_offsets.0, c.lost_offsets.1
+            ));
+        }
+        match report.scan.tail {
+            _ if live && is_active => {}
+            Tail::Torn { at, what } => self.problems.push(format!(
+                "{p}: torn tail at byte {at}: {what} ({} bytes after the last valid frame)",
+                report.file_len - at
+            )),
+            Tail::Zeros { at } if !is_active => self.notes.push(format!(
+                "{p}: sealed segment keeps {} preallocated zero bytes after byte {at} (trimmed at the next start)",
+                report.file_len - at
+            )),
+            Tail::Stale { at } if !is_active => self.notes.push(format!(
+                "{p}: sealed segment keeps {} bytes of a recycled file after byte {at} (trimmed at the next start)",
+                report.file_len - at
+            )),
+            _ => {}
+        }
+        match report.summary_ok {
+            Some(false) if report.summary_intact => self
+                .problems
+                .push(format!("{p}: the segment no longer matches its intact summary: it changed after it was sealed")),
+            Some(false) => self.notes.push(format!(
+                "{p}: summary file is damaged or empty (derived; rebuilt by repair or the next broker start)"
+            )),
+            _ => {}
+        }
+    }
 }
 
 /// What a quarantined file lost, for operators.
@@ -270,7 +298,7 @@ fn describe_lost(lost: &[(u64, Option<u64>)]) -> String {
 /// `repair`: run WAL recovery under the directory lock; with
 /// `discard_quarantine`, then delete the quarantined segments. Returns what
 /// it did.
-pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, AdminError> {
+pub(crate) fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, AdminError> {
     let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "repair", source })?;
     let opts = wal::WalOptions { shards: 0, ..wal::WalOptions::default() };
     let wal_dir = wal_dir(data_dir);
@@ -302,13 +330,15 @@ pub fn repair(data_dir: &Path, discard_quarantine: bool) -> Result<Vec<String>, 
 
 /// What `migrate` did: lines for the operator, and how many segments had
 /// records it could not convert (kept aside whole; exit 1 when any).
-pub struct Migration {
-    pub lines: Vec<String>,
-    pub kept_aside: usize,
+pub(crate) struct Migration {
+    /// What it did, one line each.
+    pub(crate) lines: Vec<String>,
+    /// Segments whose original was kept aside with records not converted.
+    pub(crate) kept_aside: usize,
 }
 
 /// `migrate`: convert format-1 segments to format 2 under the directory lock.
-pub fn migrate(data_dir: &Path) -> Result<Migration, AdminError> {
+pub(crate) fn migrate(data_dir: &Path) -> Result<Migration, AdminError> {
     let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "migrate", source })?;
     let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir))?;
     let mut out = vec![format!(
@@ -336,9 +366,9 @@ pub fn migrate(data_dir: &Path) -> Result<Migration, AdminError> {
     Ok(Migration { lines: out, kept_aside: report.kept_aside.len() })
 }
 
-fn describe(e: &wal::RecoveryEvent) -> String {
+fn describe(event: &wal::RecoveryEvent) -> String {
     use wal::RecoveryEvent::*;
-    match e {
+    match event {
         TruncatedTail { lane, path, at, bytes, .. } => format!("{lane}: truncated {bytes} torn bytes at byte {at} of {}", path.display()),
         Quarantined { lane, path, moved_to, corruptions } => format!(
             "{lane}: quarantined {} ({} corrupt region(s), first at byte {}) to {}; its valid frames were kept in place",

@@ -5,28 +5,31 @@ use protocol::routes::{self, AdminAction};
 use protocol::{ActionResult, DeadLetter, DestinationStatus, ErrorBody, RewindTarget};
 use std::io::Write;
 
-pub struct AdminClient {
+/// A client of one broker's admin API, with its admin token.
+pub(crate) struct AdminClient {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: &str) -> Result<AdminClient, AdminError> {
-        reqwest::Url::parse(base).map_err(|e| AdminError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
+    /// A client of the broker at `base` (`http://127.0.0.1:7070`); each
+    /// call times out after 30 s.
+    pub(crate) fn new(base: &str, token: &str) -> Result<AdminClient, AdminError> {
+        reqwest::Url::parse(base).map_err(|source| AdminError::BadUrl { url: base.to_string(), source })?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| AdminError::Unreachable(format!("http client: {e}")))?;
+            .map_err(AdminError::HttpClient)?;
         Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http })
     }
 
     async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, AdminError> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
+        let resp = req.bearer_auth(&self.token).send().await.map_err(AdminError::Unreachable)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| AdminError::Unreachable(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(AdminError::Unreachable)?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| AdminError::Answer(e.to_string()));
+            return serde_json::from_slice(&bytes).map_err(AdminError::Answer);
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => AdminError::Refused { status, code: b.error.code, message: b.error.message },
@@ -38,34 +41,38 @@ impl AdminClient {
         format!("{}{path}", self.base)
     }
 
-    pub async fn destinations(&self) -> Result<Vec<DestinationStatus>, AdminError> {
+    /// Every destination's status.
+    pub(crate) async fn destinations(&self) -> Result<Vec<DestinationStatus>, AdminError> {
         self.send(self.http.get(self.url(routes::destinations()))).await
     }
 
-    pub async fn action(
+    /// `action` on destination `dest`, with `target` as the body of a rewind.
+    pub(crate) async fn action(
         &self,
         dest: &str,
         action: AdminAction,
-        body: Option<serde_json::Value>,
+        target: Option<&RewindTarget>,
     ) -> Result<ActionResult, AdminError> {
         let mut req = self.http.post(self.url(&routes::admin_action(dest, action)));
-        if let Some(b) = body {
-            req = req.json(&b);
+        if let Some(target) = target {
+            req = req.json(target);
         }
         self.send(req).await
     }
 
-    pub async fn rewind(&self, dest: &str, target: &RewindTarget) -> Result<ActionResult, AdminError> {
-        let body = serde_json::to_value(target).map_err(|e| AdminError::Answer(e.to_string()))?;
-        self.action(dest, AdminAction::Rewind, Some(body)).await
+    /// Move `dest`'s cursors to `target`.
+    pub(crate) async fn rewind(&self, dest: &str, target: &RewindTarget) -> Result<ActionResult, AdminError> {
+        self.action(dest, AdminAction::Rewind, Some(target)).await
     }
 
-    pub async fn dead_letters(&self, dest: &str, limit: usize) -> Result<Vec<DeadLetter>, AdminError> {
+    /// At most `limit` of `dest`'s dead letters.
+    pub(crate) async fn dead_letters(&self, dest: &str, limit: usize) -> Result<Vec<DeadLetter>, AdminError> {
         self.send(self.http.get(self.url(&routes::dead_letters(dest, limit)))).await
     }
 }
 
-pub fn print_destinations(list: &[DestinationStatus], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+/// Destinations as a table, or as pretty JSON with `json`.
+pub(crate) fn print_destinations(list: &[DestinationStatus], json: bool, out: &mut impl Write) -> std::io::Result<()> {
     if json {
         return writeln!(out, "{}", serde_json::to_string_pretty(list).unwrap_or_default());
     }
@@ -92,7 +99,8 @@ pub fn print_destinations(list: &[DestinationStatus], json: bool, out: &mut impl
     Ok(())
 }
 
-pub fn print_dead_letters(list: &[DeadLetter], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+/// Dead letters as a table, or as pretty JSON with `json`.
+pub(crate) fn print_dead_letters(list: &[DeadLetter], json: bool, out: &mut impl Write) -> std::io::Result<()> {
     if json {
         return writeln!(out, "{}", serde_json::to_string_pretty(list).unwrap_or_default());
     }
