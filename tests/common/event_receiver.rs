@@ -81,10 +81,13 @@ async fn receive(State(s): State<Arc<Events>>, headers: HeaderMap, body: Bytes) 
         }
     };
     let mut kept = s.kept.lock().unwrap();
-    if kept.contains_key(&id) {
-        s.duplicates.fetch_add(1, Ordering::SeqCst);
-    } else {
-        kept.insert(id, record);
+    match kept.entry(id) {
+        std::collections::hash_map::Entry::Occupied(_) => {
+            s.duplicates.fetch_add(1, Ordering::SeqCst);
+        }
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(record);
+        }
     }
     StatusCode::OK
 }
