@@ -83,10 +83,6 @@ impl Broker {
         &self.wal
     }
 
-    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     pub(crate) fn auth(&self) -> &Authenticator {
         &self.auth
     }
@@ -103,6 +99,18 @@ impl Broker {
     /// SIGTERM: stop the waits that would hold the drain (acquire long-polls).
     pub fn begin_shutdown(&self) {
         self.deliveries.begin_shutdown();
+    }
+
+    /// The maintenance loop's view of the services it keeps (see
+    /// [`crate::maintenance`]): each through what it owns.
+    pub(crate) fn maintenance(&self) -> crate::maintenance::Maintenance {
+        crate::maintenance::Maintenance {
+            deliveries: Arc::clone(&self.deliveries),
+            intake: Arc::clone(&self.intake),
+            wal: Arc::clone(&self.wal),
+            metrics: Arc::clone(&self.metrics),
+            interval: self.cfg.timing.maintenance_interval,
+        }
     }
 
     pub(crate) fn deliveries(&self) -> &Arc<Deliveries> {

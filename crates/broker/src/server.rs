@@ -172,7 +172,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     announce(local, dev);
     // Only now: recovery is done and requests are served (Type=notify).
     crate::notify::notify_or_log(crate::notify::READY);
-    let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&broker)));
+    let maintenance = tokio::spawn(broker.maintenance().run());
     server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
     maintenance.abort();
     // In-flight requests have been answered; commit anything still queued.

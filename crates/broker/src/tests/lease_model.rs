@@ -410,7 +410,7 @@ fn rewound(m: &mut Model, dest: usize, to: u64) {
 }
 
 fn maintain(h: &Harness, m: &mut Model) -> Result<(), TestCaseError> {
-    let report = h.run(h.b().maintain_at(m.now)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let report = h.run(h.b().maintenance().pass_at(m.now)).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut expired = 0;
     for md in &mut m.dests {
         let before = md.live.len();
