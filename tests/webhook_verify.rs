@@ -31,8 +31,10 @@ fn whsec(byte: u8) -> String {
 fn ed25519_pair(python: &Path) -> (String, String) {
     let seed = [42u8; 32];
     let script = "import base64,sys\nfrom cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\nfrom cryptography.hazmat.primitives import serialization as s\nk=Ed25519PrivateKey.from_private_bytes(base64.b64decode(sys.argv[1]))\nprint(base64.b64encode(k.public_key().public_bytes(s.Encoding.Raw,s.PublicFormat.Raw)).decode())";
-    let out =
-        std::process::Command::new(python).args(["-c", script, &protocol::b64_encode(&seed)]).output().expect("run python");
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &protocol::b64_encode(&seed)])
+        .output()
+        .expect("run python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (format!("whsk_{}", protocol::b64_encode(&seed)), format!("whpk_{public}"))
