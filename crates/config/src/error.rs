@@ -34,11 +34,11 @@ pub enum ConfigKey {
 }
 
 impl fmt::Display for ConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigKey::Top(key) => f.write_str(key),
-            ConfigKey::Tenant { tenant, key } => write!(f, "tenant {tenant:?}: {key}"),
-            ConfigKey::Destination { destination, key } => write!(f, "destination {destination:?}: {key}"),
+            ConfigKey::Top(key) => out.write_str(key),
+            ConfigKey::Tenant { tenant, key } => write!(out, "tenant {tenant:?}: {key}"),
+            ConfigKey::Destination { destination, key } => write!(out, "destination {destination:?}: {key}"),
         }
     }
 }
@@ -57,11 +57,11 @@ pub enum TokenOwner {
 }
 
 impl fmt::Display for TokenOwner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TokenOwner::Admin => f.write_str("admin_token"),
-            TokenOwner::Tenant(name) => write!(f, "tenant {name:?} token"),
-            TokenOwner::Destination(name) => write!(f, "destination {name:?} token"),
+            TokenOwner::Admin => out.write_str("admin_token"),
+            TokenOwner::Tenant(name) => write!(out, "tenant {name:?} token"),
+            TokenOwner::Destination(name) => write!(out, "destination {name:?} token"),
         }
     }
 }
@@ -81,13 +81,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is larger than [`crate::MAX_CONFIG_BYTES`]: most likely not
+    /// The file is larger than `max` (4 MiB): most likely not
     /// a configuration at all (`/dev/zero`, a log). Name the right file.
     #[error("{}", OneLine(format_args!("config {}: larger than {max} bytes; is this the right file?", path.display())))]
     TooLarge {
         /// The file named by `--config`.
         path: PathBuf,
-        /// The most bytes read ([`crate::MAX_CONFIG_BYTES`]).
+        /// The most bytes read.
         max: u64,
     },
     /// The file is not UTF-8 text. Name the right file, or re-save it as UTF-8.
@@ -154,7 +154,7 @@ pub enum ConfigError {
         listen: SocketAddr,
     },
     /// On a non-loopback `listen`, a plain token shorter than
-    /// [`crate::MIN_PUBLIC_TOKEN_BYTES`]. Use a long random secret.
+    /// `min_bytes` (16). Use a long random secret.
     #[error("{owner}: refusing a plain token shorter than {min_bytes} bytes on non-loopback address {listen}; use a long random secret (e.g. `openssl rand -hex 24`)")]
     ShortTokenOnPublicAddress {
         /// The key that holds it.
@@ -274,9 +274,9 @@ pub enum ConfigError {
 struct AtLine(Option<usize>);
 
 impl fmt::Display for AtLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(line) => write!(f, " line {line}"),
+            Some(line) => write!(out, " line {line}"),
             None => Ok(()),
         }
     }
@@ -287,7 +287,7 @@ impl fmt::Display for AtLine {
 struct OneLine<T>(T);
 
 impl<T: fmt::Display> fmt::Display for OneLine<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_string().replace('\n', " "))
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str(&self.0.to_string().replace('\n', " "))
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Largest configuration file read: 4 MiB, far above any real one (a
 /// thousand tenants take about 150 KiB).
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// The text of `path`, read through `Read::take` so at most
 /// [`MAX_CONFIG_BYTES`] + 1 bytes are ever held.

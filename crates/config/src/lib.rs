@@ -26,6 +26,8 @@
 //! digests, tenant priorities, durations — so nothing downstream parses or
 //! validates again.
 
+#![deny(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -36,12 +38,15 @@ pub mod tokens;
 mod valid;
 pub mod weak;
 pub use error::{ConfigError, ConfigKey, TokenOwner};
-pub use file::MAX_CONFIG_BYTES;
 pub use valid::{Timing, Tokens, ValidConfig};
-pub use weak::{is_shipped_token, MIN_PUBLIC_TOKEN_BYTES, SHIPPED_TOKEN_DIGESTS};
+pub use weak::{is_shipped_token, SHIPPED_TOKEN_DIGESTS};
 
+/// The tenant `dev`'s token in the embedded development defaults
+/// ([`Config::development`]); refused on a non-loopback address.
 pub const DEV_TENANT_TOKEN: &str = "dev-token";
+/// The destination `dev`'s exporter token in the development defaults.
 pub const DEV_EXPORTER_TOKEN: &str = "dev-exporter";
+/// The admin token of the development defaults.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin";
 
 fn d_listen() -> String {
@@ -133,10 +138,13 @@ fn d_idem_keys() -> usize {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The address to listen on, `IP:PORT` (port 0: any free one).
     #[serde(default = "d_listen")]
     pub listen: String,
+    /// The data directory: the WAL, the metadata store, the lock.
     #[serde(default = "d_data_dir")]
     pub data_dir: PathBuf,
+    /// The admin API's token, plain or `sha256:<hex>`.
     pub admin_token: String,
     /// Shards per priority.
     #[serde(default = "d_shards")]
@@ -144,6 +152,8 @@ pub struct Config {
     /// Segment roll size.
     #[serde(default = "d_segment_bytes")]
     pub segment_bytes: u64,
+    /// Allocate each new segment's whole size at once (fewer metadata
+    /// updates per fsync).
     #[serde(default = "d_true")]
     pub preallocate: bool,
     /// Group commit: wait up to this many microseconds for more requests
@@ -161,6 +171,7 @@ pub struct Config {
     /// Largest request body after gzip inflation.
     #[serde(default = "d_max_inflated")]
     pub max_inflated_bytes: u64,
+    /// Largest record (one NDJSON line, or one octet-stream body).
     #[serde(default = "d_max_record")]
     pub max_record_bytes: u64,
     /// How long an Idempotency-Key is remembered, seconds.
@@ -178,14 +189,16 @@ pub struct Config {
     /// Default lease lifetime without heartbeat.
     #[serde(default = "d_lease_ms")]
     pub lease_timeout_ms: u64,
+    /// Most records in one lease.
     #[serde(default = "d_lease_records")]
     pub max_lease_records: u32,
+    /// Most payload bytes in one lease (at least one record is always given).
     #[serde(default = "d_lease_bytes")]
     pub max_lease_bytes: u64,
     /// Cap on an acquire's long-poll wait.
     #[serde(default = "d_long_poll")]
     pub max_long_poll_ms: u64,
-    /// Deprecated and ignored: the weighted share (`crate::share`) decides
+    /// Deprecated and ignored: the broker's weighted share decides
     /// which priority a lease serves. Still accepted (with a warning at
     /// start) because configurations in the field name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,26 +243,36 @@ pub struct Config {
     /// with a new key beyond it gets 503 `overloaded` with `Retry-After`.
     #[serde(default = "d_idem_keys")]
     pub idempotency_max_keys_per_tenant: usize,
+    /// `[[tenant]]`: who may ingest, at what rate and priority.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// `[[topic]]`: the topics ingest may name.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
+    /// `[[destination]]`: where records are delivered, by exporters.
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationConfig>,
 }
 
+/// One `[[tenant]]`: a producer's token, its rate and its priority.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
+    /// Unique, 1 to 255 bytes.
     pub name: String,
+    /// Its producers' token, plain or `sha256:<hex>`.
     pub token: String,
+    /// Records per second at its priority; beyond, records are demoted to low.
     pub rate_per_sec: f64,
+    /// The rate's bucket depth, records.
     pub burst: u64,
+    /// `high`, `normal` (the default) or `low`.
     #[serde(default = "d_priority")]
     pub priority: String,
     /// Optional hard limit: beyond it requests get 429 rate_limited.
     #[serde(default)]
     pub hard_rate_per_sec: Option<f64>,
+    /// The hard limit's bucket depth (set with `hard_rate_per_sec`).
     #[serde(default)]
     pub hard_burst: Option<u64>,
 }
@@ -258,40 +281,57 @@ fn d_priority() -> String {
     "normal".into()
 }
 
+/// One `[[topic]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
+    /// Unique, 1 to 255 bytes: the `{topic}` of the ingest path.
     pub name: String,
 }
 
+/// What a destination over its lag limit does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnLagLimit {
+    /// Producers of its topics get 429 until it catches up.
     Backpressure,
+    /// Its oldest records are skipped for it (counted as dropped).
     DropOldest,
 }
 
+/// One `[[destination]]`: which records go to it, its exporters' token,
+/// its lag limits and its breaker.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
+    /// Unique, non-empty: the `{dest}` of the lease paths.
     pub name: String,
+    /// The topics it receives (each a `[[topic]]`).
     pub topics: Vec<String>,
+    /// Only these tenants' records (each a `[[tenant]]`); absent: all.
     #[serde(default)]
     pub tenants: Option<Vec<String>>,
+    /// Its exporters' token, plain or `sha256:<hex>`.
     pub token: String,
+    /// Lag limit in payload bytes.
     #[serde(default = "d_max_lag_bytes")]
     pub max_lag_bytes: u64,
     /// Optional limit in records (0: none).
     #[serde(default)]
     pub max_lag_records: u64,
+    /// What happens over a lag limit.
     #[serde(default = "d_on_lag")]
     pub on_lag_limit: OnLagLimit,
+    /// Leases out at once.
     #[serde(default = "d_in_flight")]
     pub max_in_flight: u32,
+    /// Its leases' lifetime without heartbeat (absent: `lease_timeout_ms`).
     #[serde(default)]
     pub lease_timeout_ms: Option<u64>,
+    /// Consecutive failures that open its breaker.
     #[serde(default = "d_threshold")]
     pub failure_threshold: u32,
+    /// How long an open breaker waits before it lets a probe through.
     #[serde(default = "d_open_ms")]
     pub breaker_open_ms: u64,
 }
@@ -301,6 +341,7 @@ fn d_on_lag() -> OnLagLimit {
 }
 
 impl Config {
+    /// Parse `text` (not validated: [`Config::validate`] is the check).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|source: toml::de::Error| {
             let line = source.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
@@ -335,8 +376,9 @@ token = "{DEV_EXPORTER_TOKEN}"
             .chain(self.destinations.iter().map(|d| (TokenOwner::Destination(d.name.clone()), d.token.as_str())))
     }
 
-    pub fn destination_lease_ms(&self, d: &DestinationConfig) -> u64 {
-        d.lease_timeout_ms.unwrap_or(self.lease_timeout_ms)
+    /// How long a lease of `dest` lives without a heartbeat, ms.
+    pub fn destination_lease_ms(&self, dest: &DestinationConfig) -> u64 {
+        dest.lease_timeout_ms.unwrap_or(self.lease_timeout_ms)
     }
 }
 

@@ -91,11 +91,11 @@ impl Config {
         self.check_storage_ranges()?;
         self.check_request_ranges()?;
         self.check_lease_ranges()?;
-        for t in &self.tenants {
-            check_tenant(t)?;
+        for tenant in &self.tenants {
+            check_tenant(tenant)?;
         }
-        for d in &self.destinations {
-            check_destination(d)?;
+        for dest in &self.destinations {
+            check_destination(dest)?;
         }
         Ok(())
     }
@@ -145,11 +145,11 @@ impl Config {
     }
 }
 
-fn check_tenant(t: &TenantConfig) -> Result<(), ConfigError> {
-    let key = |key: &'static str| ConfigKey::Tenant { tenant: t.name.clone(), key };
-    float(key("rate_per_sec"), t.rate_per_sec, MIN_RATE, MAX_RATE)?;
-    int(key("burst"), t.burst, 1, MAX_BURST)?;
-    match (t.hard_rate_per_sec, t.hard_burst) {
+fn check_tenant(tenant: &TenantConfig) -> Result<(), ConfigError> {
+    let key = |key: &'static str| ConfigKey::Tenant { tenant: tenant.name.clone(), key };
+    float(key("rate_per_sec"), tenant.rate_per_sec, MIN_RATE, MAX_RATE)?;
+    int(key("burst"), tenant.burst, 1, MAX_BURST)?;
+    match (tenant.hard_rate_per_sec, tenant.hard_burst) {
         (None, None) => Ok(()),
         (Some(rate), Some(burst)) => {
             float(key("hard_rate_per_sec"), rate, MIN_RATE, MAX_RATE)?;
@@ -159,25 +159,25 @@ fn check_tenant(t: &TenantConfig) -> Result<(), ConfigError> {
             let wait = (burst as f64 / rate).ceil();
             if wait > MAX_RETRY_AFTER_SECS as f64 {
                 return Err(ConfigError::HardBucketTooSlow {
-                    tenant: t.name.clone(),
+                    tenant: tenant.name.clone(),
                     drain_secs: wait,
                     max_secs: MAX_RETRY_AFTER_SECS,
                 });
             }
             Ok(())
         }
-        _ => Err(ConfigError::HardLimitIncomplete { tenant: t.name.clone() }),
+        _ => Err(ConfigError::HardLimitIncomplete { tenant: tenant.name.clone() }),
     }
 }
 
-fn check_destination(d: &DestinationConfig) -> Result<(), ConfigError> {
-    let key = |key: &'static str| ConfigKey::Destination { destination: d.name.clone(), key };
-    int(key("max_lag_bytes"), d.max_lag_bytes, 1, MAX_LAG_LIMIT)?;
-    int(key("max_lag_records"), d.max_lag_records, 0, MAX_LAG_LIMIT)?;
-    int(key("max_in_flight"), d.max_in_flight.into(), 1, 65_536)?;
-    if let Some(ms) = d.lease_timeout_ms {
+fn check_destination(dest: &DestinationConfig) -> Result<(), ConfigError> {
+    let key = |key: &'static str| ConfigKey::Destination { destination: dest.name.clone(), key };
+    int(key("max_lag_bytes"), dest.max_lag_bytes, 1, MAX_LAG_LIMIT)?;
+    int(key("max_lag_records"), dest.max_lag_records, 0, MAX_LAG_LIMIT)?;
+    int(key("max_in_flight"), dest.max_in_flight.into(), 1, 65_536)?;
+    if let Some(ms) = dest.lease_timeout_ms {
         int(key("lease_timeout_ms"), ms, MIN_LEASE_TIMEOUT_MS, MAX_LEASE_TIMEOUT_MS)?;
     }
-    int(key("failure_threshold"), d.failure_threshold.into(), 1, 1000)?;
-    int(key("breaker_open_ms"), d.breaker_open_ms, 0, 3_600_000)
+    int(key("failure_threshold"), dest.failure_threshold.into(), 1, 1000)?;
+    int(key("breaker_open_ms"), dest.breaker_open_ms, 0, 3_600_000)
 }

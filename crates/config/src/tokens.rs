@@ -7,18 +7,21 @@ use std::collections::HashMap;
 /// Who a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The tenant at this index of `tenants`.
     Tenant(usize),
+    /// The exporters of the destination at this index of `destinations`.
     Exporter(usize),
+    /// The operator (`admin_token`).
     Admin,
 }
 
-/// A configured token, as its digest.
+/// A configured token, as its SHA-256 digest; its `Debug` shows nothing of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenSpec([u8; 32]);
 
 impl std::fmt::Debug for TokenSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenSpec(<redacted>)")
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str("TokenSpec(<redacted>)")
     }
 }
 
@@ -26,16 +29,17 @@ fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-fn hex_nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
+fn hex_nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
         _ => None,
     }
 }
 
-/// A configured token that cannot be used.
+/// A configured token that cannot be used; fix the key that holds it
+/// ([`crate::ConfigError::Token`] names it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// `sha256:` followed by other than 64 characters.
@@ -50,8 +54,10 @@ pub enum TokenError {
 }
 
 impl TokenSpec {
-    pub fn parse(s: &str) -> Result<TokenSpec, TokenError> {
-        if let Some(hex) = s.strip_prefix("sha256:") {
+    /// A token as configured: plain (its digest is taken) or
+    /// `sha256:<64 hex digits>`.
+    pub fn parse(configured: &str) -> Result<TokenSpec, TokenError> {
+        if let Some(hex) = configured.strip_prefix("sha256:") {
             let b = hex.as_bytes();
             if b.len() != 64 {
                 return Err(TokenError::DigestLength);
@@ -65,22 +71,23 @@ impl TokenSpec {
             }
             return Ok(TokenSpec(out));
         }
-        if s.is_empty() {
+        if configured.is_empty() {
             return Err(TokenError::Empty);
         }
-        Ok(TokenSpec(digest(s.as_bytes())))
+        Ok(TokenSpec(digest(configured.as_bytes())))
     }
 
+    /// Whether `presented` is this token (compared in constant time).
     pub fn matches(&self, presented: &str) -> bool {
         ct_eq(&self.0, &digest(presented.as_bytes()))
     }
 }
 
 /// Constant-time equality of two digests.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+fn ct_eq(left: &[u8; 32], right: &[u8; 32]) -> bool {
     let mut diff = 0u8;
     for i in 0..32 {
-        diff |= a[i] ^ b[i];
+        diff |= left[i] ^ right[i];
     }
     std::hint::black_box(diff) == 0
 }
@@ -92,11 +99,15 @@ pub struct Authenticator {
     by_prefix: HashMap<u64, Vec<([u8; 32], Role)>>,
 }
 
-fn prefix(d: &[u8; 32]) -> u64 {
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+fn prefix(digest: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 impl Authenticator {
+    /// The table of `entries`; when two hold the same digest, the later
+    /// one's role is the answer.
     pub fn new(entries: impl IntoIterator<Item = (TokenSpec, Role)>) -> Self {
         let mut by_prefix: HashMap<u64, Vec<([u8; 32], Role)>> = HashMap::new();
         for (spec, role) in entries {

@@ -16,32 +16,45 @@ use wal::Priority;
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
     file: Config,
+    /// `listen`, parsed.
     pub listen: SocketAddr,
+    /// Every token, as its digest.
     pub tokens: Tokens,
     /// Each tenant's priority, in `tenants` order.
     pub priorities: Vec<Priority>,
+    /// Every duration, in its type.
     pub timing: Timing,
 }
 
 /// Every token as its digest, in the file's order.
 #[derive(Debug, Clone)]
 pub struct Tokens {
+    /// `admin_token`.
     pub admin: TokenSpec,
+    /// Each tenant's, in `tenants` order.
     pub tenants: Vec<TokenSpec>,
+    /// Each destination's, in `destinations` order.
     pub destinations: Vec<TokenSpec>,
 }
 
 /// The configuration's durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
+    /// `group_commit_linger_us`.
     pub group_commit_linger: Duration,
-    /// `None`: keep until every destination committed.
+    /// `retention_max_age_secs`; `None`: keep until every destination committed.
     pub retention_max_age: Option<Duration>,
+    /// `idempotency_window_secs`.
     pub idempotency_window: Duration,
+    /// `retry_after_secs`.
     pub retry_after: Duration,
+    /// `max_long_poll_ms`.
     pub max_long_poll: Duration,
+    /// `maintenance_interval_ms`.
     pub maintenance_interval: Duration,
+    /// `body_read_timeout_ms`.
     pub body_read_timeout: Duration,
+    /// `shutdown_drain_ms`.
     pub shutdown_drain: Duration,
 }
 
@@ -58,9 +71,9 @@ impl ValidConfig {
         &self.file
     }
 
-    /// How long a lease of `d` lives without a heartbeat.
-    pub fn destination_lease(&self, d: &DestinationConfig) -> Duration {
-        Duration::from_millis(self.file.destination_lease_ms(d))
+    /// How long a lease of `dest` lives without a heartbeat.
+    pub fn destination_lease(&self, dest: &DestinationConfig) -> Duration {
+        Duration::from_millis(self.file.destination_lease_ms(dest))
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 /// Shortest plain token accepted on a non-loopback address, bytes. A
 /// `sha256:` token cannot be length-checked: its secret is not in the file.
-pub const MIN_PUBLIC_TOKEN_BYTES: usize = 16;
+pub(crate) const MIN_PUBLIC_TOKEN_BYTES: usize = 16;
 
 /// SHA-256 digests (hex) of every token shipped in `ops/` — the examples
 /// and placeholders of `ops/broker.toml`, `ops/k8s/*.toml`,
