@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The pool of connections waiting for their first request head.
-pub struct PendingPool {
+pub(crate) struct PendingPool {
     cap: usize,
     state: Mutex<PoolState>,
 }
@@ -50,18 +50,19 @@ struct SlotShared {
 /// A silent connection younger than this is not evicted: a real client
 /// sends its head within microseconds of connecting, and a burst of new
 /// connections must not push out one that is about to speak.
-pub const MIN_EVICTABLE_AGE: Duration = Duration::from_millis(50);
+pub(crate) const MIN_EVICTABLE_AGE: Duration = Duration::from_millis(50);
 
 /// One pending connection's place; given back when its head is read
 /// ([`HeadSlot::release`]), when it is evicted, or when it is dropped.
-pub struct HeadSlot {
+pub(crate) struct HeadSlot {
     pool: Arc<PendingPool>,
     id: u64,
     shared: Arc<SlotShared>,
 }
 
 impl PendingPool {
-    pub fn new(cap: usize) -> Arc<PendingPool> {
+    /// A pool of at most `cap` pending connections (at least one).
+    pub(crate) fn new(cap: usize) -> Arc<PendingPool> {
         Arc::new(PendingPool { cap: cap.max(1), state: Mutex::default() })
     }
 
@@ -72,7 +73,7 @@ impl PendingPool {
     /// A place for a new connection, evicting the oldest silent one if
     /// the pool is full; `None` when it is full of connections mid-head.
     /// The second value says whether a connection was evicted.
-    pub fn admit(self: &Arc<Self>) -> (Option<HeadSlot>, bool) {
+    pub(crate) fn admit(self: &Arc<Self>) -> (Option<HeadSlot>, bool) {
         let mut st = self.state();
         let mut evicted = false;
         if st.pending >= self.cap {
@@ -96,8 +97,10 @@ impl PendingPool {
         (Some(HeadSlot { pool: Arc::clone(self), id, shared }), evicted)
     }
 
-    /// Connections now waiting for their first head.
-    pub fn pending(&self) -> usize {
+    /// Connections now waiting for their first head (the tests' view of
+    /// the invariant; the listener needs no count).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.state().pending
     }
 }
@@ -105,18 +108,18 @@ impl PendingPool {
 impl HeadSlot {
     /// The connection sent its first byte: it is no longer evicted for
     /// being silent (its head deadline still holds).
-    pub fn spoke(&self) {
+    pub(crate) fn spoke(&self) {
         self.pool.state().silent.remove(&self.id);
     }
 
     /// Resolves when the pool evicted this connection for a newer one.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.shared.evicted.notified().await;
     }
 
     /// The connection's first head was read: its place goes back.
     /// Idempotent.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let mut st = self.pool.state();
         st.silent.remove(&self.id);
         if !self.shared.done.swap(true, Ordering::AcqRel) {
@@ -125,7 +128,7 @@ impl HeadSlot {
     }
 
     /// Whether the first head was read (or the slot given back otherwise).
-    pub fn is_released(&self) -> bool {
+    pub(crate) fn is_released(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
     }
 }

@@ -22,7 +22,7 @@ pub fn meta_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// The file under a data directory that holds its [`BrokerId`].
-pub const BROKER_ID_FILE: &str = "BROKER_ID";
+pub(crate) const BROKER_ID_FILE: &str = "BROKER_ID";
 
 /// A data directory's identity: 128 random bits in hex, made the first
 /// time a broker starts on it (also a directory from before ids existed)
@@ -37,19 +37,30 @@ pub struct BrokerId(String);
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerIdError {
     /// The id file could not be read, written or made durable.
+    /// Check the directory's permissions and its disk.
     #[error("broker id file {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The id file (or its temporary, or the directory being synced).
+        path: PathBuf,
+        /// What the operating system answered.
+        source: std::io::Error,
+    },
     /// The file holds something other than an id (damage, or not ours).
     #[error("broker id file {} does not hold 32 hex digits; restore it from a backup of this data directory, or remove it to give the directory a new id (downstream ids then change)", path.display())]
-    Malformed { path: PathBuf },
-    /// No randomness from the operating system.
+    Malformed {
+        /// The id file.
+        path: PathBuf,
+    },
+    /// No randomness from the operating system (a kernel without
+    /// `getrandom` or `/dev/urandom`): the broker cannot start.
     #[error("cannot draw a broker id: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
 }
 
 const BROKER_ID_HEX: usize = 32;
 
 impl BrokerId {
+    /// The id, 32 lowercase hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -78,7 +89,7 @@ impl BrokerId {
             return Ok(id);
         }
         let mut raw = [0u8; BROKER_ID_HEX / 2];
-        getrandom::fill(&mut raw).map_err(|e| BrokerIdError::Random(e.to_string()))?;
+        getrandom::fill(&mut raw).map_err(BrokerIdError::Random)?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(BROKER_ID_FILE);
         let io = |source| BrokerIdError::Io { path: path.clone(), source };
@@ -97,23 +108,39 @@ impl BrokerId {
 }
 
 impl std::fmt::Display for BrokerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(&self.0)
     }
 }
 
 /// Why the data directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    /// The directory could not be created.
+    /// The directory could not be created: check the path and permissions.
     #[error("cannot create data dir {}: {source}", dir.display())]
-    Create { dir: PathBuf, source: std::io::Error },
-    /// The lock file could not be opened.
+    Create {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the operating system answered.
+        source: std::io::Error,
+    },
+    /// The lock file could not be opened: check permissions.
     #[error("cannot open {}: {source}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// The lock file.
+        path: PathBuf,
+        /// What the operating system answered.
+        source: std::io::Error,
+    },
     /// Another process holds the lock: a broker runs on this directory.
+    /// Stop it first, or use another directory.
     #[error("data dir {} is in use by another broker (lock {} is held)", dir.display(), path.display())]
-    Held { dir: PathBuf, path: PathBuf },
+    Held {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file.
+        path: PathBuf,
+    },
 }
 
 /// An exclusive lock on the data directory, held for the process's life.
@@ -123,7 +150,8 @@ pub struct DirLock {
     _file: std::fs::File,
 }
 
-pub const LOCK_FILE: &str = "LOCK";
+/// The lock file under a data directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
 
 fn whole_file_lock(kind: libc::c_int) -> libc::flock {
     // SAFETY: flock is plain data; zeroed is a valid value (l_pid must be 0 for OFD locks).
@@ -134,6 +162,8 @@ fn whole_file_lock(kind: libc::c_int) -> libc::flock {
 }
 
 impl DirLock {
+    /// Take `dir`'s lock (creating the directory and its lock file if
+    /// needed), or fail at once if another process holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
         use std::os::fd::AsRawFd;
         std::fs::create_dir_all(dir).map_err(|e| LockError::Create { dir: dir.to_path_buf(), source: e })?;
@@ -146,7 +176,8 @@ impl DirLock {
             .open(&path)
             .map_err(|e| LockError::Open { path: path.clone(), source: e })?;
         let mut l = whole_file_lock(libc::F_WRLCK);
-        // SAFETY: fcntl on a descriptor we own with a valid flock struct.
+        // SAFETY: `file` owns the descriptor for the whole call, and `l` is
+        // an initialised flock that outlives it; F_OFD_SETLK only reads it.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut l) } != 0 {
             return Err(LockError::Held { dir: dir.to_path_buf(), path });
         }
@@ -158,7 +189,9 @@ impl DirLock {
         use std::os::fd::AsRawFd;
         let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
         let mut l = whole_file_lock(libc::F_WRLCK);
-        // SAFETY: F_OFD_GETLK only reports; it takes no lock.
+        // SAFETY: `file` owns the descriptor for the whole call, and `l` is
+        // an initialised flock that outlives it, which F_OFD_GETLK writes
+        // its report into; it takes no lock.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
         rc == 0 && l.l_type != libc::F_UNLCK as libc::c_short
     }

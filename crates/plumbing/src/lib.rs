@@ -12,13 +12,18 @@
 //! - Every connection the listener serves has a request-head deadline; a
 //!   stop drains requests in flight, then returns.
 //! - Connections that have not sent a whole first head are bounded apart
-//!   from the others ([`admission`]): silence cannot hold a place for long.
+//!   from the others (`admission`): silence cannot hold a place for long.
 //!
 //! ## Never
 //! - depend on the broker, the WAL or sled: the exporter links this crate
 //!   and must stay an HTTP-only process.
+//!
+//! Every `unsafe` block (the data directory's `fcntl` lock) says why it is
+//! sound in a `// SAFETY:` comment.
 
-pub mod admission;
+#![deny(missing_docs)]
+
+mod admission;
 pub mod cli;
 pub mod clock;
 pub mod datadir;

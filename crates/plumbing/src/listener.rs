@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 /// How long a connection may take to send a whole request head, counted
 /// from when the server waits for one (also on an idle keep-alive
 /// connection: an idle client is closed after this, as by most servers).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a failed `accept` (out of file descriptors, say), wait this long
 /// before the next: the error is not the client's, and retrying at once
@@ -293,7 +293,7 @@ async fn refuse(mut stream: tokio::net::TcpStream, why: &str) {
 const REFUSED_READ_BYTES: usize = 256 << 10;
 
 /// A whole HTTP/1.1 error answer in the contract's shape; closes the connection.
-pub fn error_answer(status: u16, code: &str, message: &str) -> Vec<u8> {
+pub(crate) fn error_answer(status: u16, code: &str, message: &str) -> Vec<u8> {
     let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
     let retry = if status == 503 || status == 429 { "retry-after: 1\r\n" } else { "" };
     format!(
@@ -332,7 +332,9 @@ fn code_for(status: u16) -> (&'static str, &'static str) {
     }
 }
 
-pub use contract::{contract_errors, ContractErrors};
+#[cfg(test)]
+use contract::contract_errors;
+use contract::ContractErrors;
 
 mod contract {
     //! The IO wrapper that rewrites bodiless error answers (see the module doc).
@@ -343,7 +345,7 @@ mod contract {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     /// An IO whose bodiless error answers are rewritten in the contract's shape.
-    pub struct ContractErrors<T> {
+    pub(crate) struct ContractErrors<T> {
         inner: T,
         /// A rewritten answer still to be written, and how much of it went.
         pending: Vec<u8>,
@@ -351,13 +353,14 @@ mod contract {
     }
 
     impl<T> ContractErrors<T> {
-        pub fn new(inner: T) -> Self {
+        /// `inner`, its bodiless error answers rewritten.
+        pub(crate) fn new(inner: T) -> Self {
             ContractErrors { inner, pending: Vec::new(), sent: 0 }
         }
     }
 
     /// The rewrite of one write, if it is a whole bodiless error head.
-    pub fn contract_errors(buf: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn contract_errors(buf: &[u8]) -> Option<Vec<u8>> {
         let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
         // The hot path (every 2xx answer) stops here, after one byte compare.
         if !matches!(rest.first(), Some(b'4' | b'5')) {
@@ -374,8 +377,8 @@ mod contract {
         Some(error_answer(status, code, message))
     }
 
-    fn memchr_crlfcrlf(b: &[u8]) -> Option<usize> {
-        b.windows(4).position(|w| w == b"\r\n\r\n")
+    fn memchr_crlfcrlf(bytes: &[u8]) -> Option<usize> {
+        bytes.windows(4).position(|w| w == b"\r\n\r\n")
     }
 
     impl<T: AsyncWrite + Unpin> ContractErrors<T> {

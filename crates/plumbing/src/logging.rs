@@ -12,29 +12,32 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// For people (the default); colours on a terminal.
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
-/// A log format that is neither `text` nor `json`.
+/// A log format that is neither `text` nor `json` (the value as given).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("log format {0:?}: use text or json")]
 pub struct UnknownLogFormat(pub String);
 
-/// Why the log format could not be chosen.
+/// Why the log format could not be chosen: bad usage, exit 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LogFormatError {
-    /// `WEIR_LOG_FORMAT` names no format.
+pub(crate) enum LogFormatError {
+    /// `WEIR_LOG_FORMAT` names no format: set it to `text` or `json`.
     #[error("WEIR_LOG_FORMAT: {0}")]
-    Env(UnknownLogFormat),
+    Env(#[source] UnknownLogFormat),
 }
 
 impl std::str::FromStr for LogFormat {
     type Err = UnknownLogFormat;
-    fn from_str(s: &str) -> Result<LogFormat, UnknownLogFormat> {
-        match s {
+    fn from_str(name: &str) -> Result<LogFormat, UnknownLogFormat> {
+        match name {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             other => Err(UnknownLogFormat(other.to_string())),
@@ -43,7 +46,7 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// The flag if given, else `WEIR_LOG_FORMAT`, else text.
-pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, LogFormatError> {
+pub(crate) fn choose(flag: Option<LogFormat>) -> Result<LogFormat, LogFormatError> {
     match (flag, std::env::var("WEIR_LOG_FORMAT")) {
         (Some(f), _) => Ok(f),
         (None, Ok(v)) if !v.is_empty() => v.parse().map_err(LogFormatError::Env),
@@ -52,7 +55,7 @@ pub fn choose(flag: Option<LogFormat>) -> Result<LogFormat, LogFormatError> {
 }
 
 /// Install the stderr subscriber (filter: `RUST_LOG`, default `info`).
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A log that cannot be written (a full disk, a closed pipe) must not stop
@@ -78,7 +81,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut out: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut ts = String::new();
         tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts))?;
         let meta = event.metadata();
@@ -88,16 +91,16 @@ where
         // event's own fields; serde_json escapes every string.
         let head = |v: &str| serde_json::Value::from(v).to_string();
         write!(
-            w,
+            out,
             "{{\"ts\":{},\"level\":{},\"target\":{}",
             head(&ts),
             head(meta.level().as_str()),
             head(meta.target())
         )?;
         for (k, v) in &fields {
-            write!(w, ",{}:{v}", head(k))?;
+            write!(out, ",{}:{v}", head(k))?;
         }
-        writeln!(w, "}}")
+        writeln!(out, "}}")
     }
 }
 
