@@ -56,7 +56,7 @@ pub enum TokenError {
 impl TokenSpec {
     /// A token as configured: plain (its digest is taken) or
     /// `sha256:<64 hex digits>`.
-    pub fn parse(configured: &str) -> Result<TokenSpec, TokenError> {
+    pub(crate) fn parse(configured: &str) -> Result<TokenSpec, TokenError> {
         if let Some(hex) = configured.strip_prefix("sha256:") {
             let b = hex.as_bytes();
             if b.len() != 64 {
@@ -78,7 +78,7 @@ impl TokenSpec {
     }
 
     /// Whether `presented` is this token (compared in constant time).
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         ct_eq(&self.0, &digest(presented.as_bytes()))
     }
 }
