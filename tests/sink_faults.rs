@@ -347,3 +347,36 @@ async fn sink_429_lowers_the_exporters_adaptive_concurrency() {
     })
     .await;
 }
+
+/// Issue 22: a sink's 410 Gone ("stop sending", as Standard Webhooks and
+/// Svix mean it) pauses the destination: the lease is given back (nothing
+/// dead-lettered, nothing committed), `paused_reason` says why in the
+/// admin JSON, `weir_destination_paused` is 1; a resume sends again and
+/// every record arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_410_pauses_the_destination_until_a_resume_and_loses_nothing() {
+    let b = start_with_records_of_two_tenants().await;
+    let sink = RawSink::start(Mode::Status(410, vec![])).await;
+    let mut e = ExporterProc::start(&b.url, "w", "w-t", &sink.url, ARGS);
+    wait_until("the 410 paused the destination", Duration::from_secs(30), || async {
+        let st = destination(&b.url, "w").await;
+        st["paused"] == true && st["leases_in_flight"] == 0
+    })
+    .await;
+    let st = destination(&b.url, "w").await;
+    let reason = st["paused_reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("410"), "paused_reason names the 410: {st}");
+    assert_eq!(st["dead_letter_records"], 0, "{st}");
+    assert_eq!(committed_and_end(&st).0, 0, "{st}");
+    assert_eq!(metric(&b.url, "weir_destination_paused{destination=\"w\"}").await, 1.0);
+    let tried = sink.requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..10).contains(&tried), "{tried} requests: a paused destination gets no new lease");
+    sink.set(Mode::Accept);
+    let resumed = admin_post(&b.url, "/v1/admin/destinations/w/resume", serde_json::json!({})).await;
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let st = destination(&b.url, "w").await;
+    assert!(st["paused_reason"].is_null(), "a resume clears the reason: {st}");
+    assert_recovered(&b, &sink, "410 then resume", true).await;
+    assert_eq!(metric(&b.url, "weir_destination_paused{destination=\"w\"}").await, 0.0);
+    assert_eq!(e.sigterm(), Some(0));
+}

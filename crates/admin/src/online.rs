@@ -78,13 +78,13 @@ pub(crate) fn print_destinations(list: &[DestinationStatus], json: bool, out: &m
     }
     writeln!(
         out,
-        "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7}",
+        "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7} REASON",
         "DESTINATION", "LAG_RECORDS", "LAG_BYTES", "OLDEST_MS", "LEASES", "DEAD", "BREAKER", "FAILURES", "PAUSED"
     )?;
     for d in list {
         writeln!(
             out,
-            "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7}",
+            "{:<20} {:>12} {:>14} {:>12} {:>7} {:>6} {:<10} {:>9} {:<7} {}",
             d.name,
             d.lag_records,
             d.lag_bytes,
@@ -93,7 +93,8 @@ pub(crate) fn print_destinations(list: &[DestinationStatus], json: bool, out: &m
             d.dead_letter_records,
             d.breaker.state,
             d.breaker.consecutive_failures,
-            d.paused
+            d.paused,
+            d.paused_reason.as_deref().unwrap_or("-")
         )?;
     }
     Ok(())

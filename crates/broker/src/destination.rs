@@ -68,6 +68,8 @@ pub struct DestState {
     pub leases: HashMap<String, LiveLease>,
     pub breaker: Breaker,
     pub paused: bool,
+    /// Why it is paused (`operator`, or a sink's 410 Gone); none while running.
+    pub paused_reason: Option<String>,
     /// Honour the sink's Retry-After: no lease before this time.
     pub not_before_ms: u64,
     pub seq: u64,

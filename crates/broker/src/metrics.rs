@@ -35,6 +35,8 @@ pub struct Metrics {
     pub(crate) destination_lag_records: IntGaugeVec,
     pub(crate) destination_lag_bytes: IntGaugeVec,
     pub(crate) destination_breaker_state: IntGaugeVec,
+    /// `weir_destination_paused{destination}`: 1 while paused.
+    pub(crate) destination_paused: IntGaugeVec,
     pub(crate) lease_expired: IntCounterVec,
     pub(crate) leases_acquired: IntCounterVec,
     pub(crate) leases_committed: IntCounterVec,
@@ -97,6 +99,7 @@ impl Metrics {
             destination_lag_records: gauge_vec(&r, "weir_destination_lag_records", "Records not yet committed by the destination.", &["destination"]),
             destination_lag_bytes: gauge_vec(&r, "weir_destination_lag_bytes", "Bytes not yet committed by the destination (estimate).", &["destination"]),
             destination_breaker_state: gauge_vec(&r, "weir_destination_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open.", &["destination"]),
+            destination_paused: gauge_vec(&r, "weir_destination_paused", "1 while the destination is paused (by an operator, or by its sink's 410 Gone): no leases are handed out.", &["destination"]),
             lease_expired: counter_vec(&r, "weir_lease_expired_total", "Leases that expired before commit and were offered again.", &["destination"]),
             leases_acquired: counter_vec(&r, "weir_leases_acquired_total", "Leases handed to exporters.", &["destination"]),
             leases_committed: counter_vec(&r, "weir_leases_committed_total", "Leases committed.", &["destination"]),
@@ -174,7 +177,12 @@ impl Metrics {
         }
         for d in &cfg.destinations {
             let l = [d.name.as_str()];
-            for g in [&self.destination_lag_records, &self.destination_lag_bytes, &self.destination_breaker_state] {
+            for g in [
+                &self.destination_lag_records,
+                &self.destination_lag_bytes,
+                &self.destination_breaker_state,
+                &self.destination_paused,
+            ] {
                 g.with_label_values(&l);
             }
             for c in [

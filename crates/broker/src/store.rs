@@ -59,9 +59,19 @@ pub struct LeaseRecord {
     pub redeliveries: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DestFlags {
+    /// No leases are handed out.
     pub paused: bool,
+    /// Why (an operator, a sink's 410 Gone); none while running.
+    pub reason: Option<String>,
+}
+
+/// The flags as brokers before v1.2 stored them (no reason): read when a
+/// record does not decode as [`DestFlags`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DestFlagsV1 {
+    paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +235,13 @@ impl Store {
     }
 
     pub fn flags(&self, dest: &str) -> StoreResult<DestFlags> {
-        self.flags.get(dest.as_bytes())?.map_or(Ok(DestFlags::default()), |v| dec(&v))
+        let Some(v) = self.flags.get(dest.as_bytes())? else {
+            return Ok(DestFlags::default());
+        };
+        match dec::<DestFlags>(&v) {
+            Ok(f) => Ok(f),
+            Err(_) => dec::<DestFlagsV1>(&v).map(|old| DestFlags { paused: old.paused, reason: None }),
+        }
     }
 
     pub fn set_flags(&self, dest: &str, f: &DestFlags) -> StoreResult<()> {
@@ -254,5 +270,25 @@ impl Store {
 
     pub fn count_dead_letters(&self, dest: &str) -> u64 {
         self.dead_letters.scan_prefix(prefix(dest)).count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22: flags stored by a broker before v1.2 (no reason) still
+    /// read, as paused with no reason; the new form keeps its reason.
+    #[test]
+    fn flags_from_before_the_reason_still_read_and_the_reason_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = enc(&DestFlagsV1 { paused: true }).unwrap();
+        store.flags.insert(b"d".as_slice(), old).unwrap();
+        assert_eq!(store.flags("d").unwrap(), DestFlags { paused: true, reason: None });
+        let gone = DestFlags { paused: true, reason: Some("sink answered 410 Gone: bye".into()) };
+        store.set_flags("d", &gone).unwrap();
+        assert_eq!(store.flags("d").unwrap(), gone);
+        assert_eq!(store.flags("other").unwrap(), DestFlags::default());
     }
 }

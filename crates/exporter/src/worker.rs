@@ -314,21 +314,27 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     signal
 }
 
-/// The sink answered 410 Gone: it asks to stop. The lease is released —
-/// nothing dead-lettered, not counted by the breaker — with a wait of
-/// `--max-retry-after-ms`, which the broker honours before offering the
-/// range again, so a gone endpoint is asked at most once per wait.
+/// The sink answered 410 Gone: it asks to stop. The lease is given back
+/// as `gone` — nothing dead-lettered, not counted by the breaker — and the
+/// broker pauses the destination until an operator resumes it. A broker
+/// before v1.2 does not know `gone`: the lease is then released with a
+/// wait of `--max-retry-after-ms`, so a gone endpoint is asked at most
+/// once per wait.
 async fn gone(ctx: &Ctx, lease: &str, message: String) {
     let dest = ctx.opts.destination.as_str();
     ctx.metrics.deliveries.with_label_values(&[dest, "gone"]).inc();
     let wait_ms = u64::try_from(ctx.opts.max_retry_after.as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(lease, sink = %ctx.sink.describe(), %message, wait_ms, "the sink answered 410 Gone (stop sending): lease released, nothing dead-lettered");
-    let req = FailRequest {
+    tracing::warn!(lease, sink = %ctx.sink.describe(), %message, "the sink answered 410 Gone (stop sending): lease given back, nothing dead-lettered; the broker pauses the destination");
+    let req = FailRequest { class: FailureClass::Gone, message: message.clone(), retry_after_ms: Some(wait_ms) };
+    if ctx.client.fail(lease, &req).await.is_ok() {
+        return;
+    }
+    let released = FailRequest {
         class: FailureClass::Released,
         message: format!("sink answered 410 Gone: {message}"),
         retry_after_ms: Some(wait_ms),
     };
-    if let Err(e) = ctx.client.fail(lease, &req).await {
+    if let Err(e) = ctx.client.fail(lease, &released).await {
         tracing::warn!(lease, error = %e, "could not release the lease; it will expire");
     }
 }

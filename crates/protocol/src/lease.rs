@@ -171,6 +171,10 @@ pub enum FailureClass {
     Retryable,
     /// The exporter is stopping or gave the lease back for another reason.
     Released,
+    /// The sink answered 410 Gone (Standard Webhooks and Svix: "stop
+    /// sending"): the lease is given back, nothing is dead-lettered, and the
+    /// broker pauses the destination until an operator resumes it.
+    Gone,
 }
 
 /// The body of a fail (and of a release): the lease was not delivered.

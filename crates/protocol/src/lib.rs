@@ -211,8 +211,12 @@ pub struct DestinationStatus {
     pub dead_letter_records: u64,
     /// Its circuit breaker.
     pub breaker: BreakerView,
-    /// An operator paused it: no leases are handed out.
+    /// It is paused: no leases are handed out.
     pub paused: bool,
+    /// Why it is paused (`operator`, or the sink's 410 Gone with its
+    /// message); none while it runs. Absent from brokers before v1.2.
+    #[serde(default)]
+    pub paused_reason: Option<String>,
     /// Records skipped for it by `drop_oldest` or retention, never delivered.
     pub dropped_records: u64,
     /// Its lag is over a limit with `on_lag_limit = "backpressure"`:

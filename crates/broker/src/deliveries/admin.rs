@@ -5,13 +5,16 @@
 use super::settle::end_lease;
 use super::Deliveries;
 use crate::breaker::{Breaker, LeaseEnd};
-use crate::destination::{Destination, LaneLeases, LeaseSource};
+use crate::destination::{DestState, Destination, LaneLeases, LeaseSource};
 use crate::error::{BrokerError, RequestPart};
 use crate::store::DestFlags;
 use plumbing::clock::now_ms;
 use protocol::{ActionResult, BreakerView, DestinationStatus, LaneCursor, RewindTarget};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
+
+/// `paused_reason` of a destination an operator paused.
+const OPERATOR: &str = "operator";
 use wal::LaneId;
 
 fn done(dest: &Destination, action: &str, detail: String) -> ActionResult {
@@ -41,10 +44,29 @@ impl Deliveries {
                 retry_in_ms: st.breaker.retry_in_ms(now, dest.policy),
             },
             paused: st.paused,
+            paused_reason: st.paused_reason.clone(),
             dropped_records: dest.dropped.load(Ordering::Relaxed),
             backpressure: dest.sheds(wal::Priority::High) || dest.sheds(wal::Priority::Low),
             cursors,
         }
+    }
+
+    /// Pause `dest` for `reason` (or resume it, with none): sled first, so
+    /// an error leaves the flag as it was; then the state and the gauge.
+    /// Leases in flight stay held; a paused destination only gets no new
+    /// ones. The caller holds `st` (the destination's lock) and flushes.
+    pub(super) fn pause_as(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        reason: Option<String>,
+    ) -> Result<(), BrokerError> {
+        let paused = reason.is_some();
+        self.store.set_flags(&dest.name, &DestFlags { paused, reason: reason.clone() })?;
+        st.paused = paused;
+        st.paused_reason = reason;
+        self.metrics.destination_paused.with_label_values(&[dest.name.as_str()]).set(i64::from(paused));
+        Ok(())
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ActionResult, BrokerError> {
@@ -53,8 +75,7 @@ impl Deliveries {
             // sled first: an error leaves the flag as it was. Leases in
             // flight stay held; a paused destination only gets no new ones.
             let mut st = dest.state();
-            self.store.set_flags(&dest.name, &DestFlags { paused })?;
-            st.paused = paused;
+            self.pause_as(dest, &mut st, paused.then(|| OPERATOR.to_string()))?;
         }
         self.store.flush().await?;
         tracing::info!(destination = %dest.name, paused, "destination pause flag changed by an operator");

@@ -471,17 +471,26 @@ impl Deliveries {
             let before = st.breaker;
             let end = match req.class {
                 FailureClass::Retryable => LeaseEnd::Failed,
-                FailureClass::Released => LeaseEnd::Released,
+                // Gone: given back whole, not the sink's failure to count.
+                FailureClass::Released | FailureClass::Gone => LeaseEnd::Released,
             };
             self.transact(dest, &mut st, |next, _| {
                 end_lease(dest, next, id, end, now)?;
-                if let Some(ms) = req.retry_after_ms {
+                // A gone sink waits for the operator's resume, not a clock:
+                // its wait (for brokers that do not pause) is not kept.
+                if let Some(ms) = req.retry_after_ms.filter(|_| req.class != FailureClass::Gone) {
                     next.not_before_ms = next.not_before_ms.max(now + ms.min(MAX_SINK_RETRY_AFTER_MS));
                 }
                 Ok(())
             })?;
             if st.breaker.state != before.state {
                 tracing::warn!(destination = %dest.name, state = st.breaker.state.as_str(), reason = %req.message, "breaker transition");
+            }
+            if req.class == FailureClass::Gone {
+                // The receiver asked to stop (Standard Webhooks, Svix): paused
+                // until an operator resumes it; nothing is dead-lettered.
+                self.pause_as(dest, &mut st, Some(format!("sink answered 410 Gone: {}", req.message)))?;
+                tracing::warn!(destination = %dest.name, reason = %req.message, "sink answered 410 Gone; destination paused until resumed");
             }
         }
         Ok(())

@@ -180,7 +180,13 @@ pub(crate) fn skip_to(
 /// are merged or dropped, and a half-open breaker whose probe is gone gets
 /// its slot back; those repairs are written back.
 pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: usize) -> Result<DestState, StoreError> {
-    let mut st = DestState { breaker: store.breaker(dest)?, paused: store.flags(dest)?.paused, ..DestState::default() };
+    let flags = store.flags(dest)?;
+    let mut st = DestState {
+        breaker: store.breaker(dest)?,
+        paused: flags.paused,
+        paused_reason: flags.reason,
+        ..DestState::default()
+    };
     let ends = load_cursors(store, wal, dest, &mut st)?;
     let raw = store.leases(dest)?;
     let waiting = load_leases(&raw, &ends, &mut st);

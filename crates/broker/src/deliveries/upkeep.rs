@@ -50,8 +50,12 @@ impl Deliveries {
         self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
         let age = lag.oldest_pending_age_ms as f64 / 1000.0;
         self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
-        let state = dest.state().breaker.state;
+        let (state, paused) = {
+            let st = dest.state();
+            (st.breaker.state, st.paused)
+        };
         self.metrics.destination_breaker_state.with_label_values(&[name]).set(state.gauge());
+        self.metrics.destination_paused.with_label_values(&[name]).set(i64::from(paused));
         Ok((expired, skips))
     }
 
