@@ -242,11 +242,13 @@ impl FrameHeader {
     }
 }
 
-fn u32_at(buf: &[u8], at: usize) -> u32 {
+/// The little-endian `u32` at `at` (the caller checked the length).
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
 
-fn u64_at(buf: &[u8], at: usize) -> u64 {
+/// The little-endian `u64` at `at` (the caller checked the length).
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut out = [0u8; 8];
     out.copy_from_slice(&buf[at..at + 8]);
     u64::from_le_bytes(out)

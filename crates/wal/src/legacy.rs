@@ -14,7 +14,7 @@
 //! each segment in one format or the other; running `migrate` again goes on.
 
 use crate::error::{FrameError, Result, WalError};
-use crate::frame::{EncodedBatch, FrameKey};
+use crate::frame::{u32_at, u64_at, EncodedBatch, FrameKey};
 use crate::fs::FileSystem;
 use crate::lane_id::LaneId;
 use crate::layout::{lane_dir, lanes_on_disk, quarantine_lane_dir, segment_paths, summary_path, MIGRATE_EXT};
@@ -38,16 +38,6 @@ pub struct MigrateReport {
     pub current: usize,
     /// (segment, where its unreadable rest was kept, first offset not converted).
     pub kept_aside: Vec<(PathBuf, PathBuf, u64)>,
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-}
-
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(out)
 }
 
 /// A format-1 segment header: (lane, base offset), or why it is not one.
