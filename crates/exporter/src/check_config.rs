@@ -18,7 +18,7 @@ use toml::{Table, Value};
 
 /// Why the settings would not start an exporter.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -26,7 +26,7 @@ pub enum CheckError {
 }
 
 /// The effective settings of `args`, as TOML, secrets redacted.
-pub fn effective(mut args: Args) -> Result<String, CheckError> {
+pub(crate) fn effective(mut args: Args) -> Result<String, CheckError> {
     if let Some(Some(file)) = args.check_config.take() {
         args.config = Some(file);
     }

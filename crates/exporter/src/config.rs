@@ -1,7 +1,7 @@
 //! Exporter options: flags, or the same keys in a TOML `--config` file.
 //!
 //! One struct, [`Settings`], is both the flags and the file's keys; a flag
-//! wins over the file, and [`defaults`] fills what neither gave.
+//! wins over the file, and `defaults` fills what neither gave.
 
 mod webhook;
 
@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 pub(crate) use webhook::read_secret_file;
-pub use webhook::{EventOrder, SinkTls, WebhookMode, WebhookOptions};
+pub use webhook::{EventOrder, WebhookMode};
+pub(crate) use webhook::{SinkTls, WebhookOptions};
 
 /// The defaults, in one place (`--help` and `docs/exporter.md` say them too).
-pub mod defaults {
+pub(crate) mod defaults {
     pub const SINK_TIMEOUT_MS: u64 = 3_000;
     pub const MAX_RETRIES: u32 = 2;
     pub const BACKOFF_BASE_MS: u64 = 100;
@@ -33,25 +34,34 @@ pub enum ConfigError {
     /// The `--config` file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The `--config` file given.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// The `--config` file is not valid TOML of these keys.
     #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The `--config` file given.
+        path: PathBuf,
+        /// The TOML error, quoted values shown as `<redacted>`.
+        message: String,
+    },
     /// A required option is in neither the flags nor the file.
     #[error("--{0} is required")]
     Missing(&'static str),
     /// `--concurrency` is neither `adaptive` nor a number.
     #[error(transparent)]
     Concurrency(#[from] crate::concurrency::BadMode),
-    /// The lease would expire before a delivery's retries could end.
     /// A file a secret is read from cannot be read.
     #[error("cannot read --{flag} {path}: {source}")]
     SecretFile {
+        /// The flag that named the file, without its `--` (e.g. `token-file`).
         flag: &'static str,
+        /// The file named.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
@@ -64,7 +74,9 @@ pub enum ConfigError {
     /// A line of the `--header-file` cannot be sent.
     #[error("--header-file {path}: {source}")]
     HeaderFile {
+        /// The `--header-file` given.
         path: PathBuf,
+        /// What is wrong with the line.
         #[source]
         source: crate::headers::HeaderError,
     },
@@ -74,10 +86,21 @@ pub enum ConfigError {
     /// A client certificate without its key, or the other way round.
     #[error("--sink-client-cert and --sink-client-key go together")]
     ClientPair,
+    /// The lease would expire before a delivery's retries could end.
     #[error("lease timeout {lease_ms} ms cannot cover the sink timeout {sink_ms} ms x {attempts} attempts plus backoff ({budget_ms} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries")]
-    LeaseBudget { lease_ms: u128, sink_ms: u128, attempts: u32, budget_ms: u128 },
+    LeaseBudget {
+        /// `--lease-timeout-ms`, ms.
+        lease_ms: u128,
+        /// `--sink-timeout-ms`, ms.
+        sink_ms: u128,
+        /// Attempts per delivery: `--max-retries` + 1.
+        attempts: u32,
+        /// What a delivery may take in all, attempts and backoff, ms.
+        budget_ms: u128,
+    },
 }
 
+/// The command line: `--config`, `--check-config` and every [`Settings`] flag.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "exporter",
@@ -94,7 +117,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub check_config: Option<Option<PathBuf>>,
     #[command(flatten)]
-    pub settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 /// Every option, as a flag and as a key of the `--config` file.
@@ -253,28 +276,32 @@ fn quoted_redacted(message: &str) -> String {
 /// Resolved options.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub broker: String,
-    pub destination: String,
+    pub(crate) broker: String,
+    pub(crate) destination: String,
+    /// The destination's exporter token (`--token` or the first line of
+    /// `--token-file`); the caller keeps it in [`crate::reload::Running`].
     pub token: Secret,
-    pub token_file: Option<PathBuf>,
-    pub sink: String,
-    pub sink_timeout: Duration,
-    pub max_retries: u32,
-    pub backoff: Backoff,
-    pub batch_records: u32,
-    pub batch_bytes: u64,
-    pub max_in_flight: u32,
-    pub concurrency: crate::concurrency::Mode,
-    pub lease_timeout: Duration,
-    pub wait_ms: u64,
-    pub gzip: bool,
-    pub metrics_listen: Option<String>,
-    pub max_retry_after: Duration,
-    pub webhook: WebhookOptions,
-    pub sink_tls: SinkTls,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) sink: String,
+    pub(crate) sink_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) batch_records: u32,
+    pub(crate) batch_bytes: u64,
+    pub(crate) max_in_flight: u32,
+    pub(crate) concurrency: crate::concurrency::Mode,
+    pub(crate) lease_timeout: Duration,
+    pub(crate) wait_ms: u64,
+    pub(crate) gzip: bool,
+    pub(crate) metrics_listen: Option<String>,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) webhook: WebhookOptions,
+    pub(crate) sink_tls: SinkTls,
 }
 
 impl Options {
+    /// Options from the command line and its `--config` file (flags win),
+    /// checked as at start.
     pub fn resolve(args: Args) -> Result<Options, ConfigError> {
         Options::from_settings(args.merged()?)
     }

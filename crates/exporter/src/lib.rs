@@ -31,18 +31,20 @@
 //!   (the one exception is soft and in memory: `streak`'s row of refusals);
 //! - open the broker's data directory.
 
-pub mod backoff;
+#![deny(missing_docs)]
+
+pub(crate) mod backoff;
 pub mod check_config;
-pub mod client;
-pub mod concurrency;
+pub(crate) mod client;
+pub(crate) mod concurrency;
 pub mod config;
-pub mod deliver;
-pub mod gate;
-pub mod headers;
-pub mod metrics;
+pub(crate) mod deliver;
+pub(crate) mod gate;
+pub(crate) mod headers;
+pub(crate) mod metrics;
 pub mod reload;
-pub mod secret;
-pub mod sign;
-pub mod sink;
-pub mod streak;
+pub(crate) mod secret;
+pub(crate) mod sign;
+pub(crate) mod sink;
+pub(crate) mod streak;
 pub mod worker;

@@ -26,30 +26,32 @@ const RELOADED: [&str; 5] = ["sign_secret", "sign_secret_file", "sign_key", "hea
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
 
 /// What a reload applied, and the keys it could not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reloaded {
-    pub secrets: usize,
-    pub headers: usize,
-    pub need_restart: Vec<String>,
+pub(crate) struct Reloaded {
+    pub(crate) secrets: usize,
+    pub(crate) headers: usize,
+    pub(crate) need_restart: Vec<String>,
 }
 
 /// What is in force: the settings read at start (flags over the file)
 /// and the token they gave.
 #[derive(Debug, Clone)]
 pub struct Running {
+    /// The settings merged at start (`Args::merged`): flags over the file.
     pub settings: Settings,
+    /// The token those settings gave (`Options::token`).
     pub token: Secret,
 }
 
 /// Re-read `args`' files, apply what can be applied to `live`, and say
 /// which other keys differ from what is `running`.
-pub fn reload(args: &Args, running: &Running, live: &Live) -> Result<Reloaded, ReloadError> {
+pub(crate) fn reload(args: &Args, running: &Running, live: &Live) -> Result<Reloaded, ReloadError> {
     let settings = args.merged()?;
     let new = Options::from_settings(settings.clone())?;
     let dressing = Dressing::new(&new.webhook)?;
@@ -78,7 +80,7 @@ fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
 }
 
 /// Reload at each SIGHUP until `stop`.
-pub fn spawn(
+pub(crate) fn spawn(
     args: Args,
     running: Running,
     live: Arc<Live>,

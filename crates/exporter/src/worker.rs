@@ -20,10 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Why [`run`] stopped: the binary exits 2 for `Usage`, 1 for `Fatal`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The options cannot work as given: the sink, the broker URL, the
+    /// webhook's keys or `--metrics-listen` refused at start.
     #[error("{0}")]
     Usage(String),
+    /// Delivery cannot go on: the broker refused the token or destination
+    /// (401/403/404), the file sink is shorter than committed, or a worker panicked.
     #[error("delivery impossible: {0}")]
     Fatal(String),
 }
@@ -52,7 +57,7 @@ async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<()
 
 /// The sink of `opts`, and the cell its webhook signer and headers live in
 /// (replaced at each SIGHUP, `crate::reload`).
-pub fn open_sink(opts: &Options) -> Result<(Box<dyn Sink>, Arc<Live>), ExportError> {
+pub(crate) fn open_sink(opts: &Options) -> Result<(Box<dyn Sink>, Arc<Live>), ExportError> {
     let dressing = Dressing::new(&opts.webhook).map_err(|e| ExportError::Usage(e.to_string()))?;
     if let Some(public) = dressing.signer().public_key() {
         tracing::info!(public_key = %public, "webhook requests carry a v1a (ed25519) signature; receivers verify it with this key");

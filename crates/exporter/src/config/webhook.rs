@@ -35,6 +35,7 @@ pub enum EventOrder {
 }
 
 impl WebhookMode {
+    /// The flag's value: `batch` or `event`.
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookMode::Batch => "batch",
@@ -44,6 +45,7 @@ impl WebhookMode {
 }
 
 impl EventOrder {
+    /// The flag's value: `none` or `tenant`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventOrder::None => "none",

@@ -253,6 +253,7 @@ impl<'de> Visitor<'de> for KindVisitor {
 /// of repeated keys (serde_json's `Value`, like most). None for a framed line
 /// whose base64 does not decode. Used by the tests; kept here beside the rule
 /// it inverts.
+#[cfg(test)]
 pub fn unframe(line: &[u8]) -> Option<Vec<u8>> {
     if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(line) {
         if m.len() == 1 {
