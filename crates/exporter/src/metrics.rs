@@ -29,60 +29,43 @@ pub struct ExporterMetrics {
 impl ExporterMetrics {
     pub fn new() -> Arc<ExporterMetrics> {
         let registry = Registry::new();
-        let deliveries = IntCounterVec::new(
-            Opts::new(
-                "weir_exporter_deliveries_total",
-                "Sink calls by outcome (delivered, retryable, poison, lease_lost).",
-            ),
+        let deliveries = counter(
+            "weir_exporter_deliveries_total",
+            "Sink calls by outcome (delivered, retryable, poison, lease_lost).",
             &["destination", "outcome"],
-        )
-        .expect("valid metric");
-        let delivery_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "weir_exporter_delivery_seconds",
-                "Time from record ingest to its delivery at the sink.",
-            )
-            .buckets(vec![
+        );
+        let delivery_seconds = histogram(
+            "weir_exporter_delivery_seconds",
+            "Time from record ingest to its delivery at the sink.",
+            vec![
                 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 60.0,
-            ]),
+            ],
+        );
+        let records_delivered =
+            counter("weir_exporter_records_delivered_total", "Records the sink accepted.", &["destination"]);
+        let dead_letters = counter(
+            "weir_exporter_dead_letters_total",
+            "Records isolated as poison and sent to dead letters.",
             &["destination"],
-        )
-        .expect("valid metric");
-        let records_delivered = IntCounterVec::new(
-            Opts::new("weir_exporter_records_delivered_total", "Records the sink accepted."),
+        );
+        let concurrency_limit = gauge(
+            "weir_exporter_concurrency_limit",
+            "Leases this exporter may deliver at once (adaptive or pinned).",
             &["destination"],
-        )
-        .expect("valid metric");
-        let dead_letters = IntCounterVec::new(
-            Opts::new("weir_exporter_dead_letters_total", "Records isolated as poison and sent to dead letters."),
-            &["destination"],
-        )
-        .expect("valid metric");
-        let concurrency_limit = IntGaugeVec::new(
-            Opts::new(
-                "weir_exporter_concurrency_limit",
-                "Leases this exporter may deliver at once (adaptive or pinned).",
-            ),
-            &["destination"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGaugeVec::new(
-            Opts::new("weir_exporter_in_flight", "Leases being delivered now, by the priority of their lane."),
+        );
+        let in_flight = gauge(
+            "weir_exporter_in_flight",
+            "Leases being delivered now, by the priority of their lane.",
             &["destination", "priority"],
-        )
-        .expect("valid metric");
-        let lease_records = HistogramVec::new(
-            HistogramOpts::new("weir_exporter_lease_records", "Records per lease delivered.")
-                .buckets(vec![1.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0]),
-            &["destination"],
-        )
-        .expect("valid metric");
-        let reloads = IntCounterVec::new(
-            Opts::new("weir_config_reloads_total", "Configuration reloads (SIGHUP) by result (ok, error)."),
-            &["result"],
-        )
-        .expect("valid metric");
+        );
+        let lease_records = histogram(
+            "weir_exporter_lease_records",
+            "Records per lease delivered.",
+            vec![1.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0],
+        );
+        let reloads =
+            counter("weir_config_reloads_total", "Configuration reloads (SIGHUP) by result (ok, error).", &["result"]);
         let last_reload_success = prometheus::Gauge::new(
             "weir_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded whole (start or SIGHUP), unix seconds.",
@@ -143,4 +126,19 @@ impl ExporterMetrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// A counter family named `name`, one series per value of `labels`.
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A gauge family named `name`, one series per value of `labels`.
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A histogram family by destination with these bucket bounds.
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["destination"]).expect("valid metric")
 }

@@ -228,21 +228,8 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let (lease, broker_id, records, mut poison, body) = records_of(lease);
     let ts: Vec<u64> = records.iter().map(|r| r.ts_ms).collect();
     // Heartbeat beside the delivery so a slow-but-alive sink keeps its lease.
-    let (hb_stop_tx, mut hb_stop) = watch::channel(false);
-    let every = Duration::from_millis((lease.lease_ms / 3).max(200));
-    let hb = async {
-        loop {
-            if tokio::time::timeout(every, hb_stop.changed()).await.is_ok() {
-                return;
-            }
-            if let Err(e) = ctx.client.heartbeat(&lease.id).await {
-                tracing::warn!(lease = %lease.id, error = %e, "heartbeat failed");
-                if e.is_lease_gone() {
-                    return;
-                }
-            }
-        }
-    };
+    let (hb_stop_tx, hb_stop) = watch::channel(false);
+    let hb = heartbeat(ctx, &lease, hb_stop);
     let deliverer = Deliverer {
         sink: &*ctx.sink,
         backoff: ctx.opts.backoff,
@@ -273,34 +260,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         Outcome::Delivered { poison: rejected } => {
             poison.extend(rejected);
             poison.sort();
-            let delivered = records.len().saturating_sub(poison.len()) as u64;
-            let now = now_ms();
-            let hist = ctx.metrics.delivery_seconds.with_label_values(&[dest]);
-            for t in &ts {
-                hist.observe(now.saturating_sub(*t) as f64 / 1000.0);
-            }
-            let req = CommitRequest {
-                dead_letters: poison
-                    .iter()
-                    .map(|p| PoisonRecord { index: Some(p.position), offset: p.offset, error: p.reason.clone() })
-                    .collect(),
-            };
-            match ctx.client.commit(&lease.id, &req).await {
-                Ok(_) => {
-                    ctx.metrics.deliveries.with_label_values(&[dest, "delivered"]).inc();
-                    ctx.metrics.records_delivered.with_label_values(&[dest]).inc_by(delivered);
-                    if !poison.is_empty() {
-                        ctx.metrics.deliveries.with_label_values(&[dest, "poison"]).inc();
-                        ctx.metrics.dead_letters.with_label_values(&[dest]).inc_by(poison.len() as u64);
-                        tracing::warn!(lease = %lease.id, records = poison.len(), "poison records sent to dead letters");
-                    }
-                }
-                Err(e) => {
-                    // Delivered but not committed: the range comes back (at-least-once).
-                    ctx.metrics.deliveries.with_label_values(&[dest, "lease_lost"]).inc();
-                    tracing::warn!(lease = %lease.id, error = %e, "commit failed after delivery; records may be delivered again");
-                }
-            }
+            commit(ctx, &lease.id, records.len(), &ts, &poison).await;
         }
         Outcome::Retry { message, retry_after, .. } => {
             ctx.metrics.deliveries.with_label_values(&[dest, "retryable"]).inc();
@@ -317,6 +277,59 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         Outcome::Gone { message } => gone(ctx, &lease.id, message).await,
     }
     signal
+}
+
+/// Heartbeat `lease` every third of its lease time (at least 200 ms) until
+/// `stop` changes or the broker says the lease is gone, so a slow-but-alive
+/// sink keeps its lease.
+async fn heartbeat(ctx: &Ctx, lease: &LeaseHead, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis((lease.lease_ms / 3).max(200));
+    loop {
+        if tokio::time::timeout(every, stop.changed()).await.is_ok() {
+            return;
+        }
+        if let Err(e) = ctx.client.heartbeat(&lease.id).await {
+            tracing::warn!(lease = %lease.id, error = %e, "heartbeat failed");
+            if e.is_lease_gone() {
+                return;
+            }
+        }
+    }
+}
+
+/// The sink accepted every one of the lease's `count` records not in
+/// `poison` (sorted): observe each record's ingest-to-delivery time (`ts`,
+/// ms), commit with the poison as dead letters, and count the outcome.
+async fn commit(ctx: &Ctx, lease: &str, count: usize, ts: &[u64], poison: &[Poisoned]) {
+    let dest = ctx.opts.destination.as_str();
+    let delivered = count.saturating_sub(poison.len()) as u64;
+    let now = now_ms();
+    let hist = ctx.metrics.delivery_seconds.with_label_values(&[dest]);
+    for t in ts {
+        hist.observe(now.saturating_sub(*t) as f64 / 1000.0);
+    }
+    let req = CommitRequest {
+        dead_letters: poison
+            .iter()
+            .map(|p| PoisonRecord { index: Some(p.position), offset: p.offset, error: p.reason.clone() })
+            .collect(),
+    };
+    match ctx.client.commit(lease, &req).await {
+        Ok(_) => {
+            ctx.metrics.deliveries.with_label_values(&[dest, "delivered"]).inc();
+            ctx.metrics.records_delivered.with_label_values(&[dest]).inc_by(delivered);
+            if !poison.is_empty() {
+                ctx.metrics.deliveries.with_label_values(&[dest, "poison"]).inc();
+                ctx.metrics.dead_letters.with_label_values(&[dest]).inc_by(poison.len() as u64);
+                tracing::warn!(lease = %lease, records = poison.len(), "poison records sent to dead letters");
+            }
+        }
+        Err(e) => {
+            // Delivered but not committed: the range comes back (at-least-once).
+            ctx.metrics.deliveries.with_label_values(&[dest, "lease_lost"]).inc();
+            tracing::warn!(lease = %lease, error = %e, "commit failed after delivery; records may be delivered again");
+        }
+    }
 }
 
 /// The sink answered 410 Gone: it asks to stop. The lease is given back
