@@ -4,7 +4,7 @@
 //! no request in flight lost.
 //!
 //! What takes effect: the signing secrets and key, and the extra headers —
-//! the webhook's [`Dressing`], swapped whole, so each request is signed and
+//! the webhook's `Dressing` (`sink::webhook`), swapped whole, so each request is signed and
 //! dressed by one generation. Every other key that changed (the sink, the
 //! broker, batch sizes, the token, …) is named in one log line saying it
 //! needs a restart; its old value stays in force. A reload that fails (a
