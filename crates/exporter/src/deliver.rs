@@ -273,14 +273,10 @@ fn fingerprint(records: &[Record]) -> u64 {
 mod class_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sink::Delivery;
-    use std::sync::Mutex;
-
-    /// A deliverer of `sink` for lane `lane` of broker `b1`, destination
-    /// `d`: no local retries, a 1-2 ms backoff.
-    fn deliverer<'a>(sink: &'a dyn Sink, lane: String) -> Deliverer<'a> {
+impl<'a> Deliverer<'a> {
+    /// The tests' deliverer of `sink` for lane `lane` of broker `b1`,
+    /// destination `d`: no local retries, a 1-2 ms backoff, batch order.
+    pub(crate) fn for_test(sink: &'a dyn Sink, lane: String) -> Deliverer<'a> {
         Deliverer {
             sink,
             backoff: Backoff { base_ms: 1, max_ms: 2 },
@@ -293,6 +289,19 @@ mod tests {
             event_order: EventOrder::None,
             gate: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Delivery;
+    use std::sync::Mutex;
+
+    /// A deliverer of `sink` for lane `lane` of broker `b1`, destination
+    /// `d`: no local retries, a 1-2 ms backoff.
+    fn deliverer<'a>(sink: &'a dyn Sink, lane: String) -> Deliverer<'a> {
+        Deliverer::for_test(sink, lane)
     }
 
     /// A sink that rejects any batch holding a record starting with "bad".

@@ -1,7 +1,6 @@
 //! Event mode against a sink that records each request.
 
 use super::*;
-use crate::backoff::Backoff;
 use crate::concurrency::{Aimd, Mode};
 use crate::metrics::ExporterMetrics;
 use crate::sink::{Delivery, Refusal, Sink};
@@ -65,18 +64,7 @@ fn records(payloads: &[&str]) -> Vec<Record> {
 }
 
 fn deliverer<'a>(sink: &'a dyn Sink, order: EventOrder, gate: Option<&'a crate::gate::Gate>) -> Deliverer<'a> {
-    Deliverer {
-        sink,
-        backoff: Backoff { base_ms: 1, max_ms: 2 },
-        max_retries: 0,
-        broker_id: "b1".into(),
-        destination: "d".into(),
-        lane: "normal/0".into(),
-        body: bytes::Bytes::new(),
-        max_retry_after: Duration::from_secs(60),
-        event_order: order,
-        gate,
-    }
+    Deliverer { event_order: order, gate, ..Deliverer::for_test(sink, "normal/0".into()) }
 }
 
 #[tokio::test]
