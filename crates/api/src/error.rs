@@ -195,6 +195,34 @@ pub enum AcceptError {
         /// (`retry_after_secs`); unused for the other kinds.
         retry_after_secs: u64,
     },
+    /// An OTLP route's `Content-Type` is neither protobuf nor JSON.
+    #[error("Content-Type {content_type:?} is not accepted on an OTLP route: use application/x-protobuf or application/json")]
+    OtlpContentType {
+        /// The header as sent, parameters included (empty when absent).
+        content_type: String,
+    },
+    /// An OTLP body does not decode as its signal's export request.
+    #[error("the body is not a valid OTLP export request: {source}")]
+    OtlpUndecodable {
+        /// The protobuf or JSON decoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An OTLP item could not be written as an OTLP/JSON record (a value
+    /// JSON cannot hold).
+    #[error("an item cannot be written as an OTLP/JSON record: {source}")]
+    OtlpUnencodable {
+        /// The JSON writer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An OTLP request's records (each item under its resource and scope)
+    /// come to more than `max_inflated_bytes`: send smaller requests.
+    #[error("this export's items come to more than {cap} bytes as records (max_inflated_bytes; each repeats its resource and scope); send smaller batches")]
+    OtlpRecordsTooLarge {
+        /// The cap, bytes (`max_inflated_bytes`).
+        cap: u64,
+    },
     /// A task of the accept path ended abnormally (`what` names it): a
     /// fault of the broker, logged and answered 500.
     #[error("the {what} task ended abnormally: {source}")]
@@ -244,14 +272,22 @@ impl AcceptError {
         use AcceptError::*;
         match self {
             UnknownTopic { .. } => ErrorCode::UnknownTopic,
-            UnsupportedContentType { .. } | UnsupportedEncoding { .. } => ErrorCode::UnsupportedMediaType,
+            UnsupportedContentType { .. } | UnsupportedEncoding { .. } | OtlpContentType { .. } => {
+                ErrorCode::UnsupportedMediaType
+            }
             IdempotencyKeyNotAscii | IdempotencyKeyTooLong { .. } | BodyTimeout { .. } | BodyRead { .. } => {
                 ErrorCode::InvalidRequest
             }
-            BodyTooLarge { .. } | InflatedTooLarge { .. } | RecordTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            GzipInvalid { .. } | EmptyBody | LineNotUtf8 { .. } | LineNotJson { .. } | Unframeable { .. } => {
-                ErrorCode::InvalidBody
+            BodyTooLarge { .. } | InflatedTooLarge { .. } | RecordTooLarge { .. } | OtlpRecordsTooLarge { .. } => {
+                ErrorCode::PayloadTooLarge
             }
+            GzipInvalid { .. }
+            | EmptyBody
+            | LineNotUtf8 { .. }
+            | LineNotJson { .. }
+            | Unframeable { .. }
+            | OtlpUndecodable { .. }
+            | OtlpUnencodable { .. } => ErrorCode::InvalidBody,
             IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             IdempotencyKeysFull { .. } | MemoryBudget { .. } | MemoryTenantShare { .. } => ErrorCode::Overloaded,
             RateLimited { .. } => ErrorCode::RateLimited,

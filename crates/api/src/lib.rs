@@ -1,7 +1,8 @@
 //! # api — Weir's durable accept path
 //!
 //! Owns what happens to a batch from the moment its tenant is known to its
-//! acknowledgement: the ingest formats (NDJSON, octet-stream), the limiter
+//! acknowledgement: the ingest formats (NDJSON, octet-stream, OTLP over
+//! HTTP and gRPC: [`otlp`]), the limiter
 //! and demotion, idempotency, scoped backpressure, the memory budget of
 //! bodies in flight, the WAL append and the answer ([`Accepted`]).
 //!
@@ -33,6 +34,7 @@ pub mod lag;
 pub mod limiter;
 pub mod memory;
 pub mod metrics;
+pub mod otlp;
 
 pub use accepted::Accepted;
 pub use error::AcceptError;

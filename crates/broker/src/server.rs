@@ -29,6 +29,11 @@ pub struct Args {
     /// Listen address, IP:PORT (port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<String>,
+    /// OTLP/gRPC listen address, IP:PORT, or `off` (overrides
+    /// `otlp_grpc_listen`; off unless set, 127.0.0.1:4317 on the embedded
+    /// development defaults).
+    #[arg(long, value_name = "ADDR|off")]
+    pub otlp_grpc_listen: Option<String>,
     /// Validate FILE, print the effective configuration (defaults filled
     /// in, tokens redacted) and exit: 0 valid, 2 not. Starts nothing.
     #[arg(long, value_name = "FILE")]
@@ -81,6 +86,9 @@ pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigErro
     if let Some(l) = &args.listen {
         cfg.listen = l.clone();
     }
+    if let Some(l) = &args.otlp_grpc_listen {
+        cfg.otlp_grpc_listen = Some(l.clone());
+    }
     if cfg.low_priority_every.is_some() {
         tracing::warn!(
             "low_priority_every is deprecated and ignored: a weighted share of 8:4:1 leases (high:normal:low) keeps priority to the sink and guarantees low progress (docs/leases.md)"
@@ -93,9 +101,14 @@ pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigErro
 /// defaults, how to use them. A stdout that cannot be written (closed, a full
 /// disk) must not stop a broker whose job does not depend on it: write
 /// errors are ignored, where `println!` would panic.
-fn announce(addr: std::net::SocketAddr, dev: bool) {
+fn announce(addr: std::net::SocketAddr, grpc: Option<std::net::SocketAddr>, dev: bool) {
     use std::io::Write;
     let mut text = format!("weir broker listening on http://{addr}");
+    if let Some(grpc) = grpc {
+        text.push_str(&format!(
+            "\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"
+        ));
+    }
     if dev {
         text.push_str(&format!(
             " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
@@ -117,6 +130,26 @@ async fn shutdown_signal(broker: Arc<OnceLock<Arc<Broker>>>) {
     }
 }
 
+/// The OTLP/gRPC server's task.
+type GrpcTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serve OTLP/gRPC on `listener` until `stopped` turns true.
+fn start_grpc(
+    listener: tokio::net::TcpListener,
+    broker: &Arc<Broker>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, GrpcTask), RunError> {
+    let addr = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+    let tokens = Arc::clone(broker);
+    let auth: api::otlp::grpc::Authenticate = Arc::new(move |token| tokens.auth().role(token));
+    let receiver = api::otlp::grpc::Receiver::new(Arc::clone(broker.intake()), auth);
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    tracing::info!(%addr, "OTLP/gRPC listening");
+    Ok((addr, tokio::spawn(api::otlp::grpc::serve(listener, receiver, stop))))
+}
+
 /// Run the broker until a signal; returns after a clean stop.
 pub async fn run(args: Args) -> Result<(), RunError> {
     let (cfg, dev) = load_config(&args)?;
@@ -129,6 +162,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+    let grpc_listener = match cfg.otlp_grpc_listen {
+        Some(grpc) => Some(
+            tokio::net::TcpListener::bind(grpc)
+                .await
+                .map_err(|e| RunError::Fatal(format!("cannot listen on {grpc} (otlp_grpc_listen): {e}")))?,
+        ),
+        None => None,
+    };
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
     let state = AppState {
@@ -152,7 +193,12 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         drain: cfg.timing.shutdown_drain,
         on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason.as_str()]).inc()),
     };
-    let stop = shutdown_signal(Arc::clone(&state.broker));
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let broker_slot = Arc::clone(&state.broker);
+    let stop = async move {
+        shutdown_signal(broker_slot).await;
+        let _ = stopping.send(true);
+    };
     let server =
         tokio::spawn(plumbing::listener::serve_per_peer(listener, move |peer| app.for_peer(peer), limits, stop));
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), %broker_id, "listening; recovering the WAL");
@@ -169,11 +215,22 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let damage = broker.wal().recovery_events().iter().filter(|e| e.is_damage()).count();
     let _ = state.broker.set(Arc::clone(&broker));
     tracing::info!(damage_events = damage, "recovery done; ready");
-    announce(local, dev);
+    let grpc = match grpc_listener {
+        Some(l) => Some(start_grpc(l, &broker, stopped)?),
+        None => None,
+    };
+    announce(local, grpc.as_ref().map(|g| g.0), dev);
     // Only now: recovery is done and requests are served (Type=notify).
     crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(broker.maintenance().run());
     server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
+    if let Some((_, task)) = grpc {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the OTLP/gRPC server failed"),
+            Err(e) => tracing::error!(error = %e, "the OTLP/gRPC server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     maintenance.abort();
     // In-flight requests have been answered; commit anything still queued.
     broker.wal().shutdown();

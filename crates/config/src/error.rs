@@ -117,6 +117,15 @@ pub enum ConfigError {
         #[source]
         source: std::net::AddrParseError,
     },
+    /// `otlp_grpc_listen` is neither `off` nor an `IP:PORT` address.
+    #[error("otlp_grpc_listen: {value:?} is neither off nor an IP:PORT address")]
+    OtlpGrpcListenAddress {
+        /// `otlp_grpc_listen` as written (or as `--otlp-grpc-listen` gave it).
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
     /// A development token (`dev-token`, `dev-exporter`, `dev-admin`) is
     /// configured while `listen` is not a loopback address: anyone who can
     /// reach the port would know it. Replace it with a secret.

@@ -246,9 +246,17 @@ pub struct Config {
     /// `[[tenant]]`: who may ingest, at what rate and priority.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
-    /// `[[topic]]`: the topics ingest may name.
+    /// `[[topic]]`: the topics ingest may name. After [`Config::validate`]
+    /// the OTLP topics ([`OtlpConfig`]) are among them, declared or not.
     #[serde(default, rename = "topic")]
     pub topics: Vec<TopicConfig>,
+    /// OTLP/gRPC's address (`otlp_grpc_listen`); absent or `off`: no gRPC
+    /// listener. OTLP/HTTP is always served on `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_grpc_listen: Option<String>,
+    /// `[otlp]`: the topics the three OTLP signals land in.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
     /// `[[destination]]`: where records are delivered, by exporters.
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationConfig>,
@@ -287,6 +295,37 @@ fn d_priority() -> String {
 pub struct TopicConfig {
     /// Unique, 1 to 255 bytes: the `{topic}` of the ingest path.
     pub name: String,
+}
+
+/// `[otlp]`: one topic per OTLP signal (docs/otlp.md). These topics exist
+/// whenever OTLP is on — always, since OTLP/HTTP is always served — whether
+/// a `[[topic]]` declares them or not.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Where `/v1/logs` and the logs service land (`otel_logs`).
+    pub logs_topic: String,
+    /// Where `/v1/traces` and the trace service land (`otel_traces`).
+    pub traces_topic: String,
+    /// Where `/v1/metrics` and the metrics service land (`otel_metrics`).
+    pub metrics_topic: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            logs_topic: "otel_logs".into(),
+            traces_topic: "otel_traces".into(),
+            metrics_topic: "otel_metrics".into(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// The three topics, logs first.
+    pub fn topics(&self) -> [&str; 3] {
+        [&self.logs_topic, &self.traces_topic, &self.metrics_topic]
+    }
 }
 
 /// What a destination over its lag limit does.
@@ -358,11 +397,12 @@ name = "dev"
 token = "{DEV_TENANT_TOKEN}"
 rate_per_sec = 10000.0
 burst = 20000
+otlp_grpc_listen = "127.0.0.1:4317"
 [[topic]]
 name = "events"
 [[destination]]
 name = "dev"
-topics = ["events"]
+topics = ["events", "otel_logs", "otel_traces", "otel_metrics"]
 token = "{DEV_EXPORTER_TOKEN}"
 "#
         );

@@ -24,6 +24,8 @@ pub struct ValidConfig {
     pub priorities: Vec<Priority>,
     /// Every duration, in its type.
     pub timing: Timing,
+    /// `otlp_grpc_listen`, parsed; `None`: off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
 }
 
 /// Every token as its digest, in the file's order.
@@ -84,15 +86,35 @@ impl Config {
     pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
         let listen: SocketAddr =
             self.listen.parse().map_err(|source| ConfigError::ListenAddress { value: self.listen.clone(), source })?;
+        let otlp_grpc_listen = match self.otlp_grpc_listen.as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(addr) => {
+                Some(addr.parse().map_err(|source| ConfigError::OtlpGrpcListenAddress { value: addr.into(), source })?)
+            }
+        };
         let tokens = self.parse_tokens()?;
         self.check_tokens(listen, &tokens)?;
-        self.check_rules()?;
+        let file = self.with_otlp_topics();
+        file.check_rules()?;
         let priorities = self
             .tenants
             .iter()
             .map(|t| t.priority.parse().map_err(|source| ConfigError::Priority { tenant: t.name.clone(), source }))
             .collect::<Result<Vec<Priority>, ConfigError>>()?;
-        Ok(ValidConfig { timing: self.timing(), file: self.clone(), listen, tokens, priorities })
+        Ok(ValidConfig { timing: self.timing(), file, listen, tokens, priorities, otlp_grpc_listen })
+    }
+
+    /// This configuration with the OTLP topics declared (after the declared
+    /// ones, in the order logs, traces, metrics) where no `[[topic]]` does:
+    /// they exist whenever OTLP is on.
+    fn with_otlp_topics(&self) -> Config {
+        let mut file = self.clone();
+        for name in self.otlp.topics() {
+            if !file.topics.iter().any(|t| t.name == name) {
+                file.topics.push(super::TopicConfig { name: name.to_string() });
+            }
+        }
+        file
     }
 
     /// Development tokens only on loopback, no weak token on a public

@@ -97,21 +97,26 @@ fn inflate_charged(
     }
 }
 
-/// Inflate `input`'s gzip body on the blocking pool (never on an async
-/// worker: a large body takes milliseconds), charged to the tenant's share
-/// of the memory budget as it inflates (twice: the inflated body and the
-/// frame built from it).
-async fn inflate_off_worker(intake: &Arc<Intake>, input: &mut IngestInput<'_>) -> Result<Vec<u8>, AcceptError> {
-    let (bk, body, tenant) = (Arc::clone(intake), input.body.clone(), input.tenant);
-    let mut charge = std::mem::take(&mut input.charge);
+/// Inflate a gzip `body` on the blocking pool (never on an async worker: a
+/// large body takes milliseconds), charged to `tenant`'s share of the
+/// memory budget as it inflates (twice: the inflated body and the frame
+/// built from it), into `charge`.
+pub(crate) async fn inflate_off_worker(
+    intake: &Arc<Intake>,
+    tenant: usize,
+    body: Bytes,
+    charge: &mut crate::memory::Charge,
+) -> Result<Vec<u8>, AcceptError> {
+    let bk = Arc::clone(intake);
+    let mut held = std::mem::take(charge);
     let cap = intake.cfg.max_inflated_bytes;
     let job = tokio::task::spawn_blocking(move || {
         let budget = bk.memory();
-        let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut charge, 2 * n));
-        (out, charge)
+        let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut held, 2 * n));
+        (out, held)
     });
-    let (out, charge) = job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
-    input.charge = charge;
+    let (out, held) = job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
+    *charge = held;
     out
 }
 
@@ -236,24 +241,65 @@ fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, Ac
 
 /// Accept one request: parse, admit, append; answers once the frame is durable.
 pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<Accepted, AcceptError> {
-    let b: &Intake = intake;
-    let (topic_idx, format) = (input.topic_idx, input.format);
+    let format = input.format;
     let inflated = match input.encoding {
         Encoding::Identity => None,
         // Boxed: its state stays out of every identity request's future.
-        Encoding::Gzip => Some(Box::pin(inflate_off_worker(intake, &mut input)).await?),
+        Encoding::Gzip => {
+            let body = input.body.clone();
+            Some(Box::pin(inflate_off_worker(intake, input.tenant, body, &mut input.charge)).await?)
+        }
     };
     let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
-    let records = split_records(body, format, b.cfg.max_record_bytes)?;
+    let records = split_records(body, format, intake.cfg.max_record_bytes)?;
+    let batch = Batch {
+        tenant: input.tenant,
+        topic: input.topic,
+        topic_idx: input.topic_idx,
+        media_type: format.media_type(),
+        inflated_body: body,
+        idempotency_key: input.idempotency_key,
+        arrival: input.arrival,
+    };
+    append_records(intake, batch, records).await
+}
+
+/// A parsed request on its way to the WAL: who sent it, where it goes, and
+/// what its idempotency fingerprint is made of.
+pub(crate) struct Batch<'a> {
+    pub tenant: usize,
+    pub topic: &'a str,
+    pub topic_idx: usize,
+    /// The request's canonical media type (part of its fingerprint).
+    pub media_type: &'static str,
+    /// The request's body after its content encoding: a retry compressed
+    /// differently is the same request.
+    pub inflated_body: &'a [u8],
+    pub idempotency_key: Option<&'a str>,
+    /// Released once the batch is queued (or refused).
+    pub arrival: wal::Arrival,
+}
+
+/// Admit `records` (at least one) as one batch: claim the idempotency key,
+/// check backpressure, pick the lane, frame and append; answers once the
+/// frame is durable. Shared by every ingest format (NDJSON, octet-stream,
+/// OTLP).
+pub(crate) async fn append_records(
+    intake: &Arc<Intake>,
+    input: Batch<'_>,
+    records: Vec<&[u8]>,
+) -> Result<Accepted, AcceptError> {
+    debug_assert!(!records.is_empty(), "a batch holds at least one record");
+    let b: &Intake = intake;
+    let topic_idx = input.topic_idx;
     let tenant = &b.tenants[input.tenant];
     let key = input.idempotency_key.filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 255) {
         return Err(AcceptError::IdempotencyKeyTooLong { len: key.map_or(0, str::len) });
     }
     let now = now_ms();
-    // Fingerprinted over the inflated body: a retry compressed differently
-    // is the same request.
-    let request_key = key.map(|k| RequestKey::new(k, Fingerprint::of(input.topic, format.media_type(), body)));
+    let request_key =
+        key.map(|k| RequestKey::new(k, Fingerprint::of(input.topic, input.media_type, input.inflated_body)));
     let ticket = match claim_key(b, &tenant.name, request_key.as_ref(), now).await? {
         KeyClaim::Replay(resp) => return Ok(resp),
         KeyClaim::Go(ticket) => ticket,

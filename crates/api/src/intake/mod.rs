@@ -53,7 +53,7 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
 /// configuration. The broker holds one and calls [`crate::http::accept`]
 /// with it for every ingest request.
 pub struct Intake {
-    cfg: Arc<ValidConfig>,
+    pub(crate) cfg: Arc<ValidConfig>,
     pub(crate) metrics: AcceptMetrics,
     /// The destinations' lag flags (the broker's deliveries, behind [`LagFlags`]).
     pub(crate) lag: Arc<dyn LagFlags>,

@@ -5,6 +5,7 @@
 pub(crate) mod errors;
 pub(crate) mod front;
 pub(crate) mod openapi;
+pub(crate) mod otlp;
 pub(crate) mod seats;
 pub(crate) mod wire;
 
@@ -53,6 +54,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::handler))
         .route(pattern::INGEST, post(ingest_handler))
+        .route("/v1/logs", post(otlp::logs))
+        .route("/v1/traces", post(otlp::traces))
+        .route("/v1/metrics", post(otlp::metrics))
         .route(pattern::LEASES, post(acquire))
         .route(pattern::LEASE_ACTION, post(lease_action))
         .route(pattern::DESTINATIONS, get(list_destinations))

@@ -1,0 +1,260 @@
+//! One OTLP export request → one record per item.
+//!
+//! Each log record, span and metric data point becomes one record that is
+//! itself a valid OTLP/JSON export request holding exactly that item under
+//! its resource and scope (the OTLP/JSON mapping of `opentelemetry-proto`'s
+//! serde: lowerCamelCase names, hex trace and span ids, 64-bit integers as
+//! strings, enums as integers). Nothing of the item is dropped; a metric
+//! data point keeps its metric's name, description, unit, metadata and, for
+//! sums and histograms, the aggregation temporality and monotonicity.
+//!
+//! The resource and scope are serialised once per scope ([`Envelope`]) and
+//! each item once, so a request costs one JSON serialisation of each part.
+//!
+//! Limits: an item whose record would be over `max_record_bytes` is
+//! rejected alone (the answer's `partial_success`); all records together
+//! over `max_inflated_bytes` refuse the request (413), since the resource
+//! repeated in every record can multiply a small request.
+
+use crate::error::AcceptError;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use serde::Serialize;
+
+/// The records one request holds, and the items refused alone.
+#[derive(Debug, Default)]
+pub struct Items {
+    /// One OTLP/JSON one-item export request per accepted item, in the
+    /// request's order.
+    pub records: Vec<Vec<u8>>,
+    /// Items refused because their record is over `max_record_bytes`.
+    pub rejected: u64,
+    /// Bytes of all records.
+    pub bytes: u64,
+}
+
+/// The limits a split works within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `max_record_bytes`: a larger item is rejected alone.
+    pub max_record_bytes: u64,
+    /// `max_inflated_bytes`: all records together, or the request is refused.
+    pub max_total_bytes: u64,
+}
+
+/// The JSON of one item's record before and after the item itself.
+struct Envelope {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+/// The three names a signal's nesting uses in OTLP/JSON.
+struct Nesting {
+    root: &'static str,
+    scopes: &'static str,
+    items: &'static str,
+}
+
+const LOGS: Nesting = Nesting { root: "resourceLogs", scopes: "scopeLogs", items: "logRecords" };
+const TRACES: Nesting = Nesting { root: "resourceSpans", scopes: "scopeSpans", items: "spans" };
+const METRICS: Nesting = Nesting { root: "resourceMetrics", scopes: "scopeMetrics", items: "metrics" };
+
+/// Where an item sits: its resource and scope, with their schema URLs.
+struct Placement<'a> {
+    resource: Option<&'a Resource>,
+    resource_schema: &'a str,
+    scope: Option<&'a InstrumentationScope>,
+    scope_schema: &'a str,
+}
+
+fn json_error(source: serde_json::Error) -> AcceptError {
+    AcceptError::OtlpUnencodable { source }
+}
+
+impl Envelope {
+    fn new(nesting: &Nesting, at: &Placement<'_>) -> Result<Envelope, AcceptError> {
+        let mut prefix = Vec::with_capacity(256);
+        prefix.extend_from_slice(b"{\"");
+        prefix.extend_from_slice(nesting.root.as_bytes());
+        prefix.extend_from_slice(b"\":[{");
+        if let Some(resource) = at.resource {
+            prefix.extend_from_slice(b"\"resource\":");
+            serde_json::to_writer(&mut prefix, resource).map_err(json_error)?;
+            prefix.push(b',');
+        }
+        prefix.push(b'"');
+        prefix.extend_from_slice(nesting.scopes.as_bytes());
+        prefix.extend_from_slice(b"\":[{");
+        if let Some(scope) = at.scope {
+            prefix.extend_from_slice(b"\"scope\":");
+            serde_json::to_writer(&mut prefix, scope).map_err(json_error)?;
+            prefix.push(b',');
+        }
+        prefix.push(b'"');
+        prefix.extend_from_slice(nesting.items.as_bytes());
+        prefix.extend_from_slice(b"\":[");
+        let mut suffix = Vec::with_capacity(64);
+        suffix.extend_from_slice(b"],\"schemaUrl\":");
+        serde_json::to_writer(&mut suffix, at.scope_schema).map_err(json_error)?;
+        suffix.extend_from_slice(b"}],\"schemaUrl\":");
+        serde_json::to_writer(&mut suffix, at.resource_schema).map_err(json_error)?;
+        suffix.extend_from_slice(b"}]}");
+        Ok(Envelope { prefix, suffix })
+    }
+}
+
+/// Collects records within the limits.
+struct Collector {
+    limits: Limits,
+    items: Items,
+    /// Scratch for one item's JSON, reused.
+    scratch: Vec<u8>,
+}
+
+impl Collector {
+    fn new(limits: Limits) -> Self {
+        Collector { limits, items: Items::default(), scratch: Vec::with_capacity(512) }
+    }
+
+    /// Add `item` in `envelope`, or count it rejected when its record would
+    /// be over `max_record_bytes`.
+    fn push(&mut self, envelope: &Envelope, item: &impl Serialize) -> Result<(), AcceptError> {
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, item).map_err(json_error)?;
+        let len = (envelope.prefix.len() + self.scratch.len() + envelope.suffix.len()) as u64;
+        if len > self.limits.max_record_bytes {
+            self.items.rejected += 1;
+            return Ok(());
+        }
+        self.items.bytes += len;
+        if self.items.bytes > self.limits.max_total_bytes {
+            return Err(AcceptError::OtlpRecordsTooLarge { cap: self.limits.max_total_bytes });
+        }
+        let mut record = Vec::with_capacity(len as usize);
+        record.extend_from_slice(&envelope.prefix);
+        record.extend_from_slice(&self.scratch);
+        record.extend_from_slice(&envelope.suffix);
+        self.items.records.push(record);
+        Ok(())
+    }
+}
+
+/// The records of a logs export: one per log record.
+pub fn logs(request: &ExportLogsServiceRequest, limits: Limits) -> Result<Items, AcceptError> {
+    let mut out = Collector::new(limits);
+    for rl in &request.resource_logs {
+        for sl in &rl.scope_logs {
+            let at = Placement {
+                resource: rl.resource.as_ref(),
+                resource_schema: &rl.schema_url,
+                scope: sl.scope.as_ref(),
+                scope_schema: &sl.schema_url,
+            };
+            let envelope = Envelope::new(&LOGS, &at)?;
+            for record in &sl.log_records {
+                out.push(&envelope, record)?;
+            }
+        }
+    }
+    Ok(out.items)
+}
+
+/// The records of a trace export: one per span.
+pub fn traces(request: &ExportTraceServiceRequest, limits: Limits) -> Result<Items, AcceptError> {
+    let mut out = Collector::new(limits);
+    for rs in &request.resource_spans {
+        for ss in &rs.scope_spans {
+            let at = Placement {
+                resource: rs.resource.as_ref(),
+                resource_schema: &rs.schema_url,
+                scope: ss.scope.as_ref(),
+                scope_schema: &ss.schema_url,
+            };
+            let envelope = Envelope::new(&TRACES, &at)?;
+            for span in &ss.spans {
+                out.push(&envelope, span)?;
+            }
+        }
+    }
+    Ok(out.items)
+}
+
+/// The records of a metrics export: one per data point, each under a copy
+/// of its metric that holds only that point.
+pub fn metrics(request: &ExportMetricsServiceRequest, limits: Limits) -> Result<Items, AcceptError> {
+    let mut out = Collector::new(limits);
+    for rm in &request.resource_metrics {
+        for sm in &rm.scope_metrics {
+            let at = Placement {
+                resource: rm.resource.as_ref(),
+                resource_schema: &rm.schema_url,
+                scope: sm.scope.as_ref(),
+                scope_schema: &sm.schema_url,
+            };
+            let envelope = Envelope::new(&METRICS, &at)?;
+            for metric in &sm.metrics {
+                for point in 0..points_of(metric) {
+                    out.push(&envelope, &one_point(metric, point))?;
+                }
+            }
+        }
+    }
+    Ok(out.items)
+}
+
+/// How many data points a metric holds (0 when it has no data).
+pub fn points_of(metric: &Metric) -> usize {
+    match &metric.data {
+        None => 0,
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(e)) => e.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+    }
+}
+
+/// `metric` holding only its data point at `index` (< [`points_of`]).
+fn one_point(metric: &Metric, index: usize) -> Metric {
+    fn pick<T: Clone>(points: &[T], index: usize) -> Vec<T> {
+        points.get(index).cloned().into_iter().collect()
+    }
+    let data = metric.data.as_ref().map(|data| match data {
+        Data::Gauge(g) => {
+            Data::Gauge(opentelemetry_proto::tonic::metrics::v1::Gauge { data_points: pick(&g.data_points, index) })
+        }
+        Data::Sum(s) => Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum {
+            data_points: pick(&s.data_points, index),
+            aggregation_temporality: s.aggregation_temporality,
+            is_monotonic: s.is_monotonic,
+        }),
+        Data::Histogram(h) => Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+            data_points: pick(&h.data_points, index),
+            aggregation_temporality: h.aggregation_temporality,
+        }),
+        Data::ExponentialHistogram(e) => {
+            Data::ExponentialHistogram(opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
+                data_points: pick(&e.data_points, index),
+                aggregation_temporality: e.aggregation_temporality,
+            })
+        }
+        Data::Summary(s) => {
+            Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary { data_points: pick(&s.data_points, index) })
+        }
+    });
+    Metric {
+        name: metric.name.clone(),
+        description: metric.description.clone(),
+        unit: metric.unit.clone(),
+        metadata: metric.metadata.clone(),
+        data,
+    }
+}
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;
