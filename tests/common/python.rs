@@ -1,6 +1,7 @@
 //! The Python receiver of tests/webhooks.rs (`tests/support/webhook_receiver.py`),
 //! which verifies requests with the receivers' own libraries
-//! (`standardwebhooks`, `svix`, `cryptography`).
+//! (`standardwebhooks`, `svix`, `cryptography`), and the OpenTelemetry
+//! Python SDK of tests/otlp_sdk.rs.
 //!
 //! Its interpreter is `WEIR_PYTHON`, else `.venv-ci/bin/python` (which
 //! `.ci/run` creates). Without the packages a test fails with a clear
@@ -15,19 +16,26 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The interpreter with the packages, or why there is none.
-fn python() -> Result<PathBuf, String> {
+/// What the webhook receiver imports.
+pub const WEBHOOK_PACKAGES: &str = "standardwebhooks, svix, cryptography";
+
+/// What the OpenTelemetry sender imports.
+pub const OTEL_PACKAGES: &str =
+    "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc";
+
+/// The interpreter with `packages` (a Python import list), or why there is none.
+fn python(packages: &str) -> Result<PathBuf, String> {
     let py = match std::env::var_os("WEIR_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => repo().join(".venv-ci/bin/python"),
     };
     let out = Command::new(&py)
-        .args(["-c", "import standardwebhooks, svix, cryptography"])
+        .args(["-c", &format!("import {packages}")])
         .output()
         .map_err(|e| format!("{}: {e} (set WEIR_PYTHON, or run .ci/run to create .venv-ci)", py.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} cannot import standardwebhooks, svix and cryptography: {}",
+            "{} cannot import {packages}: {}",
             py.display(),
             String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
         ));
@@ -35,12 +43,19 @@ fn python() -> Result<PathBuf, String> {
     Ok(py)
 }
 
-/// The interpreter, or None after reporting the test skipped (panics in CI).
+/// The interpreter with the webhook packages, or None after reporting the
+/// test skipped (panics in CI).
 pub fn python_or_skip(test: &str) -> Option<PathBuf> {
-    match python() {
+    python_with_or_skip(test, WEBHOOK_PACKAGES)
+}
+
+/// The interpreter with `packages`, or None after reporting the test
+/// skipped (panics in CI).
+pub fn python_with_or_skip(test: &str, packages: &str) -> Option<PathBuf> {
+    match python(packages) {
         Ok(p) => Some(p),
         Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: the Python receiver's packages are missing in CI: {why}")
+            panic!("{test}: the Python packages are missing in CI: {why}")
         }
         Err(why) => {
             // Past the test harness's capture, so a passing run shows it.

@@ -1,0 +1,210 @@
+//! OTLP from a real OpenTelemetry client (issue 21): the OpenTelemetry
+//! Python SDK with `opentelemetry-exporter-otlp-proto-http` and
+//! `-proto-grpc` (`tests/support/otel_send.py`) sends logs, spans and
+//! metrics of five kinds, with resource and item attributes of every value
+//! type, to a real broker; a real exporter writes them to a file sink. Every
+//! item arrives exactly once, as a one-item OTLP/JSON export request with
+//! its fields and their types.
+//!
+//! Needs the SDK (`WEIR_PYTHON` or `.venv-ci`, see `tests/common/python.rs`):
+//! without it each test fails in CI and is reported skipped elsewhere.
+
+mod common;
+
+use common::python::{python_with_or_skip, OTEL_PACKAGES};
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const DEST: &str = r#"
+[[destination]]
+name = "otel"
+topics = ["otel_logs", "otel_traces", "otel_metrics"]
+token = "otel-t"
+"#;
+
+/// A broker with OTLP/gRPC on a free port: its child, HTTP URL and gRPC URL.
+pub fn spawn_with_grpc(config: &Path) -> (Child, String, String) {
+    let mut child = Command::new(&BROKER)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).expect("broker printed its address");
+    let grpc = rx.recv_timeout(Duration::from_secs(10)).expect("broker printed its OTLP/gRPC address");
+    (child, url, grpc)
+}
+
+/// Run the SDK sender; its manifest of what it sent.
+fn send(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, spans: u32) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/otel_send.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([protocol, endpoint, "acme-t", run, &logs.to_string(), &spans.to_string()])
+        .output()
+        .expect("run the OpenTelemetry sender");
+    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let manifest: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("manifest");
+    for signal in ["logs", "traces", "metrics"] {
+        assert_eq!(manifest["ok"][signal], true, "{protocol}: the SDK's {signal} export failed: {manifest}");
+    }
+    manifest
+}
+
+/// `attributes` (an OTLP/JSON key-value list) as key → typed value.
+fn attrs(list: &Value) -> BTreeMap<String, Value> {
+    let items = list.as_array().cloned().unwrap_or_default();
+    items.into_iter().map(|kv| (kv["key"].as_str().unwrap_or("").to_string(), kv["value"].clone())).collect()
+}
+
+/// Every attribute of `otel_send.py`'s ATTRS, each with its OTLP/JSON type.
+fn assert_every_type(what: &str, a: &BTreeMap<String, Value>) {
+    let want = [
+        ("s", r#"{"stringValue":"café ✓ \"quoted\""}"#),
+        ("b", r#"{"boolValue":true}"#),
+        ("i", r#"{"intValue":"-9007199254740993"}"#),
+        ("d", r#"{"doubleValue":2.5}"#),
+        ("sa", r#"{"arrayValue":{"values":[{"stringValue":"x"},{"stringValue":"y"}]}}"#),
+        ("ba", r#"{"arrayValue":{"values":[{"boolValue":true},{"boolValue":false}]}}"#),
+        ("ia", r#"{"arrayValue":{"values":[{"intValue":"1"},{"intValue":"-2"}]}}"#),
+        ("da", r#"{"arrayValue":{"values":[{"doubleValue":0.5},{"doubleValue":1.5}]}}"#),
+    ];
+    for (key, json) in want {
+        let expected: Value = serde_json::from_str(json).expect("expected value");
+        assert_eq!(a.get(key), Some(&expected), "{what}: attribute {key}");
+    }
+}
+
+/// One record: its resource's run, its signal, and its one item's key.
+fn item_key(line: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let (root, scopes, items) = if v.get("resourceLogs").is_some() {
+        ("resourceLogs", "scopeLogs", "logRecords")
+    } else if v.get("resourceSpans").is_some() {
+        ("resourceSpans", "scopeSpans", "spans")
+    } else {
+        ("resourceMetrics", "scopeMetrics", "metrics")
+    };
+    let resources = v[root].as_array().expect("resources");
+    assert_eq!(resources.len(), 1, "one resource: {line}");
+    let scope_list = resources[0][scopes].as_array().expect("scopes");
+    assert_eq!(scope_list.len(), 1, "one scope: {line}");
+    let list = scope_list[0][items].as_array().expect("items");
+    assert_eq!(list.len(), 1, "one item: {line}");
+    let resource = attrs(&resources[0]["resource"]["attributes"]);
+    assert_every_type("resource", &resource);
+    let run = resource["weir.test.run"]["stringValue"].as_str().expect("run").to_string();
+    let item = &list[0];
+    let key = match items {
+        "logRecords" => {
+            let a = attrs(&item["attributes"]);
+            assert_every_type("log record", &a);
+            assert_eq!(item["severityNumber"], 13, "WARN as an integer: {line}");
+            format!("log {}", a["n"]["intValue"].as_str().expect("n as a string"))
+        }
+        "spans" => {
+            assert_every_type("span", &attrs(&item["attributes"]));
+            let name = item["name"].as_str().expect("name");
+            format!("span {name} {} {}", item["traceId"].as_str().unwrap_or(""), item["spanId"].as_str().unwrap_or(""))
+        }
+        _ => metric_key(item, line),
+    };
+    (run, key)
+}
+
+/// A metric record: its name, kind and the point's attribute set.
+fn metric_key(metric: &Value, line: &str) -> String {
+    let name = metric["name"].as_str().expect("name");
+    let (kind, data) = ["sum", "gauge", "histogram", "exponentialHistogram", "summary"]
+        .into_iter()
+        .find_map(|k| metric.get(k).filter(|d| !d.is_null()).map(|d| (k, d)))
+        .unwrap_or_else(|| panic!("no data: {line}"));
+    let points = data["dataPoints"].as_array().expect("points");
+    assert_eq!(points.len(), 1, "one data point: {line}");
+    let a = attrs(&points[0]["attributes"]);
+    assert_every_type("data point", &a);
+    let want_kind = match name {
+        "weir.test.counter" | "weir.test.updown" => "sum",
+        "weir.test.gauge" => "gauge",
+        "weir.test.histogram" => "histogram",
+        _ => "exponentialHistogram",
+    };
+    assert_eq!(kind, want_kind, "{line}");
+    if kind == "sum" {
+        assert_eq!(data["isMonotonic"].as_bool().unwrap_or(false), name == "weir.test.counter", "{line}");
+    }
+    format!("metric {name} {}", a["k"]["stringValue"].as_str().expect("k"))
+}
+
+/// What a run's manifest says must arrive, each once.
+fn expected(run: &str, manifest: &Value) -> Vec<(String, String)> {
+    let mut want = Vec::new();
+    for n in manifest["logs"].as_array().expect("logs") {
+        want.push((run.to_string(), format!("log {n}")));
+    }
+    for s in manifest["spans"].as_array().expect("spans") {
+        let (name, trace, span) = (&s["name"], &s["trace_id"], &s["span_id"]);
+        let key = format!(
+            "span {} {} {}",
+            name.as_str().unwrap_or(""),
+            trace.as_str().unwrap_or(""),
+            span.as_str().unwrap_or("")
+        );
+        want.push((run.to_string(), key));
+    }
+    for (name, points) in manifest["metrics"].as_object().expect("metrics") {
+        assert_eq!(points, 2);
+        for k in ["a", "b"] {
+            want.push((run.to_string(), format!("metric {name} {k}")));
+        }
+    }
+    want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with_its_fields_and_types() {
+    let test = "the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with_its_fields_and_types";
+    let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, common::config(&data, &format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}")))
+        .expect("config");
+    let (mut broker, url, grpc) = spawn_with_grpc(&config);
+    let out = tmp.path().join("otel.ndjson");
+    let mut exporter = ExporterProc::start(&url, "otel", "otel-t", &format!("file://{}", out.display()), &[]);
+    let over_http = send(&python, "http", &url, "h", 30, 10);
+    let over_grpc = send(&python, "grpc", &grpc, "g", 30, 10);
+    let mut want = expected("h", &over_http);
+    want.extend(expected("g", &over_grpc));
+    want.sort();
+    // Everything committed: nothing more will be written.
+    let what = format!("{} records at the sink, all committed", want.len());
+    wait_until(&what, Duration::from_secs(60), || async {
+        file_lines(&out).len() >= want.len() && destination(&url, "otel").await["lag_records"] == 0
+    })
+    .await;
+    let mut got: Vec<(String, String)> = file_lines(&out).iter().map(|l| item_key(l)).collect();
+    got.sort();
+    assert_eq!(got, want, "every item exactly once");
+    exporter.kill9();
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
