@@ -132,6 +132,8 @@ pub fn success_body(signal: Signal, encoding: OtlpEncoding, exported: &Exported,
                 $response { partial_success: partial.then(|| $partial { $field: rejected, error_message: message() }) };
             match encoding {
                 OtlpEncoding::Protobuf => response.encode_to_vec(),
+                // A full success is `{}`: no `partialSuccess` at all.
+                OtlpEncoding::Json if !partial => b"{}".to_vec(),
                 OtlpEncoding::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
             }
         }};
