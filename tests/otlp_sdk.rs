@@ -51,14 +51,27 @@ pub fn spawn_with_grpc(config: &Path) -> (Child, String, String) {
     (child, url, grpc)
 }
 
-/// Run the SDK sender; its manifest of what it sent.
-fn send(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, spans: u32) -> Value {
+/// The SDK sender, started.
+fn sender(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, spans: u32) -> Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/otel_send.py");
-    let out = Command::new(python)
+    Command::new(python)
         .arg(script)
         .args([protocol, endpoint, "acme-t", run, &logs.to_string(), &spans.to_string()])
-        .output()
-        .expect("run the OpenTelemetry sender");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the OpenTelemetry sender")
+}
+
+/// Run the SDK sender; its manifest of what it sent.
+fn send(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, spans: u32) -> Value {
+    manifest_of(sender(python, protocol, endpoint, run, logs, spans), protocol)
+}
+
+/// Wait for a sender (at most 120 s); its manifest.
+fn manifest_of(mut child: Child, protocol: &str) -> Value {
+    assert!(wait_exit(&mut child, Duration::from_secs(120)).is_some(), "the {protocol} sender did not finish");
+    let out = child.wait_with_output().expect("sender output");
     assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let manifest: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("manifest");
@@ -207,4 +220,42 @@ async fn the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with
     exporter.kill9();
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_retries_through_backpressure_and_nothing_is_lost() {
+    let test = "the_sdk_retries_through_backpressure_and_nothing_is_lost";
+    let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
+    let dest = DEST.replace("token = \"otel-t\"", "token = \"otel-t\"\nmax_lag_records = 20");
+    let broker = BrokerProc::start(&dest);
+    let url = broker.url.clone();
+    // 30 log records and 10 points with no exporter: over the lag limit.
+    let first = send(&python, "http", &url, "pre", 30, 0);
+    let over = "the destination's lag over its limit";
+    wait_until(over, Duration::from_secs(30), || async {
+        destination(&url, "otel").await["lag_records"].as_u64().unwrap_or(0) >= 40
+    })
+    .await;
+    let shed = "weir_backpressure_shed_total{reason=\"destination_lag\",tenant=\"acme\"}";
+    let child = sender(&python, "http", &url, "bp", 20, 5);
+    wait_until("the SDK refused for backpressure", Duration::from_secs(60), || async {
+        metric(&url, shed).await >= 1.0
+    })
+    .await;
+    // The sink comes back: the SDK's retries get through.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("otel.ndjson");
+    let mut exporter = ExporterProc::start(&url, "otel", "otel-t", &format!("file://{}", out.display()), &[]);
+    let second = manifest_of(child, "http");
+    let mut want = expected("pre", &first);
+    want.extend(expected("bp", &second));
+    want.sort();
+    wait_until("every record at the sink, committed", Duration::from_secs(60), || async {
+        file_lines(&out).len() >= want.len() && destination(&url, "otel").await["lag_records"] == 0
+    })
+    .await;
+    let mut got: Vec<(String, String)> = file_lines(&out).iter().map(|l| item_key(l)).collect();
+    got.sort();
+    assert_eq!(got, want, "every item exactly once");
+    exporter.kill9();
 }
