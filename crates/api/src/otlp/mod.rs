@@ -205,13 +205,13 @@ pub struct Export<'a> {
 pub async fn export(intake: &Arc<Intake>, call: Export<'_>) -> Result<Exported, AcceptError> {
     let Export { tenant, signal, items, media_type, inflated_body, idempotency_key, arrival } = call;
     let rejected = items.rejected;
-    if items.records.is_empty() {
+    if items.is_empty() {
         return Ok(Exported { accepted: 0, rejected });
     }
     let topic = signal.topic(&intake.cfg.otlp);
     let topic_idx = intake.topic_index(topic).ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
     let batch = Batch { tenant, topic, topic_idx, media_type, inflated_body, idempotency_key, arrival };
-    let records: Vec<&[u8]> = items.records.iter().map(Vec::as_slice).collect();
+    let records: Vec<&[u8]> = items.records().collect();
     let accepted = append_records(intake, batch, records).await?;
     Ok(Exported { accepted: accepted.records, rejected })
 }

@@ -25,16 +25,42 @@ use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Serialize;
 
-/// The records one request holds, and the items refused alone.
+/// The records of one request, and the items refused alone. The records
+/// lie end to end in one buffer (one allocation per request, not per item).
 #[derive(Debug, Default)]
 pub struct Items {
-    /// One OTLP/JSON one-item export request per accepted item, in the
-    /// request's order.
-    pub records: Vec<Vec<u8>>,
+    /// Every record's bytes, in the request's order.
+    buf: Vec<u8>,
+    /// Where each record ends in `buf`.
+    ends: Vec<usize>,
     /// Items refused because their record is over `max_record_bytes`.
     pub rejected: u64,
     /// Bytes of all records.
     pub bytes: u64,
+}
+
+impl Items {
+    /// How many records (accepted items) there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether no item was accepted.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The record at `index` (< [`Items::len`]): one OTLP/JSON one-item
+    /// export request.
+    pub fn record(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.buf[start..self.ends[index]]
+    }
+
+    /// Every record, in order.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.record(i))
+    }
 }
 
 /// The limits a split works within.
@@ -111,22 +137,25 @@ impl Envelope {
 struct Collector {
     limits: Limits,
     items: Items,
-    /// Scratch for one item's JSON, reused.
-    scratch: Vec<u8>,
 }
 
 impl Collector {
     fn new(limits: Limits) -> Self {
-        Collector { limits, items: Items::default(), scratch: Vec::with_capacity(512) }
+        Collector { limits, items: Items { buf: Vec::with_capacity(4096), ..Items::default() } }
     }
 
     /// Add `item` in `envelope`, or count it rejected when its record would
-    /// be over `max_record_bytes`.
+    /// be over `max_record_bytes`. The item is written in place, after the
+    /// prefix; a rejected one is cut off again.
     fn push(&mut self, envelope: &Envelope, item: &impl Serialize) -> Result<(), AcceptError> {
-        self.scratch.clear();
-        serde_json::to_writer(&mut self.scratch, item).map_err(json_error)?;
-        let len = (envelope.prefix.len() + self.scratch.len() + envelope.suffix.len()) as u64;
+        let buf = &mut self.items.buf;
+        let start = buf.len();
+        buf.extend_from_slice(&envelope.prefix);
+        serde_json::to_writer(&mut *buf, item).map_err(json_error)?;
+        buf.extend_from_slice(&envelope.suffix);
+        let len = (buf.len() - start) as u64;
         if len > self.limits.max_record_bytes {
+            buf.truncate(start);
             self.items.rejected += 1;
             return Ok(());
         }
@@ -134,11 +163,7 @@ impl Collector {
         if self.items.bytes > self.limits.max_total_bytes {
             return Err(AcceptError::OtlpRecordsTooLarge { cap: self.limits.max_total_bytes });
         }
-        let mut record = Vec::with_capacity(len as usize);
-        record.extend_from_slice(&envelope.prefix);
-        record.extend_from_slice(&self.scratch);
-        record.extend_from_slice(&envelope.suffix);
-        self.items.records.push(record);
+        self.items.ends.push(buf.len());
         Ok(())
     }
 }

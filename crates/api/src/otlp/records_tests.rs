@@ -79,8 +79,8 @@ fn logs_request(items: u64) -> ExportLogsServiceRequest {
 fn each_log_record_is_a_one_item_request_that_decodes_back_to_it() {
     let request = logs_request(3);
     let items = logs(&request, WIDE).unwrap();
-    assert_eq!((items.records.len(), items.rejected), (3, 0));
-    for (n, record) in items.records.iter().enumerate() {
+    assert_eq!((items.len(), items.rejected), (3, 0));
+    for (n, record) in items.records().enumerate() {
         let back: ExportLogsServiceRequest = serde_json::from_slice(record).unwrap();
         let mut want = request.clone();
         want.resource_logs[0].scope_logs[0].log_records = vec![log(n as u64)];
@@ -120,8 +120,8 @@ fn each_span_is_a_one_item_request_that_decodes_back_to_it() {
         }],
     };
     let items = traces(&request, WIDE).unwrap();
-    assert_eq!(items.records.len(), 2);
-    for (i, record) in items.records.iter().enumerate() {
+    assert_eq!(items.len(), 2);
+    for (i, record) in items.records().enumerate() {
         let back: ExportTraceServiceRequest = serde_json::from_slice(record).unwrap();
         let mut want = request.clone();
         want.resource_spans[0].scope_spans[0].spans = vec![one(i as u8 + 1)];
@@ -199,11 +199,11 @@ fn each_data_point_of_every_kind_is_a_one_point_metric_that_decodes_back() {
         }],
     };
     let items = metrics(&request, WIDE).unwrap();
-    assert_eq!(items.records.len(), 9, "2 + 2 + 2 + 2 + 1 points; the metric without data has none");
+    assert_eq!(items.len(), 9, "2 + 2 + 2 + 2 + 1 points; the metric without data has none");
     let mut seen = 0;
     for metric in every_kind() {
         for point in 0..points_of(&metric) {
-            let back: ExportMetricsServiceRequest = serde_json::from_slice(&items.records[seen]).unwrap();
+            let back: ExportMetricsServiceRequest = serde_json::from_slice(items.record(seen)).unwrap();
             let mut want = request.clone();
             want.resource_metrics[0].scope_metrics[0].metrics = vec![one_point(&metric, point)];
             assert_eq!(back, want, "record {seen}");
@@ -219,8 +219,9 @@ fn an_item_over_the_record_limit_is_rejected_alone_and_the_total_is_capped() {
     let big = any_value::Value::StringValue("x".repeat(5000));
     request.resource_logs[0].scope_logs[0].log_records[1].body = Some(AnyValue { value: Some(big) });
     let items = logs(&request, Limits { max_record_bytes: 4000, max_total_bytes: 1 << 20 }).unwrap();
-    assert_eq!((items.records.len(), items.rejected), (2, 1));
-    assert_eq!(items.bytes, items.records.iter().map(|r| r.len() as u64).sum::<u64>());
+    assert_eq!((items.len(), items.rejected), (2, 1));
+    assert_eq!(items.bytes, items.records().map(|r| r.len() as u64).sum::<u64>());
+    assert!(items.records().all(|r| serde_json::from_slice::<ExportLogsServiceRequest>(r).is_ok()));
     let capped = logs(&logs_request(100), Limits { max_record_bytes: 1 << 20, max_total_bytes: 10_000 });
     assert!(matches!(capped, Err(AcceptError::OtlpRecordsTooLarge { cap: 10_000 })), "{capped:?}");
 }
@@ -228,5 +229,5 @@ fn an_item_over_the_record_limit_is_rejected_alone_and_the_total_is_capped() {
 #[test]
 fn an_export_without_items_has_no_records() {
     let items = logs(&ExportLogsServiceRequest::default(), WIDE).unwrap();
-    assert_eq!((items.records.len(), items.rejected, items.bytes), (0, 0, 0));
+    assert_eq!((items.len(), items.rejected, items.bytes), (0, 0, 0));
 }
