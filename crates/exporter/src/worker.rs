@@ -93,6 +93,9 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     let gate = Gate::new(Aimd::new(mode, ceiling), &metrics, &opts.destination);
     let ceiling = gate.ceiling();
     tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?mode, ceiling, "exporter started");
+    if let Err(e) = sink.prepare().await {
+        tracing::warn!(error = %e, "could not prepare the sink yet; deliveries will try again");
+    }
     let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate });
     let mut workers = Vec::new();
     // One task per slot the limit may ever open; the gate lets `limit` of them work.

@@ -45,13 +45,14 @@
 //! ## Framing (docs/sinks.md)
 //!
 //! The webhook's bodies, headers and signatures are [`super::webhook`]'s;
-//! ClickHouse takes only records
-//! that are one JSON object and refuses the others to dead letters, because
-//! a framed object inserted into an arbitrary table is either rejected or,
-//! where unknown fields are skipped (`input_format_skip_unknown_fields`),
-//! becomes a row of defaults that holds none of the record.
+//! ClickHouse's rows, tables and deduplication tokens are
+//! [`super::clickhouse`]'s. ClickHouse takes only records that are one JSON
+//! object and refuses the others to dead letters, because a framed object
+//! inserted into an arbitrary table is either rejected or, where unknown
+//! fields are skipped (`input_format_skip_unknown_fields`), becomes a row of
+//! defaults that holds none of the record.
 
-use super::framing::Shape;
+use super::clickhouse::ClickHouse;
 use super::webhook::Webhook;
 use super::{Delivery, OpenError, Record, Refusal, Sink, SinkError};
 use crate::config::{SinkTls, WebhookMode};
@@ -62,7 +63,7 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone)]
 pub enum HttpStyle {
     Webhook(Webhook),
-    ClickHouse,
+    ClickHouse(std::sync::Arc<ClickHouse>),
 }
 
 pub struct HttpSink {
@@ -171,42 +172,39 @@ impl HttpSink {
         Ok(HttpSink { url: url.to_string(), style, client, streak: RefusalStreak::new() })
     }
 
-    /// `http://HOST:PORT/?table=T[&database=D]` (after the `clickhouse+` prefix).
+    /// `http://HOST:PORT/?table=T[&database=D]` or `?format=otel` (after the
+    /// `clickhouse+` prefix): see [`super::clickhouse`].
     pub fn clickhouse(spec: &str, timeout: Duration, tls: &SinkTls) -> Result<HttpSink, OpenError> {
-        let shown = redact_url(spec);
-        let mut url =
-            reqwest::Url::parse(spec).map_err(|e| OpenError::Spec(format!("clickhouse sink {shown:?}: {e}")))?;
-        let table = url
-            .query_pairs()
-            .find(|(k, _)| k == "table")
-            .map(|(_, v)| v.to_string())
-            .ok_or_else(|| OpenError::Spec(format!("clickhouse sink {shown:?} needs ?table=NAME")))?;
-        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(OpenError::Spec(format!(
-                "clickhouse table name {table:?} may hold only letters, digits, _ and ."
-            )));
-        }
-        let others: Vec<(String, String)> =
-            url.query_pairs().filter(|(k, _)| k != "table").map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        url.query_pairs_mut()
-            .clear()
-            .extend_pairs(others)
-            .append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"));
-        HttpSink::new(url.as_str(), HttpStyle::ClickHouse, timeout, tls)
-    }
-
-    fn body(&self, records: &[Record]) -> Result<Vec<u8>, SinkError> {
-        let HttpStyle::Webhook(hook) = &self.style else { return clickhouse_body(records) };
-        hook.body(records)
+        let ch = ClickHouse::parse(spec)?;
+        let url = ch.insert_url("_", None);
+        HttpSink::new(&url, HttpStyle::ClickHouse(std::sync::Arc::new(ch)), timeout, tls)
     }
 
     async fn post(&self, records: &[Record], key: &str) -> Result<(), SinkError> {
-        let body = self.body(records)?;
-        let req = match &self.style {
-            HttpStyle::Webhook(hook) => hook.dress(self.client.post(&self.url), key, &body),
-            HttpStyle::ClickHouse => self.client.post(&self.url).header("content-type", "application/x-ndjson"),
-        };
-        let req = req.body(body);
+        match &self.style {
+            HttpStyle::Webhook(hook) => {
+                let body = hook.body(records)?;
+                let req = hook.dress(self.client.post(&self.url), key, &body);
+                self.send(req.body(body), false).await
+            }
+            HttpStyle::ClickHouse(ch) => {
+                let tokens = ch.probe(&self.client).await?;
+                // Table by table; a failure sends the lease back whole, and
+                // the inserts already made repeat their tokens: dropped.
+                for insert in ch.inserts(records)? {
+                    let token = (tokens && !key.is_empty()).then(|| ch.token(key, &insert.table));
+                    let url = ch.insert_url(&insert.table, token.as_deref());
+                    let req = self.client.post(url).header("content-type", "application/x-ndjson");
+                    self.send(req.body(insert.body), true).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Send one request and class its answer (see the module doc);
+    /// `clickhouse`: its data error codes are the content's fault.
+    async fn send(&self, req: reqwest::RequestBuilder, clickhouse: bool) -> Result<(), SinkError> {
         let mut resp = req.send().await.map_err(send_failed)?;
         let status = resp.status();
         let ra = retry_after(resp.headers());
@@ -229,7 +227,7 @@ impl HttpSink {
         let text = String::from_utf8_lossy(&head);
         let snippet: String = text.chars().take(300).collect();
         let message = format!("HTTP {status}: {}", snippet.trim());
-        if matches!(self.style, HttpStyle::ClickHouse) {
+        if clickhouse {
             if let Some(code) = clickhouse_code(&text).filter(|c| CLICKHOUSE_POISON.contains(c)) {
                 return Err(SinkError::Poison { message, refusal: Some(Refusal::ClickHouse(code)) });
             }
@@ -262,24 +260,6 @@ fn endpoint_message(status: reqwest::StatusCode, location: Option<String>, snipp
     format!("HTTP {status}: {what} [the endpoint refuses whatever it is sent: a fault of the sink, records kept]")
 }
 
-/// A ClickHouse `JSONEachRow` body: rows are never framed, so an accepted
-/// row goes as is.
-fn clickhouse_body(records: &[Record]) -> Result<Vec<u8>, SinkError> {
-    let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum());
-    for r in records {
-        // `refuse` screens these out before delivery; never send one that
-        // slipped through, whatever the caller did.
-        Shape::of(&r.payload).as_row().map_err(|why| SinkError::poison(not_a_row(&why)))?;
-        buf.extend_from_slice(&r.payload);
-        buf.push(b'\n');
-    }
-    Ok(buf)
-}
-
-fn not_a_row(why: &super::framing::NotARow) -> String {
-    format!("not sent: ClickHouse JSONEachRow takes one JSON object per record, and {why}")
-}
-
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, records: &'a [Record], key: &'a str) -> Delivery<'a> {
         Box::pin(self.post(records, key))
@@ -290,14 +270,25 @@ impl Sink for HttpSink {
     }
 
     fn refuse(&self, record: &Record) -> Option<String> {
-        match self.style {
-            HttpStyle::ClickHouse => Shape::of(&record.payload).as_row().err().map(|why| not_a_row(&why)),
+        match &self.style {
+            HttpStyle::ClickHouse(ch) => ch.refuse(record),
             HttpStyle::Webhook(_) => None,
         }
     }
 
+    /// Webhooks send it as `webhook-id`, ClickHouse as
+    /// `insert_deduplication_token`.
     fn sends_id(&self) -> bool {
-        matches!(self.style, HttpStyle::Webhook(_))
+        true
+    }
+
+    fn prepare(&self) -> Delivery<'_> {
+        Box::pin(async move {
+            match &self.style {
+                HttpStyle::ClickHouse(ch) => ch.probe(&self.client).await.map(|_| ()),
+                HttpStyle::Webhook(_) => Ok(()),
+            }
+        })
     }
 
     fn one_per_request(&self) -> bool {
@@ -307,7 +298,10 @@ impl Sink for HttpSink {
     /// The URL's credentials are never shown (logs, the broker's breaker).
     fn describe(&self) -> String {
         match &self.style {
-            HttpStyle::ClickHouse => format!("clickhouse {}", redact_url(&self.url)),
+            HttpStyle::ClickHouse(ch) => match &ch.target {
+                super::clickhouse::Target::Otel => format!("clickhouse {} (otel tables)", redact_url(&self.url)),
+                super::clickhouse::Target::Table(t) => format!("clickhouse {} (table {t})", redact_url(&self.url)),
+            },
             HttpStyle::Webhook(h) => format!("webhook {} ({} mode)", redact_url(&self.url), h.mode.as_str()),
         }
     }
@@ -434,25 +428,16 @@ mod tests {
     #[test]
     fn webhook_bodies_frame_what_is_not_one_json_line_and_clickhouse_bodies_never_frame() {
         let web = webhook("http://127.0.0.1:1/", Duration::from_secs(1));
-        let body = web.body(&[rec(b"{\"a\":1}"), rec(b"x\ny")]).unwrap();
+        let HttpStyle::Webhook(hook) = &web.style else { panic!("a webhook") };
+        let body = hook.body(&[rec(b"{\"a\":1}"), rec(b"x\ny")]).unwrap();
         assert_eq!(body, b"{\"a\":1}\n{\"payload_b64\":\"eAp5\"}\n");
-        let ch =
-            HttpSink::clickhouse("http://127.0.0.1:1/?table=t", Duration::from_secs(1), &SinkTls::default()).unwrap();
+        let ch = ClickHouse::parse("http://127.0.0.1:1/?table=t").unwrap();
         // A tenant's own object with the key payload_b64 is an ordinary row.
         let row = b"{\"payload_b64\":\"eAp5\"}";
-        assert_eq!(ch.body(&[rec(row)]).unwrap(), [&row[..], b"\n"].concat());
+        let inserts = ch.inserts(&[rec(row)]).unwrap();
+        assert_eq!((inserts.len(), inserts[0].body.clone()), (1, [&row[..], b"\n"].concat()));
         assert!(ch.refuse(&rec(row)).is_none());
         assert!(ch.refuse(&rec(b"{\"a\":1}\n{\"a\":2}")).is_some());
-        assert!(matches!(ch.body(&[rec(b"[{\"a\":1}]")]), Err(SinkError::Poison { refusal: None, .. })));
-    }
-
-    #[test]
-    fn clickhouse_spec_becomes_an_insert_query() {
-        let tls = SinkTls::default();
-        let s = HttpSink::clickhouse("http://127.0.0.1:8123/?table=events&database=weir", Duration::from_secs(1), &tls)
-            .unwrap();
-        assert!(s.url.contains("database=weir"), "{}", s.url);
-        assert!(s.url.contains("query=INSERT+INTO+events+FORMAT+JSONEachRow"), "{}", s.url);
-        assert!(HttpSink::clickhouse("http://h:1/?table=x;drop", Duration::from_secs(1), &tls).is_err());
+        assert!(matches!(ch.inserts(&[rec(b"[{\"a\":1}]")]), Err(SinkError::Poison { refusal: None, .. })));
     }
 }

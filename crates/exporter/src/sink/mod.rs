@@ -3,11 +3,13 @@
 //! they are bisected out to dead letters). How a record's bytes are framed
 //! so that one record stays one record downstream is in [`framing`].
 
+pub mod clickhouse;
 pub mod client;
 mod committed;
 mod file;
 pub mod framing;
 mod http;
+pub mod otel_rows;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -160,6 +162,13 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// What to do once before the first delivery (ClickHouse: ask the
+    /// server what it supports and warn about deduplication). A failure is
+    /// logged; deliveries ask again.
+    fn prepare(&self) -> Delivery<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn describe(&self) -> String;
 }
 
@@ -184,7 +193,7 @@ pub fn from_spec(
         return Ok(Box::new(HttpSink::clickhouse(rest, timeout, tls)?));
     }
     Err(OpenError::Spec(format!(
-        "unknown sink {:?}: use file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T",
+        "unknown sink {:?}: use file:PATH, http(s)://URL, clickhouse+http(s)://HOST:PORT/?table=T or clickhouse+http(s)://HOST:PORT/?format=otel",
         crate::secret::redact_sink(spec)
     )))
 }
