@@ -334,13 +334,20 @@ async fn records_exported_to_a_real_clickhouse_arrive_with_the_right_row_count()
     // One row ClickHouse cannot parse for this table: it must end in dead letters.
     ingest(&b.url, "acme-t", "events", "{\"id\":\"bad\",\"n\":\"not a number\"}").await;
     let sink = format!("clickhouse+{ch}/?table=weir_events");
-    let _e = ExporterProc::start(&b.url, "ch", "ch-t", &sink, &["--wait-ms", "200"]);
+    let log = tmp.path().join("exporter.log");
+    let _e = ExporterProc::start_logging(&b.url, "ch", "ch-t", &sink, &["--wait-ms", "200"], &log);
     wait_until("500 rows in ClickHouse and 1 dead letter", Duration::from_secs(60), || async {
         q("SELECT count() FROM weir_events").await.trim() == "500"
             && destination(&b.url, "ch").await["dead_letter_records"] == 1
     })
     .await;
     assert_eq!(q("SELECT uniqExact(id) FROM weir_events").await.trim(), "500");
+    // 18.16 does not know insert_deduplication_token (Code 115 if sent):
+    // the exporter asked once at start, warned once, and sends none.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warned = text.matches("does not know the setting insert_deduplication_token").count();
+    assert_eq!(warned, 1, "one warning, never a retry loop:\n{text}");
+    assert!(!text.contains("Code: 115"), "a token was sent:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,26 @@ impl ExporterProc {
         ExporterProc { child }
     }
 
+    /// [`ExporterProc::start`], its log (stderr) written to `log`.
+    pub fn start_logging(
+        broker: &str,
+        dest: &str,
+        token: &str,
+        sink: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> ExporterProc {
+        let stderr = Stdio::from(std::fs::File::create(log).expect("create the exporter's log"));
+        let child = Command::new(&EXPORTER)
+            .args(["--broker", broker, "--destination", dest, "--token", token, "--sink", sink])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn exporter");
+        ExporterProc { child }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

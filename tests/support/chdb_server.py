@@ -10,6 +10,9 @@ what is the real engine and what is this handler.
   `default_format` excepted: one database, TabSeparated answers).
 - 200 with the engine's answer; an engine error answers 500 with its text
   ("Code: N. DB::Exception: ..."), as ClickHouse does.
+- CHDB_INSERT_ANSWER_DELAY_MS (environment): after an INSERT ran, wait this
+  long before answering — the window between a sink's insert and its
+  commit that a test kills the exporter in.
 
 usage: chdb_server.py PORT_FILE [SQL_FILE...]  (the files' statements run
 first, separated by ';' at line ends). Writes the port to PORT_FILE.
@@ -20,7 +23,12 @@ import sys
 import threading
 import urllib.parse
 
+import os
+import time
+
 import chdb.session
+
+INSERT_ANSWER_DELAY = int(os.environ.get("CHDB_INSERT_ANSWER_DELAY_MS", "0")) / 1000.0
 
 SESSION = chdb.session.Session()
 LOCK = threading.Lock()
@@ -59,6 +67,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             out = run(with_settings(sql, params))
             status, text = 200, str(out) if out is not None else ""
+            if INSERT_ANSWER_DELAY and sql.lstrip().upper().startswith("INSERT"):
+                time.sleep(INSERT_ANSWER_DELAY)
         except Exception as e:  # the engine's own error text
             status, text = 500, str(e)
         data = text.encode("utf-8")
@@ -80,8 +90,6 @@ def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
-    import os
-
     os.rename(sys.argv[1] + ".tmp", sys.argv[1])
     server.serve_forever()
 
