@@ -259,3 +259,96 @@ async fn the_sdk_retries_through_backpressure_and_nothing_is_lost() {
     assert_eq!(got, want, "every item exactly once");
     exporter.kill9();
 }
+
+/// The Python OTLP receiver (`tests/support/otlp_receiver.py`); killed on drop.
+struct Receiver {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn start(python: &Path) -> Receiver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/otlp_receiver.py");
+        let child = Command::new(python).arg(script).arg(&port_file).spawn().expect("spawn the OTLP receiver");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "the OTLP receiver wrote no port");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Receiver { child, url: format!("http://127.0.0.1:{}", port.trim()), _dir: dir }
+    }
+
+    async fn items(&self) -> Vec<(String, String)> {
+        let v: Value =
+            client().get(format!("{}/stats", self.url)).send().await.expect("stats").json().await.expect("json");
+        let list = v["items"].as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|p| (p[0].as_str().unwrap_or("").to_string(), p[1].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_http_sink_forwards_every_item_once_to_a_receiver_that_decodes_it() {
+    let test = "an_otlp_http_sink_forwards_every_item_once_to_a_receiver_that_decodes_it";
+    let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
+    let receiver = Receiver::start(&python);
+    let broker = BrokerProc::start(DEST);
+    let url = broker.url.clone();
+    let sink = format!("otlp+{}", receiver.url);
+    let mut exporter = ExporterProc::start(&url, "otel", "otel-t", &sink, &[]);
+    let manifest = send(&python, "http", &url, "f", 20, 5);
+    let mut want: Vec<(String, String)> = Vec::new();
+    for n in manifest["logs"].as_array().expect("logs") {
+        want.push(("logs".into(), n.to_string()));
+    }
+    for s in manifest["spans"].as_array().expect("spans") {
+        want.push(("traces".into(), s["name"].as_str().unwrap_or("").to_string()));
+    }
+    for name in manifest["metrics"].as_object().expect("metrics").keys() {
+        for k in ["a", "b"] {
+            want.push(("metrics".into(), format!("{name} {k}")));
+        }
+    }
+    want.sort();
+    wait_until("every item at the receiver, all committed", Duration::from_secs(60), || async {
+        receiver.items().await.len() >= want.len() && destination(&url, "otel").await["lag_records"] == 0
+    })
+    .await;
+    let mut got = receiver.items().await;
+    got.sort();
+    assert_eq!(got, want, "every item exactly once");
+    // A log the receiver rejects with partial_success: a dead letter with
+    // the receiver's message, and nothing else sent.
+    let reject = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"reject-me"}}]}]}]}"#;
+    let resp = client()
+        .post(format!("{url}/v1/logs"))
+        .bearer_auth("acme-t")
+        .header("content-type", "application/json")
+        .body(reject)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_until("the rejected log dead-lettered", Duration::from_secs(60), || async {
+        destination(&url, "otel").await["dead_letter_records"] == 1
+    })
+    .await;
+    let letters = admin_get(&url, "/v1/admin/destinations/otel/dead-letters").await.to_string();
+    assert!(letters.contains("reject-me is refused here"), "{letters}");
+    assert_eq!(receiver.items().await.len(), want.len(), "nothing else sent");
+    exporter.kill9();
+}

@@ -32,7 +32,7 @@ pub(crate) fn effective(mut args: Args) -> Result<String, CheckError> {
     }
     let opts = Options::from_settings(args.merged()?)?;
     let dressing = Dressing::new(&opts.webhook)?;
-    if opts.sink.starts_with("http") || opts.sink.starts_with("clickhouse+") {
+    if opts.sink.starts_with("http") || opts.sink.starts_with("clickhouse+") || opts.sink.starts_with("otlp+") {
         crate::sink::client::build(opts.sink_timeout, &opts.sink_tls)?;
     }
     let mut text = format!("# exporter: valid. Effective settings (defaults filled in, secrets {REDACTED}):\n");

@@ -106,7 +106,7 @@ pub enum ConfigError {
     name = "exporter",
     version,
     about = "Weir exporter: leases a destination's records from a broker, delivers them to a sink, commits",
-    after_help = "SINK is file:PATH, http(s)://URL (NDJSON POST) or clickhouse+http(s)://HOST:PORT/?table=T\n\nExample:\n  exporter --broker http://127.0.0.1:7070 --destination dev --token dev-exporter --sink file:/tmp/weir-out.ndjson"
+    after_help = "SINK is file:PATH, http(s)://URL (NDJSON POST), clickhouse+http(s)://HOST:PORT/?table=T, clickhouse+http(s)://HOST:PORT/?format=otel (OTLP records as OpenTelemetry rows) or otlp+http(s)://HOST:PORT (OTLP protobuf)\n\nExample:\n  exporter --broker http://127.0.0.1:7070 --destination dev --token dev-exporter --sink file:/tmp/weir-out.ndjson"
 )]
 pub struct Args {
     /// TOML file with the same keys as the long flags (snake_case); a flag wins over the file.
@@ -136,7 +136,7 @@ pub struct Settings {
     /// A file holding the exporter token (its first line), instead of --token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Where records go: file:PATH, http(s)://URL or clickhouse+http(s)://HOST:PORT/?table=T (required).
+    /// Where records go: file:PATH, http(s)://URL, clickhouse+http(s)://HOST:PORT/?table=T or ?format=otel, or otlp+http(s)://HOST:PORT (required).
     #[arg(long)]
     pub sink: Option<String>,
     /// Per-request sink timeout, ms [default: 3000].

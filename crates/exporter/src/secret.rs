@@ -63,10 +63,14 @@ pub fn redact_url(url: &str) -> String {
 /// A `--sink` spec with its URL's credentials redacted (`clickhouse+`
 /// prefixes kept; `file:` paths hold none).
 pub fn redact_sink(spec: &str) -> String {
-    match spec.strip_prefix("clickhouse+") {
-        Some(rest) => format!("clickhouse+{}", redact_url(rest)),
-        None if spec.starts_with("file:") => spec.to_string(),
-        None => redact_url(spec),
+    for scheme in ["clickhouse+", "otlp+"] {
+        if let Some(rest) = spec.strip_prefix(scheme) {
+            return format!("{scheme}{}", redact_url(rest));
+        }
+    }
+    match spec.starts_with("file:") {
+        true => spec.to_string(),
+        false => redact_url(spec),
     }
 }
 

@@ -64,6 +64,8 @@ use std::time::{Duration, SystemTime};
 pub enum HttpStyle {
     Webhook(Webhook),
     ClickHouse(std::sync::Arc<ClickHouse>),
+    /// `otlp+http(s)://HOST:PORT` ([`super::otlp`]): the base URL.
+    Otlp,
 }
 
 pub struct HttpSink {
@@ -185,7 +187,18 @@ impl HttpSink {
             HttpStyle::Webhook(hook) => {
                 let body = hook.body(records)?;
                 let req = hook.dress(self.client.post(&self.url), key, &body);
-                self.send(req.body(body), false).await
+                self.send(req.body(body), false).await.map(drop)
+            }
+            HttpStyle::Otlp => {
+                for export in super::otlp::exports(records)? {
+                    let url = format!("{}{}", self.url.trim_end_matches('/'), export.path);
+                    let req = self.client.post(url).header("content-type", "application/x-protobuf");
+                    let answer = self.send(req.body(export.body), false).await?;
+                    if let Some(rejected) = super::otlp::rejected(export.path, &answer) {
+                        return Err(rejected);
+                    }
+                }
+                Ok(())
             }
             HttpStyle::ClickHouse(ch) => {
                 let tokens = ch.probe(&self.client).await?;
@@ -203,8 +216,9 @@ impl HttpSink {
     }
 
     /// Send one request and class its answer (see the module doc);
-    /// `clickhouse`: its data error codes are the content's fault.
-    async fn send(&self, req: reqwest::RequestBuilder, clickhouse: bool) -> Result<(), SinkError> {
+    /// `clickhouse`: its data error codes are the content's fault. A
+    /// delivery answers the first [`ANSWER_CAP`] bytes of its body.
+    async fn send(&self, req: reqwest::RequestBuilder, clickhouse: bool) -> Result<Vec<u8>, SinkError> {
         let mut resp = req.send().await.map_err(send_failed)?;
         let status = resp.status();
         let ra = retry_after(resp.headers());
@@ -215,7 +229,7 @@ impl HttpSink {
         let class = status_class(status.as_u16());
         if class == StatusClass::Delivered {
             return match cut {
-                None => Ok(()),
+                None => Ok(head),
                 Some(e) => Err(SinkError::Retryable {
                     message: format!("HTTP {status}, but the answer was cut short: {e}"),
                     retry_after: None,
@@ -272,21 +286,22 @@ impl Sink for HttpSink {
     fn refuse(&self, record: &Record) -> Option<String> {
         match &self.style {
             HttpStyle::ClickHouse(ch) => ch.refuse(record),
+            HttpStyle::Otlp => super::otlp::refuse(record),
             HttpStyle::Webhook(_) => None,
         }
     }
 
     /// Webhooks send it as `webhook-id`, ClickHouse as
-    /// `insert_deduplication_token`.
+    /// `insert_deduplication_token`; OTLP has no place for it.
     fn sends_id(&self) -> bool {
-        true
+        !matches!(self.style, HttpStyle::Otlp)
     }
 
     fn prepare(&self) -> Delivery<'_> {
         Box::pin(async move {
             match &self.style {
                 HttpStyle::ClickHouse(ch) => ch.probe(&self.client).await.map(|_| ()),
-                HttpStyle::Webhook(_) => Ok(()),
+                HttpStyle::Webhook(_) | HttpStyle::Otlp => Ok(()),
             }
         })
     }
@@ -303,6 +318,7 @@ impl Sink for HttpSink {
                 super::clickhouse::Target::Table(t) => format!("clickhouse {} (table {t})", redact_url(&self.url)),
             },
             HttpStyle::Webhook(h) => format!("webhook {} ({} mode)", redact_url(&self.url), h.mode.as_str()),
+            HttpStyle::Otlp => format!("otlp {}", redact_url(&self.url)),
         }
     }
 }

@@ -10,6 +10,7 @@ mod file;
 pub mod framing;
 mod http;
 pub mod otel_rows;
+pub mod otlp;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -189,11 +190,17 @@ pub fn from_spec(
     if spec.starts_with("http://") || spec.starts_with("https://") {
         return Ok(Box::new(HttpSink::new(spec, HttpStyle::Webhook(webhook), timeout, tls)?));
     }
+    if let Some(rest) = spec.strip_prefix("otlp+") {
+        if !(rest.starts_with("http://") || rest.starts_with("https://")) {
+            return Err(OpenError::Spec("otlp sink: use otlp+http(s)://HOST:PORT".into()));
+        }
+        return Ok(Box::new(HttpSink::new(rest, HttpStyle::Otlp, timeout, tls)?));
+    }
     if let Some(rest) = spec.strip_prefix("clickhouse+") {
         return Ok(Box::new(HttpSink::clickhouse(rest, timeout, tls)?));
     }
     Err(OpenError::Spec(format!(
-        "unknown sink {:?}: use file:PATH, http(s)://URL, clickhouse+http(s)://HOST:PORT/?table=T or clickhouse+http(s)://HOST:PORT/?format=otel",
+        "unknown sink {:?}: use file:PATH, http(s)://URL, clickhouse+http(s)://HOST:PORT/?table=T, clickhouse+http(s)://HOST:PORT/?format=otel or otlp+http(s)://HOST:PORT",
         crate::secret::redact_sink(spec)
     )))
 }
