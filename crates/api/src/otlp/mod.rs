@@ -31,6 +31,7 @@
 //! - decode or split a large request on an async worker.
 
 pub mod answer;
+pub mod finite;
 pub mod grpc;
 pub mod http;
 pub mod records;

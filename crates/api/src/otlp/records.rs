@@ -11,7 +11,8 @@
 //! The resource and scope are serialised once per scope ([`Envelope`]) and
 //! each item once, so a request costs one JSON serialisation of each part.
 //!
-//! Limits: an item whose record would be over `max_record_bytes` is
+//! Limits: an item whose record would be over `max_record_bytes`, or that
+//! holds a double JSON cannot (NaN, infinity: [`super::finite`]), is
 //! rejected alone (the answer's `partial_success`); all records together
 //! over `max_inflated_bytes` refuse the request (413), since the resource
 //! repeated in every record can multiply a small request.
@@ -97,6 +98,14 @@ struct Placement<'a> {
     scope_schema: &'a str,
 }
 
+impl Placement<'_> {
+    /// Whether the resource's and scope's attributes are JSON-safe.
+    fn is_finite(&self) -> bool {
+        self.resource.is_none_or(|r| super::finite::attributes(&r.attributes))
+            && self.scope.is_none_or(|s| super::finite::attributes(&s.attributes))
+    }
+}
+
 fn json_error(source: serde_json::Error) -> AcceptError {
     AcceptError::OtlpUnencodable { source }
 }
@@ -144,6 +153,11 @@ impl Collector {
         Collector { limits, items: Items { buf: Vec::with_capacity(4096), ..Items::default() } }
     }
 
+    /// Count an item rejected without writing it.
+    fn reject(&mut self) {
+        self.items.rejected += 1;
+    }
+
     /// Add `item` in `envelope`, or count it rejected when its record would
     /// be over `max_record_bytes`. The item is written in place, after the
     /// prefix; a rejected one is cut off again.
@@ -180,8 +194,12 @@ pub fn logs(request: &ExportLogsServiceRequest, limits: Limits) -> Result<Items,
                 scope_schema: &sl.schema_url,
             };
             let envelope = Envelope::new(&LOGS, &at)?;
+            let placed = at.is_finite();
             for record in &sl.log_records {
-                out.push(&envelope, record)?;
+                match placed && super::finite::log(record) {
+                    true => out.push(&envelope, record)?,
+                    false => out.reject(),
+                }
             }
         }
     }
@@ -200,8 +218,12 @@ pub fn traces(request: &ExportTraceServiceRequest, limits: Limits) -> Result<Ite
                 scope_schema: &ss.schema_url,
             };
             let envelope = Envelope::new(&TRACES, &at)?;
+            let placed = at.is_finite();
             for span in &ss.spans {
-                out.push(&envelope, span)?;
+                match placed && super::finite::span(span) {
+                    true => out.push(&envelope, span)?,
+                    false => out.reject(),
+                }
             }
         }
     }
@@ -221,9 +243,14 @@ pub fn metrics(request: &ExportMetricsServiceRequest, limits: Limits) -> Result<
                 scope_schema: &sm.schema_url,
             };
             let envelope = Envelope::new(&METRICS, &at)?;
+            let placed = at.is_finite();
             for metric in &sm.metrics {
                 for point in 0..points_of(metric) {
-                    out.push(&envelope, &one_point(metric, point))?;
+                    let one = one_point(metric, point);
+                    match placed && super::finite::metric(&one) {
+                        true => out.push(&envelope, &one)?,
+                        false => out.reject(),
+                    }
                 }
             }
         }

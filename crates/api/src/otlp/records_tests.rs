@@ -227,6 +227,18 @@ fn an_item_over_the_record_limit_is_rejected_alone_and_the_total_is_capped() {
 }
 
 #[test]
+fn an_item_with_a_double_json_cannot_hold_is_rejected_alone() {
+    let mut request = logs_request(3);
+    let nan = any_value::Value::DoubleValue(f64::NAN);
+    request.resource_logs[0].scope_logs[0].log_records[2].attributes.push(kv("nan", nan));
+    let items = logs(&request, WIDE).unwrap();
+    assert_eq!((items.len(), items.rejected), (2, 1));
+    let inf = any_value::Value::DoubleValue(f64::INFINITY);
+    request.resource_logs[0].resource.as_mut().unwrap().attributes.push(kv("inf", inf));
+    assert_eq!(logs(&request, WIDE).map(|i| (i.len(), i.rejected)).unwrap(), (0, 3), "a resource's own: every item");
+}
+
+#[test]
 fn an_export_without_items_has_no_records() {
     let items = logs(&ExportLogsServiceRequest::default(), WIDE).unwrap();
     assert_eq!((items.len(), items.rejected, items.bytes), (0, 0, 0));
