@@ -61,6 +61,21 @@ fn fuzz_corpus_api_json() {
 }
 
 #[test]
+fn fuzz_corpus_otlp_proto() {
+    replay("otlp_proto");
+}
+
+#[test]
+fn fuzz_corpus_otlp_json() {
+    replay("otlp_json");
+}
+
+#[test]
+fn fuzz_corpus_otel_rows() {
+    replay("otel_rows");
+}
+
+#[test]
 fn every_corpus_directory_is_a_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for dir in ["corpus", "crashes-fixed"] {

@@ -4,7 +4,7 @@
 //! by the root package's `tests/fuzz_corpus.rs` (through `#[path]`), which
 //! replays every file of `fuzz/corpus/<target>/` and `fuzz/crashes-fixed/`
 //! through the same function in `cargo test`. So it uses only crates both
-//! have: wal, api, broker, serde_json, siphasher.
+//! have: wal, api, broker, exporter, serde_json, siphasher.
 //!
 //! No panic is the baseline; each target also asserts the invariants that
 //! are cheap to check.
@@ -19,8 +19,16 @@ use wal::{EncodedBatch, FrameError, FrameKey, LaneId, Priority};
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by the name of its binary and corpus directory.
-pub const TARGETS: &[Target] =
-    &[("frame", frame), ("scan", scan), ("ingest_body", ingest_body), ("config", config), ("api_json", api_json)];
+pub const TARGETS: &[Target] = &[
+    ("frame", frame),
+    ("scan", scan),
+    ("ingest_body", ingest_body),
+    ("config", config),
+    ("api_json", api_json),
+    ("otlp_proto", otlp_proto),
+    ("otlp_json", otlp_json),
+    ("otel_rows", otel_rows),
+];
 
 /// The fixed frame key the frame target (and the structured scan input)
 /// authenticates under: body key, then header key.
@@ -370,5 +378,50 @@ pub fn api_json(data: &[u8]) {
     }
     if let Ok(d) = serde_json::from_slice::<protocol::DeadLetter>(data) {
         let _ = protocol::b64_decode(&d.payload_b64);
+    }
+}
+
+/// OTLP/HTTP protobuf bodies: `api::otlp::ExportRequest::decode` as each
+/// signal, then the split into records.
+pub fn otlp_proto(data: &[u8]) {
+    otlp(data, api::otlp::OtlpEncoding::Protobuf);
+}
+
+/// OTLP/JSON bodies, the same way.
+pub fn otlp_json(data: &[u8]) {
+    otlp(data, api::otlp::OtlpEncoding::Json);
+}
+
+/// A request that decodes splits into records within the limits, each of
+/// them one OTLP/JSON request of the same signal holding exactly one item;
+/// items refused alone are counted, never dropped silently.
+fn otlp(data: &[u8], encoding: api::otlp::OtlpEncoding) {
+    use api::otlp::records::Limits;
+    use api::otlp::{ExportRequest, OtlpEncoding, Signal};
+    let limits = Limits { max_record_bytes: 1 << 14, max_total_bytes: 1 << 20 };
+    let wide = Limits { max_record_bytes: u64::MAX, max_total_bytes: u64::MAX };
+    for signal in [Signal::Logs, Signal::Traces, Signal::Metrics] {
+        let Ok(request) = ExportRequest::decode(signal, encoding, data) else { continue };
+        let Ok(items) = request.split(limits) else { continue };
+        assert!(items.bytes <= limits.max_total_bytes, "records over the total cap");
+        let all = request.split(wide).expect("a request that splits within limits splits without them");
+        assert_eq!(all.len() as u64 + all.rejected, items.len() as u64 + items.rejected, "every item counted once");
+        for record in items.records() {
+            assert!(record.len() as u64 <= limits.max_record_bytes, "a record over the limit");
+            let back = ExportRequest::decode(signal, OtlpEncoding::Json, record)
+                .expect("a record is its signal's OTLP/JSON request");
+            let again = back.split(wide).expect("a record splits");
+            assert_eq!((again.len(), again.rejected), (1, 0), "a record holds exactly one item");
+            assert_eq!(again.record(0), record, "a record splits into itself");
+        }
+    }
+}
+
+/// The exporter's OTLP record → ClickHouse row mapping over any payload.
+pub fn otel_rows(data: &[u8]) {
+    if let Ok((table, json)) = exporter::fuzz_otel_row(data, "fuzz-tenant") {
+        assert!(exporter::FUZZ_OTEL_TABLES.contains(&table), "a row of a known table");
+        assert!(json.is_object(), "a row is a JSON object");
+        assert_eq!(json["ResourceAttributes"]["weir.tenant"], "fuzz-tenant", "the record's tenant, always");
     }
 }

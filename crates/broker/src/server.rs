@@ -114,6 +114,9 @@ fn announce(addr: std::net::SocketAddr, grpc: Option<std::net::SocketAddr>, dev:
             " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
         ));
     }
+    if let Some(grpc) = grpc {
+        text.push_str(&format!("\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"));
+    }
     text.push('\n');
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

@@ -392,12 +392,12 @@ impl Config {
     pub fn development() -> Config {
         let text = format!(
             r#"admin_token = "{DEV_ADMIN_TOKEN}"
+otlp_grpc_listen = "127.0.0.1:4317"
 [[tenant]]
 name = "dev"
 token = "{DEV_TENANT_TOKEN}"
 rate_per_sec = 10000.0
 burst = 20000
-otlp_grpc_listen = "127.0.0.1:4317"
 [[topic]]
 name = "events"
 [[destination]]
@@ -433,6 +433,24 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:7070");
         assert_eq!(v.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(c.destinations[0].name, "dev");
+        // OTLP: gRPC on 4317, and the three topics there, undeclared.
+        assert_eq!(v.otlp_grpc_listen, Some("127.0.0.1:4317".parse().unwrap()));
+        let topics: Vec<&str> = v.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(topics, ["events", "otel_logs", "otel_traces", "otel_metrics"]);
+    }
+
+    #[test]
+    fn otlp_topics_are_added_once_and_otlp_grpc_listen_is_off_or_an_address() {
+        let mut c = Config::development();
+        c.otlp.logs_topic = "events".into();
+        c.destinations[0].topics = vec!["events".into()];
+        c.otlp_grpc_listen = Some("off".into());
+        let v = c.validate().unwrap();
+        let topics: Vec<&str> = v.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(topics, ["events", "otel_traces", "otel_metrics"], "a declared topic is not added twice");
+        assert_eq!(v.otlp_grpc_listen, None);
+        c.otlp_grpc_listen = Some("localhost:4317".into());
+        assert!(matches!(c.validate(), Err(ConfigError::OtlpGrpcListenAddress { .. })));
     }
 
     #[test]

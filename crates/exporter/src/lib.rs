@@ -48,3 +48,15 @@ pub(crate) mod sign;
 pub(crate) mod sink;
 pub(crate) mod streak;
 pub mod worker;
+
+/// The OTLP record → ClickHouse row mapping (`sink::otel_rows::row`), for
+/// the fuzz target `otel_rows` only: its table and row, or why it has none.
+#[doc(hidden)]
+pub fn fuzz_otel_row(payload: &[u8], tenant: &str) -> Result<(&'static str, serde_json::Value), String> {
+    sink::otel_rows::row(payload, tenant).map(|r| (r.table, r.json))
+}
+
+/// The tables of the `otel` format (`sink::otel_rows::TABLES`), for the fuzz
+/// target `otel_rows`.
+#[doc(hidden)]
+pub const FUZZ_OTEL_TABLES: [&str; 7] = sink::otel_rows::TABLES;
