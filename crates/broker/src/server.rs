@@ -104,18 +104,15 @@ pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigErro
 fn announce(addr: std::net::SocketAddr, grpc: Option<std::net::SocketAddr>, dev: bool) {
     use std::io::Write;
     let mut text = format!("weir broker listening on http://{addr}");
+    if dev {
+        text.push_str(&format!(
+            " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events (and otel_logs, otel_traces, otel_metrics for OTLP)\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
+        ));
+    }
     if let Some(grpc) = grpc {
         text.push_str(&format!(
             "\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"
         ));
-    }
-    if dev {
-        text.push_str(&format!(
-            " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
-        ));
-    }
-    if let Some(grpc) = grpc {
-        text.push_str(&format!("\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"));
     }
     text.push('\n');
     let mut out = std::io::stdout().lock();
