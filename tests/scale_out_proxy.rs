@@ -305,11 +305,20 @@ async fn one_tenant_one_broker_behind_the_shipped_proxy_and_a_deduplicating_rece
     assert_proxy_error("a lease through the proxy", a.status, &a.json, 404, "not_found");
     let resp = client().get(format!("{proxy}/nope")).send().await.expect("get");
     assert_eq!(resp.headers()["content-type"], "application/json");
-    // OTLP/HTTP is forwarded: whatever answers is a broker, not nginx.
+    // OTLP/HTTP is forwarded: a broker answers an empty export with the
+    // OTLP 200 (`{}` in JSON), not nginx.
     for path in ["/v1/logs", "/v1/traces", "/v1/metrics"] {
-        let resp = client().post(format!("{proxy}{path}")).bearer_auth("k0.first-secret-0").body("{}").send();
-        let text = resp.await.expect("post").text().await.expect("body");
+        let resp = client()
+            .post(format!("{proxy}{path}"))
+            .bearer_auth("k0.first-secret-0")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send();
+        let resp = resp.await.expect("post");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
         assert!(!text.contains("ingest proxy"), "{path} was not forwarded: {text}");
+        assert_eq!((status, text.as_str()), (200, "{}"), "{path}: the broker's OTLP answer");
     }
 
     // The body limit is the brokers': 8 MiB passes (to a topic no
