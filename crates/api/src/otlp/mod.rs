@@ -34,6 +34,7 @@ pub mod answer;
 pub mod finite;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod records;
 
 use crate::error::AcceptError;

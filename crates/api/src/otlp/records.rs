@@ -10,6 +10,8 @@
 //!
 //! The resource and scope are serialised once per scope ([`Envelope`]) and
 //! each item once, so a request costs one JSON serialisation of each part.
+//! Resources, scopes and log records are written by [`super::json`], which
+//! leaves defaults out; spans and data points by the crate's serde.
 //!
 //! Limits: an item whose record would be over `max_record_bytes`, or that
 //! holds a double JSON cannot (NaN, infinity: [`super::finite`]), is
@@ -118,7 +120,7 @@ impl Envelope {
         prefix.extend_from_slice(b"\":[{");
         if let Some(resource) = at.resource {
             prefix.extend_from_slice(b"\"resource\":");
-            serde_json::to_writer(&mut prefix, resource).map_err(json_error)?;
+            super::json::resource(&mut prefix, resource).map_err(json_error)?;
             prefix.push(b',');
         }
         prefix.push(b'"');
@@ -126,17 +128,24 @@ impl Envelope {
         prefix.extend_from_slice(b"\":[{");
         if let Some(scope) = at.scope {
             prefix.extend_from_slice(b"\"scope\":");
-            serde_json::to_writer(&mut prefix, scope).map_err(json_error)?;
+            super::json::scope(&mut prefix, scope).map_err(json_error)?;
             prefix.push(b',');
         }
         prefix.push(b'"');
         prefix.extend_from_slice(nesting.items.as_bytes());
         prefix.extend_from_slice(b"\":[");
         let mut suffix = Vec::with_capacity(64);
-        suffix.extend_from_slice(b"],\"schemaUrl\":");
-        serde_json::to_writer(&mut suffix, at.scope_schema).map_err(json_error)?;
-        suffix.extend_from_slice(b"}],\"schemaUrl\":");
-        serde_json::to_writer(&mut suffix, at.resource_schema).map_err(json_error)?;
+        suffix.push(b']');
+        // Empty schema URLs are left out, as every default is.
+        if !at.scope_schema.is_empty() {
+            suffix.extend_from_slice(b",\"schemaUrl\":");
+            serde_json::to_writer(&mut suffix, at.scope_schema).map_err(json_error)?;
+        }
+        suffix.extend_from_slice(b"}]");
+        if !at.resource_schema.is_empty() {
+            suffix.extend_from_slice(b",\"schemaUrl\":");
+            serde_json::to_writer(&mut suffix, at.resource_schema).map_err(json_error)?;
+        }
         suffix.extend_from_slice(b"}]}");
         Ok(Envelope { prefix, suffix })
     }
@@ -162,10 +171,19 @@ impl Collector {
     /// be over `max_record_bytes`. The item is written in place, after the
     /// prefix; a rejected one is cut off again.
     fn push(&mut self, envelope: &Envelope, item: &impl Serialize) -> Result<(), AcceptError> {
+        self.push_with(envelope, |buf| serde_json::to_writer(buf, item))
+    }
+
+    /// [`Collector::push`] with the item written by `write`.
+    fn push_with(
+        &mut self,
+        envelope: &Envelope,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) -> Result<(), AcceptError> {
         let buf = &mut self.items.buf;
         let start = buf.len();
         buf.extend_from_slice(&envelope.prefix);
-        serde_json::to_writer(&mut *buf, item).map_err(json_error)?;
+        write(&mut *buf).map_err(json_error)?;
         buf.extend_from_slice(&envelope.suffix);
         let len = (buf.len() - start) as u64;
         if len > self.limits.max_record_bytes {
@@ -197,7 +215,7 @@ pub fn logs(request: &ExportLogsServiceRequest, limits: Limits) -> Result<Items,
             let placed = at.is_finite();
             for record in &sl.log_records {
                 match placed && super::finite::log(record) {
-                    true => out.push(&envelope, record)?,
+                    true => out.push_with(&envelope, |buf| super::json::log(buf, record))?,
                     false => out.reject(),
                 }
             }

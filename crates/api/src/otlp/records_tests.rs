@@ -243,3 +243,23 @@ fn an_export_without_items_has_no_records() {
     let items = logs(&ExportLogsServiceRequest::default(), WIDE).unwrap();
     assert_eq!((items.len(), items.rejected, items.bytes), (0, 0, 0));
 }
+
+#[test]
+fn defaults_are_left_out_and_read_back_as_defaults() {
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource::default()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope::default()),
+                log_records: vec![LogRecord::default()],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let items = logs(&request, WIDE).unwrap();
+    let record = items.record(0);
+    assert_eq!(record, br#"{"resourceLogs":[{"resource":{},"scopeLogs":[{"scope":{},"logRecords":[{}]}]}]}"#);
+    let back: ExportLogsServiceRequest = serde_json::from_slice(record).unwrap();
+    assert_eq!(back, request);
+}
