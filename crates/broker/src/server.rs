@@ -130,6 +130,16 @@ async fn shutdown_signal(broker: Arc<OnceLock<Arc<Broker>>>) {
     }
 }
 
+/// The OTLP/gRPC listener, when `otlp_grpc_listen` is set: bound before
+/// recovery, so a taken port stops the start at once.
+async fn bind_grpc(addr: Option<std::net::SocketAddr>) -> Result<Option<tokio::net::TcpListener>, RunError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Fatal(format!("cannot listen on {addr} (otlp_grpc_listen): {e}")))?;
+    Ok(Some(listener))
+}
+
 /// The OTLP/gRPC server's task.
 type GrpcTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
@@ -162,14 +172,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
-    let grpc_listener = match cfg.otlp_grpc_listen {
-        Some(grpc) => Some(
-            tokio::net::TcpListener::bind(grpc)
-                .await
-                .map_err(|e| RunError::Fatal(format!("cannot listen on {grpc} (otlp_grpc_listen): {e}")))?,
-        ),
-        None => None,
-    };
+    let grpc_listener = bind_grpc(cfg.otlp_grpc_listen).await?;
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
     let state = AppState {
@@ -224,7 +227,17 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(broker.maintenance().run());
     server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
-    if let Some((_, task)) = grpc {
+    finish(broker, grpc.map(|g| g.1), maintenance).await
+}
+
+/// After the listener drained: let the gRPC server finish its calls, stop
+/// maintenance, commit what the WAL still holds, flush the store.
+async fn finish(
+    broker: Arc<Broker>,
+    grpc: Option<GrpcTask>,
+    maintenance: tokio::task::JoinHandle<()>,
+) -> Result<(), RunError> {
+    if let Some(task) = grpc {
         match task.await {
             Ok(Err(e)) => tracing::error!(error = %e, "the OTLP/gRPC server failed"),
             Err(e) => tracing::error!(error = %e, "the OTLP/gRPC server task failed"),

@@ -61,7 +61,7 @@ pub fn refuse(record: &Record) -> Option<String> {
 }
 
 /// Merge `into`'s entry for `key` (found by `same`), or append `fresh`.
-fn entry<'a, T>(list: &'a mut Vec<T>, same: impl Fn(&T) -> bool, fresh: impl FnOnce() -> T) -> &'a mut T {
+fn entry<T>(list: &mut Vec<T>, same: impl Fn(&T) -> bool, fresh: impl FnOnce() -> T) -> &mut T {
     match list.iter().position(same) {
         Some(at) => &mut list[at],
         None => {
@@ -72,82 +72,87 @@ fn entry<'a, T>(list: &'a mut Vec<T>, same: impl Fn(&T) -> bool, fresh: impl FnO
     }
 }
 
+/// The export requests of one delivery, one per signal, being merged.
+#[derive(Default)]
+struct Merged {
+    logs: ExportLogsServiceRequest,
+    traces: ExportTraceServiceRequest,
+    metrics: ExportMetricsServiceRequest,
+}
+
+impl Merged {
+    fn logs(&mut self, req: ExportLogsServiceRequest) {
+        use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+        for rl in req.resource_logs {
+            let same = |x: &ResourceLogs| x.resource == rl.resource && x.schema_url == rl.schema_url;
+            let into =
+                entry(&mut self.logs.resource_logs, same, || ResourceLogs { scope_logs: Vec::new(), ..rl.clone() });
+            for sl in rl.scope_logs {
+                let same = |x: &ScopeLogs| x.scope == sl.scope && x.schema_url == sl.schema_url;
+                let scope = entry(&mut into.scope_logs, same, || ScopeLogs { log_records: Vec::new(), ..sl.clone() });
+                scope.log_records.extend(sl.log_records);
+            }
+        }
+    }
+
+    fn traces(&mut self, req: ExportTraceServiceRequest) {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        for rs in req.resource_spans {
+            let same = |x: &ResourceSpans| x.resource == rs.resource && x.schema_url == rs.schema_url;
+            let into = entry(&mut self.traces.resource_spans, same, || ResourceSpans {
+                scope_spans: Vec::new(),
+                ..rs.clone()
+            });
+            for ss in rs.scope_spans {
+                let same = |x: &ScopeSpans| x.scope == ss.scope && x.schema_url == ss.schema_url;
+                let scope = entry(&mut into.scope_spans, same, || ScopeSpans { spans: Vec::new(), ..ss.clone() });
+                scope.spans.extend(ss.spans);
+            }
+        }
+    }
+
+    fn metrics(&mut self, req: ExportMetricsServiceRequest) {
+        use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+        for rm in req.resource_metrics {
+            let same = |x: &ResourceMetrics| x.resource == rm.resource && x.schema_url == rm.schema_url;
+            let fresh = || ResourceMetrics { scope_metrics: Vec::new(), ..rm.clone() };
+            let into = entry(&mut self.metrics.resource_metrics, same, fresh);
+            for sm in rm.scope_metrics {
+                let same = |x: &ScopeMetrics| x.scope == sm.scope && x.schema_url == sm.schema_url;
+                let scope = entry(&mut into.scope_metrics, same, || ScopeMetrics { metrics: Vec::new(), ..sm.clone() });
+                scope.metrics.extend(sm.metrics);
+            }
+        }
+    }
+
+    /// The protobuf body of the signal at `path`.
+    fn body(&self, path: &str) -> Vec<u8> {
+        match path {
+            "/v1/logs" => self.logs.encode_to_vec(),
+            "/v1/traces" => self.traces.encode_to_vec(),
+            _ => self.metrics.encode_to_vec(),
+        }
+    }
+}
+
 /// Merge the one-item requests `records` into one export request per
 /// signal, in the order each signal first comes.
 pub fn exports(records: &[Record]) -> Result<Vec<Export>, SinkError> {
-    let (mut logs, mut traces, mut metrics) = (
-        ExportLogsServiceRequest::default(),
-        ExportTraceServiceRequest::default(),
-        ExportMetricsServiceRequest::default(),
-    );
+    let mut merged = Merged::default();
     let mut order: Vec<&'static str> = Vec::new();
     for r in records {
         let item = decode(&r.payload).map_err(|why| SinkError::poison(format!("not sent: {why}")))?;
         let path = match item {
             Item::Logs(req) => {
-                for rl in req.resource_logs {
-                    let into = entry(
-                        &mut logs.resource_logs,
-                        |x| x.resource == rl.resource && x.schema_url == rl.schema_url,
-                        || opentelemetry_proto::tonic::logs::v1::ResourceLogs { scope_logs: Vec::new(), ..rl.clone() },
-                    );
-                    for sl in rl.scope_logs {
-                        let scope = entry(
-                            &mut into.scope_logs,
-                            |x| x.scope == sl.scope && x.schema_url == sl.schema_url,
-                            || opentelemetry_proto::tonic::logs::v1::ScopeLogs {
-                                log_records: Vec::new(),
-                                ..sl.clone()
-                            },
-                        );
-                        scope.log_records.extend(sl.log_records);
-                    }
-                }
+                merged.logs(req);
                 "/v1/logs"
             }
             Item::Traces(req) => {
-                for rs in req.resource_spans {
-                    let into = entry(
-                        &mut traces.resource_spans,
-                        |x| x.resource == rs.resource && x.schema_url == rs.schema_url,
-                        || opentelemetry_proto::tonic::trace::v1::ResourceSpans {
-                            scope_spans: Vec::new(),
-                            ..rs.clone()
-                        },
-                    );
-                    for ss in rs.scope_spans {
-                        let scope = entry(
-                            &mut into.scope_spans,
-                            |x| x.scope == ss.scope && x.schema_url == ss.schema_url,
-                            || opentelemetry_proto::tonic::trace::v1::ScopeSpans { spans: Vec::new(), ..ss.clone() },
-                        );
-                        scope.spans.extend(ss.spans);
-                    }
-                }
+                merged.traces(req);
                 "/v1/traces"
             }
             Item::Metrics(req) => {
-                for rm in req.resource_metrics {
-                    let into = entry(
-                        &mut metrics.resource_metrics,
-                        |x| x.resource == rm.resource && x.schema_url == rm.schema_url,
-                        || opentelemetry_proto::tonic::metrics::v1::ResourceMetrics {
-                            scope_metrics: Vec::new(),
-                            ..rm.clone()
-                        },
-                    );
-                    for sm in rm.scope_metrics {
-                        let scope = entry(
-                            &mut into.scope_metrics,
-                            |x| x.scope == sm.scope && x.schema_url == sm.schema_url,
-                            || opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
-                                metrics: Vec::new(),
-                                ..sm.clone()
-                            },
-                        );
-                        scope.metrics.extend(sm.metrics);
-                    }
-                }
+                merged.metrics(req);
                 "/v1/metrics"
             }
         };
@@ -155,17 +160,7 @@ pub fn exports(records: &[Record]) -> Result<Vec<Export>, SinkError> {
             order.push(path);
         }
     }
-    Ok(order
-        .into_iter()
-        .map(|path| {
-            let body = match path {
-                "/v1/logs" => logs.encode_to_vec(),
-                "/v1/traces" => traces.encode_to_vec(),
-                _ => metrics.encode_to_vec(),
-            };
-            Export { path, body }
-        })
-        .collect())
+    Ok(order.into_iter().map(|path| Export { path, body: merged.body(path) }).collect())
 }
 
 /// A 200's `partial_success`: the items the receiver rejected, as the
