@@ -352,3 +352,46 @@ async fn an_otlp_http_sink_forwards_every_item_once_to_a_receiver_that_decodes_i
     assert_eq!(receiver.items().await.len(), want.len(), "nothing else sent");
     exporter.kill9();
 }
+
+/// One gRPC call by `tests/support/otlp_grpc_probe.py` (grpcio).
+fn grpc_call(python: &Path, target: &str, token: &str, records: u32) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/otlp_grpc_probe.py");
+    let out =
+        Command::new(python).arg(script).args([target, token, &records.to_string()]).output().expect("run the probe");
+    assert!(out.status.success(), "probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("probe JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_carry_the_codes_otlp_clients_act_on() {
+    let test = "grpc_answers_carry_the_codes_otlp_clients_act_on";
+    let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("broker.toml");
+    let slow = "[[tenant]]\nname = \"slow\"\ntoken = \"slow-t\"\nrate_per_sec = 1.0\nburst = 1\nhard_rate_per_sec = 1.0\nhard_burst = 5\n";
+    let extra = format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}{slow}");
+    std::fs::write(&config, common::config(&data, &extra)).expect("config");
+    let (mut broker, url, grpc) = spawn_with_grpc(&config);
+    let target = grpc.trim_start_matches("http://");
+    let ok = grpc_call(&python, target, "acme-t", 3);
+    assert_eq!(ok["code"], "OK", "{ok}");
+    let none = grpc_call(&python, target, "-", 1);
+    assert_eq!((none["code"].as_str(), none["retry_info"].as_bool()), (Some("UNAUTHENTICATED"), Some(false)), "{none}");
+    let exporter = grpc_call(&python, target, "otel-t", 1);
+    assert_eq!(exporter["code"], "PERMISSION_DENIED", "{exporter}");
+    assert!(exporter["message"].as_str().unwrap_or("").starts_with("forbidden: "), "{exporter}");
+    // Over the hard rate: RESOURCE_EXHAUSTED with RetryInfo (the first
+    // batch larger than the bucket passes on the empty bucket).
+    assert_eq!(grpc_call(&python, target, "slow-t", 10)["code"], "OK");
+    let limited = grpc_call(&python, target, "slow-t", 10);
+    assert_eq!(
+        (limited["code"].as_str(), limited["retry_info"].as_bool()),
+        (Some("RESOURCE_EXHAUSTED"), Some(true)),
+        "{limited}"
+    );
+    assert!(limited["message"].as_str().unwrap_or("").starts_with("rate_limited: "), "{limited}");
+    assert_eq!(metric(&url, "weir_ingest_records_total{").await, 13.0, "3 + 10 stored, nothing of the refusals");
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
