@@ -9,11 +9,11 @@
 
 mod common;
 
+use common::chdb::Chdb;
 use common::python::python_with_or_skip;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEST: &str = r#"lease_timeout_ms = 1000
 [[destination]]
@@ -21,55 +21,6 @@ name = "ch"
 topics = ["otel_logs", "otel_traces", "otel_metrics"]
 token = "ch-t"
 "#;
-
-/// The chdb-backed ClickHouse handler; killed on drop.
-struct Chdb {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Chdb {
-    /// `insert_answer_delay_ms`: how long an INSERT's answer waits after the
-    /// engine ran it (the handler's `CHDB_INSERT_ANSWER_DELAY_MS`).
-    fn start(python: &Path, insert_answer_delay_ms: u64) -> Chdb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port_file = dir.path().join("port");
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let child = Command::new(python)
-            .arg(repo.join("tests/support/chdb_server.py"))
-            .arg(&port_file)
-            .arg(repo.join("ops/clickhouse/otel.sql"))
-            .env("CHDB_INSERT_ANSWER_DELAY_MS", insert_answer_delay_ms.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the chdb handler");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "the chdb handler wrote no port");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Chdb { child, url: format!("http://127.0.0.1:{}", port.trim()), _dir: dir }
-    }
-
-    async fn query(&self, sql: &str) -> String {
-        let resp = client().post(format!("{}/", self.url)).body(sql.to_string()).send().await.expect("query");
-        let (status, text) = (resp.status(), resp.text().await.expect("text"));
-        assert!(status.is_success(), "{sql}: {text}");
-        text.trim().to_string()
-    }
-}
-
-impl Drop for Chdb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/otlp").join(name)
@@ -107,8 +58,12 @@ async fn otlp_items_become_rows_of_the_collector_tables_with_their_tenant() {
     for (path, file) in [("/v1/logs", "logs.json"), ("/v1/traces", "traces.json"), ("/v1/metrics", "metrics.json")] {
         post_json(&broker.url, path, std::fs::read(fixture(file)).expect("fixture")).await;
     }
+    // One table that does not deduplicate: the exporter says so at start.
+    ch.query("ALTER TABLE otel_traces MODIFY SETTING non_replicated_deduplication_window = 0").await;
     let sink = format!("clickhouse+{}/?format=otel", ch.url);
-    let mut exporter = ExporterProc::start(&broker.url, "ch", "ch-t", &sink, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter_log = dir.path().join("exporter.log");
+    let mut exporter = ExporterProc::start_logging(&broker.url, "ch", "ch-t", &sink, &[], &exporter_log);
     let all_rows = "SELECT (SELECT count() FROM otel_logs) + (SELECT count() FROM otel_traces) + (SELECT count() FROM otel_metrics_gauge) + (SELECT count() FROM otel_metrics_sum) + (SELECT count() FROM otel_metrics_histogram) + (SELECT count() FROM otel_metrics_exponential_histogram) + (SELECT count() FROM otel_metrics_summary)";
     wait_until("10 rows, every record committed", Duration::from_secs(60), || async {
         ch.query(all_rows).await.parse::<u64>().unwrap_or(0) >= 10
@@ -149,7 +104,15 @@ async fn otlp_items_become_rows_of_the_collector_tables_with_their_tenant() {
     assert_eq!(exp, "2\t1\t-1\t[1,2]");
     let sums = ch.query("SELECT arraySort(groupArray(Value)), groupUniqArray(IsMonotonic) FROM otel_metrics_sum").await;
     assert_eq!(sums, "[5,7]\t[true]");
+    // Read while it runs: its log lines reach the file from a writer thread.
+    let read_log = || std::fs::read_to_string(&exporter_log).unwrap_or_default();
+    let warned = || read_log().contains("non_replicated_deduplication_window");
+    wait_until("the exporter's warning", Duration::from_secs(30), || async { warned() }).await;
     exporter.kill9();
+    let text = read_log();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("non_replicated_deduplication_window")).collect();
+    assert_eq!(warnings.len(), 1, "one warning, for the one table:\n{text}");
+    assert!(warnings[0].contains("otel_traces"), "{}", warnings[0]);
 }
 
 /// Issue 21: an exporter killed between its insert and its commit leaves

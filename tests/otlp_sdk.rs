@@ -25,10 +25,25 @@ const DEST: &str = r#"
 name = "otel"
 topics = ["otel_logs", "otel_traces", "otel_metrics"]
 token = "otel-t"
+[[destination]]
+name = "ch"
+topics = ["otel_logs", "otel_traces", "otel_metrics"]
+token = "ch-t"
 "#;
 
-/// A broker with OTLP/gRPC on a free port: its child, HTTP URL and gRPC URL.
-pub fn spawn_with_grpc(config: &Path) -> (Child, String, String) {
+/// A child process killed when dropped (a failed assertion must not leave
+/// a broker holding the test's output open).
+pub struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A broker with OTLP/gRPC on a free port: its process, HTTP URL and gRPC URL.
+pub fn spawn_with_grpc(config: &Path) -> (Killed, String, String) {
     let mut child = Command::new(&BROKER)
         .arg("--config")
         .arg(config)
@@ -48,7 +63,7 @@ pub fn spawn_with_grpc(config: &Path) -> (Child, String, String) {
     });
     let url = rx.recv_timeout(Duration::from_secs(60)).expect("broker printed its address");
     let grpc = rx.recv_timeout(Duration::from_secs(10)).expect("broker printed its OTLP/gRPC address");
-    (child, url, grpc)
+    (Killed(child), url, grpc)
 }
 
 /// The SDK sender, started.
@@ -200,9 +215,13 @@ async fn the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with
     let config = tmp.path().join("broker.toml");
     std::fs::write(&config, common::config(&data, &format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}")))
         .expect("config");
-    let (mut broker, url, grpc) = spawn_with_grpc(&config);
+    let (broker, url, grpc) = spawn_with_grpc(&config);
     let out = tmp.path().join("otel.ndjson");
     let mut exporter = ExporterProc::start(&url, "otel", "otel-t", &format!("file://{}", out.display()), &[]);
+    // The same items as rows of the shipped OpenTelemetry tables (chdb).
+    let ch = common::chdb::Chdb::start(&python, 0);
+    let rows_sink = format!("clickhouse+{}/?format=otel", ch.url);
+    let mut rows_exporter = ExporterProc::start(&url, "ch", "ch-t", &rows_sink, &[]);
     let over_http = send(&python, "http", &url, "h", 30, 10);
     let over_grpc = send(&python, "grpc", &grpc, "g", 30, 10);
     let mut want = expected("h", &over_http);
@@ -218,8 +237,40 @@ async fn the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with
     got.sort();
     assert_eq!(got, want, "every item exactly once");
     exporter.kill9();
-    let _ = broker.kill();
-    let _ = broker.wait();
+    assert_rows(&ch, &url).await;
+    rows_exporter.kill9();
+    drop(broker);
+}
+
+/// The two runs' items as rows: 60 logs, 20 spans, and 4 points of each
+/// metric instrument (2 attribute sets × 2 runs), each once, of tenant acme.
+async fn assert_rows(ch: &common::chdb::Chdb, url: &str) {
+    let tables = [
+        ("otel_logs", "uniqExact(LogAttributes['n'], ResourceAttributes['weir.test.run'])", 60),
+        ("otel_traces", "uniqExact(SpanName)", 20),
+        ("otel_metrics_sum", "uniqExact(MetricName, Attributes['k'], ResourceAttributes['weir.test.run'])", 8),
+        ("otel_metrics_gauge", "uniqExact(Attributes['k'], ResourceAttributes['weir.test.run'])", 4),
+        ("otel_metrics_histogram", "uniqExact(Attributes['k'], ResourceAttributes['weir.test.run'])", 4),
+        ("otel_metrics_exponential_histogram", "uniqExact(Attributes['k'], ResourceAttributes['weir.test.run'])", 4),
+    ];
+    let total: u64 = tables.iter().map(|t| t.2).sum();
+    let count_all = tables.iter().map(|t| format!("(SELECT count() FROM {})", t.0)).collect::<Vec<_>>().join(" + ");
+    wait_until("every item a row, all committed", Duration::from_secs(60), || async {
+        ch.query(&format!("SELECT {count_all}")).await.parse::<u64>().unwrap_or(0) >= total
+            && destination(url, "ch").await["lag_records"] == 0
+    })
+    .await;
+    for (table, distinct, rows) in tables {
+        let got = ch
+            .query(&format!(
+                "SELECT count(), {distinct}, groupUniqArray(ResourceAttributes['weir.tenant']) FROM {table}"
+            ))
+            .await;
+        assert_eq!(got, format!("{rows}\t{rows}\t['acme']"), "{table}: each item once, of tenant acme");
+    }
+    let attrs =
+        ch.query("SELECT LogAttributes['i'], LogAttributes['d'], LogAttributes['ia'] FROM otel_logs LIMIT 1").await;
+    assert_eq!(attrs, "-9007199254740993\t2.5\t[1,-2]", "attribute values as the collector writes them");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +423,7 @@ async fn grpc_answers_carry_the_codes_otlp_clients_act_on() {
     let slow = "[[tenant]]\nname = \"slow\"\ntoken = \"slow-t\"\nrate_per_sec = 1.0\nburst = 1\nhard_rate_per_sec = 1.0\nhard_burst = 5\n";
     let extra = format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}{slow}");
     std::fs::write(&config, common::config(&data, &extra)).expect("config");
-    let (mut broker, url, grpc) = spawn_with_grpc(&config);
+    let (broker, url, grpc) = spawn_with_grpc(&config);
     let target = grpc.trim_start_matches("http://");
     let ok = grpc_call(&python, target, "acme-t", 3);
     assert_eq!(ok["code"], "OK", "{ok}");
@@ -392,6 +443,5 @@ async fn grpc_answers_carry_the_codes_otlp_clients_act_on() {
     );
     assert!(limited["message"].as_str().unwrap_or("").starts_with("rate_limited: "), "{limited}");
     assert_eq!(metric(&url, "weir_ingest_records_total{").await, 13.0, "3 + 10 stored, nothing of the refusals");
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 }

@@ -2,6 +2,7 @@
 //! `broker-admin` binaries, real files, and real HTTP sinks on loopback.
 #![allow(dead_code)]
 
+pub mod chdb;
 pub mod clickhouse;
 pub mod dedup;
 pub mod event_receiver;
