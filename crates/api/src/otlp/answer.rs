@@ -113,7 +113,7 @@ impl Refusal {
 /// The `partial_success` message when items were refused alone.
 pub fn partial_message(signal: Signal, exported: &Exported, max_record_bytes: u64) -> String {
     format!(
-        "{}: {} of {} {} were not stored: over max_record_bytes ({max_record_bytes} bytes) as a record, or holding a double JSON cannot carry (NaN, infinity); the others were",
+        "{}: {} of {} {} were not stored: over max_record_bytes ({max_record_bytes} bytes) as a record, or holding what OTLP/JSON cannot carry (a NaN or infinite double, a profiles string index); the others were",
         ErrorCode::PayloadTooLarge.as_str(),
         exported.rejected,
         exported.rejected + exported.accepted,

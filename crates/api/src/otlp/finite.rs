@@ -1,7 +1,11 @@
-//! Whether an item's doubles are all finite. JSON has no NaN or infinity:
-//! `serde_json` writes them as `null`, which would store a record that no
-//! longer holds its item (or does not decode). Such an item is refused
-//! alone (`partial_success`), never stored changed.
+//! Whether an item survives OTLP/JSON unchanged. JSON has no NaN or
+//! infinity: `serde_json` writes them as `null`, which would store a record
+//! that no longer holds its item (or does not decode). And the profiles
+//! signal's string-table indexes (`string_value_strindex`, `key_strindex`)
+//! mean nothing in logs, traces or metrics, and the OTLP/JSON reader of
+//! `opentelemetry-proto` drops the first (found by the `otlp_proto` fuzz
+//! target). Such an item is refused alone (`partial_success`), never stored
+//! changed.
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -13,13 +17,14 @@ fn value(v: &AnyValue) -> bool {
         Some(Value::DoubleValue(d)) => d.is_finite(),
         Some(Value::ArrayValue(a)) => a.values.iter().all(value),
         Some(Value::KvlistValue(kv)) => attributes(&kv.values),
+        Some(Value::StringValueStrindex(_)) => false,
         _ => true,
     }
 }
 
 /// Every double among `list`'s values is finite.
 pub fn attributes(list: &[KeyValue]) -> bool {
-    list.iter().all(|kv| kv.value.as_ref().is_none_or(value))
+    list.iter().all(|kv| kv.key_strindex == 0 && kv.value.as_ref().is_none_or(value))
 }
 
 /// A log record's body and attributes.
