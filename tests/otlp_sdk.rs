@@ -78,6 +78,18 @@ fn sender(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, s
         .expect("run the OpenTelemetry sender")
 }
 
+/// A broker of `common::config` plus `extra`, with OTLP/gRPC on a free
+/// port: its directory (kept while it runs), process, HTTP and gRPC URLs.
+fn grpc_broker(extra: &str) -> (tempfile::TempDir, Killed, String, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("broker.toml");
+    let text = common::config(&data, &format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{extra}"));
+    std::fs::write(&config, text).expect("config");
+    let (broker, url, grpc) = spawn_with_grpc(&config);
+    (tmp, broker, url, grpc)
+}
+
 /// Run the SDK sender; its manifest of what it sent.
 fn send(python: &Path, protocol: &str, endpoint: &str, run: &str, logs: u32, spans: u32) -> Value {
     manifest_of(sender(python, protocol, endpoint, run, logs, spans), protocol)
@@ -210,12 +222,7 @@ fn expected(run: &str, manifest: &Value) -> Vec<(String, String)> {
 async fn the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with_its_fields_and_types() {
     let test = "the_python_sdk_over_http_and_grpc_delivers_every_item_exactly_once_with_its_fields_and_types";
     let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("broker.toml");
-    std::fs::write(&config, common::config(&data, &format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}")))
-        .expect("config");
-    let (broker, url, grpc) = spawn_with_grpc(&config);
+    let (tmp, broker, url, grpc) = grpc_broker(DEST);
     let out = tmp.path().join("otel.ndjson");
     let mut exporter = ExporterProc::start(&url, "otel", "otel-t", &format!("file://{}", out.display()), &[]);
     // The same items as rows of the shipped OpenTelemetry tables (chdb).
@@ -417,13 +424,8 @@ fn grpc_call(python: &Path, target: &str, token: &str, records: u32) -> Value {
 async fn grpc_answers_carry_the_codes_otlp_clients_act_on() {
     let test = "grpc_answers_carry_the_codes_otlp_clients_act_on";
     let Some(python) = python_with_or_skip(test, OTEL_PACKAGES) else { return };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("broker.toml");
     let slow = "[[tenant]]\nname = \"slow\"\ntoken = \"slow-t\"\nrate_per_sec = 1.0\nburst = 1\nhard_rate_per_sec = 1.0\nhard_burst = 5\n";
-    let extra = format!("otlp_grpc_listen = \"127.0.0.1:0\"\n{DEST}{slow}");
-    std::fs::write(&config, common::config(&data, &extra)).expect("config");
-    let (broker, url, grpc) = spawn_with_grpc(&config);
+    let (_tmp, broker, url, grpc) = grpc_broker(&format!("{DEST}{slow}"));
     let target = grpc.trim_start_matches("http://");
     let ok = grpc_call(&python, target, "acme-t", 3);
     assert_eq!(ok["code"], "OK", "{ok}");
