@@ -210,6 +210,22 @@ async fn wrong_content_type_or_encoding_is_415() {
 }
 
 #[tokio::test]
+async fn application_json_is_one_record_per_array_element_or_one_record() {
+    let b = BrokerProc::start(EXTRA);
+    let c = client();
+    let url = format!("{}/v1/topics/events/records", b.url);
+    let post = |body: &'static str| {
+        c.post(&url).bearer_auth("acme-t").header("content-type", "application/json; charset=utf-8").body(body).send()
+    };
+    let array = answer(post("[{\"a\":1}, [2], \"three\"]").await.unwrap()).await;
+    assert_eq!(array.json["accepted"], 3, "{array:?}");
+    let object = answer(post("{\"a\": [1, 2, 3]}").await.unwrap()).await;
+    assert_eq!(object.json["accepted"], 1, "{object:?}");
+    answer(post("[]").await.unwrap()).await.assert_error(400, "invalid_body", false);
+    answer(post("{\"a\": ").await.unwrap()).await.assert_error(400, "invalid_body", false);
+}
+
+#[tokio::test]
 async fn tenant_over_its_hard_limit_gets_429_rate_limited_with_retry_after() {
     let b = BrokerProc::start(EXTRA);
     let a = ingest(&b.url, "limited-t", "events", "{}\n{}\n{}").await;

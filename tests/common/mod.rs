@@ -153,12 +153,18 @@ fn spawn_broker(config: &Path) -> (Child, String) {
 /// Start a broker whose log (stderr, at level `rust_log`) goes to `stderr`;
 /// stdout is read for its address.
 pub fn spawn_broker_logging(config: &Path, stderr: Stdio, rust_log: &str) -> (Child, String) {
+    spawn_broker_env(config, stderr, &[("RUST_LOG", rust_log)])
+}
+
+/// Start a broker with `env` added to its environment.
+pub fn spawn_broker_env(config: &Path, stderr: Stdio, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(&BROKER)
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(stderr)
-        .env("RUST_LOG", rust_log)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .spawn()
         .expect("spawn broker");
     let url = read_listen_url(&mut child);

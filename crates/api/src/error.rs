@@ -23,7 +23,7 @@ pub enum AcceptError {
         topic: String,
     },
     /// `Content-Type` is not one ingest takes.
-    #[error("Content-Type {content_type:?} is not accepted: use application/x-ndjson (one JSON record per line) or application/octet-stream (the body is one record)")]
+    #[error("Content-Type {content_type:?} is not accepted: use application/x-ndjson (one JSON record per line), application/json (an array: one record per element; any other value: one record) or application/octet-stream (the body is one record)")]
     UnsupportedContentType {
         /// The header as sent, parameters included (empty when absent).
         content_type: String,
@@ -85,7 +85,7 @@ pub enum AcceptError {
     #[error("record {record} is {len} bytes, over the {max}-byte limit (max_record_bytes)")]
     RecordTooLarge {
         /// The record's line in the body, from 1, blank lines counted (1
-        /// for an octet-stream body).
+        /// for an octet-stream body; the element, from 1, of a JSON array).
         record: usize,
         /// Bytes of the record, without its line end.
         len: usize,
@@ -106,6 +106,13 @@ pub enum AcceptError {
         /// The line, from 1, blank lines counted.
         line: usize,
         /// The JSON parser's error (it names the column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An `application/json` body is not one JSON value (in UTF-8).
+    #[error("the body is not one JSON value: {source}")]
+    BodyNotJson {
+        /// The JSON parser's error (it names the line and column).
         #[source]
         source: serde_json::Error,
     },
@@ -285,6 +292,7 @@ impl AcceptError {
             | EmptyBody
             | LineNotUtf8 { .. }
             | LineNotJson { .. }
+            | BodyNotJson { .. }
             | Unframeable { .. }
             | OtlpUndecodable { .. }
             | OtlpUnencodable { .. } => ErrorCode::InvalidBody,

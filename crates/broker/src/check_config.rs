@@ -20,12 +20,18 @@ fn redacted(token: &str) -> String {
 /// (once real tokens are put back).
 pub fn effective_toml(cfg: &Config) -> Result<String, ConfigError> {
     let mut cfg = cfg.clone();
-    cfg.admin_token = redacted(&cfg.admin_token);
+    let redact_all = |one: &mut String, many: &mut Vec<String>| {
+        if !one.is_empty() {
+            *one = redacted(one);
+        }
+        many.iter_mut().for_each(|t| *t = redacted(t));
+    };
+    redact_all(&mut cfg.admin_token, &mut cfg.admin_tokens);
     for t in &mut cfg.tenants {
-        t.token = redacted(&t.token);
+        redact_all(&mut t.token, &mut t.tokens);
     }
     for d in &mut cfg.destinations {
-        d.token = redacted(&d.token);
+        redact_all(&mut d.token, &mut d.tokens);
     }
     toml::to_string(&cfg).map_err(ConfigError::Print)
 }

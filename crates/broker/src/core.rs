@@ -65,9 +65,17 @@ impl Broker {
         let lag: Arc<dyn api::LagFlags> = Arc::clone(&deliveries) as Arc<dyn api::LagFlags>;
         let intake = Arc::new(Intake::open(Arc::clone(&cfg), Arc::clone(&wal), metrics.accept(), lag));
         let t = &cfg.tokens;
-        let roles = std::iter::once((t.admin, Role::Admin))
-            .chain(t.tenants.iter().enumerate().map(|(i, s)| (*s, Role::Tenant(i))))
-            .chain(t.destinations.iter().enumerate().map(|(i, s)| (*s, Role::Exporter(i))))
+        let roles = t
+            .admin
+            .iter()
+            .map(|s| (*s, Role::Admin))
+            .chain(t.tenants.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Tenant(i)))))
+            .chain(
+                t.destinations
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Exporter(i)))),
+            )
             .collect::<Vec<_>>();
         let control_memory = api::memory::MemoryBudget::new(api::memory::CONTROL_BUDGET_BYTES);
         Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries, control_memory })

@@ -14,14 +14,42 @@ use crate::breaker::Breaker;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
 
+/// Why a metadata operation failed. Every variant ends the operation with
+/// nothing of it applied (sled transactions are all or nothing); the caller
+/// answers `internal` (500) and the client retries the operation.
 #[derive(Debug, thiserror::Error)]
-#[error("metadata store: {0}")]
-pub struct StoreError(String);
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError(e.to_string())
-    }
+pub enum StoreError {
+    /// sled could not read, write or flush (an I/O error, a corrupt tree).
+    /// The broker stays up; the operation may be retried once the disk is back.
+    #[error("metadata store: sled failed")]
+    Sled(#[from] sled::Error),
+    /// A value could not be encoded (a bug: every stored type encodes).
+    #[error("metadata store: cannot encode a {kind} record")]
+    Encode {
+        /// Which record (`lease`, `breaker`, …).
+        kind: &'static str,
+        #[source]
+        source: bincode::error::EncodeError,
+    },
+    /// A stored value does not decode as its type: the tree holds bytes of
+    /// another version or was damaged. The operator restores the store.
+    #[error("metadata store: an undecodable {kind} record")]
+    Decode {
+        /// Which record (`lease`, `breaker`, …).
+        kind: &'static str,
+        #[source]
+        source: bincode::error::DecodeError,
+    },
+    /// A dead letter's key is not `destination NUL id(8 bytes)`: damage.
+    #[error("metadata store: a dead-letter key of {len} bytes after the destination prefix, not 8")]
+    BadDeadLetterKey {
+        /// Bytes after the prefix.
+        len: usize,
+    },
+    /// Tests: a write failure injected as sled would report one.
+    #[cfg(test)]
+    #[error("metadata store: injected write failure")]
+    Injected,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -104,13 +132,20 @@ pub struct Store {
 }
 
 fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| StoreError(e.to_string()))
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|source| StoreError::Encode { kind: record_kind::<T>(), source })
 }
 
 fn dec<T: DeserializeOwned>(b: &[u8]) -> StoreResult<T> {
     bincode::serde::decode_from_slice(b, bincode::config::standard())
         .map(|(v, _)| v)
-        .map_err(|e| StoreError(format!("undecodable record: {e}")))
+        .map_err(|source| StoreError::Decode { kind: record_kind::<T>(), source })
+}
+
+/// The record's type name without its path, for error messages.
+fn record_kind<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 fn key(dest: &str, sub: &[u8]) -> Vec<u8> {
@@ -147,7 +182,7 @@ impl Store {
     fn check_fault(&self) -> StoreResult<()> {
         #[cfg(test)]
         if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError("injected write failure".into()));
+            return Err(StoreError::Injected);
         }
         Ok(())
     }
@@ -258,7 +293,10 @@ impl Store {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                let id = k[p.len()..].try_into().map(u64::from_be_bytes).map_err(|_| StoreError("bad key".into()))?;
+                let id = k[p.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::BadDeadLetterKey { len: k.len() - p.len() })?;
                 Ok((id, dec(&v)?))
             })
             .collect()

@@ -152,6 +152,47 @@ pub enum ConfigError {
         /// The key that repeats it.
         second: TokenOwner,
     },
+    /// A principal has no token in any of its keys (`token`, `tokens`, a
+    /// `*_file`). Give it one.
+    #[error("{owner}: no token is set (use token, tokens, token_file or tokens_file; admin: admin_token, admin_tokens or admin_token_file)")]
+    NoToken {
+        /// Whose token is missing.
+        owner: TokenOwner,
+    },
+    /// A principal holds more tokens than a rotation needs.
+    #[error("{owner}: more than {max} tokens; remove the retired ones")]
+    TooManyTokens {
+        /// Whose tokens.
+        owner: TokenOwner,
+        /// The most one principal may hold.
+        max: usize,
+    },
+    /// A `*_file` key's file could not be opened or read. Check the path
+    /// and that the broker's user may read it.
+    #[error("{}", OneLine(format_args!("{key}: cannot read {}: {source}", path.display())))]
+    SecretFile {
+        /// The key naming the file (`tenant "acme": token_file`).
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system answered.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `*_file` key's file is not a token file: empty, too large, not text.
+    #[error("{}", OneLine(format_args!("{key}: {}: {why}", path.display())))]
+    SecretFileInvalid {
+        /// The key naming the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A `${VAR}` in a string value names an unset variable, or is not a
+    /// well-formed reference. Set the variable, or write `$$` for a `$`.
+    #[error(transparent)]
+    Expand(#[from] plumbing::env_vars::ExpandError),
     /// On a non-loopback `listen`, a token that ships in `ops/` (an
     /// example anyone can read, plain or as its digest). Replace it with a
     /// secret of your own.

@@ -24,16 +24,40 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
 }
 
 impl Config {
-    /// Read and parse the file at `path` (not validated: command-line
-    /// overrides apply first, then [`Config::validate`]).
+    /// Read and parse the file at `path`, expand `${VAR}` in its string
+    /// values from the process environment, and read the secret files it
+    /// names (not validated: command-line overrides apply first, then
+    /// [`Config::validate`]).
     pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
-        Config::from_toml(&read_text(path)?)
+        Config::read_file_with(path, &plumbing::env_vars::from_environment)
+    }
+
+    /// [`Config::read_file`] with the variables from `lookup`.
+    pub fn read_file_with(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let parsed = Config::from_toml(&read_text(path)?)?;
+        let mut expanded = plumbing::env_vars::expand(&parsed, lookup)?;
+        expanded.load_secret_files()?;
+        Ok(expanded)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_are_expanded_after_parsing_and_an_unset_one_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("weir.toml");
+        std::fs::write(&p, "admin_token = \"${ADMIN}\"\ndata_dir = \"$${ADMIN}\"\n").unwrap();
+        let env = |name: &str| (name == "ADMIN").then(|| "x\"\nshards = 9".to_string());
+        let cfg = Config::read_file_with(&p, &env).unwrap();
+        assert_eq!(cfg.admin_token, "x\"\nshards = 9", "a value is content, never TOML");
+        assert_eq!(cfg.shards, wal::DEFAULT_SHARDS);
+        assert_eq!(cfg.data_dir, Path::new("${ADMIN}"));
+        let e = Config::read_file_with(&p, &|_: &str| None).unwrap_err().to_string();
+        assert!(e.contains("admin_token") && e.contains("ADMIN") && e.contains("not set"), "{e}");
+    }
 
     #[test]
     fn config_refuses_dev_zero_with_a_size_cap() {
@@ -50,7 +74,8 @@ mod tests {
         std::fs::write(&p, [0xff, 0xfe, b'\n']).unwrap();
         assert!(Config::read_file(&p).unwrap_err().to_string().contains("not UTF-8"));
         // Exactly at the cap is read (and then judged as TOML).
-        std::fs::write(&p, vec![b'\n'; MAX_CONFIG_BYTES as usize]).unwrap();
-        assert!(Config::read_file(&p).unwrap_err().to_string().contains("admin_token"));
+        std::fs::write(&p, vec![b' '; MAX_CONFIG_BYTES as usize]).unwrap();
+        let cfg = Config::read_file(&p).expect("blank TOML parses");
+        assert!(cfg.validate().unwrap_err().to_string().contains("admin_token"));
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! ## Never
 //! - hold or log a plain token;
-//! - do I/O beyond reading the configuration file (with a size cap);
+//! - do I/O beyond reading the configuration file and the secret files it
+//!   names (`*_file` keys), each with a size cap;
 //! - depend on the broker, the accept path, sled or HTTP.
 //!
 //! ## The file
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 mod error;
 mod file;
 pub mod ranges;
+mod secrets;
 pub mod tokens;
 mod valid;
 pub mod weak;
@@ -144,8 +146,20 @@ pub struct Config {
     /// The data directory: the WAL, the metadata store, the lock.
     #[serde(default = "d_data_dir")]
     pub data_dir: PathBuf,
-    /// The admin API's token, plain or `sha256:<hex>`.
+    /// The admin API's token, plain or `sha256:<hex>`. The admin needs at
+    /// least one token, from this key, `admin_tokens` or `admin_token_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub admin_token: String,
+    /// More admin tokens, all valid at once (a rotation: add the new one,
+    /// move the clients, remove the old).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_tokens: Vec<String>,
+    /// A file holding the admin token (its first line; re-read on reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The tokens read from `admin_token_file` ([`Config::load_secret_files`]).
+    #[serde(skip)]
+    pub admin_file_tokens: Vec<String>,
     /// Shards per priority.
     #[serde(default = "d_shards")]
     pub shards: u16,
@@ -268,8 +282,22 @@ pub struct Config {
 pub struct TenantConfig {
     /// Unique, 1 to 255 bytes.
     pub name: String,
-    /// Its producers' token, plain or `sha256:<hex>`.
+    /// Its producers' token, plain or `sha256:<hex>`; at least one token
+    /// comes from this key, `tokens`, `token_file` or `tokens_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// More tokens, all valid at once (a rotation without a failed request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<String>,
+    /// A file holding one token (its first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A file holding tokens, one a line (blank lines skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// The tokens read from the two files ([`Config::load_secret_files`]).
+    #[serde(skip)]
+    pub file_tokens: Vec<String>,
     /// Records per second at its priority; beyond, records are demoted to low.
     pub rate_per_sec: f64,
     /// The rate's bucket depth, records.
@@ -350,8 +378,22 @@ pub struct DestinationConfig {
     /// Only these tenants' records (each a `[[tenant]]`); absent: all.
     #[serde(default)]
     pub tenants: Option<Vec<String>>,
-    /// Its exporters' token, plain or `sha256:<hex>`.
+    /// Its exporters' token, plain or `sha256:<hex>`; at least one token
+    /// comes from this key, `tokens`, `token_file` or `tokens_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// More tokens, all valid at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<String>,
+    /// A file holding one token (its first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A file holding tokens, one a line (blank lines skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// The tokens read from the two files ([`Config::load_secret_files`]).
+    #[serde(skip)]
+    pub file_tokens: Vec<String>,
     /// Lag limit in payload bytes.
     #[serde(default = "d_max_lag_bytes")]
     pub max_lag_bytes: u64,
@@ -407,13 +449,6 @@ token = "{DEV_EXPORTER_TOKEN}"
 "#
         );
         Config::from_toml(&text).expect("embedded development config parses")
-    }
-
-    /// Every token with the key that holds it, for messages.
-    pub(crate) fn token_owners(&self) -> impl Iterator<Item = (TokenOwner, &str)> {
-        std::iter::once((TokenOwner::Admin, self.admin_token.as_str()))
-            .chain(self.tenants.iter().map(|t| (TokenOwner::Tenant(t.name.clone()), t.token.as_str())))
-            .chain(self.destinations.iter().map(|d| (TokenOwner::Destination(d.name.clone()), d.token.as_str())))
     }
 
     /// How long a lease of `dest` lives without a heartbeat, ms.

@@ -28,15 +28,24 @@ pub struct ValidConfig {
     pub otlp_grpc_listen: Option<SocketAddr>,
 }
 
-/// Every token as its digest, in the file's order.
+/// Every token as its digest, in the file's order. A principal holds one
+/// or more (`token`, `tokens`, the `*_file` keys), all valid at once.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    /// `admin_token`.
-    pub admin: TokenSpec,
+    /// The admin's.
+    pub admin: Vec<TokenSpec>,
     /// Each tenant's, in `tenants` order.
-    pub tenants: Vec<TokenSpec>,
+    pub tenants: Vec<Vec<TokenSpec>>,
     /// Each destination's, in `destinations` order.
-    pub destinations: Vec<TokenSpec>,
+    pub destinations: Vec<Vec<TokenSpec>>,
+}
+
+impl Tokens {
+    /// Every digest, the admin's first, then the tenants', then the
+    /// destinations'.
+    pub fn all(&self) -> impl Iterator<Item = &TokenSpec> + Clone {
+        self.admin.iter().chain(self.tenants.iter().flatten()).chain(self.destinations.iter().flatten())
+    }
 }
 
 /// The configuration's durations.
@@ -92,6 +101,7 @@ impl Config {
                 Some(addr.parse().map_err(|source| ConfigError::OtlpGrpcListenAddress { value: addr.into(), source })?)
             }
         };
+        self.check_token_counts()?;
         let tokens = self.parse_tokens()?;
         self.check_tokens(listen, &tokens)?;
         let file = self.with_otlp_topics();
@@ -120,42 +130,41 @@ impl Config {
     /// Development tokens only on loopback, no weak token on a public
     /// address, and no two keys with the same token.
     fn check_tokens(&self, listen: SocketAddr, tokens: &Tokens) -> Result<(), ConfigError> {
-        let all = std::iter::once(&tokens.admin).chain(&tokens.tenants).chain(&tokens.destinations);
-        let dev_in_use = all
-            .clone()
+        let dev_in_use = tokens
+            .all()
             .any(|spec| [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)));
         if !listen.ip().is_loopback() && dev_in_use {
             return Err(ConfigError::DevTokenOnPublicAddress { listen });
         }
         self.check_public_tokens(listen)?;
         // Compare digests, not strings: `x` and `sha256:<digest of x>` are
-        // the same secret, and one role would shadow the other.
+        // the same secret, and one role would shadow the other. The same
+        // token twice in one principal's keys is harmless and allowed.
         let mut seen: HashMap<&TokenSpec, TokenOwner> = HashMap::new();
-        for ((owner, _), spec) in self.token_owners().zip(all) {
-            if let Some(first) = seen.insert(spec, owner.clone()) {
-                return Err(ConfigError::SharedToken { first, second: owner });
+        for ((owner, _), spec) in self.token_owners().zip(tokens.all()) {
+            match seen.insert(spec, owner.clone()) {
+                Some(first) if first != owner => return Err(ConfigError::SharedToken { first, second: owner }),
+                _ => {}
             }
         }
         Ok(())
     }
 
+    /// Each principal's tokens as digests, in [`Config::principals`] order.
     fn parse_tokens(&self) -> Result<Tokens, ConfigError> {
-        let parse = |owner: TokenOwner, token: &str| {
-            TokenSpec::parse(token).map_err(|source| ConfigError::Token { owner, source })
-        };
-        Ok(Tokens {
-            admin: parse(TokenOwner::Admin, &self.admin_token)?,
-            tenants: self
-                .tenants
-                .iter()
-                .map(|t| parse(TokenOwner::Tenant(t.name.clone()), &t.token))
-                .collect::<Result<_, _>>()?,
-            destinations: self
-                .destinations
-                .iter()
-                .map(|d| parse(TokenOwner::Destination(d.name.clone()), &d.token))
-                .collect::<Result<_, _>>()?,
-        })
+        let mut principals = self.principals().into_iter().map(|(owner, tokens)| {
+            tokens
+                .into_iter()
+                .map(|token| {
+                    TokenSpec::parse(token).map_err(|source| ConfigError::Token { owner: owner.clone(), source })
+                })
+                .collect::<Result<Vec<TokenSpec>, ConfigError>>()
+        });
+        let mut next = || principals.next().unwrap_or_else(|| Ok(Vec::new()));
+        let admin = next()?;
+        let tenants = self.tenants.iter().map(|_| next()).collect::<Result<_, _>>()?;
+        let destinations = self.destinations.iter().map(|_| next()).collect::<Result<_, _>>()?;
+        Ok(Tokens { admin, tenants, destinations })
     }
 
     fn timing(&self) -> Timing {

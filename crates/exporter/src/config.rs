@@ -48,6 +48,16 @@ pub enum ConfigError {
         /// The TOML error, quoted values shown as `<redacted>`.
         message: String,
     },
+    /// A `${VAR}` in the file names an unset variable or is malformed:
+    /// set it, or write `$$` for a literal `$`.
+    #[error("config {path}: {source}")]
+    Expand {
+        /// The `--config` file given.
+        path: PathBuf,
+        /// Which key and variable (never its value).
+        #[source]
+        source: plumbing::env_vars::ExpandError,
+    },
     /// A required option is in neither the flags nor the file.
     #[error("--{0} is required")]
     Missing(&'static str),
@@ -254,8 +264,11 @@ impl Settings {
     pub(crate) fn read(path: &std::path::Path) -> Result<Settings, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: quoted_redacted(e.message()) })
+        let parsed: Settings = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: quoted_redacted(e.message()) })?;
+        // After parsing: a variable's value is a string's content, never TOML.
+        plumbing::env_vars::expand(&parsed, &plumbing::env_vars::from_environment)
+            .map_err(|source| ConfigError::Expand { path: path.to_path_buf(), source })
     }
 }
 

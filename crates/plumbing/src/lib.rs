@@ -1,6 +1,7 @@
 //! # plumbing — what every Weir process needs around its own job
 //!
-//! Owns: parsing a binary's flags with the contract's exit codes, the log
+//! Owns: parsing a binary's flags with the contract's exit codes, `${VAR}`
+//! in configuration values (`env_vars`), the log
 //! subscriber, the async runtime, stop signals, the wall clock, the data directory's layout
 //! and its lock, and the hardened HTTP/1.1 listener that the broker and the
 //! exporter's own `/metrics` both serve on.
@@ -27,6 +28,7 @@ mod admission;
 pub mod cli;
 pub mod clock;
 pub mod datadir;
+pub mod env_vars;
 pub mod listener;
 pub mod logging;
 pub mod reasons;

@@ -13,6 +13,7 @@ pub(crate) fn format_of(content_type: Option<&str>) -> Result<Format, AcceptErro
     match media {
         m if m.eq_ignore_ascii_case("application/x-ndjson") => Ok(Format::Ndjson),
         m if m.eq_ignore_ascii_case("application/octet-stream") => Ok(Format::Binary),
+        m if m.eq_ignore_ascii_case("application/json") => Ok(Format::Json),
         _ => Err(AcceptError::UnsupportedContentType { content_type: ct.to_string() }),
     }
 }

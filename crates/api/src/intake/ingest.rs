@@ -44,6 +44,9 @@ pub enum Format {
     Ndjson,
     /// The body is one record.
     Binary,
+    /// One JSON value: an array holds one record per element, any other
+    /// value is one record (the contract's rule for `application/json`).
+    Json,
 }
 
 impl Format {
@@ -54,6 +57,7 @@ impl Format {
         match self {
             Format::Ndjson => "application/x-ndjson",
             Format::Binary => "application/octet-stream",
+            Format::Json => "application/json",
         }
     }
 }
@@ -157,6 +161,9 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
         }
         return Ok(vec![body]);
     }
+    if format == Format::Json {
+        return split_json(body, max_record);
+    }
     let mut out = Vec::with_capacity(16);
     let mut rest = body;
     let mut line_no = 0;
@@ -185,6 +192,43 @@ fn split_records(body: &[u8], format: Format, max_record: u64) -> Result<Vec<&[u
     }
     if out.is_empty() {
         return Err(empty());
+    }
+    Ok(out)
+}
+
+/// An `application/json` body: the elements of an array (each its own
+/// record, as sent, without the array's separators), or the whole value.
+/// An empty array holds no record and is refused as an empty body.
+fn split_json(body: &[u8], max_record: u64) -> Result<Vec<&[u8]>, AcceptError> {
+    use serde_json::value::RawValue;
+    let text = std::str::from_utf8(body).map_err(|e| AcceptError::LineNotUtf8 {
+        line: 1 + memchr::memchr_iter(b'\n', &body[..e.valid_up_to()]).count(),
+        column: e.valid_up_to() + 1,
+    })?;
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.is_empty() {
+        return Err(AcceptError::EmptyBody);
+    }
+    let too_large = |record: usize, len: usize| AcceptError::RecordTooLarge { record, len, max: max_record };
+    if !trimmed.starts_with('[') {
+        serde_json::from_str::<serde::de::IgnoredAny>(trimmed).map_err(|source| AcceptError::BodyNotJson { source })?;
+        if trimmed.len() as u64 > max_record {
+            return Err(too_large(1, trimmed.len()));
+        }
+        return Ok(vec![trimmed.as_bytes()]);
+    }
+    let elements: Vec<&RawValue> =
+        serde_json::from_str(trimmed).map_err(|source| AcceptError::BodyNotJson { source })?;
+    if elements.is_empty() {
+        return Err(AcceptError::EmptyBody);
+    }
+    let mut out = Vec::with_capacity(elements.len());
+    for (i, element) in elements.iter().enumerate() {
+        let record = element.get().as_bytes();
+        if record.len() as u64 > max_record {
+            return Err(too_large(i + 1, record.len()));
+        }
+        out.push(record);
     }
     Ok(out)
 }
@@ -401,6 +445,24 @@ async fn settle_append(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_array_is_one_record_per_element_and_any_other_value_one_record() {
+        let body = b" [ {\"a\": 1}, 2 ,\n \"x\", [3, 4] ] \n";
+        let records = split_records(body, Format::Json, 100).unwrap();
+        assert_eq!(records, vec![&b"{\"a\": 1}"[..], b"2", b"\"x\"", b"[3, 4]"]);
+        assert_eq!(split_records(b"\n{\"b\": [1]}\n", Format::Json, 100).unwrap(), vec![&b"{\"b\": [1]}"[..]]);
+        assert_eq!(split_records(b"\"s\"", Format::Json, 100).unwrap(), vec![&b"\"s\""[..]]);
+        assert!(matches!(split_records(b" [ ] ", Format::Json, 100), Err(AcceptError::EmptyBody)));
+        assert!(matches!(split_records(b" \n ", Format::Json, 100), Err(AcceptError::EmptyBody)));
+        assert!(matches!(split_records(b"[1, 2", Format::Json, 100), Err(AcceptError::BodyNotJson { .. })));
+        assert!(matches!(split_records(b"{} {}", Format::Json, 100), Err(AcceptError::BodyNotJson { .. })));
+        assert!(matches!(split_records(b"[1]\xff", Format::Json, 100), Err(AcceptError::LineNotUtf8 { .. })));
+        match split_records(b"[1, \"0123456789\"]", Format::Json, 8) {
+            Err(AcceptError::RecordTooLarge { record: 2, len: 12, max: 8 }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn ndjson_lines_are_validated_and_the_bad_line_is_named() {
