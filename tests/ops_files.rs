@@ -50,12 +50,21 @@ fn broker_fields() -> [(&'static str, BTreeSet<String>); 4] {
 /// Keys a deployment changes on purpose (their comment gives the default).
 const DEPLOYMENT_KEYS: [&str; 2] = ["listen", "data_dir"];
 /// Optional keys without a default value (absent = off); shown as examples.
-const OPTIONAL_KEYS: [&str; 5] =
-    ["hard_rate_per_sec", "hard_burst", "tenants", "lease_timeout_ms@destination", "otlp_grpc_listen"];
-const REQUIRED: [&str; 8] = [
-    "admin_token",
+const OPTIONAL_KEYS: [&str; 8] = [
+    "hard_rate_per_sec",
+    "hard_burst",
+    "tenants",
+    "lease_timeout_ms@destination",
+    "otlp_grpc_listen",
+    "admin_token_file",
+    "token_file",
+    "tokens_file",
+];
+/// Keys that would hold a token: shown only commented out (`# key = …`), so
+/// no shipped file holds one.
+const TOKEN_KEYS: [&str; 4] = ["admin_token", "admin_tokens", "token", "tokens"];
+const REQUIRED: [&str; 6] = [
     "name",
-    "token",
     "rate_per_sec",
     "burst",
     "topics",
@@ -69,6 +78,29 @@ fn is_required(section: &str, key: &str) -> bool {
 
 fn is_optional(section: &str, key: &str) -> bool {
     OPTIONAL_KEYS.iter().any(|k| *k == key || *k == format!("{key}@{section}"))
+}
+
+/// The secret files a shipped config names live under this directory.
+const SECRETS_DIR: &str = "/etc/weir/secrets/";
+
+/// `text` with its secrets directory moved to `dir`, and every secret file
+/// it names there written with a fresh token of 32 bytes (what an operator
+/// does before a start); those tokens.
+fn with_own_secrets(text: &str, dir: &Path) -> (String, Vec<String>) {
+    let moved = text.replace(SECRETS_DIR, &format!("{}/", dir.display()));
+    let mut secrets = Vec::new();
+    let names: BTreeSet<&str> = text
+        .split(SECRETS_DIR)
+        .skip(1)
+        .filter_map(|rest| rest.split(['"', ' ', '\n']).next())
+        .filter(|name| !name.is_empty() && !name.contains('*'))
+        .collect();
+    for (i, name) in names.into_iter().enumerate() {
+        let secret = format!("operator-secret-{i:02}-{}", "x".repeat(16));
+        std::fs::write(dir.join(name), format!("{secret}\n")).expect("write a secret file");
+        secrets.push(secret);
+    }
+    (moved, secrets)
 }
 
 /// Every `key = …` line of `text` has a comment line right above it, or
@@ -130,11 +162,14 @@ fn compare_with_defaults(section: &str, file: &toml::Table, defaults: &toml::Tab
 fn broker_toml_documents_every_key_at_its_default() {
     let text = read("ops/broker.toml");
     let mut cfg = Config::from_toml(&text).expect("ops/broker.toml parses");
-    // As shipped, its placeholder tokens are refused on 0.0.0.0 (issue 19,
-    // defect 11); everything else is valid, as a loopback start shows.
-    cfg.validate().expect_err("ops/broker.toml's placeholder tokens on 0.0.0.0");
-    cfg.listen = "127.0.0.1:7070".into();
-    cfg.validate().expect("ops/broker.toml is valid on loopback");
+    // As shipped it holds no token (they are files it names), so it is
+    // refused; with the operator's secret files it is valid.
+    cfg.validate().expect_err("ops/broker.toml without its secret files");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (own, _) = with_own_secrets(&text, secrets.path());
+    let mut cfg = Config::from_toml(&own).expect("parses");
+    cfg.load_secret_files().expect("the secret files it names");
+    cfg.validate().expect("ops/broker.toml is valid with its secret files");
     let raw: toml::Table = text.parse().expect("TOML");
     let defaults = Config::from_toml(&toml::to_string(&strip_to_required(&raw, "top")).expect("toml"))
         .expect("the required keys alone parse");
@@ -150,7 +185,11 @@ fn broker_toml_documents_every_key_at_its_default() {
             (entries(&raw, section), entries(&defaults, section))
         };
         let present: BTreeSet<String> = file_tables.iter().flat_map(|t| t.keys().cloned()).collect();
-        let missing: Vec<_> = fields.difference(&present).collect();
+        let commented = |k: &str| text.lines().any(|l| l.trim().starts_with(&format!("# {k} = ")));
+        let missing: Vec<_> = fields.difference(&present).filter(|k| !commented(k)).collect();
+        for key in TOKEN_KEYS {
+            assert!(!present.contains(key), "ops/broker.toml [{section}] sets {key}: a shipped file holds no token");
+        }
         assert!(missing.is_empty(), "ops/broker.toml [{section}] lacks {missing:?}");
         // The first entry of each table is the reference (every key at its
         // default); later entries are examples of other values.
@@ -170,14 +209,18 @@ fn exporter_options(args: &[&str]) -> Result<String, String> {
 
 #[test]
 fn exporter_toml_documents_every_key_at_its_default() {
-    let path = repo("ops/exporter.toml");
     let text = read("ops/exporter.toml");
-    let raw: toml::Table = text.parse().expect("TOML");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (own, _) = with_own_secrets(&text, secrets.path());
+    let path = secrets.path().join("exporter.toml");
+    std::fs::write(&path, &own).expect("write");
+    let raw: toml::Table = own.parse().expect("TOML");
+    assert!(!raw.contains_key("token"), "ops/exporter.toml holds a token; it names its file");
     let from_file = exporter_options(&["exporter", "--config", path.to_str().expect("utf-8")]).expect("resolves");
     // The same required values and metrics address as flags, nothing else.
     let s = |k: &str| raw[k].as_str().expect("a string").to_string();
-    let (b, d, t, sink, m) = (s("broker"), s("destination"), s("token"), s("sink"), s("metrics_listen"));
-    let flags = ["exporter", "--broker", &b, "--destination", &d, "--token", &t, "--sink", &sink];
+    let (b, d, t, sink, m) = (s("broker"), s("destination"), s("token_file"), s("sink"), s("metrics_listen"));
+    let flags = ["exporter", "--broker", &b, "--destination", &d, "--token-file", &t, "--sink", &sink];
     let defaults = exporter_options(&[&flags[..], &["--metrics-listen", &m]].concat()).expect("resolves");
     assert_eq!(from_file, defaults, "ops/exporter.toml sets a key away from its default");
     let probe = std::env::temp_dir().join(format!("weir-probe-{}.toml", std::process::id()));
@@ -301,38 +344,23 @@ fn shipped_broker_configs() -> Vec<PathBuf> {
     out
 }
 
-/// `text` with each of its tokens replaced by a fresh secret of 32 bytes
-/// (what an operator does before a start), and those secrets.
-fn with_own_tokens(text: &str) -> (String, Vec<String>) {
-    let cfg = Config::from_toml(text).expect("parses");
-    let tokens: Vec<String> = std::iter::once(cfg.admin_token.clone())
-        .chain(cfg.tenants.iter().map(|t| t.token.clone()))
-        .chain(cfg.destinations.iter().map(|d| d.token.clone()))
-        .collect();
-    let mut out = text.to_string();
-    let mut secrets = Vec::new();
-    for (i, t) in tokens.iter().enumerate() {
-        let secret = format!("operator-secret-{i:02}-{}", "x".repeat(16));
-        out = out.replace(&format!("\"{t}\""), &format!("\"{secret}\""));
-        secrets.push(secret);
-    }
-    (out, secrets)
-}
-
 #[test]
 fn check_config_refuses_shipped_examples_until_their_tokens_are_replaced() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for path in shipped_broker_configs() {
         let text = std::fs::read_to_string(&path).expect("read");
-        // As shipped: exit 2, one line naming a token key (issue 19, defect 11).
+        // As shipped: exit 2, one line naming the token file it cannot read
+        // (no shipped file holds a token: it names the operator's files).
         let out = Command::new(&common::BROKER).arg("--check-config").arg(&path).output().expect("run broker");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
-        assert!(stderr.contains("token") && stderr.contains("shipped in ops/"), "{}: {stderr}", path.display());
+        assert!(stderr.contains("token_file") && stderr.contains(SECRETS_DIR), "{}: {stderr}", path.display());
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        // With the operator's own tokens: accepted, and none is printed.
-        let (own, secrets) = with_own_tokens(&text);
-        let replaced = tmp.path().join(path.file_name().expect("a file name"));
+        // With the operator's own secret files: accepted, and none is printed.
+        let dir = tmp.path().join(path.file_stem().expect("a file name"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (own, secrets) = with_own_secrets(&text, &dir);
+        let replaced = dir.join(path.file_name().expect("a file name"));
         std::fs::write(&replaced, &own).expect("write");
         let out = Command::new(&common::BROKER).arg("--check-config").arg(&replaced).output().expect("run broker");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -340,17 +368,30 @@ fn check_config_refuses_shipped_examples_until_their_tokens_are_replaced() {
         for secret in &secrets {
             assert!(!stdout.contains(secret.as_str()), "{}: a token is printed", path.display());
         }
-        // Every default is filled in: the printed text names every top-level key.
-        for key in &broker_fields()[0].1 {
+        // Every default is filled in: the printed text names every top-level
+        // key (the token keys it does not use are left out, being empty).
+        for key in broker_fields()[0].1.iter().filter(|k| !TOKEN_KEYS.contains(&k.as_str())) {
             let named = [format!("{key} = "), format!("[[{key}]]"), format!("[{key}]")];
             assert!(named.iter().any(|n| stdout.contains(n.as_str())), "{key} missing");
         }
     }
-    // Every shipped exporter configuration resolves.
+    // Every shipped exporter configuration resolves, with its token file
+    // or its token's variable, and prints neither.
     for rel in ["ops/exporter.toml", "ops/k8s/exporter-acme-ch.toml", "ops/k8s/exporter-audit-webhook.toml"] {
-        let path = repo(rel);
-        exporter_options(&["exporter", "--config", path.to_str().expect("utf-8")])
-            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let (own, secrets) = with_own_secrets(&read(rel), tmp.path());
+        let path = tmp.path().join("exporter.toml");
+        std::fs::write(&path, own).expect("write");
+        let out = Command::new(&common::EXPORTER)
+            .arg("--check-config")
+            .arg(&path)
+            .env("WEIR_EXPORTER_TOKEN", "operator-secret-from-the-environment")
+            .output()
+            .expect("run exporter");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{rel}: {}", String::from_utf8_lossy(&out.stderr));
+        for secret in secrets.iter().map(String::as_str).chain(["operator-secret-from-the-environment"]) {
+            assert!(!stdout.contains(secret), "{rel}: --check-config printed a token");
+        }
     }
 }
 
@@ -478,8 +519,12 @@ fn shipped_token_values() -> Vec<(PathBuf, String)> {
 fn ops_tokens_are_all_in_the_shipped_token_list() {
     let found = shipped_token_values();
     // The scan sees the files it must: the examples and the scale-out demo.
-    for must in ["ops/broker.toml", "ops/k8s/broker.toml", "ops/exporter.toml", "ops/scale-out/run.sh"] {
-        assert!(found.iter().any(|(p, _)| p.ends_with(must)), "no token found in {must}");
+    // The scan sees the loopback demo's tokens; the production examples
+    // hold none (they name secret files or variables).
+    assert!(found.iter().any(|(p, _)| p.ends_with("ops/scale-out/run.sh")), "no token found in run.sh");
+    for clean in ["ops/broker.toml", "ops/k8s/broker.toml", "ops/exporter.toml", "ops/k8s/exporter-acme-ch.toml"] {
+        let held: Vec<_> = found.iter().filter(|(p, _)| p.ends_with(clean)).collect();
+        assert!(held.is_empty(), "{clean} holds a token: {held:?}");
     }
     for (path, token) in &found {
         assert!(

@@ -9,7 +9,7 @@ fn main() {
     plumbing::logging::init_tracing();
     let resolved = args.merged().and_then(|settings| {
         let opts = exporter::config::Options::from_settings(settings.clone())?;
-        Ok((exporter::reload::Running { settings, token: opts.token.clone() }, opts))
+        Ok((exporter::reload::Running { settings }, opts))
     });
     let (running, opts) = resolved.unwrap_or_else(|e| {
         eprintln!("exporter: {e}");

@@ -44,23 +44,23 @@ const ACCEPT_LEASE: &str = "application/vnd.weir.lease.v2, application/json;q=0.
 pub struct BrokerClient {
     base: String,
     dest: String,
-    token: String,
+    /// Swapped by a SIGHUP that re-reads the token.
+    token: std::sync::Arc<crate::secret::LiveToken>,
     http: reqwest::Client,
 }
 
 impl BrokerClient {
-    pub fn new(base: &str, dest: &str, token: &str) -> Result<BrokerClient, ClientError> {
+    pub fn new(
+        base: &str,
+        dest: &str,
+        token: std::sync::Arc<crate::secret::LiveToken>,
+    ) -> Result<BrokerClient, ClientError> {
         reqwest::Url::parse(base).map_err(|e| ClientError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| ClientError::Transport(format!("http client: {e}")))?;
-        Ok(BrokerClient {
-            base: base.trim_end_matches('/').to_string(),
-            dest: dest.to_string(),
-            token: token.to_string(),
-            http,
-        })
+        Ok(BrokerClient { base: base.trim_end_matches('/').to_string(), dest: dest.to_string(), token, http })
     }
 
     /// POST `body` to `path`; a 2xx answer's content type and bytes, or the
@@ -76,7 +76,7 @@ impl BrokerClient {
         let resp = self
             .http
             .post(url)
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.get().expose())
             .header(reqwest::header::ACCEPT, accept)
             .timeout(timeout)
             .json(&body)

@@ -5,9 +5,11 @@
 //!
 //! What takes effect: the signing secrets and key, and the extra headers —
 //! the webhook's `Dressing` (`sink::webhook`), swapped whole, so each request is signed and
-//! dressed by one generation. Every other key that changed (the sink, the
-//! broker, batch sizes, the token, …) is named in one log line saying it
-//! needs a restart; its old value stays in force. A reload that fails (a
+//! dressed by one generation — and the exporter token (`token`, or the
+//! content of `token_file`), swapped whole for the next broker request (a
+//! rotation: the broker holds old and new, the exporter moves, the old is
+//! removed). Every other key that changed (the sink, the broker, batch
+//! sizes, …) is named in one log line saying it needs a restart; its old value stays in force. A reload that fails (a
 //! file unreadable, a key or header refused) changes nothing and logs why.
 //! Each reload counts in `weir_config_reloads_total{result}`; a good one
 //! sets `weir_config_last_reload_success_timestamp_seconds`.
@@ -16,13 +18,22 @@
 
 use crate::config::{Args, ConfigError, Options, Settings};
 use crate::metrics::ExporterMetrics;
-use crate::secret::Secret;
-use crate::sink::webhook::{Dressing, Live};
+use crate::secret::LiveToken;
+use crate::sink::webhook::{Dressing, Live as LiveDressing};
 use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Keys that a reload applies.
-const RELOADED: [&str; 5] = ["sign_secret", "sign_secret_file", "sign_key", "header", "header_file"];
+const RELOADED: [&str; 7] =
+    ["sign_secret", "sign_secret_file", "sign_key", "header", "header_file", "token", "token_file"];
+
+/// What a reload swaps in a running exporter.
+pub(crate) struct Live {
+    /// The webhook's signing secrets and headers.
+    pub(crate) dressing: Arc<LiveDressing>,
+    /// The token the broker client sends.
+    pub(crate) token: Arc<LiveToken>,
+}
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -36,17 +47,16 @@ pub(crate) enum ReloadError {
 pub(crate) struct Reloaded {
     pub(crate) secrets: usize,
     pub(crate) headers: usize,
+    /// Whether the token in force changed.
+    pub(crate) token_changed: bool,
     pub(crate) need_restart: Vec<String>,
 }
 
-/// What is in force: the settings read at start (flags over the file)
-/// and the token they gave.
+/// What is in force: the settings read at start (flags over the file).
 #[derive(Debug, Clone)]
 pub struct Running {
     /// The settings merged at start (`Args::merged`): flags over the file.
     pub settings: Settings,
-    /// The token those settings gave (`Options::token`).
-    pub token: Secret,
 }
 
 /// Re-read `args`' files, apply what can be applied to `live`, and say
@@ -55,13 +65,10 @@ pub(crate) fn reload(args: &Args, running: &Running, live: &Live) -> Result<Relo
     let settings = args.merged()?;
     let new = Options::from_settings(settings.clone())?;
     let dressing = Dressing::new(&new.webhook)?;
-    live.set(dressing);
-    let mut need_restart = changed_keys(&running.settings, &settings);
-    // The token file's name may stay while its content changes.
-    if running.token != new.token && !need_restart.iter().any(|k| k == "token" || k == "token_file") {
-        need_restart.push("token_file".to_string());
-    }
-    Ok(Reloaded { secrets: new.webhook.secrets.len(), headers: new.webhook.headers.len(), need_restart })
+    live.dressing.set(dressing);
+    let token_changed = live.token.set(new.token);
+    let need_restart = changed_keys(&running.settings, &settings);
+    Ok(Reloaded { secrets: new.webhook.secrets.len(), headers: new.webhook.headers.len(), token_changed, need_restart })
 }
 
 /// The keys whose values differ, except those a reload applies: compared
@@ -83,7 +90,7 @@ fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
 pub(crate) fn spawn(
     args: Args,
     running: Running,
-    live: Arc<Live>,
+    live: Live,
     metrics: Arc<ExporterMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -105,7 +112,8 @@ pub(crate) fn spawn(
                     tracing::info!(
                         signing_secrets = r.secrets,
                         headers = r.headers,
-                        "SIGHUP: signing secrets and headers reloaded"
+                        token_changed = r.token_changed,
+                        "SIGHUP: signing secrets, headers and the token reloaded"
                     );
                     if !r.need_restart.is_empty() {
                         tracing::warn!(keys = %r.need_restart.join(", "), "SIGHUP: these keys changed and take effect only at a restart; their old values stay in force");
@@ -126,7 +134,7 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn a_reload_applies_secrets_and_headers_and_names_the_keys_that_need_a_restart() {
+    fn a_reload_applies_secrets_headers_and_the_token_and_names_the_keys_that_need_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (config, secrets) = (dir.path().join("e.toml"), dir.path().join("secrets"));
         let s1 = format!("whsec_{}", protocol::b64_encode(&[1; 32]));
@@ -136,8 +144,12 @@ mod tests {
         std::fs::write(&secrets, format!("{s1}\n")).unwrap();
         let args = Args::parse_from(["exporter", "--config", config.to_str().unwrap()]);
         let opts = Options::resolve(args.clone()).unwrap();
-        let running = Running { settings: args.merged().unwrap(), token: opts.token.clone() };
-        let live = Live::new(Dressing::new(&opts.webhook).unwrap());
+        let running = Running { settings: args.merged().unwrap() };
+        let live = Live {
+            dressing: LiveDressing::new(Dressing::new(&opts.webhook).unwrap()),
+            token: LiveToken::new(opts.token),
+        };
+        let base = base.replace("token = \"t\"", "token = \"t2\"");
         std::fs::write(&secrets, format!("# rotation\n{s1}\n{s2}\n")).unwrap();
         std::fs::write(
             &config,
@@ -148,11 +160,15 @@ mod tests {
         )
         .unwrap();
         let r = reload(&args, &running, &live).unwrap();
-        assert_eq!(r, Reloaded { secrets: 2, headers: 1, need_restart: vec!["wait_ms".to_string()] });
-        assert_eq!(live.get().signer().signature("i", 1, b"").split(' ').count(), 2);
+        assert_eq!(
+            r,
+            Reloaded { secrets: 2, headers: 1, token_changed: true, need_restart: vec!["wait_ms".to_string()] }
+        );
+        assert_eq!(live.token.get().expose(), "t2", "the new token is in force");
+        assert_eq!(live.dressing.get().signer().signature("i", 1, b"").split(' ').count(), 2);
         // A bad secret changes nothing.
         std::fs::write(&secrets, "whsec_short\n").unwrap();
         assert!(reload(&args, &running, &live).is_err());
-        assert_eq!(live.get().signer().signature("i", 1, b"").split(' ').count(), 2);
+        assert_eq!(live.dressing.get().signer().signature("i", 1, b"").split(' ').count(), 2);
     }
 }

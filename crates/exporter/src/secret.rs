@@ -28,6 +28,32 @@ impl Secret {
     }
 }
 
+/// The exporter token in force. A SIGHUP that re-reads `--token-file` (or
+/// the config's `token`) swaps it (`crate::reload`); each broker request
+/// reads it once, so a request carries one token, old or new, whole.
+#[derive(Debug, Default)]
+pub struct LiveToken(std::sync::RwLock<Secret>);
+
+impl LiveToken {
+    pub fn new(token: Secret) -> std::sync::Arc<LiveToken> {
+        std::sync::Arc::new(LiveToken(std::sync::RwLock::new(token)))
+    }
+
+    /// The token now (a poisoned lock still holds a whole token: a writer
+    /// only ever replaces it).
+    pub fn get(&self) -> Secret {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Put `token` in force; whether it differs from the one before.
+    pub fn set(&self, token: Secret) -> bool {
+        let mut held = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *held != token;
+        *held = token;
+        changed
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)

@@ -76,9 +76,11 @@ pub(crate) fn open_sink(opts: &Options) -> Result<(Box<dyn Sink>, Arc<Live>), Ex
 /// with `running` (`crate::reload`).
 pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
     let (sink, live) = open_sink(&opts)?;
-    let client = BrokerClient::new(&opts.broker, &opts.destination, opts.token.expose())
+    let token = crate::secret::LiveToken::new(opts.token.clone());
+    let client = BrokerClient::new(&opts.broker, &opts.destination, Arc::clone(&token))
         .map_err(|e| ExportError::Usage(e.to_string()))?;
     let metrics = ExporterMetrics::new();
+    let live = crate::reload::Live { dressing: live, token };
     crate::reload::spawn(args, running, live, Arc::clone(&metrics), stop.clone());
     metrics.init_series(&opts.destination);
     if let Some(addr) = &opts.metrics_listen {
