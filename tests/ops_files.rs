@@ -161,7 +161,7 @@ fn compare_with_defaults(section: &str, file: &toml::Table, defaults: &toml::Tab
 #[test]
 fn broker_toml_documents_every_key_at_its_default() {
     let text = read("ops/broker.toml");
-    let mut cfg = Config::from_toml(&text).expect("ops/broker.toml parses");
+    let cfg = Config::from_toml(&text).expect("ops/broker.toml parses");
     // As shipped it holds no token (they are files it names), so it is
     // refused; with the operator's secret files it is valid.
     cfg.validate().expect_err("ops/broker.toml without its secret files");
