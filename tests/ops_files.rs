@@ -50,7 +50,8 @@ fn broker_fields() -> [(&'static str, BTreeSet<String>); 4] {
 /// Keys a deployment changes on purpose (their comment gives the default).
 const DEPLOYMENT_KEYS: [&str; 2] = ["listen", "data_dir"];
 /// Optional keys without a default value (absent = off); shown as examples.
-const OPTIONAL_KEYS: [&str; 8] = [
+const OPTIONAL_KEYS: [&str; 9] = [
+    "admin_listen",
     "hard_rate_per_sec",
     "hard_burst",
     "tenants",

@@ -45,6 +45,7 @@ pub(crate) mod destination;
 pub(crate) mod error;
 pub mod http;
 pub(crate) mod leased;
+pub(crate) mod listeners;
 pub(crate) mod maintenance;
 pub mod metrics;
 pub(crate) mod notify;

@@ -4,8 +4,8 @@
 //! commits finish.
 
 use crate::core::Broker;
-use crate::http::seats::{SeatCaps, Seats};
-use crate::http::{router, AppState};
+use crate::http::AppState;
+use crate::listeners::{start_grpc, Bound, GrpcTask};
 use crate::metrics::Metrics;
 use config::{Config, ConfigError, ValidConfig, DEV_ADMIN_TOKEN, DEV_EXPORTER_TOKEN, DEV_TENANT_TOKEN};
 use std::path::PathBuf;
@@ -101,7 +101,12 @@ pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigErro
 /// defaults, how to use them. A stdout that cannot be written (closed, a full
 /// disk) must not stop a broker whose job does not depend on it: write
 /// errors are ignored, where `println!` would panic.
-fn announce(addr: std::net::SocketAddr, grpc: Option<std::net::SocketAddr>, dev: bool) {
+fn announce(
+    addr: std::net::SocketAddr,
+    grpc: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+    dev: bool,
+) {
     use std::io::Write;
     let mut text = format!("weir broker listening on http://{addr}");
     if dev {
@@ -113,6 +118,9 @@ fn announce(addr: std::net::SocketAddr, grpc: Option<std::net::SocketAddr>, dev:
         text.push_str(&format!(
             "\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"
         ));
+    }
+    if let Some(admin) = admin {
+        text.push_str(&format!("\nadmin API, /metrics and /openapi.json on http://{admin} (admin_listen)"));
     }
     text.push('\n');
     let mut out = std::io::stdout().lock();
@@ -130,49 +138,14 @@ async fn shutdown_signal(broker: Arc<OnceLock<Arc<Broker>>>) {
     }
 }
 
-/// The OTLP/gRPC listener, when `otlp_grpc_listen` is set: bound before
-/// recovery, so a taken port stops the start at once.
-async fn bind_grpc(addr: Option<std::net::SocketAddr>) -> Result<Option<tokio::net::TcpListener>, RunError> {
-    let Some(addr) = addr else { return Ok(None) };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| RunError::Fatal(format!("cannot listen on {addr} (otlp_grpc_listen): {e}")))?;
-    Ok(Some(listener))
-}
-
-/// The OTLP/gRPC server's task.
-type GrpcTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
-
-/// Serve OTLP/gRPC on `listener` until `stopped` turns true.
-fn start_grpc(
-    listener: tokio::net::TcpListener,
-    broker: &Arc<Broker>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(std::net::SocketAddr, GrpcTask), RunError> {
-    let addr = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
-    let tokens = Arc::clone(broker);
-    let auth: api::otlp::grpc::Authenticate = Arc::new(move |token| tokens.auth().role(token));
-    let receiver = api::otlp::grpc::Receiver::new(Arc::clone(broker.intake()), auth);
-    let stop = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    tracing::info!(%addr, "OTLP/gRPC listening");
-    Ok((addr, tokio::spawn(api::otlp::grpc::serve(listener, receiver, stop))))
-}
-
 /// Run the broker until a signal; returns after a clean stop.
 pub async fn run(args: Args) -> Result<(), RunError> {
     let (cfg, dev) = load_config(&args)?;
-    let addr = cfg.listen;
     let _lock = plumbing::datadir::DirLock::acquire(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
     // Before recovery: /readyz names the broker while it recovers too.
     let broker_id =
         plumbing::datadir::BrokerId::load_or_create(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| RunError::Fatal(format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
-    let grpc_listener = bind_grpc(cfg.otlp_grpc_listen).await?;
+    let bound = Bound::bind(&cfg).await?;
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
     let state = AppState {
@@ -180,32 +153,35 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         metrics: Arc::clone(&metrics),
         broker_id: Arc::from(broker_id.as_str()),
     };
-    let caps = SeatCaps::derive(cfg.max_connections, cfg.max_connections_per_tenant, cfg.max_connections_per_peer);
-    let seats = Seats::new(caps, cfg.tenants.len());
-    let app = crate::http::front::Front::new(state.clone(), router(state.clone())).with_seats(seats);
-    let refused = Arc::clone(&metrics);
-    let limits = plumbing::listener::Limits {
-        max_connections: cfg.max_connections,
-        // Before its head a connection is no one's: a quarter of the cap
-        // (at least 4 where the cap leaves room, so one stray silent
-        // connection does not refuse the next), the oldest silent one
-        // evicted for a new one.
-        max_pending: (cfg.max_connections / 4).max(cfg.max_connections.saturating_sub(1).min(4)).max(1),
-        first_byte_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms),
-        first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
-        drain: cfg.timing.shutdown_drain,
-        on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason.as_str()]).inc()),
-    };
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let broker_slot = Arc::clone(&state.broker);
     let stop = async move {
         shutdown_signal(broker_slot).await;
         let _ = stopping.send(true);
     };
-    let server =
-        tokio::spawn(plumbing::listener::serve_per_peer(listener, move |peer| app.for_peer(peer), limits, stop));
+    let local = bound.local;
+    let served = bound.serve(&cfg, &state, stop, stopped.clone())?;
     tracing::info!(%local, data_dir = %cfg.data_dir.display(), %broker_id, "listening; recovering the WAL");
     crate::notify::notify_or_log(crate::notify::RECOVERING);
+    let broker = recover(cfg, metrics).await?;
+    let _ = state.broker.set(Arc::clone(&broker));
+    let grpc = match served.grpc_listener {
+        Some(l) => Some(start_grpc(l, &broker, stopped)?),
+        None => None,
+    };
+    announce(local, grpc.as_ref().map(|g| g.0), served.admin.as_ref().map(|a| a.0), dev);
+    // Only now: recovery is done and requests are served (Type=notify).
+    crate::notify::notify_or_log(crate::notify::READY);
+    let maintenance = tokio::spawn(broker.maintenance().run());
+    served.main.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
+    if let Some((_, admin)) = served.admin {
+        admin.await.map_err(|e| RunError::Fatal(format!("admin server task failed: {e}")))?;
+    }
+    finish(broker, grpc.map(|g| g.1), maintenance).await
+}
+
+/// Open the WAL (recovery) and the store on the blocking pool.
+async fn recover(cfg: ValidConfig, metrics: Arc<Metrics>) -> Result<Arc<Broker>, RunError> {
     let fs: Arc<dyn wal::FileSystem> = Arc::new(wal::RealFs);
     let broker = tokio::task::spawn_blocking(move || Broker::open(cfg, fs, metrics))
         .await
@@ -214,20 +190,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             crate::core::OpenError::Wal(e @ wal::WalError::UnsupportedFormat { .. }) => RunError::Format(e),
             other => RunError::Fatal(other.to_string()),
         })?;
-    let broker = Arc::new(broker);
     let damage = broker.wal().recovery_events().iter().filter(|e| e.is_damage()).count();
-    let _ = state.broker.set(Arc::clone(&broker));
     tracing::info!(damage_events = damage, "recovery done; ready");
-    let grpc = match grpc_listener {
-        Some(l) => Some(start_grpc(l, &broker, stopped)?),
-        None => None,
-    };
-    announce(local, grpc.as_ref().map(|g| g.0), dev);
-    // Only now: recovery is done and requests are served (Type=notify).
-    crate::notify::notify_or_log(crate::notify::READY);
-    let maintenance = tokio::spawn(broker.maintenance().run());
-    server.await.map_err(|e| RunError::Fatal(format!("server task failed: {e}")))?;
-    finish(broker, grpc.map(|g| g.1), maintenance).await
+    Ok(Arc::new(broker))
 }
 
 /// After the listener drained: let the gRPC server finish its calls, stop

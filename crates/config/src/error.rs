@@ -152,6 +152,22 @@ pub enum ConfigError {
         /// The key that repeats it.
         second: TokenOwner,
     },
+    /// `admin_listen` is not an `IP:PORT` address.
+    #[error("admin_listen: {value:?} is not an IP:PORT address")]
+    AdminListenAddress {
+        /// `admin_listen` as written.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// `admin_listen` is the same address as `listen`: give the operator's
+    /// listener a port of its own (or leave `admin_listen` out).
+    #[error("admin_listen: {addr} is also `listen`; give it its own port")]
+    AdminListenIsListen {
+        /// The address both name.
+        addr: SocketAddr,
+    },
     /// A principal has no token in any of its keys (`token`, `tokens`, a
     /// `*_file`). Give it one.
     #[error("{owner}: no token is set (use token, tokens, token_file or tokens_file; admin: admin_token, admin_tokens or admin_token_file)")]

@@ -143,6 +143,11 @@ pub struct Config {
     /// The address to listen on, `IP:PORT` (port 0: any free one).
     #[serde(default = "d_listen")]
     pub listen: String,
+    /// A second listener, `IP:PORT`, for the operator: when set,
+    /// `/v1/admin/*`, `/metrics` and `/openapi.json` are served there and
+    /// nowhere else (404 on `listen`); `/healthz` and `/readyz` on both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
     /// The data directory: the WAL, the metadata store, the lock.
     #[serde(default = "d_data_dir")]
     pub data_dir: PathBuf,

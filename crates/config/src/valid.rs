@@ -26,6 +26,8 @@ pub struct ValidConfig {
     pub timing: Timing,
     /// `otlp_grpc_listen`, parsed; `None`: off.
     pub otlp_grpc_listen: Option<SocketAddr>,
+    /// `admin_listen`, parsed; `None`: the admin routes are on `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Every token as its digest, in the file's order. A principal holds one
@@ -102,6 +104,7 @@ impl Config {
             }
         };
         self.check_token_counts()?;
+        let admin_listen = self.admin_listen(listen)?;
         let tokens = self.parse_tokens()?;
         self.check_tokens(listen, &tokens)?;
         let file = self.with_otlp_topics();
@@ -111,7 +114,21 @@ impl Config {
             .iter()
             .map(|t| t.priority.parse().map_err(|source| ConfigError::Priority { tenant: t.name.clone(), source }))
             .collect::<Result<Vec<Priority>, ConfigError>>()?;
-        Ok(ValidConfig { timing: self.timing(), file, listen, tokens, priorities, otlp_grpc_listen })
+        Ok(ValidConfig { timing: self.timing(), file, listen, tokens, priorities, otlp_grpc_listen, admin_listen })
+    }
+
+    /// `admin_listen`, parsed: an address of its own (port 0, any free one,
+    /// is never the same as another).
+    fn admin_listen(&self, listen: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(value) = self.admin_listen.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let addr: SocketAddr =
+            value.parse().map_err(|source| ConfigError::AdminListenAddress { value: value.into(), source })?;
+        if addr.port() != 0 && addr == listen {
+            return Err(ConfigError::AdminListenIsListen { addr });
+        }
+        Ok(Some(addr))
     }
 
     /// This configuration with the OTLP topics declared (after the declared

@@ -50,6 +50,9 @@ pub struct Front {
     /// connection: its requests are served one at a time, so one slot,
     /// allocated once, serves them all).
     unread: Option<Arc<Mutex<Option<Incoming>>>>,
+    /// Whether ingest takes the short way past the router (not on the
+    /// operator's listener, whose router has no ingest route).
+    fast_ingest: bool,
 }
 
 /// How much of a request body refused before it was read is read (and
@@ -70,7 +73,13 @@ type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response, Infallible>> +
 
 impl Front {
     pub fn new(state: AppState, router: Router) -> Self {
-        Front { state, router, peer: None, seats: None, seat: None, unread: None }
+        Front { state, router, peer: None, seats: None, seat: None, unread: None, fast_ingest: true }
+    }
+
+    /// This front for the operator's listener: every request goes through
+    /// its router (which serves no ingest).
+    pub fn operator_only(self) -> Self {
+        Front { fast_ingest: false, ..self }
     }
 
     /// This front with connections counted per role in `seats`.
@@ -98,16 +107,17 @@ impl Front {
             let unread = take(&unread);
             return Box::pin(async move { Ok(close_and_drain(resp, unread)) });
         }
-        let answer: BoxedResponse = if req.method() == Method::POST && ingest_topic(req.uri().path()).is_some() {
-            let state = self.state.clone();
-            Box::pin(async move { Ok(ingest_request(state, req).await) })
-        } else {
-            if let Some(ip) = self.peer {
-                req.extensions_mut().insert(Peer(ip));
-            }
-            let mut router = self.router.clone();
-            Box::pin(async move { router.call(req).await })
-        };
+        let answer: BoxedResponse =
+            if self.fast_ingest && req.method() == Method::POST && ingest_topic(req.uri().path()).is_some() {
+                let state = self.state.clone();
+                Box::pin(async move { Ok(ingest_request(state, req).await) })
+            } else {
+                if let Some(ip) = self.peer {
+                    req.extensions_mut().insert(Peer(ip));
+                }
+                let mut router = self.router.clone();
+                Box::pin(async move { router.call(req).await })
+            };
         Box::pin(async move {
             let resp = answer.await?;
             if resp.status().is_client_error() || resp.status().is_server_error() {

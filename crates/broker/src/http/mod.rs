@@ -44,25 +44,50 @@ impl AppState {
     }
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route: the one listener when `admin_listen` is not set.
+    Everything,
+    /// `listen` beside an `admin_listen`: ingest, OTLP, leases and the
+    /// probes; the operator's routes are 404 here.
+    Clients,
+    /// `admin_listen`: `/v1/admin/*`, `/metrics`, `/openapi.json` and the
+    /// probes, nothing a producer or an exporter calls.
+    Operator,
+}
+
 /// Every route of the contract over `state`: `/healthz`, `/readyz`,
 /// `/metrics`, `/openapi.json`, ingest, leases, destinations, dead letters
 /// and admin; any other path or method gets the contract's 404 or 405.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    router_for(state, Surface::Everything)
+}
+
+/// The routes of `surface` over `state`; any other path gets the contract's
+/// 404, any other method on a served path 405.
+pub fn router_for(state: AppState, surface: Surface) -> Router {
+    let probes = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz));
+    let operator = Router::new()
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::handler))
+        .route(pattern::DESTINATIONS, get(list_destinations))
+        .route(pattern::DESTINATION, get(one_destination))
+        .route(pattern::DEAD_LETTERS, get(dead_letters))
+        .route(pattern::ADMIN_ACTION, post(admin_action));
+    let clients = Router::new()
         .route(pattern::INGEST, post(ingest_handler))
         .route("/v1/logs", post(otlp::logs))
         .route("/v1/traces", post(otlp::traces))
         .route("/v1/metrics", post(otlp::metrics))
         .route(pattern::LEASES, post(acquire))
-        .route(pattern::LEASE_ACTION, post(lease_action))
-        .route(pattern::DESTINATIONS, get(list_destinations))
-        .route(pattern::DESTINATION, get(one_destination))
-        .route(pattern::DEAD_LETTERS, get(dead_letters))
-        .route(pattern::ADMIN_ACTION, post(admin_action))
+        .route(pattern::LEASE_ACTION, post(lease_action));
+    let routes = match surface {
+        Surface::Everything => probes.merge(operator).merge(clients),
+        Surface::Clients => probes.merge(clients),
+        Surface::Operator => probes.merge(operator),
+    };
+    routes
         .fallback(|req: Request| async move { no_such_endpoint(req.uri().path()) })
         .method_not_allowed_fallback(|req: Request| async move {
             errors::RouteError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path())).into_response()

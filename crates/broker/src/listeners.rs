@@ -1,0 +1,143 @@
+//! The broker's listeners: `listen` (producers, exporters, and the operator
+//! unless `admin_listen` is set), `admin_listen` (the operator's routes,
+//! `/metrics`, `/openapi.json`, and the probes) and `otlp_grpc_listen`.
+//!
+//! Every address is bound before recovery, so a taken port stops the start
+//! at once and the probes answer while the WAL recovers. Each listener has
+//! its own connection bounds: a flood of producers' connections cannot take
+//! the operator's, nor the other way round.
+
+use crate::core::Broker;
+use crate::http::front::Front;
+use crate::http::seats::{SeatCaps, Seats};
+use crate::http::{router_for, AppState, Surface};
+use crate::server::RunError;
+use config::ValidConfig;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Connections the operator's listener serves at once: scrapers, probes and
+/// `broker-admin` need a few; the bound keeps them from costing more.
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The OTLP/gRPC server's task.
+pub(crate) type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Every listener, bound and not yet served.
+pub(crate) struct Bound {
+    main: TcpListener,
+    /// `listen`'s address as bound (port 0 resolved).
+    pub(crate) local: SocketAddr,
+    admin: Option<TcpListener>,
+    grpc: Option<TcpListener>,
+}
+
+/// What [`Bound::serve`] started.
+pub(crate) struct Served {
+    /// The main listener's task; it ends once the stop drained it.
+    pub(crate) main: JoinHandle<()>,
+    /// The admin listener's address and task, when `admin_listen` is set.
+    pub(crate) admin: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The gRPC listener, served once the broker is recovered.
+    pub(crate) grpc_listener: Option<TcpListener>,
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr).await.map_err(|e| RunError::Fatal(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+impl Bound {
+    /// Bind every configured address.
+    pub(crate) async fn bind(cfg: &ValidConfig) -> Result<Bound, RunError> {
+        let main = bind(cfg.listen, "listen").await?;
+        let local = main.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+        let admin = match cfg.admin_listen {
+            Some(addr) => Some(bind(addr, "admin_listen").await?),
+            None => None,
+        };
+        let grpc = match cfg.otlp_grpc_listen {
+            Some(addr) => Some(bind(addr, "otlp_grpc_listen").await?),
+            None => None,
+        };
+        Ok(Bound { main, local, admin, grpc })
+    }
+
+    /// Serve the HTTP listeners: the main one until `stop` resolves (then
+    /// drained), the admin one until `stopped` turns true.
+    pub(crate) fn serve(
+        self,
+        cfg: &ValidConfig,
+        state: &AppState,
+        stop: impl Future<Output = ()> + Send + 'static,
+        stopped: watch::Receiver<bool>,
+    ) -> Result<Served, RunError> {
+        let surface = if self.admin.is_some() { Surface::Clients } else { Surface::Everything };
+        let caps = SeatCaps::derive(cfg.max_connections, cfg.max_connections_per_tenant, cfg.max_connections_per_peer);
+        let seats = Seats::new(caps, cfg.tenants.len());
+        let app = Front::new(state.clone(), router_for(state.clone(), surface)).with_seats(seats);
+        let limits = limits(cfg, state, cfg.max_connections);
+        let main =
+            tokio::spawn(plumbing::listener::serve_per_peer(self.main, move |peer| app.for_peer(peer), limits, stop));
+        let admin = match self.admin {
+            Some(listener) => Some(serve_admin(listener, cfg, state, stopped)?),
+            None => None,
+        };
+        Ok(Served { main, admin, grpc_listener: self.grpc })
+    }
+}
+
+/// One listener's bounds, `max_connections` at once.
+fn limits(cfg: &ValidConfig, state: &AppState, max_connections: usize) -> plumbing::listener::Limits {
+    let refused = Arc::clone(&state.metrics);
+    plumbing::listener::Limits {
+        max_connections,
+        // Before its head a connection is no one's: a quarter of the cap
+        // (at least 4 where the cap leaves room, so one stray silent
+        // connection does not refuse the next), the oldest silent one
+        // evicted for a new one.
+        max_pending: (max_connections / 4).max(max_connections.saturating_sub(1).min(4)).max(1),
+        first_byte_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms),
+        first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
+        drain: cfg.timing.shutdown_drain,
+        on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason.as_str()]).inc()),
+    }
+}
+
+/// The operator's listener: its own routes, no ingest fast path, no role
+/// pools (its bound is [`ADMIN_MAX_CONNECTIONS`]).
+fn serve_admin(
+    listener: TcpListener,
+    cfg: &ValidConfig,
+    state: &AppState,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), RunError> {
+    let addr = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+    let app = Front::new(state.clone(), router_for(state.clone(), Surface::Operator)).operator_only();
+    let limits = limits(cfg, state, ADMIN_MAX_CONNECTIONS.min(cfg.max_connections));
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    tracing::info!(%addr, "admin listener (admin_listen): /v1/admin/*, /metrics, /openapi.json");
+    Ok((addr, tokio::spawn(plumbing::listener::serve_per_peer(listener, move |peer| app.for_peer(peer), limits, stop))))
+}
+
+/// Serve OTLP/gRPC on `listener` until `stopped` turns true.
+pub(crate) fn start_grpc(
+    listener: TcpListener,
+    broker: &Arc<Broker>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(SocketAddr, GrpcTask), RunError> {
+    let addr = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
+    let tokens = Arc::clone(broker);
+    let auth: api::otlp::grpc::Authenticate = Arc::new(move |token| tokens.auth().role(token));
+    let receiver = api::otlp::grpc::Receiver::new(Arc::clone(broker.intake()), auth);
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    tracing::info!(%addr, "OTLP/gRPC listening");
+    Ok((addr, tokio::spawn(api::otlp::grpc::serve(listener, receiver, stop))))
+}
