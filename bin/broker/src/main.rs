@@ -1,6 +1,7 @@
 //! `broker`: see `broker --help` and `../shared/CONTRACT.md`.
 
 fn main() {
+    plumbing::build_info::set_commit(env!("WEIR_GIT_COMMIT"));
     let args: broker::server::Args = plumbing::cli::parse_args_or_exit();
     if args.check_config.is_some() {
         std::process::exit(broker::check_config::run(&args));

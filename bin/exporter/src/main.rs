@@ -2,6 +2,7 @@
 use exporter::worker::ExportError;
 
 fn main() {
+    plumbing::build_info::set_commit(env!("WEIR_GIT_COMMIT"));
     let args: exporter::config::Args = plumbing::cli::parse_args_or_exit();
     if args.check_config.is_some() {
         std::process::exit(exporter::check_config::run(args));

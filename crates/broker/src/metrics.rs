@@ -68,6 +68,12 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogr
 
 const LATENCY: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 1.0, 5.0];
+/// Ingest to commit: milliseconds when all is well, up to an hour during a
+/// sink's outage (a p99 that flat-lines at the top bucket hides how long).
+const DELIVERY: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+];
 const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0];
 
 impl Metrics {
@@ -75,6 +81,8 @@ impl Metrics {
     /// `weir_http_refused_total` reasons at zero.
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
+        plumbing::build_info::register(&r, env!("CARGO_PKG_VERSION"))
+            .expect("the build and process series register once");
         let m = Arc::new(Metrics {
             ingest_requests: counter_vec(&r, "weir_ingest_requests_total", "Ingest requests by topic and HTTP status code.", &["topic", "code"]),
             ingest_records: counter_vec(&r, "weir_ingest_records_total", "Records acknowledged, by tenant, topic and the priority they were stored at.", &["tenant", "topic", "priority"]),
@@ -104,7 +112,7 @@ impl Metrics {
             leases_acquired: counter_vec(&r, "weir_leases_acquired_total", "Leases handed to exporters.", &["destination"]),
             leases_committed: counter_vec(&r, "weir_leases_committed_total", "Leases committed.", &["destination"]),
             lease_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("weir_lease_seconds", "Time from acquire to commit.").buckets(LATENCY.to_vec()), &["destination"]).expect("valid metric")),
-            delivery_latency: reg(&r, HistogramVec::new(HistogramOpts::new("weir_delivery_latency_seconds", "Time from a record's ingest to its destination's commit, by the lane priority it was stored at.").buckets(LATENCY.to_vec()), &["destination", "priority"]).expect("valid metric")),
+            delivery_latency: reg(&r, HistogramVec::new(HistogramOpts::new("weir_delivery_latency_seconds", "Time from a record's ingest to its destination's commit, by the lane priority it was stored at.").buckets(DELIVERY.to_vec()), &["destination", "priority"]).expect("valid metric")),
             dead_letter_records: counter_vec(&r, "weir_dead_letter_records_total", "Records moved to the destination's dead letters.", &["destination"]),
             destination_dropped_records: counter_vec(&r, "weir_destination_dropped_records_total", "Records skipped by on_lag_limit = drop_oldest.", &["destination"]),
             segments_deleted: reg(&r, IntCounter::new("weir_segments_deleted_total", "Sealed segments deleted by retention.").expect("valid metric")),

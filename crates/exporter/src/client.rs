@@ -47,6 +47,9 @@ pub struct BrokerClient {
     /// Swapped by a SIGHUP that re-reads the token.
     token: std::sync::Arc<crate::secret::LiveToken>,
     http: reqwest::Client,
+    /// Set at the first acquire the broker answered with a lease (or with
+    /// none): the exporter's `/readyz`.
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BrokerClient {
@@ -60,7 +63,13 @@ impl BrokerClient {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| ClientError::Transport(format!("http client: {e}")))?;
-        Ok(BrokerClient { base: base.trim_end_matches('/').to_string(), dest: dest.to_string(), token, http })
+        Ok(BrokerClient {
+            base: base.trim_end_matches('/').to_string(),
+            dest: dest.to_string(),
+            token,
+            http,
+            answered: std::sync::Arc::default(),
+        })
     }
 
     /// POST `body` to `path`; a 2xx answer's content type and bytes, or the
@@ -109,10 +118,16 @@ impl BrokerClient {
 
     /// Acquire a lease, asking for the binary v2 format; a broker from
     /// before v2 answers v1 JSON, read by its content type.
+    /// True once the broker answered an acquire: what `/readyz` reports.
+    pub fn ready_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        std::sync::Arc::clone(&self.answered)
+    }
+
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<Decoded, ClientError> {
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
         let body = serde_json::to_value(req).unwrap_or_default();
         let (content_type, bytes) = self.post(&routes::leases(&self.dest), body, wait, ACCEPT_LEASE).await?;
+        self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
         if content_type.as_deref().is_some_and(lease_binary::is_v2_media) {
             return lease_binary::decode(bytes).map_err(|e| ClientError::BadAnswer(e.to_string()));
         }

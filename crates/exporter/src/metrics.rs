@@ -29,6 +29,8 @@ pub struct ExporterMetrics {
 impl ExporterMetrics {
     pub fn new() -> Arc<ExporterMetrics> {
         let registry = Registry::new();
+        plumbing::build_info::register(&registry, env!("CARGO_PKG_VERSION"))
+            .expect("the build and process series register once");
         let deliveries = counter(
             "weir_exporter_deliveries_total",
             "Sink calls by outcome (delivered, retryable, poison, lease_lost).",
@@ -37,9 +39,10 @@ impl ExporterMetrics {
         let delivery_seconds = histogram(
             "weir_exporter_delivery_seconds",
             "Time from record ingest to its delivery at the sink.",
+            // Up to an hour: during a sink's outage records wait that long.
             vec![
                 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                60.0,
+                60.0, 300.0, 900.0, 1800.0, 3600.0,
             ],
         );
         let records_delivered =

@@ -43,11 +43,28 @@ struct Ctx {
     gate: Gate,
 }
 
-async fn serve_metrics(addr: String, metrics: Arc<ExporterMetrics>) -> Result<(), ExportError> {
+async fn serve_metrics(
+    addr: String,
+    metrics: Arc<ExporterMetrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), ExportError> {
+    use axum::http::StatusCode;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| ExportError::Usage(format!("--metrics-listen {addr}: {e}")))?;
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics.render() }));
+    // /readyz: 200 once the broker answered a lease request (a probe that
+    // passes before the exporter could lease would hide a wrong token or URL).
+    let readyz = move || async move {
+        if ready.load(std::sync::atomic::Ordering::Relaxed) {
+            (StatusCode::OK, "ready\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: no lease answer from the broker yet\n")
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || async move { metrics.render() }))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz));
     // The broker's hardened listener: a request-head deadline on every connection.
     let service = hyper_util::service::TowerToHyperService::new(app);
     let limits = plumbing::listener::Limits { max_connections: 256, ..Default::default() };
@@ -84,7 +101,7 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     crate::reload::spawn(args, running, live, Arc::clone(&metrics), stop.clone());
     metrics.init_series(&opts.destination);
     if let Some(addr) = &opts.metrics_listen {
-        serve_metrics(addr.clone(), Arc::clone(&metrics)).await?;
+        serve_metrics(addr.clone(), Arc::clone(&metrics), client.ready_flag()).await?;
     }
     let ceiling = opts.max_in_flight as usize;
     // A sink with nothing to find (a local file) gets its own fixed limit.

@@ -1,6 +1,7 @@
 //! # plumbing — what every Weir process needs around its own job
 //!
-//! Owns: parsing a binary's flags with the contract's exit codes, `${VAR}`
+//! Owns: `weir_build_info` and the `process_*` metrics (`build_info`),
+//! parsing a binary's flags with the contract's exit codes, `${VAR}`
 //! in configuration values (`env_vars`), the log
 //! subscriber, the async runtime, stop signals, the wall clock, the data directory's layout
 //! and its lock, and the hardened HTTP/1.1 listener that the broker and the
@@ -25,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod datadir;
