@@ -69,6 +69,30 @@ pub enum AdminError {
     /// threads or file descriptors).
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) could not
+    /// be read.
+    #[error("--{flag} {}: {source}", path.display())]
+    TlsFile {
+        /// The flag naming it.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system answered.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file is not PEM of the kind needed (certificates; a
+    /// certificate and its private key). The message never holds the key.
+    #[error("--{flag} {}: not PEM of the kind needed", path.display())]
+    TlsPem {
+        /// The flag naming it.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// The HTTP client could not be built (its TLS backend failed to load).
     #[error("broker unreachable: http client: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -120,7 +144,10 @@ impl AdminError {
     /// problem found or a failure (the contract's codes; 0 is success).
     pub fn exit_code(&self) -> i32 {
         match self {
-            AdminError::BadLane(_) | AdminError::RewindTarget => 2,
+            AdminError::BadLane(_)
+            | AdminError::RewindTarget
+            | AdminError::TlsFile { .. }
+            | AdminError::TlsPem { .. } => 2,
             AdminError::NoWal { .. }
             | AdminError::Wal(_)
             | AdminError::Io { .. }

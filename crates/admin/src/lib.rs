@@ -54,6 +54,17 @@ struct Online {
     /// Admin token.
     #[arg(long)]
     token: String,
+    /// PEM CA certificates an `https://` broker is verified against
+    /// (instead of the built-in web roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a listener that requires one (the
+    /// admin listener never does).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 /// The subcommands; their doc comments are their help.
@@ -280,7 +291,14 @@ fn print_action(result: protocol::ActionResult) {
 }
 
 async fn online_command(cmd: Cmd) -> Result<(), AdminError> {
-    let client = |o: &Online| online::AdminClient::new(&o.broker, &o.token);
+    let client = |o: &Online| {
+        let tls = online::ClientTls {
+            ca_file: o.ca_file.clone(),
+            client_cert: o.client_cert.clone(),
+            client_key: o.client_key.clone(),
+        };
+        online::AdminClient::new(&o.broker, &o.token, &tls)
+    };
     let act = |online: Online, destination: String, action: AdminAction| async move {
         print_action(client(&online)?.action(&destination, action, None).await?);
         Ok(())

@@ -5,6 +5,45 @@ use protocol::routes::{self, AdminAction};
 use protocol::{ActionResult, DeadLetter, DestinationStatus, ErrorBody, RewindTarget};
 use std::io::Write;
 
+/// The TLS files of an `https://` broker (`--ca-file`, `--client-cert`,
+/// `--client-key`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientTls {
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) client_cert: Option<std::path::PathBuf>,
+    pub(crate) client_key: Option<std::path::PathBuf>,
+}
+
+impl ClientTls {
+    /// `builder` trusting the CA file only (when set) and presenting the
+    /// client certificate (when set); errors name the flag and the file.
+    fn apply(&self, mut builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, AdminError> {
+        let read = |flag: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| AdminError::TlsFile { flag, path: path.to_path_buf(), source })
+        };
+        if let Some(path) = &self.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read("ca-file", path)?)
+                .map_err(|source| AdminError::TlsPem { flag: "ca-file", path: path.clone(), source })?;
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            let mut pem = read("client-cert", cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read("client-key", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|source| AdminError::TlsPem {
+                flag: "client-cert",
+                path: cert.clone(),
+                source,
+            })?;
+            builder = builder.identity(identity);
+        }
+        Ok(builder)
+    }
+}
+
 /// A client of one broker's admin API, with its admin token.
 pub(crate) struct AdminClient {
     base: String,
@@ -15,12 +54,10 @@ pub(crate) struct AdminClient {
 impl AdminClient {
     /// A client of the broker at `base` (`http://127.0.0.1:7070`); each
     /// call times out after 30 s.
-    pub(crate) fn new(base: &str, token: &str) -> Result<AdminClient, AdminError> {
+    pub(crate) fn new(base: &str, token: &str, tls: &ClientTls) -> Result<AdminClient, AdminError> {
         reqwest::Url::parse(base).map_err(|source| AdminError::BadUrl { url: base.to_string(), source })?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(AdminError::HttpClient)?;
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        let http = tls.apply(builder)?.build().map_err(AdminError::HttpClient)?;
         Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http })
     }
 

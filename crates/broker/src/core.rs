@@ -20,11 +20,28 @@ pub struct Broker {
     cfg: Arc<ValidConfig>,
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
-    auth: Authenticator,
+    /// The token table in force; a reload that changes only tokens swaps
+    /// it whole (`crate::reload`).
+    auth: std::sync::RwLock<Arc<Authenticator>>,
     intake: Arc<Intake>,
     deliveries: Arc<Deliveries>,
     /// Lease, commit, heartbeat and admin bodies: never ingest's budget.
     control_memory: api::memory::MemoryBudget,
+}
+
+/// Every principal's tokens to its role: a tenant's and a destination's by
+/// their index in the configuration.
+fn token_table(t: &config::Tokens) -> Authenticator {
+    let roles = t
+        .admin
+        .iter()
+        .map(|s| (*s, Role::Admin))
+        .chain(t.tenants.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Tenant(i)))))
+        .chain(
+            t.destinations.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Exporter(i)))),
+        )
+        .collect::<Vec<_>>();
+    Authenticator::new(roles)
 }
 
 /// Why [`Broker::open`] failed; nothing is served from the data directory.
@@ -64,21 +81,9 @@ impl Broker {
         let deliveries = Arc::new(Deliveries::open(Arc::clone(&cfg), Arc::clone(&wal), Arc::clone(&metrics), store)?);
         let lag: Arc<dyn api::LagFlags> = Arc::clone(&deliveries) as Arc<dyn api::LagFlags>;
         let intake = Arc::new(Intake::open(Arc::clone(&cfg), Arc::clone(&wal), metrics.accept(), lag));
-        let t = &cfg.tokens;
-        let roles = t
-            .admin
-            .iter()
-            .map(|s| (*s, Role::Admin))
-            .chain(t.tenants.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Tenant(i)))))
-            .chain(
-                t.destinations
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Exporter(i)))),
-            )
-            .collect::<Vec<_>>();
+        let auth = std::sync::RwLock::new(Arc::new(token_table(&cfg.tokens)));
         let control_memory = api::memory::MemoryBudget::new(api::memory::CONTROL_BUDGET_BYTES);
-        Ok(Broker { auth: Authenticator::new(roles), cfg, wal, metrics, intake, deliveries, control_memory })
+        Ok(Broker { auth, cfg, wal, metrics, intake, deliveries, control_memory })
     }
 
     pub(crate) fn cfg(&self) -> &ValidConfig {
@@ -91,8 +96,24 @@ impl Broker {
         &self.wal
     }
 
-    pub(crate) fn auth(&self) -> &Authenticator {
-        &self.auth
+    /// The process's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The token table in force.
+    pub(crate) fn auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Put `tokens` in force. The caller has checked that the principals
+    /// (the admin, the tenants and destinations, in order) are those this
+    /// broker opened with, so every role's index still names the same one.
+    pub(crate) fn set_tokens(&self, tokens: &config::Tokens) {
+        debug_assert_eq!(tokens.tenants.len(), self.cfg.tenants.len(), "a reload keeps the tenants");
+        debug_assert_eq!(tokens.destinations.len(), self.cfg.destinations.len(), "a reload keeps the destinations");
+        let table = Arc::new(token_table(tokens));
+        *self.auth.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
     }
 
     pub(crate) fn intake(&self) -> &Arc<Intake> {

@@ -49,6 +49,7 @@ pub(crate) mod listeners;
 pub(crate) mod maintenance;
 pub mod metrics;
 pub(crate) mod notify;
+pub(crate) mod reload;
 pub mod server;
 pub(crate) mod share;
 pub(crate) mod shutdown;

@@ -13,6 +13,7 @@ use crate::http::seats::{SeatCaps, Seats};
 use crate::http::{router_for, AppState, Surface};
 use crate::server::RunError;
 use config::ValidConfig;
+use plumbing::tls::{LiveTls, TlsError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub(crate) struct Bound {
 
 /// What [`Bound::serve`] started.
 pub(crate) struct Served {
+    /// Every listener's TLS in force (empty without TLS): a reload
+    /// re-reads their files.
+    pub(crate) tls: Vec<Arc<LiveTls>>,
+    /// The gRPC listener's TLS, when TLS is on.
+    pub(crate) grpc_tls: Option<Arc<LiveTls>>,
     /// The main listener's task; it ends once the stop drained it.
     pub(crate) main: JoinHandle<()>,
     /// The admin listener's address and task, when `admin_listen` is set.
@@ -75,18 +81,44 @@ impl Bound {
         stop: impl Future<Output = ()> + Send + 'static,
         stopped: watch::Receiver<bool>,
     ) -> Result<Served, RunError> {
+        let tls = ListenerTls::load(cfg, self.admin.is_some(), self.grpc.is_some())?;
         let surface = if self.admin.is_some() { Surface::Clients } else { Surface::Everything };
         let caps = SeatCaps::derive(cfg.max_connections, cfg.max_connections_per_tenant, cfg.max_connections_per_peer);
         let seats = Seats::new(caps, cfg.tenants.len());
         let app = Front::new(state.clone(), router_for(state.clone(), surface)).with_seats(seats);
-        let limits = limits(cfg, state, cfg.max_connections);
+        let limits = plumbing::listener::Limits { tls: tls.main.clone(), ..limits(cfg, state, cfg.max_connections) };
         let main =
             tokio::spawn(plumbing::listener::serve_per_peer(self.main, move |peer| app.for_peer(peer), limits, stop));
         let admin = match self.admin {
-            Some(listener) => Some(serve_admin(listener, cfg, state, stopped)?),
+            Some(listener) => Some(serve_admin(listener, cfg, state, tls.admin.clone(), stopped)?),
             None => None,
         };
-        Ok(Served { main, admin, grpc_listener: self.grpc })
+        let all = [&tls.main, &tls.admin, &tls.grpc].into_iter().flatten().cloned().collect();
+        Ok(Served { tls: all, grpc_tls: tls.grpc, main, admin, grpc_listener: self.grpc })
+    }
+}
+
+/// Each listener's TLS: the same certificate everywhere; a client
+/// certificate required (when `tls_client_ca_file` is set) on `listen` and
+/// gRPC, never on the operator's listener.
+struct ListenerTls {
+    main: Option<Arc<LiveTls>>,
+    admin: Option<Arc<LiveTls>>,
+    grpc: Option<Arc<LiveTls>>,
+}
+
+impl ListenerTls {
+    fn load(cfg: &ValidConfig, admin: bool, grpc: bool) -> Result<ListenerTls, RunError> {
+        let Some(files) = &cfg.tls else {
+            return Ok(ListenerTls { main: None, admin: None, grpc: None });
+        };
+        let usage = |e: TlsError| RunError::Usage(config::ConfigError::Tls(e));
+        let http1: &[&[u8]] = &[b"http/1.1"];
+        Ok(ListenerTls {
+            main: Some(LiveTls::load(files.clone(), http1, true).map_err(usage)?),
+            admin: admin.then(|| LiveTls::load(files.clone(), http1, false)).transpose().map_err(usage)?,
+            grpc: grpc.then(|| LiveTls::load(files.clone(), &[b"h2"], true)).transpose().map_err(usage)?,
+        })
     }
 }
 
@@ -104,6 +136,7 @@ fn limits(cfg: &ValidConfig, state: &AppState, max_connections: usize) -> plumbi
         first_head_timeout: std::time::Duration::from_millis(cfg.first_byte_timeout_ms.saturating_mul(5)),
         drain: cfg.timing.shutdown_drain,
         on_refused: Arc::new(move |reason| refused.http_refused.with_label_values(&[reason.as_str()]).inc()),
+        tls: None,
     }
 }
 
@@ -113,11 +146,13 @@ fn serve_admin(
     listener: TcpListener,
     cfg: &ValidConfig,
     state: &AppState,
+    tls: Option<Arc<LiveTls>>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), RunError> {
     let addr = listener.local_addr().map_err(|e| RunError::Fatal(e.to_string()))?;
     let app = Front::new(state.clone(), router_for(state.clone(), Surface::Operator)).operator_only();
-    let limits = limits(cfg, state, ADMIN_MAX_CONNECTIONS.min(cfg.max_connections));
+    let limits =
+        plumbing::listener::Limits { tls, ..limits(cfg, state, ADMIN_MAX_CONNECTIONS.min(cfg.max_connections)) };
     let stop = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -128,6 +163,7 @@ fn serve_admin(
 /// Serve OTLP/gRPC on `listener` until `stopped` turns true.
 pub(crate) fn start_grpc(
     listener: TcpListener,
+    tls: Option<Arc<LiveTls>>,
     broker: &Arc<Broker>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, GrpcTask), RunError> {
@@ -139,5 +175,5 @@ pub(crate) fn start_grpc(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     tracing::info!(%addr, "OTLP/gRPC listening");
-    Ok((addr, tokio::spawn(api::otlp::grpc::serve(listener, receiver, stop))))
+    Ok((addr, tokio::spawn(api::otlp::grpc::serve(listener, receiver, tls, stop))))
 }

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub(crate) memory_budget_held: IntGauge,
     pub(crate) wal_quarantined_segments: IntGauge,
     pub(crate) http_refused: IntCounterVec,
+    /// SIGHUP reloads by result (`ok`, `error`).
+    pub(crate) config_reloads: IntCounterVec,
+    /// When the configuration was last loaded whole (start or reload), unix seconds.
+    pub(crate) config_last_reload_success: prometheus::Gauge,
     pub(crate) wal_fsync_seconds: Histogram,
     pub(crate) disk_used_ratio: Gauge,
     pub(crate) destination_oldest_pending_age: GaugeVec,
@@ -77,6 +81,11 @@ const DELIVERY: [f64; 20] = [
 const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0];
 
 impl Metrics {
+    /// The configuration was just loaded whole.
+    pub(crate) fn config_loaded_now(&self) {
+        self.config_last_reload_success.set(plumbing::clock::now_ms() as f64 / 1000.0);
+    }
+
     /// A fresh registry with every series registered, and the
     /// `weir_http_refused_total` reasons at zero.
     pub fn new() -> Arc<Metrics> {
@@ -99,6 +108,8 @@ impl Metrics {
             wal_lane_failed: gauge_vec(&r, "weir_wal_lane_failed", "1 while a WAL lane is failed closed.", &["lane"]),
             wal_bytes: reg(&r, IntGauge::new("weir_wal_bytes", "Bytes held in WAL segments.").expect("valid metric")),
             memory_budget_held: reg(&r, IntGauge::new("weir_memory_budget_held_bytes", "Bytes of ingest request bodies in flight charged to memory_budget_bytes (read, inflated, framed), as of the last maintenance pass.").expect("valid metric")),
+            config_reloads: counter_vec(&r, "weir_config_reloads_total", "Configuration reloads (SIGHUP) by result (ok, error).", &["result"]),
+            config_last_reload_success: reg(&r, prometheus::Gauge::new("weir_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded whole (at start or by a reload), unix seconds.").expect("valid metric")),
             http_refused: counter_vec(&r, "weir_http_refused_total", "Connections and requests refused before any tenant is known, by reason (connections, memory, idempotency_keys).", &["reason"]),
             wal_quarantined_segments: reg(&r, IntGauge::new("weir_wal_quarantined_segments", "Quarantined WAL segment files awaiting the operator (broker-admin verify names the offsets they lost).").expect("valid metric")),
             wal_fsync_seconds: histogram(&r, "weir_wal_fsync_seconds", "Duration of one commit round's fdatasync alone (the device's share of weir_wal_commit_seconds).", LATENCY.to_vec()),
@@ -183,6 +194,10 @@ impl Metrics {
             self.idempotent_replays.with_label_values(&[tenant]);
             self.idempotency_key_reused.with_label_values(&[tenant]);
         }
+        for result in ["ok", "error"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        self.config_loaded_now();
         for d in &cfg.destinations {
             let l = [d.name.as_str()];
             for g in [

@@ -101,26 +101,31 @@ pub(crate) fn load_config(args: &Args) -> Result<(ValidConfig, bool), ConfigErro
 /// defaults, how to use them. A stdout that cannot be written (closed, a full
 /// disk) must not stop a broker whose job does not depend on it: write
 /// errors are ignored, where `println!` would panic.
-fn announce(
-    addr: std::net::SocketAddr,
+/// Where the broker listens, as announced.
+struct Listening {
+    /// `http`, or `https` with TLS on.
+    scheme: &'static str,
+    main: std::net::SocketAddr,
     grpc: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
-    dev: bool,
-) {
+}
+
+fn announce(at: Listening, dev: bool) {
     use std::io::Write;
-    let mut text = format!("weir broker listening on http://{addr}");
+    let (scheme, addr) = (at.scheme, at.main);
+    let mut text = format!("weir broker listening on {scheme}://{addr}");
     if dev {
         text.push_str(&format!(
-            " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events (and otel_logs, otel_traces, otel_metrics for OTLP)\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' http://{addr}/v1/topics/events/records"
+            " (embedded development defaults)\n  tenant dev        token {DEV_TENANT_TOKEN}\n  topic  events (and otel_logs, otel_traces, otel_metrics for OTLP)\n  destination dev   exporter token {DEV_EXPORTER_TOKEN}\n  admin             token {DEV_ADMIN_TOKEN}\nsend a record:\n  curl -sS -H 'Authorization: Bearer {DEV_TENANT_TOKEN}' -H 'Content-Type: application/x-ndjson' --data-binary '{{\"hello\":\"weir\"}}' {scheme}://{addr}/v1/topics/events/records"
         ));
     }
-    if let Some(grpc) = grpc {
+    if let Some(grpc) = at.grpc {
         text.push_str(&format!(
-            "\nOTLP/gRPC listening on http://{grpc} (OTLP/HTTP: http://{addr}/v1/logs, /v1/traces, /v1/metrics)"
+            "\nOTLP/gRPC listening on {scheme}://{grpc} (OTLP/HTTP: {scheme}://{addr}/v1/logs, /v1/traces, /v1/metrics)"
         ));
     }
-    if let Some(admin) = admin {
-        text.push_str(&format!("\nadmin API, /metrics and /openapi.json on http://{admin} (admin_listen)"));
+    if let Some(admin) = at.admin {
+        text.push_str(&format!("\nadmin API, /metrics and /openapi.json on {scheme}://{admin} (admin_listen)"));
     }
     text.push('\n');
     let mut out = std::io::stdout().lock();
@@ -154,6 +159,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         broker_id: Arc::from(broker_id.as_str()),
     };
     let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stopped_for_reload = stopped.clone();
     let broker_slot = Arc::clone(&state.broker);
     let stop = async move {
         shutdown_signal(broker_slot).await;
@@ -166,10 +172,15 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let broker = recover(cfg, metrics).await?;
     let _ = state.broker.set(Arc::clone(&broker));
     let grpc = match served.grpc_listener {
-        Some(l) => Some(start_grpc(l, &broker, stopped)?),
+        Some(l) => Some(start_grpc(l, served.grpc_tls.clone(), &broker, stopped)?),
         None => None,
     };
-    announce(local, grpc.as_ref().map(|g| g.0), served.admin.as_ref().map(|a| a.0), dev);
+    let scheme = if served.tls.is_empty() { "http" } else { "https" };
+    announce(
+        Listening { scheme, main: local, grpc: grpc.as_ref().map(|g| g.0), admin: served.admin.as_ref().map(|a| a.0) },
+        dev,
+    );
+    crate::reload::spawn(args.clone(), Arc::clone(&broker), served.tls.clone(), stopped_for_reload);
     // Only now: recovery is done and requests are served (Type=notify).
     crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(broker.maintenance().run());

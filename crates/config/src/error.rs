@@ -152,6 +152,14 @@ pub enum ConfigError {
         /// The key that repeats it.
         second: TokenOwner,
     },
+    /// Only part of the TLS keys is set: `tls_cert_file` and
+    /// `tls_key_file` go together, and `tls_client_ca_file` needs them.
+    #[error("tls_cert_file and tls_key_file go together, and tls_client_ca_file needs them")]
+    TlsIncomplete,
+    /// A TLS file does not load (unreadable, no PEM item, a key that does
+    /// not match the certificate). The message names the key and the file.
+    #[error(transparent)]
+    Tls(#[from] plumbing::tls::TlsError),
     /// `admin_listen` is not an `IP:PORT` address.
     #[error("admin_listen: {value:?} is not an IP:PORT address")]
     AdminListenAddress {

@@ -143,6 +143,19 @@ pub struct Config {
     /// The address to listen on, `IP:PORT` (port 0: any free one).
     #[serde(default = "d_listen")]
     pub listen: String,
+    /// The certificate chain (PEM, leaf first) of `listen`, `admin_listen`
+    /// and `otlp_grpc_listen`; set with `tls_key_file`, every listener
+    /// speaks TLS only. Re-read on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// A CA (PEM): `listen` and `otlp_grpc_listen` then require a client
+    /// certificate it signed at the handshake (mTLS), on top of the token.
+    /// Never on `admin_listen`, whose probes carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// A second listener, `IP:PORT`, for the operator: when set,
     /// `/v1/admin/*`, `/metrics` and `/openapi.json` are served there and
     /// nowhere else (404 on `listen`); `/healthz` and `/readyz` on both.

@@ -28,6 +28,9 @@ pub struct ValidConfig {
     pub otlp_grpc_listen: Option<SocketAddr>,
     /// `admin_listen`, parsed; `None`: the admin routes are on `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// The TLS files, when `tls_cert_file` and `tls_key_file` are set
+    /// (checked: they load); `None`: plain HTTP.
+    pub tls: Option<plumbing::tls::TlsFiles>,
 }
 
 /// Every token as its digest, in the file's order. A principal holds one
@@ -105,6 +108,7 @@ impl Config {
         };
         self.check_token_counts()?;
         let admin_listen = self.admin_listen(listen)?;
+        let tls = self.tls_files()?;
         let tokens = self.parse_tokens()?;
         self.check_tokens(listen, &tokens)?;
         let file = self.with_otlp_topics();
@@ -114,7 +118,7 @@ impl Config {
             .iter()
             .map(|t| t.priority.parse().map_err(|source| ConfigError::Priority { tenant: t.name.clone(), source }))
             .collect::<Result<Vec<Priority>, ConfigError>>()?;
-        Ok(ValidConfig { timing: self.timing(), file, listen, tokens, priorities, otlp_grpc_listen, admin_listen })
+        Ok(ValidConfig { timing: self.timing(), file, listen, tokens, priorities, otlp_grpc_listen, admin_listen, tls })
     }
 
     /// `admin_listen`, parsed: an address of its own (port 0, any free one,
@@ -129,6 +133,23 @@ impl Config {
             return Err(ConfigError::AdminListenIsListen { addr });
         }
         Ok(Some(addr))
+    }
+
+    /// The TLS files, when set: the certificate and key together, the
+    /// client CA only with them, and all of them loadable (so
+    /// `--check-config` catches a wrong file, not the first handshake).
+    fn tls_files(&self) -> Result<Option<plumbing::tls::TlsFiles>, ConfigError> {
+        let files = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => plumbing::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca_file.clone(),
+            },
+            (None, None) if self.tls_client_ca_file.is_none() => return Ok(None),
+            _ => return Err(ConfigError::TlsIncomplete),
+        };
+        plumbing::tls::server_config(&files, &[], true)?;
+        Ok(Some(files))
     }
 
     /// This configuration with the OTLP topics declared (after the declared

@@ -57,12 +57,13 @@ impl BrokerClient {
         base: &str,
         dest: &str,
         token: std::sync::Arc<crate::secret::LiveToken>,
+        tls: &crate::config::SinkTls,
     ) -> Result<BrokerClient, ClientError> {
         reqwest::Url::parse(base).map_err(|e| ClientError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| ClientError::Transport(format!("http client: {e}")))?;
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+        let builder = crate::sink::client::with_tls(builder, tls, &crate::sink::client::BROKER_FLAGS)
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let http = builder.build().map_err(|e| ClientError::Transport(format!("http client: {e}")))?;
         Ok(BrokerClient {
             base: base.trim_end_matches('/').to_string(),
             dest: dest.to_string(),

@@ -94,7 +94,7 @@ pub enum ConfigError {
     #[error("give --token or --token-file, not both")]
     TwoTokens,
     /// A client certificate without its key, or the other way round.
-    #[error("--sink-client-cert and --sink-client-key go together")]
+    #[error("--sink-client-cert and --sink-client-key (and --client-cert and --client-key) go together")]
     ClientPair,
     /// The lease would expire before a delivery's retries could end.
     #[error("lease timeout {lease_ms} ms cannot cover the sink timeout {sink_ms} ms x {attempts} attempts plus backoff ({budget_ms} ms in all): raise --lease-timeout-ms (and the broker's) or lower --sink-timeout-ms / --max-retries")]
@@ -220,6 +220,16 @@ pub struct Settings {
     /// A file of extra headers, 'Name: value' one a line; re-read at SIGHUP.
     #[arg(long)]
     pub header_file: Option<PathBuf>,
+    /// PEM file of the CA certificates an `https://` broker is verified
+    /// against (instead of the built-in web roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for a broker that requires one (mTLS).
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
     /// PEM file of the CA certificates an HTTPS sink is verified against (instead of the
     /// built-in web roots).
     #[arg(long)]
@@ -310,6 +320,8 @@ pub struct Options {
     pub(crate) max_retry_after: Duration,
     pub(crate) webhook: WebhookOptions,
     pub(crate) sink_tls: SinkTls,
+    /// The TLS files of an `https://` broker (`--ca-file`, `--client-cert`, `--client-key`).
+    pub(crate) broker_tls: SinkTls,
 }
 
 impl Options {
@@ -340,6 +352,7 @@ impl Options {
         let destination = s.destination.clone().ok_or(ConfigError::Missing("destination"))?;
         let token = Options::token(&s)?;
         let (webhook, sink_tls) = (WebhookOptions::resolve(&s)?, SinkTls::resolve(&s)?);
+        let broker_tls = SinkTls::resolve_broker(&s)?;
         let o = Options {
             broker,
             destination,
@@ -366,6 +379,7 @@ impl Options {
             max_retry_after: Duration::from_millis(s.max_retry_after_ms.unwrap_or(d::MAX_RETRY_AFTER_MS)),
             webhook,
             sink_tls,
+            broker_tls,
         };
         o.check_lease_budget()?;
         Ok(o)

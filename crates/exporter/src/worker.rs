@@ -94,7 +94,7 @@ pub(crate) fn open_sink(opts: &Options) -> Result<(Box<dyn Sink>, Arc<Live>), Ex
 pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Receiver<bool>) -> Result<(), ExportError> {
     let (sink, live) = open_sink(&opts)?;
     let token = crate::secret::LiveToken::new(opts.token.clone());
-    let client = BrokerClient::new(&opts.broker, &opts.destination, Arc::clone(&token))
+    let client = BrokerClient::new(&opts.broker, &opts.destination, Arc::clone(&token), &opts.broker_tls)
         .map_err(|e| ExportError::Usage(e.to_string()))?;
     let metrics = ExporterMetrics::new();
     let live = crate::reload::Live { dressing: live, token };

@@ -35,3 +35,4 @@ pub mod listener;
 pub mod logging;
 pub mod reasons;
 pub mod signals;
+pub mod tls;

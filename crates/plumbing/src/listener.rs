@@ -70,6 +70,9 @@ pub struct Limits {
     /// mid-head), `evicted` (the oldest silent one made room),
     /// `first_byte_timeout`, `first_head_timeout`.
     pub on_refused: std::sync::Arc<dyn Fn(crate::reasons::Reason) + Send + Sync>,
+    /// TLS on this listener (`None`: plain HTTP). The handshake has the
+    /// first-head deadline; a plain-text request gets a clear 400.
+    pub tls: Option<std::sync::Arc<crate::tls::LiveTls>>,
 }
 
 impl Default for Limits {
@@ -81,6 +84,7 @@ impl Default for Limits {
             first_head_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
             on_refused: std::sync::Arc::new(|_| {}),
+            tls: None,
         }
     }
 }
@@ -208,7 +212,47 @@ async fn serve_admitted<S, B>(
         },
         () = slot.evicted() => return,
     }
-    let io = TokioIo::new(ContractErrors::new(stream));
+    let Some(tls) = &limits.tls else {
+        return serve_connection(stream, service, &slot, limits, http, watcher).await;
+    };
+    if probe[0] != crate::tls::TLS_HANDSHAKE_RECORD {
+        // A plain-text client on a TLS port: a clear answer, not a hang
+        // or a handshake alert it cannot read.
+        let answer = error_answer(
+            400,
+            "invalid_request",
+            "this port speaks TLS: use https:// (the request was sent in plain text)",
+        );
+        tokio::spawn(answer_and_close(stream, answer));
+        return;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    match tokio::time::timeout(limits.first_head_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(secured)) => serve_connection(secured, service, &slot, limits, http, watcher).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
+        Err(_) => (limits.on_refused)(Reason::FirstHeadTimeout),
+    }
+}
+
+/// Serve one connection (plain or TLS) until it closes; closed at the
+/// first-head deadline if no whole head arrived by then.
+async fn serve_connection<I, S, B>(
+    io: I,
+    service: ReleaseOnHead<S>,
+    slot: &HeadSlot,
+    limits: &Limits,
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let io = TokioIo::new(ContractErrors::new(io));
     let conn = watcher.watch(http.serve_connection(io, service));
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.first_head_timeout);
@@ -227,6 +271,25 @@ async fn serve_admitted<S, B>(
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection closed with an error");
     }
+}
+
+/// Write `answer` and close, reading (and dropping) a bounded part of what
+/// the client sends so it reads the answer rather than a reset.
+async fn answer_and_close(mut stream: tokio::net::TcpStream, answer: Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&answer).await;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut read = 0usize;
+        while read < REFUSED_READ_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// A connection's service that gives its pending place back at the first
@@ -271,22 +334,8 @@ impl Drop for LiveGuard {
 /// socket with unread bytes resets it, and the client would read a reset
 /// instead of the answer. Bounded in bytes and time: the peer may never
 /// stop sending, nor read.
-async fn refuse(mut stream: tokio::net::TcpStream, why: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let answer = error_answer(503, "overloaded", why);
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = stream.write_all(&answer).await;
-        let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
-        let mut read = 0usize;
-        while read < REFUSED_READ_BYTES {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
-            }
-        }
-    })
-    .await;
+async fn refuse(stream: tokio::net::TcpStream, why: &str) {
+    answer_and_close(stream, error_answer(503, "overloaded", why)).await;
 }
 
 /// How much of a refused connection's request is read before the close.
@@ -336,119 +385,7 @@ fn code_for(status: u16) -> (&'static str, &'static str) {
 use contract::contract_errors;
 use contract::ContractErrors;
 
-mod contract {
-    //! The IO wrapper that rewrites bodiless error answers (see the module doc).
-    use super::{code_for, error_answer};
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{ready, Context, Poll};
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-    /// An IO whose bodiless error answers are rewritten in the contract's shape.
-    pub(crate) struct ContractErrors<T> {
-        inner: T,
-        /// A rewritten answer still to be written, and how much of it went.
-        pending: Vec<u8>,
-        sent: usize,
-    }
-
-    impl<T> ContractErrors<T> {
-        /// `inner`, its bodiless error answers rewritten.
-        pub(crate) fn new(inner: T) -> Self {
-            ContractErrors { inner, pending: Vec::new(), sent: 0 }
-        }
-    }
-
-    /// The rewrite of one write, if it is a whole bodiless error head.
-    pub(crate) fn contract_errors(buf: &[u8]) -> Option<Vec<u8>> {
-        let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
-        // The hot path (every 2xx answer) stops here, after one byte compare.
-        if !matches!(rest.first(), Some(b'4' | b'5')) {
-            return None;
-        }
-        let status: u16 = std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()?;
-        let head_end = memchr_crlfcrlf(buf)?;
-        let head = std::str::from_utf8(&buf[..head_end]).ok()?.to_ascii_lowercase();
-        let bodiless = head.contains("\r\ncontent-length: 0\r\n") || !head.contains("\r\ncontent-length:");
-        if status < 400 || !bodiless || head.contains("\r\ntransfer-encoding:") || head_end + 4 != buf.len() {
-            return None;
-        }
-        let (code, message) = code_for(status);
-        Some(error_answer(status, code, message))
-    }
-
-    fn memchr_crlfcrlf(bytes: &[u8]) -> Option<usize> {
-        bytes.windows(4).position(|w| w == b"\r\n\r\n")
-    }
-
-    impl<T: AsyncWrite + Unpin> ContractErrors<T> {
-        fn flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            while self.sent < self.pending.len() {
-                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.sent += n;
-            }
-            self.pending.clear();
-            self.sent = 0;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl<T: AsyncRead + Unpin> AsyncRead for ContractErrors<T> {
-        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl<T: AsyncWrite + Unpin> AsyncWrite for ContractErrors<T> {
-        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            ready!(self.flush_pending(cx))?;
-            if let Some(answer) = contract_errors(buf) {
-                self.pending = answer;
-                // Claim the original as written; the rewrite goes out in its place.
-                let _ = self.flush_pending(cx)?;
-                return Poll::Ready(Ok(buf.len()));
-            }
-            Pin::new(&mut self.inner).poll_write(cx, buf)
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            ready!(self.flush_pending(cx))?;
-            let total: usize = bufs.iter().map(|b| b.len()).sum();
-            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-                if first.len() == total {
-                    if let Some(answer) = contract_errors(first) {
-                        self.pending = answer;
-                        let _ = self.flush_pending(cx)?;
-                        return Poll::Ready(Ok(total));
-                    }
-                }
-            }
-            Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.inner.is_write_vectored()
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            ready!(self.flush_pending(cx))?;
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            ready!(self.flush_pending(cx))?;
-            Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
-}
-
+mod contract;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,11 @@
 //! (`Bearer <token>`), as OTLP/HTTP takes it from the header; the rest is
 //! [`super::export`], answered with [`Refusal::grpc_status`].
 //!
+//! With TLS (`tls_cert_file`), connections are accepted through
+//! [`super::grpc_tls`]: handshakes run beside each other, each bounded in
+//! time, and a client certificate is required when `tls_client_ca_file` is
+//! set.
+//!
 //! Limits: a message over `max_inflated_bytes` (inflated) is refused by
 //! tonic before it is decoded; each connection runs at most
 //! [`STREAMS_PER_CONNECTION`] calls at once; the decoded message and its
@@ -171,6 +176,7 @@ impl MetricsService for Receiver {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     receiver: Receiver,
+    tls: Option<Arc<plumbing::tls::LiveTls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max = usize::try_from(receiver.intake.cfg.max_inflated_bytes).unwrap_or(usize::MAX);
@@ -186,12 +192,16 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
         .add_service(logs)
         .add_service(traces)
-        .add_service(metrics)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-        .await
+        .add_service(metrics);
+    match tls {
+        None => {
+            router.serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown).await
+        }
+        Some(tls) => router.serve_with_incoming_shutdown(super::grpc_tls::incoming(listener, tls), shutdown).await,
+    }
 }

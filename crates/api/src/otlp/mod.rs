@@ -33,6 +33,7 @@
 pub mod answer;
 pub mod finite;
 pub mod grpc;
+mod grpc_tls;
 pub mod http;
 pub mod json;
 pub mod records;

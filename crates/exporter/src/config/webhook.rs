@@ -121,6 +121,14 @@ impl WebhookOptions {
 }
 
 impl SinkTls {
+    /// The broker's: `--ca-file`, `--client-cert`, `--client-key`.
+    pub(super) fn resolve_broker(s: &Settings) -> Result<SinkTls, ConfigError> {
+        if s.client_cert.is_some() != s.client_key.is_some() {
+            return Err(ConfigError::ClientPair);
+        }
+        Ok(SinkTls { ca_file: s.ca_file.clone(), client_cert: s.client_cert.clone(), client_key: s.client_key.clone() })
+    }
+
     pub(super) fn resolve(s: &Settings) -> Result<SinkTls, ConfigError> {
         if s.sink_client_cert.is_some() != s.sink_client_key.is_some() {
             return Err(ConfigError::ClientPair);
