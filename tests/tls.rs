@@ -230,3 +230,55 @@ async fn metric_tls(url: &str, ca: &Path, prefix: &str) -> f64 {
     let text = tls_client(&[ca], None).get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
+
+/// The webhook sink over mTLS against Python's `ssl` server (OpenSSL), which
+/// requires a client certificate: with `--sink-client-cert` the records
+/// arrive and the receiver sees the exporter's certificate; without it the
+/// handshake fails and nothing is delivered (a fault of the sink: retried).
+#[tokio::test]
+async fn the_webhook_sink_presents_its_client_certificate_to_an_https_receiver_that_requires_one() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let authority = ca(dir.path(), "ca");
+    let (server_cert, server_key) = leaf(dir.path(), &authority, "receiver", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = leaf(dir.path(), &authority, "exporter", ExtendedKeyUsagePurpose::ClientAuth);
+    let received = dir.path().join("received.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mtls_receiver.py");
+    let mut receiver = Command::new("python3")
+        .arg(&script)
+        .args([&server_cert, &server_key, &authority.pem, &received])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut port = String::new();
+    std::io::BufReader::new(receiver.stdout.take().unwrap()).read_line(&mut port).expect("the receiver's port");
+    let _receiver = ExporterProc { child: receiver };
+    let hook = format!("https://127.0.0.1:{}/hook", port.trim());
+
+    let b = BrokerProc::start(DEST);
+    for i in 0..3 {
+        assert_eq!(ingest(&b.url, "acme-t", "events", format!("{{\"i\":{i}}}")).await.status, 200);
+    }
+    let ca_arg = authority.pem.to_str().unwrap();
+    let (cert_arg, key_arg) = (client_cert.to_str().unwrap(), client_key.to_str().unwrap());
+    // Without a client certificate: refused at the handshake, nothing arrives.
+    let metrics_port = free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let anonymous =
+        ExporterProc::start(&b.url, "d", "d-t", &hook, &["--sink-ca-file", ca_arg, "--metrics-listen", &listen]);
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}");
+    wait_until("the anonymous exporter's sink calls fail", Duration::from_secs(30), || async {
+        metric(&metrics_url, "weir_exporter_deliveries_total{destination=\"d\",outcome=\"retryable\"}").await >= 1.0
+    })
+    .await;
+    drop(anonymous);
+    assert!(file_lines(&received).is_empty(), "nothing arrives without a client certificate");
+    // With it: every record arrives, and the receiver saw the exporter's certificate.
+    let extra = ["--sink-ca-file", ca_arg, "--sink-client-cert", cert_arg, "--sink-client-key", key_arg];
+    let _exporter = ExporterProc::start(&b.url, "d", "d-t", &hook, &extra);
+    wait_until("the records arrive over mTLS", Duration::from_secs(60), || async {
+        file_lines(&received).iter().map(|l| l.matches("\\\"i\\\"").count()).sum::<usize>() >= 3
+    })
+    .await;
+    assert!(file_lines(&received).iter().all(|l| l.contains("\"cn\": \"exporter\"")), "{:?}", file_lines(&received));
+}

@@ -1,6 +1,7 @@
 //! Event-mode webhooks (issue 22) with real broker and exporter processes:
 //! every record exactly once at a receiver that deduplicates on
-//! `webhook-id`, through exporter kill -9s and sink 503s with retries, each
+//! `webhook-id`, through exporter kill -9s, sink 503s with retries and a
+//! rewind (each record's id repeats, so it is kept once), each
 //! request one record byte for byte; and no secret or URL credential in
 //! any log line, metric, admin answer or `--check-config` output.
 
@@ -57,7 +58,7 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_mode_delivers_every_record_exactly_once_through_kill9_and_sink_503s() {
+async fn event_mode_delivers_every_record_exactly_once_through_kill9_sink_503s_and_a_rewind() {
     let (addr, rx) = event_receiver::start().await;
     rx.fail_every.store(4, Ordering::SeqCst);
     let b = BrokerProc::start(DEST);
@@ -75,6 +76,16 @@ async fn event_mode_delivers_every_record_exactly_once_through_kill9_and_sink_50
     }
     let _e = ExporterProc::start(&b.url, "hook", "hook-t", &hook, &FAST);
     wait_until("every record kept", Duration::from_secs(90), || async { kept(&rx) >= want.len() }).await;
+    // A rewind to the start: every record is sent again under its own id,
+    // so the deduplicating receiver keeps each once still.
+    let before = rx.duplicates.load(Ordering::SeqCst);
+    let (code, out, err) =
+        run_admin(&["rewind", "--broker", &b.url, "--token", "admin-t", "--destination", "hook", "--earliest"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("every record redelivered after the rewind", Duration::from_secs(90), || async {
+        rx.duplicates.load(Ordering::SeqCst) >= before + want.len() as u64
+    })
+    .await;
     assert_eq!(*rx.malformed.lock().unwrap(), Vec::<String>::new(), "a request was not exactly one record");
     assert_eq!(sorted(rx.kept_records()), sorted(want.clone()), "each record exactly once, byte for byte");
     assert!(rx.failed_503.load(Ordering::SeqCst) > 0, "the sink's 503s were never exercised");

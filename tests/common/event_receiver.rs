@@ -82,7 +82,11 @@ async fn receive(State(s): State<Arc<Events>>, headers: HeaderMap, body: Bytes) 
     };
     let mut kept = s.kept.lock().unwrap();
     match kept.entry(id) {
-        std::collections::hash_map::Entry::Occupied(_) => {
+        std::collections::hash_map::Entry::Occupied(first) => {
+            // A downstream id is a promise: the same id, the same record.
+            if *first.get() != record {
+                s.malformed.lock().unwrap().push(format!("webhook-id {} reused for other bytes", first.key()));
+            }
             s.duplicates.fetch_add(1, Ordering::SeqCst);
         }
         std::collections::hash_map::Entry::Vacant(slot) => {

@@ -176,10 +176,23 @@ fn config_refuses_the_shipped_examples_on_their_public_address() {
         ("ops/k8s/broker.toml", include_str!("../../../../ops/k8s/broker.toml")),
     ] {
         let c = Config::from_toml(text).unwrap();
+        // As shipped it holds no token (it names secret files): refused.
         let e = c.validate().expect_err(name).to_string();
-        assert!(e.contains("shipped in ops/") && e.contains("token"), "{name}: {e}");
+        assert!(e.contains("no token"), "{name}: {e}");
+        // A secret file holding a token once shipped in ops/: refused on
+        // the public address, naming the key.
+        let mut shipped = c.clone();
+        shipped.admin_file_tokens = vec![format!("sha256:{}", SHIPPED_TOKEN_DIGESTS[0])];
+        for (i, t) in shipped.tenants.iter_mut().enumerate() {
+            t.file_tokens = vec![format!("tenant-{i}-secret-of-32-bytes-long!!")];
+        }
+        for (i, d) in shipped.destinations.iter_mut().enumerate() {
+            d.file_tokens = vec![format!("exporter-{i}-secret-of-32-bytes-long")];
+        }
+        let e = shipped.validate().expect_err(name).to_string();
+        assert!(e.contains("shipped in ops/") && e.contains("admin_token"), "{name}: {e}");
         // The same file on loopback runs (a try-out on one host).
-        let mut local = c.clone();
+        let mut local = shipped.clone();
         local.listen = "127.0.0.1:7070".into();
         local.validate().unwrap_or_else(|e| panic!("{name} on loopback: {e}"));
     }
