@@ -54,22 +54,15 @@ const RELOADED_TOP: [&str; 6] =
     ["admin_token", "admin_tokens", "admin_token_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file"];
 const RELOADED_IN_SECTIONS: [&str; 4] = ["token", "tokens", "token_file", "tokens_file"];
 
-/// Reload at each SIGHUP until `stopped`.
-pub(crate) fn spawn(args: Args, broker: Arc<Broker>, tls: Vec<Arc<LiveTls>>, mut stopped: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("SIGHUP cannot be watched: the configuration is read at start only");
-            return;
-        };
-        loop {
-            tokio::select! {
-                got = hup.recv() => if got.is_none() { return },
-                _ = stopped.changed() => return,
-            }
-            report(&broker, reload(&args, &broker, &tls));
-        }
-    });
+/// Reload at each SIGHUP of `hangups` until `stopped`.
+pub(crate) fn spawn(
+    hangups: tokio::signal::unix::Signal,
+    args: Args,
+    broker: Arc<Broker>,
+    tls: Vec<Arc<LiveTls>>,
+    stopped: watch::Receiver<bool>,
+) {
+    plumbing::signals::spawn_on_hangup(hangups, stopped, move || report(&broker, reload(&args, &broker, &tls)));
 }
 
 fn report(broker: &Broker, outcome: Result<Reloaded, ReloadError>) {

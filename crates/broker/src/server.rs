@@ -150,6 +150,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     // Before recovery: /readyz names the broker while it recovers too.
     let broker_id =
         plumbing::datadir::BrokerId::load_or_create(&cfg.data_dir).map_err(|e| RunError::Fatal(e.to_string()))?;
+    // Before recovery: a SIGHUP while the WAL recovers waits for the reload
+    // handler instead of stopping the broker.
+    let hangups = plumbing::signals::hangups();
     let bound = Bound::bind(&cfg).await?;
     let metrics = Metrics::new();
     metrics.init_series(&cfg);
@@ -180,7 +183,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         Listening { scheme, main: local, grpc: grpc.as_ref().map(|g| g.0), admin: served.admin.as_ref().map(|a| a.0) },
         dev,
     );
-    crate::reload::spawn(args.clone(), Arc::clone(&broker), served.tls.clone(), stopped_for_reload);
+    if let Some(hangups) = hangups {
+        crate::reload::spawn(hangups, args.clone(), Arc::clone(&broker), served.tls.clone(), stopped_for_reload);
+    }
     // Only now: recovery is done and requests are served (Type=notify).
     crate::notify::notify_or_log(crate::notify::READY);
     let maintenance = tokio::spawn(broker.maintenance().run());

@@ -92,38 +92,26 @@ pub(crate) fn spawn(
     running: Running,
     live: Live,
     metrics: Arc<ExporterMetrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("SIGHUP cannot be watched: the configuration is read at start only");
-            return;
-        };
-        loop {
-            tokio::select! {
-                got = hup.recv() => if got.is_none() { return },
-                _ = stop.changed() => return,
+    let Some(hangups) = plumbing::signals::hangups() else { return };
+    plumbing::signals::spawn_on_hangup(hangups, stop, move || match reload(&args, &running, &live) {
+        Ok(r) => {
+            metrics.reloads.with_label_values(&["ok"]).inc();
+            metrics.reloaded_now();
+            tracing::info!(
+                signing_secrets = r.secrets,
+                headers = r.headers,
+                token_changed = r.token_changed,
+                "SIGHUP: signing secrets, headers and the token reloaded"
+            );
+            if !r.need_restart.is_empty() {
+                tracing::warn!(keys = %r.need_restart.join(", "), "SIGHUP: these keys changed and take effect only at a restart; their old values stay in force");
             }
-            match reload(&args, &running, &live) {
-                Ok(r) => {
-                    metrics.reloads.with_label_values(&["ok"]).inc();
-                    metrics.reloaded_now();
-                    tracing::info!(
-                        signing_secrets = r.secrets,
-                        headers = r.headers,
-                        token_changed = r.token_changed,
-                        "SIGHUP: signing secrets, headers and the token reloaded"
-                    );
-                    if !r.need_restart.is_empty() {
-                        tracing::warn!(keys = %r.need_restart.join(", "), "SIGHUP: these keys changed and take effect only at a restart; their old values stay in force");
-                    }
-                }
-                Err(e) => {
-                    metrics.reloads.with_label_values(&["error"]).inc();
-                    tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the running one stays");
-                }
-            }
+        }
+        Err(e) => {
+            metrics.reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the running one stays");
         }
     });
 }

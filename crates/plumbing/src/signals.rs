@@ -23,3 +23,34 @@ pub fn stop_flag() -> tokio::sync::watch::Receiver<bool> {
     });
     rx
 }
+
+/// SIGHUP's stream, registered now: from here on a SIGHUP no longer stops
+/// the process (the default action) but waits in the stream for
+/// [`spawn_on_hangup`]. `None` if it cannot be watched (logged).
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be watched: the configuration is read at start only");
+            None
+        }
+    }
+}
+
+/// Run `on_hangup` at each SIGHUP of `hangups`, one at a time, until
+/// `stopped` turns true.
+pub fn spawn_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    mut on_hangup: impl FnMut() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hangups.recv() => if got.is_none() { return },
+                _ = stopped.changed() => return,
+            }
+            on_hangup();
+        }
+    });
+}
