@@ -267,11 +267,21 @@ async fn the_webhook_sink_presents_its_client_certificate_to_an_https_receiver_t
     let anonymous =
         ExporterProc::start(&b.url, "d", "d-t", &hook, &["--sink-ca-file", ca_arg, "--metrics-listen", &listen]);
     let metrics_url = format!("http://127.0.0.1:{metrics_port}");
+    let failures = "weir_exporter_deliveries_total{destination=\"d\",outcome=\"retryable\"}";
     wait_until("the anonymous exporter's sink calls fail", Duration::from_secs(30), || async {
-        metric(&metrics_url, "weir_exporter_deliveries_total{destination=\"d\",outcome=\"retryable\"}").await >= 1.0
+        // Its metrics listener may not be up yet: no answer is not a failure.
+        let Ok(resp) = reqwest::get(format!("{metrics_url}/metrics")).await else { return false };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(failures))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            >= 1.0
     })
     .await;
-    drop(anonymous);
+    // SIGTERM: its leases are released, not left to expire.
+    let mut anonymous = anonymous;
+    assert_eq!(anonymous.sigterm(), Some(0));
     assert!(file_lines(&received).is_empty(), "nothing arrives without a client certificate");
     // With it: every record arrives, and the receiver saw the exporter's certificate.
     let extra = ["--sink-ca-file", ca_arg, "--sink-client-cert", cert_arg, "--sink-client-key", key_arg];
