@@ -28,6 +28,8 @@ pub struct Events {
     pub malformed: Mutex<Vec<String>>,
     /// Every header value seen, by name.
     pub headers: Mutex<HashMap<String, Vec<String>>>,
+    /// Each record's first delivery, in the order they arrived.
+    pub arrivals: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Events {
@@ -90,6 +92,7 @@ async fn receive(State(s): State<Arc<Events>>, headers: HeaderMap, body: Bytes) 
             s.duplicates.fetch_add(1, Ordering::SeqCst);
         }
         std::collections::hash_map::Entry::Vacant(slot) => {
+            s.arrivals.lock().unwrap().push(record.clone());
             slot.insert(record);
         }
     }

@@ -92,7 +92,8 @@ fn reload(args: &Args, broker: &Broker, tls: &[Arc<LiveTls>]) -> Result<Reloaded
     if !tokens {
         need_restart.push("the principals (admin, tenants, destinations) — their tokens too".to_string());
     }
-    if fresh.tls.is_some() != !tls.is_empty() {
+    let tls_running = !tls.is_empty();
+    if fresh.tls.is_some() != tls_running {
         need_restart.push("tls_cert_file (TLS turned on or off)".to_string());
     }
     // Certificates first: the one fallible step, before anything changes.

@@ -117,8 +117,14 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     }
     let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate });
     let mut workers = Vec::new();
-    // One task per slot the limit may ever open; the gate lets `limit` of them work.
-    for _ in 0..ceiling {
+    // One task per slot the limit may ever open; the gate lets `limit` of
+    // them work. `--event-order tenant` takes one lease at a time (a lease
+    // given back is offered again first), so no record of a tenant goes out
+    // before an earlier one of its lane; within the lease its tenants run
+    // side by side, their requests within the limit.
+    let tenant_order = ctx.opts.webhook.mode == crate::config::WebhookMode::Event
+        && ctx.opts.webhook.event_order == crate::config::EventOrder::Tenant;
+    for _ in 0..if tenant_order { 1 } else { ceiling } {
         let ctx = Arc::clone(&ctx);
         let stop = stop.clone();
         workers.push(tokio::spawn(async move { worker(ctx, stop).await }));
