@@ -92,20 +92,23 @@ fn reload(args: &Args, broker: &Broker, tls: &[Arc<LiveTls>]) -> Result<Reloaded
     if !tokens {
         need_restart.push("the principals (admin, tenants, destinations) — their tokens too".to_string());
     }
-    let tls_running = !tls.is_empty();
-    if fresh.tls.is_some() != tls_running {
-        need_restart.push("tls_cert_file (TLS turned on or off)".to_string());
+    // The files' contents are reloaded; other paths, or TLS turned on or
+    // off, need a restart (the listeners were built for these).
+    let running_files = tls.first().map(|l| l.files());
+    if fresh.tls.as_ref() != running_files {
+        need_restart
+            .push("tls_cert_file, tls_key_file, tls_client_ca_file (other files, or TLS on or off)".to_string());
     }
-    // Certificates first: the one fallible step, before anything changes.
-    if fresh.tls.is_some() {
-        for listener in tls {
-            listener.reload()?;
-        }
+    // Every listener's certificate prepared first — the fallible step —
+    // then all installed, then the tokens: nothing changes unless all can.
+    let prepared = tls.iter().map(|listener| listener.prepare()).collect::<Result<Vec<_>, _>>()?;
+    for (listener, config) in tls.iter().zip(prepared) {
+        listener.install(config);
     }
     if tokens {
         broker.set_tokens(&fresh.tokens);
     }
-    let tls_listeners = if fresh.tls.is_some() { tls.len() } else { 0 };
+    let tls_listeners = tls.len();
     Ok(Reloaded { tokens, tls_listeners, need_restart })
 }
 

@@ -99,7 +99,7 @@ pub enum ConfigError {
     /// The text is not TOML of the configuration's shape: a syntax error,
     /// an unknown key (the message lists the expected ones), a value of
     /// the wrong type, a required key missing. Fix the line it names.
-    #[error("config{}: {}", AtLine(*line), OneLine(source.message()))]
+    #[error("config{}: {}", AtLine(*line), plumbing::env_vars::quoted_redacted(source.message()))]
     Parse {
         /// The 1-based line the problem starts on, when the parser knows it.
         line: Option<usize>,

@@ -521,6 +521,16 @@ mod tests {
     }
 
     #[test]
+    fn a_public_admin_or_grpc_listener_refuses_development_tokens_as_listen_does() {
+        let mut c = Config::development();
+        c.admin_listen = Some("0.0.0.0:7071".into());
+        assert!(c.validate().unwrap_err().to_string().contains("non-loopback"));
+        let mut c = Config::development();
+        c.otlp_grpc_listen = Some("0.0.0.0:4317".into());
+        assert!(c.validate().unwrap_err().to_string().contains("non-loopback"));
+    }
+
+    #[test]
     fn destination_with_unknown_topic_is_refused() {
         let mut c = Config::development();
         c.destinations[0].topics = vec!["nope".into()];

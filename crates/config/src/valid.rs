@@ -110,7 +110,11 @@ impl Config {
         let admin_listen = self.admin_listen(listen)?;
         let tls = self.tls_files()?;
         let tokens = self.parse_tokens()?;
-        self.check_tokens(listen, &tokens)?;
+        // Every listener counts: an admin or gRPC port on a public address
+        // exposes the tokens as much as `listen` does.
+        let exposed =
+            [Some(listen), admin_listen, otlp_grpc_listen].into_iter().flatten().find(|a| !a.ip().is_loopback());
+        self.check_tokens(exposed, &tokens)?;
         let file = self.with_otlp_topics();
         file.check_rules()?;
         let priorities = self
@@ -165,16 +169,19 @@ impl Config {
         file
     }
 
-    /// Development tokens only on loopback, no weak token on a public
-    /// address, and no two keys with the same token.
-    fn check_tokens(&self, listen: SocketAddr, tokens: &Tokens) -> Result<(), ConfigError> {
+    /// Development tokens only on loopback, no weak token where any listener
+    /// (`exposed`: the first not on loopback) is public, and no two keys
+    /// with the same token.
+    fn check_tokens(&self, exposed: Option<SocketAddr>, tokens: &Tokens) -> Result<(), ConfigError> {
         let dev_in_use = tokens
             .all()
             .any(|spec| [DEV_TENANT_TOKEN, DEV_EXPORTER_TOKEN, DEV_ADMIN_TOKEN].iter().any(|d| spec.matches(d)));
-        if !listen.ip().is_loopback() && dev_in_use {
+        if let Some(listen) = exposed.filter(|_| dev_in_use) {
             return Err(ConfigError::DevTokenOnPublicAddress { listen });
         }
-        self.check_public_tokens(listen)?;
+        if let Some(listen) = exposed {
+            self.check_public_tokens(listen)?;
+        }
         // Compare digests, not strings: `x` and `sha256:<digest of x>` are
         // the same secret, and one role would shadow the other. The same
         // token twice in one principal's keys is harmless and allowed.

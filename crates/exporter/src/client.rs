@@ -41,6 +41,25 @@ impl ClientError {
 /// What an acquire accepts: v2, else v1 JSON (an older broker's only format).
 const ACCEPT_LEASE: &str = "application/vnd.weir.lease.v2, application/json;q=0.5";
 
+/// An error with its causes, `outer: inner: root` — reqwest's own text
+/// ("error sending request for url …") leaves out the one that says what
+/// happened ("Connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    // Bounded: error chains are short; 8 is far past any seen.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 pub struct BrokerClient {
     base: String,
     dest: String,
@@ -92,11 +111,11 @@ impl BrokerClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(|e| ClientError::Transport(with_causes(&e)))?;
         let status = resp.status().as_u16();
         let content_type =
             resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(with_causes(&e)))?;
         if (200..300).contains(&status) {
             return Ok((content_type, bytes));
         }

@@ -274,26 +274,14 @@ impl Settings {
     pub(crate) fn read(path: &std::path::Path) -> Result<Settings, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let parsed: Settings = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: quoted_redacted(e.message()) })?;
+        let parsed: Settings = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: plumbing::env_vars::quoted_redacted(e.message()),
+        })?;
         // After parsing: a variable's value is a string's content, never TOML.
         plumbing::env_vars::expand(&parsed, &plumbing::env_vars::from_environment)
             .map_err(|source| ConfigError::Expand { path: path.to_path_buf(), source })
     }
-}
-
-/// A parse message with every quoted value redacted: serde names the value
-/// it could not take (`invalid type: string "whsec_…", expected a
-/// sequence`), which may be a secret. Key names are in backticks and stay.
-fn quoted_redacted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for (i, part) in message.replace('\n', " ").split('"').enumerate() {
-        match i % 2 {
-            0 => out.push_str(part),
-            _ => out.push_str("\"<redacted>\""),
-        }
-    }
-    out
 }
 
 /// Resolved options.

@@ -36,6 +36,7 @@
 pub(crate) mod backoff;
 pub mod check_config;
 pub(crate) mod client;
+pub(crate) mod coalesce;
 pub(crate) mod concurrency;
 pub mod config;
 pub(crate) mod deliver;

@@ -41,6 +41,8 @@ struct Ctx {
     sink: Box<dyn Sink>,
     metrics: Arc<ExporterMetrics>,
     gate: Gate,
+    /// "acquire failed" lines of all workers, coalesced.
+    acquire_failures: crate::coalesce::Coalesced,
 }
 
 async fn serve_metrics(
@@ -115,7 +117,8 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     if let Err(e) = sink.prepare().await {
         tracing::warn!(error = %e, "could not prepare the sink yet; deliveries will try again");
     }
-    let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate });
+    let acquire_failures = crate::coalesce::Coalesced::default();
+    let ctx = Arc::new(Ctx { id: exporter_id(), opts, client, sink, metrics, gate, acquire_failures });
     let mut workers = Vec::new();
     // One task per slot the limit may ever open; the gate lets `limit` of
     // them work. `--event-order tenant` takes one lease at a time (a lease
@@ -191,7 +194,9 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
             Err(e) => {
                 ctx.gate.leave(None);
                 transport_failures += 1;
-                tracing::warn!(error = %e, "acquire failed; retrying");
+                if let Some(held) = ctx.acquire_failures.admit(plumbing::clock::now_ms()) {
+                    tracing::warn!(error = %e, same_since_last_line = held, "acquire failed; retrying");
+                }
                 let pause = Duration::from_millis((200u64 << transport_failures.min(4)).min(3_000));
                 let _ = tokio::time::timeout(pause, stop.changed()).await;
             }
@@ -214,7 +219,10 @@ async fn handle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     let in_flight = ctx.metrics.in_flight.with_label_values(&[dest, priority]);
     in_flight.inc();
     ctx.metrics.lease_records.with_label_values(&[dest]).observe(lease.records.len() as f64);
-    let signal = settle_lease(ctx, lease).await;
+    // Every line about this lease carries its destination and id (JSON
+    // logs put them beside the line's own fields).
+    let span = tracing::info_span!("lease", destination = dest, lease = %lease.head.id, lane = %lease.head.lane);
+    let signal = tracing::Instrument::instrument(settle_lease(ctx, lease), span).await;
     in_flight.dec();
     signal
 }

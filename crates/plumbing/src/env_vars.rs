@@ -10,7 +10,7 @@
 //! (and the variable), never its value.
 
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
+use toml::Value;
 
 /// Why a configuration's variables could not be expanded. The broker and
 /// the exporter exit 2 with it.
@@ -33,10 +33,14 @@ pub enum ExpandError {
         /// Byte offset of the `$` in the value.
         at: usize,
     },
-    /// The parsed configuration did not survive the round trip through
-    /// its value tree (a bug of its types, never of the file).
-    #[error("expanding variables: the configuration's types do not round-trip")]
-    RoundTrip(#[source] serde_json::Error),
+    /// The parsed configuration could not be turned into its TOML value
+    /// tree (a bug of its types: a file's values always fit).
+    #[error("expanding variables: the configuration's types do not map to TOML")]
+    ToTree(#[source] toml::ser::Error),
+    /// The expanded tree did not read back as the configuration (a bug of
+    /// its types: only strings change, into strings).
+    #[error("expanding variables: the expanded configuration does not read back")]
+    FromTree(#[source] toml::de::Error),
 }
 
 /// Longest variable name taken: far above any real one, and a bound on the
@@ -48,10 +52,12 @@ pub fn expand<T: Serialize + DeserializeOwned>(
     config: &T,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<T, ExpandError> {
-    let mut tree = serde_json::to_value(config).map_err(ExpandError::RoundTrip)?;
+    // The TOML tree, not JSON's: it keeps NaN and infinities (which the
+    // validation then refuses by name) and every integer a file can hold.
+    let mut tree = Value::try_from(config).map_err(ExpandError::ToTree)?;
     let mut key = String::new();
     expand_tree(&mut tree, &mut key, lookup)?;
-    serde_json::from_value(tree).map_err(ExpandError::RoundTrip)
+    tree.try_into().map_err(ExpandError::FromTree)
 }
 
 /// The process environment, as [`expand`]'s `lookup`.
@@ -75,7 +81,7 @@ fn expand_tree(node: &mut Value, key: &mut String, lookup: &dyn Fn(&str) -> Opti
                 key.truncate(depth);
             }
         }
-        Value::Object(fields) => {
+        Value::Table(fields) => {
             for (name, item) in fields.iter_mut() {
                 if !key.is_empty() {
                     key.push('.');
@@ -85,7 +91,7 @@ fn expand_tree(node: &mut Value, key: &mut String, lookup: &dyn Fn(&str) -> Opti
                 key.truncate(depth);
             }
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Datetime(_) => {}
     }
     Ok(())
 }
@@ -127,6 +133,21 @@ pub fn expand_str(
     }
     out.push_str(rest);
     Ok(Some(out))
+}
+
+/// A configuration parser's message with every quoted value redacted:
+/// serde names the value it could not take (`invalid type: string
+/// "s3cret", expected a sequence`), which may be a token. Key names are in
+/// backticks and stay; the message is made one line.
+pub fn quoted_redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.replace('\n', " ").split('"').enumerate() {
+        match i % 2 {
+            0 => out.push_str(part),
+            _ => out.push_str("\"<redacted>\""),
+        }
+    }
+    out
 }
 
 /// A shell variable's name: a letter or `_`, then letters, digits, `_`.
@@ -174,10 +195,18 @@ mod tests {
         assert!(matches!(one(&long), Err(ExpandError::Malformed { .. })));
     }
 
+    #[test]
+    fn a_parse_message_keeps_key_names_and_loses_quoted_values() {
+        let m = "invalid type: string \"s3cret\", expected a sequence\nfor key `tokens`";
+        assert_eq!(quoted_redacted(m), "invalid type: string \"<redacted>\", expected a sequence for key `tokens`");
+    }
+
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct File {
         admin_token: String,
         port: u16,
+        rate: f64,
+        hard: Option<f64>,
         tenant: Vec<Tenant>,
     }
 
@@ -192,12 +221,16 @@ mod tests {
         let file = File {
             admin_token: "${QUOTE}".into(),
             port: 7,
+            rate: f64::INFINITY,
+            hard: Some(f64::NAN),
             tenant: vec![Tenant { name: "t".into(), tokens: vec!["a".into(), "${TOKEN}".into()] }],
         };
         let out = expand(&file, &env).unwrap();
         assert_eq!(out.admin_token, "\"\nadmin_token = \"x\"", "the value is content, not TOML");
         assert_eq!(out.tenant[0].tokens, ["a", "s3cret"]);
         assert_eq!(out.port, 7);
+        assert_eq!(out.rate, f64::INFINITY, "non-finite values survive, for the validation to refuse");
+        assert!(out.hard.is_some_and(f64::is_nan), "a NaN is not turned into an absent value");
         let bad = File { tenant: vec![Tenant { name: "${NOPE}".into(), tokens: vec![] }], ..file };
         let e = expand(&bad, &env).unwrap_err().to_string();
         assert!(e.starts_with("tenant[0].name: environment variable NOPE"), "{e}");

@@ -212,8 +212,10 @@ async fn serve_admitted<S, B>(
         },
         () = slot.evicted() => return,
     }
+    // One first-head deadline, the TLS handshake included.
+    let deadline = tokio::time::Instant::now() + limits.first_head_timeout;
     let Some(tls) = &limits.tls else {
-        return serve_connection(stream, service, &slot, limits, http, watcher).await;
+        return serve_connection(stream, service, &slot, deadline, limits, http, watcher).await;
     };
     if probe[0] != crate::tls::TLS_HANDSHAKE_RECORD {
         // A plain-text client on a TLS port: a clear answer, not a hang
@@ -223,12 +225,13 @@ async fn serve_admitted<S, B>(
             "invalid_request",
             "this port speaks TLS: use https:// (the request was sent in plain text)",
         );
-        tokio::spawn(answer_and_close(stream, answer));
+        // Awaited here, so the connection keeps its place under the caps.
+        answer_and_close(stream, answer).await;
         return;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-    match tokio::time::timeout(limits.first_head_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(secured)) => serve_connection(secured, service, &slot, limits, http, watcher).await,
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(secured)) => serve_connection(secured, service, &slot, deadline, limits, http, watcher).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
         Err(_) => (limits.on_refused)(Reason::FirstHeadTimeout),
     }
@@ -240,6 +243,7 @@ async fn serve_connection<I, S, B>(
     io: I,
     service: ReleaseOnHead<S>,
     slot: &HeadSlot,
+    first_head_deadline: tokio::time::Instant,
     limits: &Limits,
     http: &hyper::server::conn::http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
@@ -255,7 +259,7 @@ async fn serve_connection<I, S, B>(
     let io = TokioIo::new(ContractErrors::new(io));
     let conn = watcher.watch(http.serve_connection(io, service));
     tokio::pin!(conn);
-    let deadline = tokio::time::sleep(limits.first_head_timeout);
+    let deadline = tokio::time::sleep_until(first_head_deadline);
     tokio::pin!(deadline);
     let result = tokio::select! {
         r = &mut conn => r,

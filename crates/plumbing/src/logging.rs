@@ -6,9 +6,11 @@
 
 use std::fmt;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{span, Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -65,7 +67,7 @@ pub(crate) fn init(format: LogFormat) {
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
+        LogFormat::Json => builder.fmt_fields(JsonSpanFields).event_format(JsonLines).try_init(),
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             builder.with_ansi(ansi).with_target(false).try_init()
@@ -81,11 +83,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut out: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut out: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut ts = String::new();
         tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts))?;
         let meta = event.metadata();
-        let mut fields = serde_json::Map::new();
+        // The fields of the spans the event is in (a lease's destination
+        // and id, …), outermost first; the event's own fields win.
+        let mut fields = span_fields(ctx);
         event.record(&mut Fields(&mut fields));
         // Time, level and target first (a person reads these), then the
         // event's own fields; serde_json escapes every string.
@@ -101,6 +105,46 @@ where
             write!(out, ",{}:{v}", head(k))?;
         }
         writeln!(out, "}}")
+    }
+}
+
+/// The fields of the spans around the current event, from the JSON the
+/// [`JsonSpanFields`] formatter stored with each span.
+fn span_fields<S, N>(ctx: &FmtContext<'_, S, N>) -> serde_json::Map<String, serde_json::Value>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let mut fields = serde_json::Map::new();
+    for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+        let extensions = span.extensions();
+        let Some(stored) = extensions.get::<FormattedFields<N>>() else { continue };
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(stored.as_str()) {
+            fields.extend(map);
+        }
+    }
+    fields
+}
+
+/// Span fields stored as one JSON object (merged when a span records more),
+/// so [`JsonLines`] can put them beside an event's own.
+struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut map = serde_json::Map::new();
+        fields.record(&mut Fields(&mut map));
+        write!(writer, "{}", serde_json::Value::Object(map))
+    }
+
+    fn add_fields(&self, current: &'writer mut FormattedFields<Self>, fields: &span::Record<'_>) -> fmt::Result {
+        let mut map = match serde_json::from_str(current.as_str()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        fields.record(&mut Fields(&mut map));
+        current.fields = serde_json::Value::Object(map).to_string();
+        Ok(())
     }
 }
 

@@ -62,14 +62,25 @@ pub enum TlsError {
     },
 }
 
+/// What a PEM reader's error may say: an I/O error's text, else a fixed
+/// sentence — its own text can quote a line of the file, and a key's line
+/// is the key.
+fn pem_why(e: &rustls::pki_types::pem::Error, kind: &str) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        _ => format!("not PEM holding {kind}"),
+    }
+}
+
 fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let fail = |why: String| TlsError::File { key, path: path.to_path_buf(), why };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
+    let fail = |e: rustls::pki_types::pem::Error| TlsError::File {
+        key,
+        path: path.to_path_buf(),
+        why: pem_why(&e, "certificates"),
+    };
+    let certs = CertificateDer::pem_file_iter(path).map_err(fail)?.collect::<Result<Vec<_>, _>>().map_err(fail)?;
     if certs.is_empty() {
-        return Err(fail("no PEM certificate in it".into()));
+        return Err(TlsError::File { key, path: path.to_path_buf(), why: "no PEM certificate in it".into() });
     }
     Ok(certs)
 }
@@ -84,7 +95,7 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]], ask_client: bool) -> Resu
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::File {
         key: "tls_key_file",
         path: files.key.clone(),
-        why: e.to_string(),
+        why: pem_why(&e, "a private key (PKCS#8, PKCS#1 or SEC1)"),
     })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -131,13 +142,23 @@ impl LiveTls {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Read the files again and put the result in force; on an error the
-    /// configuration in force stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    /// Read the files again into a configuration, not yet in force: a
+    /// reload prepares every listener's first, then installs them all, so
+    /// a file that fails leaves every listener on its old one.
+    pub fn prepare(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
-        let fresh = server_config(&self.files, &alpn, self.ask_client)?;
+        server_config(&self.files, &alpn, self.ask_client)
+    }
+
+    /// Put a [`LiveTls::prepare`]d configuration in force (the next
+    /// handshake uses it).
+    pub fn install(&self, fresh: Arc<ServerConfig>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        Ok(())
+    }
+
+    /// The files it reads (a reload compares them with the new configuration's).
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
     }
 
     /// Whether clients must present a certificate.

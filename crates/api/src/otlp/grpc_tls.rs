@@ -21,6 +21,10 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// of connections waits in the kernel's backlog rather than in memory.
 const READY_QUEUE: usize = 64;
 
+/// Handshakes in progress at once: each holds a socket and CPU, so a
+/// flood of connections waits in the kernel's backlog past this.
+const HANDSHAKES: usize = 256;
+
 /// After a failed `accept` (out of descriptors), wait before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -67,7 +71,11 @@ pub(crate) fn incoming(
 }
 
 async fn accept_loop(listener: TcpListener, tls: Arc<LiveTls>, ready: mpsc::Sender<TlsConnection>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     loop {
+        // A place for the handshake before the accept (the semaphore is
+        // never closed, so this waits or succeeds).
+        let Ok(place) = Arc::clone(&handshakes).acquire_owned().await else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             // tonic dropped the stream: the server stopped.
@@ -84,7 +92,9 @@ async fn accept_loop(listener: TcpListener, tls: Arc<LiveTls>, ready: mpsc::Send
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let ready = ready.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(place);
+            match handshake {
                 Ok(Ok(secured)) => {
                     let _ = ready.send(TlsConnection(secured)).await;
                 }

@@ -228,7 +228,15 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
         Err(e) => {
             count_refusal(s, &e);
             let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.intake().tenant(i).name.as_str());
-            tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+            let status = e.code().status();
+            if status >= 500 {
+                tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+            } else {
+                // A client's own error: counted in weir_ingest_requests_total
+                // by status; at debug, so a client sending garbage cannot
+                // flood the broker's log.
+                tracing::debug!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+            }
             let resp = e.into_response();
             let topic_label = if topic_idx.is_some() { topic } else { "_unknown" };
             s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();

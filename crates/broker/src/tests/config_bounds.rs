@@ -191,9 +191,12 @@ fn config_refuses_the_shipped_examples_on_their_public_address() {
         }
         let e = shipped.validate().expect_err(name).to_string();
         assert!(e.contains("shipped in ops/") && e.contains("admin_token"), "{name}: {e}");
-        // The same file on loopback runs (a try-out on one host).
+        // The same file with every listener on loopback runs (a try-out on
+        // one host); one public listener is enough to refuse it.
         let mut local = shipped.clone();
         local.listen = "127.0.0.1:7070".into();
+        local.admin_listen = Some("127.0.0.1:7071".into());
+        local.otlp_grpc_listen = Some("127.0.0.1:4317".into());
         local.validate().unwrap_or_else(|e| panic!("{name} on loopback: {e}"));
     }
     // Every listed digest is well-formed.
