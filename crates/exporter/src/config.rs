@@ -54,9 +54,10 @@ pub enum ConfigError {
     Expand {
         /// The `--config` file given.
         path: PathBuf,
-        /// Which key and variable (never its value).
+        /// Which key and variable (never its value); boxed, as it is rare
+        /// and large.
         #[source]
-        source: plumbing::env_vars::ExpandError,
+        source: Box<plumbing::env_vars::ExpandError>,
     },
     /// A required option is in neither the flags nor the file.
     #[error("--{0} is required")]
@@ -280,7 +281,7 @@ impl Settings {
         })?;
         // After parsing: a variable's value is a string's content, never TOML.
         plumbing::env_vars::expand(&parsed, &plumbing::env_vars::from_environment)
-            .map_err(|source| ConfigError::Expand { path: path.to_path_buf(), source })
+            .map_err(|source| ConfigError::Expand { path: path.to_path_buf(), source: Box::new(source) })
     }
 }
 
