@@ -300,7 +300,7 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         }
         Outcome::Retry { message, retry_after, .. } => {
             ctx.metrics.deliveries.with_label_values(&[dest, "retryable"]).inc();
-            tracing::warn!(lease = %lease.id, sink = %ctx.sink.describe(), %message, "delivery failed; lease returned");
+            tracing::warn!(lease = %lease.id, sink = %ctx.sink.describe(), error = %message, "delivery failed; lease returned");
             let req = FailRequest {
                 class: FailureClass::Retryable,
                 message,
@@ -378,7 +378,7 @@ async fn gone(ctx: &Ctx, lease: &str, message: String) {
     let dest = ctx.opts.destination.as_str();
     ctx.metrics.deliveries.with_label_values(&[dest, "gone"]).inc();
     let wait_ms = u64::try_from(ctx.opts.max_retry_after.as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(lease, sink = %ctx.sink.describe(), %message, "the sink answered 410 Gone (stop sending): lease given back, nothing dead-lettered; the broker pauses the destination");
+    tracing::warn!(lease, sink = %ctx.sink.describe(), error = %message, "the sink answered 410 Gone (stop sending): lease given back, nothing dead-lettered; the broker pauses the destination");
     let req = FailRequest { class: FailureClass::Gone, message: message.clone(), retry_after_ms: Some(wait_ms) };
     if ctx.client.fail(lease, &req).await.is_ok() {
         return;

@@ -230,12 +230,12 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
             let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.intake().tenant(i).name.as_str());
             let status = e.code().status();
             if status >= 500 {
-                tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+                tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), error = %e, "ingest refused");
             } else {
                 // A client's own error: counted in weir_ingest_requests_total
                 // by status; at debug, so a client sending garbage cannot
                 // flood the broker's log.
-                tracing::debug!(tenant, topic = %topic, code = e.code().as_str(), message = %e, "ingest refused");
+                tracing::debug!(tenant, topic = %topic, code = e.code().as_str(), error = %e, "ingest refused");
             }
             let resp = e.into_response();
             let topic_label = if topic_idx.is_some() { topic } else { "_unknown" };
@@ -277,7 +277,7 @@ fn answer<T: serde::Serialize>(s: &AppState, r: Result<T, BrokerError>) -> Respo
         Err(e) => {
             count_refusal(s, &e);
             if e.code().status() >= 500 {
-                tracing::error!(code = e.code().as_str(), message = %e, "request failed");
+                tracing::error!(code = e.code().as_str(), error = %e, "request failed");
             }
             e.into_response()
         }

@@ -57,10 +57,10 @@ async fn serve(s: &AppState, signal: Signal, req: Request) -> Response {
             let retry = s.broker.get().map_or(1, |b| b.cfg().retry_after_secs);
             let refusal = Refusal::new(e.code(), e.to_string(), e.retry_after_secs(), retry);
             if e.code().status() >= 500 {
-                tracing::warn!(signal = ?signal, code = e.code().as_str(), message = %e, "OTLP export refused");
+                tracing::warn!(signal = ?signal, code = e.code().as_str(), error = %e, "OTLP export refused");
             } else {
                 // A client's own error: counted by status; at debug (see ingest).
-                tracing::debug!(signal = ?signal, code = e.code().as_str(), message = %e, "OTLP export refused");
+                tracing::debug!(signal = ?signal, code = e.code().as_str(), error = %e, "OTLP export refused");
             }
             let resp = refusal.http_response(encoding);
             let topic = topic_of(s).unwrap_or_else(|| "_unknown".into());
