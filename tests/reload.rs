@@ -134,3 +134,178 @@ async fn fifty_reloads_under_load_rotate_a_token_and_refuse_a_bad_file_with_no_f
     assert_eq!((oks as u32, errors as u32), (reloads as u32 - bad_files, bad_files));
     assert!(metric(&b.url, "weir_config_last_reload_success_timestamp_seconds").await > 1.6e9);
 }
+
+/// Acquire and commit everything `dest` has now: each record as
+/// (tenant, topic, payload). Bounded: at most 100 leases.
+async fn drain(url: &str, dest: &str, token: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let resp = client()
+            .post(format!("{url}/v1/destinations/{dest}/leases"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"max_records": 1000, "wait_ms": 0}))
+            .send()
+            .await
+            .expect("acquire");
+        let acquired = answer(resp).await;
+        assert_eq!(acquired.status, 200, "{dest}'s acquire: {acquired:?}");
+        let Some(id) = acquired.json["lease"]["id"].as_str() else {
+            return out;
+        };
+        for r in acquired.json["lease"]["records"].as_array().expect("records") {
+            let payload = protocol::b64_decode(r["payload_b64"].as_str().unwrap()).unwrap();
+            let (tenant, topic) = (r["tenant"].as_str().unwrap(), r["topic"].as_str().unwrap());
+            out.push((tenant.to_string(), topic.to_string(), String::from_utf8(payload).unwrap()));
+        }
+        let commit = client()
+            .post(format!("{url}/v1/destinations/{dest}/leases/{id}/commit"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("commit");
+        assert_eq!(commit.status().as_u16(), 200, "{dest}'s commit");
+    }
+    panic!("{dest} still had records after 100 leases");
+}
+
+fn payloads(records: &[(String, String, String)]) -> Vec<String> {
+    let mut p: Vec<String> = records.iter().map(|(tenant, topic, body)| format!("{tenant}/{topic}/{body}")).collect();
+    p.sort();
+    p
+}
+
+const BEFORE: &str = r#"
+[[tenant]]
+name = "acme"
+token = "acme-t"
+rate_per_sec = 1000.0
+burst = 1000
+[[tenant]]
+name = "gone"
+token = "gone-t"
+rate_per_sec = 1000.0
+burst = 1000
+[[topic]]
+name = "events"
+[[destination]]
+name = "d"
+topics = ["events"]
+token = "d-t"
+"#;
+
+const AFTER: &str = r#"
+[[tenant]]
+name = "initech"
+token = "initech-t"
+rate_per_sec = 50.0
+burst = 50
+[[tenant]]
+name = "acme"
+token = "acme-t"
+rate_per_sec = 1000.0
+burst = 1000
+[[topic]]
+name = "events"
+[[topic]]
+name = "audit"
+[[destination]]
+name = "d"
+topics = ["events"]
+token = "d-t"
+[[destination]]
+name = "early"
+topics = ["events"]
+token = "early-t"
+[[destination]]
+name = "late"
+topics = ["events", "audit"]
+token = "late-t"
+start_at = "latest"
+"#;
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_tenants_topics_and_destinations_and_refuses_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let head = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"admin-t\"\n", data.display());
+    let log = dir.path().join("broker.log");
+    let b = BrokerProc::start_logging(&data, &format!("{head}{BEFORE}"), &log, "info");
+    for (token, body) in [("acme-t", "a1"), ("gone-t", "g1"), ("acme-t", "a2")] {
+        assert_eq!(ingest(&b.url, token, "events", format!("\"{body}\"")).await.status, 200);
+    }
+    assert_eq!(ingest(&b.url, "initech-t", "events", "\"i0\"").await.status, 401, "not a tenant yet");
+
+    std::fs::write(&b.config, format!("{head}{AFTER}")).unwrap();
+    reload(&b).await;
+    assert_eq!(metric(&b.url, "weir_config_reloads_total{result=\"ok\"}").await, 1.0);
+    assert_eq!(ingest(&b.url, "gone-t", "events", "\"g2\"").await.status, 401, "a removed tenant is refused at once");
+    assert_eq!(ingest(&b.url, "initech-t", "events", "\"i1\"").await.status, 200, "a new tenant is accepted at once");
+    assert_eq!(ingest(&b.url, "initech-t", "audit", "\"i2\"").await.status, 200, "on a new topic");
+    assert_eq!(ingest(&b.url, "acme-t", "events", "\"a3\"").await.status, 200);
+    assert!(
+        metric(&b.url, "weir_ingest_records_total{priority=\"normal\",tenant=\"initech\",topic=\"audit\"}").await
+            >= 1.0
+    );
+
+    let all = [
+        "acme/events/\"a1\"",
+        "acme/events/\"a2\"",
+        "acme/events/\"a3\"",
+        "gone/events/\"g1\"",
+        "initech/events/\"i1\"",
+    ];
+    assert_eq!(payloads(&drain(&b.url, "d", "d-t").await), all, "a removed tenant's records stay deliverable");
+    assert_eq!(payloads(&drain(&b.url, "early", "early-t").await), all, "start_at = earliest: the backlog too");
+
+    // A change that needs a restart is refused whole: initech's rate stays.
+    let restart = format!(
+        "{head}max_body_bytes = 1048576\n{}",
+        AFTER.replace("rate_per_sec = 50.0\nburst = 50", "rate_per_sec = 1.0\nburst = 1")
+    );
+    std::fs::write(&b.config, restart).unwrap();
+    reload(&b).await;
+    let kept = format!("{head}{}", AFTER.replace("topics = [\"events\", \"audit\"]", "topics = [\"audit\"]"));
+    std::fs::write(&b.config, kept).unwrap();
+    reload(&b).await;
+    assert_eq!(metric(&b.url, "weir_config_reloads_total{result=\"error\"}").await, 2.0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let refusals: Vec<&str> = logged.lines().filter(|l| l.contains("need a restart")).collect();
+    assert_eq!(refusals.len(), 2, "one line a refusal: {refusals:?}");
+    assert!(refusals[0].contains("max_body_bytes") && !refusals[0].contains("tenant"), "{}", refusals[0]);
+    assert!(refusals[1].contains("late") && refusals[1].contains(": topics"), "{}", refusals[1]);
+    for n in 0..5 {
+        let a = ingest(&b.url, "initech-t", "events", format!("\"burst{n}\"")).await;
+        assert_eq!(a.status, 200, "the old configuration stays in force: {a:?}");
+    }
+    assert_eq!(
+        metric(&b.url, "weir_demoted_records_total{reason=\"over_rate\",tenant=\"initech\"}").await,
+        0.0,
+        "initech's rate is still 50/s, not the refused file's 1/s"
+    );
+
+    // `late` has records pending: its removal is refused until it drains.
+    let without_late = format!("{head}{}", AFTER.split("[[destination]]\nname = \"late\"").next().unwrap());
+    std::fs::write(&b.config, &without_late).unwrap();
+    reload(&b).await;
+    assert_eq!(metric(&b.url, "weir_config_reloads_total{result=\"error\"}").await, 3.0);
+    let late = drain(&b.url, "late", "late-t").await;
+    let mut expect_late: Vec<String> =
+        ["acme/events/\"a3\"", "initech/audit/\"i2\"", "initech/events/\"i1\""].map(String::from).to_vec();
+    expect_late.extend((0..5).map(|n| format!("initech/events/\"burst{n}\"")));
+    expect_late.sort();
+    assert_eq!(payloads(&late), expect_late, "start_at = latest: only what arrived after the reload");
+    reload(&b).await;
+    assert_eq!(metric(&b.url, "weir_config_reloads_total{result=\"ok\"}").await, 2.0, "drained, `late` goes");
+    let gone = client()
+        .post(format!("{}/v1/destinations/late/leases", b.url))
+        .bearer_auth("late-t")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 401, "a removed destination's token is refused");
+    let listed = admin_get(&b.url, "/v1/admin/destinations").await;
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["d", "early"]);
+}

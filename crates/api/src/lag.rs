@@ -3,12 +3,8 @@
 //! its lag limit for a priority. The broker implements [`LagFlags`] over
 //! its destinations; this crate never sees a lease, a cursor or sled.
 
+pub use config::DestinationId;
 use wal::Priority;
-
-/// A destination as the accept path knows it: a position in the
-/// implementor's own table, stable for the life of an [`crate::Intake`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DestinationId(pub usize);
 
 /// How far a lagging destination is behind, for the refusal's message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -129,6 +129,13 @@ impl TenantLimiter {
         TenantLimiter { soft, hard, state: Mutex::new((Bucket::EMPTY, Bucket::EMPTY)) }
     }
 
+    /// A limiter with new limits over this one's buckets as they are now:
+    /// a reload that changes a tenant's rate grants it no fresh burst.
+    pub fn with_limits(&self, soft: Limits, hard: Option<Limits>) -> Self {
+        let buckets = *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        TenantLimiter { soft, hard, state: Mutex::new(buckets) }
+    }
+
     /// Decide for a batch of `n` records at `now_ms`. Never blocks: if the
     /// state is busy after a few tries, the batch is demoted.
     pub fn decide(&self, now_ms: u64, n: u64) -> Verdict {

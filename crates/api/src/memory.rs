@@ -44,24 +44,24 @@ pub struct MemoryBudget {
     bytes: u64,
     /// Units one tenant may hold (`share × budget`).
     tenant_cap: u64,
-    /// Units each tenant holds, by tenant index.
-    held: Arc<[AtomicU64]>,
 }
+
+/// The units one tenant's bodies in flight hold of a budget: the tenant
+/// owns it (`intake::roster`), so it outlives a reload that keeps it.
+pub type TenantHeld = Arc<AtomicU64>;
 
 /// What one request holds of a budget; released on drop.
 #[derive(Default)]
 pub struct Charge {
     permit: Option<OwnedSemaphorePermit>,
     /// The tenant's counter and the units charged to it.
-    tenant: Option<(Arc<[AtomicU64]>, usize, u64)>,
+    tenant: Option<(TenantHeld, u64)>,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some((held, i, units)) = self.tenant.take() {
-            if let Some(h) = held.get(i) {
-                h.fetch_sub(units, Ordering::AcqRel);
-            }
+        if let Some((held, units)) = self.tenant.take() {
+            held.fetch_sub(units, Ordering::AcqRel);
         }
     }
 }
@@ -69,18 +69,17 @@ impl Drop for Charge {
 impl MemoryBudget {
     /// A budget of `bytes` shared by no tenants (control bodies).
     pub fn new(bytes: u64) -> MemoryBudget {
-        MemoryBudget::per_tenant(bytes, 1.0, 0, 0)
+        MemoryBudget::per_tenant(bytes, 1.0, 0)
     }
 
-    /// A budget of `bytes` of which each of `tenants` holds at most `share`
-    /// — but never less than `one_request` bytes, the most one request may
+    /// A budget of `bytes` of which each tenant holds at most `share` —
+    /// but never less than `one_request` bytes, the most one request may
     /// need, so that no request is refused for its size alone.
-    pub fn per_tenant(bytes: u64, share: f64, tenants: usize, one_request: u64) -> MemoryBudget {
+    pub fn per_tenant(bytes: u64, share: f64, one_request: u64) -> MemoryBudget {
         let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64 / 2);
         let shared = (units as f64 * share.clamp(0.0, 1.0)) as u64;
         let tenant_cap = shared.max(one_request.div_ceil(UNIT)).clamp(1, units);
-        let held: Arc<[AtomicU64]> = (0..tenants).map(|_| AtomicU64::new(0)).collect();
-        MemoryBudget { sem: Arc::new(Semaphore::new(units as usize)), bytes, tenant_cap, held }
+        MemoryBudget { sem: Arc::new(Semaphore::new(units as usize)), bytes, tenant_cap }
     }
 
     /// Bytes charged now (whole KiB).
@@ -96,31 +95,30 @@ impl MemoryBudget {
 
     /// Add `bytes` to what `charge` holds for `tenant` (its share checked
     /// first), or refuse without waiting, changing nothing.
-    pub fn charge_for(&self, tenant: Option<usize>, charge: &mut Charge, bytes: u64) -> Result<(), AcceptError> {
+    pub fn charge_for(&self, tenant: Option<&TenantHeld>, charge: &mut Charge, bytes: u64) -> Result<(), AcceptError> {
         let units = bytes.div_ceil(UNIT);
         // The budget first: when both are spent, the budget is the reason.
         let permit = Arc::clone(&self.sem)
             .try_acquire_many_owned(u32::try_from(units).unwrap_or(u32::MAX))
             .map_err(|_| self.refused_budget())?;
-        let counter = tenant.and_then(|i| self.held.get(i).map(|h| (i, h)));
-        if let Some((i, h)) = counter {
+        if let Some(h) = tenant {
             if let Err(held) = h.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 (v + units <= self.tenant_cap).then_some(v + units)
             }) {
-                return Err(self.refused_share(i, held)); // the permit goes back on drop
+                return Err(self.refused_share(held)); // the permit goes back on drop
             }
         }
         match &mut charge.permit {
             Some(p) => p.merge(permit),
             None => charge.permit = Some(permit),
         }
-        if let Some((i, _)) = counter {
+        if let Some(h) = tenant {
             match &mut charge.tenant {
-                Some((_, _, n)) => *n += units,
-                None => charge.tenant = Some((Arc::clone(&self.held), i, units)),
+                Some((_, n)) => *n += units,
+                None => charge.tenant = Some((Arc::clone(h), units)),
             }
         }
-        debug_assert!(counter.is_none_or(|(_, h)| h.load(Ordering::Relaxed) <= self.tenant_cap));
+        debug_assert!(tenant.is_none_or(|h| h.load(Ordering::Relaxed) <= self.tenant_cap));
         Ok(())
     }
 
@@ -128,7 +126,7 @@ impl MemoryBudget {
         AcceptError::MemoryBudget { budget_bytes: self.bytes }
     }
 
-    fn refused_share(&self, _tenant: usize, held_units: u64) -> AcceptError {
+    fn refused_share(&self, held_units: u64) -> AcceptError {
         AcceptError::MemoryTenantShare { held_kib: held_units, cap_kib: self.tenant_cap }
     }
 }
@@ -151,19 +149,20 @@ mod tests {
 
     #[test]
     fn one_tenant_holds_at_most_its_share_and_the_others_keep_theirs() {
-        let b = MemoryBudget::per_tenant(100 * UNIT, 0.25, 3, 10 * UNIT);
+        let b = MemoryBudget::per_tenant(100 * UNIT, 0.25, 10 * UNIT);
+        let held: [TenantHeld; 3] = Default::default();
         let mut greedy = Charge::default();
-        b.charge_for(Some(0), &mut greedy, 25 * UNIT).unwrap();
-        let over = b.charge_for(Some(0), &mut Charge::default(), UNIT);
+        b.charge_for(Some(&held[0]), &mut greedy, 25 * UNIT).unwrap();
+        let over = b.charge_for(Some(&held[0]), &mut Charge::default(), UNIT);
         assert!(matches!(over, Err(AcceptError::MemoryTenantShare { .. })));
         let mut other = Charge::default();
-        b.charge_for(Some(1), &mut other, 25 * UNIT).expect("another tenant's share is untouched");
+        b.charge_for(Some(&held[1]), &mut other, 25 * UNIT).expect("another tenant's share is untouched");
         drop(greedy);
-        b.charge_for(Some(0), &mut Charge::default(), 25 * UNIT).expect("freed on drop");
+        b.charge_for(Some(&held[0]), &mut Charge::default(), 25 * UNIT).expect("freed on drop");
         // A refusal by the budget gives the tenant's units back.
         let mut third = Charge::default();
-        b.charge_for(Some(2), &mut third, 25 * UNIT).unwrap();
+        b.charge_for(Some(&held[2]), &mut third, 25 * UNIT).unwrap();
         drop(other);
-        assert_eq!(b.held[1].load(Ordering::Relaxed), 0);
+        assert_eq!(held[1].load(Ordering::Relaxed), 0);
     }
 }

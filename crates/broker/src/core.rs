@@ -8,8 +8,9 @@ use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use api::intake::Intake;
+use config::ids::IdsExhausted;
 use config::tokens::{Authenticator, Role};
-use config::ValidConfig;
+use config::{Assigned, Ids, ValidConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wal::{FileSystem, Wal, WalOptions};
@@ -17,11 +18,15 @@ use wal::{FileSystem, Wal, WalOptions};
 /// One broker's services over one data directory: opened once recovery is
 /// done, then shared (`Arc`) by the HTTP edge and the maintenance loop.
 pub struct Broker {
-    cfg: Arc<ValidConfig>,
+    /// The configuration in force: the one the broker started with, or
+    /// the last a reload put in force (which changed no key that needs a
+    /// restart, so the services' own copies still hold for those).
+    cfg: std::sync::RwLock<Arc<ValidConfig>>,
+    /// Tenants' and destinations' ids, by name, for the process's life.
+    ids: std::sync::Mutex<config::Ids>,
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
-    /// The token table in force; a reload that changes only tokens swaps
-    /// it whole (`crate::reload`).
+    /// The token table in force; a reload swaps it whole (`crate::reload`).
     auth: std::sync::RwLock<Arc<Authenticator>>,
     intake: Arc<Intake>,
     deliveries: Arc<Deliveries>,
@@ -30,18 +35,23 @@ pub struct Broker {
 }
 
 /// Every principal's tokens to its role: a tenant's and a destination's by
-/// their index in the configuration.
-fn token_table(t: &config::Tokens) -> Authenticator {
-    let roles = t
-        .admin
+/// their ids (`ids`, parallel to the configuration's tables).
+fn token_table(t: &config::Tokens, ids: &Assigned) -> Authenticator {
+    assert_eq!(t.tenants.len(), ids.tenants.len(), "one id per tenant");
+    assert_eq!(t.destinations.len(), ids.destinations.len(), "one id per destination");
+    let tenants =
+        t.tenants.iter().zip(&ids.tenants).flat_map(|(specs, &id)| specs.iter().map(move |s| (*s, Role::Tenant(id))));
+    let exporters = t
+        .destinations
         .iter()
-        .map(|s| (*s, Role::Admin))
-        .chain(t.tenants.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Tenant(i)))))
-        .chain(
-            t.destinations.iter().enumerate().flat_map(|(i, specs)| specs.iter().map(move |s| (*s, Role::Exporter(i)))),
-        )
-        .collect::<Vec<_>>();
-    Authenticator::new(roles)
+        .zip(&ids.destinations)
+        .flat_map(|(specs, &id)| specs.iter().map(move |s| (*s, Role::Exporter(id))));
+    Authenticator::new(t.admin.iter().map(|s| (*s, Role::Admin)).chain(tenants).chain(exporters))
+}
+
+/// The ids of `cfg`'s tenants and destinations in `ids`.
+fn assign(ids: &mut Ids, cfg: &ValidConfig) -> Result<Assigned, IdsExhausted> {
+    ids.assign(cfg.tenants.iter().map(|t| t.name.as_str()), cfg.destinations.iter().map(|d| d.name.as_str()))
 }
 
 /// Why [`Broker::open`] failed; nothing is served from the data directory.
@@ -53,6 +63,22 @@ pub enum OpenError {
     Wal(#[from] wal::WalError),
     /// The metadata store (sled) did not open, or a destination's cursors
     /// and leases did not load from it (another process may hold its lock).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// More tenant and destination names than one process gives ids to
+    /// (`config::ids::MAX_IDS`); never at start, where the file bounds them.
+    #[error(transparent)]
+    Ids(#[from] IdsExhausted),
+}
+
+/// Why a reload's configuration could not be put in force.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// Too many names over the process's life: restart to start afresh.
+    #[error(transparent)]
+    Ids(#[from] IdsExhausted),
+    /// A new destination's state did not load from sled (or its first
+    /// cursors were not written); the destinations in force stay.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -78,16 +104,27 @@ impl Broker {
         let wal = Arc::new(Wal::open(fs, &Self::wal_dir(&cfg.data_dir), opts, Some(observer))?);
         metrics.wal_quarantined_segments.set(wal.quarantined().len() as i64);
         let store = Store::open(&plumbing::datadir::meta_dir(&cfg.data_dir))?;
-        let deliveries = Arc::new(Deliveries::open(Arc::clone(&cfg), Arc::clone(&wal), Arc::clone(&metrics), store)?);
+        let mut ids = Ids::default();
+        let assigned = assign(&mut ids, &cfg)?;
+        let deliveries = Arc::new(Deliveries::open(
+            Arc::clone(&cfg),
+            &assigned.destinations,
+            Arc::clone(&wal),
+            Arc::clone(&metrics),
+            store,
+        )?);
         let lag: Arc<dyn api::LagFlags> = Arc::clone(&deliveries) as Arc<dyn api::LagFlags>;
-        let intake = Arc::new(Intake::open(Arc::clone(&cfg), Arc::clone(&wal), metrics.accept(), lag));
-        let auth = std::sync::RwLock::new(Arc::new(token_table(&cfg.tokens)));
+        let intake =
+            Arc::new(Intake::open(Arc::clone(&cfg), &assigned.tenants, Arc::clone(&wal), metrics.accept(), lag));
+        let auth = std::sync::RwLock::new(Arc::new(token_table(&cfg.tokens, &assigned)));
         let control_memory = api::memory::MemoryBudget::new(api::memory::CONTROL_BUDGET_BYTES);
-        Ok(Broker { auth, cfg, wal, metrics, intake, deliveries, control_memory })
+        let (cfg, ids) = (std::sync::RwLock::new(cfg), std::sync::Mutex::new(ids));
+        Ok(Broker { auth, cfg, ids, wal, metrics, intake, deliveries, control_memory })
     }
 
-    pub(crate) fn cfg(&self) -> &ValidConfig {
-        &self.cfg
+    /// The configuration in force.
+    pub(crate) fn cfg(&self) -> Arc<ValidConfig> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The log every accepted batch is in; [`Wal::shutdown`] it after the
@@ -106,14 +143,22 @@ impl Broker {
         Arc::clone(&self.auth.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Put `tokens` in force. The caller has checked that the principals
-    /// (the admin, the tenants and destinations, in order) are those this
-    /// broker opened with, so every role's index still names the same one.
-    pub(crate) fn set_tokens(&self, tokens: &config::Tokens) {
-        debug_assert_eq!(tokens.tenants.len(), self.cfg.tenants.len(), "a reload keeps the tenants");
-        debug_assert_eq!(tokens.destinations.len(), self.cfg.destinations.len(), "a reload keeps the destinations");
-        let table = Arc::new(token_table(tokens));
+    /// Put `fresh`'s tenants, topics, destinations and tokens in force, in
+    /// that order of dependence: destinations first (routes are built
+    /// over them), then the tenants and topics, then the tokens — so a
+    /// token never names a principal the services do not hold yet. The
+    /// caller ([`crate::reload`]) has checked that `fresh` changes no key
+    /// that needs a restart. On an error the tokens and tenants stay.
+    pub(crate) fn apply(&self, fresh: ValidConfig) -> Result<(), ApplyError> {
+        let mut ids = self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let assigned = assign(&mut ids, &fresh)?;
+        self.deliveries.reconcile(&fresh, &assigned.destinations)?;
+        self.intake.reload(&fresh, &assigned.tenants);
+        let table = Arc::new(token_table(&fresh.tokens, &assigned));
         *self.auth.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
+        self.metrics.init_series(fresh.file());
+        *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
     }
 
     pub(crate) fn intake(&self) -> &Arc<Intake> {
@@ -138,7 +183,7 @@ impl Broker {
             intake: Arc::clone(&self.intake),
             wal: Arc::clone(&self.wal),
             metrics: Arc::clone(&self.metrics),
-            interval: self.cfg.timing.maintenance_interval,
+            interval: self.cfg().timing.maintenance_interval,
         }
     }
 

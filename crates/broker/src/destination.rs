@@ -12,7 +12,7 @@ use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::capacity::Capacity;
 use crate::deliveries::pending::LanePending;
 use crate::store::LeaseRecord;
-use config::{DestinationConfig, OnLagLimit};
+use config::{DestinationConfig, DestinationId, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -179,10 +179,10 @@ impl DestState {
         Ok(())
     }
 
-    pub fn next_lease_id(&mut self, dest_idx: usize) -> String {
+    pub fn next_lease_id(&mut self, dest: DestinationId) -> String {
         self.seq += 1;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        format!("{dest_idx}-{}-{:08x}", self.seq, nanos)
+        format!("{}-{}-{:08x}", dest.index(), self.seq, nanos)
     }
 }
 
@@ -212,7 +212,8 @@ impl Lag {
 }
 
 pub struct Destination {
-    pub idx: usize,
+    /// Its id: stable across reloads (`config::ids`).
+    pub id: DestinationId,
     pub name: String,
     pub topics: HashSet<String>,
     pub tenants: Option<HashSet<String>>,
@@ -239,9 +240,9 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn new(idx: usize, cfg: DestinationConfig, lease_ms: u64, state: DestState) -> Destination {
+    pub fn new(id: DestinationId, cfg: DestinationConfig, lease_ms: u64, state: DestState) -> Destination {
         Destination {
-            idx,
+            id,
             name: cfg.name.clone(),
             topics: cfg.topics.iter().cloned().collect(),
             tenants: cfg.tenants.as_ref().map(|t| t.iter().cloned().collect()),

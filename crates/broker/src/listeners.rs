@@ -84,7 +84,7 @@ impl Bound {
         let tls = ListenerTls::load(cfg, self.admin.is_some(), self.grpc.is_some())?;
         let surface = if self.admin.is_some() { Surface::Clients } else { Surface::Everything };
         let caps = SeatCaps::derive(cfg.max_connections, cfg.max_connections_per_tenant, cfg.max_connections_per_peer);
-        let seats = Seats::new(caps, cfg.tenants.len());
+        let seats = Seats::new(caps);
         let app = Front::new(state.clone(), router_for(state.clone(), surface)).with_seats(seats);
         let limits = plumbing::listener::Limits { tls: tls.main.clone(), ..limits(cfg, state, cfg.max_connections) };
         let main =

@@ -18,7 +18,7 @@ pub struct MaintenanceReport {
     pub leases_expired: usize,
     /// (destination index, lane, offset): the cursor was moved forward to
     /// the offset by drop-oldest or age retention, dropping what was below.
-    pub skipped: Vec<(usize, LaneId, u64)>,
+    pub skipped: Vec<(config::DestinationId, LaneId, u64)>,
 }
 
 /// The services one maintenance pass touches, each through what it owns:

@@ -187,6 +187,14 @@ impl Store {
         Ok(())
     }
 
+    /// Make every change so far durable now, on this thread: for the rare
+    /// writes outside the lease protocol (a new destination's first
+    /// cursors), never on an async worker.
+    pub fn flush_now(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Make every change so far durable. Group commit, as the WAL's: a
     /// caller whose changes a flush already in progress may not cover waits
     /// for the next one, and one flush answers every request made before it

@@ -34,12 +34,14 @@ use std::path::PathBuf;
 
 mod error;
 mod file;
+pub mod ids;
 pub mod ranges;
 mod secrets;
 pub mod tokens;
 mod valid;
 pub mod weak;
 pub use error::{ConfigError, ConfigKey, TokenOwner};
+pub use ids::{Assigned, DestinationId, Ids, TenantId};
 pub use valid::{Timing, Tokens, ValidConfig};
 pub use weak::{is_shipped_token, SHIPPED_TOKEN_DIGESTS};
 
@@ -384,6 +386,19 @@ pub enum OnLagLimit {
     DropOldest,
 }
 
+/// Where a destination's cursor starts when the broker has none for it
+/// (the destination is new to this data directory, at start or at a
+/// reload that adds it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// At the oldest record the WAL still holds: it receives the backlog.
+    #[default]
+    Earliest,
+    /// At the end of each lane: it receives what arrives from now on.
+    Latest,
+}
+
 /// One `[[destination]]`: which records go to it, its exporters' token,
 /// its lag limits and its breaker.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -433,6 +448,9 @@ pub struct DestinationConfig {
     /// How long an open breaker waits before it lets a probe through.
     #[serde(default = "d_open_ms")]
     pub breaker_open_ms: u64,
+    /// Where its cursor starts when it has none yet.
+    #[serde(default)]
+    pub start_at: StartAt,
 }
 
 fn d_on_lag() -> OnLagLimit {

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 /// Who a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The tenant at this index of `tenants`.
-    Tenant(usize),
-    /// The exporters of the destination at this index of `destinations`.
-    Exporter(usize),
+    /// A tenant, by its id.
+    Tenant(crate::TenantId),
+    /// The exporters of a destination, by its id.
+    Exporter(crate::DestinationId),
     /// The operator (`admin_token`).
     Admin,
 }
@@ -144,7 +144,10 @@ mod tests {
     fn plain_and_sha256_tokens_authenticate_the_same() {
         let hex: String = digest(b"s3cret").iter().map(|b| format!("{b:02x}")).collect();
         let a = Authenticator::new([
-            (TokenSpec::parse("s3cret").unwrap(), Role::Tenant(0)),
+            (
+                TokenSpec::parse("s3cret").unwrap(),
+                Role::Tenant(crate::Ids::default().assign(["t"], []).unwrap().tenants[0]),
+            ),
             (TokenSpec::parse(&format!("sha256:{hex}")).unwrap(), Role::Admin),
         ]);
         // Both entries match the same token; the later one wins deterministically.

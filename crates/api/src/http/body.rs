@@ -16,9 +16,9 @@ use std::time::Duration;
 pub struct Budget<'a> {
     /// The budget charged: ingest's, or the control bodies' own.
     pub budget: &'a MemoryBudget,
-    /// The tenant's index in the configuration's tenant table, whose share
-    /// is checked; `None` for control bodies.
-    pub tenant: Option<usize>,
+    /// The account of the tenant whose share is checked; `None` for
+    /// control bodies.
+    pub tenant: Option<&'a crate::memory::TenantHeld>,
     /// Bytes charged per byte read: 2 for ingest (the body and the frame
     /// built from it), 1 for control bodies.
     pub factor: u64,

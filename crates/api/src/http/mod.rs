@@ -21,13 +21,11 @@ use std::time::Duration;
 
 /// One ingest request whose token named `tenant`.
 pub struct IngestRequest<'a> {
-    /// The tenant's position in the configuration's tenant table.
-    pub tenant: usize,
-    /// The topic as the path named it.
+    /// The tenant its token names ([`Intake::tenant`]).
+    pub tenant: Arc<crate::intake::Tenant>,
+    /// The topic as the path named it; one the tenant's configuration does
+    /// not know is refused as [`AcceptError::UnknownTopic`] after the body.
     pub topic: &'a str,
-    /// The topic's index ([`Intake::topic_index`]); `None` when it is not
-    /// configured, refused as [`AcceptError::UnknownTopic`] after the body.
-    pub topic_idx: Option<usize>,
     /// The request's headers (`Content-Type`, `Content-Encoding`,
     /// `Content-Length`, `Idempotency-Key`).
     pub headers: &'a HeaderMap,
@@ -44,20 +42,20 @@ pub async fn accept(
     limit: u64,
     timeout: Duration,
 ) -> Result<Accepted, AcceptError> {
-    let IngestRequest { tenant, topic, topic_idx, headers, body } = req;
+    let IngestRequest { tenant, topic, headers, body } = req;
     // Announced before the body is read: the WAL's group commit waits for
     // batches that are on their way.
     let arrival = intake.wal().announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     let mut charge = crate::memory::Charge::default();
     // Twice: the body, and the frame built from it; against the tenant's share.
-    let to = body::Budget { budget: intake.memory(), tenant: Some(tenant), factor: 2 };
+    let to = body::Budget { budget: intake.memory(), tenant: Some(&tenant.memory_held), factor: 2 };
     let bytes = body::read(body, declared, limit, timeout, to, &mut charge).await?;
-    let topic_idx = topic_idx.ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
+    let topic_slot = tenant.topic(topic).ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
     let format = format_of(header_str(headers, "content-type"))?;
     let encoding = encoding_of(header_str(headers, "content-encoding"))?;
     let idempotency_key = idempotency_key(headers)?;
     let input =
-        IngestInput { tenant, topic, topic_idx, format, encoding, idempotency_key, body: bytes, charge, arrival };
+        IngestInput { tenant, topic, topic_slot, format, encoding, idempotency_key, body: bytes, charge, arrival };
     ingest(intake, input).await
 }

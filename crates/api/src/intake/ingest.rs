@@ -5,7 +5,7 @@
 //! task so a client that disconnects cannot cancel a batch half-way between
 //! "durable" and "remembered for idempotency".
 
-use super::Intake;
+use super::{Intake, Tenant, TopicSlot};
 use crate::error::AcceptError;
 use crate::idempotency::{Claim, Fingerprint, RequestKey, Ticket};
 use crate::limiter::Verdict;
@@ -21,11 +21,10 @@ use crate::accepted::Accepted;
 
 /// The request parts the accept path needs.
 pub struct IngestInput<'a> {
-    pub tenant: usize,
+    pub tenant: Arc<super::Tenant>,
     pub topic: &'a str,
-    /// The topic's index (looked up once by the caller, which also labels
-    /// its metrics with it).
-    pub topic_idx: usize,
+    /// The topic's slot in the tenant's snapshot.
+    pub topic_slot: super::TopicSlot,
     pub format: Format,
     pub encoding: Encoding,
     pub idempotency_key: Option<&'a str>,
@@ -107,16 +106,17 @@ fn inflate_charged(
 /// built from it), into `charge`.
 pub(crate) async fn inflate_off_worker(
     intake: &Arc<Intake>,
-    tenant: usize,
+    tenant: &Tenant,
     body: Bytes,
     charge: &mut crate::memory::Charge,
 ) -> Result<Vec<u8>, AcceptError> {
     let bk = Arc::clone(intake);
+    let held_by = Arc::clone(&tenant.memory_held);
     let mut held = std::mem::take(charge);
     let cap = intake.cfg.max_inflated_bytes;
     let job = tokio::task::spawn_blocking(move || {
         let budget = bk.memory();
-        let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(tenant), &mut held, 2 * n));
+        let out = inflate_charged(&body, cap, &mut |n| budget.charge_for(Some(&held_by), &mut held, 2 * n));
         (out, held)
     });
     let (out, held) = job.await.map_err(|source| AcceptError::TaskFailed { what: "inflating", source })?;
@@ -238,8 +238,8 @@ fn split_json(body: &[u8], max_record: u64) -> Result<Vec<&[u8]>, AcceptError> {
 /// data routes to a lagging destination are refused, and a destination's
 /// lag counts against a priority only through the lanes at or above it: a
 /// `low` backlog sheds what goes to `low`, not the in-rate tenants.
-fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priority) -> Result<(), AcceptError> {
-    let name = &b.tenants[tenant].name;
+fn check_backpressure(b: &Intake, tenant: &Tenant, topic: TopicSlot, priority: Priority) -> Result<(), AcceptError> {
+    let name = &tenant.name;
     let retry_after_secs = b.cfg.retry_after_secs;
     let shed = |reason: Reason| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason.as_str()]).inc();
     if b.disk.over_quota.load(Ordering::Relaxed) {
@@ -250,7 +250,7 @@ fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priorit
         shed(Reason::DiskWatermark);
         return Err(AcceptError::DiskWatermark { watermark: b.cfg.disk_high_watermark, retry_after_secs });
     }
-    for &d in &b.routes[tenant][topic] {
+    for &d in tenant.routes(topic) {
         if let Some(lag) = b.lag.sheds(d, priority) {
             shed(Reason::DestinationLag);
             return Err(AcceptError::DestinationLag {
@@ -265,8 +265,7 @@ fn check_backpressure(b: &Intake, tenant: usize, topic: usize, priority: Priorit
 }
 
 /// Pick the lane: the tenant's own priority while in rate, `low` otherwise.
-fn admit(b: &Intake, tenant: usize, records: u64, now: u64) -> Result<LaneId, AcceptError> {
-    let t = &b.tenants[tenant];
+fn admit(b: &Intake, t: &Tenant, records: u64, now: u64) -> Result<LaneId, AcceptError> {
     let priority = match t.limiter.decide(now, records) {
         Verdict::InRate => t.priority,
         Verdict::Demote(reason) => {
@@ -291,15 +290,15 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
         // Boxed: its state stays out of every identity request's future.
         Encoding::Gzip => {
             let body = input.body.clone();
-            Some(Box::pin(inflate_off_worker(intake, input.tenant, body, &mut input.charge)).await?)
+            Some(Box::pin(inflate_off_worker(intake, &input.tenant, body, &mut input.charge)).await?)
         }
     };
     let body: &[u8] = inflated.as_deref().unwrap_or(&input.body);
     let records = split_records(body, format, intake.cfg.max_record_bytes)?;
     let batch = Batch {
-        tenant: input.tenant,
+        tenant: &input.tenant,
         topic: input.topic,
-        topic_idx: input.topic_idx,
+        topic_slot: input.topic_slot,
         media_type: format.media_type(),
         inflated_body: body,
         idempotency_key: input.idempotency_key,
@@ -311,9 +310,9 @@ pub async fn ingest(intake: &Arc<Intake>, mut input: IngestInput<'_>) -> Result<
 /// A parsed request on its way to the WAL: who sent it, where it goes, and
 /// what its idempotency fingerprint is made of.
 pub(crate) struct Batch<'a> {
-    pub tenant: usize,
+    pub tenant: &'a Tenant,
     pub topic: &'a str,
-    pub topic_idx: usize,
+    pub topic_slot: TopicSlot,
     /// The request's canonical media type (part of its fingerprint).
     pub media_type: &'static str,
     /// The request's body after its content encoding: a retry compressed
@@ -335,8 +334,8 @@ pub(crate) async fn append_records(
 ) -> Result<Accepted, AcceptError> {
     debug_assert!(!records.is_empty(), "a batch holds at least one record");
     let b: &Intake = intake;
-    let topic_idx = input.topic_idx;
-    let tenant = &b.tenants[input.tenant];
+    let topic_slot = input.topic_slot;
+    let tenant = input.tenant;
     let key = input.idempotency_key.filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 255) {
         return Err(AcceptError::IdempotencyKeyTooLong { len: key.map_or(0, str::len) });
@@ -350,11 +349,11 @@ pub(crate) async fn append_records(
     };
     // The tenant's own priority first (no rate tokens spent on a refusal),
     // then the lane the limiter picks: a demoted batch meets low's backlog.
-    let prepared = check_backpressure(b, input.tenant, topic_idx, tenant.priority)
-        .and_then(|()| admit(b, input.tenant, records.len() as u64, now))
+    let prepared = check_backpressure(b, tenant, topic_slot, tenant.priority)
+        .and_then(|()| admit(b, tenant, records.len() as u64, now))
         .and_then(|lane| {
             if lane.priority != tenant.priority {
-                check_backpressure(b, input.tenant, topic_idx, lane.priority)?;
+                check_backpressure(b, tenant, topic_slot, lane.priority)?;
             }
             let frame_key = request_key.as_ref().map(RequestKey::frame_field);
             let batch = EncodedBatch::encode(&tenant.name, input.topic, frame_key.as_deref(), &records)
@@ -372,7 +371,7 @@ pub(crate) async fn append_records(
     };
     let n = records.len() as u64;
     drop(records);
-    let stored = b.counters.records(&b.metrics, (input.tenant, &tenant.name), (topic_idx, input.topic), lane.priority);
+    let stored = tenant.records_counter(&b.metrics, (topic_slot, input.topic), lane.priority);
     let append = b.wal.append(lane, batch);
     drop(input.arrival);
     let commit =

@@ -13,28 +13,18 @@
 //! Never: block on a destination (the lag flags are read, never waited on).
 
 pub(crate) mod ingest;
+mod roster;
 
 use crate::idempotency::IdempotencyCache;
-use crate::lag::{DestinationId, LagFlags};
-use crate::limiter::{Limits, TenantLimiter};
+use crate::lag::LagFlags;
 use crate::memory::MemoryBudget;
-use crate::metrics::{AcceptMetrics, IngestCounters};
-use config::ValidConfig;
-use std::collections::HashMap;
+use crate::metrics::AcceptMetrics;
+use config::{TenantId, ValidConfig};
+use roster::Roster;
+pub use roster::{Tenant, TopicSlot};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use wal::{Priority, Wal};
-
-/// A configured tenant as the accept path holds it.
-pub struct Tenant {
-    /// Its configured name (what its token resolves to; the metrics' label).
-    pub name: String,
-    /// Its own lane's priority, where its in-rate records go.
-    pub(crate) priority: Priority,
-    /// Its lanes' shard ([`shard_of`] its name): stable across restarts.
-    pub(crate) shard: u16,
-    limiter: TenantLimiter,
-}
+use std::sync::{Arc, RwLock};
+use wal::Wal;
 
 /// Disk-level backpressure, refreshed by the maintenance loop.
 #[derive(Default)]
@@ -49,9 +39,10 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
 }
 
 /// The accept path's service: tenants, topics, routes, the idempotency
-/// window, the memory budget and the disk flags, built once from the
-/// configuration. The broker holds one and calls [`crate::http::accept`]
-/// with it for every ingest request.
+/// window, the memory budget and the disk flags. The tenants and topics
+/// are a snapshot a reload swaps ([`Intake::reload`]); the rest is built
+/// once from the configuration the broker started with. The broker holds
+/// one and calls [`crate::http::accept`] with it for every ingest request.
 pub struct Intake {
     pub(crate) cfg: Arc<ValidConfig>,
     pub(crate) metrics: AcceptMetrics,
@@ -59,74 +50,61 @@ pub struct Intake {
     pub(crate) lag: Arc<dyn LagFlags>,
     /// The log every accepted batch is appended to.
     pub(crate) wal: Arc<Wal>,
-    tenants: Vec<Tenant>,
-    topics: HashMap<String, usize>,
-    /// `[tenant][topic]` -> destinations that receive that data.
-    routes: Vec<Vec<Vec<DestinationId>>>,
+    /// The tenants and topics in force.
+    roster: RwLock<Arc<Roster>>,
     idempotency: IdempotencyCache,
     disk: DiskState,
-    counters: IngestCounters,
     /// Bytes that request bodies in flight may hold (see [`crate::memory`]).
     memory: MemoryBudget,
 }
 
 impl Intake {
-    /// Tenants, topics and routes from the configuration; the idempotency
-    /// window rebuilt from the WAL.
-    pub fn open(cfg: Arc<ValidConfig>, wal: Arc<Wal>, metrics: AcceptMetrics, lag: Arc<dyn LagFlags>) -> Intake {
-        let tenants: Vec<Tenant> = cfg
-            .tenants
-            .iter()
-            .zip(&cfg.priorities)
-            .map(|(t, &priority)| {
-                let soft = Limits { rate_per_sec: t.rate_per_sec, burst: t.burst as f64 };
-                let hard =
-                    t.hard_rate_per_sec.zip(t.hard_burst).map(|(r, b)| Limits { rate_per_sec: r, burst: b as f64 });
-                Tenant {
-                    name: t.name.clone(),
-                    priority,
-                    shard: shard_of(&t.name, cfg.shards),
-                    limiter: TenantLimiter::new(soft, hard),
-                }
-            })
-            .collect();
-        let topics: HashMap<String, usize> = cfg.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let routes =
-            tenants.iter().map(|t| cfg.topics.iter().map(|topic| lag.routes(&t.name, &topic.name)).collect()).collect();
+    /// Tenants (with the ids `tenant_ids`, in the configuration's order),
+    /// topics and routes from the configuration; the idempotency window
+    /// rebuilt from the WAL.
+    pub fn open(
+        cfg: Arc<ValidConfig>,
+        tenant_ids: &[TenantId],
+        wal: Arc<Wal>,
+        metrics: AcceptMetrics,
+        lag: Arc<dyn LagFlags>,
+    ) -> Intake {
+        let roster = RwLock::new(Arc::new(Roster::build(&cfg, tenant_ids, lag.as_ref(), None)));
         let window_ms = u64::try_from(cfg.timing.idempotency_window.as_millis()).unwrap_or(u64::MAX);
         let idempotency = IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant);
         idempotency.rebuild(&wal, plumbing::clock::now_ms());
-        let counters = IngestCounters::new(tenants.len(), topics.len());
         let memory = MemoryBudget::per_tenant(
             cfg.memory_budget_bytes,
             cfg.memory_budget_tenant_share,
-            cfg.tenants.len(),
             cfg.largest_request_charge(),
         );
-        Intake {
-            cfg,
-            metrics,
-            lag,
-            wal,
-            tenants,
-            topics,
-            routes,
-            idempotency,
-            disk: DiskState::default(),
-            counters,
-            memory,
-        }
+        Intake { cfg, metrics, lag, wal, roster, idempotency, disk: DiskState::default(), memory }
     }
 
-    /// The tenant at index `i` of the configuration's tenant table; panics
-    /// on an index outside it (indices come from the token table).
-    pub fn tenant(&self, i: usize) -> &Tenant {
-        &self.tenants[i]
+    /// Put the tenants and topics of `cfg` in force (their ids
+    /// `tenant_ids`, in its order), with routes to the destinations the
+    /// lag flags know now. Requests already holding a [`Tenant`] finish
+    /// with it; a tenant that stays keeps its limiter state and memory
+    /// account; a removed tenant's next request finds no tenant.
+    pub fn reload(&self, cfg: &ValidConfig, tenant_ids: &[TenantId]) {
+        let mut slot = self.roster.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = Roster::build(cfg, tenant_ids, self.lag.as_ref(), Some(&slot));
+        *slot = Arc::new(fresh);
     }
 
-    /// The topic's index, if it is configured.
-    pub fn topic_index(&self, name: &str) -> Option<usize> {
-        self.topics.get(name).copied()
+    fn roster(&self) -> Arc<Roster> {
+        Arc::clone(&self.roster.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The tenant `id` names in the configuration in force; `None` when a
+    /// reload removed it after its token was resolved.
+    pub fn tenant(&self, id: TenantId) -> Option<Arc<Tenant>> {
+        self.roster().tenant(id).cloned()
+    }
+
+    /// Whether `topic` is configured now (for a metric's label).
+    pub fn knows_topic(&self, topic: &str) -> bool {
+        self.roster().has_topic(topic)
     }
 
     /// Ingest's memory budget (`memory_budget_bytes`) of bodies in flight.
@@ -144,9 +122,9 @@ impl Intake {
         &self.metrics
     }
 
-    /// The ingest counters, resolved once per label set.
-    pub fn counters(&self) -> &IngestCounters {
-        &self.counters
+    /// Count a request to `topic` answered 200.
+    pub fn count_ok(&self, topic: &str) {
+        self.roster().ok_requests(&self.metrics, topic).inc();
     }
 
     /// Forget idempotency keys older than the window.

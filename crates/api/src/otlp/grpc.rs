@@ -62,15 +62,21 @@ impl Receiver {
     }
 
     /// The tenant the `authorization` metadata names.
-    fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<usize, Status> {
+    fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Arc<crate::intake::Tenant>, Status> {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        match bearer(header).and_then(|token| (self.auth)(token)) {
-            Some(Role::Tenant(i)) => Ok(i),
-            Some(_) => Err(self.refusal(
+        let role = bearer(header).and_then(|token| (self.auth)(token));
+        // A tenant a reload removed after its token resolved: unknown now.
+        let tenant = match role {
+            Some(Role::Tenant(id)) => self.intake.tenant(id),
+            _ => None,
+        };
+        match (role, tenant) {
+            (_, Some(tenant)) => Ok(tenant),
+            (Some(Role::Admin | Role::Exporter(_)), None) => Err(self.refusal(
                 ErrorCode::Forbidden,
                 "this token belongs to an exporter or the admin; OTLP export takes a tenant's token",
             )),
-            None => Err(self.refusal(
+            (Some(Role::Tenant(_)) | None, None) => Err(self.refusal(
                 ErrorCode::Unauthorized,
                 "missing or unknown token: send the tenant's token as `authorization: Bearer <token>` metadata",
             )),
@@ -86,7 +92,7 @@ impl Receiver {
         let size = encoded_len(&request);
         let mut charge = crate::memory::Charge::default();
         // The decoded message and the frame built from it.
-        self.intake.memory().charge_for(Some(tenant), &mut charge, 2 * size as u64).map_err(refuse)?;
+        self.intake.memory().charge_for(Some(&tenant.memory_held), &mut charge, 2 * size as u64).map_err(refuse)?;
         let limits = limits(&self.intake);
         let signal = request.signal();
         let items = if size <= INLINE_DECODE_BYTES {
@@ -98,7 +104,7 @@ impl Receiver {
                 .and_then(|r| r)
         }
         .map_err(refuse)?;
-        self.intake.memory().charge_for(Some(tenant), &mut charge, items.bytes).map_err(refuse)?;
+        self.intake.memory().charge_for(Some(&tenant.memory_held), &mut charge, items.bytes).map_err(refuse)?;
         let call = Export {
             tenant,
             signal,

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 /// One OTLP/HTTP request whose token named `tenant`.
 pub struct OtlpHttpRequest<'a> {
-    /// The tenant's position in the configuration's tenant table.
-    pub tenant: usize,
+    /// The tenant its token names ([`crate::Intake::tenant`]).
+    pub tenant: std::sync::Arc<crate::intake::Tenant>,
     /// The route's signal.
     pub signal: Signal,
     /// The request's headers.
@@ -43,19 +43,19 @@ pub async fn accept(
     let arrival = intake.wal().announce();
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     let mut charge = crate::memory::Charge::default();
-    let to = body::Budget { budget: intake.memory(), tenant: Some(tenant), factor: 2 };
+    let to = body::Budget { budget: intake.memory(), tenant: Some(&tenant.memory_held), factor: 2 };
     let bytes = body::read(body, declared, limit, timeout, to, &mut charge).await?;
     let encoding = OtlpEncoding::of(header_str(headers, "content-type"))?;
     let content_encoding = encoding_of(header_str(headers, "content-encoding"))?;
     let key = idempotency_key(headers)?;
     let inflated: Bytes = match content_encoding {
         Encoding::Identity => bytes,
-        Encoding::Gzip => Box::pin(inflate_off_worker(intake, tenant, bytes, &mut charge)).await?.into(),
+        Encoding::Gzip => Box::pin(inflate_off_worker(intake, &tenant, bytes, &mut charge)).await?.into(),
     };
     let items = decode_and_split(intake, signal, encoding, inflated.clone()).await?;
     // The records are a second copy of the content (the frame the third,
     // charged with the body): held against the tenant's share too.
-    intake.memory().charge_for(Some(tenant), &mut charge, items.bytes)?;
+    intake.memory().charge_for(Some(&tenant.memory_held), &mut charge, items.bytes)?;
     let call = Export {
         tenant,
         signal,

@@ -187,8 +187,8 @@ pub(crate) const INLINE_DECODE_BYTES: usize = 64 << 10;
 /// One export on its way in: its tenant, its request's items as records,
 /// and what idempotency needs (gRPC has no key).
 pub struct Export<'a> {
-    /// The tenant's position in the configuration's tenant table.
-    pub tenant: usize,
+    /// The tenant its token names ([`Intake::tenant`]).
+    pub tenant: Arc<crate::intake::Tenant>,
     /// The request's signal.
     pub signal: Signal,
     /// The items as records, and those refused alone.
@@ -212,8 +212,8 @@ pub async fn export(intake: &Arc<Intake>, call: Export<'_>) -> Result<Exported, 
         return Ok(Exported { accepted: 0, rejected });
     }
     let topic = signal.topic(&intake.cfg.otlp);
-    let topic_idx = intake.topic_index(topic).ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
-    let batch = Batch { tenant, topic, topic_idx, media_type, inflated_body, idempotency_key, arrival };
+    let topic_slot = tenant.topic(topic).ok_or_else(|| AcceptError::UnknownTopic { topic: topic.to_string() })?;
+    let batch = Batch { tenant: &tenant, topic, topic_slot, media_type, inflated_body, idempotency_key, arrival };
     let records: Vec<&[u8]> = items.records().collect();
     let accepted = append_records(intake, batch, records).await?;
     Ok(Exported { accepted: accepted.records, rejected })

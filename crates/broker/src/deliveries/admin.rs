@@ -70,7 +70,7 @@ impl Deliveries {
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<ActionResult, BrokerError> {
-        let dest = self.dest(name)?;
+        let dest = &self.dest(name)?;
         {
             // sled first: an error leaves the flag as it was. Leases in
             // flight stay held; a paused destination only gets no new ones.
@@ -84,7 +84,7 @@ impl Deliveries {
     }
 
     pub async fn reset_breaker(&self, name: &str) -> Result<ActionResult, BrokerError> {
-        let dest = self.dest(name)?;
+        let dest = &self.dest(name)?;
         {
             let mut st = dest.state();
             self.store.set_breaker(&dest.name, &Breaker::default())?;
@@ -108,7 +108,7 @@ impl Deliveries {
     /// record of a rewound lane goes, so a restart cannot raise the cursor
     /// over what the rewind asked to redeliver.
     pub async fn rewind_at(&self, name: &str, target: RewindTarget, now: u64) -> Result<ActionResult, BrokerError> {
-        let dest = self.dest(name)?;
+        let dest = &self.dest(name)?;
         let only_lane = match &target {
             RewindTarget::Offset { lane: Some(l), .. } => {
                 Some(l.parse::<LaneId>().map_err(|e| BrokerError::bad(RequestPart::Lane, e))?)
@@ -171,14 +171,14 @@ impl Deliveries {
         name: &str,
         limit: usize,
     ) -> Result<Vec<(u64, crate::store::DeadLetterRecord)>, BrokerError> {
-        let dest = self.dest(name)?;
+        let dest = &self.dest(name)?;
         Ok(self.store.dead_letters(&dest.name, limit)?)
     }
 
     /// Queue every dead letter of the destination for delivery again; they
     /// leave the dead letters when an exporter commits them.
     pub fn redrive(&self, name: &str) -> Result<ActionResult, BrokerError> {
-        let dest = self.dest(name)?;
+        let dest = &self.dest(name)?;
         let ids: Vec<u64> = self.store.dead_letters(&dest.name, usize::MAX)?.into_iter().map(|(id, _)| id).collect();
         let mut st = dest.state();
         let out: std::collections::HashSet<u64> = st

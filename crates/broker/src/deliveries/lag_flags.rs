@@ -10,11 +10,11 @@ use wal::Priority;
 
 impl LagFlags for Deliveries {
     fn routes(&self, tenant: &str, topic: &str) -> Vec<DestinationId> {
-        self.dests().iter().filter(|d| d.wants(tenant, topic)).map(|d| DestinationId(d.idx)).collect()
+        self.dests().iter().filter(|d| d.wants(tenant, topic)).map(|d| d.id).collect()
     }
 
     fn sheds(&self, dest: DestinationId, priority: Priority) -> Option<Lagging> {
-        let d = self.dests().get(dest.0)?;
+        let d = self.dest_by_id(dest)?;
         d.sheds(priority).then(|| Lagging {
             name: d.name.clone(),
             records: d.lag_records.load(Ordering::Relaxed),

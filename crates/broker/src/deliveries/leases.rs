@@ -44,7 +44,7 @@ fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
 impl Deliveries {
     /// Acquire a lease, waiting up to `wait_ms` for data to arrive.
     pub async fn acquire(self: &Arc<Self>, dest_name: &str, req: AcquireRequest) -> Result<Acquired, BrokerError> {
-        let dest = self.dest(dest_name)?;
+        let dest = &self.dest(dest_name)?;
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(self.cfg.timing.max_long_poll);
         let deadline = tokio::time::Instant::now() + wait;
         // Bounded by the deadline: each round waits for an append or the deadline.
@@ -76,18 +76,18 @@ impl Deliveries {
         now: u64,
     ) -> Result<Acquired, BrokerError> {
         let dest = self.dest(dest_name)?;
-        self.acquire_once(dest, &req, now).await
+        self.acquire_once(&dest, &req, now).await
     }
 
     async fn acquire_once(
         self: &Arc<Self>,
-        dest: &Destination,
+        dest: &Arc<Destination>,
         req: &AcquireRequest,
         now: u64,
     ) -> Result<Acquired, BrokerError> {
-        let (idx, req) = (dest.idx, req.clone());
+        let (held, req) = (Arc::clone(dest), req.clone());
         // It reads the WAL and writes sled: on the blocking pool, not an async worker.
-        let resp = self.off_worker(move |b| b.try_acquire(&b.dests[idx], &req, now)).await?;
+        let resp = self.off_worker(move |b| b.try_acquire(&held, &req, now)).await?;
         if resp.lease.is_some() {
             self.store.flush().await?;
             self.metrics.leases_acquired.with_label_values(&[dest.name.as_str()]).inc();
@@ -167,7 +167,7 @@ impl Deliveries {
         let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             return Ok(None);
         };
-        let id = st.next_lease_id(dest.idx);
+        let id = st.next_lease_id(dest.id);
         let (from, to) = (first, last + 1);
         st.leases.insert(
             id.clone(),
@@ -264,7 +264,7 @@ impl Deliveries {
         probe: bool,
     ) -> Lease {
         let (lane, from, to, redeliveries) = span;
-        let id = st.next_lease_id(dest.idx);
+        let id = st.next_lease_id(dest.id);
         let expires_at_ms = now + dest.lease_ms;
         Self::charge(st, lane);
         st.leases.insert(
@@ -303,7 +303,7 @@ impl Deliveries {
     /// flushed: a heartbeat lost in a crash only makes the lease expire
     /// sooner, and its range is then offered again.
     pub fn heartbeat_at(&self, dest_name: &str, id: &str, now: u64) -> Result<HeartbeatResponse, BrokerError> {
-        let dest = self.dest(dest_name)?;
+        let dest = &self.dest(dest_name)?;
         let mut st = dest.state();
         self.transact(dest, &mut st, |next, _| {
             let lease = next.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
@@ -333,9 +333,9 @@ impl Deliveries {
         now: u64,
     ) -> Result<CommitResponse, BrokerError> {
         let dest = self.dest(dest_name)?;
-        let (idx, lease_id) = (dest.idx, id.to_string());
+        let (held, lease_id) = (Arc::clone(&dest), id.to_string());
         // It reads the WAL (poison records) and writes sled: on the blocking pool.
-        let cursor = self.off_worker(move |b| b.settle_commit(&b.dests[idx], &lease_id, &req, now)).await?;
+        let cursor = self.off_worker(move |b| b.settle_commit(&held, &lease_id, &req, now)).await?;
         self.store.flush().await?;
         self.metrics.leases_committed.with_label_values(&[dest.name.as_str()]).inc();
         Ok(CommitResponse { committed: true, cursor })
@@ -458,8 +458,8 @@ impl Deliveries {
         req: FailRequest,
         now: u64,
     ) -> Result<(), BrokerError> {
-        let (idx, lease_id) = (self.dest(dest_name)?.idx, id.to_string());
-        self.off_worker(move |b| b.settle_failure(&b.dests[idx], &lease_id, &req, now)).await?;
+        let (held, lease_id) = (self.dest(dest_name)?, id.to_string());
+        self.off_worker(move |b| b.settle_failure(&held, &lease_id, &req, now)).await?;
         self.store.flush().await?;
         Ok(())
     }

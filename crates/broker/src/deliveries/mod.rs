@@ -36,37 +36,74 @@ use crate::destination::{DestState, Destination};
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::store::{Changes, Store};
-use config::ValidConfig;
-use std::sync::Arc;
+use config::{DestinationId, ValidConfig};
+use std::sync::{Arc, RwLock};
 use wal::Wal;
+
+/// The destinations in force, in the configuration's order.
+pub type Destinations = Arc<[Arc<Destination>]>;
 
 pub struct Deliveries {
     cfg: Arc<ValidConfig>,
     wal: Arc<Wal>,
     metrics: Arc<Metrics>,
     store: Store,
-    dests: Vec<Destination>,
+    /// Swapped whole by a reload that adds or removes destinations
+    /// ([`Deliveries::reconcile`]); a call holds the one it looked up.
+    dests: RwLock<Destinations>,
     /// Begun on SIGTERM: the acquire long-poll waits on it too, so it
     /// answers idle at once instead of holding the stop's drain.
     shutdown: crate::shutdown::Shutdown,
 }
 
 impl Deliveries {
-    /// Rebuild every destination's state from sled and the WAL.
+    /// Rebuild every destination's state from sled and the WAL; `ids` are
+    /// the destinations' ids, in the configuration's order.
     pub fn open(
         cfg: Arc<ValidConfig>,
+        ids: &[DestinationId],
         wal: Arc<Wal>,
         metrics: Arc<Metrics>,
         store: Store,
     ) -> Result<Deliveries, crate::store::StoreError> {
+        assert_eq!(ids.len(), cfg.destinations.len(), "one id per configured destination");
         let mut dests = Vec::new();
-        for (i, d) in cfg.destinations.iter().enumerate() {
-            let state = settle::load_dest_state(&store, &wal, &d.name, i)?;
-            let dest = Destination::new(i, d.clone(), cfg.destination_lease_ms(d), state);
-            dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
-            dests.push(dest);
+        for (d, &id) in cfg.destinations.iter().zip(ids) {
+            dests.push(Arc::new(load_destination(&store, &wal, &cfg, d, id)?));
         }
+        let dests = RwLock::new(dests.into());
         Ok(Deliveries { cfg, wal, metrics, store, dests, shutdown: crate::shutdown::Shutdown::default() })
+    }
+
+    /// Put the destinations of `cfg` (ids `ids`, in its order) in force: one
+    /// already in force is kept as it is (its leases, lag and breaker), a
+    /// new one is loaded from sled or starts at its `start_at`, one no
+    /// longer configured is dropped. The caller has checked that no kept
+    /// destination's settings changed and no dropped one has pending data
+    /// ([`Deliveries::removable`]).
+    pub fn reconcile(&self, cfg: &ValidConfig, ids: &[DestinationId]) -> Result<(), crate::store::StoreError> {
+        let before = self.dests();
+        let mut next = Vec::with_capacity(ids.len());
+        for (d, &id) in cfg.destinations.iter().zip(ids) {
+            match before.iter().find(|kept| kept.id == id) {
+                Some(kept) => next.push(Arc::clone(kept)),
+                None => next.push(Arc::new(load_destination(&self.store, &self.wal, cfg, d, id)?)),
+            }
+        }
+        *self.dests.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next.into();
+        Ok(())
+    }
+
+    /// `Err` with the records and bytes it has not committed when `dest`
+    /// may not be removed by a reload: it has records pending (counted
+    /// afresh, not as of the last maintenance pass) or leases out.
+    pub fn removable(&self, dest: &Destination) -> Result<(), (u64, u64)> {
+        let lag = self.lag_of(dest, plumbing::clock::now_ms());
+        let leased = !dest.state().leases.is_empty();
+        if lag.records > 0 || leased {
+            return Err((lag.records, lag.bytes));
+        }
+        Ok(())
     }
 
     /// The broker is stopping: waiting acquires answer idle now (see
@@ -75,16 +112,21 @@ impl Deliveries {
         self.shutdown.begin();
     }
 
-    /// The destinations, in configuration order.
-    pub fn dests(&self) -> &[Destination] {
-        &self.dests
+    /// The destinations in force, in configuration order.
+    pub fn dests(&self) -> Destinations {
+        Arc::clone(&self.dests.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    pub fn dest_by_name(&self, name: &str) -> Option<&Destination> {
-        self.dests.iter().find(|d| d.name == name)
+    pub fn dest_by_name(&self, name: &str) -> Option<Arc<Destination>> {
+        self.dests().iter().find(|d| d.name == name).cloned()
     }
 
-    pub fn dest(&self, name: &str) -> Result<&Destination, BrokerError> {
+    /// The destination `id` names, if it is in force.
+    pub fn dest_by_id(&self, id: DestinationId) -> Option<Arc<Destination>> {
+        self.dests().iter().find(|d| d.id == id).cloned()
+    }
+
+    pub fn dest(&self, name: &str) -> Result<Arc<Destination>, BrokerError> {
         self.dest_by_name(name).ok_or_else(|| BrokerError::UnknownDestination { name: name.to_string() })
     }
 
@@ -112,4 +154,18 @@ impl Deliveries {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&me)).await.map_err(BrokerError::TaskFailed)?
     }
+}
+
+/// One destination's state rebuilt from sled and the WAL.
+fn load_destination(
+    store: &Store,
+    wal: &Wal,
+    cfg: &ValidConfig,
+    d: &config::DestinationConfig,
+    id: DestinationId,
+) -> Result<Destination, crate::store::StoreError> {
+    let state = settle::load_dest_state(store, wal, &d.name, id, d.start_at)?;
+    let dest = Destination::new(id, d.clone(), cfg.destination_lease_ms(d), state);
+    dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
+    Ok(dest)
 }

@@ -122,7 +122,7 @@ mod tests {
             h.append("acme", "events", &records(10));
         }
         let d = h.b().deliveries();
-        let dest = d.dest("d").expect("dest");
+        let dest = &d.dest("d").expect("dest");
         let req = AcquireRequest { max_records: Some(10), max_bytes: None, wait_ms: Some(0), ..Default::default() };
         let now = plumbing::clock::now_ms();
         let pre = d.prefetch(dest, (10, usize::MAX), now).expect("a first read");

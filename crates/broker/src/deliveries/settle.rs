@@ -18,6 +18,7 @@ use crate::breaker::{BreakerState, LeaseEnd};
 use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::store::{Changes, LeaseRecord, Store, StoreError};
+use config::{DestinationId, StartAt};
 use std::collections::HashMap;
 use wal::{LaneId, Wal};
 
@@ -151,7 +152,7 @@ pub(crate) fn skip_to(
             tails.push((l.to, l.redeliveries));
         }
     }
-    let tail_ids: Vec<String> = tails.iter().map(|_| st.next_lease_id(dest.idx)).collect();
+    let tail_ids: Vec<String> = tails.iter().map(|_| st.next_lease_id(dest.id)).collect();
     let Some(ll) = st.lanes.get_mut(&lane) else {
         return Ok(());
     };
@@ -179,7 +180,13 @@ pub(crate) fn skip_to(
 /// version left behind (overlapping, below the cursor, past the log's end)
 /// are merged or dropped, and a half-open breaker whose probe is gone gets
 /// its slot back; those repairs are written back.
-pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: usize) -> Result<DestState, StoreError> {
+pub(crate) fn load_dest_state(
+    store: &Store,
+    wal: &Wal,
+    dest: &str,
+    dest_id: DestinationId,
+    start_at: StartAt,
+) -> Result<DestState, StoreError> {
     let flags = store.flags(dest)?;
     let mut st = DestState {
         breaker: store.breaker(dest)?,
@@ -187,16 +194,33 @@ pub(crate) fn load_dest_state(store: &Store, wal: &Wal, dest: &str, dest_idx: us
         paused_reason: flags.reason,
         ..DestState::default()
     };
+    if start_at == StartAt::Latest {
+        start_at_latest(store, wal, dest)?;
+    }
     let ends = load_cursors(store, wal, dest, &mut st)?;
     let raw = store.leases(dest)?;
     let waiting = load_leases(&raw, &ends, &mut st);
-    queue_waiting(waiting, dest_idx, &mut st);
+    queue_waiting(waiting, dest_id, &mut st);
     if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
         st.breaker.probe_out = false;
     }
     repair_records(store, dest, raw, &mut st)?;
     debug_assert!(st.check_invariants().is_ok(), "{dest} after load: {:?}", st.check_invariants());
     Ok(st)
+}
+
+/// A destination with no cursor yet (new to this data directory) that
+/// starts at the end of each lane: its cursors are written there, so a
+/// restart before its first commit does not move them further.
+fn start_at_latest(store: &Store, wal: &Wal, dest: &str) -> Result<(), StoreError> {
+    for lane in wal.lanes() {
+        if store.cursor(dest, &lane.id().to_string())?.is_some() {
+            return Ok(());
+        }
+    }
+    let cursors = wal.lanes().map(|lane| (lane.id().to_string(), lane.next_offset())).collect();
+    store.apply(dest, &Changes { cursors, ..Changes::default() })?;
+    store.flush_now()
 }
 
 /// Each lane's durable cursor, clamped to what the lane still holds; returns
@@ -264,14 +288,14 @@ fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, from: u64, to: u64) -> LiveLe
 }
 
 /// Queue the given-back ranges no live lease covers, to be offered first.
-fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_idx: usize, st: &mut DestState) {
+fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_id: DestinationId, st: &mut DestState) {
     for (lane, ranges) in waiting {
         let live: Vec<(u64, u64)> =
             st.leases.values().filter(|l| l.source == LeaseSource::Lane(lane)).map(|l| (l.from, l.to)).collect();
         for (from, to, redeliveries, id) in uncovered(ranges, &live) {
             let record_id = match id {
                 Some(id) => id,
-                None => st.next_lease_id(dest_idx),
+                None => st.next_lease_id(dest_id),
             };
             if let Some(ll) = st.lanes.get_mut(&lane) {
                 ll.expired.insert(from, ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0 });

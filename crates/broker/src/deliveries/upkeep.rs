@@ -20,11 +20,12 @@ impl Deliveries {
     /// WAL scans run on the blocking pool.
     pub(crate) async fn upkeep(self: &Arc<Self>, now: u64, report: &mut MaintenanceReport) -> Result<(), BrokerError> {
         let mut dirty = false;
-        for idx in 0..self.dests.len() {
-            let (expired, skips) = self.off_worker(move |d| d.upkeep_one(&d.dests[idx], now)).await?;
+        for dest in self.dests().iter() {
+            let (id, held) = (dest.id, Arc::clone(dest));
+            let (expired, skips) = self.off_worker(move |d| d.upkeep_one(&held, now)).await?;
             report.leases_expired += expired;
             dirty |= expired > 0 || !skips.is_empty();
-            report.skipped.extend(skips.into_iter().map(|(lane, to)| (idx, lane, to)));
+            report.skipped.extend(skips.into_iter().map(|(lane, to)| (id, lane, to)));
         }
         if dirty {
             self.store.flush().await?;
@@ -163,12 +164,12 @@ impl Deliveries {
         else {
             return Ok(None);
         };
-        for dest in &self.dests {
+        for dest in self.dests().iter() {
             let mut st = dest.state();
             let cursor = st.committed(lane.id());
             if cursor < end {
                 self.transact(dest, &mut st, |next, _| skip_to(dest, next, lane.id(), end, now))?;
-                report.skipped.push((dest.idx, lane.id(), end));
+                report.skipped.push((dest.id, lane.id(), end));
                 self.count_dropped(dest, end - cursor, "older than retention_max_age_secs");
             }
         }
@@ -190,7 +191,7 @@ impl Deliveries {
             // routed record, not its cursor (records of other tenants and
             // topics below that are not its to hold).
             let released = self
-                .dests
+                .dests()
                 .iter()
                 .map(|d| {
                     let cursor = d.state().persisted.get(&id).copied().unwrap_or(0);

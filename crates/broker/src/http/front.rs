@@ -142,7 +142,7 @@ impl Front {
         let token = bearer(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
         let role = self.state.broker.get().zip(token).and_then(|(b, t)| b.auth().role(t));
         match role {
-            Some(Role::Tenant(i)) => SeatRole::Tenant(i),
+            Some(Role::Tenant(id)) => SeatRole::Tenant(id),
             Some(Role::Exporter(_)) => SeatRole::Exporter,
             Some(Role::Admin) => SeatRole::Control,
             None if health => SeatRole::Control,

@@ -126,6 +126,15 @@ fn role(b: &Broker, headers: &HeaderMap) -> Result<Role, BrokerError> {
     bearer(h).and_then(|t| b.auth().role(t)).ok_or(BrokerError::Unauthorized)
 }
 
+/// The tenant a request's token names, as the configuration in force has
+/// it; a tenant a reload removed since its token resolved is unknown.
+pub(crate) fn tenant_of(b: &Broker, headers: &HeaderMap) -> Result<Arc<api::intake::Tenant>, BrokerError> {
+    match role(b, headers)? {
+        Role::Tenant(id) => b.intake().tenant(id).ok_or(BrokerError::Unauthorized),
+        _ => Err(BrokerError::TenantOnly),
+    }
+}
+
 fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
     match role(b, headers)? {
         Role::Admin => Ok(()),
@@ -135,11 +144,12 @@ fn require_admin(b: &Broker, headers: &HeaderMap) -> Result<(), BrokerError> {
 
 fn require_exporter(b: &Broker, headers: &HeaderMap, dest: &str) -> Result<(), BrokerError> {
     match role(b, headers)? {
-        Role::Exporter(i) if b.deliveries().dests()[i].name == dest => Ok(()),
-        Role::Exporter(i) => Err(BrokerError::WrongDestination {
-            token_of: b.deliveries().dests()[i].name.clone(),
-            asked: dest.to_string(),
-        }),
+        Role::Exporter(id) => match b.deliveries().dest_by_id(id) {
+            Some(own) if own.name == dest => Ok(()),
+            Some(own) => Err(BrokerError::WrongDestination { token_of: own.name.clone(), asked: dest.to_string() }),
+            // Removed by a reload after the token was resolved.
+            None => Err(BrokerError::Unauthorized),
+        },
         _ => Err(BrokerError::ExporterOnly),
     }
 }
@@ -215,19 +225,18 @@ pub async fn ingest_request(s: AppState, req: Request) -> Response {
 async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let broker = s.broker.get();
-    let topic_idx = broker.and_then(|b| b.intake().topic_index(topic));
-    let (result, tenant) = ingest_inner(s, (topic_idx, topic), headers, body).await;
+    let (result, tenant) = ingest_inner(s, topic, headers, body).await;
     match result {
         Ok(r) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
-            if let (Some(b), Some(i)) = (broker, topic_idx) {
-                b.intake().counters().ok_requests(b.intake().metrics(), (i, topic)).inc();
+            if let Some(b) = broker {
+                b.intake().count_ok(topic);
             }
             accepted_answer(&r)
         }
         Err(e) => {
             count_refusal(s, &e);
-            let tenant = broker.zip(tenant).map_or("-", |(b, i)| b.intake().tenant(i).name.as_str());
+            let tenant = tenant.as_ref().map_or("-", |t| t.name.as_str());
             let status = e.code().status();
             if status >= 500 {
                 tracing::warn!(tenant, topic = %topic, code = e.code().as_str(), error = %e, "ingest refused");
@@ -238,7 +247,8 @@ async fn ingest_parts(s: &AppState, topic: &str, headers: &HeaderMap, body: Body
                 tracing::debug!(tenant, topic = %topic, code = e.code().as_str(), error = %e, "ingest refused");
             }
             let resp = e.into_response();
-            let topic_label = if topic_idx.is_some() { topic } else { "_unknown" };
+            let known = broker.is_some_and(|b| b.intake().knows_topic(topic));
+            let topic_label = if known { topic } else { "_unknown" };
             s.metrics.ingest_requests.with_label_values(&[topic_label, resp.status().as_str()]).inc();
             resp
         }
@@ -253,20 +263,19 @@ fn accepted_answer(a: &api::Accepted) -> Response {
 
 async fn ingest_inner(
     s: &AppState,
-    (topic_idx, topic): (Option<usize>, &str),
+    topic: &str,
     headers: &HeaderMap,
     body: Body,
-) -> (Result<api::Accepted, BrokerError>, Option<usize>) {
+) -> (Result<api::Accepted, BrokerError>, Option<Arc<api::intake::Tenant>>) {
     let b = match s.ready() {
         Ok(b) => b,
         Err(e) => return (Err(e), None),
     };
-    let tenant = match role(b, headers) {
-        Ok(Role::Tenant(i)) => i,
-        Ok(_) => return (Err(BrokerError::TenantOnly), None),
+    let tenant = match tenant_of(b, headers) {
+        Ok(tenant) => tenant,
         Err(e) => return (Err(e), None),
     };
-    let req = api::http::IngestRequest { tenant, topic, topic_idx, headers, body };
+    let req = api::http::IngestRequest { tenant: Arc::clone(&tenant), topic, headers, body };
     let accepted = api::http::accept(b.intake(), req, b.cfg().max_body_bytes, body_timeout(b)).await;
     (accepted.map_err(BrokerError::from), Some(tenant))
 }
@@ -387,7 +396,8 @@ async fn one_destination(
         s.ready().and_then(|b| {
             require_admin(b, &headers)?;
             let Path(dest) = path.map_err(path_error)?;
-            Ok(b.deliveries().destination_status(b.deliveries().dest(&dest)?))
+            let one = b.deliveries().dest(&dest)?;
+            Ok(b.deliveries().destination_status(&one))
         }),
     )
 }

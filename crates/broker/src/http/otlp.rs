@@ -4,15 +4,13 @@
 //! routes a `google.rpc.Status` takes the place of the contract's JSON
 //! error body.
 
-use super::{body_timeout, count_refusal, role, AppState};
-use crate::error::BrokerError;
+use super::{body_timeout, count_refusal, AppState};
 use api::http::headers::header_str;
 use api::otlp::answer::{success_response, Refusal};
 use api::otlp::http::{accept, OtlpHttpRequest};
 use api::otlp::{OtlpEncoding, Signal};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use config::tokens::Role;
 
 /// `POST /v1/logs`.
 pub(crate) async fn logs(State(s): State<AppState>, req: Request) -> Response {
@@ -35,17 +33,14 @@ async fn serve(s: &AppState, signal: Signal, req: Request) -> Response {
     let encoding = OtlpEncoding::answer_for(header_str(&parts.headers, "content-type"));
     let outcome = async {
         let b = s.ready()?;
-        let tenant = match role(b, &parts.headers)? {
-            Role::Tenant(i) => i,
-            _ => return Err(BrokerError::TenantOnly),
-        };
+        let tenant = super::tenant_of(b, &parts.headers)?;
         let req = OtlpHttpRequest { tenant, signal, headers: &parts.headers, body };
         let exported = accept(b.intake(), req, b.cfg().max_body_bytes, body_timeout(b)).await?;
-        Ok((b, tenant, exported))
+        Ok((b, exported))
     };
     let topic_of = |s: &AppState| s.broker.get().map(|b| signal.topic(&b.cfg().otlp).to_string());
     match outcome.await {
-        Ok((b, _tenant, exported)) => {
+        Ok((b, exported)) => {
             s.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             let resp = success_response(signal, encoding, &exported, b.cfg().max_record_bytes);
             let topic = topic_of(s).unwrap_or_default();

@@ -23,6 +23,7 @@
 //! exceeds its cap.
 
 use crate::error::BrokerError;
+use config::TenantId;
 use plumbing::reasons::Reason;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,7 +33,7 @@ use std::sync::{Arc, Mutex};
 /// Who a connection's request is from, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatRole {
-    Tenant(usize),
+    Tenant(TenantId),
     Exporter,
     /// Admin calls, health checks, metrics.
     Control,
@@ -76,7 +77,9 @@ impl SeatCaps {
 /// Every pool's count.
 pub struct Seats {
     caps: SeatCaps,
-    tenants: Vec<AtomicUsize>,
+    /// Each tenant's seats, by id; a tenant holding none has no entry, so
+    /// the map is bounded by the seats held, not by the tenants configured.
+    tenants: Mutex<HashMap<TenantId, usize>>,
     tenants_total: AtomicUsize,
     exporters: AtomicUsize,
     control: AtomicUsize,
@@ -85,10 +88,10 @@ pub struct Seats {
 }
 
 impl Seats {
-    pub fn new(caps: SeatCaps, tenants: usize) -> Arc<Seats> {
+    pub fn new(caps: SeatCaps) -> Arc<Seats> {
         Arc::new(Seats {
             caps,
-            tenants: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
+            tenants: Mutex::default(),
             tenants_total: AtomicUsize::new(0),
             exporters: AtomicUsize::new(0),
             control: AtomicUsize::new(0),
@@ -97,9 +100,10 @@ impl Seats {
         })
     }
 
+    /// The pool of a role other than a tenant's (see [`Seats::take_keyed`]).
     fn pool(&self, role: SeatRole) -> Option<(&AtomicUsize, usize, Reason)> {
         match role {
-            SeatRole::Tenant(i) => self.tenants.get(i).map(|c| (c, self.caps.per_tenant, Reason::ConnectionsTenant)),
+            SeatRole::Tenant(_) => None,
             SeatRole::Exporter => Some((&self.exporters, self.caps.exporters, Reason::ConnectionsExporter)),
             SeatRole::Control => Some((&self.control, self.caps.control, Reason::ConnectionsControl)),
             SeatRole::Anonymous => Some((&self.anonymous, self.caps.anonymous, Reason::ConnectionsAnonymous)),
@@ -116,18 +120,24 @@ impl Seats {
             take_one(total, self.caps.tenants_total)
                 .map_err(|()| refused(Reason::ConnectionsTenants, self.caps.tenants_total))?;
         }
-        let Some((count, cap, reason)) = self.pool(role) else {
-            return Ok(());
+        let own = match (role, self.pool(role)) {
+            (SeatRole::Tenant(id), _) => take_keyed(&self.tenants, id, self.caps.per_tenant)
+                .map_err(|()| refused(Reason::ConnectionsTenant, self.caps.per_tenant)),
+            (_, Some((count, cap, reason))) => take_one(count, cap).map_err(|()| refused(reason, cap)),
+            (_, None) => Ok(()),
         };
-        take_one(count, cap).map_err(|()| {
+        if own.is_err() {
             if let Some(total) = self.shared(role) {
                 give_one(total);
             }
-            refused(reason, cap)
-        })
+        }
+        own
     }
 
     fn give_back(&self, role: SeatRole) {
+        if let SeatRole::Tenant(id) = role {
+            give_keyed(&self.tenants, id);
+        }
         if let Some((count, _, _)) = self.pool(role) {
             give_one(count);
         }
@@ -137,22 +147,33 @@ impl Seats {
     }
 
     fn take_peer(&self, peer: IpAddr) -> Result<(), BrokerError> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let n = peers.entry(peer).or_default();
-        if *n >= self.caps.per_peer {
-            return Err(refused(Reason::ConnectionsPeer, self.caps.per_peer));
-        }
-        *n += 1;
-        Ok(())
+        take_keyed(&self.peers, peer, self.caps.per_peer)
+            .map_err(|()| refused(Reason::ConnectionsPeer, self.caps.per_peer))
     }
 
     fn give_back_peer(&self, peer: IpAddr) {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = peers.get_mut(&peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                peers.remove(&peer);
-            }
+        give_keyed(&self.peers, peer);
+    }
+}
+
+/// One seat of `key`'s pool in `counts`, if it holds fewer than `cap`.
+fn take_keyed<K: std::hash::Hash + Eq>(counts: &Mutex<HashMap<K, usize>>, key: K, cap: usize) -> Result<(), ()> {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let n = counts.entry(key).or_default();
+    if *n >= cap {
+        return Err(());
+    }
+    *n += 1;
+    Ok(())
+}
+
+/// Give one of `key`'s seats back; a pool at 0 leaves the map.
+fn give_keyed<K: std::hash::Hash + Eq>(counts: &Mutex<HashMap<K, usize>>, key: K) {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -250,20 +271,25 @@ impl Drop for Seat {
 mod tests {
     use super::*;
 
+    /// The id of the `n`th of three tenants.
+    fn tenant(n: usize) -> TenantId {
+        config::Ids::default().assign(["a", "b", "c"], []).expect("three ids").tenants[n]
+    }
+
     #[test]
     fn a_tenant_fills_only_its_own_pool_and_seats_come_back_on_close() {
         let caps = SeatCaps { per_tenant: 2, tenants_total: 3, exporters: 1, control: 1, anonymous: 1, per_peer: 0 };
-        let seats = Seats::new(caps, 2);
+        let seats = Seats::new(caps);
         let a: Vec<Seat> = (0..2).map(|_| Seat::new(Arc::clone(&seats), None)).collect();
         for s in &a {
-            s.sit(SeatRole::Tenant(0)).expect("within the tenant's cap");
+            s.sit(SeatRole::Tenant(tenant(0))).expect("within the tenant's cap");
         }
         let third = Seat::new(Arc::clone(&seats), None);
         assert!(matches!(
-            third.sit(SeatRole::Tenant(0)),
+            third.sit(SeatRole::Tenant(tenant(0))),
             Err(BrokerError::Overloaded { reason: Reason::ConnectionsTenant, .. })
         ));
-        third.sit(SeatRole::Tenant(1)).expect("another tenant's pool is untouched");
+        third.sit(SeatRole::Tenant(tenant(1))).expect("another tenant's pool is untouched");
         Seat::new(Arc::clone(&seats), None).sit(SeatRole::Exporter).expect("exporters have their own");
         let fourth = Seat::new(Arc::clone(&seats), None);
         assert!(
@@ -273,19 +299,19 @@ mod tests {
             ),
             "tenants and anonymous together hold at most tenants_total"
         );
-        a[0].sit(SeatRole::Tenant(0)).expect("the same role again takes no second seat");
+        a[0].sit(SeatRole::Tenant(tenant(0))).expect("the same role again takes no second seat");
         drop(a);
-        Seat::new(Arc::clone(&seats), None).sit(SeatRole::Tenant(0)).expect("seats came back on close");
+        Seat::new(Arc::clone(&seats), None).sit(SeatRole::Tenant(tenant(0))).expect("seats came back on close");
     }
 
     #[test]
     fn the_peer_cap_counts_connections_per_address_when_on() {
         let caps =
             SeatCaps { per_tenant: 10, tenants_total: 10, exporters: 10, control: 10, anonymous: 10, per_peer: 1 };
-        let seats = Seats::new(caps, 1);
+        let seats = Seats::new(caps);
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
         let one = Seat::new(Arc::clone(&seats), Some(ip));
-        one.sit(SeatRole::Tenant(0)).expect("first");
+        one.sit(SeatRole::Tenant(tenant(0))).expect("first");
         let two = Seat::new(Arc::clone(&seats), Some(ip));
         assert!(matches!(
             two.sit(SeatRole::Control),

@@ -361,10 +361,13 @@ fn assert_runtime_bounds(v: &ValidConfig) {
     budget.charge(&mut charge, v.max_inflated_bytes * 2).expect("and its inflated form");
     // And within one tenant's share of it.
     let one = v.largest_request_charge();
-    let shared = MemoryBudget::per_tenant(v.memory_budget_bytes, v.memory_budget_tenant_share, 1, one);
+    let shared = MemoryBudget::per_tenant(v.memory_budget_bytes, v.memory_budget_tenant_share, one);
     let mut charge = Charge::default();
-    shared.charge_for(Some(0), &mut charge, v.max_body_bytes * 2).expect("one chunked body fits a tenant's share");
-    shared.charge_for(Some(0), &mut charge, v.max_inflated_bytes * 2).expect("and its inflated form");
+    let tenant = api::memory::TenantHeld::default();
+    shared
+        .charge_for(Some(&tenant), &mut charge, v.max_body_bytes * 2)
+        .expect("one chunked body fits a tenant's share");
+    shared.charge_for(Some(&tenant), &mut charge, v.max_inflated_bytes * 2).expect("and its inflated form");
     for tenant in &v.tenants {
         assert!(tenant.rate_per_sec.is_finite() && tenant.rate_per_sec > 0.0);
         let soft = Limits { rate_per_sec: tenant.rate_per_sec, burst: tenant.burst as f64 };

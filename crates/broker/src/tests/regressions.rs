@@ -131,7 +131,7 @@ fn restart_after_rewind_redelivers_from_the_rewound_cursor() {
     let expired = h
         .b()
         .deliveries()
-        .expire_leases(h.b().deliveries().dest("d").expect("dest"), now_ms() + 10_000)
+        .expire_leases(&h.b().deliveries().dest("d").expect("dest"), now_ms() + 10_000)
         .expect("expiry");
     assert_eq!(expired, 1);
     let again = acquire(&h, 100).expect("the expired range again");
