@@ -80,6 +80,8 @@ pub trait FileSystem: Send + Sync + 'static {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory is there now.
     fn exists(&self, path: &Path) -> bool;
+    /// A file's length now, without reading it.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The real filesystem.
@@ -188,6 +190,9 @@ impl WalFile for RealFile {
 impl FileSystem for RealFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
     }
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
         let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;

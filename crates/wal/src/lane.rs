@@ -208,15 +208,13 @@ impl Lane {
             (sealed, active)
         };
         for seg in sealed {
-            let map = match seg.map.get() {
-                Some(m) => Arc::clone(m),
-                None => {
-                    let m = Arc::new(self.shared.fs().read_all(&seg.path).map_err(|e| WalError::io(&seg.path, e))?);
-                    Arc::clone(seg.map.get_or_init(|| m))
-                }
-            };
-            let start = seg.frames.partition_point(|f| f.next_offset() <= from);
-            for loc in &seg.frames[start..] {
+            // Mapped for this walk only: dropped (unmapped) before the next
+            // segment, so what a broker maps is bounded by its reads in
+            // progress, not by the segments it holds.
+            let map = self.shared.fs().read_all(&seg.path).map_err(|e| WalError::io(&seg.path, e))?;
+            let frames = seg.frames(&**self.shared.fs(), &map)?;
+            let start = frames.partition_point(|f| f.next_offset() <= from);
+            for loc in &frames[start..] {
                 let bytes = map.get(loc.pos as usize..loc.end() as usize).unwrap_or(&[]);
                 if visit_one(bytes, loc, (&seg.key, check), &seg.path, &mut visit)?.is_break() {
                     return Ok(());
@@ -385,8 +383,8 @@ fn sealed_info(seg: &SealedSegment, lane: LaneId) -> SegmentInfo {
         next_offset: seg.next,
         records: seg.records,
         bytes: seg.bytes,
-        first_ts_ms: seg.frames.first().map_or(0, |f| f.ts_ms),
-        last_ts_ms: seg.frames.last().map_or(0, |f| f.ts_ms),
+        first_ts_ms: seg.first_ts_ms,
+        last_ts_ms: seg.last_ts_ms,
         sealed: true,
     }
 }

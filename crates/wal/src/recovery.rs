@@ -11,6 +11,7 @@ use crate::lane_id::LaneId;
 use crate::layout::{clean_copy_path, is_spare, segment_of_clean_copy, segment_paths, summary_path};
 use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN};
 use crate::segment_file::{create_segment, ensure_dir, write_summary, RecoveredSegment};
+use crate::shared::SealedSegment;
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +91,7 @@ impl RecoveryEvent {
 }
 
 pub(crate) struct RecoveredLane {
-    pub sealed: Vec<RecoveredSegment>,
+    pub sealed: Vec<SealedSegment>,
     pub active: RecoveredSegment,
     pub active_file: Arc<dyn WalFile>,
 }
@@ -117,22 +118,32 @@ pub(crate) fn recover_lane(
         }
     }
     let paths = segment_paths(fs, dir)?;
-    let mut segments: Vec<RecoveredSegment> = Vec::with_capacity(paths.len());
+    let mut segments: Vec<Opened> = Vec::with_capacity(paths.len());
     for (i, (base, path)) in paths.iter().enumerate() {
         let found = Found { fs, lane, base: *base, path, quarantine_dir, is_last: i + 1 == paths.len() };
-        if let Some(seg) = recover_segment(&found, events)? {
+        let opened = match trusted_sealed(&found) {
+            Some(sealed) => Some(Opened::Trusted(sealed)),
+            None => recover_segment(&found, events)?.map(Opened::Scanned),
+        };
+        if let Some(seg) = opened {
             if let Some(prev) = segments.last() {
-                if prev.next != seg.base {
-                    events.push(RecoveryEvent::OffsetGap { lane, from: prev.next, to: seg.base });
+                if prev.next() != seg.base() {
+                    events.push(RecoveryEvent::OffsetGap { lane, from: prev.next(), to: seg.base() });
                 }
             }
             segments.push(seg);
         }
     }
     let (active, active_file) = match segments.pop() {
-        Some(seg) => {
-            let file = fs.open_rw(&seg.path).map_err(io(&seg.path))?;
-            (seg, file)
+        Some(Opened::Scanned(seg)) => open_active(fs, seg)?,
+        // The lane's last file held no segment: the sealed one before it
+        // is appended to again, so its frames must be known: scanned.
+        Some(Opened::Trusted(sealed)) => {
+            let found = Found { fs, lane, base: sealed.base, path: &sealed.path, quarantine_dir, is_last: true };
+            match recover_segment(&found, events)? {
+                Some(seg) => open_active(fs, seg)?,
+                None => create_segment(fs, lane, dir, sealed.next, opts)?,
+            }
         }
         None => create_segment(fs, lane, dir, 0, opts)?,
     };
@@ -140,10 +151,78 @@ pub(crate) fn recover_lane(
         active_file.preallocate(opts.segment_bytes, true).map_err(io(&active.path))?;
     }
     active_file.sync_data().map_err(io(&active.path))?;
-    for seg in &segments {
-        check_summary(fs, lane, seg, events)?;
+    let mut sealed = Vec::with_capacity(segments.len());
+    for seg in segments {
+        sealed.push(match seg {
+            Opened::Scanned(seg) => {
+                check_summary(fs, lane, &seg, events)?;
+                SealedSegment::new(seg)
+            }
+            Opened::Trusted(seg) => seg,
+        });
     }
-    Ok(RecoveredLane { sealed: segments, active, active_file })
+    Ok(RecoveredLane { sealed, active, active_file })
+}
+
+/// A segment file as the open found it.
+enum Opened {
+    /// Read and scanned (the recovery rules applied): its frames known.
+    Scanned(RecoveredSegment),
+    /// A sealed segment taken on its summary's word (see [`trusted_sealed`]).
+    Trusted(SealedSegment),
+}
+
+impl Opened {
+    fn base(&self) -> u64 {
+        match self {
+            Opened::Scanned(s) => s.base,
+            Opened::Trusted(s) => s.base,
+        }
+    }
+
+    fn next(&self) -> u64 {
+        match self {
+            Opened::Scanned(s) => s.next,
+            Opened::Trusted(s) => s.next,
+        }
+    }
+}
+
+fn open_active(fs: &dyn FileSystem, seg: RecoveredSegment) -> Result<(RecoveredSegment, Arc<dyn WalFile>)> {
+    let file = fs.open_rw(&seg.path).map_err(io(&seg.path))?;
+    Ok((seg, file))
+}
+
+/// Sealed segments: a sealed segment is trimmed to its last frame and its
+/// summary written beside it; both are derived from frames already synced.
+/// When the summary is intact (its crc32c), names this segment, and the
+/// file is exactly as long as it says, the segment is taken on its word:
+/// only its header is read at open, and its frames are scanned — and every
+/// frame's MAC checked — at its first read (`SealedSegment::frames`). A
+/// crash or power loss before the trim or the summary reached the disk
+/// leaves one of them missing or disagreeing, and the segment is scanned
+/// here as before. Never the lane's last file (a crash may have left it
+/// mid-write). So a restart reads a few bytes per sealed segment, not the
+/// whole log.
+fn trusted_sealed(found: &Found<'_>) -> Option<SealedSegment> {
+    if found.is_last {
+        return None;
+    }
+    let sum = Summary::decode(&found.fs.read_copy(&summary_path(found.path)).ok()?)?;
+    let len = found.fs.file_len(found.path).ok()?;
+    let plausible = sum.base_offset == found.base
+        && sum.bytes == len
+        && len >= SEGMENT_HEADER_LEN as u64
+        && sum.next_offset >= sum.base_offset;
+    if !plausible {
+        return None;
+    }
+    let file = found.fs.open_rw(found.path).ok()?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let header = SegmentHeader::decode(&head).ok()?;
+    (header.lane == found.lane && header.base_offset == found.base)
+        .then(|| SealedSegment::summarised(found.path.to_path_buf(), header.key, &sum))
 }
 
 /// A segment file found in a lane's directory, and where it goes if it is

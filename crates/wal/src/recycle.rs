@@ -75,7 +75,8 @@ fn pool(shared: &LaneShared) -> MutexGuard<'_, Vec<PathBuf>> {
 /// caller syncs the directory.
 pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()> {
     let fs = &**shared.fs();
-    let unread = Arc::strong_count(&seg) == 1 && seg.map.get().is_none_or(|m| Arc::strong_count(m) == 1);
+    // A read maps the file only while it holds the segment (`Lane::visit`).
+    let unread = Arc::strong_count(&seg) == 1;
     let mut pool = pool(shared);
     let pressure = shared.pressure();
     let limit = match (pressure.on(), pressure.starves(shared.id())) {

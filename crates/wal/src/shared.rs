@@ -17,7 +17,7 @@
 
 use crate::error::{Fault, Result, StopReason, WalError};
 use crate::frame::{EncodedBatch, FrameKey};
-use crate::fs::{FileBytes, FileSystem, WalFile};
+use crate::fs::{FileSystem, WalFile};
 use crate::guard::Reply;
 use crate::lane_id::LaneId;
 use crate::segment::FrameLoc;
@@ -49,25 +49,84 @@ pub(crate) struct Pending {
 }
 
 /// A segment that takes no more appends; immutable once built.
+///
+/// Its file is mapped only while a read walks it (see `Lane::visit`), so a
+/// broker's mapped bytes are bounded by the reads in progress, not by the
+/// segments it holds.
 pub(crate) struct SealedSegment {
     pub path: PathBuf,
     pub base: u64,
     pub next: u64,
-    pub frames: Vec<FrameLoc>,
     pub bytes: u64,
     pub key: FrameKey,
     /// Derived once: listing segments must not walk every frame.
     pub records: u64,
-    /// The file's bytes, read once on the first visit.
-    pub map: OnceLock<Arc<FileBytes>>,
+    /// Commit times of its first and last frame (0 when empty).
+    pub first_ts_ms: u64,
+    pub last_ts_ms: u64,
+    /// Where its frames are: known when it was sealed or scanned at open;
+    /// found by one verifying scan at its first read when the open trusted
+    /// its summary instead (see `recovery`, "Sealed segments").
+    frames: OnceLock<Arc<[FrameLoc]>>,
 }
 
 impl SealedSegment {
+    /// A segment whose frames are known.
     pub fn new(seg: RecoveredSegment) -> Self {
         let RecoveredSegment { path, base, next, frames, bytes, key } = seg;
         let records = frames.iter().map(|f| u64::from(f.records)).sum();
-        SealedSegment { path, base, next, frames, bytes, key, records, map: OnceLock::new() }
+        let (first_ts_ms, last_ts_ms) = (frames.first().map_or(0, |f| f.ts_ms), frames.last().map_or(0, |f| f.ts_ms));
+        let known = OnceLock::new();
+        let _ = known.set(frames.into());
+        SealedSegment { path, base, next, bytes, key, records, first_ts_ms, last_ts_ms, frames: known }
     }
+
+    /// A segment described by its summary, its frames not read yet.
+    pub fn summarised(path: PathBuf, key: FrameKey, sum: &crate::segment::Summary) -> Self {
+        SealedSegment {
+            path,
+            base: sum.base_offset,
+            next: sum.next_offset,
+            bytes: sum.bytes,
+            key,
+            records: sum.records,
+            first_ts_ms: sum.first_ts_ms,
+            last_ts_ms: sum.last_ts_ms,
+            frames: OnceLock::new(),
+        }
+    }
+
+    /// Its frames, scanned from `bytes` (the whole file) on the first call.
+    /// A scan that does not find exactly what the summary said fails as
+    /// corrupt, and drops the summary so the next open scans the segment
+    /// and quarantines the damage.
+    pub fn frames(&self, fs: &dyn FileSystem, bytes: &[u8]) -> Result<Arc<[FrameLoc]>> {
+        if let Some(known) = self.frames.get() {
+            return Ok(Arc::clone(known));
+        }
+        let header = decode_header(bytes, &self.path)?;
+        let scanned = crate::segment::scan(bytes, &header);
+        let sound = header.base_offset == self.base
+            && header.key == self.key
+            && scanned.corruptions.is_empty()
+            && scanned.next_offset(self.base) == self.next
+            && scanned.valid_end == self.bytes;
+        if !sound {
+            let _ = fs.remove_file(&crate::layout::summary_path(&self.path));
+            let pos = scanned.corruptions.first().map_or(scanned.valid_end, |c| c.at);
+            return Err(WalError::Corrupt { path: self.path.clone(), pos, what: crate::error::FrameError::BadMagic });
+        }
+        Ok(Arc::clone(self.frames.get_or_init(|| scanned.frames.into())))
+    }
+}
+
+/// The header at the start of a segment's `bytes`.
+fn decode_header(bytes: &[u8], path: &Path) -> Result<crate::segment::SegmentHeader> {
+    crate::segment::SegmentHeader::decode(bytes).map_err(|what| WalError::Corrupt {
+        path: path.to_path_buf(),
+        pos: 0,
+        what,
+    })
 }
 
 /// The segment being appended to: its synced frames and durable length.
@@ -201,12 +260,12 @@ impl LaneShared {
         dir: PathBuf,
         fs: Arc<dyn FileSystem>,
         opts: WalOptions,
-        sealed: Vec<RecoveredSegment>,
+        sealed: Vec<SealedSegment>,
         active: (&RecoveredSegment, &Arc<dyn WalFile>),
         log: Arc<LogWide>,
     ) -> LaneShared {
         let next = active.0.next;
-        let sealed = sealed.into_iter().map(|s| Arc::new(SealedSegment::new(s))).collect();
+        let sealed = sealed.into_iter().map(Arc::new).collect();
         let watermark = open_watermark(&*fs, &dir, next);
         let active = ActiveSegment::new(active.0.clone(), Arc::clone(active.1));
         LaneShared {

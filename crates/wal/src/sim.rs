@@ -482,6 +482,10 @@ impl FileSystem for SimFs {
         self.lock().admit(self.mount, false)?;
         self.file_bytes(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        self.lock().admit(self.mount, false)?;
+        self.file_bytes(path).map(|b| b.len() as u64).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.admit(self.mount, true)?;

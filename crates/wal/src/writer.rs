@@ -591,7 +591,14 @@ impl Writer {
         if let Err(e) = write_summary(
             &**shared.fs(),
             &sealed.path,
-            &Summary::from_frames(sealed.base, sealed.bytes, &sealed.frames),
+            &Summary {
+                base_offset: sealed.base,
+                next_offset: sealed.next,
+                records: sealed.records,
+                bytes: sealed.bytes,
+                first_ts_ms: sealed.first_ts_ms,
+                last_ts_ms: sealed.last_ts_ms,
+            },
             false,
         ) {
             // Derived state only: recovery rebuilds it.

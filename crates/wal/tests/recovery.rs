@@ -327,6 +327,9 @@ impl FileSystem for RetentionRacesTheRead {
     fn exists(&self, path: &Path) -> bool {
         RealFs.exists(path)
     }
+    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
+        RealFs.file_len(path)
+    }
 }
 
 #[test]
