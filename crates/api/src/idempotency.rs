@@ -17,7 +17,7 @@ use crate::accepted::Accepted;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// Between the key and the fingerprint in the frame's key field. A client's
@@ -133,6 +133,10 @@ pub struct IdempotencyCache {
     /// map's memory is bounded per tenant, not only by the window.
     max_per_tenant: usize,
     slots: Mutex<Slots>,
+    /// True once the window was rebuilt from the WAL ([`Self::rebuild`]):
+    /// until then a claim waits, so a retry of a request acknowledged
+    /// before the restart is answered as a replay, never appended again.
+    rebuilt: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -196,7 +200,23 @@ pub struct Ticket {
 
 impl IdempotencyCache {
     pub fn new(window_ms: u64, max_per_tenant: usize) -> Self {
-        IdempotencyCache { window_ms, max_per_tenant, slots: Mutex::new(Slots::default()) }
+        let (rebuilt, _) = watch::channel(false);
+        IdempotencyCache { window_ms, max_per_tenant, slots: Mutex::new(Slots::default()), rebuilt }
+    }
+
+    /// A window needing no rebuild (tests, and a log with nothing in it).
+    #[cfg(test)]
+    fn rebuilt_empty(window_ms: u64, max_per_tenant: usize) -> Self {
+        let cache = IdempotencyCache::new(window_ms, max_per_tenant);
+        cache.rebuilt.send_replace(true);
+        cache
+    }
+
+    /// Wait until the window was rebuilt from the WAL.
+    async fn until_rebuilt(&self) {
+        let mut rx = self.rebuilt.subscribe();
+        // Ends: the rebuild always sets it, even when it stops early.
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
@@ -206,6 +226,7 @@ impl IdempotencyCache {
     /// Claim (tenant, key) for this request: either we are first, or here
     /// is the first answer, or the key belongs to another request.
     pub async fn claim(&self, tenant: &str, request: &RequestKey, now_ms: u64) -> Claim {
+        self.until_rebuilt().await;
         let k = (tenant.to_string(), request.key.clone());
         let fp = request.fingerprint;
         loop {
@@ -281,7 +302,9 @@ impl IdempotencyCache {
     /// Rebuild from frames written inside the window.
     pub fn rebuild(&self, wal: &wal::Wal, now_ms: u64) {
         let since = now_ms.saturating_sub(self.window_ms);
-        let mut slots = self.slots();
+        // Read without the lock (claims wait on `rebuilt`, not on it), then
+        // remembered in one step.
+        let mut found = Vec::new();
         for lane in wal.lanes() {
             let from = lane.segments().iter().find(|s| s.last_ts_ms >= since).map(|s| s.base_offset);
             let Some(from) = from else { continue };
@@ -294,13 +317,43 @@ impl IdempotencyCache {
                     };
                     let (key, fingerprint) = RequestKey::parse_frame_field(field);
                     let expires_at_ms = f.header.ts_ms.saturating_add(self.window_ms);
-                    slots.insert((f.tenant.to_string(), key), Slot::Done { response, expires_at_ms, fingerprint });
+                    found.push(((f.tenant.to_string(), key), Slot::Done { response, expires_at_ms, fingerprint }));
                 }
                 ControlFlow::Continue(())
             });
             if let Err(e) = res {
                 tracing::warn!(lane = %lane.id(), error = %e, "idempotency rebuild stopped early on this lane");
             }
+        }
+        let mut slots = self.slots();
+        for (key, slot) in found {
+            slots.insert(key, slot);
+        }
+        drop(slots);
+        self.rebuilt.send_replace(true);
+    }
+
+    /// [`Self::rebuild`] on a thread of its own: the broker is ready while
+    /// it reads (a restart does not wait for the window's frames), and only
+    /// requests with a key wait for it. Bounded by the window's frames; the
+    /// window counts as rebuilt even if the thread dies.
+    pub fn rebuild_in_background(self: &Arc<Self>, wal: Arc<wal::Wal>, now_ms: u64) {
+        struct Done(Arc<IdempotencyCache>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.rebuilt.send_replace(true);
+            }
+        }
+        let done = Done(Arc::clone(self));
+        let log = Arc::clone(&wal);
+        let spawned = std::thread::Builder::new().name("weir-idempotency".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            done.0.rebuild(&log, now_ms);
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "idempotency window rebuilt from the WAL");
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread for the idempotency rebuild; rebuilding before serving");
+            self.rebuild(&wal, now_ms);
         }
     }
 }
@@ -355,7 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reused_key_is_refused_and_a_retry_replays() {
-        let c = IdempotencyCache::new(60_000, 10);
+        let c = IdempotencyCache::rebuilt_empty(60_000, 10);
         let first = RequestKey::new("k1", fp("a"));
         let Claim::Fresh(t) = c.claim("acme", &first, 0).await else { panic!("first sighting is fresh") };
         // While the first commits, a different request under the key is refused at once.
@@ -381,7 +434,7 @@ mod tests {
             let batch = wal::EncodedBatch::encode("acme", "events", Some(key), &[b"{}"]).expect("encodes");
             w.append(lane, batch).await.expect("appends");
         }
-        let c = IdempotencyCache::new(u64::MAX / 4, 10);
+        let c = IdempotencyCache::rebuilt_empty(u64::MAX / 4, 10);
         c.rebuild(&w, plumbing::clock::now_ms());
         let now = plumbing::clock::now_ms();
         assert!(

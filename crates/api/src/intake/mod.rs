@@ -52,7 +52,9 @@ pub struct Intake {
     pub(crate) wal: Arc<Wal>,
     /// The tenants and topics in force.
     roster: RwLock<Arc<Roster>>,
-    idempotency: IdempotencyCache,
+    /// Rebuilt from the WAL in the background after open; keyed requests
+    /// wait for it ([`IdempotencyCache::rebuild_in_background`]).
+    idempotency: Arc<IdempotencyCache>,
     disk: DiskState,
     /// Bytes that request bodies in flight may hold (see [`crate::memory`]).
     memory: MemoryBudget,
@@ -71,8 +73,8 @@ impl Intake {
     ) -> Intake {
         let roster = RwLock::new(Arc::new(Roster::build(&cfg, tenant_ids, lag.as_ref(), None)));
         let window_ms = u64::try_from(cfg.timing.idempotency_window.as_millis()).unwrap_or(u64::MAX);
-        let idempotency = IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant);
-        idempotency.rebuild(&wal, plumbing::clock::now_ms());
+        let idempotency = Arc::new(IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant));
+        idempotency.rebuild_in_background(Arc::clone(&wal), plumbing::clock::now_ms());
         let memory = MemoryBudget::per_tenant(
             cfg.memory_budget_bytes,
             cfg.memory_budget_tenant_share,
