@@ -15,7 +15,7 @@ runs=${1:-3}; size_mb=${2:-2048}
 if [ -z "${WEIR_BIN_DIR:-}" ]; then cargo build --release --bin broker >&2; fi
 bin=${WEIR_BIN_DIR:-./target/release}
 work=$(mktemp -d -p "${WEIR_BENCH_DIR:-$PWD/target}")
-trap 'kill -9 $bpid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -9 $bpid 2>/dev/null || true; tail -5 "$work/broker.out" >&2; rm -rf "$work"' EXIT
 cat > "$work/broker.toml" <<TOML
 listen = "127.0.0.1:7174"
 data_dir = "$work/data"
@@ -33,21 +33,22 @@ name = "events"
 name = "f"
 topics = ["events"]
 token = "f-t"
+max_lag_bytes = 1125899906842624
 TOML
-start() {  # prints ms from start to ready
+start() {  # sets $bpid, and $elapsed: ms from start to ready
   local t0 t1
   t0=$(date +%s%N)
   RUST_LOG=warn "$bin/broker" --config "$work/broker.toml" > "$work/broker.out" 2>&1 &
   bpid=$!
   for _ in $(seq 1 3000); do curl -fsS http://127.0.0.1:7174/readyz >/dev/null 2>&1 && break; sleep 0.005; done
   t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000000 ))
+  elapsed=$(( (t1 - t0) / 1000000 ))
 }
 cold() {
   sync
   if echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then echo cold; else echo warm; fi
 }
-start > /dev/null
+start
 python3 - "$size_mb" <<'PY'
 import sys, http.client, json
 size_mb = int(sys.argv[1])
@@ -67,9 +68,9 @@ du -sh "$work/data" >&2
 declare -a clean=() killed=()
 for i in $(seq 1 "$runs"); do
   kill -TERM $bpid; wait $bpid || true
-  cache=$(cold); clean+=("$(start)")
+  cache=$(cold); start; clean+=("$elapsed")
   kill -9 $bpid; wait $bpid 2>/dev/null || true
-  cache=$(cold); killed+=("$(start)")
+  cache=$(cold); start; killed+=("$elapsed")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "ready after a clean stop ($cache cache), ms: ${clean[*]} (median $(median "${clean[@]}"))"
@@ -78,4 +79,12 @@ echo "ready after kill -9 ($cache cache), ms: ${killed[*]} (median $(median "${k
 curl -fsS -H 'Authorization: Bearer adm' http://127.0.0.1:7174/v1/admin/destinations/f > /dev/null
 sleep 3
 awk '/^(VmRSS|RssAnon|RssFile)/ {print}' /proc/$bpid/status
-echo "segment bytes mapped now: $(awk '/\.seg/ {split($1,r,"-"); s+=strtonum("0x" r[2]) - strtonum("0x" r[1])} END {print s+0}' /proc/$bpid/maps)"
+python3 - "$bpid" <<'PY'
+import sys
+total = 0
+for line in open(f"/proc/{sys.argv[1]}/maps"):
+    if line.rstrip().endswith(".seg"):
+        lo, hi = line.split()[0].split("-")
+        total += int(hi, 16) - int(lo, 16)
+print(f"segment bytes mapped now: {total}")
+PY

@@ -220,186 +220,226 @@ fn refused(e: &BrokerError) -> bool {
     matches!(e.code(), ErrorCode::InvalidRequest | ErrorCode::LeaseNotFound)
 }
 
+/// Apply `a` to the broker and the model, checking the invariants.
 fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseError> {
     match *a {
-        Action::Ingest { acme, events, n } => {
-            let (tenant, topic) = (if acme { "acme" } else { "globex" }, if events { "events" } else { "other" });
-            // Padded so that segments (64 KiB) roll and retention has work.
-            let recs: Vec<String> = (0..n)
-                .map(|_| {
-                    m.serial += 1;
-                    format!("{{\"n\":{},\"pad\":\"{}\"}}", m.serial, "x".repeat(1500))
-                })
-                .collect();
-            let app = h.append_full(tenant, topic, &recs);
-            m.batches.push((app.base_offset, app.ts_ms));
-            for i in 0..n as u64 {
-                let off = app.base_offset + i;
-                m.records.insert(off, (tenant, topic));
-                for d in 0..DESTS.len() {
-                    if wants(d, tenant, topic) {
-                        m.dests[d].owed.insert(off);
-                    }
+        Action::Ingest { acme, events, n } => ingest(h, m, acme, events, n),
+        Action::Acquire { dest, max } => acquire(h, m, dest, max),
+        Action::Heartbeat { dest, pick: p } => heartbeat(h, m, dest, p),
+        Action::Commit { dest, pick: p, poison, refuse } => commit(h, m, dest, p, poison, refuse),
+        Action::Fail { dest, pick: p, retryable } => fail(h, m, dest, p, retryable),
+        Action::Advance { ms } => advance(h, m, ms),
+        Action::Retention => retention(h, m),
+        Action::RewindEarliest { dest } => rewind_earliest(h, m, dest),
+        Action::RewindOffset { dest, at } => rewind_offset(h, m, dest, at),
+        Action::RewindTime { dest, batch } => rewind_time(h, m, dest, batch),
+        Action::Pause { dest, paused } => pause(h, m, dest, paused),
+        Action::Redrive { dest } => redrive(h, m, dest),
+        Action::Restart => restart(h, m),
+    }
+}
+
+fn ingest(h: &mut Harness, m: &mut Model, acme: bool, events: bool, n: usize) -> Result<(), TestCaseError> {
+    let (tenant, topic) = (if acme { "acme" } else { "globex" }, if events { "events" } else { "other" });
+    // Padded so that segments (64 KiB) roll and retention has work.
+    let recs: Vec<String> = (0..n)
+        .map(|_| {
+            m.serial += 1;
+            format!("{{\"n\":{},\"pad\":\"{}\"}}", m.serial, "x".repeat(1500))
+        })
+        .collect();
+    let app = h.append_full(tenant, topic, &recs);
+    m.batches.push((app.base_offset, app.ts_ms));
+    for i in 0..n as u64 {
+        let off = app.base_offset + i;
+        m.records.insert(off, (tenant, topic));
+        for d in 0..DESTS.len() {
+            if wants(d, tenant, topic) {
+                m.dests[d].owed.insert(off);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn acquire(h: &mut Harness, m: &mut Model, dest: usize, max: u32) -> Result<(), TestCaseError> {
+    let req = AcquireRequest { max_records: Some(max), max_bytes: None, wait_ms: Some(0), ..Default::default() };
+    let resp = h
+        .run(h.b().deliveries().acquire_at(DESTS[dest], req, m.now))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if m.dests[dest].paused {
+        prop_assert_eq!(resp.idle, Some(IdleReason::Paused));
+    }
+    if let Some(l) = resp.lease {
+        let dl = l.lane == "dead_letters";
+        let offsets: Vec<u64> = l.records.iter().map(|r| r.offset).collect();
+        for r in &l.records {
+            if dl {
+                prop_assert!(m.dests[dest].dead.contains(&r.offset), "re-drive of a record not dead-lettered");
+            } else {
+                let &(t, p) = m.records.get(&r.offset).ok_or_else(|| TestCaseError::fail("unacked record"))?;
+                prop_assert!(wants(dest, t, p) && (&*r.tenant, &*r.topic) == (t, p));
+            }
+        }
+        prop_assert!(!offsets.is_empty());
+        let ml = MLease { from: l.from_offset, offsets, dead_letters: dl, expires: m.now + LEASE_MS };
+        prop_assert!(m.dests[dest].live.insert(l.id, ml).is_none(), "a lease id was reused");
+    }
+    Ok(())
+}
+
+fn heartbeat(h: &mut Harness, m: &mut Model, dest: usize, p: usize) -> Result<(), TestCaseError> {
+    let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
+    let before = snapshot(h, dest);
+    match h.b().deliveries().heartbeat_at(DESTS[dest], &id, m.now) {
+        Ok(_) => {
+            let l =
+                m.dests[dest].live.get_mut(&id).ok_or_else(|| TestCaseError::fail("heartbeat of a lease not held"))?;
+            l.expires = m.now + LEASE_MS;
+        }
+        Err(e) => {
+            prop_assert!(refused(&e) && !m.dests[dest].live.contains_key(&id), "{e}");
+            prop_assert_eq!(before, snapshot(h, dest), "a refused heartbeat changed something");
+        }
+    }
+    Ok(())
+}
+
+fn commit(
+    h: &mut Harness,
+    m: &mut Model,
+    dest: usize,
+    p: usize,
+    poison: Option<usize>,
+    refuse: u8,
+) -> Result<(), TestCaseError> {
+    let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
+    let lease = m.dests[dest].live.get(&id).cloned();
+    let mut dead_letters: Vec<PoisonRecord> = Vec::new();
+    if let (Some(l), Some(k)) = (&lease, poison) {
+        let i = k % l.offsets.len();
+        let index = Some(u32::try_from(i).unwrap_or(u32::MAX));
+        dead_letters.push(PoisonRecord { index, offset: l.offsets[i], error: "poison".into() });
+    }
+    let first = lease.as_ref().map_or(0, |l| l.offsets[0]);
+    match refuse {
+        1 => dead_letters.push(PoisonRecord { index: None, offset: 1 << 40, error: "not in the lease".into() }),
+        // A place whose record has another offset: the exporter is confused.
+        2 => dead_letters.push(PoisonRecord { index: Some(0), offset: first + 1, error: "mismatch".into() }),
+        _ => {}
+    }
+    let should_refuse = lease.is_none() || refuse == 1 || refuse == 2;
+    let before = snapshot(h, dest);
+    let res = h.run(h.b().deliveries().commit_at(
+        DESTS[dest],
+        &id,
+        CommitRequest { dead_letters: dead_letters.clone() },
+        m.now,
+    ));
+    match (res, lease) {
+        (Ok(_), Some(l)) if !should_refuse => {
+            let md = &mut m.dests[dest];
+            md.live.remove(&id);
+            if l.dead_letters {
+                for o in &l.offsets {
+                    let i = md.dead.iter().position(|x| x == o).ok_or_else(|| TestCaseError::fail("lost dl"))?;
+                    md.dead.swap_remove(i);
+                }
+            } else {
+                for o in &l.offsets {
+                    md.owed.remove(o);
                 }
             }
+            md.dead.extend(dead_letters.iter().map(|p| p.offset));
         }
-        Action::Acquire { dest, max } => {
-            let req =
-                AcquireRequest { max_records: Some(max), max_bytes: None, wait_ms: Some(0), ..Default::default() };
-            let resp = h
-                .run(h.b().deliveries().acquire_at(DESTS[dest], req, m.now))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            if m.dests[dest].paused {
-                prop_assert_eq!(resp.idle, Some(IdleReason::Paused));
-            }
-            if let Some(l) = resp.lease {
-                let dl = l.lane == "dead_letters";
-                let offsets: Vec<u64> = l.records.iter().map(|r| r.offset).collect();
-                for r in &l.records {
-                    if dl {
-                        prop_assert!(m.dests[dest].dead.contains(&r.offset), "re-drive of a record not dead-lettered");
-                    } else {
-                        let &(t, p) = m.records.get(&r.offset).ok_or_else(|| TestCaseError::fail("unacked record"))?;
-                        prop_assert!(wants(dest, t, p) && (&*r.tenant, &*r.topic) == (t, p));
-                    }
-                }
-                prop_assert!(!offsets.is_empty());
-                let ml = MLease { from: l.from_offset, offsets, dead_letters: dl, expires: m.now + LEASE_MS };
-                prop_assert!(m.dests[dest].live.insert(l.id, ml).is_none(), "a lease id was reused");
-            }
+        (Err(e), _) if should_refuse => {
+            prop_assert!(refused(&e), "{e}");
+            prop_assert_eq!(before, snapshot(h, dest), "a refused commit changed something");
         }
-        Action::Heartbeat { dest, pick: p } => {
-            let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
-            let before = snapshot(h, dest);
-            match h.b().deliveries().heartbeat_at(DESTS[dest], &id, m.now) {
-                Ok(_) => {
-                    let l = m.dests[dest]
-                        .live
-                        .get_mut(&id)
-                        .ok_or_else(|| TestCaseError::fail("heartbeat of a lease not held"))?;
-                    l.expires = m.now + LEASE_MS;
-                }
-                Err(e) => {
-                    prop_assert!(refused(&e) && !m.dests[dest].live.contains_key(&id), "{e}");
-                    prop_assert_eq!(before, snapshot(h, dest), "a refused heartbeat changed something");
-                }
-            }
+        (res, l) => return Err(TestCaseError::fail(format!("commit {id} ({l:?}, refuse {refuse}): {res:?}"))),
+    }
+    Ok(())
+}
+
+fn fail(h: &mut Harness, m: &mut Model, dest: usize, p: usize, retryable: bool) -> Result<(), TestCaseError> {
+    let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
+    let class = if retryable { FailureClass::Retryable } else { FailureClass::Released };
+    let before = snapshot(h, dest);
+    match h.run(h.b().deliveries().fail_at(
+        DESTS[dest],
+        &id,
+        FailRequest { class, message: "m".into(), retry_after_ms: None },
+        m.now,
+    )) {
+        Ok(()) => {
+            prop_assert!(m.dests[dest].live.remove(&id).is_some(), "fail of a lease not held");
         }
-        Action::Commit { dest, pick: p, poison, refuse } => {
-            let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
-            let lease = m.dests[dest].live.get(&id).cloned();
-            let mut dead_letters: Vec<PoisonRecord> = Vec::new();
-            if let (Some(l), Some(k)) = (&lease, poison) {
-                let i = k % l.offsets.len();
-                let index = Some(u32::try_from(i).unwrap_or(u32::MAX));
-                dead_letters.push(PoisonRecord { index, offset: l.offsets[i], error: "poison".into() });
-            }
-            let first = lease.as_ref().map_or(0, |l| l.offsets[0]);
-            match refuse {
-                1 => dead_letters.push(PoisonRecord { index: None, offset: 1 << 40, error: "not in the lease".into() }),
-                // A place whose record has another offset: the exporter is confused.
-                2 => dead_letters.push(PoisonRecord { index: Some(0), offset: first + 1, error: "mismatch".into() }),
-                _ => {}
-            }
-            let should_refuse = lease.is_none() || refuse == 1 || refuse == 2;
-            let before = snapshot(h, dest);
-            let res = h.run(h.b().deliveries().commit_at(
-                DESTS[dest],
-                &id,
-                CommitRequest { dead_letters: dead_letters.clone() },
-                m.now,
-            ));
-            match (res, lease) {
-                (Ok(_), Some(l)) if !should_refuse => {
-                    let md = &mut m.dests[dest];
-                    md.live.remove(&id);
-                    if l.dead_letters {
-                        for o in &l.offsets {
-                            let i =
-                                md.dead.iter().position(|x| x == o).ok_or_else(|| TestCaseError::fail("lost dl"))?;
-                            md.dead.swap_remove(i);
-                        }
-                    } else {
-                        for o in &l.offsets {
-                            md.owed.remove(o);
-                        }
-                    }
-                    md.dead.extend(dead_letters.iter().map(|p| p.offset));
-                }
-                (Err(e), _) if should_refuse => {
-                    prop_assert!(refused(&e), "{e}");
-                    prop_assert_eq!(before, snapshot(h, dest), "a refused commit changed something");
-                }
-                (res, l) => return Err(TestCaseError::fail(format!("commit {id} ({l:?}, refuse {refuse}): {res:?}"))),
-            }
+        Err(e) => {
+            prop_assert!(refused(&e) && !m.dests[dest].live.contains_key(&id), "{e}");
+            prop_assert_eq!(before, snapshot(h, dest), "a refused fail changed something");
         }
-        Action::Fail { dest, pick: p, retryable } => {
-            let id = pick(&m.dests[dest], p).unwrap_or_else(|| "0-999-0".into());
-            let class = if retryable { FailureClass::Retryable } else { FailureClass::Released };
-            let before = snapshot(h, dest);
-            match h.run(h.b().deliveries().fail_at(
-                DESTS[dest],
-                &id,
-                FailRequest { class, message: "m".into(), retry_after_ms: None },
-                m.now,
-            )) {
-                Ok(()) => {
-                    prop_assert!(m.dests[dest].live.remove(&id).is_some(), "fail of a lease not held");
-                }
-                Err(e) => {
-                    prop_assert!(refused(&e) && !m.dests[dest].live.contains_key(&id), "{e}");
-                    prop_assert_eq!(before, snapshot(h, dest), "a refused fail changed something");
-                }
-            }
-        }
-        Action::Advance { ms } => {
-            m.now += ms;
-            maintain(h, m)?;
-        }
-        Action::Retention => {
-            // Past retention_max_age_secs: every sealed segment is old.
-            m.now += 3_700_000;
-            maintain(h, m)?;
-        }
-        Action::RewindEarliest { dest } => {
-            let to = h.b().wal().lane(normal0()).expect("lane").earliest_offset();
-            h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Earliest, m.now))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            rewound(m, dest, to);
-        }
-        Action::RewindOffset { dest, at } => {
-            let lane = h.b().wal().lane(normal0()).expect("lane");
-            let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
-            let offset = (at as u64) % (end + 3);
-            let target = RewindTarget::Offset { offset, lane: Some(normal0().to_string()) };
-            h.run(h.b().deliveries().rewind_at(DESTS[dest], target, m.now))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            rewound(m, dest, offset.clamp(earliest, end));
-        }
-        Action::RewindTime { dest, batch } => {
-            let lane = h.b().wal().lane(normal0()).expect("lane");
-            let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
-            let ts = m.batches.get(batch % m.batches.len().max(1)).map_or(0, |b| b.1);
-            let to = m.batches.iter().filter(|b| b.0 >= earliest && b.1 >= ts).map(|b| b.0).min().unwrap_or(end);
-            h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Timestamp { ts_ms: ts }, m.now))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            rewound(m, dest, to);
-        }
-        Action::Pause { dest, paused } => {
-            h.run(h.b().deliveries().set_paused(DESTS[dest], paused))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            m.dests[dest].paused = paused;
-        }
-        Action::Redrive { dest } => {
-            h.b().deliveries().redrive(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        }
-        Action::Restart => {
-            h.restart();
-            // Re-drive leases live in memory only; their dead letters stay.
-            for md in &mut m.dests {
-                md.live.retain(|_, l| !l.dead_letters);
-            }
-        }
+    }
+    Ok(())
+}
+
+fn advance(h: &mut Harness, m: &mut Model, ms: u64) -> Result<(), TestCaseError> {
+    m.now += ms;
+    maintain(h, m)?;
+    Ok(())
+}
+
+fn retention(h: &mut Harness, m: &mut Model) -> Result<(), TestCaseError> {
+    // Past retention_max_age_secs: every sealed segment is old.
+    m.now += 3_700_000;
+    maintain(h, m)?;
+    Ok(())
+}
+
+fn rewind_earliest(h: &mut Harness, m: &mut Model, dest: usize) -> Result<(), TestCaseError> {
+    let to = h.b().wal().lane(normal0()).expect("lane").earliest_offset();
+    h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Earliest, m.now))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    rewound(m, dest, to);
+    Ok(())
+}
+
+fn rewind_offset(h: &mut Harness, m: &mut Model, dest: usize, at: usize) -> Result<(), TestCaseError> {
+    let lane = h.b().wal().lane(normal0()).expect("lane");
+    let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
+    let offset = (at as u64) % (end + 3);
+    let target = RewindTarget::Offset { offset, lane: Some(normal0().to_string()) };
+    h.run(h.b().deliveries().rewind_at(DESTS[dest], target, m.now)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    rewound(m, dest, offset.clamp(earliest, end));
+    Ok(())
+}
+
+fn rewind_time(h: &mut Harness, m: &mut Model, dest: usize, batch: usize) -> Result<(), TestCaseError> {
+    let lane = h.b().wal().lane(normal0()).expect("lane");
+    let (earliest, end) = (lane.earliest_offset(), lane.next_offset());
+    let ts = m.batches.get(batch % m.batches.len().max(1)).map_or(0, |b| b.1);
+    let to = m.batches.iter().filter(|b| b.0 >= earliest && b.1 >= ts).map(|b| b.0).min().unwrap_or(end);
+    h.run(h.b().deliveries().rewind_at(DESTS[dest], RewindTarget::Timestamp { ts_ms: ts }, m.now))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    rewound(m, dest, to);
+    Ok(())
+}
+
+fn pause(h: &mut Harness, m: &mut Model, dest: usize, paused: bool) -> Result<(), TestCaseError> {
+    h.run(h.b().deliveries().set_paused(DESTS[dest], paused)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    m.dests[dest].paused = paused;
+    Ok(())
+}
+
+fn redrive(h: &mut Harness, _: &mut Model, dest: usize) -> Result<(), TestCaseError> {
+    h.b().deliveries().redrive(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    Ok(())
+}
+
+fn restart(h: &mut Harness, m: &mut Model) -> Result<(), TestCaseError> {
+    h.restart();
+    // Re-drive leases live in memory only; their dead letters stay.
+    for md in &mut m.dests {
+        md.live.retain(|_, l| !l.dead_letters);
     }
     Ok(())
 }
