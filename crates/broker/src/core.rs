@@ -49,6 +49,18 @@ fn token_table(t: &config::Tokens, ids: &Assigned) -> Authenticator {
     Authenticator::new(t.admin.iter().map(|s| (*s, Role::Admin)).chain(tenants).chain(exporters))
 }
 
+/// The names of `cfg`'s tenants with metric series of their own: those
+/// whose id is under `metrics_max_tenant_series` (the first the broker saw).
+fn own_series(cfg: &ValidConfig, ids: &Assigned) -> Vec<Arc<str>> {
+    let cap = cfg.metrics_max_tenant_series;
+    cfg.tenants
+        .iter()
+        .zip(&ids.tenants)
+        .filter(|(_, id)| id.index() < cap)
+        .map(|(t, _)| Arc::from(t.name.as_str()))
+        .collect()
+}
+
 /// The ids of `cfg`'s tenants and destinations in `ids`.
 fn assign(ids: &mut Ids, cfg: &ValidConfig) -> Result<Assigned, IdsExhausted> {
     ids.assign(cfg.tenants.iter().map(|t| t.name.as_str()), cfg.destinations.iter().map(|d| d.name.as_str()))
@@ -113,6 +125,7 @@ impl Broker {
             Arc::clone(&metrics),
             store,
         )?);
+        deliveries.set_tenant_series(own_series(&cfg, &assigned));
         let lag: Arc<dyn api::LagFlags> = Arc::clone(&deliveries) as Arc<dyn api::LagFlags>;
         let intake =
             Arc::new(Intake::open(Arc::clone(&cfg), &assigned.tenants, Arc::clone(&wal), metrics.accept(), lag));
@@ -153,10 +166,17 @@ impl Broker {
         let mut ids = self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let assigned = assign(&mut ids, &fresh)?;
         self.deliveries.reconcile(&fresh, &assigned.destinations)?;
+        self.deliveries.set_tenant_series(own_series(&fresh, &assigned));
         self.intake.reload(&fresh, &assigned.tenants);
         let table = Arc::new(token_table(&fresh.tokens, &assigned));
         *self.auth.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;
-        self.metrics.init_series(fresh.file());
+        let cap = fresh.metrics_max_tenant_series;
+        let labels = fresh
+            .tenants
+            .iter()
+            .zip(&assigned.tenants)
+            .map(|(t, id)| crate::metrics::tenant_label(&t.name, id.index() < cap));
+        self.metrics.init_series_labelled(fresh.file(), labels);
         *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
         Ok(())
     }

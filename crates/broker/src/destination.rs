@@ -15,7 +15,7 @@ use crate::store::LeaseRecord;
 use config::{DestinationConfig, DestinationId, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use wal::LaneId;
 
 /// Per-lane lease bookkeeping.
@@ -237,6 +237,10 @@ pub struct Destination {
     pub oldest_pending_age_ms: AtomicU64,
     pub dead_letters: AtomicU64,
     pub dropped: AtomicU64,
+    /// The `tenant` labels of `weir_tenant_oldest_pending_age_seconds`
+    /// this destination set last pass (set to 0 once they have nothing
+    /// pending).
+    pub tenant_ages: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Destination {
@@ -258,6 +262,7 @@ impl Destination {
             oldest_pending_age_ms: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            tenant_ages: Mutex::default(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub(crate) wal_fsync_seconds: Histogram,
     pub(crate) disk_used_ratio: Gauge,
     pub(crate) destination_oldest_pending_age: GaugeVec,
+    /// `weir_tenant_oldest_pending_age_seconds{destination,tenant}`.
+    pub(crate) tenant_oldest_pending_age: GaugeVec,
     pub(crate) destination_lag_records: IntGaugeVec,
     pub(crate) destination_lag_bytes: IntGaugeVec,
     pub(crate) destination_breaker_state: IntGaugeVec,
@@ -115,6 +117,7 @@ impl Metrics {
             wal_fsync_seconds: histogram(&r, "weir_wal_fsync_seconds", "Duration of one commit round's fdatasync alone (the device's share of weir_wal_commit_seconds).", LATENCY.to_vec()),
             disk_used_ratio: reg(&r, Gauge::new("weir_disk_used_ratio", "Fraction of the data directory's filesystem in use (ingest gets 429 above disk_high_watermark).").expect("valid metric")),
             destination_oldest_pending_age: reg(&r, GaugeVec::new(Opts::new("weir_destination_oldest_pending_age_seconds", "Age of the oldest record the destination has not committed (0 when caught up)."), &["destination"]).expect("valid metric")),
+            tenant_oldest_pending_age: reg(&r, GaugeVec::new(Opts::new("weir_tenant_oldest_pending_age_seconds", "Age of a tenant's oldest record the destination has not committed, as of the last maintenance pass (0 when it has none pending); tenants past metrics_max_tenant_series share tenant=\"_other\" (the oldest of theirs)."), &["destination", "tenant"]).expect("valid metric")),
             destination_lag_records: gauge_vec(&r, "weir_destination_lag_records", "Records not yet committed by the destination.", &["destination"]),
             destination_lag_bytes: gauge_vec(&r, "weir_destination_lag_bytes", "Bytes not yet committed by the destination (estimate).", &["destination"]),
             destination_breaker_state: gauge_vec(&r, "weir_destination_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open.", &["destination"]),
@@ -174,12 +177,31 @@ impl Metrics {
     /// destination from the start: an absent series is not a zero to
     /// Prometheus (`rate()` of nothing is nothing, and an alert on it
     /// never fires).
+    ///
+    /// Tenants get series of their own up to `metrics_max_tenant_series`
+    /// (the first in the file's order at start); the others share
+    /// `tenant="_other"` ([`api::intake::OTHER_TENANTS`]).
     pub fn init_series(&self, cfg: &config::Config) {
+        let cap = cfg.metrics_max_tenant_series;
+        let labels = cfg.tenants.iter().enumerate().map(|(i, t)| tenant_label(&t.name, i < cap));
+        self.init_series_labelled(cfg, labels);
+    }
+
+    /// [`Metrics::init_series`] with each tenant's label given (a reload's:
+    /// by id, see `config::ids`).
+    pub fn init_series_labelled<'a>(&self, cfg: &config::Config, tenant_labels: impl IntoIterator<Item = &'a str>) {
         for topic in &cfg.topics {
             self.ingest_requests.with_label_values(&[topic.name.as_str(), "200"]);
         }
-        for t in &cfg.tenants {
-            let tenant = t.name.as_str();
+        let mut seen = std::collections::HashSet::new();
+        let labels: Vec<&str> = tenant_labels.into_iter().filter(|l| seen.insert(*l)).collect();
+        for d in &cfg.destinations {
+            let routed = |label: &&str| d.tenants.as_ref().is_none_or(|t| t.iter().any(|n| n == label));
+            for tenant in labels.iter().filter(|l| **l == api::intake::OTHER_TENANTS || routed(l)) {
+                self.tenant_oldest_pending_age.with_label_values(&[d.name.as_str(), tenant]);
+            }
+        }
+        for &tenant in &labels {
             for topic in &cfg.topics {
                 for p in wal::Priority::ALL {
                     self.ingest_records.with_label_values(&[tenant, topic.name.as_str(), p.as_str()]);
@@ -228,6 +250,15 @@ impl Metrics {
                 self.wal_lane_failed.with_label_values(&[&wal::LaneId::new(p, shard).to_string()]);
             }
         }
+    }
+}
+
+/// A tenant's `tenant` label: its name while it has series of its own.
+pub fn tenant_label(name: &str, own_series: bool) -> &str {
+    if own_series {
+        name
+    } else {
+        api::intake::OTHER_TENANTS
     }
 }
 

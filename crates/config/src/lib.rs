@@ -134,6 +134,9 @@ fn d_body_timeout() -> u64 {
 fn d_drain_ms() -> u64 {
     10_000
 }
+fn d_tenant_series() -> usize {
+    1000
+}
 fn d_idem_keys() -> usize {
     100_000
 }
@@ -277,6 +280,13 @@ pub struct Config {
     /// with a new key beyond it gets 503 `overloaded` with `Retry-After`.
     #[serde(default = "d_idem_keys")]
     pub idempotency_max_keys_per_tenant: usize,
+    /// Tenants with series of their own in `/metrics`: the first this many
+    /// tenants the broker saw (the file's order at start, then tenants added
+    /// by reloads), stable across reloads. The others are counted under
+    /// `tenant="_other"`, so a broker with many tenants serves a bounded
+    /// scrape.
+    #[serde(default = "d_tenant_series")]
+    pub metrics_max_tenant_series: usize,
     /// `[[tenant]]`: who may ingest, at what rate and priority.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,

@@ -119,6 +119,7 @@ impl Config {
         int("max_record_bytes", self.max_record_bytes, 1, self.max_inflated_bytes)?;
         int("idempotency_window_secs", self.idempotency_window_secs, 1, MAX_IDEMPOTENCY_WINDOW_SECS)?;
         int("idempotency_max_keys_per_tenant", wide(self.idempotency_max_keys_per_tenant), 1, 10_000_000)?;
+        int("metrics_max_tenant_series", wide(self.metrics_max_tenant_series), 0, 1_000_000)?;
         int("retry_after_secs", self.retry_after_secs, 1, MAX_RETRY_AFTER_SECS)?;
         int("max_connections", wide(self.max_connections), wide(MIN_CONNECTIONS), wide(MAX_CONNECTIONS))?;
         // Above max_connections they are max_connections (`http::seats`).

@@ -10,7 +10,7 @@ use crate::fs::{FileBytes, FileSystem, WalFile};
 use crate::lane_id::LaneId;
 use crate::layout::{clean_copy_path, is_spare, segment_of_clean_copy, segment_paths, summary_path};
 use crate::segment::{scan, Corruption, Scan, SegmentHeader, Summary, Tail, SEGMENT_HEADER_LEN};
-use crate::segment_file::{create_segment, ensure_dir, write_summary, RecoveredSegment};
+use crate::segment_file::{create_segment, ensure_dir, write_summary, RecoveredSegment, Reserve};
 use crate::shared::SealedSegment;
 use crate::WalOptions;
 use std::path::{Path, PathBuf};
@@ -142,12 +142,14 @@ pub(crate) fn recover_lane(
             let found = Found { fs, lane, base: sealed.base, path: &sealed.path, quarantine_dir, is_last: true };
             match recover_segment(&found, events)? {
                 Some(seg) => open_active(fs, seg)?,
-                None => create_segment(fs, lane, dir, sealed.next, opts)?,
+                None => create_segment(fs, lane, dir, sealed.next, opts, Reserve::Now)?,
             }
         }
-        None => create_segment(fs, lane, dir, 0, opts)?,
+        None => create_segment(fs, lane, dir, 0, opts, Reserve::Later)?,
     };
-    if opts.preallocate {
+    // An active segment with no frame is left as it is: a lane that never
+    // received data keeps a header-only file (see `segment_file::Reserve`).
+    if opts.preallocate && !active.frames.is_empty() {
         active_file.preallocate(opts.segment_bytes, true).map_err(io(&active.path))?;
     }
     active_file.sync_data().map_err(io(&active.path))?;

@@ -84,7 +84,11 @@ pub(crate) fn retire(shared: &LaneShared, seg: Arc<SealedSegment>) -> Result<()>
         (true, true) => 1,
         (true, false) => 0,
     };
-    if unread && shared.opts().preallocate && pool.len() < limit {
+    // A lane's first segment, rolled away from early (see `writer`, "Idle
+    // lanes"), holds little: reusing it would allocate nearly all its space
+    // anyway, so it is not worth a place in the pool.
+    let worth_keeping = seg.bytes >= shared.opts().segment_bytes / 2;
+    if unread && worth_keeping && shared.opts().preallocate && pool.len() < limit {
         let to = crate::layout::recycled_path(shared.dir(), seg.base);
         match fs.rename(&seg.path, &to) {
             Ok(()) => {

@@ -81,12 +81,27 @@ pub(crate) fn ensure_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 }
 
 /// Create, preallocate and sync a fresh segment, then make its name durable.
+/// Whether a new segment's space is reserved (and zero-filled) when it is
+/// created, or left to grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserve {
+    /// Preallocated now (`WalOptions::preallocate`): a roll that found no spare.
+    Now,
+    /// Header only: a lane's first segment, created at open whether or not
+    /// the lane ever receives data. It grows with its first frames until
+    /// the writer rolls to a spare prepared off the commit path (see
+    /// `writer`, "Idle lanes"), so an idle lane costs one small file and
+    /// no first request waits for a zero fill.
+    Later,
+}
+
 pub(crate) fn create_segment(
     fs: &dyn FileSystem,
     lane: LaneId,
     dir: &Path,
     base: u64,
     opts: &WalOptions,
+    reserve: Reserve,
 ) -> Result<(RecoveredSegment, Arc<dyn WalFile>)> {
     let path = dir.join(segment_file_name(base));
     let header = new_header(lane, base, false, &path)?;
@@ -98,7 +113,7 @@ pub(crate) fn create_segment(
     let f = fs.create_new(&path).map_err(io(&path))?;
     let setup = || -> std::io::Result<()> {
         f.write_all_at(&header.encode(), 0)?;
-        if opts.preallocate {
+        if opts.preallocate && reserve == Reserve::Now {
             f.preallocate(opts.segment_bytes, true)?;
         }
         f.sync_data()?;

@@ -17,6 +17,13 @@
 //! never moves back ([`crate::shared::LaneShared::publish`] checks the
 //! frames it publishes start exactly at the durable point).
 //!
+//! Idle lanes: a lane's first segment is created header-only at open (every
+//! lane has one, most never receive data). Its first rounds extend the file
+//! (`fdatasync` carries the size); half-way to 1/64 of `segment_bytes` the
+//! writer has a spare prepared — zero-filled — off the commit path, and
+//! rolls to it at the first round past 1/64 that finds it ready. So an idle lane costs one small file, and no request
+//! waits for a zero fill.
+//!
 //! Failures:
 //! - ENOSPC on write or roll: the round's bytes are cut off again (and that
 //!   cut is synced) before its waiters hear `NoSpace`; the lane stays open
@@ -37,7 +44,9 @@ use crate::fs::WalFile;
 use crate::gather::Gather;
 use crate::layout::{spare_name, summary_path};
 use crate::segment::{FrameLoc, Summary};
-use crate::segment_file::{create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Spare};
+use crate::segment_file::{
+    create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Reserve, Spare,
+};
 use crate::shared::{Appended, LaneShared, Pending, Release};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,7 +126,16 @@ pub(crate) struct Writer {
     starving: bool,
     /// The disk-pressure epoch whose spare space this writer gave back.
     pressure_seen: u64,
+    /// The active segment was not preallocated (a lane's first, created
+    /// header-only at open): roll to a spare as soon as one is ready.
+    early_roll: bool,
 }
+
+/// A lane's first segment (not preallocated) rolls to a spare once it holds
+/// this fraction of `segment_bytes`: its extending writes cost a little
+/// more per `fdatasync`, so it is kept short, yet not so short that a
+/// lane's first few batches are spread over segments.
+const EARLY_ROLL_FRACTION: u64 = 64;
 
 /// The next segment's file: being prepared by a helper thread that this
 /// writer owns (and joins before it goes), or ready.
@@ -195,6 +213,8 @@ impl Writer {
             let b = k.to_bytes();
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         });
+        // A segment with no frame may be a lane's header-only first one.
+        let early_roll = shared.opts().preallocate && active.frames.is_empty();
         Writer {
             shared,
             observer,
@@ -214,6 +234,7 @@ impl Writer {
             gather: Gather::default(),
             starving: false,
             pressure_seen: 0,
+            early_roll,
         }
     }
 
@@ -367,7 +388,10 @@ impl Writer {
     fn commit(&mut self, mut round: Vec<Pending>) {
         let started = Instant::now();
         let mut fsyncs = 0u32;
-        if self.used >= self.shared.opts().segment_bytes && self.frames_in_segment > 0 {
+        let segment_bytes = self.shared.opts().segment_bytes;
+        let early = self.early_roll && self.used >= segment_bytes / EARLY_ROLL_FRACTION && self.spare_ready();
+        let full = self.used >= segment_bytes || early;
+        if full && self.frames_in_segment > 0 {
             match self.roll() {
                 Ok(n) => fsyncs += n,
                 Err(e) => return self.roll_failed(round, e),
@@ -463,12 +487,25 @@ impl Writer {
             obs.on_commit(self.shared.id(), stats);
         }
         self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * stats.bytes as f64;
+        // Half-way to the roll, as for any segment: for a lane's first,
+        // half-way to its early roll.
+        let roll_at = if self.early_roll { EARLY_ROLL_FRACTION } else { 1 };
+        let due = self.used > self.shared.opts().segment_bytes / roll_at / 2;
         if matches!(self.spare, SpareSlot::None)
             && self.shared.opts().preallocate
             && !self.shared.pressure().on()
-            && self.used > self.shared.opts().segment_bytes / 2
+            && due
         {
             self.start_spare();
+        }
+    }
+
+    /// Whether a roll now would find its spare without waiting.
+    fn spare_ready(&self) -> bool {
+        match &self.spare {
+            SpareSlot::Ready(_) => true,
+            SpareSlot::Preparing(helper) => helper.is_finished(),
+            SpareSlot::None => false,
         }
     }
 
@@ -555,7 +592,7 @@ impl Writer {
     fn undo_write(&mut self, start: u64) {
         let undo = || -> std::io::Result<()> {
             self.file.set_len(start)?;
-            if self.shared.opts().preallocate {
+            if self.shared.opts().preallocate && !self.early_roll {
                 // Best effort: without the space, later writes extend the file.
                 let _ = self.file.preallocate(self.shared.opts().segment_bytes, true);
             }
@@ -573,7 +610,14 @@ impl Writer {
         let spare = self.spare.take(shared.id()).or_else(|| self.kept_spare());
         let (seg, file) = match spare {
             Some(spare) => segment_from_spare(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, spare)?,
-            None => create_segment(&**shared.fs(), shared.id(), shared.dir(), self.next_offset, shared.opts())?,
+            None => create_segment(
+                &**shared.fs(),
+                shared.id(),
+                shared.dir(),
+                self.next_offset,
+                shared.opts(),
+                Reserve::Now,
+            )?,
         };
         // Cut the sealed segment's preallocated tail. Not synced: every frame
         // in it already is, and recovery cuts a tail that comes back.
@@ -608,6 +652,7 @@ impl Writer {
         self.base = self.next_offset;
         self.used = crate::segment::SEGMENT_HEADER_LEN as u64;
         self.frames_in_segment = 0;
+        self.early_roll = false;
         Ok(2)
     }
 }

@@ -73,11 +73,23 @@ fn spares(sim: &SimFs, lane: LaneId) -> Vec<PathBuf> {
 #[test]
 fn a_roll_after_enospc_takes_a_recycled_segment_once_space_is_released() {
     let sim = SimFs::new(6);
-    // Three lanes' active segments, and room for a few more.
-    sim.set_capacity(Some(10 * segment()));
     let wal = open(Arc::new(sim.clone()), Path::new(DIR), opts());
     let mut id = FIRST_ID;
-    let mut acked = fill(&wal, NORMAL0, &mut id);
+    // The lane's first segment is created header-only and rolled away from
+    // early (`writer`, "Idle lanes"): past it, and released, every segment
+    // below is a preallocated one, which is what this test is about.
+    let mut acked = Vec::new();
+    while wal.lane(NORMAL0).unwrap().segments().len() < 2 {
+        assert!(acked.len() < 10, "the first segment rolled early");
+        id += 1;
+        append(&wal, NORMAL0, id).expect("append");
+        acked.push(id);
+    }
+    let lane = wal.lane(NORMAL0).unwrap();
+    assert_eq!(lane.delete_segments_below(lane.segments()[0].next_offset).unwrap(), 1);
+    // Room for a few more segments.
+    sim.set_capacity(Some(sim.used_bytes() + 7 * segment()));
+    acked.extend(fill(&wal, NORMAL0, &mut id));
     assert!(wal.lane(NORMAL0).unwrap().segments().len() >= 3, "the lane rolled before the disk filled");
     // Retention releases the oldest segment only: a rename keeps its
     // space, so the next roll succeeds only if it takes that very file.

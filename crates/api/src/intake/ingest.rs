@@ -239,9 +239,8 @@ fn split_json(body: &[u8], max_record: u64) -> Result<Vec<&[u8]>, AcceptError> {
 /// lag counts against a priority only through the lanes at or above it: a
 /// `low` backlog sheds what goes to `low`, not the in-rate tenants.
 fn check_backpressure(b: &Intake, tenant: &Tenant, topic: TopicSlot, priority: Priority) -> Result<(), AcceptError> {
-    let name = &tenant.name;
     let retry_after_secs = b.cfg.retry_after_secs;
-    let shed = |reason: Reason| b.metrics.backpressure_shed.with_label_values(&[name.as_str(), reason.as_str()]).inc();
+    let shed = |reason: Reason| b.metrics.backpressure_shed.with_label_values(&[&*tenant.label, reason.as_str()]).inc();
     if b.disk.over_quota.load(Ordering::Relaxed) {
         shed(Reason::DiskQuota);
         return Err(AcceptError::DiskQuota { quota_bytes: b.cfg.disk_quota_bytes });
@@ -270,12 +269,12 @@ fn admit(b: &Intake, t: &Tenant, records: u64, now: u64) -> Result<LaneId, Accep
         Verdict::InRate => t.priority,
         Verdict::Demote(reason) => {
             if t.priority != Priority::Low {
-                b.metrics.demoted_records.with_label_values(&[t.name.as_str(), reason.as_str()]).inc_by(records);
+                b.metrics.demoted_records.with_label_values(&[&*t.label, reason.as_str()]).inc_by(records);
             }
             Priority::Low
         }
         Verdict::Reject { retry_after_secs } => {
-            b.metrics.backpressure_shed.with_label_values(&[t.name.as_str(), Reason::HardRateLimit.as_str()]).inc();
+            b.metrics.backpressure_shed.with_label_values(&[&*t.label, Reason::HardRateLimit.as_str()]).inc();
             return Err(AcceptError::RateLimited { tenant: t.name.clone(), retry_after_secs });
         }
     };
@@ -343,7 +342,7 @@ pub(crate) async fn append_records(
     let now = now_ms();
     let request_key =
         key.map(|k| RequestKey::new(k, Fingerprint::of(input.topic, input.media_type, input.inflated_body)));
-    let ticket = match claim_key(b, &tenant.name, request_key.as_ref(), now).await? {
+    let ticket = match claim_key(b, tenant, request_key.as_ref(), now).await? {
         KeyClaim::Replay(resp) => return Ok(resp),
         KeyClaim::Go(ticket) => ticket,
     };
@@ -395,21 +394,21 @@ enum KeyClaim {
 }
 
 /// Claim the request's key in the window, or refuse it.
-async fn claim_key(b: &Intake, tenant: &str, key: Option<&RequestKey>, now: u64) -> Result<KeyClaim, AcceptError> {
+async fn claim_key(b: &Intake, tenant: &Tenant, key: Option<&RequestKey>, now: u64) -> Result<KeyClaim, AcceptError> {
     let Some(rk) = key else {
         return Ok(KeyClaim::Go(None));
     };
-    match b.idempotency.claim(tenant, rk, now).await {
+    match b.idempotency.claim(&tenant.name, rk, now).await {
         Claim::Replay(resp) => {
-            b.metrics.idempotent_replays.with_label_values(&[tenant]).inc();
+            b.metrics.idempotent_replays.with_label_values(&[&*tenant.label]).inc();
             Ok(KeyClaim::Replay(resp))
         }
         Claim::Reused => {
-            b.metrics.idempotency_key_reused.with_label_values(&[tenant]).inc();
+            b.metrics.idempotency_key_reused.with_label_values(&[&*tenant.label]).inc();
             Err(AcceptError::IdempotencyKeyReused)
         }
         Claim::Fresh(t) => Ok(KeyClaim::Go(Some(t))),
-        Claim::Full { max } => Err(AcceptError::IdempotencyKeysFull { tenant: tenant.to_string(), max }),
+        Claim::Full { max } => Err(AcceptError::IdempotencyKeysFull { tenant: tenant.name.clone(), max }),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::memory::MemoryBudget;
 use crate::metrics::AcceptMetrics;
 use config::{TenantId, ValidConfig};
 use roster::Roster;
-pub use roster::{Tenant, TopicSlot};
+pub use roster::{Tenant, TopicSlot, OTHER_TENANTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use wal::Wal;

@@ -25,6 +25,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use wal::Priority;
 
+/// The `tenant` label of every tenant past `metrics_max_tenant_series`.
+pub const OTHER_TENANTS: &str = "_other";
+
 /// A topic's position in the snapshot its tenant belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSlot(usize);
@@ -33,8 +36,12 @@ pub struct TopicSlot(usize);
 pub struct Tenant {
     /// Its id: stable across reloads.
     pub id: TenantId,
-    /// Its configured name (what its token resolves to; the metrics' label).
+    /// Its configured name (what its token resolves to).
     pub name: String,
+    /// Its `tenant` label in `/metrics`: its name, or [`OTHER_TENANTS`]
+    /// past `metrics_max_tenant_series` (by id: the first tenants the
+    /// broker saw keep their series across reloads).
+    pub(crate) label: Arc<str>,
     /// Its own lane's priority, where its in-rate records go.
     pub(crate) priority: Priority,
     /// Its lanes' shard ([`shard_of`] its name): stable across restarts.
@@ -67,7 +74,7 @@ impl Tenant {
         (topic, topic_name): (TopicSlot, &str),
         priority: Priority,
     ) -> IntCounter {
-        let resolve = || m.ingest_records.with_label_values(&[self.name.as_str(), topic_name, priority.as_str()]);
+        let resolve = || m.ingest_records.with_label_values(&[&*self.label, topic_name, priority.as_str()]);
         match self.records.get(topic.0 * Priority::ALL.len() + priority as usize) {
             Some(cell) => cell.get_or_init(resolve).clone(),
             None => resolve(),
@@ -108,9 +115,11 @@ impl Roster {
                 };
                 let memory_held = before.map_or_else(Arc::default, |old| Arc::clone(&old.memory_held));
                 let routes = cfg.topics.iter().map(|topic| lag.routes(&t.name, &topic.name)).collect();
+                let own_series = id.index() < cfg.metrics_max_tenant_series;
                 let tenant = Tenant {
                     id,
                     name: t.name.clone(),
+                    label: Arc::from(if own_series { t.name.as_str() } else { OTHER_TENANTS }),
                     priority,
                     shard: shard_of(&t.name, cfg.shards),
                     limiter,

@@ -51,6 +51,9 @@ pub struct Deliveries {
     /// Swapped whole by a reload that adds or removes destinations
     /// ([`Deliveries::reconcile`]); a call holds the one it looked up.
     dests: RwLock<Destinations>,
+    /// The tenants with metric series of their own (`metrics_max_tenant_series`):
+    /// set by the broker at open and at each reload.
+    tenant_series: RwLock<Arc<std::collections::HashSet<Arc<str>>>>,
     /// Begun on SIGTERM: the acquire long-poll waits on it too, so it
     /// answers idle at once instead of holding the stop's drain.
     shutdown: crate::shutdown::Shutdown,
@@ -72,7 +75,16 @@ impl Deliveries {
             dests.push(Arc::new(load_destination(&store, &wal, &cfg, d, id)?));
         }
         let dests = RwLock::new(dests.into());
-        Ok(Deliveries { cfg, wal, metrics, store, dests, shutdown: crate::shutdown::Shutdown::default() })
+        let tenant_series = RwLock::default();
+        Ok(Deliveries {
+            cfg,
+            wal,
+            metrics,
+            store,
+            dests,
+            tenant_series,
+            shutdown: crate::shutdown::Shutdown::default(),
+        })
     }
 
     /// Put the destinations of `cfg` (ids `ids`, in its order) in force: one
@@ -110,6 +122,17 @@ impl Deliveries {
     /// [`crate::shutdown`]).
     pub fn begin_shutdown(&self) {
         self.shutdown.begin();
+    }
+
+    /// Put in force the names of the tenants with series of their own.
+    pub fn set_tenant_series(&self, names: impl IntoIterator<Item = Arc<str>>) {
+        let set = Arc::new(names.into_iter().collect());
+        *self.tenant_series.write().unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+    }
+
+    /// The tenants with series of their own.
+    pub(crate) fn tenant_series(&self) -> Arc<std::collections::HashSet<Arc<str>>> {
+        Arc::clone(&self.tenant_series.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The destinations in force, in configuration order.

@@ -25,7 +25,9 @@
 //! - `floor <= scanned`;
 //! - `total` is the sum of `by_tenant`, and no tenant holds a zero count;
 //! - `first`, when set, is the offset and time of the first routed record
-//!   in `[floor, scanned)`, and it is set whenever `total.records > 0`.
+//!   in `[floor, scanned)`, and it is set whenever `total.records > 0`;
+//!   each tenant's own `first` likewise for its records (what
+//!   `weir_tenant_oldest_pending_age_seconds` shows).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -42,13 +44,22 @@ pub struct Count {
 /// Whether a record of (tenant, topic) goes to the destination.
 pub type Routes<'a> = &'a dyn Fn(&str, &str) -> bool;
 
+/// One tenant's pending records in one lane, and its first one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TenantPending {
+    count: Count,
+    /// (offset, ts_ms) of its first pending record; `None` only while a
+    /// sync finds it again (the cursor passed the one it had).
+    first: Option<(u64, u64)>,
+}
+
 /// One lane's pending records for one destination.
 #[derive(Debug, Default)]
 pub struct LanePending {
     floor: u64,
     scanned: u64,
     total: Count,
-    by_tenant: HashMap<Arc<str>, Count>,
+    by_tenant: HashMap<Arc<str>, TenantPending>,
     /// (offset, ts_ms) of the first routed record at or after `floor`.
     first: Option<(u64, u64)>,
 }
@@ -82,11 +93,16 @@ impl LanePending {
         }
         if self.total.records == 0 {
             self.first = None;
-        } else if self.first.is_none_or(|(at, _)| at < self.floor) {
-            self.first = self.find_first(lane, routes)?;
+        } else {
+            self.find_firsts(lane, routes)?;
         }
         self.check();
         Ok(())
+    }
+
+    /// When each tenant's oldest pending record was acknowledged.
+    pub fn oldest_by_tenant(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.by_tenant.iter().filter_map(|(tenant, p)| p.first.map(|(_, ts)| (&**tenant, ts)))
     }
 
     /// Pending records and bytes of the lane.
@@ -99,7 +115,7 @@ impl LanePending {
     // reads (see the module docs), and it is maintained and checked now.
     #[allow(dead_code)]
     pub fn tenant(&self, tenant: &str) -> Count {
-        self.by_tenant.get(tenant).copied().unwrap_or_default()
+        self.by_tenant.get(tenant).map(|p| p.count).unwrap_or_default()
     }
 
     /// When the oldest pending record was acknowledged.
@@ -140,17 +156,24 @@ impl LanePending {
                 let n = next.min(to) - base.max(from);
                 let frame_records = u64::from(f.header.records).max(1);
                 let bytes = u64::from(f.header.body_len) * n / frame_records;
-                self.apply(f.tenant, Count { records: n, bytes }, sign);
+                let at = (base.max(from), f.header.ts_ms);
+                self.apply(f.tenant, Count { records: n, bytes }, sign, at);
             }
             ControlFlow::Continue(())
         })
     }
 
-    fn apply(&mut self, tenant: &str, c: Count, sign: Sign) {
-        let entry = match self.by_tenant.get_mut(tenant) {
+    /// `at`: the (offset, ts_ms) of the counted records' first.
+    fn apply(&mut self, tenant: &str, c: Count, sign: Sign, at: (u64, u64)) {
+        let pending = match self.by_tenant.get_mut(tenant) {
             Some(e) => e,
             None => self.by_tenant.entry(Arc::from(tenant)).or_default(),
         };
+        // Records are added in offset order: a tenant's first is the first added.
+        if sign == Sign::Add && pending.count.records == 0 {
+            pending.first = Some(at);
+        }
+        let entry = &mut pending.count;
         match sign {
             Sign::Add => {
                 entry.records += c.records;
@@ -172,26 +195,46 @@ impl LanePending {
         }
     }
 
-    /// The first routed record in `[floor, scanned)`.
-    fn find_first(&self, lane: &Lane, routes: Routes<'_>) -> Result<Option<(u64, u64)>, wal::WalError> {
-        let (floor, scanned) = (self.floor, self.scanned);
-        let mut first = None;
+    /// Find again the firsts the cursor passed: the lane's, and each
+    /// tenant's still pending, by one scan of `[floor, scanned)` that stops
+    /// once every one is found.
+    fn find_firsts(&mut self, lane: &Lane, routes: Routes<'_>) -> Result<(), wal::WalError> {
+        let floor = self.floor;
+        let stale = |first: Option<(u64, u64)>| first.is_none_or(|(at, _)| at < floor);
+        let mut lost: usize = self.by_tenant.values().filter(|p| stale(p.first)).count();
+        let mut lane_first = if stale(self.first) { None } else { self.first };
+        if lost == 0 && lane_first.is_some() {
+            return Ok(());
+        }
+        for pending in self.by_tenant.values_mut().filter(|p| stale(p.first)) {
+            pending.first = None;
+        }
+        let (scanned, by_tenant) = (self.scanned, &mut self.by_tenant);
         lane.visit_frame_metas(floor, |f| {
             if f.header.base_offset >= scanned {
                 return ControlFlow::Break(());
             }
             if routes(f.tenant, f.topic) && f.header.next_offset() > floor {
-                first = Some((f.header.base_offset.max(floor), f.header.ts_ms));
-                return ControlFlow::Break(());
+                let at = (f.header.base_offset.max(floor), f.header.ts_ms);
+                lane_first = lane_first.or(Some(at));
+                if let Some(pending) = by_tenant.get_mut(f.tenant).filter(|p| p.first.is_none()) {
+                    pending.first = Some(at);
+                    lost -= 1;
+                }
+                if lost == 0 {
+                    return ControlFlow::Break(());
+                }
             }
             ControlFlow::Continue(())
         })?;
-        Ok(first)
+        self.first = lane_first;
+        Ok(())
     }
 
     fn check(&self) {
         debug_assert!(self.floor <= self.scanned, "floor past scanned");
-        debug_assert_eq!(self.total.records, self.by_tenant.values().map(|c| c.records).sum::<u64>());
+        debug_assert_eq!(self.total.records, self.by_tenant.values().map(|p| p.count.records).sum::<u64>());
+        debug_assert!(self.by_tenant.values().all(|p| p.first.is_some()), "a pending tenant without its first");
         debug_assert!(self.total.records == 0 || self.first.is_some(), "pending records but no first");
     }
 }

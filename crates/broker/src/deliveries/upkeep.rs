@@ -51,6 +51,7 @@ impl Deliveries {
         self.metrics.destination_lag_bytes.with_label_values(&[name]).set(lag.bytes as i64);
         let age = lag.oldest_pending_age_ms as f64 / 1000.0;
         self.metrics.destination_oldest_pending_age.with_label_values(&[name]).set(age);
+        self.publish_tenant_ages(dest, now);
         let (state, paused) = {
             let st = dest.state();
             (st.breaker.state, st.paused)
@@ -91,6 +92,34 @@ impl Deliveries {
         }
         lag.oldest_pending_age_ms = oldest.map_or(0, |ts| now.saturating_sub(ts));
         lag
+    }
+
+    /// `weir_tenant_oldest_pending_age_seconds` of `dest`: per tenant label
+    /// (tenants past `metrics_max_tenant_series` share `_other`, the oldest
+    /// of theirs), from the pending account [`Deliveries::lag_of`] synced;
+    /// a label with nothing pending any more goes back to 0.
+    fn publish_tenant_ages(&self, dest: &Destination, now: u64) {
+        let own = self.tenant_series();
+        let mut oldest: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
+        for account in dest.pending().values() {
+            for (tenant, ts) in account.oldest_by_tenant() {
+                let label: Arc<str> = match own.get(tenant) {
+                    Some(name) => Arc::clone(name),
+                    None => Arc::from(api::intake::OTHER_TENANTS),
+                };
+                let at = oldest.entry(label).or_insert(ts);
+                *at = (*at).min(ts);
+            }
+        }
+        let gauge = &self.metrics.tenant_oldest_pending_age;
+        let mut shown = dest.tenant_ages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in shown.iter().filter(|label| !oldest.contains_key(*label)) {
+            gauge.with_label_values(&[dest.name.as_str(), gone]).set(0.0);
+        }
+        for (label, ts) in &oldest {
+            gauge.with_label_values(&[dest.name.as_str(), label]).set(now.saturating_sub(*ts) as f64 / 1000.0);
+        }
+        *shown = oldest.into_keys().collect();
     }
 
     /// `on_lag_limit = "drop_oldest"`: move the cursor forward past the
