@@ -3,8 +3,9 @@
 //! request; a token rotated through its `tokens_file` (add the new one,
 //! move the producers, remove the old) costs no failed request, and the
 //! removed token is refused as soon as the reload is done; a bad file is
-//! refused with the old configuration in force. `WEIR_RELOADS=N` runs N
-//! reloads (docs/testing.md: the soak).
+//! refused with the old configuration in force; a tenant added by a reload
+//! is accepted at once, and refused at once when the next removes it.
+//! `WEIR_RELOADS=N` runs N reloads (docs/testing.md: the soak).
 
 mod common;
 
@@ -95,7 +96,24 @@ async fn fifty_reloads_under_load_rotate_a_token_and_refuse_a_bad_file_with_no_f
     let acme = Arc::new(RwLock::new("acme-old".to_string()));
     let load = start_load(&b.url, Arc::clone(&acme));
     let (mut bad_files, rotate_at, retire_at) = (0u32, reloads / 3, 2 * reloads / 3);
+    let (add_at, remove_at) = (reloads / 2, reloads / 2 + 1);
+    let with_initech =
+        format!("{good}[[tenant]]\nname = \"initech\"\ntoken = \"initech-t\"\nrate_per_sec = 1000.0\nburst = 1000\n");
     for i in 0..reloads {
+        if i == add_at {
+            std::fs::write(&b.config, &with_initech).unwrap();
+            reload(&b).await;
+            let new = ingest(&b.url, "initech-t", "events", "{}").await;
+            assert_eq!(new.status, 200, "a tenant added by a reload is accepted at once: {new:?}");
+            continue;
+        }
+        if i == remove_at {
+            std::fs::write(&b.config, &good).unwrap();
+            reload(&b).await;
+            let gone = ingest(&b.url, "initech-t", "events", "{}").await;
+            assert_eq!(gone.status, 401, "a tenant removed by a reload is refused at once: {gone:?}");
+            continue;
+        }
         if i % 10 == 7 {
             // A file that does not validate: refused, the old one stays.
             std::fs::write(&b.config, good.replace("rate_per_sec = 1000000.0", "rate_per_sec = \"fast\"")).unwrap();
