@@ -126,6 +126,37 @@ impl Deliverer<'_> {
         let streak = self.sink.streak();
         let mut leaves = Leaves::default();
         let mut jitter = Jitter::seeded();
+        // Each part on its own (see `Sink::parts`); usually one, as it is.
+        let parts = self.sink.parts(records);
+        let parts: Vec<&[Record]> = match &parts {
+            Some(parts) => parts.iter().map(Vec::as_slice).collect(),
+            None => vec![records],
+        };
+        for part in parts {
+            if let Err(gave_back) = self.bisect(part, &mut poison, &mut leaves, &mut jitter).await {
+                return gave_back;
+            }
+        }
+        if let (Some(s), Some(refusal)) = (streak, leaves.only_refusal()) {
+            if let Some(message) = s.judge(fingerprint(records), refusal) {
+                return Outcome::Retry { message, retry_after: None, overload: false };
+            }
+        }
+        poison.sort();
+        Outcome::Delivered { poison }
+    }
+
+    /// Deliver `records`, bisecting rejected batches down to single poison
+    /// records (added to `poison`); `Err` with the outcome when the sink's
+    /// fault gives the lease back.
+    async fn bisect(
+        &self,
+        records: &[Record],
+        poison: &mut Vec<Poisoned>,
+        leaves: &mut Leaves,
+        jitter: &mut Jitter,
+    ) -> Result<(), Outcome> {
+        let streak = self.sink.streak();
         // Work list instead of recursion: (start, end) ranges still to deliver.
         let mut pending = vec![(0usize, records.len())];
         while let Some((start, end)) = pending.pop() {
@@ -133,7 +164,7 @@ impl Deliverer<'_> {
                 continue;
             }
             let batch = &records[start..end];
-            match self.attempt(batch, &self.key(batch), &mut jitter).await {
+            match self.attempt(batch, &self.key(batch), jitter).await {
                 Ok(()) => {
                     leaves.delivered = true;
                     if let Some(s) = streak {
@@ -155,17 +186,11 @@ impl Deliverer<'_> {
                     pending.push((start, mid));
                 }
                 // The sink's fault: the lease goes back whole, nothing dead-lettered.
-                Err(e @ SinkError::Endpoint { .. }) => return self.failed(e),
-                Err(e @ (SinkError::Retryable { .. } | SinkError::Gone { .. })) => return self.failed(e),
+                Err(e @ SinkError::Endpoint { .. }) => return Err(self.failed(e)),
+                Err(e @ (SinkError::Retryable { .. } | SinkError::Gone { .. })) => return Err(self.failed(e)),
             }
         }
-        if let (Some(s), Some(refusal)) = (streak, leaves.only_refusal()) {
-            if let Some(message) = s.judge(fingerprint(records), refusal) {
-                return Outcome::Retry { message, retry_after: None, overload: false };
-            }
-        }
-        poison.sort();
-        Outcome::Delivered { poison }
+        Ok(())
     }
 
     /// The outcome of a failure that gives the lease back (not a content
@@ -344,6 +369,66 @@ mod tests {
         let delivered = sink.delivered.lock().unwrap().clone();
         assert_eq!(delivered, (0..100).filter(|&i| i != 37).collect::<Vec<_>>());
         assert!(*sink.calls.lock().unwrap() <= 2 * 7 + 1, "bisection takes O(log n) calls per bad record");
+    }
+
+    /// ClickHouse `format=otel` in small: a batch is inserted table by table
+    /// (`a…` rows, then `b…` rows); a `bad` row fails its table's insert,
+    /// which inserts nothing of that table. Keeps every row inserted.
+    struct TwoTables {
+        parts: bool,
+        inserted: Mutex<Vec<u64>>,
+    }
+
+    impl Sink for TwoTables {
+        fn deliver<'a>(&'a self, records: &'a [Record], _key: &'a str) -> Delivery<'a> {
+            Box::pin(async move {
+                for table in [b"a", b"b"] {
+                    let rows: Vec<&Record> = records
+                        .iter()
+                        .filter(|r| r.payload.starts_with(table) || (r.payload.starts_with(b"bad") && table == b"b"))
+                        .collect();
+                    if rows.iter().any(|r| r.payload.starts_with(b"bad")) {
+                        return Err(SinkError::poison("Code: 27. DB::Exception: cannot parse"));
+                    }
+                    self.inserted.lock().unwrap().extend(rows.iter().map(|r| r.offset));
+                }
+                Ok(())
+            })
+        }
+        fn parts(&self, records: &[Record]) -> Option<Vec<Vec<Record>>> {
+            let (a, b): (Vec<Record>, Vec<Record>) = records.iter().cloned().partition(|r| r.payload.starts_with(b"a"));
+            self.parts.then_some(vec![a, b])
+        }
+        fn describe(&self) -> String {
+            "two tables".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_of_one_table_sends_no_row_of_another_twice() {
+        let records: Vec<Record> = (0..16)
+            .map(|i| Record {
+                position: i as u32,
+                offset: i,
+                payload: bytes::Bytes::from(match i {
+                    5 => "bad".to_string(),
+                    i if i % 2 == 0 => format!("a{i}"),
+                    i => format!("b{i}"),
+                }),
+                ..Record::default()
+            })
+            .collect();
+        let sink = TwoTables { parts: true, inserted: Mutex::default() };
+        let out = deliverer(&sink, "normal/0".into()).deliver(&records).await;
+        let bad = Poisoned { position: 5, offset: 5, reason: "Code: 27. DB::Exception: cannot parse".into() };
+        assert_eq!(out, Outcome::Delivered { poison: vec![bad] });
+        let mut inserted = sink.inserted.lock().unwrap().clone();
+        inserted.sort_unstable();
+        assert_eq!(inserted, (0..16).filter(|&i| i != 5).collect::<Vec<_>>(), "every row once, none twice");
+        // Without parts, the bisection sends table a's rows again.
+        let whole = TwoTables { parts: false, inserted: Mutex::default() };
+        deliverer(&whole, "normal/0".into()).deliver(&records).await;
+        assert!(whole.inserted.lock().unwrap().len() > 15, "the test sees the duplicates it guards against");
     }
 
     /// A sink that can never take records holding a newline as one record.

@@ -19,9 +19,10 @@
 //!
 //! Idle lanes: a lane's first segment is created header-only at open (every
 //! lane has one, most never receive data). Its first rounds extend the file
-//! (`fdatasync` carries the size); half-way to 1/64 of `segment_bytes` the
-//! writer has a spare prepared — zero-filled — off the commit path, and
-//! rolls to it at the first round past 1/64 that finds it ready. So an idle lane costs one small file, and no request
+//! (`fdatasync` carries the size); half-way to its early roll (1/64 of
+//! `segment_bytes`, at least 256 KiB or the whole segment) the writer has a
+//! spare prepared — zero-filled — off the commit path, and rolls to it at
+//! the first round past that point that finds it ready. So an idle lane costs one small file, and no request
 //! waits for a zero fill.
 //!
 //! Failures:
@@ -131,11 +132,14 @@ pub(crate) struct Writer {
     early_roll: bool,
 }
 
-/// A lane's first segment (not preallocated) rolls to a spare once it holds
-/// this fraction of `segment_bytes`: its extending writes cost a little
-/// more per `fdatasync`, so it is kept short, yet not so short that a
-/// lane's first few batches are spread over segments.
-const EARLY_ROLL_FRACTION: u64 = 64;
+/// Where a lane's first segment (not preallocated) rolls to a spare: at
+/// 1/64 of `segment_bytes`, but not below 256 KiB (or the whole segment,
+/// when that is smaller). Its extending writes cost a little more per
+/// `fdatasync`, so it is kept short — 256 KiB of 16 MiB — yet a small
+/// segment is not cut into slivers.
+fn early_roll_at(segment_bytes: u64) -> u64 {
+    (segment_bytes / 64).max(segment_bytes.min(256 << 10))
+}
 
 /// The next segment's file: being prepared by a helper thread that this
 /// writer owns (and joins before it goes), or ready.
@@ -389,7 +393,7 @@ impl Writer {
         let started = Instant::now();
         let mut fsyncs = 0u32;
         let segment_bytes = self.shared.opts().segment_bytes;
-        let early = self.early_roll && self.used >= segment_bytes / EARLY_ROLL_FRACTION && self.spare_ready();
+        let early = self.early_roll && self.used >= early_roll_at(segment_bytes) && self.spare_ready();
         let full = self.used >= segment_bytes || early;
         if full && self.frames_in_segment > 0 {
             match self.roll() {
@@ -489,8 +493,9 @@ impl Writer {
         self.avg_commit_bytes = 0.9 * self.avg_commit_bytes + 0.1 * stats.bytes as f64;
         // Half-way to the roll, as for any segment: for a lane's first,
         // half-way to its early roll.
-        let roll_at = if self.early_roll { EARLY_ROLL_FRACTION } else { 1 };
-        let due = self.used > self.shared.opts().segment_bytes / roll_at / 2;
+        let segment_bytes = self.shared.opts().segment_bytes;
+        let roll_at = if self.early_roll { early_roll_at(segment_bytes) } else { segment_bytes };
+        let due = self.used > roll_at / 2;
         if matches!(self.spare, SpareSlot::None)
             && self.shared.opts().preallocate
             && !self.shared.pressure().on()

@@ -75,12 +75,12 @@ fn a_roll_after_enospc_takes_a_recycled_segment_once_space_is_released() {
     let sim = SimFs::new(6);
     let wal = open(Arc::new(sim.clone()), Path::new(DIR), opts());
     let mut id = FIRST_ID;
-    // The lane's first segment is created header-only and rolled away from
-    // early (`writer`, "Idle lanes"): past it, and released, every segment
-    // below is a preallocated one, which is what this test is about.
+    // The lane's first segment is created header-only, not preallocated
+    // (`writer`, "Idle lanes"): past it, and released, every segment below
+    // is a preallocated one, which is what this test is about.
     let mut acked = Vec::new();
     while wal.lane(NORMAL0).unwrap().segments().len() < 2 {
-        assert!(acked.len() < 10, "the first segment rolled early");
+        assert!(acked.len() < 10, "the first segment rolled");
         id += 1;
         append(&wal, NORMAL0, id).expect("append");
         acked.push(id);

@@ -59,7 +59,7 @@ fn an_idle_lane_costs_a_small_file_and_the_first_append_waits_for_no_zero_fill()
     let mut id = 1;
     while lane.segments().len() < 2 {
         assert!(id < 5_000, "no roll to a preallocated spare after {id} appends");
-        rt.block_on(wal.append(NORMAL0, batch(id, 1, 100))).unwrap();
+        rt.block_on(wal.append(NORMAL0, batch(id, 10, 1000))).unwrap();
         id += 1;
     }
     let active = lane.segments().into_iter().find(|s| !s.sealed).unwrap();

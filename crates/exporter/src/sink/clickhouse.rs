@@ -12,7 +12,10 @@
 //! redelivery after a crash repeats its token and its bytes, and ClickHouse
 //! drops the repeat; a range split by bisection gets its halves' ids. A
 //! lease inserted into three tables whose third insert failed repeats the
-//! first two with their tokens: dropped again.
+//! first two with their tokens: dropped again. A lease whose rows go to
+//! several tables is delivered, and bisected, table by table
+//! ([`ClickHouse::parts`]): a refused row of one table sends no other
+//! table's rows again under a half's token.
 //!
 //! ClickHouse deduplicates a non-replicated `MergeTree` only when the table
 //! sets `non_replicated_deduplication_window > 0` (replicated tables do by
@@ -165,6 +168,27 @@ impl ClickHouse {
             out[at].body.push(b'\n');
         }
         Ok(out)
+    }
+
+    /// `format=otel`: the records by the table their rows go to (in the
+    /// order the tables first appear; a record that maps to none is a part
+    /// of its own, refused when sent), when there are several tables.
+    /// Bisected apart, a refused row of one table never sends another
+    /// table's rows again under a half's token, which ClickHouse would not
+    /// recognise as the same insert.
+    pub fn parts(&self, records: &[Record]) -> Option<Vec<Vec<Record>>> {
+        if self.target != Target::Otel {
+            return None;
+        }
+        let mut parts: Vec<(Option<&'static str>, Vec<Record>)> = Vec::new();
+        for r in records {
+            let table = otel_rows::table_of(&r.payload);
+            match parts.iter_mut().find(|(t, _)| table.is_some() && *t == table) {
+                Some((_, part)) => part.push(r.clone()),
+                None => parts.push((table, vec![r.clone()])),
+            }
+        }
+        (parts.len() > 1).then(|| parts.into_iter().map(|(_, part)| part).collect())
     }
 
     /// Whether inserts carry a token: asked of the server once (a failure

@@ -283,6 +283,14 @@ impl Sink for HttpSink {
         Some(&self.streak)
     }
 
+    /// ClickHouse `format=otel`: one part per table (see [`Sink::parts`]).
+    fn parts(&self, records: &[Record]) -> Option<Vec<Vec<Record>>> {
+        match &self.style {
+            HttpStyle::ClickHouse(ch) => ch.parts(records),
+            HttpStyle::Otlp | HttpStyle::Webhook(_) => None,
+        }
+    }
+
     fn refuse(&self, record: &Record) -> Option<String> {
         match &self.style {
             HttpStyle::ClickHouse(ch) => ch.refuse(record),

@@ -157,6 +157,15 @@ pub trait Sink: Send + Sync {
         false
     }
 
+    /// The parts of `records` this sink delivers apart, each bisected on its
+    /// own, when there are several (ClickHouse `format=otel`: one part per
+    /// table, in the order the tables first appear): a part's refusal then
+    /// never makes another part's rows go again under other tokens. `None`:
+    /// one part, `records` as they are.
+    fn parts(&self, _records: &[Record]) -> Option<Vec<Vec<Record>>> {
+        None
+    }
+
     /// A concurrency this sink wants instead of the adaptive one: a sink
     /// with no remote capacity to find. `--concurrency N` still pins it.
     fn fixed_concurrency(&self) -> Option<usize> {

@@ -71,6 +71,53 @@ pub fn row(payload: &[u8], tenant: &str) -> Result<Row, String> {
     Err("not an OTLP/JSON export request (no resourceLogs, resourceSpans or resourceMetrics)".into())
 }
 
+/// The table a record's row goes to, read without mapping the row (each
+/// field skipped, nothing of it kept); `None` when it is not an OTLP record
+/// [`row`] would map. For grouping a lease by table: [`row`] is the check.
+pub fn table_of(payload: &[u8]) -> Option<&'static str> {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        resource_logs: Option<IgnoredAny>,
+        resource_spans: Option<IgnoredAny>,
+        resource_metrics: Option<Vec<ProbeResource>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ProbeResource {
+        #[serde(default)]
+        scope_metrics: Vec<ProbeScope>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProbeScope {
+        #[serde(default)]
+        metrics: Vec<ProbeMetric>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ProbeMetric {
+        gauge: Option<IgnoredAny>,
+        sum: Option<IgnoredAny>,
+        histogram: Option<IgnoredAny>,
+        exponential_histogram: Option<IgnoredAny>,
+        summary: Option<IgnoredAny>,
+    }
+    let probe: Probe = serde_json::from_slice(payload).ok()?;
+    if probe.resource_logs.is_some() {
+        return Some(TABLES[0]);
+    }
+    if probe.resource_spans.is_some() {
+        return Some(TABLES[1]);
+    }
+    let resources = probe.resource_metrics?;
+    let metric = resources.first()?.scope_metrics.first()?.metrics.first()?;
+    [&metric.gauge, &metric.sum, &metric.histogram, &metric.exponential_histogram, &metric.summary]
+        .iter()
+        .position(|kind| kind.is_some())
+        .map(|at| TABLES[2 + at])
+}
+
 /// The only element of a one-item record's list.
 fn one<T>(list: &[T]) -> Result<&T, String> {
     match list {
@@ -389,6 +436,33 @@ mod tests {
         assert_eq!(time(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(time(951_782_400_000_000_007), "2000-02-29T00:00:00.000000007Z");
         assert_eq!(time(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+    }
+
+    #[test]
+    fn table_of_names_the_table_row_maps_to_without_mapping() {
+        let metric = |kind: &str, body: &str| {
+            format!(r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","{kind}":{body}}}]}}]}}]}}"#)
+        };
+        let points = r#"{"dataPoints":[{"timeUnixNano":"1","asDouble":1.5}]}"#;
+        let hist = r#"{"dataPoints":[{"timeUnixNano":"1","count":"1","bucketCounts":["1"],"explicitBounds":[]}]}"#;
+        let exp = r#"{"dataPoints":[{"timeUnixNano":"1","count":"1","scale":1,"positive":{"offset":0,"bucketCounts":["1"]}}]}"#;
+        let summary = r#"{"dataPoints":[{"timeUnixNano":"1","count":"1","sum":2.0}]}"#;
+        let span = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"s"}]}]}]}"#;
+        let records = [
+            LOG.to_string(),
+            span.to_string(),
+            metric("gauge", points),
+            metric("sum", points),
+            metric("histogram", hist),
+            metric("exponentialHistogram", exp),
+            metric("summary", summary),
+        ];
+        for (record, table) in records.iter().zip(TABLES) {
+            assert_eq!(table_of(record.as_bytes()), Some(table), "{record}");
+            assert_eq!(row(record.as_bytes(), "t").map(|r| r.table), Ok(table), "{record}");
+        }
+        assert_eq!(table_of(b"{\"event\":1}"), None);
+        assert_eq!(table_of(b"not json"), None);
     }
 
     #[test]
