@@ -137,6 +137,8 @@ pub struct IdempotencyCache {
     /// until then a claim waits, so a retry of a request acknowledged
     /// before the restart is answered as a replay, never appended again.
     rebuilt: watch::Sender<bool>,
+    /// Set when the window's owner goes: a rebuild in progress stops.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -201,7 +203,8 @@ pub struct Ticket {
 impl IdempotencyCache {
     pub fn new(window_ms: u64, max_per_tenant: usize) -> Self {
         let (rebuilt, _) = watch::channel(false);
-        IdempotencyCache { window_ms, max_per_tenant, slots: Mutex::new(Slots::default()), rebuilt }
+        let cancelled = std::sync::atomic::AtomicBool::new(false);
+        IdempotencyCache { window_ms, max_per_tenant, slots: Mutex::new(Slots::default()), rebuilt, cancelled }
     }
 
     /// A window needing no rebuild (tests, and a log with nothing in it).
@@ -309,6 +312,9 @@ impl IdempotencyCache {
             let from = lane.segments().iter().find(|s| s.last_ts_ms >= since).map(|s| s.base_offset);
             let Some(from) = from else { continue };
             let res = lane.visit_frames(from, |f| {
+                if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    return ControlFlow::Break(());
+                }
                 if let (Some(field), true) = (f.idempotency_key, f.header.ts_ms >= since) {
                     let response = Accepted {
                         records: u64::from(f.header.records),
@@ -337,7 +343,12 @@ impl IdempotencyCache {
     /// it reads (a restart does not wait for the window's frames), and only
     /// requests with a key wait for it. Bounded by the window's frames; the
     /// window counts as rebuilt even if the thread dies.
-    pub fn rebuild_in_background(self: &Arc<Self>, wal: Arc<wal::Wal>, now_ms: u64) {
+    /// Returns the thread, for [`Self::stop_rebuild`] to join.
+    pub fn rebuild_in_background(
+        self: &Arc<Self>,
+        wal: Arc<wal::Wal>,
+        now_ms: u64,
+    ) -> Option<std::thread::JoinHandle<()>> {
         struct Done(Arc<IdempotencyCache>);
         impl Drop for Done {
             fn drop(&mut self) {
@@ -351,9 +362,22 @@ impl IdempotencyCache {
             done.0.rebuild(&log, now_ms);
             tracing::info!(ms = started.elapsed().as_millis() as u64, "idempotency window rebuilt from the WAL");
         });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no thread for the idempotency rebuild; rebuilding before serving");
-            self.rebuild(&wal, now_ms);
+        match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the idempotency rebuild; rebuilding before serving");
+                self.rebuild(&wal, now_ms);
+                None
+            }
+        }
+    }
+
+    /// Stop a rebuild in progress and wait for its thread (which holds the
+    /// WAL): once it returns, nothing of the rebuild reads the log.
+    pub fn stop_rebuild(&self, thread: Option<std::thread::JoinHandle<()>>) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Intake {
     /// Rebuilt from the WAL in the background after open; keyed requests
     /// wait for it ([`IdempotencyCache::rebuild_in_background`]).
     idempotency: Arc<IdempotencyCache>,
+    /// The rebuild's thread, joined when the intake goes (it holds the WAL).
+    rebuild: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     disk: DiskState,
     /// Bytes that request bodies in flight may hold (see [`crate::memory`]).
     memory: MemoryBudget,
@@ -74,13 +76,14 @@ impl Intake {
         let roster = RwLock::new(Arc::new(Roster::build(&cfg, tenant_ids, lag.as_ref(), None)));
         let window_ms = u64::try_from(cfg.timing.idempotency_window.as_millis()).unwrap_or(u64::MAX);
         let idempotency = Arc::new(IdempotencyCache::new(window_ms, cfg.idempotency_max_keys_per_tenant));
-        idempotency.rebuild_in_background(Arc::clone(&wal), plumbing::clock::now_ms());
+        let rebuild =
+            std::sync::Mutex::new(idempotency.rebuild_in_background(Arc::clone(&wal), plumbing::clock::now_ms()));
         let memory = MemoryBudget::per_tenant(
             cfg.memory_budget_bytes,
             cfg.memory_budget_tenant_share,
             cfg.largest_request_charge(),
         );
-        Intake { cfg, metrics, lag, wal, roster, idempotency, disk: DiskState::default(), memory }
+        Intake { cfg, metrics, lag, wal, roster, idempotency, disk: DiskState::default(), memory, rebuild }
     }
 
     /// Put the tenants and topics of `cfg` in force (their ids
@@ -149,6 +152,16 @@ impl Intake {
         }
         let over = ratio.is_some_and(|r| r > self.cfg.disk_high_watermark);
         self.disk.over_watermark.store(over, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Intake {
+    /// The idempotency rebuild stops and its thread is joined: once the
+    /// intake is gone nothing of it holds the WAL (a log reopened on the
+    /// same directory, in tests, never meets the old one's threads).
+    fn drop(&mut self) {
+        let thread = self.rebuild.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.idempotency.stop_rebuild(thread);
     }
 }
 

@@ -89,7 +89,7 @@ impl Harness {
                     self.broker = Some(Arc::new(b));
                     return;
                 }
-                Err(crate::core::OpenError::Store(e)) if e.to_string().contains("lock") => last = Some(e),
+                Err(crate::core::OpenError::Store(e)) if chain(&e).contains("lock") => last = Some(e),
                 Err(e) => panic!("broker opens: {e}"),
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -128,4 +128,16 @@ impl Harness {
     pub fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
