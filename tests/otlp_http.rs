@@ -236,3 +236,38 @@ async fn the_otlp_error_matrix_answers_as_the_specification_says() {
     assert_eq!(r.status, 200, "an empty protobuf request has no items: {r:?}");
     assert_eq!(metric(url, "weir_ingest_records_total{").await, 13.0, "a refusal stores nothing");
 }
+
+/// Issue 21: an exporter whose sink forwards OTLP (`otlp+http`) refuses to
+/// start (exit 2, naming the topic) for a destination that receives a topic
+/// other than the OTLP signals'; for one that receives only those it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_sink_refuses_a_destination_with_other_topics_at_start() {
+    let mixed = "[[destination]]\nname = \"mixed\"\ntopics = [\"otel_logs\", \"events\"]\ntoken = \"mixed-t\"\n";
+    let b = BrokerProc::start(&format!("{DEST}{mixed}"));
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let run = |dest: &str, token: &str| {
+        std::process::Command::new(&EXPORTER)
+            .args(["--broker", &b.url, "--destination", dest, "--token", token, "--sink", "otlp+http://127.0.0.1:9/"])
+            .args(["--metrics-listen", &listen])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn exporter")
+    };
+    let refused = run("mixed", "mixed-t").wait_with_output().expect("the exporter exits");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"events\"") && stderr.contains("not an OTLP topic"), "{stderr}");
+    // An OTLP-only destination: the exporter starts and stays (ready once
+    // the broker answered its first acquire).
+    let mut fine = run("otel", "otel-t");
+    let readyz = format!("http://{listen}/readyz");
+    wait_until("the OTLP-only destination's exporter is ready", Duration::from_secs(30), || async {
+        client().get(&readyz).send().await.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    assert!(fine.try_wait().expect("status").is_none(), "the exporter of an OTLP-only destination runs");
+    let _ = fine.kill();
+    let _ = fine.wait();
+}

@@ -118,6 +118,7 @@ async fn every_endpoint_answers_every_role_as_the_contract_says() {
         "contract: exporter token",
     )
     .await;
+    m.row("GET", "/v1/destinations/main/topics", "", LEASE, "lease protocol").await;
     // Each lease action on a lease the owner holds; the owner acts last.
     let l = m.lease().await;
     m.row("POST", &format!("/v1/destinations/main/leases/{l}/heartbeat"), "", LEASE, "lease protocol").await;

@@ -60,6 +60,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The error of a non-2xx answer: its body's code and message, or the
+/// first 200 characters of a body that is not the contract's.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => (b.error.code.known(), b.error.message),
+        Err(_) => (None, String::from_utf8_lossy(body).chars().take(200).collect()),
+    };
+    ClientError::Api { status, code, message }
+}
+
 pub struct BrokerClient {
     base: String,
     dest: String,
@@ -119,11 +129,7 @@ impl BrokerClient {
         if (200..300).contains(&status) {
             return Ok((content_type, bytes));
         }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.error.code.known(), b.error.message),
-            Err(_) => (None, String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-        };
-        Err(ClientError::Api { status, code, message })
+        Err(api_error(status, &bytes))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -153,6 +159,25 @@ impl BrokerClient {
         }
         let v1: AcquireResponse = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
         Ok(Decoded::from(v1))
+    }
+
+    /// The topics the destination receives (and the OTLP ones).
+    pub async fn topics(&self) -> Result<DestinationTopics, ClientError> {
+        let url = format!("{}{}", self.base, routes::topics(&self.dest));
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(self.token.get().expose())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(with_causes(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(with_causes(&e)))?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
     pub async fn heartbeat(&self, id: &str) -> Result<HeartbeatResponse, ClientError> {

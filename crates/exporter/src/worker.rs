@@ -114,6 +114,9 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     let gate = Gate::new(Aimd::new(mode, ceiling), &metrics, &opts.destination);
     let ceiling = gate.ceiling();
     tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?mode, ceiling, "exporter started");
+    if sink.otlp_only() {
+        check_otlp_topics(&client, &opts.destination).await?;
+    }
     if let Err(e) = sink.prepare().await {
         tracing::warn!(error = %e, "could not prepare the sink yet; deliveries will try again");
     }
@@ -142,6 +145,26 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
     }
     tracing::info!("exporter stopped");
     result
+}
+
+/// An `otlp` sink forwards OTLP records only: refuse to start (exit 2,
+/// naming the topic) when the destination receives another topic. A broker
+/// that cannot be asked now (down, or older than this route) is not a
+/// refusal: such records would go to dead letters, each with its reason.
+async fn check_otlp_topics(client: &BrokerClient, destination: &str) -> Result<(), ExportError> {
+    match client.topics().await {
+        Ok(t) => match t.topics.iter().find(|topic| !t.otlp_topics.contains(topic)) {
+            Some(other) => Err(ExportError::Usage(format!(
+                "destination {destination:?} receives topic {other:?}, which is not an OTLP topic ({}): an otlp sink forwards only OTLP records",
+                t.otlp_topics.join(", ")
+            ))),
+            None => Ok(()),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check that the destination receives only OTLP topics; a record of another topic goes to dead letters");
+            Ok(())
+        }
+    }
 }
 
 /// An id for this process: unique among a destination's exporters in

@@ -123,6 +123,19 @@ pub struct LeasedRecord {
     pub payload_b64: String,
 }
 
+/// What a destination receives, for its exporters: an exporter whose sink
+/// takes only OTLP records (`otlp+http`) refuses to start when the
+/// destination receives another topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationTopics {
+    /// The destination's name.
+    pub destination: String,
+    /// The topics it receives, as configured.
+    pub topics: Vec<String>,
+    /// The topics the OTLP signals land in (logs, traces, metrics).
+    pub otlp_topics: Vec<String>,
+}
+
 /// The answer to a heartbeat: the lease was extended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {

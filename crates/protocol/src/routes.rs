@@ -13,6 +13,8 @@ pub mod pattern {
     pub const LEASES: &str = "/v1/destinations/{dest}/leases";
     /// Act on a lease ([`super::lease_action`]).
     pub const LEASE_ACTION: &str = "/v1/destinations/{dest}/leases/{id}/{action}";
+    /// The topics a destination receives ([`super::topics`]).
+    pub const TOPICS: &str = "/v1/destinations/{dest}/topics";
     /// Every destination's status ([`super::destinations`]).
     pub const DESTINATIONS: &str = "/v1/admin/destinations";
     /// One destination's status ([`super::destination`]).
@@ -38,6 +40,12 @@ pub fn leases(dest: &str) -> String {
 /// `POST` here to act on lease `id` of `dest`.
 pub fn lease_action(dest: &str, id: &str, action: LeaseAction) -> String {
     format!("/v1/destinations/{dest}/leases/{id}/{action}")
+}
+
+/// `GET` (the destination's exporter token): the topics `dest` receives,
+/// and which topics are the OTLP signals' ([`crate::lease::DestinationTopics`]).
+pub fn topics(dest: &str) -> String {
+    format!("/v1/destinations/{dest}/topics")
 }
 
 /// `GET`: every destination's status.
@@ -161,6 +169,7 @@ mod tests {
             lease_action("d", "l1", LeaseAction::Commit),
             fill(pattern::LEASE_ACTION, &[("dest", "d"), ("id", "l1"), ("action", "commit")])
         );
+        assert_eq!(topics("d"), fill(pattern::TOPICS, &[("dest", "d")]));
         assert_eq!(destinations(), pattern::DESTINATIONS);
         assert_eq!(destination("d"), fill(pattern::DESTINATION, &[("dest", "d")]));
         assert!(dead_letters("d", 5).starts_with(&fill(pattern::DEAD_LETTERS, &[("dest", "d")])));

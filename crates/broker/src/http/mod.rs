@@ -81,6 +81,7 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
         .route("/v1/traces", post(otlp::traces))
         .route("/v1/metrics", post(otlp::metrics))
         .route(pattern::LEASES, post(acquire))
+        .route(pattern::TOPICS, get(destination_topics))
         .route(pattern::LEASE_ACTION, post(lease_action));
     let routes = match surface {
         Surface::Everything => probes.merge(operator).merge(clients),
@@ -374,6 +375,32 @@ async fn lease_action(
         }
     };
     answer(&s, r.await)
+}
+
+/// `GET /v1/destinations/{dest}/topics`: what `dest` receives, for its
+/// exporters (an OTLP sink refuses a destination with other topics).
+async fn destination_topics(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        &s,
+        s.ready().and_then(|b| {
+            let Path(dest) = path.map_err(path_error)?;
+            require_exporter(b, &headers, &dest)?;
+            let d = b.deliveries().dest(&dest)?;
+            let cfg = b.cfg();
+            let otlp = &cfg.otlp;
+            let mut topics: Vec<String> = d.cfg.topics.clone();
+            topics.sort();
+            Ok(protocol::lease::DestinationTopics {
+                destination: d.name.clone(),
+                topics,
+                otlp_topics: vec![otlp.logs_topic.clone(), otlp.traces_topic.clone(), otlp.metrics_topic.clone()],
+            })
+        }),
+    )
 }
 
 async fn list_destinations(State(s): State<AppState>, headers: HeaderMap) -> Response {

@@ -283,6 +283,10 @@ impl Sink for HttpSink {
         Some(&self.streak)
     }
 
+    fn otlp_only(&self) -> bool {
+        matches!(self.style, HttpStyle::Otlp)
+    }
+
     /// ClickHouse `format=otel`: one part per table (see [`Sink::parts`]).
     fn parts(&self, records: &[Record]) -> Option<Vec<Vec<Record>>> {
         match &self.style {

@@ -166,6 +166,13 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// Whether this sink takes only OTLP records (`otlp+http`): the
+    /// exporter then refuses to start for a destination that receives
+    /// another topic.
+    fn otlp_only(&self) -> bool {
+        false
+    }
+
     /// A concurrency this sink wants instead of the adaptive one: a sink
     /// with no remote capacity to find. `--concurrency N` still pins it.
     fn fixed_concurrency(&self) -> Option<usize> {

@@ -38,6 +38,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
         ("INGEST", pattern::INGEST),
         ("LEASES", pattern::LEASES),
         ("LEASE_ACTION", pattern::LEASE_ACTION),
+        ("TOPICS", pattern::TOPICS),
         ("DESTINATIONS", pattern::DESTINATIONS),
         ("DESTINATION", pattern::DESTINATION),
         ("DEAD_LETTERS", pattern::DEAD_LETTERS),
