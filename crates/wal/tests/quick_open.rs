@@ -9,58 +9,24 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use wal::fs::{FileBytes, FileSystem, RealFs, WalFile};
+use wal::fs::{FileSystem, RealFs};
 use wal::WalOptions;
 
-/// The real filesystem, counting the whole-file reads of lane normal/0's
-/// segment files.
-#[derive(Default)]
-struct Counting {
-    whole_reads: AtomicUsize,
-    read: Mutex<Vec<PathBuf>>,
-}
-
-impl FileSystem for Counting {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-        RealFs.create_new(path)
-    }
-    fn open_rw(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-        RealFs.open_rw(path)
-    }
-    fn read_all(&self, path: &Path) -> std::io::Result<FileBytes> {
-        // Lane normal/0's segments (each other lane has its empty active one).
-        if path.extension().is_some_and(|e| e == "seg") && path.parent().is_some_and(|d| d.ends_with("normal/0")) {
-            self.whole_reads.fetch_add(1, Ordering::Relaxed);
-            self.read.lock().unwrap().push(path.to_path_buf());
+/// The real filesystem, counting the mapped reads of lane normal/0's
+/// segment files (each other lane has its empty active one), and keeping
+/// their paths.
+fn counting() -> (Arc<dyn FileSystem>, Arc<Mutex<Vec<PathBuf>>>) {
+    let read = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&read);
+    let fs = Hooked(move |how, path: &Path| {
+        let ours =
+            path.extension().is_some_and(|e| e == "seg") && path.parent().is_some_and(|d| d.ends_with("normal/0"));
+        if how == WholeRead::Mapped && ours {
+            seen.lock().unwrap().push(path.to_path_buf());
         }
-        RealFs.read_all(path)
-    }
-    fn read_copy(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        RealFs.read_copy(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        RealFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.remove_file(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
-        RealFs.list_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        RealFs.exists(path)
-    }
-    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
-        RealFs.file_len(path)
-    }
+    });
+    (Arc::new(fs), read)
 }
 
 fn small() -> WalOptions {
@@ -83,20 +49,16 @@ fn write_log(dir: &Path) -> Vec<u64> {
 fn an_open_reads_only_the_last_segment_whole_and_the_rest_at_their_first_read() {
     let tmp = tempfile::tempdir().unwrap();
     let written = write_log(tmp.path());
-    let fs = Arc::new(Counting::default());
-    let wal = open(Arc::clone(&fs) as Arc<dyn FileSystem>, tmp.path(), small());
+    let (fs, mapped) = counting();
+    let wal = open(fs, tmp.path(), small());
     let sealed = wal.lane(NORMAL0).unwrap().segments().iter().filter(|s| s.sealed).count();
     assert!(sealed >= 5, "the log rolled: {sealed} sealed segments");
-    assert_eq!(
-        fs.whole_reads.load(Ordering::Relaxed),
-        1,
-        "only the active segment at open: {:?}",
-        fs.read.lock().unwrap()
-    );
+    let at_open = mapped.lock().unwrap().clone();
+    assert_eq!(at_open.len(), 1, "only the active segment at open: {at_open:?}");
     assert!(wal.recovery_events().iter().all(|e| !e.is_damage()), "{:?}", wal.recovery_events());
     let read: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
     assert_eq!(read, written, "every batch, read back after the open");
-    let after = fs.whole_reads.load(Ordering::Relaxed);
+    let after = mapped.lock().unwrap().len();
     assert_eq!(after, 1 + sealed, "each sealed segment mapped for the read, then let go");
 }
 
@@ -114,9 +76,9 @@ fn a_segment_whose_summary_disagrees_is_scanned_at_open() {
     assert!(summaries.len() >= 3, "{summaries:?}");
     std::fs::remove_file(&summaries[0]).unwrap();
     std::fs::write(&summaries[1], b"not a summary").unwrap();
-    let fs = Arc::new(Counting::default());
-    let wal = open(Arc::clone(&fs) as Arc<dyn FileSystem>, tmp.path(), small());
-    assert_eq!(fs.whole_reads.load(Ordering::Relaxed), 3, "the two untrusted and the active segment");
+    let (fs, mapped) = counting();
+    let wal = open(fs, tmp.path(), small());
+    assert_eq!(mapped.lock().unwrap().len(), 3, "the two untrusted and the active segment");
     let read: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
     assert_eq!(read, written);
     assert!(summaries[0].exists() && summaries[1].exists(), "the summaries were rebuilt");

@@ -290,51 +290,6 @@ fn released_segments_are_reused_and_their_stale_frames_never_surface() {
     assert!(damage.is_empty(), "stale bytes are not damage: {damage:?}");
 }
 
-/// The real filesystem, except that the first read of a sealed segment
-/// finds it deleted: retention ran between the listing and the read.
-struct RetentionRacesTheRead {
-    victim: PathBuf,
-}
-
-impl FileSystem for RetentionRacesTheRead {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path) -> std::io::Result<Arc<dyn wal::fs::WalFile>> {
-        RealFs.create_new(path)
-    }
-    fn open_rw(&self, path: &Path) -> std::io::Result<Arc<dyn wal::fs::WalFile>> {
-        RealFs.open_rw(path)
-    }
-    fn read_all(&self, path: &Path) -> std::io::Result<wal::fs::FileBytes> {
-        RealFs.read_all(path)
-    }
-    fn read_copy(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        if path == self.victim && path.exists() {
-            std::fs::remove_file(path)?;
-        }
-        RealFs.read_copy(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        RealFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.remove_file(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
-        RealFs.list_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        RealFs.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        RealFs.exists(path)
-    }
-    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
-        RealFs.file_len(path)
-    }
-}
-
 #[test]
 fn inspection_leaves_out_a_segment_deleted_between_the_listing_and_the_read() {
     let tmp = tempfile::tempdir().unwrap();
@@ -349,7 +304,14 @@ fn inspection_leaves_out_a_segment_deleted_between_the_listing_and_the_read() {
     let before = inspect_all(&RealFs, tmp.path()).unwrap();
     assert!(before.len() >= 3, "several segments: {}", before.len());
     let victim = before[0].path.clone();
-    let fs = RetentionRacesTheRead { victim: victim.clone() };
+    // The first read of the victim finds it deleted: retention ran between
+    // the listing and the read.
+    let gone = victim.clone();
+    let fs = Hooked(move |how, path: &Path| {
+        if how == WholeRead::Copied && path == gone && path.exists() {
+            std::fs::remove_file(path).unwrap();
+        }
+    });
     let after = inspect_all(&fs, tmp.path()).expect("a vanished segment is not an error");
     assert_eq!(after.len(), before.len() - 1);
     assert!(after.iter().all(|r| r.path != victim));

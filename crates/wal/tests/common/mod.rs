@@ -4,6 +4,7 @@
 use proptest::test_runner::TestCaseError;
 use std::path::Path;
 use std::sync::Arc;
+use wal::fs::{FileBytes, RealFs, WalFile};
 use wal::sim::SimFs;
 use wal::{BatchMeta, EncodedBatch, FileSystem, LaneId, Priority, Wal, WalOptions};
 
@@ -124,5 +125,56 @@ impl Rig {
         drop(self.wal.take());
         self.open(None)?;
         Ok(true)
+    }
+}
+
+/// How a whole file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeRead {
+    /// `read_all`: mapped (the log's own reads).
+    Mapped,
+    /// `read_copy`: copied (read-only tools).
+    Copied,
+}
+
+/// The real filesystem, with a hook called before each whole-file read:
+/// the tests' way to count reads, or to race one.
+pub struct Hooked<H: Fn(WholeRead, &Path) + Send + Sync + 'static>(pub H);
+
+impl<H: Fn(WholeRead, &Path) + Send + Sync + 'static> FileSystem for Hooked<H> {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        RealFs.create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+        RealFs.create_new(path)
+    }
+    fn open_rw(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+        RealFs.open_rw(path)
+    }
+    fn read_all(&self, path: &Path) -> std::io::Result<FileBytes> {
+        (self.0)(WholeRead::Mapped, path);
+        RealFs.read_all(path)
+    }
+    fn read_copy(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        (self.0)(WholeRead::Copied, path);
+        RealFs.read_copy(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        RealFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        RealFs.remove_file(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        RealFs.list_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        RealFs.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealFs.exists(path)
+    }
+    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
+        RealFs.file_len(path)
     }
 }
