@@ -85,6 +85,7 @@ mod segment_file;
 mod shared;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+mod spare;
 mod writer;
 
 pub use error::{FrameError, LaneOp, Result, StopReason, WalError};

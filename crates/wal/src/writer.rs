@@ -49,6 +49,7 @@ use crate::segment_file::{
     create_segment, prepare_spare, segment_from_spare, write_summary, RecoveredSegment, Reserve, Spare,
 };
 use crate::shared::{Appended, LaneShared, Pending, Release};
+use crate::spare::{early_roll_at, SpareSlot};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -130,47 +131,6 @@ pub(crate) struct Writer {
     /// The active segment was not preallocated (a lane's first, created
     /// header-only at open): roll to a spare as soon as one is ready.
     early_roll: bool,
-}
-
-/// Where a lane's first segment (not preallocated) rolls to a spare: at
-/// 1/64 of `segment_bytes`, but not below 256 KiB (or the whole segment,
-/// when that is smaller). Its extending writes cost a little more per
-/// `fdatasync`, so it is kept short — 256 KiB of 16 MiB — yet a small
-/// segment is not cut into slivers.
-fn early_roll_at(segment_bytes: u64) -> u64 {
-    (segment_bytes / 64).max(segment_bytes.min(256 << 10))
-}
-
-/// The next segment's file: being prepared by a helper thread that this
-/// writer owns (and joins before it goes), or ready.
-enum SpareSlot {
-    None,
-    Preparing(std::thread::JoinHandle<Result<Spare, WalError>>),
-    Ready(Spare),
-}
-
-impl SpareSlot {
-    /// Wait for the spare, if one is on its way.
-    fn take(&mut self, lane: crate::LaneId) -> Option<Spare> {
-        let result = match std::mem::replace(self, SpareSlot::None) {
-            SpareSlot::None => return None,
-            SpareSlot::Ready(spare) => Ok(spare),
-            SpareSlot::Preparing(helper) => match helper.join() {
-                Ok(prepared) => prepared,
-                Err(_) => {
-                    tracing::warn!(%lane, "the spare helper panicked; creating a segment inline");
-                    return None;
-                }
-            },
-        };
-        match result {
-            Ok(spare) => Some(spare),
-            Err(e) => {
-                tracing::warn!(%lane, error = %e, "spare segment not ready; creating one inline");
-                None
-            }
-        }
-    }
 }
 
 impl Drop for Writer {
@@ -393,7 +353,7 @@ impl Writer {
         let started = Instant::now();
         let mut fsyncs = 0u32;
         let segment_bytes = self.shared.opts().segment_bytes;
-        let early = self.early_roll && self.used >= early_roll_at(segment_bytes) && self.spare_ready();
+        let early = self.early_roll && self.used >= early_roll_at(segment_bytes) && self.spare.is_ready();
         let full = self.used >= segment_bytes || early;
         if full && self.frames_in_segment > 0 {
             match self.roll() {
@@ -502,15 +462,6 @@ impl Writer {
             && due
         {
             self.start_spare();
-        }
-    }
-
-    /// Whether a roll now would find its spare without waiting.
-    fn spare_ready(&self) -> bool {
-        match &self.spare {
-            SpareSlot::Ready(_) => true,
-            SpareSlot::Preparing(helper) => helper.is_finished(),
-            SpareSlot::None => false,
         }
     }
 
