@@ -310,25 +310,37 @@ impl IdempotencyCache {
         let mut found = Vec::new();
         for lane in wal.lanes() {
             let from = lane.segments().iter().find(|s| s.last_ts_ms >= since).map(|s| s.base_offset);
-            let Some(from) = from else { continue };
-            let res = lane.visit_frames(from, |f| {
-                if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                    return ControlFlow::Break(());
+            let Some(mut from) = from else { continue };
+            // A read that fails (a segment retention released meanwhile, or
+            // one damaged on disk) skips to the next segment, never the rest
+            // of the lane: a key left out would let its retry append again.
+            // Bounded: each retry starts past a segment it could not read.
+            for _ in 0..=lane.segments().len() {
+                let mut next_frame = from;
+                let res = lane.visit_frames(from, |f| {
+                    if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        return ControlFlow::Break(());
+                    }
+                    next_frame = f.header.next_offset();
+                    if let (Some(field), true) = (f.idempotency_key, f.header.ts_ms >= since) {
+                        let response = Accepted {
+                            records: u64::from(f.header.records),
+                            lane: lane.id(),
+                            first_offset: f.header.base_offset,
+                        };
+                        let (key, fingerprint) = RequestKey::parse_frame_field(field);
+                        let expires_at_ms = f.header.ts_ms.saturating_add(self.window_ms);
+                        found.push(((f.tenant.to_string(), key), Slot::Done { response, expires_at_ms, fingerprint }));
+                    }
+                    ControlFlow::Continue(())
+                });
+                let Err(e) = res else { break };
+                let past = lane.segments().into_iter().map(|s| s.base_offset).find(|&base| base > next_frame);
+                tracing::warn!(lane = %lane.id(), error = %e, "idempotency rebuild skipped a segment it could not read");
+                match past {
+                    Some(base) => from = base,
+                    None => break,
                 }
-                if let (Some(field), true) = (f.idempotency_key, f.header.ts_ms >= since) {
-                    let response = Accepted {
-                        records: u64::from(f.header.records),
-                        lane: lane.id(),
-                        first_offset: f.header.base_offset,
-                    };
-                    let (key, fingerprint) = RequestKey::parse_frame_field(field);
-                    let expires_at_ms = f.header.ts_ms.saturating_add(self.window_ms);
-                    found.push(((f.tenant.to_string(), key), Slot::Done { response, expires_at_ms, fingerprint }));
-                }
-                ControlFlow::Continue(())
-            });
-            if let Err(e) = res {
-                tracing::warn!(lane = %lane.id(), error = %e, "idempotency rebuild stopped early on this lane");
             }
         }
         let mut slots = self.slots();

@@ -37,20 +37,27 @@ pub fn hangups() -> Option<tokio::signal::unix::Signal> {
     }
 }
 
-/// Run `on_hangup` at each SIGHUP of `hangups`, one at a time, until
-/// `stopped` turns true.
+/// Run `on_hangup` at each SIGHUP of `hangups`, one at a time on the
+/// blocking pool, until `stopped` turns true.
 pub fn spawn_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-    mut on_hangup: impl FnMut() + Send + 'static,
+    on_hangup: impl FnMut() + Send + 'static,
 ) {
+    // A reload reads files, and the broker's reads its metadata store and
+    // WAL: on the blocking pool, never on an async worker; one at a time.
+    let on_hangup = std::sync::Arc::new(std::sync::Mutex::new(on_hangup));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 got = hangups.recv() => if got.is_none() { return },
                 _ = stopped.changed() => return,
             }
-            on_hangup();
+            let reload = std::sync::Arc::clone(&on_hangup);
+            let run = move || (reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner))();
+            if let Err(e) = tokio::task::spawn_blocking(run).await {
+                tracing::error!(error = %e, "SIGHUP: the reload did not finish");
+            }
         }
     });
 }

@@ -147,9 +147,10 @@ pub(crate) fn recover_lane(
         }
         None => create_segment(fs, lane, dir, 0, opts, Reserve::Later)?,
     };
-    // An active segment with no frame is left as it is: a lane that never
-    // received data keeps a header-only file (see `segment_file::Reserve`).
-    if opts.preallocate && !active.frames.is_empty() {
+    // A lane's first segment, short of its early roll, is left as it is: a
+    // lane that never received data keeps a header-only file, and one with
+    // a few frames is not zero-filled at start (see `segment_file::Reserve`).
+    if opts.preallocate && active.bytes >= crate::spare::early_roll_at(opts.segment_bytes) {
         active_file.preallocate(opts.segment_bytes, true).map_err(io(&active.path))?;
     }
     active_file.sync_data().map_err(io(&active.path))?;

@@ -96,25 +96,38 @@ impl SealedSegment {
         }
     }
 
-    /// Its frames, scanned from `bytes` (the whole file) on the first call.
-    /// A scan that does not find exactly what the summary said fails as
-    /// corrupt, and drops the summary so the next open scans the segment
-    /// and quarantines the damage.
+    /// Its frames, scanned from `bytes` (the whole file) on the first call,
+    /// every MAC checked. A segment whose header is not the one its summary
+    /// was written for fails as corrupt. One with damage between frames
+    /// keeps every valid frame before and after it — served, as a
+    /// quarantine's clean copy would be — and is reported; either way its
+    /// summary is dropped, so the next open scans the segment and
+    /// quarantines the damage.
     pub fn frames(&self, fs: &dyn FileSystem, bytes: &[u8]) -> Result<Arc<[FrameLoc]>> {
         if let Some(known) = self.frames.get() {
             return Ok(Arc::clone(known));
         }
         let header = decode_header(bytes, &self.path)?;
+        if header.base_offset != self.base || header.key != self.key {
+            let _ = fs.remove_file(&crate::layout::summary_path(&self.path));
+            return Err(WalError::Corrupt {
+                path: self.path.clone(),
+                pos: 0,
+                what: crate::error::FrameError::BadMagic,
+            });
+        }
         let scanned = crate::segment::scan(bytes, &header);
-        let sound = header.base_offset == self.base
-            && header.key == self.key
-            && scanned.corruptions.is_empty()
+        let sound = scanned.corruptions.is_empty()
             && scanned.next_offset(self.base) == self.next
             && scanned.valid_end == self.bytes;
         if !sound {
             let _ = fs.remove_file(&crate::layout::summary_path(&self.path));
-            let pos = scanned.corruptions.first().map_or(scanned.valid_end, |c| c.at);
-            return Err(WalError::Corrupt { path: self.path.clone(), pos, what: crate::error::FrameError::BadMagic });
+            let lost: Vec<(u64, u64)> = scanned.corruptions.iter().map(|c| c.lost_offsets).collect();
+            tracing::error!(
+                path = %self.path.display(),
+                lost_offsets = ?lost,
+                "a sealed segment is damaged on disk: its valid frames are served; the next start quarantines it"
+            );
         }
         Ok(Arc::clone(self.frames.get_or_init(|| scanned.frames.into())))
     }

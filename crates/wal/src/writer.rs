@@ -177,8 +177,9 @@ impl Writer {
             let b = k.to_bytes();
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         });
-        // A segment with no frame may be a lane's header-only first one.
-        let early_roll = shared.opts().preallocate && active.frames.is_empty();
+        // A segment short of the early-roll point may be a lane's first,
+        // not preallocated (recovery leaves it so).
+        let early_roll = shared.opts().preallocate && active.bytes < early_roll_at(shared.opts().segment_bytes);
         Writer {
             shared,
             observer,

@@ -2,8 +2,8 @@
 //! (`recovery`, "Sealed segments"): a sealed segment whose summary and
 //! length agree is taken on its word and scanned at its first read; one
 //! whose summary is missing or disagrees is scanned at open as before; a
-//! trusted segment found damaged at its first read fails that read and is
-//! quarantined by the next open, its valid frames kept.
+//! trusted segment found damaged at its first read serves its valid frames
+//! and is quarantined by the next open, its valid frames kept.
 
 mod common;
 
@@ -85,7 +85,7 @@ fn a_segment_whose_summary_disagrees_is_scanned_at_open() {
 }
 
 #[test]
-fn a_trusted_segment_damaged_on_disk_fails_its_read_and_is_quarantined_by_the_next_open() {
+fn a_trusted_segment_damaged_on_disk_serves_its_valid_frames_and_is_quarantined_by_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     let written = write_log(tmp.path());
     let wal = open(Arc::new(RealFs), tmp.path(), small());
@@ -95,9 +95,11 @@ fn a_trusted_segment_damaged_on_disk_fails_its_read_and_is_quarantined_by_the_ne
     let at = 64 + (bytes.len() - 64) / 4;
     bytes[at] ^= 0x40;
     std::fs::write(&victim.path, &bytes).unwrap();
-    let lane = wal.lane(NORMAL0).unwrap();
-    let refused = lane.read(victim.base_offset, usize::MAX, usize::MAX);
-    assert!(matches!(refused, Err(wal::WalError::Corrupt { .. })), "{refused:?}");
+    let served: Vec<u64> = read_lane(&wal, NORMAL0).into_iter().map(|(_, id, _)| id).collect();
+    assert!(
+        served.len() < written.len() && served.len() + 2 >= written.len(),
+        "the valid frames are served: {served:?}"
+    );
     drop(wal);
     let wal = open(Arc::new(RealFs), tmp.path(), small());
     let quarantined =

@@ -109,10 +109,18 @@ impl Deliveries {
     /// `Err` with the records and bytes it has not committed when `dest`
     /// may not be removed by a reload: it has records pending (counted
     /// afresh, not as of the last maintenance pass) or leases out.
+    /// Fails closed: a lane whose account could not be brought up to date
+    /// counts as pending.
     pub fn removable(&self, dest: &Destination) -> Result<(), (u64, u64)> {
         let lag = self.lag_of(dest, plumbing::clock::now_ms());
         let leased = !dest.state().leases.is_empty();
-        if lag.records > 0 || leased {
+        let unsynced = self.wal.lanes().any(|lane| {
+            let cursor = dest.state().committed(lane.id());
+            let mut pending = dest.pending();
+            let account = pending.entry(lane.id()).or_default();
+            account.sync(lane, cursor, &|tenant: &str, topic: &str| dest.wants(tenant, topic)).is_err()
+        });
+        if lag.records > 0 || leased || unsynced {
             return Err((lag.records, lag.bytes));
         }
         Ok(())
