@@ -199,6 +199,9 @@ pub struct Lag {
     pub oldest_pending_age_ms: u64,
     /// (records, bytes) behind in the lanes of each priority (high, normal, low).
     pub by_priority: [(u64, u64); 3],
+    /// Some lane's pending account could not be brought up to date: the
+    /// figures may be short (a removal counts it as pending).
+    pub unsynced: bool,
 }
 
 impl Lag {
@@ -207,7 +210,7 @@ impl Lag {
     pub fn at_or_above(&self, p: wal::Priority) -> Lag {
         let upto = p as usize;
         let (records, bytes) = self.by_priority[..=upto].iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        Lag { records, bytes, oldest_pending_age_ms: self.oldest_pending_age_ms, by_priority: self.by_priority }
+        Lag { records, bytes, ..*self }
     }
 }
 

@@ -114,13 +114,7 @@ impl Deliveries {
     pub fn removable(&self, dest: &Destination) -> Result<(), (u64, u64)> {
         let lag = self.lag_of(dest, plumbing::clock::now_ms());
         let leased = !dest.state().leases.is_empty();
-        let unsynced = self.wal.lanes().any(|lane| {
-            let cursor = dest.state().committed(lane.id());
-            let mut pending = dest.pending();
-            let account = pending.entry(lane.id()).or_default();
-            account.sync(lane, cursor, &|tenant: &str, topic: &str| dest.wants(tenant, topic)).is_err()
-        });
-        if lag.records > 0 || leased || unsynced {
+        if lag.records > 0 || leased || lag.unsynced {
             return Err((lag.records, lag.bytes));
         }
         Ok(())

@@ -79,6 +79,7 @@ impl Deliveries {
             };
             let account = pending.entry(id).or_default();
             if let Err(e) = account.sync(lane, cursor, &routes) {
+                lag.unsynced = true;
                 tracing::warn!(destination = %dest.name, lane = %id, error = %e, "pending account not synced; retrying next pass");
             }
             let c = account.total();
