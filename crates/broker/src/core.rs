@@ -167,6 +167,7 @@ impl Broker {
         let assigned = assign(&mut ids, &fresh)?;
         self.deliveries.reconcile(&fresh, &assigned.destinations)?;
         self.deliveries.set_tenant_series(own_series(&fresh, &assigned));
+        self.deliveries.set_tenant_weights(&fresh);
         self.intake.reload(&fresh, &assigned.tenants);
         let table = Arc::new(token_table(&fresh.tokens, &assigned));
         *self.auth.write().unwrap_or_else(std::sync::PoisonError::into_inner) = table;

@@ -7,10 +7,16 @@
 //! leased. Everything below it was committed (or skipped as not matching the
 //! destination). So commits may arrive in any order and the cursor advances
 //! over the contiguous committed prefix without tracking committed ranges.
+//!
+//! Tenant leases (`crate::fair`) keep the rule: they are leases like the
+//! others, so one in flight or waiting holds the cursor at its start, and a
+//! committed one ahead of the floor is remembered by its tenant's *ahead*
+//! offset until the floor passes it (floor leases skip its records).
 
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::capacity::Capacity;
 use crate::deliveries::pending::LanePending;
+use crate::fair::Cover;
 use crate::store::LeaseRecord;
 use config::{DestinationConfig, DestinationId, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -18,13 +24,46 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wal::LaneId;
 
+/// Where a waiting range sits: its first offset, and the tenant of a
+/// tenant range (a floor range and a tenant range may start at one offset).
+pub type RangeKey = (u64, Option<Arc<str>>);
+
 /// Per-lane lease bookkeeping.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LaneLeases {
-    /// First offset never handed out.
+    /// The floor: the first offset no floor lease handed out.
     pub next_unleased: u64,
     /// Ranges whose lease expired or failed, by first offset.
-    pub expired: BTreeMap<u64, ExpiredRange>,
+    pub expired: BTreeMap<RangeKey, ExpiredRange>,
+    /// Per tenant, the offset below which its records of `[next_unleased, ..)`
+    /// were handed out by tenant leases; only entries above the floor.
+    pub ahead: BTreeMap<Arc<str>, u64>,
+}
+
+impl LaneLeases {
+    /// A lane with its floor at `floor` and nothing out.
+    pub fn at(floor: u64) -> LaneLeases {
+        LaneLeases { next_unleased: floor, ..LaneLeases::default() }
+    }
+
+    /// Where `tenant`'s records not yet handed out begin.
+    pub fn unleased_from(&self, tenant: &str) -> u64 {
+        self.ahead.get(tenant).map_or(self.next_unleased, |&a| a.max(self.next_unleased))
+    }
+
+    /// Raise the floor to `to`, forgetting ahead entries it passed.
+    pub fn raise_floor(&mut self, to: u64) {
+        self.next_unleased = self.next_unleased.max(to);
+        let floor = self.next_unleased;
+        self.ahead.retain(|_, a| *a > floor);
+    }
+
+    /// The floor cover of a floor lease from the floor to `to`: the ahead
+    /// entries it must skip, cut to its range.
+    pub fn floor_cover(&self, to: u64) -> Cover {
+        let floor = self.next_unleased;
+        Cover::Floor(self.ahead.iter().filter(|(_, &a)| a > floor).map(|(t, &a)| (t.clone(), a.min(to))).collect())
+    }
 }
 
 /// A range to offer again first. Its sled record (`expired: true`) is
@@ -35,6 +74,8 @@ pub struct ExpiredRange {
     pub redeliveries: u32,
     pub record_id: String,
     pub expired_at_ms: u64,
+    /// Which records of the range it holds.
+    pub cover: Cover,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +91,8 @@ pub struct LiveLease {
     pub source: LeaseSource,
     pub from: u64,
     pub to: u64,
+    /// Which records of `[from, to)` it holds (lane leases).
+    pub cover: Cover,
     pub expires_at_ms: u64,
     pub acquired_at: std::time::Instant,
     pub probe: bool,
@@ -92,8 +135,8 @@ impl DestState {
             return 0;
         };
         let mut c = ll.next_unleased;
-        if let Some((&from, _)) = ll.expired.first_key_value() {
-            c = c.min(from);
+        if let Some(((from, _), _)) = ll.expired.first_key_value() {
+            c = c.min(*from);
         }
         for l in self.leases.values() {
             if l.source == LeaseSource::Lane(lane) {
@@ -120,21 +163,25 @@ impl DestState {
                     expired: false,
                     probe: l.probe,
                     redeliveries: l.redeliveries,
+                    tenant: l.cover.tenant().map(|t| t.to_string()),
+                    skips: l.cover.stored_skips(),
                 };
                 out.insert(rec.id.clone(), rec);
             }
         }
         for (lane, ll) in &self.lanes {
-            for (&from, r) in &ll.expired {
+            for ((from, _), r) in &ll.expired {
                 let rec = LeaseRecord {
                     id: r.record_id.clone(),
                     lane: lane.to_string(),
-                    from,
+                    from: *from,
                     to: r.to,
                     expires_at_ms: r.expired_at_ms,
                     expired: true,
                     probe: false,
                     redeliveries: r.redeliveries,
+                    tenant: r.cover.tenant().map(|t| t.to_string()),
+                    skips: r.cover.stored_skips(),
                 };
                 out.insert(rec.id.clone(), rec);
             }
@@ -143,26 +190,20 @@ impl DestState {
     }
 
     /// The written invariants of this state; checked in debug builds after
-    /// every change. Ranges out or waiting on one lane never overlap, lie
-    /// below `next_unleased`, and a half-open breaker with its probe out
-    /// has that probe among the leases (so its end can settle it).
+    /// every change. On each lane: the ranges out or waiting are non-empty;
+    /// floor ranges lie below the floor and never overlap; a tenant's
+    /// ranges lie below where its unleased records begin and never overlap;
+    /// a floor range overlapping a tenant's range skips that tenant over
+    /// the overlap (`fair::cover`); ahead entries lie above the floor. A
+    /// half-open breaker with its probe out has that probe among the leases
+    /// (so its end can settle it).
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         for (lane, ll) in &self.lanes {
-            let mut ranges: Vec<(u64, u64)> = ll.expired.iter().map(|(&f, r)| (f, r.to)).collect();
-            ranges
-                .extend(self.leases.values().filter(|l| l.source == LeaseSource::Lane(*lane)).map(|l| (l.from, l.to)));
-            ranges.sort_unstable();
-            for w in ranges.windows(2) {
-                if w[0].1 > w[1].0 {
-                    return Err(InvariantViolation(format!("lane {lane}: ranges {:?} and {:?} overlap", w[0], w[1])));
-                }
-            }
-            if let Some(&(f, t)) = ranges.iter().find(|(f, t)| f >= t || *t > ll.next_unleased) {
-                let next = ll.next_unleased;
-                return Err(InvariantViolation(format!(
-                    "lane {lane}: range [{f},{t}) is empty or above next_unleased {next}"
-                )));
-            }
+            let mut ranges: Vec<(u64, u64, &Cover)> =
+                ll.expired.iter().map(|((f, _), r)| (*f, r.to, &r.cover)).collect();
+            let live = self.leases.values().filter(|l| l.source == LeaseSource::Lane(*lane));
+            ranges.extend(live.map(|l| (l.from, l.to, &l.cover)));
+            check_lane(*lane, ll, &mut ranges)?;
         }
         let ids = self.lease_records().len();
         let lane_leases = self.leases.values().filter(|l| matches!(l.source, LeaseSource::Lane(_))).count();
@@ -184,6 +225,36 @@ impl DestState {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         format!("{}-{}-{:08x}", dest.index(), self.seq, nanos)
     }
+}
+
+/// [`DestState::check_invariants`] for one lane's ranges (from, to, cover).
+fn check_lane(lane: LaneId, ll: &LaneLeases, ranges: &mut [(u64, u64, &Cover)]) -> Result<(), InvariantViolation> {
+    let broken = |what: String| Err(InvariantViolation(format!("lane {lane}: {what}")));
+    if let Some((t, a)) = ll.ahead.iter().find(|(_, &a)| a <= ll.next_unleased) {
+        return broken(format!("ahead entry of {t:?} at {a} not above the floor {}", ll.next_unleased));
+    }
+    ranges.sort_unstable_by_key(|r| (r.0, r.1));
+    for (i, &(f, t, c)) in ranges.iter().enumerate() {
+        let limit = c.tenant().map_or(ll.next_unleased, |ten| ll.unleased_from(ten));
+        if f >= t || t > limit {
+            return broken(format!("range [{f},{t}) of {c:?} is empty or above {limit}"));
+        }
+        for &(f2, t2, c2) in &ranges[i + 1..] {
+            if f2 >= t {
+                break;
+            }
+            let apart = match (c.tenant(), c2.tenant()) {
+                (None, None) => false,
+                (Some(a), Some(b)) => a != b,
+                (None, Some(ten)) => c.skip_of(ten).is_some_and(|s| s >= t.min(t2)),
+                (Some(ten), None) => c2.skip_of(ten).is_some_and(|s| s >= t.min(t2)),
+            };
+            if !apart {
+                return broken(format!("ranges [{f},{t}) {c:?} and [{f2},{t2}) {c2:?} share records"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A broken invariant of [`DestState`]: a bug, never an input error.
@@ -226,6 +297,9 @@ pub struct Destination {
     state: Mutex<DestState>,
     /// Its exporters' reported concurrency limits (soft state, see [`Capacity`]).
     capacity: Mutex<Capacity>,
+    /// The tenant share and the lanes' indexes (`crate::fair`): derived,
+    /// in memory only. Taken after `state`, never before it.
+    fair: Mutex<crate::fair::Fair>,
     /// Per lane, the records routed to it that its cursor has not passed
     /// (see `deliveries::pending`); only the maintenance pass syncs it.
     pending: Mutex<HashMap<LaneId, LanePending>>,
@@ -258,6 +332,7 @@ impl Destination {
             cfg,
             state: Mutex::new(state),
             capacity: Mutex::default(),
+            fair: Mutex::default(),
             pending: Mutex::default(),
             backpressure: Default::default(),
             lag_records: AtomicU64::new(0),
@@ -272,6 +347,11 @@ impl Destination {
     /// The pending account, per lane.
     pub fn pending(&self) -> MutexGuard<'_, HashMap<LaneId, LanePending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fairness state; lock it while holding `state` (lock order).
+    pub fn fair(&self) -> MutexGuard<'_, crate::fair::Fair> {
+        self.fair.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, DestState> {
@@ -340,6 +420,7 @@ mod tests {
             source: LeaseSource::Lane(lane()),
             from,
             to,
+            cover: Cover::default(),
             expires_at_ms: 0,
             acquired_at: std::time::Instant::now(),
             probe: false,
@@ -352,7 +433,7 @@ mod tests {
     #[test]
     fn cursor_advances_only_over_the_contiguous_committed_prefix() {
         let mut st = DestState::default();
-        st.lanes.insert(lane(), LaneLeases { next_unleased: 30, expired: BTreeMap::new() });
+        st.lanes.insert(lane(), LaneLeases::at(30));
         st.leases.insert("a".into(), lease("a", 0, 10));
         st.leases.insert("b".into(), lease("b", 10, 20));
         st.leases.insert("c".into(), lease("c", 20, 30));
@@ -367,8 +448,10 @@ mod tests {
     #[test]
     fn expired_range_holds_the_cursor_until_redelivered() {
         let mut st = DestState::default();
-        let mut ll = LaneLeases { next_unleased: 50, expired: BTreeMap::new() };
-        ll.expired.insert(10, ExpiredRange { to: 20, redeliveries: 1, record_id: "x".into(), expired_at_ms: 0 });
+        let mut ll = LaneLeases::at(50);
+        let range =
+            ExpiredRange { to: 20, redeliveries: 1, record_id: "x".into(), expired_at_ms: 0, cover: Cover::default() };
+        ll.expired.insert((10, None), range);
         st.lanes.insert(lane(), ll);
         assert_eq!(st.committed(lane()), 10);
     }

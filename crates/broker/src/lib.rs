@@ -43,6 +43,7 @@ pub mod core;
 pub(crate) mod deliveries;
 pub(crate) mod destination;
 pub(crate) mod error;
+pub(crate) mod fair;
 pub mod http;
 pub(crate) mod leased;
 pub(crate) mod listeners;

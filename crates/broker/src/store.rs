@@ -65,12 +65,24 @@ pub struct Changes {
     pub breaker: Option<Breaker>,
     pub add_dead_letters: Vec<DeadLetterRecord>,
     pub remove_dead_letters: Vec<u64>,
+    /// Lane frontiers to write (`Some`) or remove (`None`).
+    pub frontiers: Vec<(Frontier, Option<u64>)>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
+}
+
+/// What a frontier offset marks (see `destination::LaneLeases`): a lane's
+/// floor — every offset below it was handed out by a floor lease or
+/// skipped — or one tenant's records of the lane handed out ahead of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frontier {
+    pub lane: String,
+    /// `None`: the lane's floor.
+    pub tenant: Option<String>,
 }
 
 /// A lease as persisted: in flight until it expires, or expired (to be
@@ -85,6 +97,42 @@ pub struct LeaseRecord {
     pub expired: bool,
     pub probe: bool,
     pub redeliveries: u32,
+    /// A tenant lease's tenant (`fair::Cover::Tenant`); `None` for a floor lease.
+    pub tenant: Option<String>,
+    /// A floor lease's skips: each tenant's records below the offset are
+    /// not the lease's (`fair::Cover::Floor`).
+    pub skips: Vec<(String, u64)>,
+}
+
+/// A lease record as brokers before tenant fairness wrote it: a floor
+/// lease with no skips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseRecordV1 {
+    id: String,
+    lane: String,
+    from: u64,
+    to: u64,
+    expires_at_ms: u64,
+    expired: bool,
+    probe: bool,
+    redeliveries: u32,
+}
+
+impl From<LeaseRecordV1> for LeaseRecord {
+    fn from(o: LeaseRecordV1) -> LeaseRecord {
+        LeaseRecord {
+            id: o.id,
+            lane: o.lane,
+            from: o.from,
+            to: o.to,
+            expires_at_ms: o.expires_at_ms,
+            expired: o.expired,
+            probe: o.probe,
+            redeliveries: o.redeliveries,
+            tenant: None,
+            skips: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -121,6 +169,9 @@ pub struct Store {
     breakers: sled::Tree,
     flags: sled::Tree,
     dead_letters: sled::Tree,
+    /// Per (destination, lane): its floor, and per tenant the offset below
+    /// which its records were handed out ahead of the floor ([`Frontier`]).
+    frontiers: sled::Tree,
     /// Flush requests so far, and the newest request a finished flush covered:
     /// concurrent flushes share one (see [`Store::flush`]).
     flush_requested: std::sync::atomic::AtomicU64,
@@ -156,6 +207,18 @@ fn key(dest: &str, sub: &[u8]) -> Vec<u8> {
     k
 }
 
+/// `dest NUL lane` (a floor) or `dest NUL lane NUL tenant`: a lane's name
+/// holds no NUL, so the first NUL after the prefix ends it (a tenant name
+/// may hold one).
+fn frontier_key(dest: &str, f: &Frontier) -> Vec<u8> {
+    let mut sub = f.lane.as_bytes().to_vec();
+    if let Some(t) = &f.tenant {
+        sub.push(0);
+        sub.extend_from_slice(t.as_bytes());
+    }
+    key(dest, &sub)
+}
+
 fn prefix(dest: &str) -> Vec<u8> {
     key(dest, &[])
 }
@@ -169,6 +232,7 @@ impl Store {
             breakers: db.open_tree("breakers")?,
             flags: db.open_tree("flags")?,
             dead_letters: db.open_tree("dead_letters")?,
+            frontiers: db.open_tree("frontiers")?,
             db,
             flush_requested: std::sync::atomic::AtomicU64::new(0),
             flush_covered: std::sync::atomic::AtomicU64::new(0),
@@ -226,9 +290,17 @@ impl Store {
             ch.put_leases.iter().map(|l| Ok((key(dest, l.id.as_bytes()), enc(l)?))).collect::<StoreResult<_>>()?;
         let dead: Vec<Vec<u8>> = ch.add_dead_letters.iter().map(enc).collect::<StoreResult<_>>()?;
         let breaker = ch.breaker.as_ref().map(enc).transpose()?;
-        let res = (&self.cursors, &self.leases, &self.breakers, &self.dead_letters).transaction(|(c, l, b, d)| {
+        let trees = (&self.cursors, &self.leases, &self.breakers, &self.dead_letters, &self.frontiers);
+        let res = trees.transaction(|(c, l, b, d, a)| {
             for (lane, off) in &ch.cursors {
                 c.insert(key(dest, lane.as_bytes()), &off.to_be_bytes())?;
+            }
+            for (frontier, off) in &ch.frontiers {
+                let k = frontier_key(dest, frontier);
+                match off {
+                    Some(off) => a.insert(k, &off.to_be_bytes())?,
+                    None => a.remove(k)?,
+                };
             }
             for id in &ch.remove_leases {
                 l.remove(key(dest, id.as_bytes()))?;
@@ -263,8 +335,38 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
+    /// The destination's lease records; one written before tenant
+    /// fairness reads as a floor lease with no skips.
     pub fn leases(&self, dest: &str) -> StoreResult<Vec<LeaseRecord>> {
-        self.leases.scan_prefix(prefix(dest)).map(|kv| dec(&kv?.1)).collect()
+        self.leases
+            .scan_prefix(prefix(dest))
+            .map(|kv| {
+                let v = kv?.1;
+                match dec::<LeaseRecord>(&v) {
+                    Ok(r) => Ok(r),
+                    Err(e) => dec::<LeaseRecordV1>(&v).map(LeaseRecord::from).map_err(|_| e),
+                }
+            })
+            .collect()
+    }
+
+    /// The destination's stored frontiers.
+    pub fn frontiers(&self, dest: &str) -> StoreResult<Vec<(Frontier, u64)>> {
+        let p = prefix(dest);
+        let mut out = Vec::new();
+        for kv in self.frontiers.scan_prefix(&p) {
+            let (k, v) = kv?;
+            let rest = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            let Ok(off) = <[u8; 8]>::try_from(v.as_ref()) else {
+                continue;
+            };
+            let frontier = match rest.split_once('\0') {
+                Some((lane, tenant)) => Frontier { lane: lane.into(), tenant: Some(tenant.into()) },
+                None => Frontier { lane: rest, tenant: None },
+            };
+            out.push((frontier, u64::from_be_bytes(off)));
+        }
+        Ok(out)
     }
 
     pub fn breaker(&self, dest: &str) -> StoreResult<Breaker> {

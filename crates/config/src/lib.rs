@@ -341,10 +341,18 @@ pub struct TenantConfig {
     /// The hard limit's bucket depth (set with `hard_rate_per_sec`).
     #[serde(default)]
     pub hard_burst: Option<u64>,
+    /// Its share of a destination within its priority, against the other
+    /// tenants with records waiting there (> 0 and finite; default 1.0).
+    #[serde(default = "d_weight")]
+    pub weight: f64,
 }
 
 fn d_priority() -> String {
     "normal".into()
+}
+
+fn d_weight() -> f64 {
+    1.0
 }
 
 /// One `[[topic]]`.

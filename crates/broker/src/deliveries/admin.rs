@@ -154,7 +154,7 @@ impl Deliveries {
                     for lid in void {
                         end_lease(dest, next, &lid, LeaseEnd::Cancelled, now)?;
                     }
-                    next.lanes.insert(id, LaneLeases { next_unleased: to, expired: Default::default() });
+                    next.lanes.insert(id, LaneLeases::at(to));
                 }
                 Ok(())
             })?;

@@ -31,7 +31,6 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use wal::LaneId;
 
 /// The longest sink `Retry-After` the broker honours (docs/leases.md): a
 /// destination whose sink asked for more is offered leases again after this.
@@ -176,6 +175,7 @@ impl Deliveries {
                 source: LeaseSource::DeadLetters(ids),
                 from,
                 to,
+                cover: crate::fair::Cover::default(),
                 expires_at_ms: now + dest.lease_ms,
                 acquired_at: std::time::Instant::now(),
                 probe,
@@ -195,104 +195,6 @@ impl Deliveries {
             redeliveries: 0,
             records,
         }))
-    }
-
-    fn build_from_lanes(
-        &self,
-        dest: &Destination,
-        st: &mut DestState,
-        limits: (usize, usize),
-        pre: &mut Option<super::prefetch::Prefetch>,
-        now: u64,
-        probe: bool,
-    ) -> Result<Option<Lease>, BrokerError> {
-        let plan = self.search_plan(st, limits, dest.capacity(now));
-        // Ranges to offer again first, in plan order. A range that holds no
-        // record for this destination any more (retention) is dropped; its
-        // record goes with it.
-        for &(lane_id, _) in &plan {
-            let Some(ll) = st.lanes.get_mut(&lane_id) else {
-                continue;
-            };
-            while let Some((from, range)) = ll.expired.pop_first() {
-                let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
-                let from = from.max(lane.earliest_offset());
-                if from >= range.to {
-                    continue;
-                }
-                let records = self.read_with(pre, dest, lane_id, from, range.to, (usize::MAX, usize::MAX))?.0;
-                if records.is_empty() {
-                    continue;
-                }
-                let span = (lane_id, from, range.to, range.redeliveries);
-                return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
-            }
-        }
-        for &(lane_id, lane_limits) in &plan {
-            let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
-            let end = lane.next_offset();
-            // Bounded: skip at most a few reads of data not for this destination per lane.
-            for _ in 0..16 {
-                let Some(ll) = st.lanes.get_mut(&lane_id) else {
-                    break;
-                };
-                ll.next_unleased = ll.next_unleased.max(lane.earliest_offset());
-                let from = ll.next_unleased;
-                if from >= end {
-                    break;
-                }
-                let (records, to) = self.read_with(pre, dest, lane_id, from, end, lane_limits)?;
-                ll.next_unleased = to;
-                if records.is_empty() {
-                    continue;
-                }
-                return Ok(Some(self.start_lease(dest, st, (lane_id, from, to, 0), records, now, probe)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// A lease of `span` = (lane, from, to, redeliveries), held in `st`
-    /// (its sled record follows from the state, see `settle`).
-    fn start_lease(
-        &self,
-        dest: &Destination,
-        st: &mut DestState,
-        span: (LaneId, u64, u64, u32),
-        records: Vec<LeasedRecord>,
-        now: u64,
-        probe: bool,
-    ) -> Lease {
-        let (lane, from, to, redeliveries) = span;
-        let id = st.next_lease_id(dest.id);
-        let expires_at_ms = now + dest.lease_ms;
-        Self::charge(st, lane);
-        st.leases.insert(
-            id.clone(),
-            LiveLease {
-                id: id.clone(),
-                source: LeaseSource::Lane(lane),
-                from,
-                to,
-                expires_at_ms,
-                acquired_at: std::time::Instant::now(),
-                probe,
-                redeliveries,
-                records: u32::try_from(records.len()).unwrap_or(u32::MAX),
-                ingested: ingest_runs(&records),
-            },
-        );
-        Lease {
-            id,
-            destination: dest.name.clone(),
-            lane: LeaseLane::Lane(lane),
-            from_offset: from,
-            to_offset: to,
-            lease_ms: dest.lease_ms,
-            probe,
-            redeliveries,
-            records,
-        }
     }
 
     pub fn heartbeat(&self, dest_name: &str, id: &str) -> Result<HeartbeatResponse, BrokerError> {
@@ -419,7 +321,8 @@ impl Deliveries {
         }
         let candidates: Vec<DeadLetterRecord> = match &lease.source {
             LeaseSource::Lane(lane) => {
-                let (records, _) = self.read_matching(dest, *lane, lease.from, lease.to, usize::MAX, usize::MAX)?;
+                let (records, _) =
+                    self.read_matching(dest, (*lane, &lease.cover), lease.from, lease.to, usize::MAX, usize::MAX)?;
                 records
                     .into_iter()
                     .map(|r| DeadLetterRecord {
@@ -531,16 +434,4 @@ async fn futures_select_any(mut notified: Vec<std::pin::Pin<Box<tokio::sync::fut
         std::task::Poll::Pending
     })
     .await
-}
-
-/// Runs of records with one ingest time (a frame's records share theirs).
-fn ingest_runs(records: &[LeasedRecord]) -> Vec<(u64, u32)> {
-    let mut runs: Vec<(u64, u32)> = Vec::new();
-    for r in records {
-        match runs.last_mut() {
-            Some((ts, n)) if *ts == r.ts_ms => *n += 1,
-            _ => runs.push((r.ts_ms, 1)),
-        }
-    }
-    runs
 }

@@ -22,6 +22,7 @@
 //! [`Deliveries::off_worker`]); hold a destination's lock across an await.
 
 pub mod admin;
+mod from_lanes;
 pub mod lag_flags;
 pub mod leases;
 mod named;
@@ -54,6 +55,8 @@ pub struct Deliveries {
     /// The tenants with metric series of their own (`metrics_max_tenant_series`):
     /// set by the broker at open and at each reload.
     tenant_series: RwLock<Arc<std::collections::HashSet<Arc<str>>>>,
+    /// Each tenant's `weight` (`crate::fair`): set at open and at each reload.
+    tenant_weights: RwLock<Arc<std::collections::HashMap<String, f64>>>,
     /// Begun on SIGTERM: the acquire long-poll waits on it too, so it
     /// answers idle at once instead of holding the stop's drain.
     shutdown: crate::shutdown::Shutdown,
@@ -76,6 +79,8 @@ impl Deliveries {
         }
         let dests = RwLock::new(dests.into());
         let tenant_series = RwLock::default();
+        let weights = cfg.tenants.iter().map(|t| (t.name.clone(), t.weight)).collect();
+        let tenant_weights = RwLock::new(Arc::new(weights));
         Ok(Deliveries {
             cfg,
             wal,
@@ -83,6 +88,7 @@ impl Deliveries {
             store,
             dests,
             tenant_series,
+            tenant_weights,
             shutdown: crate::shutdown::Shutdown::default(),
         })
     }
@@ -130,6 +136,17 @@ impl Deliveries {
     pub fn set_tenant_series(&self, names: impl IntoIterator<Item = Arc<str>>) {
         let set = Arc::new(names.into_iter().collect());
         *self.tenant_series.write().unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+    }
+
+    /// Put in force each tenant's weight (a reload may change them).
+    pub fn set_tenant_weights(&self, cfg: &ValidConfig) {
+        let weights = cfg.tenants.iter().map(|t| (t.name.clone(), t.weight)).collect();
+        *self.tenant_weights.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(weights);
+    }
+
+    /// Each tenant's weight (1.0 for one the configuration no longer names).
+    pub(crate) fn tenant_weights(&self) -> Arc<std::collections::HashMap<String, f64>> {
+        Arc::clone(&self.tenant_weights.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The tenants with series of their own.

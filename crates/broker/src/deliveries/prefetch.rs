@@ -17,12 +17,17 @@
 use super::Deliveries;
 use crate::breaker::Admission;
 use crate::destination::{DestState, Destination};
+use crate::fair::Cover;
 use crate::leased::LeasedRecord;
 use wal::LaneId;
+
+/// The search's first read: lane, cover, from, end and limits.
+type FirstRead = (LaneId, Cover, u64, u64, (usize, usize));
 
 /// One read of `[from, end)` of `lane` within `limits` (records, bytes).
 pub(super) struct Prefetch {
     lane: LaneId,
+    cover: Cover,
     from: u64,
     end: u64,
     limits: (usize, usize),
@@ -31,8 +36,8 @@ pub(super) struct Prefetch {
 
 impl Prefetch {
     /// Whether this read answers a read of `[from, end)` of `lane` within `limits`.
-    fn answers(&self, lane: LaneId, from: u64, end: u64, limits: (usize, usize)) -> bool {
-        self.lane == lane && self.from == from && self.limits == limits && self.end <= end
+    fn answers(&self, (lane, cover): (LaneId, &Cover), from: u64, end: u64, limits: (usize, usize)) -> bool {
+        self.lane == lane && self.from == from && self.limits == limits && self.end <= end && self.cover == *cover
     }
 }
 
@@ -42,34 +47,37 @@ impl Deliveries {
     /// the WAL (it will answer idle, or re-drive dead letters) or the guess
     /// finds no data.
     pub(super) fn prefetch(&self, dest: &Destination, limits: (usize, usize), now: u64) -> Option<Prefetch> {
-        let (lane, from, end, limits) = {
+        let (lane, cover, from, end, limits) = {
             let st = dest.state();
             self.first_read(dest, &st, limits, now)?
         };
-        let read = self.read_matching(dest, lane, from, end, limits.0, limits.1).ok()?;
-        Some(Prefetch { lane, from, end, limits, read })
+        let read = self.read_matching(dest, (lane, &cover), from, end, limits.0, limits.1).ok()?;
+        Some(Prefetch { lane, cover, from, end, limits, read })
     }
 
-    /// The search's first WAL read for `st`, as `build_from_lanes` would make it.
+    /// The search's first WAL read for `st`, as `build_from_lanes` would
+    /// make it when the tenant share leaves the floor going on (a tenant
+    /// lease reads its own runs, under the lock).
     fn first_read(
         &self,
         dest: &Destination,
         st: &DestState,
         limits: (usize, usize),
         now: u64,
-    ) -> Option<(LaneId, u64, u64, (usize, usize))> {
+    ) -> Option<FirstRead> {
         let idle = st.paused || now < st.not_before_ms || st.leases.len() >= dest.cfg.max_in_flight as usize;
         if idle || !st.redrive.is_empty() || matches!(st.breaker.admit(now, dest.policy).1, Admission::Deny { .. }) {
             return None;
         }
         let plan = self.search_plan(st, limits, dest.capacity(now));
         for &(lane_id, _) in &plan {
-            let Some((&from, range)) = st.lanes.get(&lane_id).and_then(|ll| ll.expired.first_key_value()) else {
+            let Some(((from, _), range)) = st.lanes.get(&lane_id).and_then(|ll| ll.expired.first_key_value()) else {
                 continue;
             };
             let lane = self.wal.lane(lane_id).ok()?;
-            let from = from.max(lane.earliest_offset());
-            return (from < range.to).then_some((lane_id, from, range.to, (usize::MAX, usize::MAX)));
+            let from = (*from).max(lane.earliest_offset());
+            let cover = range.cover.above(from);
+            return (from < range.to).then_some((lane_id, cover, from, range.to, (usize::MAX, usize::MAX)));
         }
         for &(lane_id, lane_limits) in &plan {
             let (Ok(lane), Some(ll)) = (self.wal.lane(lane_id), st.lanes.get(&lane_id)) else {
@@ -77,7 +85,9 @@ impl Deliveries {
             };
             let (from, end) = (ll.next_unleased.max(lane.earliest_offset()), lane.next_offset());
             if from < end {
-                return Some((lane_id, from, end, lane_limits));
+                let mut at = ll.clone();
+                at.raise_floor(from);
+                return Some((lane_id, at.floor_cover(end), from, end, lane_limits));
             }
         }
         None
@@ -88,16 +98,16 @@ impl Deliveries {
         &self,
         pre: &mut Option<Prefetch>,
         dest: &Destination,
-        lane: LaneId,
+        at: (LaneId, &Cover),
         from: u64,
         end: u64,
         limits: (usize, usize),
     ) -> Result<(Vec<LeasedRecord>, u64), crate::error::BrokerError> {
-        if let Some(p) = pre.take_if(|p| p.answers(lane, from, end, limits)) {
+        if let Some(p) = pre.take_if(|p| p.answers(at, from, end, limits)) {
             debug_assert!(p.read.1 <= end, "a prefetched read ends inside the range asked for");
             return Ok(p.read);
         }
-        self.read_matching(dest, lane, from, end, limits.0, limits.1)
+        self.read_matching(dest, at, from, end, limits.0, limits.1)
     }
 }
 

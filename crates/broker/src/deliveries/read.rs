@@ -6,6 +6,7 @@
 use super::Deliveries;
 use crate::destination::Destination;
 use crate::error::BrokerError;
+use crate::fair::Cover;
 use crate::leased::LeasedRecord;
 use bytes::Bytes;
 use std::ops::{ControlFlow, Range};
@@ -13,14 +14,15 @@ use std::sync::Arc;
 use wal::LaneId;
 
 impl Deliveries {
-    /// Records of [from, to) of a lane that go to `dest`, record by record
-    /// up to the limits (`max_records`, `max_bytes`; at least one). Returns
-    /// them and the end of what was read: records of other destinations in
-    /// the range are read past, not returned.
+    /// Records of [from, to) of a lane that go to `dest` and that `cover`
+    /// holds, record by record up to the limits (`max_records`,
+    /// `max_bytes`; at least one). Returns them and the end of what was
+    /// read: other records in the range are read past, not returned (a
+    /// tenant cover passes other tenants' frames by their header alone).
     pub(super) fn read_matching(
         &self,
         dest: &Destination,
-        lane_id: LaneId,
+        (lane_id, cover): (LaneId, &Cover),
         from: u64,
         to: u64,
         max_records: usize,
@@ -35,11 +37,18 @@ impl Deliveries {
             if f.header.base_offset >= to {
                 return ControlFlow::Break(());
             }
+            if cover.tenant().is_some_and(|t| **t != *f.tenant) {
+                end = end.max(f.header.next_offset().min(to));
+                return ControlFlow::Continue(());
+            }
             let wanted = dest.wants(f.tenant, f.topic).then(|| names.of(f.tenant, f.topic));
             // A lease may end inside a frame: one huge batch never becomes
             // one huge lease. At least one record, whatever its size.
             for (off, rec) in f.records() {
                 if off < from || off >= to {
+                    continue;
+                }
+                if !cover.holds(f.tenant, off) {
                     continue;
                 }
                 if n > 0 && (n >= max_records || bytes + rec.len() > max_bytes) {

@@ -15,11 +15,13 @@
 //! repairs what an older version left behind.
 
 use crate::breaker::{BreakerState, LeaseEnd};
-use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease};
+use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease, RangeKey};
 use crate::error::BrokerError;
-use crate::store::{Changes, LeaseRecord, Store, StoreError};
+use crate::fair::Cover;
+use crate::store::{Changes, Frontier, LeaseRecord, Store, StoreError};
 use config::{DestinationId, StartAt};
 use std::collections::HashMap;
+use std::sync::Arc;
 use wal::{LaneId, Wal};
 
 /// Run `f` on a copy of `st`, write what it changed to sled atomically,
@@ -36,6 +38,7 @@ pub(crate) fn transact<T>(
     let mut ch = Changes::default();
     let out = f(&mut next, &mut ch)?;
     diff_records(&st.lease_records(), &next.lease_records(), &mut ch);
+    diff_frontiers(st, &next, &mut ch);
     if next.breaker != st.breaker {
         ch.breaker = Some(next.breaker);
     }
@@ -67,6 +70,26 @@ fn diff_records(before: &HashMap<String, LeaseRecord>, after: &HashMap<String, L
     ch.put_leases.extend(put);
 }
 
+/// The floors and ahead entries to write so that sled goes from `before` to `after`.
+fn diff_frontiers(before: &DestState, after: &DestState, ch: &mut Changes) {
+    let empty = LaneLeases::default();
+    for (lane, ll) in &after.lanes {
+        let old = before.lanes.get(lane).unwrap_or(&empty);
+        let name = lane.to_string();
+        if old.next_unleased != ll.next_unleased || !before.lanes.contains_key(lane) {
+            ch.frontiers.push((Frontier { lane: name.clone(), tenant: None }, Some(ll.next_unleased)));
+        }
+        for (t, &a) in &ll.ahead {
+            if old.ahead.get(t) != Some(&a) {
+                ch.frontiers.push((Frontier { lane: name.clone(), tenant: Some(t.to_string()) }, Some(a)));
+            }
+        }
+        for t in old.ahead.keys().filter(|t| !ll.ahead.contains_key(*t)) {
+            ch.frontiers.push((Frontier { lane: name.clone(), tenant: Some(t.to_string()) }, None));
+        }
+    }
+}
+
 /// End lease `id` of `st` the way `end` says, settling the breaker. A
 /// failed, released or expired lane lease's range is offered again first;
 /// a failed re-drive's dead letters are queued again; a committed range is
@@ -92,8 +115,9 @@ pub(crate) fn end_lease(
                     redeliveries: lease.redeliveries + 1,
                     record_id: lease.id.clone(),
                     expired_at_ms: now,
+                    cover: lease.cover.clone(),
                 };
-                ll.expired.insert(lease.from, range);
+                ll.expired.insert((lease.from, lease.cover.tenant().cloned()), range);
             }
         }
         (LeaseSource::DeadLetters(ids), _) => {
@@ -108,14 +132,16 @@ pub(crate) fn end_lease(
 /// Invariant: a lane lease covers a non-empty range inside its lane's
 /// window — at or after the committed cursor (by construction: the cursor
 /// is the lowest outstanding offset) and below the next offset never
-/// handed out. A commit outside it would move the cursor past records no
+/// handed out (the floor; for a tenant lease, where its tenant's
+/// unleased records begin). A commit outside it would move the cursor past records no
 /// exporter was given (lost) or over a range already settled (invented):
 /// asserted always for a commit, in debug builds for the other ends.
 fn check_in_window(st: &DestState, lease: &LiveLease, end: LeaseEnd) {
     let LeaseSource::Lane(lane) = &lease.source else {
         return;
     };
-    let next_unleased = st.lanes.get(lane).map(|ll| ll.next_unleased);
+    let next_unleased =
+        st.lanes.get(lane).map(|ll| lease.cover.tenant().map_or(ll.next_unleased, |t| ll.unleased_from(t)));
     let inside = lease.from < lease.to && next_unleased.is_some_and(|n| lease.to <= n);
     if end == LeaseEnd::Committed {
         assert!(
@@ -149,34 +175,38 @@ pub(crate) fn skip_to(
     for id in void {
         let l = end_lease(dest, st, &id, LeaseEnd::Cancelled, now)?;
         if l.to > to {
-            tails.push((l.to, l.redeliveries));
+            tails.push((l.to, l.redeliveries, l.cover.above(to)));
         }
     }
     let tail_ids: Vec<String> = tails.iter().map(|_| st.next_lease_id(dest.id)).collect();
     let Some(ll) = st.lanes.get_mut(&lane) else {
         return Ok(());
     };
-    let below: Vec<u64> = ll.expired.range(..to).map(|(&f, _)| f).collect();
-    for from in below {
-        if let Some(r) = ll.expired.remove(&from) {
+    let below: Vec<RangeKey> = ll.expired.range(..(to, None)).map(|(k, _)| k.clone()).collect();
+    for key in below {
+        if let Some(r) = ll.expired.remove(&key) {
             if r.to > to {
-                ll.expired.insert(to, r);
+                let cover = r.cover.above(to);
+                ll.expired.insert((to, cover.tenant().cloned()), ExpiredRange { cover, ..r });
             }
         }
     }
-    // Ranges are disjoint, so at most one of these reaches past `to`.
-    for ((end, redeliveries), record_id) in tails.into_iter().zip(tail_ids) {
-        ll.expired.insert(to, ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now });
+    // The ranges of one cover are disjoint, so at most one tail per cover
+    // (the floor's, each tenant's) reaches past `to`.
+    for ((end, redeliveries, cover), record_id) in tails.into_iter().zip(tail_ids) {
+        let range = ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now, cover };
+        ll.expired.insert((to, range.cover.tenant().cloned()), range);
     }
-    ll.next_unleased = ll.next_unleased.max(to);
+    ll.raise_floor(to);
     Ok(())
 }
 
 /// Rebuild a destination's state at start from its cursors and lease
 /// records. Leases in flight stay in flight (their exporter may still
-/// commit); waiting ranges are offered again first. `next_unleased` starts
-/// at the end of the highest record: every offset between the cursor and
-/// it was leased and is either in a record or committed. Records an older
+/// commit); waiting ranges are offered again first. The floor starts at
+/// the stored floor or the end of the highest floor record, whichever is
+/// higher: every offset between the cursor and it was leased and is either
+/// in a record or committed (each tenant's ahead entry likewise). Records an older
 /// version left behind (overlapping, below the cursor, past the log's end)
 /// are merged or dropped, and a half-open breaker whose probe is gone gets
 /// its slot back; those repairs are written back.
@@ -200,6 +230,7 @@ pub(crate) fn load_dest_state(
     let ends = load_cursors(store, wal, dest, &mut st)?;
     let raw = store.leases(dest)?;
     let waiting = load_leases(&raw, &ends, &mut st);
+    load_frontiers(store, dest, &ends, &mut st)?;
     queue_waiting(waiting, dest_id, &mut st);
     if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
         st.breaker.probe_out = false;
@@ -231,7 +262,7 @@ fn load_cursors(store: &Store, wal: &Wal, dest: &str, st: &mut DestState) -> Res
         let id = lane.id();
         let cursor =
             store.cursor(dest, &id.to_string())?.unwrap_or(0).clamp(lane.earliest_offset(), lane.next_offset());
-        st.lanes.insert(id, LaneLeases { next_unleased: cursor, expired: Default::default() });
+        st.lanes.insert(id, LaneLeases::at(cursor));
         st.persisted.insert(id, cursor);
         ends.insert(id, lane.next_offset());
     }
@@ -239,12 +270,13 @@ fn load_cursors(store: &Store, wal: &Wal, dest: &str, st: &mut DestState) -> Res
 }
 
 /// A range given back, waiting to be offered again: (from, to,
-/// redeliveries, its lease record's id).
-type Waiting = (u64, u64, u32, String);
+/// redeliveries, its lease record's id, its cover).
+type Waiting = (u64, u64, u32, String, Cover);
 
 /// The stored lease records, cut to each lane's window: live ones become
 /// leases again; given-back ones are returned by lane, to be queued once
-/// every live lease is known.
+/// every live lease is known. A floor record raises its lane's floor to
+/// its end, a tenant record its tenant's ahead entry.
 fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestState) -> HashMap<LaneId, Vec<Waiting>> {
     let mut waiting: HashMap<LaneId, Vec<Waiting>> = HashMap::new();
     for rec in raw {
@@ -259,25 +291,63 @@ fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestSt
         if from >= to {
             continue;
         }
-        if rec.expired {
-            waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone()));
-        } else {
-            st.leases.insert(rec.id.clone(), reloaded_lease(rec, lane, from, to));
-        }
+        let cover = Cover::from_stored(rec.tenant.as_deref(), &rec.skips).above(from);
         if let Some(ll) = st.lanes.get_mut(&lane) {
-            ll.next_unleased = ll.next_unleased.max(to);
+            match cover.tenant() {
+                None => ll.next_unleased = ll.next_unleased.max(to),
+                Some(t) => {
+                    let a = ll.ahead.entry(t.clone()).or_insert(to);
+                    *a = (*a).max(to);
+                }
+            }
+        }
+        if rec.expired {
+            waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone(), cover));
+        } else {
+            st.leases.insert(rec.id.clone(), reloaded_lease(rec, lane, (from, to), cover));
         }
     }
     waiting
 }
 
+/// The stored floors and ahead entries, cut to each lane's end; ahead
+/// entries the floor passed are dropped.
+fn load_frontiers(
+    store: &Store,
+    dest: &str,
+    ends: &HashMap<LaneId, u64>,
+    st: &mut DestState,
+) -> Result<(), StoreError> {
+    for (f, off) in store.frontiers(dest)? {
+        let Ok(lane) = f.lane.parse::<LaneId>() else {
+            continue;
+        };
+        let (Some(ll), Some(&end)) = (st.lanes.get_mut(&lane), ends.get(&lane)) else {
+            continue;
+        };
+        let off = off.min(end);
+        match f.tenant {
+            None => ll.next_unleased = ll.next_unleased.max(off),
+            Some(t) => {
+                let a = ll.ahead.entry(Arc::from(t)).or_insert(off);
+                *a = (*a).max(off);
+            }
+        }
+    }
+    for ll in st.lanes.values_mut() {
+        ll.raise_floor(ll.next_unleased);
+    }
+    Ok(())
+}
+
 /// A live lease as a restart rebuilds it from its record.
-fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, from: u64, to: u64) -> LiveLease {
+fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, (from, to): (u64, u64), cover: Cover) -> LiveLease {
     LiveLease {
         id: rec.id.clone(),
         source: LeaseSource::Lane(lane),
         from,
         to,
+        cover,
         expires_at_ms: rec.expires_at_ms,
         acquired_at: std::time::Instant::now(),
         probe: rec.probe,
@@ -287,18 +357,34 @@ fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, from: u64, to: u64) -> LiveLe
     }
 }
 
-/// Queue the given-back ranges no live lease covers, to be offered first.
+/// Queue the given-back ranges no live lease of their cover covers, to be
+/// offered first: a floor range gives way to floor leases, a tenant's to
+/// that tenant's leases.
 fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_id: DestinationId, st: &mut DestState) {
     for (lane, ranges) in waiting {
-        let live: Vec<(u64, u64)> =
-            st.leases.values().filter(|l| l.source == LeaseSource::Lane(lane)).map(|l| (l.from, l.to)).collect();
-        for (from, to, redeliveries, id) in uncovered(ranges, &live) {
-            let record_id = match id {
-                Some(id) => id,
-                None => st.next_lease_id(dest_id),
-            };
-            if let Some(ll) = st.lanes.get_mut(&lane) {
-                ll.expired.insert(from, ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0 });
+        let mut groups: HashMap<Option<Arc<str>>, Vec<Waiting>> = HashMap::new();
+        for w in ranges {
+            groups.entry(w.4.tenant().cloned()).or_default().push(w);
+        }
+        for (tenant, ranges) in groups {
+            let live: Vec<(u64, u64)> = st
+                .leases
+                .values()
+                .filter(|l| l.source == LeaseSource::Lane(lane) && l.cover.tenant() == tenant.as_ref())
+                .map(|l| (l.from, l.to))
+                .collect();
+            let covers: Vec<(u64, u64, Cover)> = ranges.iter().map(|w| (w.0, w.1, w.4.clone())).collect();
+            let plain = ranges.into_iter().map(|(f, t, r, id, _)| (f, t, r, id)).collect();
+            for (from, to, redeliveries, id) in uncovered(plain, &live) {
+                let record_id = id.unwrap_or_else(|| st.next_lease_id(dest_id));
+                // A piece lies inside the ranges it came from: it keeps the
+                // cover of the one holding its start.
+                let cover =
+                    covers.iter().find(|c| c.0 <= from && from < c.1).map_or_else(Cover::default, |c| c.2.above(from));
+                if let Some(ll) = st.lanes.get_mut(&lane) {
+                    let range = ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0, cover };
+                    ll.expired.insert((from, tenant.clone()), range);
+                }
             }
         }
     }

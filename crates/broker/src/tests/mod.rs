@@ -3,6 +3,7 @@
 //! restarts that reopen both from what is on disk.
 
 mod config_bounds;
+mod fair;
 mod lease_model;
 mod pending;
 mod priority;

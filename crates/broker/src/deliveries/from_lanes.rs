@@ -1,0 +1,280 @@
+//! A lease from the lanes: a range given back, offered again first, else
+//! new data — a floor lease or a tenant lease, as the tenant share says
+//! (`crate::fair`).
+
+use super::prefetch::Prefetch;
+use super::Deliveries;
+use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
+use crate::error::BrokerError;
+use crate::fair::{index::Waiting, Cover, Pick};
+use crate::leased::{Lease, LeaseLane, LeasedRecord};
+use std::sync::Arc;
+use wal::LaneId;
+
+/// Where a lease lies: its lane, range, redeliveries so far and cover.
+pub(super) struct Span {
+    pub lane: LaneId,
+    pub from: u64,
+    pub to: u64,
+    pub redeliveries: u32,
+    pub cover: Cover,
+}
+
+/// Reads of new data a floor lease makes at most before it gives up on a
+/// lane whose records are all another destination's or handed out ahead.
+const FLOOR_READS: usize = 16;
+
+impl Deliveries {
+    /// A lease from the lanes of the acquire's plan, or none.
+    pub(super) fn build_from_lanes(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        limits: (usize, usize),
+        pre: &mut Option<Prefetch>,
+        now: u64,
+        probe: bool,
+    ) -> Result<Option<Lease>, BrokerError> {
+        let plan = self.search_plan(st, limits, dest.capacity(now));
+        if let Some(lease) = self.offer_again(dest, st, &plan, pre, now, probe)? {
+            return Ok(Some(lease));
+        }
+        for &(lane, lane_limits) in &plan {
+            if let Some(lease) = self.lease_new(dest, st, (lane, lane_limits), pre, now, probe)? {
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first range given back, in plan order, offered again with its
+    /// cover. A range that holds no record for this destination any more
+    /// (retention) is dropped; its record goes with it.
+    fn offer_again(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        plan: &[(LaneId, (usize, usize))],
+        pre: &mut Option<Prefetch>,
+        now: u64,
+        probe: bool,
+    ) -> Result<Option<Lease>, BrokerError> {
+        for &(lane_id, _) in plan {
+            let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
+            let Some(ll) = st.lanes.get_mut(&lane_id) else {
+                continue;
+            };
+            while let Some(((from, _), range)) = ll.expired.pop_first() {
+                let from = from.max(lane.earliest_offset());
+                if from >= range.to {
+                    continue;
+                }
+                let cover = range.cover.above(from);
+                let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
+                if records.is_empty() {
+                    continue;
+                }
+                let span = Span { lane: lane_id, from, to: range.to, redeliveries: range.redeliveries, cover };
+                return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// New data of one lane: a tenant lease when the share picks a tenant
+    /// waiting behind another's records, else a floor lease. Charged to
+    /// the tenants whose records it holds.
+    fn lease_new(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        (lane_id, limits): (LaneId, (usize, usize)),
+        pre: &mut Option<Prefetch>,
+        now: u64,
+        probe: bool,
+    ) -> Result<Option<Lease>, BrokerError> {
+        let wal_err = |source| BrokerError::Wal { lane: lane_id, source };
+        let lane = self.wal.lane(lane_id).map_err(wal_err)?;
+        let Some(ll) = st.lanes.get_mut(&lane_id) else {
+            return Ok(None);
+        };
+        ll.raise_floor(lane.earliest_offset());
+        let pick = dest.fair().pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)).map_err(wal_err)?;
+        let lease = match pick {
+            Pick::Tenant(w) => match self.tenant_lease(dest, st, lane_id, w, limits, now, probe)? {
+                Some(l) => Some(l),
+                None => self.floor_lease(dest, st, (lane_id, lane.next_offset()), limits, pre, (now, probe))?,
+            },
+            Pick::Floor => self.floor_lease(dest, st, (lane_id, lane.next_offset()), limits, pre, (now, probe))?,
+        };
+        if let Some(l) = &lease {
+            let weights = self.tenant_weights();
+            let weight = |t: &str| weights.get(t).copied().unwrap_or(1.0);
+            dest.fair().charge(lane_id.priority, &per_tenant(&l.records), &weight);
+        }
+        Ok(lease)
+    }
+
+    /// A floor lease of `lane` up to `end`: the floor's records in offset
+    /// order, skipping those handed out ahead of it.
+    fn floor_lease(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        (lane, end): (LaneId, u64),
+        limits: (usize, usize),
+        pre: &mut Option<Prefetch>,
+        (now, probe): (u64, bool),
+    ) -> Result<Option<Lease>, BrokerError> {
+        // Bounded: skip at most a few reads of data not for this destination.
+        for _ in 0..FLOOR_READS {
+            let Some(ll) = st.lanes.get_mut(&lane) else {
+                break;
+            };
+            let from = ll.next_unleased;
+            if from >= end {
+                break;
+            }
+            let (records, to) = self.read_with(pre, dest, (lane, &ll.floor_cover(end)), from, end, limits)?;
+            let cover = ll.floor_cover(to);
+            ll.raise_floor(to);
+            if records.is_empty() {
+                continue;
+            }
+            let span = Span { lane, from, to, redeliveries: 0, cover };
+            return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
+        }
+        Ok(None)
+    }
+
+    /// A tenant lease of `w`'s waiting records, read run by run from its
+    /// first (the index's runs hold all of them, see `fair::index`), within
+    /// `limits`; its tenant's ahead entry moves to its end.
+    #[allow(clippy::too_many_arguments)]
+    fn tenant_lease(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        lane: LaneId,
+        w: Waiting,
+        limits: (usize, usize),
+        now: u64,
+        probe: bool,
+    ) -> Result<Option<Lease>, BrokerError> {
+        let cover = Cover::Tenant(w.tenant.clone());
+        let (records, to) = self.read_runs(dest, (lane, &cover), &w.runs, limits)?;
+        let (Some(first), Some(ll)) = (records.first(), st.lanes.get_mut(&lane)) else {
+            return Ok(None);
+        };
+        let from = first.offset;
+        debug_assert!(
+            from >= ll.unleased_from(&w.tenant),
+            "a tenant lease starts at its tenant's first waiting record"
+        );
+        ll.ahead.insert(w.tenant.clone(), to.max(ll.unleased_from(&w.tenant)));
+        let span = Span { lane, from, to, redeliveries: 0, cover };
+        Ok(Some(self.start_lease(dest, st, span, records, now, probe)))
+    }
+
+    /// The records `cover` holds in `runs`, in order, within `limits` (at
+    /// least one); and the end of what was read.
+    fn read_runs(
+        &self,
+        dest: &Destination,
+        at: (LaneId, &Cover),
+        runs: &[(u64, u64)],
+        (max_records, max_bytes): (usize, usize),
+    ) -> Result<(Vec<LeasedRecord>, u64), BrokerError> {
+        let (mut out, mut bytes, mut to) = (Vec::<LeasedRecord>::new(), 0usize, 0u64);
+        for &(a, b) in runs {
+            let left = (max_records - out.len(), max_bytes.saturating_sub(bytes));
+            if left.0 == 0 || left.1 == 0 {
+                break;
+            }
+            let (got, end) = self.read_matching(dest, at, a, b, left.0, left.1)?;
+            for r in got {
+                // A read returns one record over the bytes left when it
+                // holds none yet: only the lease's first may be.
+                if !out.is_empty() && bytes + r.payload.len() > max_bytes {
+                    return Ok((out, r.offset));
+                }
+                bytes += r.payload.len();
+                to = r.offset + 1;
+                out.push(r);
+            }
+            to = to.max(end);
+            if end < b {
+                break;
+            }
+        }
+        Ok((out, to))
+    }
+
+    /// A lease of `span`, held in `st` (its sled record follows from the
+    /// state, see `settle`).
+    pub(super) fn start_lease(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        span: Span,
+        records: Vec<LeasedRecord>,
+        now: u64,
+        probe: bool,
+    ) -> Lease {
+        let Span { lane, from, to, redeliveries, cover } = span;
+        let id = st.next_lease_id(dest.id);
+        let expires_at_ms = now + dest.lease_ms;
+        Self::charge(st, lane);
+        st.leases.insert(
+            id.clone(),
+            LiveLease {
+                id: id.clone(),
+                source: LeaseSource::Lane(lane),
+                from,
+                to,
+                cover,
+                expires_at_ms,
+                acquired_at: std::time::Instant::now(),
+                probe,
+                redeliveries,
+                records: u32::try_from(records.len()).unwrap_or(u32::MAX),
+                ingested: ingest_runs(&records),
+            },
+        );
+        Lease {
+            id,
+            destination: dest.name.clone(),
+            lane: LeaseLane::Lane(lane),
+            from_offset: from,
+            to_offset: to,
+            lease_ms: dest.lease_ms,
+            probe,
+            redeliveries,
+            records,
+        }
+    }
+}
+
+/// Records per tenant, in order of first appearance.
+fn per_tenant(records: &[LeasedRecord]) -> Vec<(Arc<str>, u64)> {
+    let mut out: Vec<(Arc<str>, u64)> = Vec::new();
+    for r in records {
+        match out.iter_mut().find(|(t, _)| *t == r.tenant) {
+            Some((_, n)) => *n += 1,
+            None => out.push((r.tenant.clone(), 1)),
+        }
+    }
+    out
+}
+
+/// Runs of records with one ingest time (a frame's records share theirs).
+fn ingest_runs(records: &[LeasedRecord]) -> Vec<(u64, u32)> {
+    let mut runs: Vec<(u64, u32)> = Vec::new();
+    for r in records {
+        match runs.last_mut() {
+            Some((ts, n)) if *ts == r.ts_ms => *n += 1,
+            _ => runs.push((r.ts_ms, 1)),
+        }
+    }
+    runs
+}
