@@ -150,8 +150,8 @@ fn check_tenant(tenant: &TenantConfig) -> Result<(), ConfigError> {
     let key = |key: &'static str| ConfigKey::Tenant { tenant: tenant.name.clone(), key };
     float(key("rate_per_sec"), tenant.rate_per_sec, MIN_RATE, MAX_RATE)?;
     int(key("burst"), tenant.burst, 1, MAX_BURST)?;
-    // > 0 and finite (contract v1.2); the share uses it within
-    // [MIN_WEIGHT, MAX_WEIGHT] (`broker::fair::share`).
+    // > 0 and finite (contract v1.2); the share takes it within 1e-6 to
+    // 1e6 (`broker::fair::share`).
     float(key("weight"), tenant.weight, f64::MIN_POSITIVE, f64::MAX)?;
     match (tenant.hard_rate_per_sec, tenant.hard_burst) {
         (None, None) => Ok(()),

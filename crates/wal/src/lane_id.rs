@@ -77,7 +77,7 @@ pub struct LaneId {
 
 impl LaneId {
     /// The lane `priority/shard`.
-    pub fn new(priority: Priority, shard: u16) -> Self {
+    pub const fn new(priority: Priority, shard: u16) -> Self {
         LaneId { priority, shard }
     }
 }

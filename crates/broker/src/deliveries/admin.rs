@@ -158,6 +158,12 @@ impl Deliveries {
                 }
                 Ok(())
             })?;
+            // What waits moved back: each rewound lane's index starts over
+            // from its new floor (still under the state's lock).
+            let mut fair = dest.fair();
+            for &(id, _) in &targets {
+                fair.forget_lane(id);
+            }
         }
         self.store.flush().await?;
         tracing::info!(destination = %dest.name, target = ?target, "cursor rewound by an operator");

@@ -405,6 +405,7 @@ fn repair_records(store: &Store, dest: &str, raw: Vec<LeaseRecord>, st: &mut Des
         }
     }
     diff_records(&before, &after, &mut ch);
+    repair_frontiers(store, dest, st, &mut ch)?;
     if st.breaker != store.breaker(dest)? {
         ch.breaker = Some(st.breaker);
     }
@@ -421,6 +422,30 @@ fn repair_records(store: &Store, dest: &str, raw: Vec<LeaseRecord>, st: &mut Des
         for r in ll.expired.values_mut() {
             if let Some(old) = before.get(&r.record_id) {
                 r.expired_at_ms = old.expires_at_ms;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stored frontiers the loaded state does not hold as they are (an ahead
+/// entry the floor passed, a floor a lease record raised) are rewritten.
+fn repair_frontiers(store: &Store, dest: &str, st: &DestState, ch: &mut Changes) -> Result<(), StoreError> {
+    let stored: HashMap<Frontier, u64> = store.frontiers(dest)?.into_iter().collect();
+    for (f, &off) in &stored {
+        let held = f.lane.parse::<LaneId>().ok().and_then(|lane| st.lanes.get(&lane)).and_then(|ll| match &f.tenant {
+            None => Some(ll.next_unleased),
+            Some(t) => ll.ahead.get(t.as_str()).copied(),
+        });
+        if held != Some(off) {
+            ch.frontiers.push((f.clone(), held));
+        }
+    }
+    for (lane, ll) in &st.lanes {
+        for (t, &a) in &ll.ahead {
+            let f = Frontier { lane: lane.to_string(), tenant: Some(t.to_string()) };
+            if !stored.contains_key(&f) {
+                ch.frontiers.push((f, Some(a)));
             }
         }
     }

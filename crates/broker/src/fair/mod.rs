@@ -97,6 +97,12 @@ impl Fair {
         Ok(Pick::Tenant(lowest.clone()))
     }
 
+    /// Forget what the index knows of `lane` (a rewind moved its floor
+    /// back): it is scanned again from the floor.
+    pub fn forget_lane(&mut self, lane: LaneId) {
+        self.lanes.remove(&lane);
+    }
+
     /// A lease at `p` held `records` per tenant: charge each by its weight.
     pub fn charge(&mut self, p: Priority, records: &[(Arc<str>, u64)], weight: &dyn Fn(&str) -> f64) {
         let start = records.iter().map(|(t, _)| self.share.tag(p, t)).fold(f64::INFINITY, f64::min);

@@ -21,6 +21,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use wal::Priority;
 
+/// The weights the share tells apart (a config weight beyond is taken as
+/// the nearest): a tag grows by at most `max_lease_records / MIN_WEIGHT`.
+pub const MIN_WEIGHT: f64 = 1e-6;
+/// See [`MIN_WEIGHT`].
+pub const MAX_WEIGHT: f64 = 1e6;
+
 /// Tags kept before those at or below the clock are dropped.
 pub const MAX_TAGS: usize = 8192;
 
@@ -42,6 +48,8 @@ impl TenantShare {
     /// of `tenant`, whose weight is `weight`.
     pub fn charge(&mut self, p: Priority, start: f64, tenant: &Arc<str>, records: u64, weight: f64) {
         debug_assert!(weight > 0.0 && weight.is_finite(), "weights are checked at load");
+        // Any weight the config takes keeps every tag finite.
+        let weight = weight.clamp(MIN_WEIGHT, MAX_WEIGHT);
         let clock = &mut self.clock[p as usize];
         *clock = clock.max(start);
         let from = self.tag(p, tenant);

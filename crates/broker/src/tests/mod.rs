@@ -67,10 +67,15 @@ name = "other"
 
 impl Harness {
     pub fn new(top: &str, dests: &str) -> Harness {
+        Harness::new_edited(top, dests, |c| c)
+    }
+
+    /// [`Harness::new`] with the config text passed through `edit` first.
+    pub fn new_edited(top: &str, dests: &str, edit: impl FnOnce(String) -> String) -> Harness {
         // tmpfs where there is one: sled flushes on every acknowledged call.
         let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
         let dir = tempfile::Builder::new().prefix("weir-lease-test").tempdir_in(base).expect("tempdir");
-        let config = config_text(dir.path(), top, dests);
+        let config = edit(config_text(dir.path(), top, dests));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let mut h = Harness { sim: SimFs::new(7), _dir: dir, config, broker: None, rt };
         h.open();
@@ -119,10 +124,15 @@ impl Harness {
         self.append_full(tenant, topic, records).base_offset
     }
 
-    /// Append one batch, durably; where and when it landed.
+    /// Append one batch to normal/0, durably; where and when it landed.
     pub fn append_full(&self, tenant: &str, topic: &str, records: &[String]) -> wal::Appended {
+        self.append_to(normal0(), tenant, topic, records)
+    }
+
+    /// Append one batch to `lane`, durably; where and when it landed.
+    pub fn append_to(&self, lane: LaneId, tenant: &str, topic: &str, records: &[String]) -> wal::Appended {
         let batch = EncodedBatch::encode(tenant, topic, None, records).expect("batch");
-        let fut = self.b().wal().append(normal0(), batch);
+        let fut = self.b().wal().append(lane, batch);
         self.rt.block_on(fut).expect("append")
     }
 
