@@ -18,11 +18,20 @@ times, alternating, median reported):
   blackhole the same, beside a second destination whose sink accepts
             connections and never answers
 
+Fairness between tenants of one priority (issue 24), also alternating:
+  flood_part the flood tenant at its own rate only (100/s, in 25-record
+            requests, nothing demoted): compare with quiet
+  small50   50 small tenants at 2 records/s each (single-record requests)
+            and a `low` tenant at 10/s
+  small50_heavy the same beside one heavy tenant within its own rate
+            (1,000 records/s in 25-record requests, same priority)
+  small50_backlog the same, the heavy tenant at 3,000/s: past what the sink
+            takes, so its backlog grows all run (its throughput is reported)
+
 Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=quiet,flood python3 benches/incident.py   (a subset)
-       WEIR_INCIDENT_SCENARIOS=flood_part ...   the flood tenant at its own
-           rate only (100/s, in 25-record requests): the normal-lane load the
-           flood brings, with no low work at all
+       WEIR_INCIDENT_SCENARIOS=quiet,flood_part ...
+       WEIR_INCIDENT_SCENARIOS=small50,small50_heavy,small50_backlog ...
 Needs release binaries: cargo build --release --bin broker --bin exporter
 """
 
@@ -122,11 +131,16 @@ class BlackHole:
             c.close()
 
 
+SMALL = [f"s{i:02}" for i in range(50)]
+
+
 def broker_config(data_dir, port, blackhole):
     tenants = "".join(
         f'[[tenant]]\nname = "{n}"\ntoken = "{n}-t"\nrate_per_sec = 100.0\nburst = 200\n'
-        for n in ["a", "b", "c", "flood"]
+        for n in ["a", "b", "c", "flood"] + SMALL
     )
+    tenants += '[[tenant]]\nname = "heavy"\ntoken = "heavy-t"\nrate_per_sec = 100000.0\nburst = 200000\n'
+    tenants += '[[tenant]]\nname = "lowt"\ntoken = "lowt-t"\nrate_per_sec = 100.0\nburst = 200\npriority = "low"\n'
     dests = '[[destination]]\nname = "d"\ntopics = ["events"]\ntoken = "d-t"\n'
     if blackhole:
         dests += '[[destination]]\nname = "bh"\ntopics = ["events"]\ntoken = "bh-t"\non_lag_limit = "drop_oldest"\n'
@@ -159,6 +173,32 @@ def producer(port, tenant, rate, per_request, stop, sent):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
 
+def round_robin(port, tenants, rate_each, stop, sent):
+    """Single-record requests for each of `tenants` in turn, `rate_each`
+    records/s each: one connection per tenant, one thread for them all."""
+    conns = {t: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for t in tenants}
+    interval = 1.0 / (rate_each * len(tenants))
+    next_at = time.time()
+    i = 0
+    while not stop.is_set():
+        now = time.time()
+        if now < next_at:
+            time.sleep(next_at - now)
+        next_at += interval
+        tenant = tenants[i % len(tenants)]
+        i += 1
+        body = json.dumps({"tag": tenant, "t": time.time(), "pad": "x" * 120}) + "\n"
+        try:
+            conns[tenant].request("POST", "/v1/topics/events/records", body=body,
+                                  headers={"Authorization": f"Bearer {tenant}-t", "Content-Type": "application/x-ndjson"})
+            r = conns[tenant].getresponse()
+            r.read()
+            if r.status == 200:
+                sent[tenant] = sent.get(tenant, 0) + 1
+        except (OSError, http.client.HTTPException):
+            conns[tenant] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+
 def trace(port):
     while True:
         time.sleep(1)
@@ -172,19 +212,34 @@ def trace(port):
         print("  trace:", " ".join(l.split("{")[0][14:] + "{" + l.split("{")[1] for l in keep), flush=True)
 
 
-def flood_process(port, stop, out, rate):
+def flood_process(port, stop, out, rate, tenant="flood"):
     """The flood, in a process of its own: its threads must not hold the
     GIL that the sink and the in-rate producers' clocks need (in one process
     they delayed the measurement itself by several milliseconds a record)."""
     local_stop, sent = threading.Event(), {}
-    threads = [threading.Thread(target=producer, args=(port, "flood", rate / 4, 25, local_stop, sent)) for _ in range(4)]
+    threads = [threading.Thread(target=producer, args=(port, tenant, rate / 4, 25, local_stop, sent)) for _ in range(4)]
     for t in threads:
         t.start()
     stop.wait()
     local_stop.set()
     for t in threads:
         t.join()
-    out.put(sent.get("flood", 0))
+    out.put(sent.get(tenant, 0))
+
+
+def small_process(port, stop, out):
+    """The 50 small tenants (5 threads of 10, 2 records/s each) and the low
+    tenant (10/s), in a process of their own."""
+    local_stop, sent = threading.Event(), {}
+    threads = [threading.Thread(target=round_robin, args=(port, SMALL[i::5], 2, local_stop, sent)) for i in range(5)]
+    threads.append(threading.Thread(target=round_robin, args=(port, ["lowt"], 10, local_stop, sent)))
+    for t in threads:
+        t.start()
+    stop.wait()
+    local_stop.set()
+    for t in threads:
+        t.join()
+    out.put(sent)
 
 
 def quantile(xs, q):
@@ -198,7 +253,46 @@ def p99(xs):
     return quantile(xs, 0.99)
 
 
-def run(secs, flood, blackhole):
+def start_load(port, flood, small, heavy):
+    """The scenario's producers: threads here for a, b, c; processes for the
+    flood, the small tenants and the heavy tenant. Returns (stop, collect)."""
+    stop, sent = threading.Event(), {}
+    threads = [] if small else [threading.Thread(target=producer, args=(port, t, 50, 1, stop, sent)) for t in "abc"]
+    proc_stop = multiprocessing.Event()
+    procs = []
+    if flood:
+        q = multiprocessing.Queue()
+        rate = 100 if flood == "in_rate_part" else 2500
+        procs.append(("flood", q, multiprocessing.Process(target=flood_process, args=(port, proc_stop, q, rate))))
+    if small:
+        q = multiprocessing.Queue()
+        procs.append(("small", q, multiprocessing.Process(target=small_process, args=(port, proc_stop, q))))
+    if heavy:
+        q = multiprocessing.Queue()
+        procs.append(("heavy", q, multiprocessing.Process(target=flood_process, args=(port, proc_stop, q, heavy, "heavy"))))
+    for t in threads:
+        t.start()
+    for _, _, p in procs:
+        p.start()
+
+    def collect():
+        stop.set()
+        proc_stop.set()
+        for t in threads:
+            t.join()
+        for name, q, p in procs:
+            got = q.get(timeout=30)
+            if isinstance(got, dict):
+                sent.update(got)
+            else:
+                sent[name] = got
+            p.join(timeout=30)
+        return sent
+
+    return collect
+
+
+def run(secs, flood, blackhole, small=False, heavy=0):
     sink = Sink()
     hole = BlackHole() if blackhole else None
     port = free_port()
@@ -230,26 +324,12 @@ def run(secs, flood, blackhole):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if os.environ.get("WEIR_INCIDENT_TRACE"):  # the exporter's limit and leases, once a second
             threading.Thread(target=trace, args=(metrics_port,), daemon=True).start()
-        stop, sent = threading.Event(), {}
-        threads = [threading.Thread(target=producer, args=(port, t, 50, 1, stop, sent)) for t in "abc"]
-        flood_stop, flood_sent = multiprocessing.Event(), multiprocessing.Queue()
-        rate = 100 if flood == "in_rate_part" else 2500
-        flooder = multiprocessing.Process(target=flood_process, args=(port, flood_stop, flood_sent, rate)) if flood else None
-        for t in threads:
-            t.start()
-        if flooder:
-            flooder.start()
+        collect = start_load(port, flood, small, heavy)
         # Warm-up: the exporter finds its concurrency, the broker its lease sizes.
         time.sleep(WARMUP_S)
         sink.measure_from = time.time()
         time.sleep(secs)
-        stop.set()
-        flood_stop.set()
-        for t in threads:
-            t.join()
-        if flooder:
-            sent["flood"] = flood_sent.get(timeout=30)
-            flooder.join(timeout=30)
+        sent = collect()
         time.sleep(2)  # what is in flight arrives
         for p in procs:
             p.terminate()
@@ -258,19 +338,31 @@ def run(secs, flood, blackhole):
     sink.close()
     if hole:
         hole.close()
-    in_rate = [x for t in "abc" for x in sink.latency.get(t, [])]
-    return {
+    return summary(sink, sent, secs, small)
+
+
+def summary(sink, sent, secs, small):
+    tags = SMALL if small else list("abc")
+    in_rate = [x for t in tags for x in sink.latency.get(t, [])]
+    out = {
         "in_rate_p99_ms": p99(in_rate) * 1000,
         "in_rate_p50_ms": quantile(in_rate, 0.5) * 1000,
         "in_rate_p90_ms": quantile(in_rate, 0.9) * 1000,
         "in_rate_delivered": len(in_rate),
-        "in_rate_sent": sum(sent.get(t, 0) for t in "abc"),
-        "flood_sent": sent.get("flood", 0),
-        "flood_delivered": len(sink.latency.get("flood", [])),
+        "in_rate_sent": sum(sent.get(t, 0) for t in tags),
+    }
+    if small:
+        out["heavy_sent"] = sent.get("heavy", 0)
+        out["heavy_delivered_per_s"] = round(len(sink.latency.get("heavy", [])) / secs, 1)
+        out["low_sent"] = sent.get("lowt", 0)
+        out["low_delivered_total"] = sink.count.get("lowt", 0)
+    else:
+        out["flood_sent"] = sent.get("flood", 0)
+        out["flood_delivered"] = len(sink.latency.get("flood", []))
         # The low backlog is served oldest first: most of what the sink took
         # of the flood was sent during the warm-up.
-        "flood_delivered_total": sink.count.get("flood", 0),
-    }
+        out["flood_delivered_total"] = sink.count.get("flood", 0)
+    return out
 
 
 def main():
@@ -278,14 +370,14 @@ def main():
     secs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     results = {}
     scenarios = [("quiet", False, False), ("flood", True, False), ("alone", False, False), ("blackhole", False, True)]
+    fairness = [("flood_part", "in_rate_part", False), ("small50", False, False, True, 0),
+                ("small50_heavy", False, False, True, 1000), ("small50_backlog", False, False, True, 3000)]
     only = os.environ.get("WEIR_INCIDENT_SCENARIOS")  # e.g. quiet,flood
     if only:
-        # flood_part: the flood tenant at its own rate (100/s, nothing demoted):
-        # the normal-lane load the flood brings, without any low work.
-        scenarios = [s for s in scenarios + [("flood_part", "in_rate_part", False)] if s[0] in only.split(",")]
+        scenarios = [s for s in scenarios + fairness if s[0] in only.split(",")]
     for i in range(runs):  # alternate the scenarios within each round
-        for name, flood, hole in scenarios:
-            r = run(secs, flood, hole)
+        for name, *args in scenarios:
+            r = run(secs, *args)
             results.setdefault(name, []).append(r)
             print(f"round {i + 1} {name}: {json.dumps(r)}", flush=True)
     med = {n: statistics.median(r["in_rate_p99_ms"] for r in rs) for n, rs in results.items()}
@@ -295,6 +387,13 @@ def main():
         print(f"flood / quiet: x{med['flood'] / med['quiet']:.2f}")
     if "blackhole" in med and "alone" in med:
         print(f"blackhole / alone: x{med['blackhole'] / med['alone']:.2f}")
+    if "flood_part" in med and "quiet" in med:
+        print(f"flood_part / quiet: x{med['flood_part'] / med['quiet']:.2f}")
+    for heavy in ("small50_heavy", "small50_backlog"):
+        if heavy in med and "small50" in med:
+            rate = statistics.median(r["heavy_delivered_per_s"] for r in results[heavy])
+            low = min(r["low_delivered_total"] for r in results[heavy])
+            print(f"{heavy} / small50: x{med[heavy] / med['small50']:.2f}; heavy delivered {rate}/s; low delivered >= {low}")
 
 
 if __name__ == "__main__":

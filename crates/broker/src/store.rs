@@ -172,6 +172,9 @@ pub struct Store {
     /// Per (destination, lane): its floor, and per tenant the offset below
     /// which its records were handed out ahead of the floor ([`Frontier`]).
     frontiers: sled::Tree,
+    /// Per destination, what it received at its last start (its topics and
+    /// tenants, `deliveries::routes_of`): ahead entries hold only under it.
+    routes: sled::Tree,
     /// Flush requests so far, and the newest request a finished flush covered:
     /// concurrent flushes share one (see [`Store::flush`]).
     flush_requested: std::sync::atomic::AtomicU64,
@@ -233,6 +236,7 @@ impl Store {
             flags: db.open_tree("flags")?,
             dead_letters: db.open_tree("dead_letters")?,
             frontiers: db.open_tree("frontiers")?,
+            routes: db.open_tree("routes")?,
             db,
             flush_requested: std::sync::atomic::AtomicU64::new(0),
             flush_covered: std::sync::atomic::AtomicU64::new(0),
@@ -348,6 +352,18 @@ impl Store {
                 }
             })
             .collect()
+    }
+
+    /// What the destination received at its last start, if known.
+    pub fn routes(&self, dest: &str) -> StoreResult<Option<String>> {
+        Ok(self.routes.get(dest.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Record what the destination receives (flushed with the next flush).
+    pub fn set_routes(&self, dest: &str, routes: &str) -> StoreResult<()> {
+        self.check_fault()?;
+        self.routes.insert(dest.as_bytes(), routes.as_bytes())?;
+        Ok(())
     }
 
     /// The destination's stored frontiers.

@@ -99,13 +99,20 @@ impl Deliveries {
             return Ok(None);
         };
         ll.raise_floor(lane.earliest_offset());
-        let pick = dest.fair().pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)).map_err(wal_err)?;
+        // The index is a hint: a lane it cannot scan is leased in offset order.
+        let pick = dest.fair().pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)).unwrap_or_else(|e| {
+            tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "tenant index: cannot scan; offset order");
+            Pick::Floor { until: u64::MAX }
+        });
+        let end = lane.next_offset();
         let lease = match pick {
             Pick::Tenant(w) => match self.tenant_lease(dest, st, lane_id, w, limits, now, probe)? {
                 Some(l) => Some(l),
-                None => self.floor_lease(dest, st, (lane_id, lane.next_offset()), limits, pre, (now, probe))?,
+                None => self.floor_lease(dest, st, (lane_id, end), limits, pre, (now, probe))?,
             },
-            Pick::Floor => self.floor_lease(dest, st, (lane_id, lane.next_offset()), limits, pre, (now, probe))?,
+            Pick::Floor { until } => {
+                self.floor_lease(dest, st, (lane_id, end.min(until)), limits, pre, (now, probe))?
+            }
         };
         if let Some(l) = &lease {
             let weights = self.tenant_weights();

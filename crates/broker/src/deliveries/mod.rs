@@ -199,6 +199,22 @@ impl Deliveries {
 }
 
 /// One destination's state rebuilt from sled and the WAL.
+/// What a destination receives, canonically: its topics, then its tenants
+/// (`*` for all), each sorted.
+fn routes_of(d: &config::DestinationConfig) -> String {
+    let mut topics = d.topics.clone();
+    topics.sort();
+    let tenants = d.tenants.as_ref().map_or_else(
+        || "*".to_string(),
+        |t| {
+            let mut t = t.clone();
+            t.sort();
+            t.join("\u{0}")
+        },
+    );
+    format!("{}\u{1}{tenants}", topics.join("\u{0}"))
+}
+
 fn load_destination(
     store: &Store,
     wal: &Wal,
@@ -206,7 +222,7 @@ fn load_destination(
     d: &config::DestinationConfig,
     id: DestinationId,
 ) -> Result<Destination, crate::store::StoreError> {
-    let state = settle::load_dest_state(store, wal, &d.name, id, d.start_at)?;
+    let state = settle::load_dest_state(store, wal, (&d.name, id), d.start_at, &routes_of(d))?;
     let dest = Destination::new(id, d.clone(), cfg.destination_lease_ms(d), state);
     dest.dead_letters.store(store.count_dead_letters(&d.name), std::sync::atomic::Ordering::Relaxed);
     Ok(dest)

@@ -13,12 +13,14 @@ use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 use wal::LaneId;
 
+/// Frames a read of new data passes at most (see `read_matching`).
+const NEW_DATA_FRAMES: usize = 1024;
+
 impl Deliveries {
     /// Records of [from, to) of a lane that go to `dest` and that `cover`
     /// holds, record by record up to the limits (`max_records`,
     /// `max_bytes`; at least one). Returns them and the end of what was
-    /// read: other records in the range are read past, not returned (a
-    /// tenant cover passes other tenants' frames by their header alone).
+    /// read: other records in the range are read past, not returned.
     pub(super) fn read_matching(
         &self,
         dest: &Destination,
@@ -33,10 +35,16 @@ impl Deliveries {
         let mut arena: Vec<u8> = Vec::new();
         let mut names = Names::default();
         let (mut n, mut bytes, mut end) = (0usize, 0usize, from);
+        // A read of new data (bounded limits) passes at most this many
+        // frames: a floor lease over records handed out ahead, or over
+        // another destination's, ends where the read stopped. A range read
+        // again whole (limits unbounded) is never cut.
+        let mut frames_left = if max_records == usize::MAX { usize::MAX } else { NEW_DATA_FRAMES };
         lane.visit_frames(from, |f| {
-            if f.header.base_offset >= to {
+            if f.header.base_offset >= to || frames_left == 0 {
                 return ControlFlow::Break(());
             }
+            frames_left -= 1;
             if cover.tenant().is_some_and(|t| **t != *f.tenant) {
                 end = end.max(f.header.next_offset().min(to));
                 return ControlFlow::Continue(());

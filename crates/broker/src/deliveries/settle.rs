@@ -209,13 +209,17 @@ pub(crate) fn skip_to(
 /// in a record or committed (each tenant's ahead entry likewise). Records an older
 /// version left behind (overlapping, below the cursor, past the log's end)
 /// are merged or dropped, and a half-open breaker whose probe is gone gets
-/// its slot back; those repairs are written back.
+/// its slot back; those repairs are written back. `routes` names what the
+/// destination receives (its topics and tenants): when it differs from
+/// the last start's, the stored ahead entries are not trusted (a tenant's
+/// records of a newly routed topic were never handed out ahead) — their
+/// records may be delivered again, never left out.
 pub(crate) fn load_dest_state(
     store: &Store,
     wal: &Wal,
-    dest: &str,
-    dest_id: DestinationId,
+    (dest, dest_id): (&str, DestinationId),
     start_at: StartAt,
+    routes: &str,
 ) -> Result<DestState, StoreError> {
     let flags = store.flags(dest)?;
     let mut st = DestState {
@@ -230,12 +234,19 @@ pub(crate) fn load_dest_state(
     let ends = load_cursors(store, wal, dest, &mut st)?;
     let raw = store.leases(dest)?;
     let waiting = load_leases(&raw, &ends, &mut st);
-    load_frontiers(store, dest, &ends, &mut st)?;
+    let same_routes = store.routes(dest)?.is_none_or(|r| r == routes);
+    load_frontiers(store, dest, (&ends, same_routes), &mut st)?;
     queue_waiting(waiting, dest_id, &mut st);
     if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
         st.breaker.probe_out = false;
     }
     repair_records(store, dest, raw, &mut st)?;
+    // After the repair that drops untrusted ahead entries (sled keeps the
+    // order of writes): a crash between leaves the old routes, which
+    // distrusts them again.
+    if !same_routes || store.routes(dest)?.is_none() {
+        store.set_routes(dest, routes)?;
+    }
     debug_assert!(st.check_invariants().is_ok(), "{dest} after load: {:?}", st.check_invariants());
     Ok(st)
 }
@@ -315,7 +326,7 @@ fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestSt
 fn load_frontiers(
     store: &Store,
     dest: &str,
-    ends: &HashMap<LaneId, u64>,
+    (ends, trust_ahead): (&HashMap<LaneId, u64>, bool),
     st: &mut DestState,
 ) -> Result<(), StoreError> {
     for (f, off) in store.frontiers(dest)? {
@@ -328,10 +339,11 @@ fn load_frontiers(
         let off = off.min(end);
         match f.tenant {
             None => ll.next_unleased = ll.next_unleased.max(off),
-            Some(t) => {
+            Some(t) if trust_ahead => {
                 let a = ll.ahead.entry(Arc::from(t)).or_insert(off);
                 *a = (*a).max(off);
             }
+            Some(_) => {}
         }
     }
     for ll in st.lanes.values_mut() {
@@ -460,7 +472,9 @@ fn uncovered(mut ranges: Vec<(u64, u64, u32, String)>, live: &[(u64, u64)]) -> V
     let mut merged: Vec<(u64, u64, u32)> = Vec::new();
     for &(f, t, r, _) in &ranges {
         match merged.last_mut() {
-            Some(last) if f <= last.1 => {
+            // Overlapping only: ranges that merely touch keep their own
+            // records (two floor ranges side by side may skip differently).
+            Some(last) if f < last.1 => {
                 last.1 = last.1.max(t);
                 last.2 = last.2.max(r);
             }

@@ -32,6 +32,9 @@ use wal::Lane;
 pub const MAX_TENANTS: usize = 4096;
 /// Runs kept per tenant before its last run grows instead.
 pub const MAX_RUNS: usize = 64;
+/// Runs of a tenant [`LaneIndex::waiting`] shows (its first): what one
+/// pick or one tenant lease reads at most, so an acquire copies little.
+pub const RUNS_SHOWN: usize = 8;
 
 /// One tenant's waiting records in the lane.
 #[derive(Debug, Default)]
@@ -89,7 +92,8 @@ pub struct LaneIndex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
     pub tenant: Arc<str>,
-    /// Its runs, first to last (the first starts at its first waiting record).
+    /// Its first runs, in order, at most [`RUNS_SHOWN`] (the first starts
+    /// at its first waiting record).
     pub runs: Vec<(u64, u64)>,
 }
 
@@ -110,7 +114,7 @@ impl LaneIndex {
         }
         let (mut seen, mut end) = (0usize, self.scanned);
         let from = self.scanned;
-        lane.visit_frame_metas(from, |f| {
+        let visited = lane.visit_frame_metas(from, |f| {
             let (first, next) = (f.header.base_offset.max(from), f.header.next_offset());
             if next <= from {
                 return ControlFlow::Continue(());
@@ -125,9 +129,11 @@ impl LaneIndex {
             } else {
                 ControlFlow::Continue(())
             }
-        })?;
+        });
+        // What was added is scanned even when a later frame failed to read:
+        // the next call goes on from there, never adds a frame twice.
         self.scanned = self.scanned.max(end);
-        Ok(())
+        visited
     }
 
     fn add(&mut self, tenant: &str, from: u64, to: u64) {
@@ -189,7 +195,7 @@ impl LaneIndex {
                 drained.push(t.clone());
                 continue;
             }
-            out.push(Waiting { tenant: t.clone(), runs: runs.runs.iter().copied().collect() });
+            out.push(Waiting { tenant: t.clone(), runs: runs.runs.iter().take(RUNS_SHOWN).copied().collect() });
         }
         for t in drained {
             self.waiting.remove(&t);

@@ -57,11 +57,20 @@ use crate::destination::LaneLeases;
 /// Frames an acquire scans into a lane's index at most.
 pub const SCAN_BUDGET: usize = 4096;
 
+/// A tenant's run at least this long (records) is a batch of its own: it
+/// goes in a tenant lease, and floor leases end before it, so the records
+/// of other tenants behind it do not wait out its sink time.
+pub const SOLO_RUN: u64 = 8;
+
+/// Runs of each tenant looked at for a batch of its own (a bound on the
+/// acquire's work: the tenants waiting times this).
+const RUNS_LOOKED_AT: usize = 4;
+
 /// What an acquire hands out from a lane's new data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pick {
-    /// A floor lease (offset order).
-    Floor,
+    /// A floor lease (offset order), ending before `until`.
+    Floor { until: u64 },
     /// A tenant lease of this tenant's waiting records.
     Tenant(Waiting),
 }
@@ -76,8 +85,11 @@ pub struct Fair {
 impl Fair {
     /// Which lease to hand out from `lane`'s new data. The waiting tenant
     /// with the lowest tag gets a tenant lease when the tenant at the head
-    /// of the floor has a higher tag; otherwise the floor goes on (it
-    /// serves in offset order, mixing tenants, with the fewest leases).
+    /// of the floor has a higher tag. Otherwise it is the head's turn: a
+    /// batch of its own (a first run of [`SOLO_RUN`] records or more, while
+    /// others wait) goes in a tenant lease; else the floor goes on — offset
+    /// order, small batches of several tenants together, the fewest
+    /// leases — ending before the next batch of its own of another tenant.
     pub fn pick(&mut self, lane: &Lane, ll: &LaneLeases, wants: &dyn Fn(&str, &str) -> bool) -> wal::Result<Pick> {
         let ix = self.lanes.entry(lane.id()).or_default();
         ix.sync(lane, ll, wants, SCAN_BUDGET)?;
@@ -89,12 +101,23 @@ impl Fair {
             ta.total_cmp(&tb).then(a.runs[0].0.cmp(&b.runs[0].0))
         });
         let (Some(head), Some(lowest)) = (head, lowest) else {
-            return Ok(Pick::Floor);
+            return Ok(Pick::Floor { until: u64::MAX });
         };
-        if head.tenant == lowest.tenant || self.share.tag(p, &lowest.tenant) >= self.share.tag(p, &head.tenant) {
-            return Ok(Pick::Floor);
+        if head.tenant != lowest.tenant && self.share.tag(p, &lowest.tenant) < self.share.tag(p, &head.tenant) {
+            return Ok(Pick::Tenant(lowest.clone()));
         }
-        Ok(Pick::Tenant(lowest.clone()))
+        let long = |r: &(u64, u64)| r.1 - r.0 >= SOLO_RUN;
+        if waiting.len() > 1 && long(&head.runs[0]) {
+            return Ok(Pick::Tenant(head.clone()));
+        }
+        let until = waiting
+            .iter()
+            .filter(|w| w.tenant != head.tenant)
+            .filter_map(|w| w.runs.iter().take(RUNS_LOOKED_AT).find(|r| long(r)).map(|r| r.0))
+            .min()
+            .filter(|&u| u > ll.next_unleased)
+            .unwrap_or(u64::MAX);
+        Ok(Pick::Floor { until })
     }
 
     /// Forget what the index knows of `lane` (a rewind moved its floor
