@@ -32,6 +32,8 @@ Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=quiet,flood python3 benches/incident.py   (a subset)
        WEIR_INCIDENT_SCENARIOS=quiet,flood_part ...
        WEIR_INCIDENT_SCENARIOS=small50,small50_heavy,small50_backlog ...
+       WEIR_INCIDENT_EXPORTER_ARGS="--concurrency 4" ...   the exporter pinned
+           at the sink's width
 Needs release binaries: cargo build --release --bin broker --bin exporter
 """
 
@@ -49,9 +51,12 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+BIN = os.environ.get("WEIR_BIN_DIR", os.path.join(ROOT, "target", "release"))
 CAPACITY, PER_REQUEST_S, PER_RECORD_S = 4, 0.020, 0.002
 WARMUP_S = 5
+# Extra exporter flags, e.g. WEIR_INCIDENT_EXPORTER_ARGS="--concurrency 4"
+# (the sink's own width: no request then queues inside the sink).
+EXPORTER_ARGS = os.environ.get("WEIR_INCIDENT_EXPORTER_ARGS", "").split()
 
 
 def free_port():
@@ -320,7 +325,7 @@ def run(secs, flood, blackhole, small=False, heavy=0):
             extra = ["--metrics-listen", f"127.0.0.1:{metrics_port}"] if dest == "d" else []
             procs.append(subprocess.Popen(
                 [os.path.join(BIN, "exporter"), "--broker", f"http://127.0.0.1:{port}", "--destination", dest,
-                 "--token", f"{dest}-t", "--sink", url] + extra, env=env,
+                 "--token", f"{dest}-t", "--sink", url] + extra + EXPORTER_ARGS, env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if os.environ.get("WEIR_INCIDENT_TRACE"):  # the exporter's limit and leases, once a second
             threading.Thread(target=trace, args=(metrics_port,), daemon=True).start()

@@ -83,17 +83,26 @@ pub struct Fair {
 }
 
 impl Fair {
-    /// Which lease to hand out from `lane`'s new data. The waiting tenant
-    /// with the lowest tag gets a tenant lease when the tenant at the head
-    /// of the floor has a higher tag. Otherwise it is the head's turn: a
-    /// batch of its own (a first run of [`SOLO_RUN`] records or more, while
-    /// others wait) goes in a tenant lease; else the floor goes on — offset
-    /// order, small batches of several tenants together, the fewest
-    /// leases — ending before the next batch of its own of another tenant.
+    /// Which lease to hand out from `lane`'s new data.
+    ///
+    /// One tenant waiting: the floor, in offset order, full leases. Several:
+    /// a run of [`SOLO_RUN`] records or more of one tenant is a *batch of
+    /// its own*, and floor leases end before the first one (`until`), so
+    /// small batches of several tenants travel together in one lease and no
+    /// record rides behind another tenant's batch. Then the tags decide:
+    /// - the head of the floor holds small batches: the floor goes on,
+    ///   unless the lowest-tag tenant waits only behind a batch of its own
+    ///   of another tenant and its tag is below the head's — it then gets
+    ///   a tenant lease;
+    /// - the head's first run is a batch of its own: it gets a tenant lease
+    ///   of it, unless another tenant's tag is lower — that tenant then does.
     pub fn pick(&mut self, lane: &Lane, ll: &LaneLeases, wants: &dyn Fn(&str, &str) -> bool) -> wal::Result<Pick> {
         let ix = self.lanes.entry(lane.id()).or_default();
         ix.sync(lane, ll, wants, SCAN_BUDGET)?;
         let waiting = ix.waiting(ll);
+        if waiting.len() < 2 {
+            return Ok(Pick::Floor { until: u64::MAX });
+        }
         let p = lane.id().priority;
         let head = waiting.iter().min_by_key(|w| w.runs[0].0);
         let lowest = waiting.iter().min_by(|a, b| {
@@ -103,21 +112,19 @@ impl Fair {
         let (Some(head), Some(lowest)) = (head, lowest) else {
             return Ok(Pick::Floor { until: u64::MAX });
         };
-        if head.tenant != lowest.tenant && self.share.tag(p, &lowest.tenant) < self.share.tag(p, &head.tenant) {
-            return Ok(Pick::Tenant(lowest.clone()));
-        }
         let long = |r: &(u64, u64)| r.1 - r.0 >= SOLO_RUN;
-        if waiting.len() > 1 && long(&head.runs[0]) {
-            return Ok(Pick::Tenant(head.clone()));
-        }
         let until = waiting
             .iter()
-            .filter(|w| w.tenant != head.tenant)
             .filter_map(|w| w.runs.iter().take(RUNS_LOOKED_AT).find(|r| long(r)).map(|r| r.0))
             .min()
-            .filter(|&u| u > ll.next_unleased)
             .unwrap_or(u64::MAX);
-        Ok(Pick::Floor { until })
+        let lower = head.tenant != lowest.tenant && self.share.tag(p, &lowest.tenant) < self.share.tag(p, &head.tenant);
+        let start = head.runs[0].0;
+        if until > start {
+            let floor_reaches_it = lowest.runs[0].0 < until;
+            return Ok(if lower && !floor_reaches_it { Pick::Tenant(lowest.clone()) } else { Pick::Floor { until } });
+        }
+        Ok(Pick::Tenant(if lower { lowest.clone() } else { head.clone() }))
     }
 
     /// Forget what the index knows of `lane` (a rewind moved its floor
