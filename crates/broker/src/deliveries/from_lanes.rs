@@ -99,6 +99,10 @@ impl Deliveries {
             return Ok(None);
         };
         ll.raise_floor(lane.earliest_offset());
+        if let Err(e) = crate::fair::sweep_floor(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
+            // Only the floor's catching up waits: the leases' own reads report it.
+            tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "floor sweep: cannot read");
+        }
         // The index is a hint: a lane it cannot scan is leased in offset order.
         let pick = dest.fair().pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)).unwrap_or_else(|e| {
             tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "tenant index: cannot scan; offset order");

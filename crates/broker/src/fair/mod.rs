@@ -49,6 +49,7 @@ pub use cover::Cover;
 use index::{LaneIndex, Waiting};
 use share::TenantShare;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use wal::{Lane, LaneId, Priority};
 
@@ -56,6 +57,36 @@ use crate::destination::LaneLeases;
 
 /// Frames an acquire scans into a lane's index at most.
 pub const SCAN_BUDGET: usize = 4096;
+
+/// Frames the floor passes at most in one sweep ([`sweep_floor`]).
+pub const SWEEP_BUDGET: usize = 1024;
+
+/// Raise the floor of `lane` over what is handed out already: frames not
+/// routed to the destination and records its tenant leases took ahead. So
+/// the cursor follows deliveries that were all tenant leases (each tenant
+/// sending batches of its own), and the ahead entries the floor passes go.
+/// Frame headers only; at most [`SWEEP_BUDGET`] frames.
+pub fn sweep_floor(lane: &Lane, ll: &mut LaneLeases, wants: &dyn Fn(&str, &str) -> bool) -> wal::Result<()> {
+    let floor = ll.next_unleased;
+    let (mut to, mut seen) = (floor, 0usize);
+    lane.visit_frame_metas(floor, |f| {
+        let (first, next) = (f.header.base_offset.max(floor), f.header.next_offset());
+        if next <= floor {
+            return ControlFlow::Continue(());
+        }
+        seen += 1;
+        let handed_out_to = if wants(f.tenant, f.topic) { ll.ahead.get(f.tenant).copied().unwrap_or(0) } else { next };
+        if handed_out_to >= next && seen < SWEEP_BUDGET {
+            to = next;
+            return ControlFlow::Continue(());
+        }
+        // Its records from `handed_out_to` on wait: the floor stops there.
+        to = handed_out_to.clamp(first, next);
+        ControlFlow::Break(())
+    })?;
+    ll.raise_floor(to);
+    Ok(())
+}
 
 /// A tenant's run at least this long (records) is a batch of its own: it
 /// goes in a tenant lease, and floor leases end before it, so the records

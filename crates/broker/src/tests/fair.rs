@@ -205,3 +205,33 @@ fn a_changed_route_across_a_restart_distrusts_ahead_entries() {
     }
     assert_eq!(topics.get("other"), Some(&2), "globex's records of the newly routed topic are delivered: {topics:?}");
 }
+
+/// When every tenant sends batches of its own, every lease may be a tenant
+/// lease; the floor still follows them (it sweeps over what went out
+/// ahead), so the cursor reaches the end and retention can free segments.
+#[test]
+fn the_cursor_follows_deliveries_that_were_all_tenant_leases() {
+    let h = Harness::new("", DEST);
+    for i in 0..10 {
+        h.append("acme", "events", &records(&format!("a{i}"), 10));
+        h.append("globex", "events", &records(&format!("g{i}"), 10));
+    }
+    let mut seen = BTreeMap::new();
+    for _ in 0..10 {
+        let lease = acquire(&h, 10).expect("both wait");
+        assert_eq!(tenants(&lease).len(), 1, "a batch of its own goes alone");
+        for r in &lease.records {
+            *seen.entry(r.offset).or_default() += 1;
+        }
+        commit(&h, &lease);
+    }
+    let d = h.b().deliveries().dest("d").expect("dest");
+    let half = d.state().committed(super::normal0());
+    assert!(half >= 80, "half delivered, both tenants still waiting: the cursor is at {half}");
+    drain(&h, &mut seen);
+    assert_eq!(seen.len(), 200);
+    assert!(seen.values().all(|&n| n == 1));
+    let st = d.state();
+    assert_eq!(st.committed(super::normal0()), 200, "the cursor passed every delivered record");
+    assert!(st.lanes.values().all(|ll| ll.ahead.is_empty()), "no ahead entry is left behind the floor");
+}
