@@ -18,22 +18,17 @@ Needs: cargo build --release --bin broker   (or WEIR_BIN_DIR)
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from incident import free_port, wait_ready  # benches/ is this script's directory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("WEIR_BIN_DIR", os.path.join(ROOT, "target", "release"))
 BACKLOG = 20_000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config(data, port, tenants):
@@ -67,14 +62,7 @@ def run(tenants, active, leases):
         proc = subprocess.Popen([os.path.join(BIN, "broker"), "--config", cfg], env=dict(os.environ, RUST_LOG="error"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(600):
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                    c.request("GET", "/readyz")
-                    if c.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.05)
+            wait_ready(port, tries=600, pause=0.05)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             per = BACKLOG // active
             for batch in range(0, per, 10):

@@ -59,6 +59,18 @@ WARMUP_S = 5
 EXPORTER_ARGS = os.environ.get("WEIR_INCIDENT_EXPORTER_ARGS", "").split()
 
 
+def wait_ready(port, tries=100, pause=0.1):
+    """Poll the broker's /readyz until 200 (bounded)."""
+    for _ in range(tries):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/readyz")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(pause)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,12 +235,7 @@ def flood_process(port, stop, out, rate, tenant="flood"):
     they delayed the measurement itself by several milliseconds a record)."""
     local_stop, sent = threading.Event(), {}
     threads = [threading.Thread(target=producer, args=(port, tenant, rate / 4, 25, local_stop, sent)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    stop.wait()
-    local_stop.set()
-    for t in threads:
-        t.join()
+    run_until(threads, stop, local_stop)
     out.put(sent.get(tenant, 0))
 
 
@@ -238,13 +245,18 @@ def small_process(port, stop, out):
     local_stop, sent = threading.Event(), {}
     threads = [threading.Thread(target=round_robin, args=(port, SMALL[i::5], 2, local_stop, sent)) for i in range(5)]
     threads.append(threading.Thread(target=round_robin, args=(port, ["lowt"], 10, local_stop, sent)))
+    run_until(threads, stop, local_stop)
+    out.put(sent)
+
+
+def run_until(threads, stop, local_stop):
+    """Run `threads` until the parent's `stop`, then stop and join them."""
     for t in threads:
         t.start()
     stop.wait()
     local_stop.set()
     for t in threads:
         t.join()
-    out.put(sent)
 
 
 def quantile(xs, q):
@@ -309,14 +321,7 @@ def run(secs, flood, blackhole, small=False, heavy=0):
         env = dict(os.environ, RUST_LOG="error")
         procs.append(subprocess.Popen([os.path.join(BIN, "broker"), "--config", cfg], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(100):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(port)
         exporters = [("d", f"http://127.0.0.1:{sink.port}/")]
         if hole:
             exporters.append(("bh", f"http://127.0.0.1:{hole.port}/"))
