@@ -99,10 +99,10 @@ impl Deliveries {
             return Ok(None);
         };
         ll.raise_floor(lane.earliest_offset());
-        if let Err(e) = crate::fair::sweep_floor(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
-            // Only the floor's catching up waits: the leases' own reads report it.
-            tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "floor sweep: cannot read");
-        }
+        self.sweep_floor(dest, st, lane_id);
+        let Some(ll) = st.lanes.get_mut(&lane_id) else {
+            return Ok(None);
+        };
         // The index is a hint: a lane it cannot scan is leased in offset order.
         let pick = dest.fair().pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)).unwrap_or_else(|e| {
             tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "tenant index: cannot scan; offset order");
@@ -110,10 +110,12 @@ impl Deliveries {
         });
         let end = lane.next_offset();
         let lease = match pick {
-            Pick::Tenant(w) => match self.tenant_lease(dest, st, lane_id, w, limits, now, probe)? {
-                Some(l) => Some(l),
-                None => self.floor_lease(dest, st, (lane_id, end), limits, pre, (now, probe))?,
-            },
+            Pick::Tenant { waiting, until } => {
+                match self.tenant_lease(dest, st, lane_id, waiting.below(until), limits, now, probe)? {
+                    Some(l) => Some(l),
+                    None => self.floor_lease(dest, st, (lane_id, end), limits, pre, (now, probe))?,
+                }
+            }
             Pick::Floor { until } => {
                 self.floor_lease(dest, st, (lane_id, end.min(until)), limits, pre, (now, probe))?
             }
@@ -124,6 +126,18 @@ impl Deliveries {
             dest.fair().charge(lane_id.priority, &per_tenant(&l.records), &weight);
         }
         Ok(lease)
+    }
+
+    /// Raise `lane`'s floor over what went out ahead (`fair::sweep_floor`),
+    /// at an acquire and at a commit, so the cursor follows tenant leases.
+    pub(super) fn sweep_floor(&self, dest: &Destination, st: &mut DestState, lane_id: LaneId) {
+        let (Ok(lane), Some(ll)) = (self.wal.lane(lane_id), st.lanes.get_mut(&lane_id)) else {
+            return;
+        };
+        if let Err(e) = crate::fair::sweep_floor(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
+            // Only the floor's catching up waits: the leases' own reads report it.
+            tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "floor sweep: cannot read");
+        }
     }
 
     /// A floor lease of `lane` up to `end`: the floor's records in offset

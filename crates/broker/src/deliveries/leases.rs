@@ -261,7 +261,11 @@ impl Deliveries {
                 };
                 end_lease(dest, next, id, LeaseEnd::Committed, now)?;
                 let cursor = match lease.source {
-                    LeaseSource::Lane(lane) => next.committed(lane),
+                    LeaseSource::Lane(lane) => {
+                        // A tenant lease committed at the floor: the cursor follows now.
+                        self.sweep_floor(dest, next, lane);
+                        next.committed(lane)
+                    }
                     LeaseSource::DeadLetters(_) => 0,
                 };
                 Ok((lease, cursor, redriven))

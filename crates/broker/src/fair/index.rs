@@ -97,6 +97,18 @@ pub struct Waiting {
     pub runs: Vec<(u64, u64)>,
 }
 
+impl Waiting {
+    /// The same tenant's runs cut to below `until` (at least its first run
+    /// begins below it: `until` is past its first waiting record).
+    pub fn below(mut self, until: u64) -> Waiting {
+        self.runs.retain(|r| r.0 < until);
+        for r in &mut self.runs {
+            r.1 = r.1.min(until);
+        }
+        self
+    }
+}
+
 impl LaneIndex {
     /// Scan up to `budget` frames appended since the last call. A frame
     /// whose (tenant, topic) `wants` is added to its tenant's runs.

@@ -102,8 +102,8 @@ const RUNS_LOOKED_AT: usize = 4;
 pub enum Pick {
     /// A floor lease (offset order), ending before `until`.
     Floor { until: u64 },
-    /// A tenant lease of this tenant's waiting records.
-    Tenant(Waiting),
+    /// A tenant lease of this tenant's waiting records below `until`.
+    Tenant { waiting: Waiting, until: u64 },
 }
 
 /// A destination's fairness state: kept in memory only (derived).
@@ -126,7 +126,8 @@ impl Fair {
     ///   of another tenant and its tag is below the head's — it then gets
     ///   a tenant lease;
     /// - the head's first run is a batch of its own: it gets a tenant lease
-    ///   of it, unless another tenant's tag is lower — that tenant then does.
+    ///   of its records up to the next tenant's (no hole below them),
+    ///   unless another tenant's tag is lower — that tenant then does.
     pub fn pick(&mut self, lane: &Lane, ll: &LaneLeases, wants: &dyn Fn(&str, &str) -> bool) -> wal::Result<Pick> {
         let ix = self.lanes.entry(lane.id()).or_default();
         ix.sync(lane, ll, wants, SCAN_BUDGET)?;
@@ -153,9 +154,19 @@ impl Fair {
         let start = head.runs[0].0;
         if until > start {
             let floor_reaches_it = lowest.runs[0].0 < until;
-            return Ok(if lower && !floor_reaches_it { Pick::Tenant(lowest.clone()) } else { Pick::Floor { until } });
+            return Ok(if lower && !floor_reaches_it {
+                Pick::Tenant { waiting: lowest.clone(), until: u64::MAX }
+            } else {
+                Pick::Floor { until }
+            });
         }
-        Ok(Pick::Tenant(if lower { lowest.clone() } else { head.clone() }))
+        if lower {
+            return Ok(Pick::Tenant { waiting: lowest.clone(), until: u64::MAX });
+        }
+        // The head's own batch: up to the next tenant's waiting records, so
+        // its lease leaves no hole below them (the cursor follows it).
+        let next_other = waiting.iter().filter(|w| w.tenant != head.tenant).map(|w| w.runs[0].0).min();
+        Ok(Pick::Tenant { waiting: head.clone(), until: next_other.unwrap_or(u64::MAX) })
     }
 
     /// Forget what the index knows of `lane` (a rewind moved its floor
