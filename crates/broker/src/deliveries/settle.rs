@@ -211,9 +211,9 @@ pub(crate) fn skip_to(
 /// are merged or dropped, and a half-open breaker whose probe is gone gets
 /// its slot back; those repairs are written back. `routes` names what the
 /// destination receives (its topics and tenants): when it differs from
-/// the last start's, the stored ahead entries are not trusted (a tenant's
-/// records of a newly routed topic were never handed out ahead) — their
-/// records may be delivered again, never left out.
+/// the last start's, no stored lease, floor or ahead entry is trusted and
+/// each lane starts again at its cursor (a tenant lease chose its records
+/// under the old routes) — records may be delivered again, never left out.
 pub(crate) fn load_dest_state(
     store: &Store,
     wal: &Wal,
@@ -233,9 +233,16 @@ pub(crate) fn load_dest_state(
     }
     let ends = load_cursors(store, wal, dest, &mut st)?;
     let raw = store.leases(dest)?;
-    let waiting = load_leases(&raw, &ends, &mut st);
+    // Routes changed: what was handed out was chosen under the old ones (a
+    // tenant lease left a newly routed topic's records out), so nothing of
+    // it is trusted — every lane starts again at its cursor, as a rewind
+    // to it would (records may be delivered again, never left out).
     let same_routes = store.routes(dest)?.is_none_or(|r| r == routes);
-    load_frontiers(store, dest, (&ends, same_routes), &mut st)?;
+    let trusted = if same_routes { raw.as_slice() } else { &[] };
+    let waiting = load_leases(trusted, &ends, &mut st);
+    if same_routes {
+        load_frontiers(store, dest, &ends, &mut st)?;
+    }
     queue_waiting(waiting, dest_id, &mut st);
     if st.breaker.state == BreakerState::HalfOpen && st.breaker.probe_out && !st.leases.values().any(|l| l.probe) {
         st.breaker.probe_out = false;
@@ -326,7 +333,7 @@ fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestSt
 fn load_frontiers(
     store: &Store,
     dest: &str,
-    (ends, trust_ahead): (&HashMap<LaneId, u64>, bool),
+    ends: &HashMap<LaneId, u64>,
     st: &mut DestState,
 ) -> Result<(), StoreError> {
     for (f, off) in store.frontiers(dest)? {
@@ -339,11 +346,10 @@ fn load_frontiers(
         let off = off.min(end);
         match f.tenant {
             None => ll.next_unleased = ll.next_unleased.max(off),
-            Some(t) if trust_ahead => {
+            Some(t) => {
                 let a = ll.ahead.entry(Arc::from(t)).or_insert(off);
                 *a = (*a).max(off);
             }
-            Some(_) => {}
         }
     }
     for ll in st.lanes.values_mut() {
