@@ -61,8 +61,14 @@ impl LaneLeases {
     /// The floor cover of a floor lease from the floor to `to`: the ahead
     /// entries it must skip, cut to its range.
     pub fn floor_cover(&self, to: u64) -> Cover {
-        let floor = self.next_unleased;
-        Cover::Floor(self.ahead.iter().filter(|(_, &a)| a > floor).map(|(t, &a)| (t.clone(), a.min(to))).collect())
+        self.floor_cover_from(self.next_unleased, to)
+    }
+
+    /// [`LaneLeases::floor_cover`] of a floor lease over `[from, to)`, `from`
+    /// at or above the floor (what the floor will be once raised to it).
+    pub fn floor_cover_from(&self, from: u64, to: u64) -> Cover {
+        let from = from.max(self.next_unleased);
+        Cover::Floor(self.ahead.iter().filter(|(_, &a)| a > from).map(|(t, &a)| (t.clone(), a.min(to))).collect())
     }
 }
 

@@ -79,9 +79,7 @@ impl Deliveries {
             };
             let (from, end) = (ll.next_unleased.max(lane.earliest_offset()), lane.next_offset());
             if from < end {
-                let mut at = ll.clone();
-                at.raise_floor(from);
-                return Some((lane_id, at.floor_cover(end), from, end, lane_limits));
+                return Some((lane_id, ll.floor_cover_from(from, end), from, end, lane_limits));
             }
         }
         None
