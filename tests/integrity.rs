@@ -30,12 +30,23 @@ fn planted_v2_frame(offset: u64, guess: u64) -> Vec<u8> {
     h
 }
 
+/// A format-3 frame as the strongest forger makes it: its body check right
+/// (XXH3 needs no key), only the header MAC a guess.
+fn planted_v3_frame(offset: u64, guess: u64) -> Vec<u8> {
+    let mut f = planted_v2_frame(offset, guess);
+    f[4] = 3;
+    let check = xxhash_rust::xxh3::xxh3_64(&f[48..]);
+    f[32..40].copy_from_slice(&check.to_le_bytes());
+    f
+}
+
 /// A record full of planted frames, padded so it spans many sectors.
 fn hostile_record(i: u64) -> Vec<u8> {
     let mut r = format!("hostile-{i:08}:").into_bytes();
     while r.len() < 6000 {
         r.extend_from_slice(&planted_v1_frame(1_000_000));
         r.extend_from_slice(&planted_v2_frame(1_000_000, i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ r.len() as u64));
+        r.extend_from_slice(&planted_v3_frame(1_000_000, i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ r.len() as u64));
     }
     r
 }
@@ -300,13 +311,13 @@ async fn a_format_1_directory_is_refused_with_one_line_and_migrate_makes_it_serv
     assert_eq!(b.stop_signal(libc::SIGTERM), Some(0));
     // A format this build does not know is refused the same way, untouched.
     let mut future = v1_segment(&recs);
-    future[8..10].copy_from_slice(&3u16.to_le_bytes());
+    future[8..10].copy_from_slice(&4u16.to_le_bytes());
     let crc = crc32c::crc32c(&future[0..56]);
     future[56..60].copy_from_slice(&crc.to_le_bytes());
     let seg = lane_dir.join(format!("{:020}.seg", 100));
     std::fs::write(&seg, &future).unwrap();
     let (code, stderr) = refused_start(&cfg);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("format 3") && stderr.contains("newer Weir"), "{stderr}");
+    assert!(stderr.contains("format 4") && stderr.contains("newer Weir"), "{stderr}");
     assert_eq!(std::fs::read(&seg).unwrap(), future, "an unknown format is never modified");
 }

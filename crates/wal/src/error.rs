@@ -242,13 +242,13 @@ pub enum WalError {
     /// A segment of another on-disk format: the broker never guesses at it
     /// and does not start. Format 1 is converted by `broker-admin migrate`;
     /// a newer one needs the newer build.
-    #[error("{path} is in WAL format {version}; this build reads format {current}{hint}", hint = if *version == 1 { " (convert it with `broker-admin migrate --data-dir DIR` while the broker is stopped)" } else { " (written by a newer Weir?)" })]
+    #[error("{path} is in WAL format {version}; this build reads formats 2 to {current}{hint}", hint = if *version == 1 { " (convert it with `broker-admin migrate --data-dir DIR` while the broker is stopped)" } else { " (written by a newer Weir?)" })]
     UnsupportedFormat {
         /// The segment file.
         path: PathBuf,
         /// The format it is in.
         version: u16,
-        /// The format this build reads.
+        /// The newest format this build reads (and the one it writes).
         current: u16,
     },
 }

@@ -1,18 +1,18 @@
 //! Batch frames: one producer request, written and recovered atomically.
 //!
-//! Byte layout (format 2, little endian), header outside any serializer:
+//! Byte layout (format 3, little endian), header outside any serializer:
 //!
 //! | at | size | field                                                 |
 //! |----|------|-------------------------------------------------------|
 //! | 0  | 4    | magic `0x32465257` (`"WRF2"`), never zero             |
-//! | 4  | 1    | version (2)                                           |
+//! | 4  | 1    | version (3; 2 in a format-2 file)                     |
 //! | 5  | 1    | flags (0)                                             |
 //! | 6  | 2    | meta length M (tenant, topic, idempotency key)        |
 //! | 8  | 4    | record count N (>= 1)                                 |
 //! | 12 | 4    | body length B (M + records)                           |
 //! | 16 | 8    | base offset (offset of the first record)              |
 //! | 24 | 8    | timestamp, ms since the Unix epoch                    |
-//! | 32 | 8    | body MAC: SipHash-2-4 of the body under the body key  |
+//! | 32 | 8    | body check: XXH3-64 of the body (format 2: SipHash-2-4 of the body under the body key) |
 //! | 40 | 8    | header MAC: SipHash-2-4 of bytes 0..40, header key    |
 //! | 48 | M    | meta: u8 len + tenant, u8 len + topic, u8 len + key   |
 //! | .. | ..   | N records: u32 length + bytes                         |
@@ -25,10 +25,25 @@
 //! inside a frame body, and bytes left by an earlier generation were
 //! authenticated under another key; neither verifies, so neither can be read
 //! as a frame — at recovery, after a file is reused, or while resynchronising
-//! past damage. A crc would not do: crc32c is linear, so a secret mixed into
-//! it is a 32-bit mask that can be guessed or learnt from one checksum. The
-//! header MAC is checked before the body is touched, so a forged length
-//! costs the scanner 40 hashed bytes, not a hash of the rest of the file.
+//! past damage. A crc would not do as the authenticator: crc32c is linear, so
+//! a secret mixed into it is a 32-bit mask that can be guessed or learnt from
+//! one checksum. The header MAC is checked before the body is touched, so a
+//! forged length costs the scanner 40 hashed bytes, not a hash of the rest of
+//! the file.
+//!
+//! **Why the body check need not be keyed (format 3).** The header MAC
+//! covers bytes 0..40, the body check among them: a frame is authentic
+//! only if its header verifies under the file's key, and its body only if
+//! it hashes to the value that authentic header holds. Finding another body
+//! with the same XXH3-64 would not help a forger, who cannot write a header
+//! at all; what the body check must catch is a torn or damaged body, which
+//! a 64-bit hash does as SipHash did. Format 2 hashed the body with keyed
+//! SipHash-2-4 too, at about a cycle a byte on the WAL writer's thread: it
+//! was the broker's largest single cost under OTLP ingest, whose records are
+//! ~3.5x an NDJSON record's bytes (docs/performance.md). A file's header
+//! says its format ([`FrameFormat`], carried by its key): a format-2 file
+//! keeps format-2 frames until it is retired or reused, and every new
+//! generation is format 3.
 //!
 //! Limits are the format's own: a body length is a `u32`. No configured
 //! size limit is consulted when reading, so lowering one never hides data.
@@ -40,16 +55,51 @@ use std::hash::Hasher;
 /// The first four bytes of every frame (`"WRF2"`, little endian): never zero,
 /// so zeroed space is never a frame.
 pub const MAGIC: u32 = 0x3246_5257;
-/// The frame version this build writes and reads.
-pub const VERSION: u8 = 2;
+/// The frame version this build writes (it reads format 2 too).
+pub const VERSION: u8 = 3;
 /// Bytes of a frame header; the body follows.
 pub const HEADER_LEN: usize = 48;
 
-/// The keys that authenticate the frames of one file generation.
+/// A file generation's frame format, named by its segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// Format 2: the body checked by keyed SipHash-2-4 (read, and appended
+    /// to a format-2 file until the file's generation ends).
+    V2,
+    /// Format 3: the body checked by XXH3-64 under the header MAC.
+    V3,
+}
+
+impl FrameFormat {
+    /// The format every new file generation gets.
+    pub const CURRENT: FrameFormat = FrameFormat::V3;
+
+    /// The format a segment header's version names (`None`: not one this
+    /// build reads).
+    pub fn from_version(version: u16) -> Option<FrameFormat> {
+        match version {
+            2 => Some(FrameFormat::V2),
+            3 => Some(FrameFormat::V3),
+            _ => None,
+        }
+    }
+
+    /// The version byte of the segment header and of each frame.
+    pub const fn version(self) -> u8 {
+        match self {
+            FrameFormat::V2 => 2,
+            FrameFormat::V3 => 3,
+        }
+    }
+}
+
+/// The keys that authenticate the frames of one file generation, and the
+/// format its frames have.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FrameKey {
     body: [u8; 16],
     head: [u8; 16],
+    format: FrameFormat,
 }
 
 impl std::fmt::Debug for FrameKey {
@@ -71,13 +121,24 @@ impl FrameKey {
         Ok(FrameKey::from_bytes(&b))
     }
 
-    /// The key stored as `bytes` (see [`FrameKey::to_bytes`]).
+    /// The key stored as `bytes` (see [`FrameKey::to_bytes`]), for frames
+    /// of the current format.
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> FrameKey {
+        FrameKey::with_format(bytes, FrameFormat::CURRENT)
+    }
+
+    /// The key stored as `bytes` in a file of `format`.
+    pub fn with_format(bytes: &[u8; Self::LEN], format: FrameFormat) -> FrameKey {
         let mut body = [0u8; 16];
         let mut head = [0u8; 16];
         body.copy_from_slice(&bytes[..16]);
         head.copy_from_slice(&bytes[16..]);
-        FrameKey { body, head }
+        FrameKey { body, head, format }
+    }
+
+    /// The format of the frames this key seals and checks.
+    pub fn format(&self) -> FrameFormat {
+        self.format
     }
 
     /// The key as stored in a segment header. Never print or send it: whoever
@@ -89,10 +150,16 @@ impl FrameKey {
         b
     }
 
-    fn body_mac(&self, body: &[u8]) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.body);
-        h.write(body);
-        h.finish()
+    /// The body check of this key's format (see the module doc).
+    fn body_check(&self, body: &[u8]) -> u64 {
+        match self.format {
+            FrameFormat::V2 => {
+                let mut h = SipHasher24::new_with_key(&self.body);
+                h.write(body);
+                h.finish()
+            }
+            FrameFormat::V3 => xxhash_rust::xxh3::xxh3_64(body),
+        }
     }
 
     fn header_mac(&self, header: &[u8]) -> u64 {
@@ -204,12 +271,14 @@ impl EncodedBatch {
         self.records
     }
 
-    /// Stamp offset and time into the header and authenticate the frame
-    /// under the key of the file it is about to be written into.
+    /// Stamp version, offset and time into the header and authenticate the
+    /// frame under the key of the file it is about to be written into (its
+    /// format decides the version and the body check).
     pub(crate) fn seal(&mut self, key: &FrameKey, base_offset: u64, ts_ms: u64) {
+        self.bytes[4] = key.format.version();
         self.bytes[16..24].copy_from_slice(&base_offset.to_le_bytes());
         self.bytes[24..32].copy_from_slice(&ts_ms.to_le_bytes());
-        let body = key.body_mac(&self.bytes[HEADER_LEN..]);
+        let body = key.body_check(&self.bytes[HEADER_LEN..]);
         self.bytes[32..40].copy_from_slice(&body.to_le_bytes());
         let head = key.header_mac(&self.bytes[0..40]);
         self.bytes[40..48].copy_from_slice(&head.to_le_bytes());
@@ -255,17 +324,17 @@ pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
 }
 
 /// Parse and fully check the frame starting at `buf[0]` under `key`:
-/// magic, version, lengths, the header MAC (before touching the body), then
-/// the body MAC. `buf` may extend past the frame.
+/// magic, version (the key's format), lengths, the header MAC (before
+/// touching the body), then the body check. `buf` may extend past the frame.
 pub fn check_frame(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
     let h = check_head(buf, key)?;
-    if key.body_mac(&buf[HEADER_LEN..h.frame_len()]) != u64_at(buf, 32) {
+    if key.body_check(&buf[HEADER_LEN..h.frame_len()]) != u64_at(buf, 32) {
         return Err(FrameError::BadMac);
     }
     Ok(h)
 }
 
-/// [`check_frame`] without the body's MAC: for a frame the log already
+/// [`check_frame`] without the body check: for a frame the log already
 /// verified (one its index lists), read again only for its header and
 /// metadata (`Lane::visit_frame_metas`). Never for what is delivered.
 pub(crate) fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
@@ -275,7 +344,7 @@ pub(crate) fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, Fram
     if u32_at(buf, 0) != MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if buf[4] != VERSION || buf[5] != 0 {
+    if buf[4] != key.format.version() || buf[5] != 0 {
         return Err(FrameError::BadVersion(buf[4]));
     }
     if key.header_mac(&buf[0..40]) != u64_at(buf, 40) {
@@ -408,7 +477,7 @@ mod tests {
 
     /// `check_head` is for frames the log already verified: it checks the
     /// header (so it never reads at a place that is not a frame of this
-    /// key) and leaves the body's MAC to `check_frame`.
+    /// key) and leaves the body check to `check_frame`.
     #[test]
     fn check_head_checks_the_header_and_leaves_the_body_to_check_frame() {
         let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
@@ -457,6 +526,48 @@ mod tests {
         assert_eq!(h.next_offset(), u64::MAX);
         let offsets: Vec<u64> = FrameView::decode(&b.bytes, h).unwrap().records().map(|r| r.0).collect();
         assert_eq!(offsets, vec![u64::MAX - 2, u64::MAX - 1]);
+    }
+
+    /// A format-2 file's frames (keyed SipHash bodies) still read, and a
+    /// frame of one format is never a frame of the other: a file's header
+    /// decides which format its key checks.
+    #[test]
+    fn format_2_frames_still_check_and_formats_never_mix() {
+        let v2 = FrameKey::with_format(&[1; FrameKey::LEN], FrameFormat::V2);
+        let mut old = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
+        old.seal(&v2, 7, 9);
+        assert_eq!(old.bytes[4], 2);
+        assert_eq!(check_frame(&old.bytes, &v2).map(|h| h.base_offset), Ok(7));
+        assert_eq!(check_frame(&old.bytes, &key(1)), Err(FrameError::BadVersion(2)));
+        let mut new = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
+        new.seal(&key(1), 7, 9);
+        assert_eq!(new.bytes[4], 3);
+        assert_eq!(check_frame(&new.bytes, &v2), Err(FrameError::BadVersion(3)));
+        // Same key bytes, same header MAC key: the bodies' checks differ.
+        assert_ne!(old.bytes[32..40], new.bytes[32..40]);
+        // A format-2 frame relabelled as format 3 fails the header MAC.
+        let mut relabelled = old.bytes.clone();
+        relabelled[4] = 3;
+        assert_eq!(check_frame(&relabelled, &key(1)), Err(FrameError::BadMac));
+    }
+
+    /// The format-3 body check is unkeyed, so the header MAC alone must
+    /// keep a frame to its file: the same body under another key's header
+    /// does not verify, and a body swapped under an authentic header does
+    /// not either.
+    #[test]
+    fn a_format_3_body_is_bound_to_its_authentic_header() {
+        let mut a = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
+        a.seal(&key(1), 7, 9);
+        let mut b = EncodedBatch::new(&meta(), &[b"jello"]).unwrap();
+        b.seal(&key(1), 7, 9);
+        let mut swapped = a.bytes.clone();
+        swapped[HEADER_LEN..].copy_from_slice(&b.bytes[HEADER_LEN..]);
+        assert_eq!(check_frame(&swapped, &key(1)), Err(FrameError::BadMac));
+        let mut moved = a.bytes.clone();
+        moved[40..48].copy_from_slice(&b.bytes[40..48]);
+        assert_eq!(check_frame(&moved, &key(1)), Err(FrameError::BadMac));
+        assert_eq!(check_frame(&a.bytes, &key(2)), Err(FrameError::BadMac));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Segment files: a 64-byte header, then frames back to back.
 //!
-//! Header, format 2 (little endian):
+//! Header, formats 2 and 3 (little endian):
 //!
 //! | at | size | field                                          |
 //! |----|------|------------------------------------------------|
 //! | 0  | 8    | magic `"WEIRSEG1"` (all formats)               |
-//! | 8  | 2    | format version (2)                             |
+//! | 8  | 2    | format version (3; or 2: [`FrameFormat`])      |
 //! | 10 | 1    | priority (0 high, 1 normal, 2 low)             |
 //! | 11 | 1    | flags: bit 0 = the file was reused (recycled)  |
 //! | 12 | 4    | shard                                          |
@@ -14,8 +14,13 @@
 //! | 56 | 4    | crc32c of bytes 0..56                          |
 //! | 60 | 4    | reserved (0)                                   |
 //!
-//! Format 1 (crc-only frames, no key) is recognised and refused with its
-//! version, never scanned: `broker-admin migrate` converts it.
+//! The header's version is the format of every frame in the file: a
+//! format-2 file (written before format 3) is read, and appended to, with
+//! format-2 frames until its generation ends; every new generation is
+//! format 3. A build that knows only format 2 refuses a format-3 file with
+//! its version rather than scanning it (docs/upgrade.md). Format 1
+//! (crc-only frames, no key) is recognised and refused with its version,
+//! never scanned: `broker-admin migrate` converts it.
 //!
 //! [`scan`] is a pure function over a segment's bytes and its key: it finds
 //! every authentic frame and classifies what is not. The recovery rules
@@ -29,14 +34,14 @@
 //!   in between are reported lost.
 
 use crate::error::FrameError;
-use crate::frame::{check_frame, FrameKey, HEADER_LEN, MAGIC};
+use crate::frame::{check_frame, FrameFormat, FrameKey, HEADER_LEN, MAGIC};
 use crate::lane_id::{LaneId, Priority};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"WEIRSEG1";
 /// Bytes of a segment header; the first frame starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
-/// The on-disk format this build writes and reads.
-pub const SEGMENT_VERSION: u16 = 2;
+/// The on-disk format this build writes (it reads format 2 as well).
+pub const SEGMENT_VERSION: u16 = FrameFormat::CURRENT.version() as u16;
 
 const FLAG_RECYCLED: u8 = 1;
 
@@ -60,7 +65,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut h = [0u8; SEGMENT_HEADER_LEN];
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
-        h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        h[8..10].copy_from_slice(&u16::from(self.key.format().version()).to_le_bytes());
         h[10] = self.lane.priority as u8;
         h[11] = if self.recycled { FLAG_RECYCLED } else { 0 };
         h[12..16].copy_from_slice(&u32::from(self.lane.shard).to_le_bytes());
@@ -85,14 +90,14 @@ impl SegmentHeader {
             u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) == crc32c::crc32c(&buf[0..over])
         };
         let version = u16::from_le_bytes([buf[8], buf[9]]);
-        if version != SEGMENT_VERSION {
+        let Some(format) = FrameFormat::from_version(version) else {
             // Format 1 kept its crc at 24 over 0..24.
             return Err(if crc_at(24, 24) || crc_at(56, 56) {
                 FrameError::UnsupportedFormat(version)
             } else {
                 FrameError::BadCrc
             });
-        }
+        };
         if !crc_at(56, 56) {
             return Err(FrameError::BadCrc);
         }
@@ -106,7 +111,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             lane: LaneId { priority, shard },
             base_offset: u64::from_le_bytes(base),
-            key: FrameKey::from_bytes(&key),
+            key: FrameKey::with_format(&key, format),
             recycled: buf[11] & FLAG_RECYCLED != 0,
         })
     }
@@ -378,6 +383,28 @@ mod tests {
         let h = SegmentHeader { lane: LaneId { priority: Priority::Low, shard: 3 }, ..header(99, 5, true) };
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
         assert!(SegmentHeader::decode(&[0u8; 64]).is_err());
+    }
+
+    /// A format-2 file (written before format 3) decodes with a format-2
+    /// key, its frames scan, and its header re-encodes as format 2; a
+    /// format the build does not know is refused by version.
+    #[test]
+    fn a_format_2_segment_still_reads_as_format_2() {
+        let key = FrameKey::with_format(&[4; FrameKey::LEN], FrameFormat::V2);
+        let h = SegmentHeader { key, ..header(10, 4, false) };
+        let b = segment_with(&h, &[(10, 2), (12, 1)]);
+        assert_eq!(u16::from_le_bytes([b[8], b[9]]), 2);
+        let decoded = SegmentHeader::decode(&b).unwrap();
+        assert_eq!((decoded, decoded.key.format()), (h, FrameFormat::V2));
+        let s = scan(&b, &decoded);
+        assert_eq!(s.frames.iter().map(|f| f.base_offset).collect::<Vec<_>>(), vec![10, 12]);
+        assert!(s.corruptions.is_empty());
+        assert_eq!(header(0, 4, false).encode()[8..10], 3u16.to_le_bytes());
+        let mut newer = header(0, 4, false).encode();
+        newer[8..10].copy_from_slice(&4u16.to_le_bytes());
+        let crc = crc32c::crc32c(&newer[0..56]);
+        newer[56..60].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&newer), Err(FrameError::UnsupportedFormat(4)));
     }
 
     #[test]

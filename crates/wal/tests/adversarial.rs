@@ -70,20 +70,32 @@ fn real_frames(sim: &SimFs) -> Vec<Vec<u8>> {
     out
 }
 
-/// A format-2 frame for `victim` at a far offset, with guessed MACs.
+/// A frame for `victim` at a far offset, as the strongest forger makes it:
+/// the current format, the whole body, and its body check right (format 3's
+/// XXH3 needs no key), so only the header MAC is a guess. Odd salts make a
+/// format-2 frame instead, whose keyed body check is a guess too.
 fn crafted_frame(salt: u64) -> Vec<u8> {
-    let meta = BatchMeta { tenant: "victim".into(), topic: "events".into(), idempotency_key: Some("k999999".into()) };
-    let body_src = EncodedBatch::new(&meta, &[b"{\"planted\":1}"]).expect("batch");
+    let mut body = Vec::new();
+    for field in ["victim", "events", "k999999"] {
+        body.push(field.len() as u8);
+        body.extend_from_slice(field.as_bytes());
+    }
+    let meta_len = body.len() as u16;
+    let record = b"{\"planted\":1}";
+    body.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    body.extend_from_slice(record);
+    let version = if salt & 1 == 0 { wal::frame::VERSION } else { 2 };
+    let check = if version == 2 { salt } else { xxhash_rust::xxh3::xxh3_64(&body) };
     let mut b = vec![0u8; 48];
     b[0..4].copy_from_slice(&0x3246_5257u32.to_le_bytes());
-    b[4] = 2;
-    let body_len = body_src.len() - 48;
-    b[6..8].copy_from_slice(&(1u16 + 6 + 1 + 6 + 1 + 7).to_le_bytes());
+    b[4] = version;
+    b[6..8].copy_from_slice(&meta_len.to_le_bytes());
     b[8..12].copy_from_slice(&1u32.to_le_bytes());
-    b[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
+    b[12..16].copy_from_slice(&(body.len() as u32).to_le_bytes());
     b[16..24].copy_from_slice(&1_000_000u64.to_le_bytes());
-    b[32..40].copy_from_slice(&salt.to_le_bytes());
+    b[32..40].copy_from_slice(&check.to_le_bytes());
     b[40..48].copy_from_slice(&salt.rotate_left(29).to_le_bytes());
+    b.extend_from_slice(&body);
     b
 }
 

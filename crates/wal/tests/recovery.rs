@@ -347,3 +347,58 @@ fn a_fault_armed_on_a_mount_that_lost_power_does_not_reach_the_next_boot() {
     next.fail_next_syncs(1);
     assert!(f.sync_data().is_err());
 }
+
+/// A file written before format 3 (keyed SipHash bodies, version 2 in its
+/// header and frames) as the format-2 build left it: rewritten here from a
+/// format-3 file with the same key bytes.
+fn make_format_2(path: &Path) {
+    use std::hash::Hasher;
+    let sip = |key: &[u8], data: &[u8]| {
+        let mut k = [0u8; 16];
+        k.copy_from_slice(key);
+        let mut h = siphasher::sip::SipHasher24::new_with_key(&k);
+        h.write(data);
+        h.finish().to_le_bytes()
+    };
+    let mut bytes = std::fs::read(path).unwrap();
+    let header = wal::segment::SegmentHeader::decode(&bytes).unwrap();
+    let key = header.key.to_bytes();
+    let frames = wal::segment::scan(&bytes, &header).frames;
+    let v2 = wal::frame::FrameKey::with_format(&key, wal::frame::FrameFormat::V2);
+    let old = wal::segment::SegmentHeader { key: v2, ..header };
+    bytes[..wal::segment::SEGMENT_HEADER_LEN].copy_from_slice(&old.encode());
+    for f in frames {
+        let frame = &mut bytes[f.pos as usize..f.end() as usize];
+        frame[4] = 2;
+        let body = sip(&key[..16], &frame[wal::frame::HEADER_LEN..]);
+        frame[32..40].copy_from_slice(&body);
+        let head = sip(&key[16..], &frame[0..40]);
+        frame[40..48].copy_from_slice(&head);
+    }
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// An upgrade from format 2: the old file's records are read, the lane
+/// appends to that file in its own format (never a mix in one file), and a
+/// restart reads them all again.
+#[test]
+fn a_format_2_segment_is_read_and_appended_to_in_format_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_batches(tmp.path(), 3);
+    let (path, _) = active_segment(tmp.path());
+    make_format_2(&path);
+    let (got, events) = ids(tmp.path());
+    assert_eq!(got, vec![0, 1, 2]);
+    assert!(events.is_empty(), "a format-2 file is not damage: {events:?}");
+    let wal = open(Arc::new(RealFs), tmp.path(), opts());
+    rt().block_on(wal.append(NORMAL0, batch(3, 3, 300))).unwrap();
+    wal.shutdown();
+    drop(wal);
+    let (path_after, frames) = active_segment(tmp.path());
+    assert_eq!(path_after, path, "appended to the same file");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes[8..10], 2u16.to_le_bytes(), "the file stays format 2");
+    assert_eq!(frames.len(), 4);
+    assert!(frames.iter().all(|f| bytes[f.pos as usize + 4] == 2), "every frame in it is format 2");
+    assert_eq!(ids(tmp.path()).0, vec![0, 1, 2, 3]);
+}

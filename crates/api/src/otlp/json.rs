@@ -17,7 +17,17 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 type Out = Vec<u8>;
 
+/// A JSON string. Most OTLP strings (names, routes, ids, messages) hold
+/// nothing JSON escapes: those are copied whole, which is what serde's
+/// writer would produce for them; the rest go through it.
 fn string(out: &mut Out, s: &str) -> Result<(), serde_json::Error> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
     serde_json::to_writer(&mut *out, s)
 }
 
@@ -207,4 +217,24 @@ pub fn log(out: &mut Out, l: &LogRecord) -> Result<(), serde_json::Error> {
     }
     out.push(b'}');
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The copy-whole path writes what serde would: for plain strings,
+    /// non-ASCII and DEL included, and for every byte serde escapes.
+    #[test]
+    fn strings_are_written_as_serde_writes_them() {
+        let mut cases: Vec<String> =
+            ["", "GET /products/{id}", "héllo ✓", "del\u{7f}", "q\"uote", "back\\slash", "tab\there"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        cases.extend((0u8..0x20).map(|b| format!("a{}b", char::from(b))));
+        for s in cases {
+            let mut ours = Vec::new();
+            super::string(&mut ours, &s).unwrap();
+            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
 }
