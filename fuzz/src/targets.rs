@@ -4,12 +4,12 @@
 //! by the root package's `tests/fuzz_corpus.rs` (through `#[path]`), which
 //! replays every file of `fuzz/corpus/<target>/` and `fuzz/crashes-fixed/`
 //! through the same function in `cargo test`. So it uses only crates both
-//! have: wal, api, broker, exporter, serde_json, siphasher, xxhash-rust.
+//! have: wal, api, broker, exporter, serde_json, siphasher.
 //!
 //! No panic is the baseline; each target also asserts the invariants that
 //! are cheap to check.
 
-use siphasher::sip::SipHasher24;
+use siphasher::sip::{SipHasher13, SipHasher24};
 use std::hash::Hasher;
 use wal::frame::FrameFormat;
 use wal::frame::{check_frame, FrameHeader, FrameView, HEADER_LEN, MAGIC, VERSION};
@@ -60,10 +60,18 @@ fn sip(key: &[u8], data: &[u8]) -> u64 {
     h.finish()
 }
 
+fn sip13(key: &[u8], data: &[u8]) -> u64 {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(key);
+    let mut h = SipHasher13::new_with_key(&k);
+    h.write(data);
+    h.finish()
+}
+
 /// Make `buf` (a frame, possibly followed by more bytes) authentic under
 /// `key`, as the writer's seal does: magic, body check (when the body is
-/// all there: SipHash under the body key for a version-2 frame, XXH3-64
-/// otherwise), header MAC. Version, flags and lengths are left as they are.
+/// all there: SipHash-2-4 under the body key for a version-2 frame,
+/// SipHash-1-3 otherwise), header MAC. Version, flags and lengths are left as they are.
 /// `tests/fuzz_corpus.rs` checks this against frames the WAL wrote.
 pub fn seal(buf: &mut [u8], key: &[u8; FrameKey::LEN]) {
     if buf.len() < HEADER_LEN {
@@ -72,8 +80,8 @@ pub fn seal(buf: &mut [u8], key: &[u8; FrameKey::LEN]) {
     buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     let body_len = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
     if let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + body_len) {
-        let check = if buf[4] == 2 { sip(&key[..16], body) } else { xxhash_rust::xxh3::xxh3_64(body) };
-        buf[32..40].copy_from_slice(&check.to_le_bytes());
+        let mac = if buf[4] == 2 { sip(&key[..16], body) } else { sip13(&key[..16], body) };
+        buf[32..40].copy_from_slice(&mac.to_le_bytes());
     }
     let mac = sip(&key[16..], &buf[0..40]);
     buf[40..48].copy_from_slice(&mac.to_le_bytes());

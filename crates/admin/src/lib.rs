@@ -118,7 +118,7 @@ enum Cmd {
         #[arg(long)]
         discard_quarantine: bool,
     },
-    /// Convert a data directory written by WAL format 1 to format 2 (refuses
+    /// Convert a data directory written by WAL format 1 to the current format (refuses
     /// while a broker runs); exit 1 when records could not be converted.
     #[command(after_help = "Example:\n  systemctl stop weir-broker && broker-admin migrate --data-dir /var/lib/weir")]
     Migrate {

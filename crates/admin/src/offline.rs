@@ -337,7 +337,7 @@ pub(crate) struct Migration {
     pub(crate) kept_aside: usize,
 }
 
-/// `migrate`: convert format-1 segments to format 2 under the directory lock.
+/// `migrate`: convert format-1 segments to the current format under the directory lock.
 pub(crate) fn migrate(data_dir: &Path) -> Result<Migration, AdminError> {
     let _lock = DirLock::acquire(data_dir).map_err(|source| AdminError::Locked { action: "migrate", source })?;
     let report = wal::legacy::migrate(&RealFs, &wal_dir(data_dir))?;

@@ -12,7 +12,7 @@
 //! | 12 | 4    | body length B (M + records)                           |
 //! | 16 | 8    | base offset (offset of the first record)              |
 //! | 24 | 8    | timestamp, ms since the Unix epoch                    |
-//! | 32 | 8    | body check: XXH3-64 of the body (format 2: SipHash-2-4 of the body under the body key) |
+//! | 32 | 8    | body MAC: SipHash-1-3 of the body, body key (format 2: SipHash-2-4) |
 //! | 40 | 8    | header MAC: SipHash-2-4 of bytes 0..40, header key    |
 //! | 48 | M    | meta: u8 len + tenant, u8 len + topic, u8 len + key   |
 //! | .. | ..   | N records: u32 length + bytes                         |
@@ -31,25 +31,28 @@
 //! forged length costs the scanner 40 hashed bytes, not a hash of the rest of
 //! the file.
 //!
-//! **Why the body check need not be keyed (format 3).** The header MAC
-//! covers bytes 0..40, the body check among them: a frame is authentic
-//! only if its header verifies under the file's key, and its body only if
-//! it hashes to the value that authentic header holds. Finding another body
-//! with the same XXH3-64 would not help a forger, who cannot write a header
-//! at all; what the body check must catch is a torn or damaged body, which
-//! a 64-bit hash does as SipHash did. Format 2 hashed the body with keyed
-//! SipHash-2-4 too, at about a cycle a byte on the WAL writer's thread: it
-//! was the broker's largest single cost under OTLP ingest, whose records are
-//! ~3.5x an NDJSON record's bytes (docs/performance.md). A file's header
-//! says its format ([`FrameFormat`], carried by its key): a format-2 file
-//! keeps format-2 frames until it is retired or reused, and every new
-//! generation is format 3.
+//! **Why the body MAC stays keyed, and why format 3 takes fewer rounds.**
+//! A genuine header vouches for its body only through the body MAC, and a
+//! crash can leave a genuine header over bytes it was never sealed with: a
+//! page of the body that did not reach the disk reads as whatever the file
+//! held before, in a reused file an earlier request of the same tenant. An
+//! unkeyed 64-bit check there would be a birthday search away (2^32 bodies)
+//! from a tenant's two bodies that pass for each other. Keyed, the tenant
+//! must guess a tag it never sees. Format 2 used SipHash-2-4; format 3 uses
+//! SipHash-1-3 under the same key (the rounds std's `HashMap` trusts to
+//! keep its keys unguessable), at about half the cost: the body MAC runs
+//! on the WAL writer's thread over every byte, and was the broker's largest
+//! single cost under OTLP ingest, whose records are ~3.5x an NDJSON
+//! record's bytes (docs/performance.md). A file's header says its format
+//! ([`FrameFormat`], carried by its key): a format-2 file keeps format-2
+//! frames until it is retired or reused, and every new generation is
+//! format 3.
 //!
 //! Limits are the format's own: a body length is a `u32`. No configured
 //! size limit is consulted when reading, so lowering one never hides data.
 
 use crate::error::FrameError;
-use siphasher::sip::SipHasher24;
+use siphasher::sip::{SipHasher13, SipHasher24};
 use std::hash::Hasher;
 
 /// The first four bytes of every frame (`"WRF2"`, little endian): never zero,
@@ -63,10 +66,10 @@ pub const HEADER_LEN: usize = 48;
 /// A file generation's frame format, named by its segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameFormat {
-    /// Format 2: the body checked by keyed SipHash-2-4 (read, and appended
-    /// to a format-2 file until the file's generation ends).
+    /// Format 2: the body MAC is SipHash-2-4 under the body key (read, and
+    /// appended to a format-2 file until the file's generation ends).
     V2,
-    /// Format 3: the body checked by XXH3-64 under the header MAC.
+    /// Format 3: the body MAC is SipHash-1-3 under the body key.
     V3,
 }
 
@@ -122,7 +125,8 @@ impl FrameKey {
     }
 
     /// The key stored as `bytes` (see [`FrameKey::to_bytes`]), for frames
-    /// of the current format.
+    /// of the current format: a new generation's. A key read from a segment
+    /// header takes the header's format ([`FrameKey::with_format`]).
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> FrameKey {
         FrameKey::with_format(bytes, FrameFormat::CURRENT)
     }
@@ -150,15 +154,19 @@ impl FrameKey {
         b
     }
 
-    /// The body check of this key's format (see the module doc).
-    fn body_check(&self, body: &[u8]) -> u64 {
+    /// The body MAC of this key's format (see the module doc).
+    fn body_mac(&self, body: &[u8]) -> u64 {
         match self.format {
             FrameFormat::V2 => {
                 let mut h = SipHasher24::new_with_key(&self.body);
                 h.write(body);
                 h.finish()
             }
-            FrameFormat::V3 => xxhash_rust::xxh3::xxh3_64(body),
+            FrameFormat::V3 => {
+                let mut h = SipHasher13::new_with_key(&self.body);
+                h.write(body);
+                h.finish()
+            }
         }
     }
 
@@ -273,12 +281,12 @@ impl EncodedBatch {
 
     /// Stamp version, offset and time into the header and authenticate the
     /// frame under the key of the file it is about to be written into (its
-    /// format decides the version and the body check).
+    /// format decides the version and the body MAC).
     pub(crate) fn seal(&mut self, key: &FrameKey, base_offset: u64, ts_ms: u64) {
         self.bytes[4] = key.format.version();
         self.bytes[16..24].copy_from_slice(&base_offset.to_le_bytes());
         self.bytes[24..32].copy_from_slice(&ts_ms.to_le_bytes());
-        let body = key.body_check(&self.bytes[HEADER_LEN..]);
+        let body = key.body_mac(&self.bytes[HEADER_LEN..]);
         self.bytes[32..40].copy_from_slice(&body.to_le_bytes());
         let head = key.header_mac(&self.bytes[0..40]);
         self.bytes[40..48].copy_from_slice(&head.to_le_bytes());
@@ -325,16 +333,16 @@ pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
 
 /// Parse and fully check the frame starting at `buf[0]` under `key`:
 /// magic, version (the key's format), lengths, the header MAC (before
-/// touching the body), then the body check. `buf` may extend past the frame.
+/// touching the body), then the body MAC. `buf` may extend past the frame.
 pub fn check_frame(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
     let h = check_head(buf, key)?;
-    if key.body_check(&buf[HEADER_LEN..h.frame_len()]) != u64_at(buf, 32) {
+    if key.body_mac(&buf[HEADER_LEN..h.frame_len()]) != u64_at(buf, 32) {
         return Err(FrameError::BadMac);
     }
     Ok(h)
 }
 
-/// [`check_frame`] without the body check: for a frame the log already
+/// [`check_frame`] without the body MAC: for a frame the log already
 /// verified (one its index lists), read again only for its header and
 /// metadata (`Lane::visit_frame_metas`). Never for what is delivered.
 pub(crate) fn check_head(buf: &[u8], key: &FrameKey) -> Result<FrameHeader, FrameError> {
@@ -477,7 +485,7 @@ mod tests {
 
     /// `check_head` is for frames the log already verified: it checks the
     /// header (so it never reads at a place that is not a frame of this
-    /// key) and leaves the body check to `check_frame`.
+    /// key) and leaves the body's MAC to `check_frame`.
     #[test]
     fn check_head_checks_the_header_and_leaves_the_body_to_check_frame() {
         let mut b = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
@@ -543,7 +551,7 @@ mod tests {
         new.seal(&key(1), 7, 9);
         assert_eq!(new.bytes[4], 3);
         assert_eq!(check_frame(&new.bytes, &v2), Err(FrameError::BadVersion(3)));
-        // Same key bytes, same header MAC key: the bodies' checks differ.
+        // Same key bytes: the two formats' body MACs differ.
         assert_ne!(old.bytes[32..40], new.bytes[32..40]);
         // A format-2 frame relabelled as format 3 fails the header MAC.
         let mut relabelled = old.bytes.clone();
@@ -551,12 +559,11 @@ mod tests {
         assert_eq!(check_frame(&relabelled, &key(1)), Err(FrameError::BadMac));
     }
 
-    /// The format-3 body check is unkeyed, so the header MAC alone must
-    /// keep a frame to its file: the same body under another key's header
-    /// does not verify, and a body swapped under an authentic header does
-    /// not either.
+    /// A genuine header over a body it was not sealed with (a torn write
+    /// over a reused file's older bytes of the same length) is refused, as
+    /// is a header MAC moved from another frame or a frame under another key.
     #[test]
-    fn a_format_3_body_is_bound_to_its_authentic_header() {
+    fn a_body_is_bound_to_its_authentic_header() {
         let mut a = EncodedBatch::new(&meta(), &[b"hello"]).unwrap();
         a.seal(&key(1), 7, 9);
         let mut b = EncodedBatch::new(&meta(), &[b"jello"]).unwrap();

@@ -351,7 +351,7 @@ impl Drop for Lane {
 /// How much of a visited frame is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
-    /// Header MAC and body check: what is delivered or served.
+    /// Header and body MACs: what is delivered or served.
     Whole,
     /// The header's MAC only (see [`Lane::visit_frame_metas`]).
     Head,

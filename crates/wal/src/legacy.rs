@@ -9,7 +9,7 @@
 //! (`<segment>.v1.<n>`) and reported, never read as records.
 //!
 //! Each segment is converted in place, crash-safe at every step: the
-//! format-2 copy is written to `<base>.seg.migrate`, synced, and renamed
+//! current-format copy is written to `<base>.seg.migrate`, synced, and renamed
 //! over the segment (atomic), then the directory is synced. A crash leaves
 //! each segment in one format or the other; running `migrate` again goes on.
 
@@ -28,7 +28,7 @@ const V1_HEADER_LEN: usize = 36;
 /// What `migrate` did.
 #[derive(Debug, Default)]
 pub struct MigrateReport {
-    /// Segments converted to format 2.
+    /// Segments converted to the current format.
     pub segments: usize,
     /// Frames converted.
     pub frames: u64,
@@ -71,7 +71,7 @@ fn v1_frame(buf: &[u8]) -> Option<(u16, u32, u64, u64, &[u8])> {
     (crc == u32_at(buf, 32)).then(|| (meta_len, records, u64_at(buf, 16), u64_at(buf, 24), body))
 }
 
-/// Convert every format-1 segment under `wal_dir` to format 2. The caller
+/// Convert every format-1 segment under `wal_dir` to the current format. The caller
 /// holds the data directory's lock (no broker runs).
 pub fn migrate(fs: &dyn FileSystem, wal_dir: &Path) -> Result<MigrateReport> {
     let mut report = MigrateReport::default();

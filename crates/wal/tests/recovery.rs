@@ -394,11 +394,33 @@ fn a_format_2_segment_is_read_and_appended_to_in_format_2() {
     rt().block_on(wal.append(NORMAL0, batch(3, 3, 300))).unwrap();
     wal.shutdown();
     drop(wal);
-    let (path_after, frames) = active_segment(tmp.path());
-    assert_eq!(path_after, path, "appended to the same file");
+    let reports = inspect_all(&RealFs, tmp.path()).expect("inspect");
+    let files: Vec<_> = reports.iter().filter(|r| r.lane == NORMAL0).map(|r| r.path.clone()).collect();
+    assert_eq!(files, vec![path.clone()], "appended to the same file, no new one");
+    let (_, frames) = active_segment(tmp.path());
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes[8..10], 2u16.to_le_bytes(), "the file stays format 2");
     assert_eq!(frames.len(), 4);
     assert!(frames.iter().all(|f| bytes[f.pos as usize + 4] == 2), "every frame in it is format 2");
     assert_eq!(ids(tmp.path()).0, vec![0, 1, 2, 3]);
+    // When the lane rolls, the new file is format 3; the old one stays 2.
+    let small = WalOptions { segment_bytes: 8192, ..opts() };
+    let wal = open(Arc::new(RealFs), tmp.path(), small);
+    for id in 4..12 {
+        rt().block_on(wal.append(NORMAL0, batch(id, 3, 300))).unwrap();
+    }
+    wal.shutdown();
+    drop(wal);
+    let reports = inspect_all(&RealFs, tmp.path()).expect("inspect");
+    let versions: Vec<u16> = reports
+        .iter()
+        .filter(|r| r.lane == NORMAL0)
+        .map(|r| {
+            let b = std::fs::read(&r.path).unwrap();
+            u16::from_le_bytes([b[8], b[9]])
+        })
+        .collect();
+    assert!(versions.len() >= 2 && versions[0] == 2, "{versions:?}");
+    assert!(versions[1..].iter().all(|&v| v == 3), "{versions:?}");
+    assert_eq!(ids(tmp.path()).0, (0..12).collect::<Vec<u64>>());
 }

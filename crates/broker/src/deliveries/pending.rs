@@ -16,7 +16,7 @@
 //! appended since are scanned once and added; frames the cursor passed
 //! since are scanned once and taken away. So each frame is read twice per
 //! destination over its life, never once per pass — its header and
-//! metadata only, without the body check (`Lane::visit_frame_metas`: the
+//! metadata only, without the body's MAC (`Lane::visit_frame_metas`: the
 //! log verified these frames when it wrote or recovered them). A cursor that moved
 //! back (rewind), or forward over segments retention already deleted,
 //! resets the account and rescans from the cursor.
