@@ -1,7 +1,7 @@
 //! What a quarantined file lost, in offsets — including the format-1
 //! originals that `migrate` keeps aside (`quarantine/<lane>/<name>.v1.<n>`).
 //!
-//! Why here: `wal::inspect` reads such a copy as a format-2 segment whose
+//! Why here: `wal::inspect` reads such a copy as a current-format segment whose
 //! header is unusable and names its loss from the base in its file name
 //! (offset 0 for the first segment), which is served — the converted frames
 //! stayed in the live log. The true loss starts where the conversion

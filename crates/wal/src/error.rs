@@ -35,7 +35,7 @@ pub enum FrameError {
     /// frame at all.
     #[error("no frame magic")]
     BadMagic,
-    /// A frame version (or flags) this build does not write.
+    /// A frame version (or flags) other than its file's format.
     #[error("unsupported frame version {0}")]
     BadVersion(u8),
     /// Length fields that cannot hold (no record, metadata longer than the

@@ -5,7 +5,7 @@
 //! <wal>/<priority>/<shard>/<base, 20 digits>.seg      segments
 //! <wal>/<priority>/<shard>/<base>.sum                 summary of a sealed segment (derived)
 //! <wal>/<priority>/<shard>/<base>.seg.tmp             cleaned copy of a segment being quarantined
-//! <wal>/<priority>/<shard>/<base>.seg.migrate         format-2 copy being written by `migrate`
+//! <wal>/<priority>/<shard>/<base>.seg.migrate         current-format copy being written by `migrate`
 //! <wal>/<priority>/<shard>/spare-<instance>-<n>.spare prepared file for the next roll
 //! <wal>/<priority>/<shard>/recycled-<base>.spare      released segment waiting for reuse
 //! <wal>/<priority>/<shard>/watermark                  durable next offset (advisory, for tools)
@@ -26,7 +26,7 @@ pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 pub const WATERMARK_FILE: &str = "watermark";
 /// Suffix of a segment's cleaned copy during a quarantine.
 pub(crate) const CLEAN_COPY_SUFFIX: &str = ".seg.tmp";
-/// Extension of a segment's format-2 copy during `migrate`.
+/// Extension of a segment's current-format copy during `migrate`.
 pub(crate) const MIGRATE_EXT: &str = "seg.migrate";
 
 /// `<wal_dir>/<priority>/<shard>`: the directory of lane `id`.

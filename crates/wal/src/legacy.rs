@@ -34,7 +34,7 @@ pub struct MigrateReport {
     pub frames: u64,
     /// Records in those frames.
     pub records: u64,
-    /// Segments already in format 2.
+    /// Segments already in a format this build reads (2 or 3).
     pub current: usize,
     /// (segment, where its unreadable rest was kept, first offset not converted).
     pub kept_aside: Vec<(PathBuf, PathBuf, u64)>,
