@@ -57,10 +57,15 @@ pub fn fixed_header(recycled: bool, base_offset: u64) -> SegmentHeader {
 fn sip(key: &[u8], data: &[u8], fewer_rounds: bool) -> u64 {
     let mut k = [0u8; 16];
     k.copy_from_slice(key);
-    let mut h: Box<dyn Hasher> =
-        if fewer_rounds { Box::new(SipHasher13::new_with_key(&k)) } else { Box::new(SipHasher24::new_with_key(&k)) };
-    h.write(data);
-    h.finish()
+    fn digest(mut h: impl Hasher, data: &[u8]) -> u64 {
+        h.write(data);
+        h.finish()
+    }
+    if fewer_rounds {
+        digest(SipHasher13::new_with_key(&k), data)
+    } else {
+        digest(SipHasher24::new_with_key(&k), data)
+    }
 }
 
 /// Make `buf` (a frame, possibly followed by more bytes) authentic under

@@ -59,7 +59,7 @@ use std::hash::Hasher;
 /// so zeroed space is never a frame.
 pub const MAGIC: u32 = 0x3246_5257;
 /// The frame version this build writes (it reads format 2 too).
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = FrameFormat::CURRENT.version();
 /// Bytes of a frame header; the body follows.
 pub const HEADER_LEN: usize = 48;
 
@@ -157,24 +157,20 @@ impl FrameKey {
     /// The body MAC of this key's format (see the module doc).
     fn body_mac(&self, body: &[u8]) -> u64 {
         match self.format {
-            FrameFormat::V2 => {
-                let mut h = SipHasher24::new_with_key(&self.body);
-                h.write(body);
-                h.finish()
-            }
-            FrameFormat::V3 => {
-                let mut h = SipHasher13::new_with_key(&self.body);
-                h.write(body);
-                h.finish()
-            }
+            FrameFormat::V2 => digest(SipHasher24::new_with_key(&self.body), body),
+            FrameFormat::V3 => digest(SipHasher13::new_with_key(&self.body), body),
         }
     }
 
     fn header_mac(&self, header: &[u8]) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.head);
-        h.write(header);
-        h.finish()
+        digest(SipHasher24::new_with_key(&self.head), header)
     }
+}
+
+/// `bytes` through the keyed hasher `h`.
+fn digest(mut h: impl Hasher, bytes: &[u8]) -> u64 {
+    h.write(bytes);
+    h.finish()
 }
 
 /// Who sent a batch, where to, and its optional idempotency key.
