@@ -86,6 +86,9 @@ class Sink:
         self.latency = {}  # tenant tag -> [seconds]
         self.count = {}  # tenant tag -> records delivered, warm-up included
         self.measure_from = float("inf")  # records sent before this are warm-up
+        # Per request after the warm-up: time waiting for a free slot (s),
+        # and its records; says whether leases queue inside the sink.
+        self.gate_wait, self.request_records = [], []
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -94,10 +97,15 @@ class Sink:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 lines = [l for l in body.split(b"\n") if l.strip()]
+                arrived = time.time()
                 with sink.gate:
+                    waited = time.time() - arrived
                     time.sleep(PER_REQUEST_S + PER_RECORD_S * len(lines))
                 now = time.time()
                 with sink.lock:
+                    if arrived >= sink.measure_from:
+                        sink.gate_wait.append(waited)
+                        sink.request_records.append(len(lines))
                     for l in lines:
                         try:
                             r = json.loads(l)
@@ -360,6 +368,10 @@ def summary(sink, sent, secs, small):
         "in_rate_p90_ms": quantile(in_rate, 0.9) * 1000,
         "in_rate_delivered": len(in_rate),
         "in_rate_sent": sum(sent.get(t, 0) for t in tags),
+        "sink_requests_per_s": round(len(sink.request_records) / secs, 1),
+        "sink_records_per_request": round(statistics.mean(sink.request_records or [0]), 2),
+        "sink_gate_wait_p90_ms": round(quantile(sink.gate_wait, 0.9) * 1000, 1),
+        "sink_gate_wait_p99_ms": round(p99(sink.gate_wait) * 1000, 1),
     }
     if small:
         out["heavy_sent"] = sent.get("heavy", 0)

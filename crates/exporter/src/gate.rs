@@ -10,6 +10,7 @@
 
 use crate::concurrency::{Aimd, Signal};
 use crate::metrics::ExporterMetrics;
+use crate::width::Level;
 use plumbing::clock::now_ms;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -109,25 +110,27 @@ impl Gate {
         }
     }
 
-    /// The worker inside starts delivering a lease.
-    pub fn started(&self) {
+    /// The worker inside starts delivering a lease: its level (the
+    /// deliveries out, itself included), to hand back to [`Gate::leave`].
+    pub fn started(&self) -> Level {
         let mut g = self.lock();
         g.delivering += 1;
         debug_assert!(g.delivering <= g.inside, "only a worker inside delivers");
         let delivering = g.delivering;
         g.aimd.on_start(delivering);
+        Level(delivering)
     }
 
-    /// The worker leaves; `signal` is what its delivery said (none for an
-    /// acquire that brought no lease).
-    pub fn leave(&self, signal: Option<Signal>) {
+    /// The worker leaves; `done` is the level its delivery started at and
+    /// what it said (none for an acquire that brought no lease).
+    pub fn leave(&self, done: Option<(Level, Signal)>) {
         let limit = {
             let mut g = self.lock();
             debug_assert!(g.inside > 0, "only a worker inside leaves");
             g.inside = g.inside.saturating_sub(1);
-            if let Some(s) = signal {
+            if let Some((level, s)) = done {
                 g.delivering = g.delivering.saturating_sub(1);
-                g.aimd.on_done(s, now_ms());
+                g.aimd.on_done(s, level, now_ms());
                 tracing::trace!(signal = ?s, inside = g.inside, limit = g.aimd.limit(), "delivery ended");
             }
             g.aimd.limit()

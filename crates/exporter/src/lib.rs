@@ -48,6 +48,7 @@ pub(crate) mod secret;
 pub(crate) mod sign;
 pub(crate) mod sink;
 pub(crate) mod streak;
+pub(crate) mod width;
 pub mod worker;
 
 /// The OTLP record → ClickHouse row mapping (`sink::otel_rows::row`), for

@@ -111,7 +111,9 @@ pub async fn run(args: Args, running: Running, opts: Options, stop: watch::Recei
         (Mode::Adaptive, Some(n)) => Mode::Pinned(n.clamp(1, ceiling.max(1))),
         (mode, _) => mode,
     };
-    let gate = Gate::new(Aimd::new(mode, ceiling), &metrics, &opts.destination);
+    // In event mode a lease's round trip is many requests': no width in it.
+    let event_mode = opts.webhook.mode == crate::config::WebhookMode::Event;
+    let gate = Gate::new(Aimd::new(mode, ceiling).learning_width(!event_mode), &metrics, &opts.destination);
     let ceiling = gate.ceiling();
     tracing::info!(destination = %opts.destination, sink = %sink.describe(), concurrency = ?mode, ceiling, "exporter started");
     if sink.otlp_only() {
@@ -197,9 +199,9 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
                     release(&ctx, &lease.head.id, "exporter stopping").await;
                     break;
                 }
-                ctx.gate.started();
+                let level = ctx.gate.started();
                 let signal = handle_lease(&ctx, lease).await;
-                ctx.gate.leave(Some(signal));
+                ctx.gate.leave(Some((level, signal)));
             }
             Ok(Decoded { idle, retry_after_ms, .. }) => {
                 ctx.gate.leave(None);
