@@ -34,6 +34,7 @@ Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=small50,small50_heavy,small50_backlog ...
        WEIR_INCIDENT_EXPORTER_ARGS="--concurrency 4" ...   the exporter pinned
            at the sink's width
+       WEIR_INCIDENT_SHARDS=1 ...   one lane per priority (default: the broker's 4)
 Needs release binaries: cargo build --release --bin broker --bin exporter
 """
 
@@ -57,6 +58,9 @@ WARMUP_S = 5
 # Extra exporter flags, e.g. WEIR_INCIDENT_EXPORTER_ARGS="--concurrency 4"
 # (the sink's own width: no request then queues inside the sink).
 EXPORTER_ARGS = os.environ.get("WEIR_INCIDENT_EXPORTER_ARGS", "").split()
+# Lanes per priority (WEIR_INCIDENT_SHARDS=1: every tenant in one lane, where
+# small tenants' records travel together in floor leases); default: the broker's.
+SHARDS = os.environ.get("WEIR_INCIDENT_SHARDS")
 
 
 def wait_ready(port, tries=100, pause=0.1):
@@ -171,7 +175,7 @@ def broker_config(data_dir, port, blackhole):
         dests += '[[destination]]\nname = "bh"\ntopics = ["events"]\ntoken = "bh-t"\non_lag_limit = "drop_oldest"\n'
     return (
         f'listen = "127.0.0.1:{port}"\ndata_dir = "{data_dir}"\nadmin_token = "adm"\n'
-        f"disk_high_watermark = 1.0\n{tenants}[[topic]]\nname = \"events\"\n{dests}"
+        f"disk_high_watermark = 1.0\n{f'shards = {SHARDS}' if SHARDS else ''}\n{tenants}[[topic]]\nname = \"events\"\n{dests}"
     )
 
 

@@ -320,15 +320,7 @@ async fn sink_429_lowers_the_exporters_adaptive_concurrency() {
     let listen = format!("127.0.0.1:{port}");
     let args = ["--batch-records", "20", "--max-retries", "0", "--wait-ms", "200", "--metrics-listen", &listen];
     let _e = ExporterProc::start(&b.url, "w", "w-t", &sink.url, &args);
-    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
-    let limit = || {
-        let url = metrics_url.clone();
-        async move {
-            let text = client().get(&url).send().await.ok()?.text().await.ok()?;
-            let line = text.lines().find(|l| l.starts_with("weir_exporter_concurrency_limit{"))?;
-            line.rsplit(' ').next()?.parse::<f64>().ok()
-        }
-    };
+    let limit = exporter_limit(format!("http://127.0.0.1:{port}/metrics"));
     wait_until("the limit rises while the sink keeps up", Duration::from_secs(60), || async {
         limit().await.is_some_and(|l| l >= 3.0)
     })
@@ -346,6 +338,83 @@ async fn sink_429_lowers_the_exporters_adaptive_concurrency() {
         end > 0 && committed == end
     })
     .await;
+}
+
+/// Issue 24: a worker-pool sink (4 requests at once, 20 ms each; more
+/// wait their turn, as behind gunicorn's workers), fed in bursts of 8
+/// single-record leases. The exporter's adaptive limit learns the pool's
+/// width from the round trips of the deliveries started past it and holds
+/// there, so the rest of a burst waits in the broker — where the tenant
+/// share orders it — not inside the sink in arrival order. With the
+/// windows' mean alone (the learner turned off) the limit stayed at 5 or
+/// more for all 200 bursts, and the test fails there; now only the rare
+/// probe of one more waits for a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_pool_sinks_width_is_learned_and_requests_stop_queueing_inside_it() {
+    const WIDTH: usize = 4;
+    const BURST: u64 = 8;
+    let b = BrokerProc::start(DEST);
+    let sink = RawSink::start(Mode::Pool(WIDTH, Duration::from_millis(20))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--batch-records", "1", "--wait-ms", "1000", "--metrics-listen", &listen];
+    let _e = ExporterProc::start(&b.url, "w", "w-t", &sink.url, &args);
+    let limit = exporter_limit(format!("http://127.0.0.1:{port}/metrics"));
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // One burst: 8 records at once, then wait until the sink has all of them.
+    let burst = |n: u64| {
+        let (url, sink_requests) = (b.url.clone(), std::sync::Arc::clone(&sink.requests));
+        async move {
+            let posts: Vec<_> = (0..BURST)
+                .map(|i| {
+                    let url = url.clone();
+                    tokio::spawn(
+                        async move { ingest(&url, "acme-t", "events", format!("{{\"id\":\"b{n}-{i}\"}}\n")).await },
+                    )
+                })
+                .collect();
+            for p in posts {
+                assert_eq!(p.await.expect("post").status, 200);
+            }
+            let want = (n + 1) * BURST;
+            wait_until("the burst delivered", Duration::from_secs(30), || {
+                let got = sink_requests.load(std::sync::atomic::Ordering::Relaxed);
+                async move { got >= want }
+            })
+            .await;
+        }
+    };
+    // Bursts until the limit has come down to the pool (at most 200).
+    let mut n = 0;
+    while n < 200 && !(n >= 20 && limit().await.is_some_and(|l| l <= WIDTH as f64)) {
+        burst(n).await;
+        n += 1;
+    }
+    assert!(n < 200, "the limit never settled at the pool's width: {:?}", limit().await);
+    let (requests, queued) = (count(&sink.requests), count(&sink.queued));
+    for k in n..n + 60 {
+        burst(k).await;
+    }
+    let (requests, queued) = (count(&sink.requests) - requests, count(&sink.queued) - queued);
+    assert!(
+        queued * 10 < requests,
+        "{queued} of {requests} requests waited for a worker: the limit {:?}",
+        limit().await
+    );
+}
+
+/// The exporter's `weir_exporter_concurrency_limit`, read from its /metrics.
+fn exporter_limit(
+    metrics_url: String,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>>>> {
+    move || {
+        let url = metrics_url.clone();
+        Box::pin(async move {
+            let text = client().get(&url).send().await.ok()?.text().await.ok()?;
+            let line = text.lines().find(|l| l.starts_with("weir_exporter_concurrency_limit{"))?;
+            line.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+    }
 }
 
 /// Issue 22: a sink's 410 Gone ("stop sending", as Standard Webhooks and

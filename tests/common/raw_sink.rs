@@ -23,6 +23,25 @@ pub enum Mode {
     Slow(Duration),
     /// Answer this status with these extra headers and a short text body.
     Status(u16, Vec<(String, String)>),
+    /// A worker pool: serve this many requests at once (a divisor of
+    /// [`POOL_PERMITS`]), each taking this long; more wait their turn
+    /// (counted in `queued`), then as `Accept`.
+    Pool(usize, Duration),
+}
+
+/// The pool's permits: a request of `Mode::Pool(w, _)` takes `POOL_PERMITS / w`.
+pub const POOL_PERMITS: usize = 64;
+
+/// What every connection of one sink shares.
+struct Shared {
+    mode: Arc<Mutex<Mode>>,
+    lines: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicU64>,
+    log: Arc<Mutex<Vec<(Instant, Mode)>>>,
+    pool: Arc<tokio::sync::Semaphore>,
+    /// `Mode::Pool` requests inside: being served or waiting for a worker.
+    inside: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
 }
 
 pub struct RawSink {
@@ -36,6 +55,8 @@ pub struct RawSink {
     pub connections: Arc<AtomicU64>,
     /// When each request was read, and the mode it met.
     pub log: Arc<Mutex<Vec<(Instant, Mode)>>>,
+    /// `Mode::Pool` requests that found every worker busy.
+    pub queued: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,19 +76,37 @@ impl RawSink {
             Arc::new(AtomicU64::new(0)),
             Arc::new(Mutex::new(Vec::new())),
         );
-        let shared =
-            (Arc::clone(&mode), Arc::clone(&lines), Arc::clone(&requests), Arc::clone(&connections), Arc::clone(&log));
+        let queued = Arc::new(AtomicU64::new(0));
+        let pool = Arc::new(tokio::sync::Semaphore::new(POOL_PERMITS));
+        let inside = Arc::new(AtomicU64::new(0));
+        let (m, l, r, c, g, q) = (
+            Arc::clone(&mode),
+            Arc::clone(&lines),
+            Arc::clone(&requests),
+            Arc::clone(&connections),
+            Arc::clone(&log),
+            Arc::clone(&queued),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { return };
-                shared.3.fetch_add(1, Ordering::Relaxed);
-                let s = (Arc::clone(&shared.0), Arc::clone(&shared.1), Arc::clone(&shared.2), Arc::clone(&shared.4));
+                c.fetch_add(1, Ordering::Relaxed);
+                let shared = Shared {
+                    mode: Arc::clone(&m),
+                    lines: Arc::clone(&l),
+                    requests: Arc::clone(&r),
+                    log: Arc::clone(&g),
+                    pool: Arc::clone(&pool),
+                    inside: Arc::clone(&inside),
+                    queued: Arc::clone(&q),
+                };
                 tokio::spawn(async move {
-                    let _ = serve(sock, s.0, s.1, s.2, s.3).await;
+                    let _ = serve(sock, shared).await;
                 });
             }
         });
-        RawSink { url: format!("http://127.0.0.1:{port}/ingest"), port, mode, lines, requests, connections, log, task }
+        let url = format!("http://127.0.0.1:{port}/ingest");
+        RawSink { url, port, mode, lines, requests, connections, log, queued, task }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -116,13 +155,8 @@ async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> st
     Ok(Some(body))
 }
 
-async fn serve(
-    mut sock: tokio::net::TcpStream,
-    mode: Arc<Mutex<Mode>>,
-    lines: Arc<Mutex<Vec<String>>>,
-    requests: Arc<AtomicU64>,
-    log: Arc<Mutex<Vec<(Instant, Mode)>>>,
-) -> std::io::Result<()> {
+async fn serve(mut sock: tokio::net::TcpStream, shared: Shared) -> std::io::Result<()> {
+    let Shared { mode, lines, requests, log, pool, inside, queued } = shared;
     let mut buf = Vec::new();
     while let Some(body) = read_request(&mut sock, &mut buf).await? {
         requests.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +173,20 @@ async fn serve(
             }
             Mode::Slow(d) => {
                 tokio::time::sleep(d).await;
+                accept(&lines);
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await?;
+            }
+            Mode::Pool(width, d) => {
+                let permits = u32::try_from(POOL_PERMITS / width.max(1)).unwrap_or(1);
+                // Requests inside (served or waiting) when this one came: a
+                // full pool means it waits.
+                if inside.fetch_add(1, Ordering::AcqRel) >= width as u64 {
+                    queued.fetch_add(1, Ordering::Relaxed);
+                }
+                let held = pool.acquire_many(permits).await.expect("the pool is never closed");
+                tokio::time::sleep(d).await;
+                drop(held);
+                inside.fetch_sub(1, Ordering::AcqRel);
                 accept(&lines);
                 sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await?;
             }
