@@ -40,9 +40,10 @@
 //! for [`STALE_WINDOWS`] windows is stale and starts again from its next
 //! round trip. A stale level that was crowded when last judged lets the
 //! cap up to it, not past it: so a capped limit probes the one level above
-//! now and then (a sink that grew wider is found; a probe costs about
-//! [`MIN_SAMPLES`] deliveries that may wait), and never climbs further
-//! while that level is judged again.
+//! now and then (a sink that grew wider is found after [`MIN_SAMPLES`]
+//! round trips there; one as narrow as before is confirmed after
+//! [`PROBE_SAMPLES`], the deliveries a probe costs), and never climbs
+//! further while that level is judged again.
 //!
 //! # Invariants
 //! - `cap()` is at least 1.
@@ -65,8 +66,13 @@ pub const CROWDED_EXCESS: f64 = 0.15;
 pub const MIN_GAIN: f64 = 0.1;
 /// Ratios are clamped here before they are averaged.
 pub const RATIO_CLAMP: f64 = 2.0;
-/// Windows without a sample after which a level is forgotten.
-pub const STALE_WINDOWS: u64 = 128;
+/// Windows without a sample after which a level is stale (windows last
+/// 50 ms at least: half a minute or more).
+pub const STALE_WINDOWS: u64 = 600;
+/// Round trips that confirm a stale crowded level still crowded (a probe
+/// that finds the sink as narrow as before ends this soon; finding it
+/// wider takes [`MIN_SAMPLES`]).
+pub const PROBE_SAMPLES: u32 = 4;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct LevelStat {
@@ -121,16 +127,20 @@ impl Width {
         // Level k = i + 1, for k >= 2: judged against level k - 1.
         for i in 1..self.levels.len() {
             let (below, at, k) = (self.levels[i - 1], self.levels[i], (i + 1) as f64);
-            if let (true, Some(calm)) = (judged(&at), calm) {
-                let waited = at.mean > calm + CROWDED_EXCESS;
+            let crowded = |calm: f64| {
                 let gain = (k * below.mean) / ((k - 1.0) * at.mean);
-                let crowded = judged(&below) && waited && gain < 1.0 + MIN_GAIN;
-                self.levels[i].was_crowded = crowded;
-                if crowded {
+                judged(&below) && at.mean > calm + CROWDED_EXCESS && gain < 1.0 + MIN_GAIN
+            };
+            // A stale crowded level being probed is judged on fewer round trips.
+            let probed = at.was_crowded && at.samples >= PROBE_SAMPLES && at.fresh(window);
+            match calm {
+                Some(calm) if (judged(&at) || probed) && crowded(calm) => {
+                    self.levels[i].was_crowded = true;
                     return i;
                 }
-            } else if at.was_crowded {
-                return i + 1; // probe it, no further
+                Some(_) if judged(&at) => self.levels[i].was_crowded = false,
+                _ if at.was_crowded => return i + 1, // probe it, no further
+                _ => {}
             }
         }
         usize::MAX
@@ -227,6 +237,9 @@ mod tests {
         assert_eq!(w.cap(later), 3, "the probe lets level 3 out again, no further");
         feed(&mut w, 3, 1.6, 1, later);
         assert_eq!(w.cap(later), 3, "still probing: one round trip is not a verdict");
+        let mut narrow = w.clone();
+        feed(&mut narrow, 3, 1.6, PROBE_SAMPLES as usize - 1, later);
+        assert_eq!(narrow.cap(later), 2, "PROBE_SAMPLES confirm the old width");
         // The probe finds the sink wider now: level 3 calm.
         feed(&mut w, 3, 1.0, 20, later);
         assert_eq!(w.cap(later), usize::MAX);
