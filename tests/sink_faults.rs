@@ -344,7 +344,7 @@ async fn sink_429_lowers_the_exporters_adaptive_concurrency() {
 /// wait their turn, as behind gunicorn's workers), fed in bursts of 8
 /// single-record leases. The exporter's adaptive limit learns the pool's
 /// width from the round trips of the deliveries started past it and holds
-/// there, so the rest of a burst waits in the broker — where the tenant
+/// there (not under it), so the rest of a burst waits in the broker — where the tenant
 /// share orders it — not inside the sink in arrival order. With the
 /// windows' mean alone (the learner turned off) the limit stayed at 5 or
 /// more for all 200 bursts, and the test fails there; now only the rare
@@ -392,8 +392,10 @@ async fn a_worker_pool_sinks_width_is_learned_and_requests_stop_queueing_inside_
     }
     assert!(n < 200, "the limit never settled at the pool's width: {:?}", limit().await);
     let (requests, queued) = (count(&sink.requests), count(&sink.queued));
+    let mut lowest = f64::MAX;
     for k in n..n + 60 {
         burst(k).await;
+        lowest = lowest.min(limit().await.unwrap_or(0.0));
     }
     let (requests, queued) = (count(&sink.requests) - requests, count(&sink.queued) - queued);
     assert!(
@@ -401,6 +403,8 @@ async fn a_worker_pool_sinks_width_is_learned_and_requests_stop_queueing_inside_
         "{queued} of {requests} requests waited for a worker: the limit {:?}",
         limit().await
     );
+    // Nor under the pool: a cap that learned too little would pass the above.
+    assert!(lowest >= (WIDTH - 1) as f64, "the limit fell to {lowest} against a pool of {WIDTH}");
 }
 
 /// The exporter's `weir_exporter_concurrency_limit`, read from its /metrics.
