@@ -331,7 +331,7 @@ mod tests {
     /// A sink that serves `capacity` requests at once in 20 ms; more wait
     /// their turn, so a round trip grows with the leases out past it — for
     /// every lease out alike, as if shared (the width learned must not
-    /// hold it under the capacity: every level slows together).
+    /// hold it more than one under the capacity: every level slows together).
     #[test]
     fn the_limit_settles_near_a_sinks_capacity() {
         for capacity in [1usize, 4, 16] {

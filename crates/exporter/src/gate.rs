@@ -11,7 +11,7 @@
 use crate::concurrency::{Aimd, Signal};
 use crate::metrics::ExporterMetrics;
 use crate::width::Level;
-use plumbing::clock::now_ms;
+use plumbing::clock::monotonic_ms;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -130,7 +130,7 @@ impl Gate {
             g.inside = g.inside.saturating_sub(1);
             if let Some((level, s)) = done {
                 g.delivering = g.delivering.saturating_sub(1);
-                g.aimd.on_done(s, level, now_ms());
+                g.aimd.on_done(s, level, monotonic_ms());
                 tracing::trace!(signal = ?s, inside = g.inside, limit = g.aimd.limit(), "delivery ended");
             }
             g.aimd.limit()
