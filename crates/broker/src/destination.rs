@@ -82,6 +82,9 @@ pub struct ExpiredRange {
     pub expired_at_ms: u64,
     /// Which records of the range it holds.
     pub cover: Cover,
+    /// The joint lease it was a member of: offered again together with the
+    /// other ranges of that joint, so with the same records in one lease.
+    pub joint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,30 @@ pub struct LiveLease {
     /// (ingest time, records) of each run of records stored together, for
     /// `weir_delivery_latency_seconds` at the commit (empty after a restart).
     pub ingested: Vec<(u64, u32)>,
+    /// The joint lease it is a member of (`deliveries::joint`): the id the
+    /// exporter names, the first member's own. `None`: a lease of its own.
+    pub joint: Option<String>,
+    /// It holds a tenant's batch of its own (a run of `fair::SOLO_RUN`
+    /// records or more): while short runs are being served, such leases
+    /// leave one place of the destination to them (`deliveries::joint`).
+    /// False after a restart.
+    pub bulk: bool,
+}
+
+impl LiveLease {
+    /// Its lane, for a lease of a lane (not a re-drive).
+    pub fn lane(&self) -> Option<LaneId> {
+        match self.source {
+            LeaseSource::Lane(lane) => Some(lane),
+            LeaseSource::DeadLetters(_) => None,
+        }
+    }
+
+    /// Whether it is what an exporter holds: a lease of its own or a joint
+    /// lease's first member (whose id the joint lease carries).
+    pub fn is_delivery(&self) -> bool {
+        self.joint.as_ref().is_none_or(|j| *j == self.id)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -132,9 +159,38 @@ pub struct DestState {
     pub shard_turn: [u64; 3],
     /// What this destination's sink costs, from recent deliveries.
     pub cost: crate::sizing::CostModel,
+    /// When a lease of short runs was last handed out (ms; 0: never): for
+    /// [`crate::deliveries::joint`]'s reservation of one place.
+    pub last_short_ms: u64,
 }
 
 impl DestState {
+    /// What the exporters hold: leases of their own and joint leases
+    /// (each counted once), per `max_in_flight` and the priorities' share.
+    pub fn deliveries_out(&self) -> impl Iterator<Item = &LiveLease> {
+        self.leases.values().filter(|l| l.is_delivery())
+    }
+
+    /// The members of the lease an exporter names `id`, in lane order: a
+    /// joint lease's (those left: a cancellation may have taken some), or
+    /// the lease `id` alone. Empty when neither is held.
+    pub fn members_of(&self, id: &str) -> Vec<String> {
+        let mut joint: Vec<(wal::LaneId, String)> = self
+            .leases
+            .values()
+            .filter(|l| l.joint.as_deref() == Some(id))
+            .filter_map(|l| match l.source {
+                LeaseSource::Lane(lane) => Some((lane, l.id.clone())),
+                LeaseSource::DeadLetters(_) => None,
+            })
+            .collect();
+        if joint.is_empty() {
+            return self.leases.get(id).map(|l| vec![l.id.clone()]).unwrap_or_default();
+        }
+        joint.sort();
+        joint.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// The committed cursor of `lane` (see the module rule).
     pub fn committed(&self, lane: LaneId) -> u64 {
         let Some(ll) = self.lanes.get(&lane) else {
@@ -171,6 +227,7 @@ impl DestState {
                     redeliveries: l.redeliveries,
                     tenant: l.cover.tenant().map(|t| t.to_string()),
                     skips: l.cover.stored_skips(),
+                    joint: l.joint.clone(),
                 };
                 out.insert(rec.id.clone(), rec);
             }
@@ -188,6 +245,7 @@ impl DestState {
                     redeliveries: r.redeliveries,
                     tenant: r.cover.tenant().map(|t| t.to_string()),
                     skips: r.cover.stored_skips(),
+                    joint: r.joint.clone(),
                 };
                 out.insert(rec.id.clone(), rec);
             }
@@ -433,6 +491,8 @@ mod tests {
             redeliveries: 0,
             records: 0,
             ingested: Vec::new(),
+            joint: None,
+            bulk: false,
         }
     }
 
@@ -455,8 +515,14 @@ mod tests {
     fn expired_range_holds_the_cursor_until_redelivered() {
         let mut st = DestState::default();
         let mut ll = LaneLeases::at(50);
-        let range =
-            ExpiredRange { to: 20, redeliveries: 1, record_id: "x".into(), expired_at_ms: 0, cover: Cover::default() };
+        let range = ExpiredRange {
+            to: 20,
+            redeliveries: 1,
+            record_id: "x".into(),
+            expired_at_ms: 0,
+            cover: Cover::default(),
+            joint: None,
+        };
         ll.expired.insert((10, None), range);
         st.lanes.insert(lane(), ll);
         assert_eq!(st.committed(lane()), 10);

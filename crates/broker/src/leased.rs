@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use protocol::lease::IdleReason;
 use std::sync::Arc;
-use wal::LaneId;
+use wal::{LaneId, Priority};
 
 /// Where a lease's records come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub enum LeaseLane {
     Lane(LaneId),
     /// Dead letters being re-driven (records of any lane).
     DeadLetters,
+    /// A joint lease: short runs of several lanes of this priority, each
+    /// record naming its lane (`crate::deliveries::joint`).
+    Joint(Priority),
 }
 
 impl std::fmt::Display for LeaseLane {
@@ -23,6 +26,7 @@ impl std::fmt::Display for LeaseLane {
         match self {
             LeaseLane::Lane(l) => l.fmt(f),
             LeaseLane::DeadLetters => f.write_str(protocol::lease::DEAD_LETTERS_LANE),
+            LeaseLane::Joint(p) => write!(f, "{}/{}", p.as_str(), protocol::lease::JOINT_SHARD),
         }
     }
 }
@@ -33,6 +37,9 @@ impl PartialEq<&str> for LeaseLane {
         match self {
             LeaseLane::Lane(l) => other.parse::<LaneId>().is_ok_and(|o| o == *l),
             LeaseLane::DeadLetters => *other == protocol::lease::DEAD_LETTERS_LANE,
+            LeaseLane::Joint(p) => other
+                .split_once('/')
+                .is_some_and(|(q, shard)| q == p.as_str() && shard == protocol::lease::JOINT_SHARD),
         }
     }
 }
@@ -46,7 +53,7 @@ impl PartialEq<&str> for LeaseLane {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedRecord {
     /// The lane it was acknowledged in, in a re-drive of dead letters
-    /// only (a lane lease's records are of the lease's lane).
+    /// and a joint lease only (a lane lease's records are of its lane).
     pub lane: Option<String>,
     pub offset: u64,
     pub tenant: Arc<str>,

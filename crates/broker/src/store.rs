@@ -102,6 +102,41 @@ pub struct LeaseRecord {
     /// A floor lease's skips: each tenant's records below the offset are
     /// not the lease's (`fair::Cover::Floor`).
     pub skips: Vec<(String, u64)>,
+    /// The joint lease it is (or was) a member of (`deliveries::joint`).
+    pub joint: Option<String>,
+}
+
+/// A lease record as brokers before joint leases wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseRecordV2 {
+    id: String,
+    lane: String,
+    from: u64,
+    to: u64,
+    expires_at_ms: u64,
+    expired: bool,
+    probe: bool,
+    redeliveries: u32,
+    tenant: Option<String>,
+    skips: Vec<(String, u64)>,
+}
+
+impl From<LeaseRecordV2> for LeaseRecord {
+    fn from(o: LeaseRecordV2) -> LeaseRecord {
+        LeaseRecord {
+            id: o.id,
+            lane: o.lane,
+            from: o.from,
+            to: o.to,
+            expires_at_ms: o.expires_at_ms,
+            expired: o.expired,
+            probe: o.probe,
+            redeliveries: o.redeliveries,
+            tenant: o.tenant,
+            skips: o.skips,
+            joint: None,
+        }
+    }
 }
 
 /// A lease record as brokers before tenant fairness wrote it: a floor
@@ -131,6 +166,7 @@ impl From<LeaseRecordV1> for LeaseRecord {
             redeliveries: o.redeliveries,
             tenant: None,
             skips: Vec::new(),
+            joint: None,
         }
     }
 }
@@ -340,7 +376,9 @@ impl Store {
     }
 
     /// The destination's lease records; one written before tenant
-    /// fairness reads as a floor lease with no skips.
+    /// fairness reads as a floor lease with no skips, one written before
+    /// joint leases as a lease of its own. (Each version extends the one
+    /// before it, so an older record is too short for a newer layout.)
     pub fn leases(&self, dest: &str) -> StoreResult<Vec<LeaseRecord>> {
         self.leases
             .scan_prefix(prefix(dest))
@@ -348,7 +386,10 @@ impl Store {
                 let v = kv?.1;
                 match dec::<LeaseRecord>(&v) {
                     Ok(r) => Ok(r),
-                    Err(e) => dec::<LeaseRecordV1>(&v).map(LeaseRecord::from).map_err(|_| e),
+                    Err(e) => dec::<LeaseRecordV2>(&v)
+                        .map(LeaseRecord::from)
+                        .or_else(|_| dec::<LeaseRecordV1>(&v).map(LeaseRecord::from))
+                        .map_err(|_| e),
                 }
             })
             .collect()

@@ -189,6 +189,9 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
             wait_ms: Some(ctx.opts.wait_ms),
             exporter: Some(ctx.id.clone()),
             concurrency_limit: Some(u32::try_from(ctx.gate.limit()).unwrap_or(u32::MAX)),
+            // Every sink here names each record's lane (as for a re-drive):
+            // several lanes' short runs may share one request.
+            joint: true,
         };
         let resp = ctx.client.acquire(&req).await;
         match resp {

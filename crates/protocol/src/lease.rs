@@ -34,6 +34,12 @@ pub struct AcquireRequest {
     /// priorities is taken from (see `docs/leases.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u32>,
+    /// This exporter takes *joint* leases: one lease of several lanes of a
+    /// priority, holding each lane's short runs (lane `normal/joint`, each
+    /// record naming its own lane, as in a re-drive). Absent: one lane per
+    /// lease (exporters before joint leases).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joint: bool,
 }
 
 /// Why an acquire got no lease.
@@ -66,6 +72,10 @@ pub struct AcquireResponse {
 /// The `lane` of a lease that re-drives dead letters (records of any lane).
 pub const DEAD_LETTERS_LANE: &str = "dead_letters";
 
+/// The shard part of a joint lease's `lane` (`normal/joint`): its records
+/// are of several lanes of that priority, each naming its own.
+pub const JOINT_SHARD: &str = "joint";
+
 /// A lease's fields, the same in both formats (v1 JSON below, v2 binary in
 /// [`crate::lease_binary`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +84,8 @@ pub struct LeaseHead {
     pub id: String,
     /// The destination it delivers to.
     pub destination: String,
-    /// `normal/2`, or `dead_letters` for a re-drive lease.
+    /// `normal/2`; `normal/joint` for a joint lease (records of several
+    /// lanes of one priority); `dead_letters` for a re-drive lease.
     pub lane: String,
     /// Offsets [from, to) of the lane; records of other topics or tenants in
     /// the range are not included.
@@ -108,7 +119,7 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasedRecord {
     /// The lane the record was acknowledged in, in a re-drive of dead
-    /// letters only (a lane lease's records are of its lane).
+    /// letters and a joint lease only (a lane lease's records are of its lane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
     /// Its offset in its lane.

@@ -38,11 +38,13 @@
 //!   followed by b'\n', and nothing follows the last one;
 //! - table indices are in range; offsets strictly increase within
 //!   `[from_offset, to_offset)` (a re-drive lease, lane `dead_letters`,
-//!   mixes lanes, so its offsets are only bounded by `u64`);
+//!   mixes lanes, so its offsets are only bounded by `u64`; a joint lease,
+//!   lane `normal/joint`, names each record's lane, in the table's order,
+//!   and its offsets increase within each lane);
 //! - the header is at most `MAX_HEADER_BYTES`.
 
 pub use crate::lease::LeaseHead;
-use crate::lease::{AcquireResponse, IdleReason, DEAD_LETTERS_LANE};
+use crate::lease::{AcquireResponse, IdleReason, DEAD_LETTERS_LANE, JOINT_SHARD};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -515,7 +517,11 @@ pub fn decode(body: Bytes) -> Result<Decoded, LeaseFormatError> {
 
 fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLease, LeaseFormatError> {
     let LeaseIndexV3 { head, broker_id, lanes, tenants, topics, records: entries } = index;
-    let in_lane = head.lane != DEAD_LETTERS_LANE;
+    // A re-drive mixes lanes; a joint lease holds several lanes' records,
+    // each naming its own, one lane after another.
+    let joint = head.lane.rsplit('/').next() == Some(JOINT_SHARD) && head.lane != DEAD_LETTERS_LANE;
+    let in_lane = head.lane != DEAD_LETTERS_LANE && !joint;
+    let mut prev_lane: Option<u32> = None;
     let mut records = Vec::with_capacity(entries.len());
     let mut pos = start;
     let mut prev: Option<u64> = None;
@@ -530,6 +536,16 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
         if in_lane && (e.offset < head.from_offset || e.offset >= head.to_offset || prev.is_some_and(|p| p >= e.offset))
         {
             return Err(bad(RecordFault::Offset));
+        }
+        if joint {
+            // Each record names its lane; within a lane, offsets increase.
+            let Some(lane) = e.lane else {
+                return Err(bad(RecordFault::LaneIndex));
+            };
+            if prev_lane.is_some_and(|l| l > lane) || (prev_lane == Some(lane) && prev.is_some_and(|p| p >= e.offset)) {
+                return Err(bad(RecordFault::Offset));
+            }
+            prev_lane = Some(lane);
         }
         let end = pos.checked_add(e.len as usize).filter(|&end| end < body.len()).ok_or(bad(RecordFault::PastBody))?;
         if body[end] != b'\n' {

@@ -25,7 +25,10 @@ pub(super) struct Span {
 const FLOOR_READS: usize = 16;
 
 impl Deliveries {
-    /// A lease from the lanes of the acquire's plan, or none.
+    /// A lease from the lanes of the acquire's plan, or none; a joint
+    /// lease (`super::joint`) when the exporter takes them (`joint`). The
+    /// lease's priority is charged once in the share between priorities.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn build_from_lanes(
         &self,
         dest: &Destination,
@@ -34,14 +37,41 @@ impl Deliveries {
         pre: &mut Option<Prefetch>,
         now: u64,
         probe: bool,
+        joint: bool,
     ) -> Result<Option<Lease>, BrokerError> {
-        let plan = self.search_plan(st, limits, dest.capacity(now));
-        if let Some(lease) = self.offer_again(dest, st, &plan, pre, now, probe)? {
-            return Ok(Some(lease));
+        let capacity = dest.capacity(now);
+        let plan = self.search_plan(st, limits, capacity);
+        let lease = match self.offer_again(dest, st, &plan, pre, now, probe)? {
+            Some(lease) => Some(lease),
+            None if joint && !probe && Self::reserving(st, capacity, now) => self.short_only(dest, st, &plan, now)?,
+            None => self.first_new(dest, st, &plan, pre, (now, probe, joint))?,
+        };
+        if let Some(l) = &lease {
+            match l.lane {
+                LeaseLane::Lane(lane) => Self::charge(st, lane.priority),
+                LeaseLane::Joint(p) => Self::charge(st, p),
+                LeaseLane::DeadLetters => {}
+            }
         }
-        for &(lane, lane_limits) in &plan {
+        Ok(lease)
+    }
+
+    /// New data from the first lane of the plan that has some; joined with
+    /// the priority's other lanes when short and `joint`.
+    fn first_new(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        plan: &[(LaneId, (usize, usize))],
+        pre: &mut Option<Prefetch>,
+        (now, probe, joint): (u64, bool, bool),
+    ) -> Result<Option<Lease>, BrokerError> {
+        for &(lane, lane_limits) in plan {
             if let Some(lease) = self.lease_new(dest, st, (lane, lane_limits), pre, now, probe)? {
-                return Ok(Some(lease));
+                if !joint || probe {
+                    return Ok(Some(lease));
+                }
+                return self.joined(dest, st, plan, (lease, lane, lane_limits), now).map(Some);
             }
         }
         Ok(None)
@@ -70,6 +100,9 @@ impl Deliveries {
                     continue;
                 }
                 let cover = range.cover.above(from);
+                if range.joint.is_some() {
+                    return self.offer_joint_again(dest, st, (lane_id, from, range), pre, (now, probe));
+                }
                 let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
                 if records.is_empty() {
                     continue;
@@ -121,11 +154,17 @@ impl Deliveries {
             }
         };
         if let Some(l) = &lease {
-            let weights = self.tenant_weights();
-            let weight = |t: &str| weights.get(t).copied().unwrap_or(1.0);
-            dest.fair().charge(lane_id.priority, &per_tenant(&l.records), &weight);
+            self.charge_tenants(dest, lane_id.priority, &l.records);
         }
         Ok(lease)
+    }
+
+    /// A lease at `p` holding `records` is charged to their tenants (the
+    /// tenant share, `crate::fair`).
+    pub(super) fn charge_tenants(&self, dest: &Destination, p: wal::Priority, records: &[LeasedRecord]) {
+        let weights = self.tenant_weights();
+        let weight = |t: &str| weights.get(t).copied().unwrap_or(1.0);
+        dest.fair().charge(p, &per_tenant(records), &weight);
     }
 
     /// Raise `lane`'s floor over what went out ahead (`fair::sweep_floor`),
@@ -142,7 +181,7 @@ impl Deliveries {
 
     /// A floor lease of `lane` up to `end`: the floor's records in offset
     /// order, skipping those handed out ahead of it.
-    fn floor_lease(
+    pub(super) fn floor_lease(
         &self,
         dest: &Destination,
         st: &mut DestState,
@@ -236,7 +275,8 @@ impl Deliveries {
     }
 
     /// A lease of `span`, held in `st` (its sled record follows from the
-    /// state, see `settle`).
+    /// state, see `settle`). Its priority's charge is the caller's
+    /// (`build_from_lanes`: a joint lease's members are one delivery).
     pub(super) fn start_lease(
         &self,
         dest: &Destination,
@@ -249,7 +289,6 @@ impl Deliveries {
         let Span { lane, from, to, redeliveries, cover } = span;
         let id = st.next_lease_id(dest.id);
         let expires_at_ms = now + dest.lease_ms;
-        Self::charge(st, lane);
         st.leases.insert(
             id.clone(),
             LiveLease {
@@ -264,6 +303,8 @@ impl Deliveries {
                 redeliveries,
                 records: u32::try_from(records.len()).unwrap_or(u32::MAX),
                 ingested: ingest_runs(&records),
+                joint: None,
+                bulk: false,
             },
         );
         Lease {

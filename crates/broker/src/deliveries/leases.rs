@@ -15,11 +15,11 @@
 //! The clock is an argument (`*_at(.., now)`): the HTTP paths pass the wall
 //! clock, the model test a virtual one.
 
-use super::settle::end_lease;
+use super::settle::end_members;
 use super::Deliveries;
 use crate::breaker::{Admission, LeaseEnd};
 use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, NamedRecord};
 use crate::leased::{Acquired, Lease, LeaseLane, LeasedRecord};
 use crate::store::DeadLetterRecord;
 use plumbing::clock::now_ms;
@@ -110,7 +110,7 @@ impl Deliveries {
         if now < st.not_before_ms {
             return Ok(idle(IdleReason::Backoff, st.not_before_ms - now));
         }
-        if st.leases.len() >= dest.cfg.max_in_flight as usize {
+        if st.deliveries_out().count() >= dest.cfg.max_in_flight as usize {
             return Ok(idle(IdleReason::MaxInFlight, 200));
         }
         let (next_breaker, admission) = st.breaker.admit(now, dest.policy);
@@ -121,7 +121,10 @@ impl Deliveries {
         let (lease, _) = self.transact(dest, &mut st, |next, _| {
             let lease = match self.build_redrive(dest, next, max_records, now, probe)? {
                 Some(l) => Some(l),
-                None => self.build_from_lanes(dest, next, (max_records, max_bytes), &mut pre, now, probe)?,
+                None => {
+                    let limits = (max_records, max_bytes);
+                    self.build_from_lanes(dest, next, limits, &mut pre, now, probe, req.joint)?
+                }
             };
             if lease.is_some() && probe {
                 next.breaker = next_breaker;
@@ -182,6 +185,8 @@ impl Deliveries {
                 redeliveries: 0,
                 records: u32::try_from(records.len()).unwrap_or(u32::MAX),
                 ingested: Vec::new(),
+                joint: None,
+                bulk: false,
             },
         );
         Ok(Some(Lease {
@@ -201,15 +206,23 @@ impl Deliveries {
         self.heartbeat_at(dest_name, id, now_ms())
     }
 
-    /// Extend lease `id` to `now + lease_ms`. Written to sled but not
-    /// flushed: a heartbeat lost in a crash only makes the lease expire
-    /// sooner, and its range is then offered again.
+    /// Extend lease `id` (every member of a joint lease) to `now +
+    /// lease_ms`. Written to sled but not flushed: a heartbeat lost in a
+    /// crash only makes the lease expire sooner, and its range is then
+    /// offered again.
     pub fn heartbeat_at(&self, dest_name: &str, id: &str, now: u64) -> Result<HeartbeatResponse, BrokerError> {
         let dest = &self.dest(dest_name)?;
         let mut st = dest.state();
         self.transact(dest, &mut st, |next, _| {
-            let lease = next.leases.get_mut(id).ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
-            lease.expires_at_ms = now + dest.lease_ms;
+            let members = next.members_of(id);
+            if members.is_empty() {
+                return Err(BrokerError::LeaseNotFound { lease: id.to_string() });
+            }
+            for m in members {
+                if let Some(lease) = next.leases.get_mut(&m) {
+                    lease.expires_at_ms = now + dest.lease_ms;
+                }
+            }
             Ok(())
         })?;
         Ok(HeartbeatResponse { lease_ms: dest.lease_ms })
@@ -243,32 +256,34 @@ impl Deliveries {
         Ok(CommitResponse { committed: true, cursor })
     }
 
-    /// The commit's one transaction; returns the lane's cursor after it.
+    /// The commit's one transaction (every member of a joint lease);
+    /// returns the cursor of the (first member's) lane after it.
     fn settle_commit(&self, dest: &Destination, id: &str, req: &CommitRequest, now: u64) -> Result<u64, BrokerError> {
         let (cursor, latency) = {
             let mut st = dest.state();
             let before = st.breaker;
-            let ((lease, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
-                let lease =
-                    next.leases.get(id).cloned().ok_or_else(|| BrokerError::LeaseNotFound { lease: id.to_string() })?;
-                ch.add_dead_letters = self.dead_letter_records(dest, &lease, &req.dead_letters, now)?;
-                let redriven = match &lease.source {
-                    LeaseSource::DeadLetters(ids) => {
-                        ch.remove_dead_letters = ids.clone();
-                        ids.len() as u64
+            let ((leases, cursor, redriven), added) = self.transact(dest, &mut st, |next, ch| {
+                let members = next.members_of(id);
+                let leases: Vec<LiveLease> = members.iter().filter_map(|m| next.leases.get(m).cloned()).collect();
+                if leases.is_empty() {
+                    return Err(BrokerError::LeaseNotFound { lease: id.to_string() });
+                }
+                ch.add_dead_letters = self.dead_letters_named(dest, &leases, &req.dead_letters, now)?;
+                let mut redriven = 0;
+                for l in &leases {
+                    if let LeaseSource::DeadLetters(ids) = &l.source {
+                        ch.remove_dead_letters.extend(ids.iter().copied());
+                        redriven += ids.len() as u64;
                     }
-                    LeaseSource::Lane(_) => 0,
-                };
-                end_lease(dest, next, id, LeaseEnd::Committed, now)?;
-                let cursor = match lease.source {
-                    LeaseSource::Lane(lane) => {
-                        // A tenant lease committed at the floor: the cursor follows now.
-                        self.sweep_floor(dest, next, lane);
-                        next.committed(lane)
-                    }
-                    LeaseSource::DeadLetters(_) => 0,
-                };
-                Ok((lease, cursor, redriven))
+                }
+                end_members(dest, next, &members, LeaseEnd::Committed, now)?;
+                let lanes: Vec<_> = leases.iter().filter_map(|l| l.lane()).collect();
+                for &lane in &lanes {
+                    // A tenant lease committed at the floor: the cursor follows now.
+                    self.sweep_floor(dest, next, lane);
+                }
+                let cursor = lanes.first().map_or(0, |&lane| next.committed(lane));
+                Ok((leases, cursor, redriven))
             })?;
             let poisoned = added.len() as u64;
             if poisoned > 0 {
@@ -279,21 +294,20 @@ impl Deliveries {
             if before != st.breaker {
                 tracing::info!(destination = %dest.name, "breaker closed after a successful delivery");
             }
-            let took = lease.acquired_at.elapsed();
+            let took = leases.iter().map(|l| l.acquired_at.elapsed()).max().unwrap_or_default();
             self.metrics.lease_seconds.with_label_values(&[dest.name.as_str()]).observe(took.as_secs_f64());
-            let latency = match lease.source {
-                LeaseSource::Lane(lane) => {
-                    if lease.records > 0 {
-                        st.cost.observe(lease.records as usize, took.as_secs_f64() * 1000.0);
-                    }
-                    Some((lane.priority, lease.ingested))
-                }
-                LeaseSource::DeadLetters(_) => None,
-            };
+            // One delivery, one sample of the sink's cost: all its records.
+            let in_lanes: Vec<&LiveLease> = leases.iter().filter(|l| l.lane().is_some()).collect();
+            let records: u32 = in_lanes.iter().map(|l| l.records).sum();
+            if records > 0 {
+                st.cost.observe(records as usize, took.as_secs_f64() * 1000.0);
+            }
+            let latency: Vec<_> =
+                in_lanes.into_iter().filter_map(|l| Some((l.lane()?.priority, l.ingested.clone()))).collect();
             (cursor, latency)
         };
         // One observation per record: after the destination's lock is released.
-        if let Some((priority, ingested)) = latency {
+        for (priority, ingested) in latency {
             let hist = self.metrics.delivery_latency.with_label_values(&[dest.name.as_str(), priority.as_str()]);
             for (ts, n) in ingested {
                 let secs = now.saturating_sub(ts) as f64 / 1000.0;
@@ -303,6 +317,51 @@ impl Deliveries {
             }
         }
         Ok(cursor)
+    }
+
+    /// Dead-letter records for the records an exporter named in the lease
+    /// it holds (`members`: one lease, or a joint lease's members in lane
+    /// order, whose records it received one member after another). A
+    /// joint lease's records are named by place only (its offsets repeat
+    /// across lanes); refused, changing nothing, when a name is not a
+    /// record of the lease.
+    fn dead_letters_named(
+        &self,
+        dest: &Destination,
+        members: &[LiveLease],
+        poison: &[PoisonRecord],
+        now: u64,
+    ) -> Result<Vec<DeadLetterRecord>, BrokerError> {
+        let [first, ..] = members else {
+            return Ok(Vec::new());
+        };
+        if members.len() == 1 || poison.is_empty() {
+            return self.dead_letter_records(dest, first, poison, now);
+        }
+        let (mut out, mut base) = (Vec::new(), 0usize);
+        for m in members {
+            let candidates = self.dead_letter_candidates(dest, m, now)?;
+            let held = base..base + candidates.len();
+            let mine: Vec<PoisonRecord> = poison
+                .iter()
+                .filter_map(|p| {
+                    let i = p.index? as usize;
+                    held.contains(&i).then(|| PoisonRecord { index: Some((i - base) as u32), ..p.clone() })
+                })
+                .collect();
+            base = held.end;
+            if !mine.is_empty() {
+                out.extend(super::named::pick_named(m, candidates, &mine, now)?);
+            }
+        }
+        if let Some(p) = poison.iter().find(|p| p.index.is_none_or(|i| i as usize >= base)) {
+            let named = match p.index {
+                Some(i) => NamedRecord::Place { index: u64::from(i) },
+                None => NamedRecord::Offset { offset: p.offset },
+            };
+            return Err(BrokerError::NotInLease { named, lease: first.id.clone(), from: first.from, to: first.to });
+        }
+        Ok(out)
     }
 
     /// Dead-letter records for the records an exporter named, read back
@@ -323,34 +382,46 @@ impl Deliveries {
         if poison.is_empty() {
             return Ok(Vec::new());
         }
-        let candidates: Vec<DeadLetterRecord> = match &lease.source {
+        let candidates = self.dead_letter_candidates(dest, lease, now)?;
+        super::named::pick_named(lease, candidates, poison, now)
+    }
+
+    /// The records `lease` handed out, in its order, as dead letters to be
+    /// (`None` where a re-driven one was purged since: it keeps its place).
+    fn dead_letter_candidates(
+        &self,
+        dest: &Destination,
+        lease: &LiveLease,
+        now: u64,
+    ) -> Result<Vec<Option<DeadLetterRecord>>, BrokerError> {
+        match &lease.source {
             LeaseSource::Lane(lane) => {
                 let (records, _) =
                     self.read_matching(dest, (*lane, &lease.cover), lease.from, lease.to, usize::MAX, usize::MAX)?;
-                records
+                Ok(records
                     .into_iter()
-                    .map(|r| DeadLetterRecord {
-                        lane: lane.to_string(),
-                        offset: r.offset,
-                        tenant: r.tenant.to_string(),
-                        topic: r.topic.to_string(),
-                        ts_ms: r.ts_ms,
-                        payload: r.payload.to_vec(),
-                        error: String::new(),
-                        failed_at_ms: now,
+                    .map(|r| {
+                        Some(DeadLetterRecord {
+                            lane: lane.to_string(),
+                            offset: r.offset,
+                            tenant: r.tenant.to_string(),
+                            topic: r.topic.to_string(),
+                            ts_ms: r.ts_ms,
+                            payload: r.payload.to_vec(),
+                            error: String::new(),
+                            failed_at_ms: now,
+                        })
                     })
-                    .collect()
+                    .collect())
             }
             LeaseSource::DeadLetters(ids) => {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
-                    // A dead letter purged since keeps its place, as nothing.
                     out.push(self.store.dead_letter(&dest.name, *id)?);
                 }
-                return super::named::pick_named(lease, out, poison, now);
+                Ok(out)
             }
-        };
-        super::named::pick_named(lease, candidates.into_iter().map(Some).collect(), poison, now)
+        }
     }
 
     /// Give a lease back: `Retryable` counts towards the breaker; `Released` does not.
@@ -382,7 +453,11 @@ impl Deliveries {
                 FailureClass::Released | FailureClass::Gone => LeaseEnd::Released,
             };
             self.transact(dest, &mut st, |next, _| {
-                end_lease(dest, next, id, end, now)?;
+                let members = next.members_of(id);
+                if members.is_empty() {
+                    return Err(BrokerError::LeaseNotFound { lease: id.to_string() });
+                }
+                end_members(dest, next, &members, end, now)?;
                 // A gone sink waits for the operator's resume, not a clock:
                 // its wait (for brokers that do not pause) is not kept.
                 if let Some(ms) = req.retry_after_ms.filter(|_| req.class != FailureClass::Gone) {
@@ -407,15 +482,27 @@ impl Deliveries {
     /// first. The caller flushes.
     pub(crate) fn expire_leases(&self, dest: &Destination, now: u64) -> Result<usize, BrokerError> {
         let mut st = dest.state();
-        let mut expired: Vec<String> =
-            st.leases.values().filter(|l| l.expires_at_ms <= now).map(|l| l.id.clone()).collect();
+        // What exporters hold: a joint lease's members expire together,
+        // as one delivery (the breaker hears of it once).
+        let mut expired: Vec<String> = st
+            .leases
+            .values()
+            .filter(|l| l.expires_at_ms <= now)
+            .map(|l| l.joint.clone().unwrap_or_else(|| l.id.clone()))
+            .collect();
         if expired.is_empty() {
             return Ok(0);
         }
         expired.sort();
+        expired.dedup();
         self.transact(dest, &mut st, |next, _| {
             for id in &expired {
-                end_lease(dest, next, id, LeaseEnd::Expired, now)?;
+                let members: Vec<String> = next
+                    .members_of(id)
+                    .into_iter()
+                    .filter(|m| next.leases.get(m).is_some_and(|l| l.expires_at_ms <= now))
+                    .collect();
+                end_members(dest, next, &members, LeaseEnd::Expired, now)?;
             }
             Ok(())
         })?;

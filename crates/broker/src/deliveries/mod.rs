@@ -9,6 +9,8 @@
 //! - [`upkeep`]: what each maintenance pass does for the destinations;
 //! - [`settle`]: the one transaction every change goes through, and the
 //!   one way a lease ends;
+//! - [`joint`]: joint leases (several lanes' short runs in one lease) and
+//!   the place kept for short runs;
 //! - `read`: a lease's WAL read; `prefetch`: that read made before the
 //!   destination's lock; `named`: the records a commit names as dead
 //!   letters; [`pending`]: what each destination has pending, per lane
@@ -23,6 +25,7 @@
 
 pub mod admin;
 mod from_lanes;
+pub mod joint;
 pub mod lag_flags;
 pub mod leases;
 mod named;

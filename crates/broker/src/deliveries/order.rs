@@ -43,7 +43,7 @@ impl Deliveries {
             });
             d.waiting[i] |= waiting;
         }
-        for l in st.leases.values() {
+        for l in st.deliveries_out() {
             if let LeaseSource::Lane(lane) = l.source {
                 d.in_flight[lane.priority as usize] += 1;
             }
@@ -51,10 +51,10 @@ impl Deliveries {
         d
     }
 
-    /// A lease of `lane` was handed out: its priority is charged in the
-    /// share, and the next lease of that priority starts at the next shard.
-    pub(super) fn charge(st: &mut DestState, lane: LaneId) {
-        st.share.charge(lane.priority);
-        st.shard_turn[lane.priority as usize] += 1;
+    /// A lease of priority `p` was handed out: `p` is charged in the
+    /// share, and the next lease of it starts at the next shard.
+    pub(super) fn charge(st: &mut DestState, p: wal::Priority) {
+        st.share.charge(p);
+        st.shard_turn[p as usize] += 1;
     }
 }

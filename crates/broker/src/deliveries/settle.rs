@@ -116,6 +116,7 @@ pub(crate) fn end_lease(
                     record_id: lease.id.clone(),
                     expired_at_ms: now,
                     cover: lease.cover.clone(),
+                    joint: lease.joint.clone(),
                 };
                 ll.expired.insert((lease.from, lease.cover.tenant().cloned()), range);
             }
@@ -127,6 +128,31 @@ pub(crate) fn end_lease(
         }
     }
     Ok(lease)
+}
+
+/// End the members of one delivery (a lease, or a joint lease's members,
+/// `DestState::members_of`) the way `end` says: each as [`end_lease`]
+/// does, the breaker settled once (by the probe if one holds it, else the
+/// first), as for the one request they were.
+pub(crate) fn end_members(
+    dest: &Destination,
+    st: &mut DestState,
+    ids: &[String],
+    end: LeaseEnd,
+    now: u64,
+) -> Result<Vec<LiveLease>, BrokerError> {
+    let mut ids: Vec<&String> = ids.iter().collect();
+    ids.sort_by_key(|id| !st.leases.get(*id).is_some_and(|l| l.probe));
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        let breaker = st.breaker;
+        let lease = end_lease(dest, st, id, end, now)?;
+        if i > 0 {
+            st.breaker = breaker;
+        }
+        out.push(lease);
+    }
+    Ok(out)
 }
 
 /// Invariant: a lane lease covers a non-empty range inside its lane's
@@ -194,7 +220,9 @@ pub(crate) fn skip_to(
     // The ranges of one cover are disjoint, so at most one tail per cover
     // (the floor's, each tenant's) reaches past `to`.
     for ((end, redeliveries, cover), record_id) in tails.into_iter().zip(tail_ids) {
-        let range = ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now, cover };
+        // A tail is a new range: no longer its joint lease's (whose other
+        // members are offered again without it).
+        let range = ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now, cover, joint: None };
         ll.expired.insert((to, range.cover.tenant().cloned()), range);
     }
     ll.raise_floor(to);
@@ -288,8 +316,8 @@ fn load_cursors(store: &Store, wal: &Wal, dest: &str, st: &mut DestState) -> Res
 }
 
 /// A range given back, waiting to be offered again: (from, to,
-/// redeliveries, its lease record's id, its cover).
-type Waiting = (u64, u64, u32, String, Cover);
+/// redeliveries, its lease record's id, its cover, its joint lease).
+type Waiting = (u64, u64, u32, String, Cover, Option<String>);
 
 /// The stored lease records, cut to each lane's window: live ones become
 /// leases again; given-back ones are returned by lane, to be queued once
@@ -320,7 +348,8 @@ fn load_leases(raw: &[LeaseRecord], ends: &HashMap<LaneId, u64>, st: &mut DestSt
             }
         }
         if rec.expired {
-            waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone(), cover));
+            let joint = rec.joint.clone();
+            waiting.entry(lane).or_default().push((from, to, rec.redeliveries, rec.id.clone(), cover, joint));
         } else {
             st.leases.insert(rec.id.clone(), reloaded_lease(rec, lane, (from, to), cover));
         }
@@ -372,6 +401,8 @@ fn reloaded_lease(rec: &LeaseRecord, lane: LaneId, (from, to): (u64, u64), cover
         redeliveries: rec.redeliveries,
         records: 0,
         ingested: Vec::new(),
+        joint: rec.joint.clone(),
+        bulk: false,
     }
 }
 
@@ -392,15 +423,19 @@ fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_id: DestinationId,
                 .map(|l| (l.from, l.to))
                 .collect();
             let covers: Vec<(u64, u64, Cover)> = ranges.iter().map(|w| (w.0, w.1, w.4.clone())).collect();
-            let plain = ranges.into_iter().map(|(f, t, r, id, _)| (f, t, r, id)).collect();
+            let joints: HashMap<String, String> =
+                ranges.iter().filter_map(|w| Some((w.3.clone(), w.5.clone()?))).collect();
+            let plain = ranges.into_iter().map(|(f, t, r, id, _, _)| (f, t, r, id)).collect();
             for (from, to, redeliveries, id) in uncovered(plain, &live) {
+                // A range kept whole keeps its joint lease; a piece is a new range.
+                let joint = id.as_ref().and_then(|id| joints.get(id).cloned());
                 let record_id = id.unwrap_or_else(|| st.next_lease_id(dest_id));
                 // A piece lies inside the ranges it came from: it keeps the
                 // cover of the one holding its start.
                 let cover =
                     covers.iter().find(|c| c.0 <= from && from < c.1).map_or_else(Cover::default, |c| c.2.above(from));
                 if let Some(ll) = st.lanes.get_mut(&lane) {
-                    let range = ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0, cover };
+                    let range = ExpiredRange { to, redeliveries, record_id, expired_at_ms: 0, cover, joint };
                     ll.expired.insert((from, tenant.clone()), range);
                 }
             }

@@ -169,6 +169,32 @@ impl Fair {
         Ok(Pick::Tenant { waiting: head.clone(), until: next_other.unwrap_or(u64::MAX) })
     }
 
+    /// Where `lane`'s floor stops holding only short runs: the first
+    /// waiting run of [`SOLO_RUN`] records or more (of any tenant, among
+    /// each one's first runs), `u64::MAX` if none is known. `None` when
+    /// nothing waits or the floor's first waiting run is itself long. A
+    /// floor lease ending there is a joint lease's member
+    /// (`deliveries::joint`): it holds no tenant's batch of its own.
+    pub fn short_until(
+        &mut self,
+        lane: &Lane,
+        ll: &LaneLeases,
+        wants: &dyn Fn(&str, &str) -> bool,
+    ) -> wal::Result<Option<u64>> {
+        let ix = self.lanes.entry(lane.id()).or_default();
+        ix.sync(lane, ll, wants, SCAN_BUDGET)?;
+        let waiting = ix.waiting(ll);
+        let Some(head) = waiting.iter().filter_map(|w| w.runs.first()).map(|r| r.0).min() else {
+            return Ok(None);
+        };
+        let until = waiting
+            .iter()
+            .filter_map(|w| w.runs.iter().take(RUNS_LOOKED_AT).find(|r| r.1 - r.0 >= SOLO_RUN).map(|r| r.0))
+            .min()
+            .unwrap_or(u64::MAX);
+        Ok((until > head).then_some(until))
+    }
+
     /// Forget what the index knows of `lane` (a rewind moved its floor
     /// back): it is scanned again from the floor.
     pub fn forget_lane(&mut self, lane: LaneId) {

@@ -4,6 +4,7 @@
 
 mod config_bounds;
 mod fair;
+mod joint;
 mod lease_model;
 mod pending;
 mod priority;

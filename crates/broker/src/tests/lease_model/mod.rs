@@ -112,6 +112,8 @@ enum Action {
         dest: usize,
         max: u32,
         report: Option<u32>,
+        /// The exporter takes joint leases.
+        joint: bool,
     },
     Heartbeat {
         dest: usize,
@@ -159,8 +161,8 @@ fn action() -> impl Strategy<Value = Action> {
         5 => (0..TENANTS.len(), any::<bool>(), 1..4usize, 0..LANES.len())
             .prop_map(|(tenant, events, n, lane)| Action::Ingest { tenant, events, n, lane }),
         1 => (0..TENANTS.len(), 0..LANES.len()).prop_map(|(tenant, lane)| Action::Flood { tenant, lane }),
-        6 => (d.clone(), 1..9u32, proptest::option::of(1..6u32))
-            .prop_map(|(dest, max, report)| Action::Acquire { dest, max, report }),
+        6 => (d.clone(), 1..9u32, proptest::option::of(1..6u32), any::<bool>())
+            .prop_map(|(dest, max, report, joint)| Action::Acquire { dest, max, report, joint }),
         1 => (d.clone(), any::<usize>()).prop_map(|(dest, pick)| Action::Heartbeat { dest, pick }),
         4 => (d.clone(), any::<usize>(), proptest::option::of(any::<usize>()), 0..4u8)
             .prop_map(|(dest, pick, poison, refuse)| Action::Commit { dest, pick, poison, refuse }),

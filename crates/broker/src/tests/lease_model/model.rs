@@ -24,9 +24,9 @@ pub const MAX_PASSED_OVER: u32 = 32;
 /// A lease as the model knows it.
 #[derive(Debug, Clone)]
 pub struct MLease {
-    /// The lane of a lane lease (none for a re-drive of dead letters).
-    pub lane: Option<LaneId>,
-    pub from: u64,
+    /// Per lane it holds, where its part of that lane begins: one lane, or
+    /// a joint lease's several; none for a re-drive of dead letters.
+    pub parts: BTreeMap<LaneId, u64>,
     pub records: Vec<Rec>,
     pub expires: u64,
 }
@@ -46,14 +46,26 @@ pub struct MDest {
 impl MDest {
     /// Owed records no lane lease in flight holds (waiting to be handed out).
     pub fn waiting(&self) -> BTreeSet<Rec> {
-        let lane_leases = self.live.values().filter(|l| l.lane.is_some());
+        let lane_leases = self.live.values().filter(|l| !l.parts.is_empty());
         let held: BTreeSet<Rec> = lane_leases.flat_map(|l| l.records.iter().copied()).collect();
         self.owed.difference(&held).copied().collect()
     }
 
+    /// The broker voided the parts of `lane` whose start `void` says: a
+    /// lease of that lane alone ends, a joint lease goes on without it.
+    pub fn drop_parts(&mut self, lane: LaneId, void: impl Fn(u64) -> bool) {
+        for l in self.live.values_mut() {
+            if l.parts.get(&lane).is_some_and(|&from| void(from)) {
+                l.parts.remove(&lane);
+                l.records.retain(|r| r.0 != lane);
+            }
+        }
+        self.live.retain(|_, l| !l.records.is_empty());
+    }
+
     /// Lane leases of priority `p` in flight.
     pub fn in_flight(&self, p: Priority) -> usize {
-        self.live.values().filter(|l| l.lane.is_some_and(|l| l.priority == p)).count()
+        self.live.values().filter(|l| l.parts.keys().any(|l| l.priority == p)).count()
     }
 }
 
@@ -73,13 +85,13 @@ impl Model {
     }
 
     pub fn cancel_lane_leases(&mut self, d: usize, lane: LaneId, below: u64) {
-        self.dests[d].live.retain(|_, l| l.lane != Some(lane) || l.from >= below);
+        self.dests[d].drop_parts(lane, |from| from < below);
     }
 
     /// A rewind of `lane` to `to`: its leases are void and everything
     /// from `to` is owed again.
     pub fn rewound(&mut self, d: usize, lane: LaneId, to: u64) {
-        self.dests[d].live.retain(|_, l| l.lane != Some(lane));
+        self.dests[d].drop_parts(lane, |_| true);
         let again: Vec<Rec> = self
             .records
             .iter()
@@ -138,8 +150,10 @@ pub fn check(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
         if let Err(e) = st.check_invariants() {
             return Err(TestCaseError::fail(e.to_string()));
         }
-        let ids: BTreeSet<&String> = st.leases.keys().collect();
-        let model_ids: BTreeSet<&String> = md.live.keys().collect();
+        // What exporters hold: a joint lease's members under its one id.
+        let ids: BTreeSet<String> =
+            st.leases.values().map(|l| l.joint.clone().unwrap_or_else(|| l.id.clone())).collect();
+        let model_ids: BTreeSet<String> = md.live.keys().cloned().collect();
         prop_assert_eq!(ids, model_ids, "{}: leases in flight differ from the model", DESTS[d]);
         check_sled(h, d, &st)?;
         let mut dead: Vec<Rec> = b

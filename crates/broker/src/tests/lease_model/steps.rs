@@ -8,7 +8,7 @@ use crate::leased::{Lease, LeaseLane};
 use proptest::prelude::*;
 use protocol::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
 use protocol::RewindTarget;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use wal::{LaneId, Priority};
 
 /// Apply `a` to the broker and the model, checking the invariants.
@@ -21,7 +21,7 @@ pub fn step(h: &mut Harness, m: &mut Model, a: &Action) -> Result<(), TestCaseEr
             }
             Ok(())
         }
-        Action::Acquire { dest, max, report } => acquire(h, m, dest, max, report),
+        Action::Acquire { dest, max, report, joint } => acquire(h, m, dest, max, (report, joint)),
         Action::Heartbeat { dest, pick: p } => heartbeat(h, m, dest, p),
         Action::Commit { dest, pick: p, poison, refuse } => commit(h, m, dest, p, poison, refuse),
         Action::Fail { dest, pick: p, retryable } => fail(h, m, dest, p, retryable),
@@ -70,7 +70,13 @@ fn ingest(
     Ok(())
 }
 
-fn acquire(h: &mut Harness, m: &mut Model, dest: usize, max: u32, report: Option<u32>) -> Result<(), TestCaseError> {
+fn acquire(
+    h: &mut Harness,
+    m: &mut Model,
+    dest: usize,
+    max: u32,
+    (report, joint): (Option<u32>, bool),
+) -> Result<(), TestCaseError> {
     let exporter = report.map(|_| format!("exporter-{dest}"));
     let req = AcquireRequest {
         max_records: Some(max),
@@ -78,6 +84,7 @@ fn acquire(h: &mut Harness, m: &mut Model, dest: usize, max: u32, report: Option
         wait_ms: Some(0),
         exporter,
         concurrency_limit: report,
+        joint,
     };
     let waiting = m.dests[dest].waiting();
     let low_out = m.dests[dest].in_flight(Priority::Low);
@@ -91,22 +98,48 @@ fn acquire(h: &mut Harness, m: &mut Model, dest: usize, max: u32, report: Option
         return Ok(());
     };
     let records = lease_records(m, dest, &l)?;
-    if let LeaseLane::Lane(lane) = l.lane {
+    let priority = match l.lane {
+        LeaseLane::Lane(lane) => Some(lane.priority),
+        LeaseLane::Joint(p) => Some(p),
+        LeaseLane::DeadLetters => None,
+    };
+    if let Some(p) = priority {
         let higher_waits = waiting.iter().any(|(wl, _)| wl.priority != Priority::Low);
-        if lane.priority == Priority::Low && l.redeliveries == 0 && higher_waits {
+        if p == Priority::Low && l.redeliveries == 0 && higher_waits {
             prop_assert_eq!(low_out, 0, "a second low lease while high or normal records wait");
         }
         if l.redeliveries == 0 {
-            passed_over(m, dest, lane, &waiting, &records)?;
+            passed_over(m, dest, p, &waiting, &records)?;
         }
     }
-    let lane = match l.lane {
-        LeaseLane::Lane(lane) => Some(lane),
-        LeaseLane::DeadLetters => None,
-    };
-    let ml = MLease { lane, from: l.from_offset, records, expires: m.now + LEASE_MS };
+    let parts = parts_of(h, dest, &l)?;
+    let ml = MLease { parts, records, expires: m.now + LEASE_MS };
     prop_assert!(m.dests[dest].live.insert(l.id, ml).is_none(), "a lease id was reused");
     Ok(())
+}
+
+/// Where each lane's part of lease `l` begins: its own range, or (a joint
+/// lease) each member's, read from the broker; checked to be distinct
+/// lanes of one priority, two or more.
+fn parts_of(h: &Harness, dest: usize, l: &Lease) -> Result<BTreeMap<LaneId, u64>, TestCaseError> {
+    match l.lane {
+        LeaseLane::Lane(lane) => Ok(BTreeMap::from([(lane, l.from_offset)])),
+        LeaseLane::DeadLetters => Ok(BTreeMap::new()),
+        LeaseLane::Joint(p) => {
+            let d = h.b().deliveries().dest(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let st = d.state();
+            let members: Vec<(LaneId, u64)> = st
+                .leases
+                .values()
+                .filter(|x| x.joint.as_deref() == Some(l.id.as_str()))
+                .filter_map(|x| Some((x.lane()?, x.from)))
+                .collect();
+            let parts: BTreeMap<LaneId, u64> = members.iter().copied().collect();
+            prop_assert!(parts.len() == members.len() && parts.len() >= 2, "a joint lease's members: {:?}", members);
+            prop_assert!(parts.keys().all(|lane| lane.priority == p), "a joint lease of one priority");
+            Ok(parts)
+        }
+    }
 }
 
 /// The records of lease `l`, checked: a lane lease's are of its lane,
@@ -115,7 +148,7 @@ fn acquire(h: &mut Harness, m: &mut Model, dest: usize, max: u32, report: Option
 fn lease_records(m: &Model, dest: usize, l: &Lease) -> Result<Vec<Rec>, TestCaseError> {
     // A dead letter re-driven may also be owed again after a rewind: only
     // lane leases must not share a record.
-    let lane_leases = m.dests[dest].live.values().filter(|x| x.lane.is_some());
+    let lane_leases = m.dests[dest].live.values().filter(|x| !x.parts.is_empty());
     let held: BTreeSet<Rec> = lane_leases.flat_map(|x| x.records.iter().copied()).collect();
     let mut out = Vec::with_capacity(l.records.len());
     for r in &l.records {
@@ -123,6 +156,11 @@ fn lease_records(m: &Model, dest: usize, l: &Lease) -> Result<Vec<Rec>, TestCase
             (LeaseLane::Lane(lane), None) => (*lane, r.offset),
             (LeaseLane::DeadLetters, Some(lane)) => {
                 (lane.parse().map_err(|_| TestCaseError::fail("a lane"))?, r.offset)
+            }
+            (LeaseLane::Joint(p), Some(lane)) => {
+                let lane: LaneId = lane.parse().map_err(|_| TestCaseError::fail("a lane"))?;
+                prop_assert_eq!(lane.priority, *p, "a joint lease's record of another priority");
+                (lane, r.offset)
             }
             _ => return Err(TestCaseError::fail("a record's lane is not its lease's")),
         };
@@ -146,12 +184,11 @@ fn lease_records(m: &Model, dest: usize, l: &Lease) -> Result<Vec<Rec>, TestCase
 fn passed_over(
     m: &mut Model,
     dest: usize,
-    lane: LaneId,
+    p: Priority,
     waiting: &BTreeSet<Rec>,
     got: &[Rec],
 ) -> Result<(), TestCaseError> {
     let tenant_of = |r: &Rec| m.records.get(r).map(|x| x.0);
-    let p = lane.priority;
     let served: BTreeSet<&'static str> = got.iter().filter_map(tenant_of).collect();
     let waits: BTreeSet<&'static str> = waiting.iter().filter(|(l, _)| l.priority == p).filter_map(tenant_of).collect();
     let md = &mut m.dests[dest];
@@ -216,7 +253,7 @@ fn commit(
         (Ok(_), Some(l)) if !should_refuse => {
             let md = &mut m.dests[dest];
             md.live.remove(&id);
-            if l.lane.is_none() {
+            if l.parts.is_empty() {
                 for r in &l.records {
                     let i = md.dead.iter().position(|x| x == r).ok_or_else(|| TestCaseError::fail("lost dl"))?;
                     md.dead.swap_remove(i);
@@ -329,7 +366,7 @@ fn restart(h: &mut Harness, m: &mut Model) -> Result<(), TestCaseError> {
     // Re-drive leases live in memory only; their dead letters stay. The
     // tenant share starts afresh.
     for md in &mut m.dests {
-        md.live.retain(|_, l| l.lane.is_some());
+        md.live.retain(|_, l| !l.parts.is_empty());
         md.passed_over.clear();
     }
     Ok(())
@@ -379,7 +416,7 @@ fn deliver_all(h: &mut Harness, m: &mut Model) -> Result<(), TestCaseError> {
         }
         step(h, m, &Action::Advance { ms: LEASE_MS + OPEN_MS })?;
         for d in 0..DESTS.len() {
-            step(h, m, &Action::Acquire { dest: d, max: 2, report: None })?;
+            step(h, m, &Action::Acquire { dest: d, max: 2, report: None, joint: d == 0 })?;
             let ids: Vec<String> = m.dests[d].live.keys().cloned().collect();
             for id in ids {
                 let p = m.dests[d].live.keys().position(|k| *k == id).unwrap_or(0);

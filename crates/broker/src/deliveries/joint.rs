@@ -1,0 +1,280 @@
+//! Joint leases: one lease of several lanes of a priority, holding each
+//! lane's short runs, so small tenants spread over the shards share one
+//! sink request.
+//!
+//! # Why
+//! A lease is one lane's. At a sink that costs a round trip per request
+//! (`benches/incident.py`: 20 ms + 2 ms a record, 4 at once), fifty small
+//! tenants spread over four shards needed four requests where one would
+//! do, and beside a heavy tenant holding most of the sink's places those
+//! four requests queued one behind another (small tenants' p99 ×1.6–2.4
+//! their p99 alone; `benches/fair_model.py` finds no one-lane policy under
+//! ×2.06).
+//!
+//! # How
+//! - A lease of **short runs** holds no run of [`SOLO_RUN`] records or
+//!   more of one tenant ([`is_short`]). When an acquire's first lease is
+//!   short and the exporter takes joint leases (`AcquireRequest::joint`),
+//!   the other lanes of its priority add their floor's short runs
+//!   (`Fair::short_until`) within the lease's record budget. Each part is
+//!   a lease of its own lane in every respect the cursor, retention,
+//!   rewind and sled see (`LiveLease::joint` names the joint lease, whose
+//!   id is its first member's); the exporter sees one lease, lane
+//!   `normal/joint`, each record naming its lane, in lane order.
+//! - **One place is kept for short runs**: while a short lease was handed
+//!   out in the last [`RESERVE_WINDOW_MS`], leases holding a tenant's
+//!   batch of its own (`LiveLease::bulk`) take at most all but one of the
+//!   destination's places (`Destination::capacity`, the exporters' limits);
+//!   an acquire past that hands out short runs only, or nothing. Batches
+//!   lose no share: they wait only while short runs are flowing, and the
+//!   window lapses a second after the last.
+//! - A joint lease is one delivery: counted once against `max_in_flight`
+//!   and the priorities' share, settling the breaker once; heartbeat,
+//!   commit, fail and release name its id and reach every member.
+//! - Given back (failed, released, expired), each member's range waits
+//!   with its joint's id (`ExpiredRange::joint`, in sled), and the first
+//!   offered again brings the others: the same records, in the same order,
+//!   so the same downstream id. A range cut by retention or drop-oldest is
+//!   offered again on its own (other records, another id).
+//!
+//! # Invariants
+//! - Members of one joint lease are of one priority and distinct lanes.
+//! - A joint lease's records are its members', in lane order, each
+//!   member's in its own order; the probe of a half-open breaker is never
+//!   a joint lease made new (only one offered again may carry it, on its
+//!   first member).
+//!
+//! # Limits
+//! A joint lease holds at most the first lane's record budget (the
+//! priority's lease sizing) and one part per lane; an acquire's extra
+//! work is one index look per lane of the priority.
+
+use super::from_lanes::Span;
+use super::prefetch::Prefetch;
+use super::Deliveries;
+use crate::destination::{DestState, Destination, ExpiredRange};
+use crate::error::BrokerError;
+use crate::fair::SOLO_RUN;
+use crate::leased::{Lease, LeaseLane, LeasedRecord};
+use wal::{LaneId, Priority};
+
+/// How long after the last short lease one place stays kept for short runs.
+pub const RESERVE_WINDOW_MS: u64 = 1_000;
+
+/// Whether `records` hold only short runs: no [`SOLO_RUN`] or more
+/// records of one tenant one after another.
+pub fn is_short(records: &[LeasedRecord]) -> bool {
+    let mut run = 0u64;
+    let mut prev: Option<&str> = None;
+    for r in records {
+        run = if prev == Some(&*r.tenant) { run + 1 } else { 1 };
+        if run >= SOLO_RUN {
+            return false;
+        }
+        prev = Some(&r.tenant);
+    }
+    true
+}
+
+impl Deliveries {
+    /// Whether batches have all the places they may take now: a short
+    /// lease went out in the last [`RESERVE_WINDOW_MS`] and the leases
+    /// holding batches fill all but one of `capacity`.
+    pub(super) fn reserving(st: &DestState, capacity: u32, now: u64) -> bool {
+        let bulk = st.deliveries_out().filter(|l| l.bulk).count();
+        capacity >= 2 && now.saturating_sub(st.last_short_ms) < RESERVE_WINDOW_MS && bulk + 1 >= capacity as usize
+    }
+
+    /// `first`, just handed out from the plan's lane: a short lease grows
+    /// into a joint lease with the other lanes of its priority; a lease of
+    /// a batch is marked so (`LiveLease::bulk`).
+    pub(super) fn joined(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        plan: &[(LaneId, (usize, usize))],
+        first: (Lease, LaneId, (usize, usize)),
+        now: u64,
+    ) -> Result<Lease, BrokerError> {
+        let (lease, lane, (budget, bytes)) = first;
+        if !is_short(&lease.records) {
+            if let Some(l) = st.leases.get_mut(&lease.id) {
+                l.bulk = true;
+            }
+            return Ok(lease);
+        }
+        st.last_short_ms = now;
+        let left = (budget.saturating_sub(lease.records.len()), bytes.saturating_sub(payload_bytes(&lease.records)));
+        let others: Vec<LaneId> =
+            plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane).collect();
+        let mut members = vec![(lane, lease)];
+        members.extend(self.short_parts(dest, st, &others, left, now)?);
+        Ok(compose(dest, st, members))
+    }
+
+    /// While batches fill their places: short runs only, from the first
+    /// priority of the plan that has some, joined over its lanes; or none.
+    pub(super) fn short_only(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        plan: &[(LaneId, (usize, usize))],
+        now: u64,
+    ) -> Result<Option<Lease>, BrokerError> {
+        for p in Priority::ALL {
+            let Some(&(_, limits)) = plan.iter().find(|(l, _)| l.priority == p) else {
+                continue;
+            };
+            let lanes: Vec<LaneId> = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == p).collect();
+            let members = self.short_parts(dest, st, &lanes, limits, now)?;
+            if members.is_empty() {
+                continue;
+            }
+            st.last_short_ms = now;
+            return Ok(Some(compose(dest, st, members)));
+        }
+        Ok(None)
+    }
+
+    /// Each of `lanes`' floor's short runs as a floor lease, within `left`
+    /// (records, bytes) altogether; charged to their tenants, not to the
+    /// priority (the joint lease is one delivery).
+    fn short_parts(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        lanes: &[LaneId],
+        mut left: (usize, usize),
+        now: u64,
+    ) -> Result<Vec<(LaneId, Lease)>, BrokerError> {
+        let mut out = Vec::new();
+        for &lane_id in lanes {
+            if left.0 == 0 || left.1 == 0 {
+                break;
+            }
+            let Some(lease) = self.short_part(dest, st, lane_id, left, now)? else {
+                continue;
+            };
+            left = (left.0.saturating_sub(lease.records.len()), left.1.saturating_sub(payload_bytes(&lease.records)));
+            self.charge_tenants(dest, lane_id.priority, &lease.records);
+            out.push((lane_id, lease));
+        }
+        Ok(out)
+    }
+
+    /// A floor lease of `lane_id`'s short runs (up to its first batch of a
+    /// tenant's own), or none.
+    fn short_part(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        lane_id: LaneId,
+        limits: (usize, usize),
+        now: u64,
+    ) -> Result<Option<Lease>, BrokerError> {
+        let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
+        let Some(ll) = st.lanes.get_mut(&lane_id) else {
+            return Ok(None);
+        };
+        ll.raise_floor(lane.earliest_offset());
+        self.sweep_floor(dest, st, lane_id);
+        let Some(ll) = st.lanes.get(&lane_id) else {
+            return Ok(None);
+        };
+        let until = match dest.fair().short_until(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
+            Ok(Some(until)) => until,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                // Only joining waits: the lane's own leases read it in offset order.
+                tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "tenant index: cannot scan");
+                return Ok(None);
+            }
+        };
+        let end = lane.next_offset().min(until);
+        self.floor_lease(dest, st, (lane_id, end), limits, &mut None, (now, false))
+    }
+
+    /// The range `first` (of `lane`, from `from`), given back as a joint
+    /// lease's member, offered again with every other range of that joint.
+    pub(super) fn offer_joint_again(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        first: (LaneId, u64, ExpiredRange),
+        pre: &mut Option<Prefetch>,
+        (now, probe): (u64, bool),
+    ) -> Result<Option<Lease>, BrokerError> {
+        let joint = first.2.joint.clone();
+        let mut ranges = vec![first];
+        for (&lane, ll) in st.lanes.iter_mut() {
+            let keys: Vec<_> = ll.expired.iter().filter(|(_, r)| r.joint == joint).map(|(k, _)| k.clone()).collect();
+            for key in keys {
+                if let Some(r) = ll.expired.remove(&key) {
+                    ranges.push((lane, key.0, r));
+                }
+            }
+        }
+        ranges.sort_by_key(|(lane, from, _)| (*lane, *from));
+        let mut members = Vec::new();
+        for (lane_id, from, range) in ranges {
+            let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
+            let from = from.max(lane.earliest_offset());
+            if from >= range.to {
+                continue;
+            }
+            let cover = range.cover.above(from);
+            let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
+            if records.is_empty() {
+                continue;
+            }
+            let span = Span { lane: lane_id, from, to: range.to, redeliveries: range.redeliveries, cover };
+            let lease = self.start_lease(dest, st, span, records, now, probe && members.is_empty());
+            members.push((lane_id, lease));
+        }
+        if members.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(compose(dest, st, members)))
+    }
+}
+
+/// Payload bytes of `records`.
+fn payload_bytes(records: &[LeasedRecord]) -> usize {
+    records.iter().map(|r| r.payload.len()).sum()
+}
+
+/// One lease of `members` (each a lease just started on its lane): itself
+/// when alone, else a joint lease of their records in lane order, each
+/// naming its lane, with the first member's id.
+fn compose(dest: &Destination, st: &mut DestState, mut members: Vec<(LaneId, Lease)>) -> Lease {
+    members.sort_by_key(|(lane, _)| *lane);
+    if members.len() == 1 {
+        if let Some((_, lease)) = members.pop() {
+            return lease;
+        }
+    }
+    let priority = members.first().map_or(Priority::Normal, |(lane, _)| lane.priority);
+    assert!(members.iter().all(|(l, _)| l.priority == priority), "a joint lease's members share a priority");
+    let id = members.first().map(|(_, l)| l.id.clone()).unwrap_or_default();
+    let (mut records, mut redeliveries, mut probe) = (Vec::new(), 0, false);
+    for (lane, lease) in members {
+        if let Some(live) = st.leases.get_mut(&lease.id) {
+            live.joint = Some(id.clone());
+        }
+        redeliveries = redeliveries.max(lease.redeliveries);
+        probe |= lease.probe;
+        let name = lane.to_string();
+        records.extend(lease.records.into_iter().map(|r| LeasedRecord { lane: Some(name.clone()), ..r }));
+    }
+    Lease {
+        id,
+        destination: dest.name.clone(),
+        lane: LeaseLane::Joint(priority),
+        from_offset: 0,
+        to_offset: 0,
+        lease_ms: dest.lease_ms,
+        probe,
+        redeliveries,
+        records,
+    }
+}

@@ -1,0 +1,155 @@
+//! Joint leases (`deliveries::joint`), deterministically: four lanes of
+//! one priority (`shards = 4`), short runs in several of them, leases
+//! acquired and settled one by one on a driven clock.
+
+use super::Harness;
+use crate::leased::{Lease, LeaseLane};
+use protocol::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, PoisonRecord};
+use wal::{LaneId, Priority};
+
+const DEST: &str = "[[destination]]\nname = \"d\"\ntopics = [\"events\"]\ntoken = \"d-t\"\nmax_in_flight = 8\n";
+
+fn harness() -> Harness {
+    Harness::new_edited("", DEST, |c| c.replace("shards = 1", "shards = 4"))
+}
+
+fn lane(shard: u16) -> LaneId {
+    LaneId::new(Priority::Normal, shard)
+}
+
+fn records(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{{\"{tag}\":{i}}}")).collect()
+}
+
+/// An acquire at `now` by exporter `e` whose limit is `limit`.
+fn acquire(h: &Harness, joint: bool, limit: u32, now: u64) -> Option<Lease> {
+    let req = AcquireRequest {
+        max_records: Some(100),
+        wait_ms: Some(0),
+        exporter: Some("e".into()),
+        concurrency_limit: Some(limit),
+        joint,
+        ..Default::default()
+    };
+    h.run(h.b().deliveries().acquire_at("d", req, now)).expect("acquire").lease
+}
+
+/// (lane, offset, payload) of each record, as the exporter gets them.
+fn held(lease: &Lease) -> Vec<(String, u64, Vec<u8>)> {
+    let own = lease.lane.to_string();
+    lease
+        .records
+        .iter()
+        .map(|r| (r.lane.clone().unwrap_or_else(|| own.clone()), r.offset, r.payload.to_vec()))
+        .collect()
+}
+
+fn commit(h: &Harness, lease: &Lease, poison: Vec<PoisonRecord>) {
+    let req = CommitRequest { dead_letters: poison };
+    h.run(h.b().deliveries().commit("d", &lease.id, req)).expect("commit");
+}
+
+#[test]
+fn short_runs_of_several_lanes_go_out_in_one_joint_lease_that_commits_as_one() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    for shard in 0..4 {
+        let tenant = if shard % 2 == 0 { "acme" } else { "globex" };
+        h.append_to(lane(shard), tenant, "events", &records(&format!("s{shard}"), 2));
+    }
+    let lease = acquire(&h, true, 4, now).expect("a lease");
+    assert_eq!(lease.lane, LeaseLane::Joint(Priority::Normal));
+    assert_eq!(lease.lane.to_string(), "normal/joint");
+    let lanes: Vec<String> = held(&lease).into_iter().map(|r| r.0).collect();
+    assert_eq!(lanes, ["normal/0", "normal/0", "normal/1", "normal/1", "normal/2", "normal/2", "normal/3", "normal/3"]);
+    let d = h.b().deliveries().dest("d").expect("dest");
+    assert_eq!(d.state().deliveries_out().count(), 1, "one delivery out");
+    assert_eq!(d.state().leases.len(), 4, "four members, one per lane");
+    h.b().deliveries().heartbeat_at("d", &lease.id, now + 10).expect("a heartbeat reaches the joint lease");
+    commit(&h, &lease, Vec::new());
+    for shard in 0..4 {
+        assert_eq!(d.state().committed(lane(shard)), 2, "lane {shard}'s cursor moved by the one commit");
+    }
+    assert!(d.state().leases.is_empty());
+    // An exporter that does not take joint leases gets one lane a lease.
+    h.append_to(lane(1), "acme", "events", &records("x", 1));
+    h.append_to(lane(2), "acme", "events", &records("y", 1));
+    let single = acquire(&h, false, 4, now).expect("a lease");
+    assert!(matches!(single.lane, LeaseLane::Lane(_)), "{:?}", single.lane);
+    assert_eq!(single.records.len(), 1);
+}
+
+#[test]
+fn a_joint_lease_given_back_comes_back_whole_with_the_same_records_also_after_a_restart() {
+    let mut h = harness();
+    let now = plumbing::clock::now_ms();
+    h.append_to(lane(0), "acme", "events", &records("a", 1));
+    h.append_to(lane(2), "globex", "events", &records("g", 3));
+    h.append_to(lane(3), "acme", "events", &records("b", 1));
+    let first = acquire(&h, true, 4, now).expect("a lease");
+    assert_eq!(first.lane, LeaseLane::Joint(Priority::Normal));
+    let fail = FailRequest { class: FailureClass::Retryable, message: "sink down".into(), retry_after_ms: None };
+    h.run(h.b().deliveries().fail("d", &first.id, fail)).expect("fail");
+    let d = h.b().deliveries().dest("d").expect("dest");
+    assert_eq!(d.state().breaker.consecutive_failures, 1, "one delivery failed once, not once per lane");
+    // New records in another lane must not join the lease given back.
+    h.append_to(lane(1), "globex", "events", &records("new", 1));
+    let again = acquire(&h, false, 4, now + 1).expect("offered again");
+    assert_eq!(again.lane, first.lane);
+    assert_eq!(held(&again), held(&first), "the same records, in the same order");
+    assert_eq!(again.redeliveries, 1);
+    // Expired, then the broker restarts: still the same lease.
+    let report = h.run(h.b().maintenance().pass_at(now + 600_000)).expect("pass");
+    assert_eq!(report.leases_expired, 1, "the joint lease expired as one");
+    h.restart();
+    let after = acquire(&h, true, 4, now + 600_001).expect("offered again after a restart");
+    assert_eq!(held(&after), held(&first));
+    commit(&h, &after, Vec::new());
+    let rest = acquire(&h, true, 4, now + 600_002).expect("the new record");
+    assert_eq!(held(&rest).len(), 1);
+}
+
+#[test]
+fn a_batch_is_never_joined_and_leaves_one_place_to_short_runs_while_they_flow() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    h.append_to(lane(0), "acme", "events", &records("a", 25));
+    h.append_to(lane(1), "globex", "events", &records("g", 1));
+    h.append_to(lane(3), "acme", "events", &records("b", 25));
+    // Capacity 2 (this exporter's limit): at most one place for batches
+    // while short runs flow.
+    let mut got = Vec::new();
+    for i in 0..2 {
+        got.push(acquire(&h, true, 2, now + i).expect("a lease"));
+    }
+    for l in &got {
+        let tenants: std::collections::BTreeSet<&str> = l.records.iter().map(|r| &*r.tenant).collect();
+        assert_eq!(tenants.len(), 1, "a batch rides with no short run: {:?}", held(l));
+    }
+    let short = got.iter().filter(|l| l.records.len() == 1).count();
+    assert_eq!(short, 1, "the short run went out beside one batch");
+    assert_eq!(acquire(&h, true, 2, now + 10), None, "the second batch waits: one place kept for short runs");
+    h.append_to(lane(2), "globex", "events", &records("h", 1));
+    let next = acquire(&h, true, 2, now + 20).expect("a short run is served in the kept place");
+    assert_eq!(held(&next).len(), 1);
+    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
+    let late = acquire(&h, true, 2, now + 20 + window).expect("no short run for a while: the batch goes");
+    assert_eq!(late.records.len(), 25);
+}
+
+#[test]
+fn a_poison_record_of_a_joint_lease_is_named_by_its_place() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    h.append_to(lane(0), "acme", "events", &records("a", 2));
+    h.append_to(lane(1), "globex", "events", &records("g", 2));
+    let lease = acquire(&h, true, 4, now).expect("a lease");
+    assert_eq!(held(&lease).len(), 4);
+    // Offset 0 is in both lanes: by offset alone it is ambiguous.
+    let by_offset = CommitRequest { dead_letters: vec![PoisonRecord { index: None, offset: 0, error: "x".into() }] };
+    assert!(h.run(h.b().deliveries().commit("d", &lease.id, by_offset)).is_err(), "refused");
+    commit(&h, &lease, vec![PoisonRecord { index: Some(2), offset: 0, error: "bad".into() }]);
+    let dead = h.b().deliveries().store().dead_letters("d", 10).expect("dead letters");
+    let got: Vec<(String, u64, String)> = dead.into_iter().map(|(_, r)| (r.lane, r.offset, r.error)).collect();
+    assert_eq!(got, [("normal/1".to_string(), 0, "bad".to_string())]);
+}
