@@ -211,6 +211,30 @@ fn a_v3_lease_carries_the_broker_id_and_each_redriven_records_lane() {
 }
 
 #[test]
+fn a_joint_lease_names_each_records_lane_and_its_offsets_increase_within_each_lane() {
+    let joint = |records: &[(Option<&str>, u64)]| {
+        let mut enc = Encoder::new(Version::V3, "b-42", records.len(), 16);
+        for &(lane, offset) in records {
+            enc.push_from(lane, offset, 1, "acme", "events", b"{}");
+        }
+        decode(Bytes::from(enc.finish(head("normal/joint", 0, 0))))
+    };
+    let ok = joint(&[(Some("normal/0"), 7), (Some("normal/0"), 9), (Some("normal/2"), 3)]).expect("decodes");
+    let lease = ok.lease.expect("a lease");
+    let lanes: Vec<&str> = lease.records.iter().map(|r| lease.lane_of(r)).collect();
+    assert_eq!(lanes, ["normal/0", "normal/0", "normal/2"], "offsets outside [0, 0) are the lanes' own");
+    let fault = |r: Result<Decoded, LeaseFormatError>| match r {
+        Err(LeaseFormatError::Record { index, fault }) => (index, fault),
+        other => panic!("refused, not {other:?}"),
+    };
+    assert_eq!(fault(joint(&[(Some("normal/0"), 7), (None, 8)])), (1, RecordFault::LaneIndex), "a lane each");
+    let back = [(Some("normal/0"), 7), (Some("normal/0"), 7)];
+    assert_eq!(fault(joint(&back)), (1, RecordFault::Offset), "offsets increase within a lane");
+    let again = [(Some("normal/0"), 7), (Some("normal/2"), 3), (Some("normal/0"), 9)];
+    assert_eq!(fault(joint(&again)), (2, RecordFault::Offset), "a lane's records are together");
+}
+
+#[test]
 fn a_v2_encoder_drops_what_v3_adds_and_an_old_decoder_layout_still_reads() {
     let mut enc = Encoder::new(Version::V2, "b-42", 1, 2);
     enc.push_from(Some("normal/0"), 10, 1, "acme", "events", b"{}");
