@@ -37,9 +37,9 @@ impl PartialEq<&str> for LeaseLane {
         match self {
             LeaseLane::Lane(l) => other.parse::<LaneId>().is_ok_and(|o| o == *l),
             LeaseLane::DeadLetters => *other == protocol::lease::DEAD_LETTERS_LANE,
-            LeaseLane::Joint(p) => other
-                .split_once('/')
-                .is_some_and(|(q, shard)| q == p.as_str() && shard == protocol::lease::JOINT_SHARD),
+            LeaseLane::Joint(p) => {
+                other.split_once('/').is_some_and(|(q, shard)| q == p.as_str() && shard == protocol::lease::JOINT_SHARD)
+            }
         }
     }
 }

@@ -38,8 +38,10 @@ impl ClientError {
     }
 }
 
-/// What an acquire accepts: v2, else v1 JSON (an older broker's only format).
-const ACCEPT_LEASE: &str = "application/vnd.weir.lease.v2, application/json;q=0.5";
+/// What an acquire accepts: v3 (the broker id and each re-driven or joint
+/// record's lane, which downstream ids cover), else v2 (a broker before
+/// v1.2), else v1 JSON (a broker before v2).
+const ACCEPT_LEASE: &str = "application/vnd.weir.lease.v3, application/vnd.weir.lease.v2;q=0.8, application/json;q=0.5";
 
 /// An error with its causes, `outer: inner: root` — reqwest's own text
 /// ("error sending request for url …") leaves out the one that says what
@@ -142,19 +144,20 @@ impl BrokerClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
-    /// Acquire a lease, asking for the binary v2 format; a broker from
-    /// before v2 answers v1 JSON, read by its content type.
     /// True once the broker answered an acquire: what `/readyz` reports.
     pub fn ready_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         std::sync::Arc::clone(&self.answered)
     }
 
+    /// Acquire a lease, asking for the binary v3 format; a broker from
+    /// before v1.2 answers v2, one from before v2 v1 JSON, each read by
+    /// its content type.
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<Decoded, ClientError> {
         let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)) + Duration::from_secs(10);
         let body = serde_json::to_value(req).unwrap_or_default();
         let (content_type, bytes) = self.post(&routes::leases(&self.dest), body, wait, ACCEPT_LEASE).await?;
         self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-        if content_type.as_deref().is_some_and(lease_binary::is_v2_media) {
+        if content_type.as_deref().is_some_and(lease_binary::is_binary_media) {
             return lease_binary::decode(bytes).map_err(|e| ClientError::BadAnswer(e.to_string()));
         }
         let v1: AcquireResponse = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))?;

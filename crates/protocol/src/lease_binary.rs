@@ -53,7 +53,7 @@ use std::sync::Arc;
 pub const CONTENT_TYPE: &str = "application/vnd.weir.lease.v2";
 
 /// The media type of a v3 answer.
-pub(crate) const CONTENT_TYPE_V3: &str = "application/vnd.weir.lease.v3";
+pub const CONTENT_TYPE_V3: &str = "application/vnd.weir.lease.v3";
 
 /// A binary lease format's version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +90,11 @@ pub(crate) fn media_version(value: &str) -> Option<Version> {
 /// Whether a media type names [`CONTENT_TYPE`] (v2).
 pub fn is_v2_media(value: &str) -> bool {
     media_version(value) == Some(Version::V2)
+}
+
+/// Whether a media type names a binary format (v2 or v3): [`decode`] reads both.
+pub fn is_binary_media(value: &str) -> bool {
+    media_version(value).is_some()
 }
 
 /// The newest binary format an `Accept` header's value accepts: a range
