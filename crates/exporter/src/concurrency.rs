@@ -254,6 +254,9 @@ impl Aimd {
     /// most one above it, so a cap that goes stale lets one more out.
     fn recap(&mut self, now_ms: u64) {
         self.cap = self.width.as_mut().map_or(usize::MAX, |w| w.cap(now_ms));
+        if let Some(w) = &self.width {
+            tracing::debug!(cap = self.cap, levels = %w.summary(), "width");
+        }
         if self.cap < usize::MAX {
             self.limit = self.limit.min(self.cap as f64 + 1.0).max(1.0);
         }

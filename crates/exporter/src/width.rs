@@ -14,9 +14,10 @@
 //! kept in the broker, it waits where the tenant share orders it.
 //!
 //! # How
-//! A delivery's **level** is the number of this exporter's deliveries out
-//! when it started, itself included (a delivery still committing to the
-//! broker counts, so the width learned errs wide). Per level, a decayed
+//! A delivery's **level** is the number of this exporter's deliveries at
+//! the sink when it started, itself included (one committing to the
+//! broker is not: it holds no place of the sink's, and counting it made
+//! level W+1 of a W-wide sink look calm whenever one of the W committed). Per level, a decayed
 //! mean and variance of the ratio of its round trip to its size class's
 //! baseline (the class's shortest recent round trip, `crate::concurrency`),
 //! each ratio clamped at [`RATIO_CLAMP`]. Level k is **crowded** when its
@@ -139,6 +140,12 @@ impl Width {
         s.mean += w * d;
         s.var = (1.0 - w) * (s.var + w * d * d);
         s.last_ms = Some(now_ms);
+    }
+
+    /// Each level seen: `k:samples/mean`, for a debug line.
+    pub fn summary(&self) -> String {
+        let seen = self.levels.iter().enumerate().filter(|(_, s)| s.samples > 0);
+        seen.map(|(i, s)| format!("{}:{}/{:.2}", i + 1, s.samples, s.mean)).collect::<Vec<_>>().join(" ")
     }
 
     /// Whether level k (index `i`, k = i + 1 >= 2) is crowded, against the

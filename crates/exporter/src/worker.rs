@@ -202,8 +202,8 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
                     release(&ctx, &lease.head.id, "exporter stopping").await;
                     break;
                 }
-                let level = ctx.gate.started();
-                let signal = handle_lease(&ctx, lease).await;
+                let (level, at_sink) = ctx.gate.started();
+                let signal = handle_lease(&ctx, lease, at_sink).await;
                 ctx.gate.leave(Some((level, signal)));
             }
             Ok(Decoded { idle, retry_after_ms, .. }) => {
@@ -241,7 +241,7 @@ async fn release(ctx: &Ctx, id: &str, why: &str) {
 }
 
 /// Deliver one lease and settle it; what it said about the sink's capacity.
-async fn handle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
+async fn handle_lease(ctx: &Ctx, lease: DecodedLease, at_sink: crate::gate::AtSink<'_>) -> Signal {
     let dest = ctx.opts.destination.as_str();
     let priority = priority_of(&lease.head.lane);
     let in_flight = ctx.metrics.in_flight.with_label_values(&[dest, priority]);
@@ -250,7 +250,7 @@ async fn handle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
     // Every line about this lease carries its destination and id (JSON
     // logs put them beside the line's own fields).
     let span = tracing::info_span!("lease", destination = dest, lease = %lease.head.id, lane = %lease.head.lane);
-    let signal = tracing::Instrument::instrument(settle_lease(ctx, lease), span).await;
+    let signal = tracing::Instrument::instrument(settle_lease(ctx, lease, at_sink), span).await;
     in_flight.dec();
     signal
 }
@@ -287,7 +287,7 @@ fn records_of(lease: DecodedLease) -> (LeaseHead, String, Vec<Record>, Vec<Poiso
     (lease.head, lease.broker_id, records, poison, lease.body)
 }
 
-async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
+async fn settle_lease(ctx: &Ctx, lease: DecodedLease, at_sink: crate::gate::AtSink<'_>) -> Signal {
     let dest = ctx.opts.destination.as_str();
     let (lease, broker_id, records, mut poison, body) = records_of(lease);
     let ts: Vec<u64> = records.iter().map(|r| r.ts_ms).collect();
@@ -313,6 +313,8 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease) -> Signal {
         out
     };
     let (outcome, ()) = tokio::join!(delivery, hb);
+    // The sink answered: this delivery no longer counts at its door.
+    drop(at_sink);
     let signal = match &outcome {
         Outcome::Delivered { .. } => {
             Signal::Done { rtt: started.elapsed(), records: u32::try_from(records.len()).unwrap_or(u32::MAX) }

@@ -215,7 +215,7 @@ impl Deliveries {
     /// first (the index's runs hold all of them, see `fair::index`), within
     /// `limits`; its tenant's ahead entry moves to its end.
     #[allow(clippy::too_many_arguments)]
-    fn tenant_lease(
+    pub(super) fn tenant_lease(
         &self,
         dest: &Destination,
         st: &mut DestState,

@@ -15,8 +15,9 @@
 //! - A lease of **short runs** holds no run of [`SOLO_RUN`] records or
 //!   more of one tenant ([`is_short`]). When an acquire's first lease is
 //!   short and the exporter takes joint leases (`AcquireRequest::joint`),
-//!   the other lanes of its priority add their floor's short runs
-//!   (`Fair::short_until`) within the lease's record budget. Each part is
+//!   the other lanes of its priority add their short runs
+//!   (`Fair::short_pick`: the floor's up to its first batch, or a small
+//!   tenant's waiting behind a batch) within the lease's record budget. Each part is
 //!   a lease of its own lane in every respect the cursor, retention,
 //!   rewind and sled see (`LiveLease::joint` names the joint lease, whose
 //!   id is its first member's); the exporter sees one lease, lane
@@ -54,7 +55,7 @@ use super::prefetch::Prefetch;
 use super::Deliveries;
 use crate::destination::{DestState, Destination, ExpiredRange};
 use crate::error::BrokerError;
-use crate::fair::SOLO_RUN;
+use crate::fair::{Pick, SOLO_RUN};
 use crate::leased::{Lease, LeaseLane, LeasedRecord};
 use wal::{LaneId, Priority};
 
@@ -162,8 +163,7 @@ impl Deliveries {
         Ok(out)
     }
 
-    /// A floor lease of `lane_id`'s short runs (up to its first batch of a
-    /// tenant's own), or none.
+    /// A lease of `lane_id`'s short runs (`Fair::short_pick`), or none.
     fn short_part(
         &self,
         dest: &Destination,
@@ -181,8 +181,8 @@ impl Deliveries {
         let Some(ll) = st.lanes.get(&lane_id) else {
             return Ok(None);
         };
-        let until = match dest.fair().short_until(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
-            Ok(Some(until)) => until,
+        let pick = match dest.fair().short_pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
+            Ok(Some(pick)) => pick,
             Ok(None) => return Ok(None),
             Err(e) => {
                 // Only joining waits: the lane's own leases read it in offset order.
@@ -190,8 +190,13 @@ impl Deliveries {
                 return Ok(None);
             }
         };
-        let end = lane.next_offset().min(until);
-        self.floor_lease(dest, st, (lane_id, end), limits, &mut None, (now, false))
+        match pick {
+            Pick::Floor { until } => {
+                let end = lane.next_offset().min(until);
+                self.floor_lease(dest, st, (lane_id, end), limits, &mut None, (now, false))
+            }
+            Pick::Tenant { waiting, .. } => self.tenant_lease(dest, st, lane_id, waiting, limits, now, false),
+        }
     }
 
     /// The range `first` (of `lane`, from `from`), given back as a joint

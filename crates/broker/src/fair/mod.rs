@@ -169,30 +169,39 @@ impl Fair {
         Ok(Pick::Tenant { waiting: head.clone(), until: next_other.unwrap_or(u64::MAX) })
     }
 
-    /// Where `lane`'s floor stops holding only short runs: the first
-    /// waiting run of [`SOLO_RUN`] records or more (of any tenant, among
-    /// each one's first runs), `u64::MAX` if none is known. `None` when
-    /// nothing waits or the floor's first waiting run is itself long. A
-    /// floor lease ending there is a joint lease's member
-    /// (`deliveries::joint`): it holds no tenant's batch of its own.
-    pub fn short_until(
+    /// A lease of `lane` that holds only short runs (no [`SOLO_RUN`]
+    /// records of one tenant in a row), for a joint lease
+    /// (`deliveries::joint`), or none: the floor up to the first waiting
+    /// run of a batch (among each tenant's first runs); when the floor's
+    /// first waiting run is itself a batch, the lowest-tag other tenant
+    /// whose first run is short, its records up to its own first batch.
+    pub fn short_pick(
         &mut self,
         lane: &Lane,
         ll: &LaneLeases,
         wants: &dyn Fn(&str, &str) -> bool,
-    ) -> wal::Result<Option<u64>> {
+    ) -> wal::Result<Option<Pick>> {
         let ix = self.lanes.entry(lane.id()).or_default();
         ix.sync(lane, ll, wants, SCAN_BUDGET)?;
         let waiting = ix.waiting(ll);
+        let long = |r: &(u64, u64)| r.1 - r.0 >= SOLO_RUN;
+        let first_batch = |w: &Waiting| w.runs.iter().take(RUNS_LOOKED_AT).find(|r| long(r)).map(|r| r.0);
         let Some(head) = waiting.iter().filter_map(|w| w.runs.first()).map(|r| r.0).min() else {
             return Ok(None);
         };
-        let until = waiting
+        let until = waiting.iter().filter_map(first_batch).min().unwrap_or(u64::MAX);
+        if until > head {
+            return Ok(Some(Pick::Floor { until }));
+        }
+        let p = lane.id().priority;
+        let lowest = waiting
             .iter()
-            .filter_map(|w| w.runs.iter().take(RUNS_LOOKED_AT).find(|r| r.1 - r.0 >= SOLO_RUN).map(|r| r.0))
-            .min()
-            .unwrap_or(u64::MAX);
-        Ok((until > head).then_some(until))
+            .filter(|w| w.runs.first().is_some_and(|r| !long(r)))
+            .min_by(|a, b| self.share.tag(p, &a.tenant).total_cmp(&self.share.tag(p, &b.tenant)));
+        Ok(lowest.map(|w| {
+            let until = first_batch(w).unwrap_or(u64::MAX);
+            Pick::Tenant { waiting: w.clone().below(until), until: u64::MAX }
+        }))
     }
 
     /// Forget what the index knows of `lane` (a rewind moved its floor
