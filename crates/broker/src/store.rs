@@ -496,4 +496,43 @@ mod tests {
         assert_eq!(store.flags("d").unwrap(), gone);
         assert_eq!(store.flags("other").unwrap(), DestFlags::default());
     }
+
+    /// Lease records of each earlier layout still read: v1 as a floor
+    /// lease with no skips, v2 (before joint leases) as a lease of its own;
+    /// the current layout keeps its joint lease.
+    #[test]
+    fn lease_records_of_every_layout_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v1 = LeaseRecordV1 {
+            id: "0-1-a".into(),
+            lane: "normal/0".into(),
+            from: 1,
+            to: 5,
+            expires_at_ms: 9,
+            expired: true,
+            probe: false,
+            redeliveries: 2,
+        };
+        let v2 = LeaseRecordV2 {
+            id: "0-2-b".into(),
+            lane: "normal/1".into(),
+            from: 3,
+            to: 7,
+            expires_at_ms: 9,
+            expired: false,
+            probe: false,
+            redeliveries: 0,
+            tenant: Some("acme".into()),
+            skips: Vec::new(),
+        };
+        let v3 = LeaseRecord { id: "0-3-c".into(), joint: Some("0-3-c".into()), ..LeaseRecord::from(v2.clone()) };
+        store.leases.insert(key("d", b"0-1-a"), enc(&v1).unwrap()).unwrap();
+        store.leases.insert(key("d", b"0-2-b"), enc(&v2).unwrap()).unwrap();
+        store.leases.insert(key("d", b"0-3-c"), enc(&v3).unwrap()).unwrap();
+        let mut got = store.leases("d").unwrap();
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(got, [LeaseRecord::from(v1), LeaseRecord::from(v2), v3]);
+        assert_eq!(got[1].joint, None, "a v2 record is a lease of its own");
+    }
 }
