@@ -17,7 +17,7 @@ use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::capacity::Capacity;
 use crate::deliveries::pending::LanePending;
 use crate::fair::Cover;
-use crate::store::LeaseRecord;
+use crate::store::{JointPart, LeaseRecord};
 use config::{DestinationConfig, DestinationId, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,9 +82,9 @@ pub struct ExpiredRange {
     pub expired_at_ms: u64,
     /// Which records of the range it holds.
     pub cover: Cover,
-    /// The joint lease it was a member of: offered again together with the
-    /// other ranges of that joint, so with the same records in one lease.
-    pub joint: Option<String>,
+    /// The joint lease it was a part of: offered again together with the
+    /// other ranges of that joint lease, so with the same records in one lease.
+    pub joint: Option<JointPart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +112,10 @@ pub struct LiveLease {
     /// (ingest time, records) of each run of records stored together, for
     /// `weir_delivery_latency_seconds` at the commit (empty after a restart).
     pub ingested: Vec<(u64, u32)>,
-    /// The joint lease it is a member of (`deliveries::joint`): the id the
-    /// exporter names, the first member's own. `None`: a lease of its own.
-    pub joint: Option<String>,
+    /// The joint lease it is a part of (`deliveries::joint`): the id the
+    /// exporter names (the first part's own) and its records' place in
+    /// what was sent. `None`: a lease of its own.
+    pub joint: Option<JointPart>,
     /// It holds a tenant's batch of its own (a run of `fair::SOLO_RUN`
     /// records or more): while short runs are being served, such leases
     /// leave one place of the destination to them (`deliveries::joint`).
@@ -131,10 +132,9 @@ impl LiveLease {
         }
     }
 
-    /// Whether it is what an exporter holds: a lease of its own or a joint
-    /// lease's first member (whose id the joint lease carries).
-    pub fn is_delivery(&self) -> bool {
-        self.joint.as_ref().is_none_or(|j| *j == self.id)
+    /// The id the exporter holds it by: its own, or its joint lease's.
+    pub fn held_as(&self) -> &str {
+        self.joint.as_ref().map_or(self.id.as_str(), |j| j.id.as_str())
     }
 }
 
@@ -159,16 +159,27 @@ pub struct DestState {
     pub shard_turn: [u64; 3],
     /// What this destination's sink costs, from recent deliveries.
     pub cost: crate::sizing::CostModel,
-    /// When a lease of short runs was last handed out (ms; 0: never): for
+    /// When a lease of short runs was last handed out (ms): for
     /// [`crate::deliveries::joint`]'s reservation of one place.
-    pub last_short_ms: u64,
+    pub last_short_ms: Option<u64>,
 }
 
 impl DestState {
-    /// What the exporters hold: leases of their own and joint leases
-    /// (each counted once), per `max_in_flight` and the priorities' share.
-    pub fn deliveries_out(&self) -> impl Iterator<Item = &LiveLease> {
-        self.leases.values().filter(|l| l.is_delivery())
+    /// What the exporters hold, one lease each: a lease of its own, or a
+    /// joint lease's part of the lowest lane still out (its first part may
+    /// have been cancelled) — per `max_in_flight` and the priorities' share.
+    pub fn deliveries_out(&self) -> Vec<&LiveLease> {
+        let mut held: HashMap<&str, &LiveLease> = HashMap::new();
+        for l in self.leases.values() {
+            held.entry(l.held_as())
+                .and_modify(|r| {
+                    if (l.lane(), &l.id) < (r.lane(), &r.id) {
+                        *r = l;
+                    }
+                })
+                .or_insert(l);
+        }
+        held.into_values().collect()
     }
 
     /// The members of the lease an exporter names `id`, in lane order: a
@@ -178,7 +189,7 @@ impl DestState {
         let mut joint: Vec<(wal::LaneId, String)> = self
             .leases
             .values()
-            .filter(|l| l.joint.as_deref() == Some(id))
+            .filter(|l| l.joint.as_ref().is_some_and(|j| j.id == id))
             .filter_map(|l| match l.source {
                 LeaseSource::Lane(lane) => Some((lane, l.id.clone())),
                 LeaseSource::DeadLetters(_) => None,

@@ -86,14 +86,18 @@ pub struct Acquired {
     pub lease: Option<Lease>,
     pub idle: Option<IdleReason>,
     pub retry_after_ms: u64,
+    /// Nothing now, but look again at this time (ms) even if nothing is
+    /// appended: data waits that the place kept for short runs held back
+    /// (`deliveries::joint`). Not on the wire: the long-poll's own business.
+    pub recheck_at_ms: Option<u64>,
 }
 
 impl Acquired {
     pub fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
-        Acquired { lease: None, idle: Some(reason), retry_after_ms }
+        Acquired { lease: None, idle: Some(reason), retry_after_ms, recheck_at_ms: None }
     }
 
     pub fn lease(lease: Lease) -> Acquired {
-        Acquired { lease: Some(lease), idle: None, retry_after_ms: 0 }
+        Acquired { lease: Some(lease), idle: None, retry_after_ms: 0, recheck_at_ms: None }
     }
 }

@@ -102,8 +102,20 @@ pub struct LeaseRecord {
     /// A floor lease's skips: each tenant's records below the offset are
     /// not the lease's (`fair::Cover::Floor`).
     pub skips: Vec<(String, u64)>,
-    /// The joint lease it is (or was) a member of (`deliveries::joint`).
-    pub joint: Option<String>,
+    /// The joint lease it is (or was) a part of (`deliveries::joint`).
+    pub joint: Option<JointPart>,
+}
+
+/// A lease's place in the joint lease it is a part of: the joint lease's
+/// id (its first part's own), and where its records sat in what the
+/// exporter was sent (a commit names poison records by that place).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JointPart {
+    pub id: String,
+    /// The place of its first record in the joint lease as sent.
+    pub first: u32,
+    /// The records the joint lease was sent with, all parts together.
+    pub sent: u32,
 }
 
 /// A lease record as brokers before joint leases wrote it.
@@ -526,7 +538,8 @@ mod tests {
             tenant: Some("acme".into()),
             skips: Vec::new(),
         };
-        let v3 = LeaseRecord { id: "0-3-c".into(), joint: Some("0-3-c".into()), ..LeaseRecord::from(v2.clone()) };
+        let part = JointPart { id: "0-3-c".into(), first: 0, sent: 4 };
+        let v3 = LeaseRecord { id: "0-3-c".into(), joint: Some(part), ..LeaseRecord::from(v2.clone()) };
         store.leases.insert(key("d", b"0-1-a"), enc(&v1).unwrap()).unwrap();
         store.leases.insert(key("d", b"0-2-b"), enc(&v2).unwrap()).unwrap();
         store.leases.insert(key("d", b"0-3-c"), enc(&v3).unwrap()).unwrap();

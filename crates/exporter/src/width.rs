@@ -32,6 +32,21 @@
 //!   adds under half its worth (12 % slower a level: at 7; 1 % a level:
 //!   never within 64).
 //!
+//! - or its round trips **spread**: their variance is over [`SPREAD_JUMP`]
+//!   times the calm levels' (lower median, at least [`VAR_FLOOR`]) and its
+//!   mean is above the calm ratio by two standard errors (the jump in
+//!   spread is the evidence; the mean only says which way). A delivery's
+//!   round trip also holds time outside the sink's places (the client, the
+//!   receiver's parsing): at level W+1 of a W-wide sink only those that
+//!   arrive while all W places are held wait, so the mean rises a few
+//!   percent, under [`CROWDED_EXCESS`], and Little's law says the level
+//!   adds throughput — but the ones that wait, wait up to a round trip,
+//!   queued in arrival order (`benches/incident.py` `flood_part`: levels
+//!   1-4 at 1.01 ± 0.01, level 5 at 1.10 ± 0.12; the limit stayed at 5 and
+//!   the sink's queue reached 15 ms at p99). A sink that slows alike for
+//!   every delivery, and one whose jitter is the same at every level,
+//!   shows no such jump.
+//!
 //! At a W-wide sink no delivery at a level up to W waits (at most W are
 //! out), and one at W+1 waits about 1/(W+1) of a round trip for the first
 //! of the W to finish, while the sink serves no more: the lowest crowded
@@ -61,6 +76,13 @@
 //!
 //! Pure: the clock is an argument.
 
+/// The calm levels' lower medians a level is judged against.
+#[derive(Debug, Clone, Copy)]
+struct Calm {
+    mean: f64,
+    var: f64,
+}
+
 /// A delivery's place among those out when it started (1: it was alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Level(pub usize);
@@ -74,6 +96,12 @@ pub const CROWDED_EXCESS: f64 = 0.15;
 /// A level adding less than this share of one more free place's
 /// throughput (k/(k-1)) adds little.
 pub const GAIN_SHARE: f64 = 0.5;
+/// A level whose round trips' variance is this many times the calm
+/// levels' (and significantly slower on average) had some of them wait.
+pub const SPREAD_JUMP: f64 = 4.0;
+/// The least variance a calm level is taken to have (a standard deviation
+/// of 5 %): a near-constant sink's levels are not told apart by noise.
+pub const VAR_FLOOR: f64 = 0.0025;
 /// Ratios are clamped here before they are averaged.
 pub const RATIO_CLAMP: f64 = 2.0;
 /// A level not seen for this long (ms) is stale.
@@ -145,30 +173,38 @@ impl Width {
     /// Each level seen: `k:samples/mean`, for a debug line.
     pub fn summary(&self) -> String {
         let seen = self.levels.iter().enumerate().filter(|(_, s)| s.samples > 0);
-        seen.map(|(i, s)| format!("{}:{}/{:.2}", i + 1, s.samples, s.mean)).collect::<Vec<_>>().join(" ")
+        seen.map(|(i, s)| format!("{}:{}/{:.2}±{:.2}", i + 1, s.samples, s.mean, s.var.sqrt()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Whether level k (index `i`, k = i + 1 >= 2) is crowded, against the
-    /// median `calm` of the judged levels below it.
-    fn crowded(&self, i: usize, calm: f64, now_ms: u64) -> bool {
+    /// lower medians `calm` of the judged levels below it (their means and
+    /// variances): it waited and adds little, or its round trips spread
+    /// where the calm levels' did not.
+    fn crowded(&self, i: usize, calm: Calm, now_ms: u64) -> bool {
         let (below, at, k) = (self.levels[i - 1], self.levels[i], (i + 1) as f64);
-        let waited = at.mean > calm + CROWDED_EXCESS.max(3.0 * at.error());
+        let waited = at.mean > calm.mean + CROWDED_EXCESS.max(3.0 * at.error());
         let gain = (k * below.mean) / ((k - 1.0) * at.mean);
-        below.judged(now_ms) && waited && gain - 1.0 < GAIN_SHARE / (k - 1.0)
+        let little = waited && gain - 1.0 < GAIN_SHARE / (k - 1.0);
+        let spread = at.var > SPREAD_JUMP * calm.var.max(VAR_FLOOR) && at.mean > calm.mean + 2.0 * at.error();
+        below.judged(now_ms) && (little || spread)
     }
 
     /// The most deliveries the sink is seen to serve at once, judged at
     /// `now_ms` (`usize::MAX`: no crowded level seen).
     pub fn cap(&mut self, now_ms: u64) -> usize {
-        let mut calm_levels: Vec<f64> = Vec::with_capacity(self.levels.len());
+        let mut calm_means: Vec<f64> = Vec::with_capacity(self.levels.len());
+        let mut calm_vars: Vec<f64> = Vec::with_capacity(self.levels.len());
         for i in 1..self.levels.len() {
-            if self.levels[i - 1].judged(now_ms) {
-                let m = self.levels[i - 1].mean;
-                let at = calm_levels.partition_point(|&x| x < m);
-                calm_levels.insert(at, m);
+            let below = self.levels[i - 1];
+            if below.judged(now_ms) {
+                calm_means.insert(calm_means.partition_point(|&x| x < below.mean), below.mean);
+                calm_vars.insert(calm_vars.partition_point(|&x| x < below.var), below.var);
             }
-            // The lower median: of two levels, the calmer.
-            let calm = calm_levels.get(calm_levels.len().saturating_sub(1) / 2).copied();
+            // The lower medians: of two levels, the calmer.
+            let mid = calm_means.len().saturating_sub(1) / 2;
+            let calm = calm_means.get(mid).zip(calm_vars.get(mid)).map(|(&mean, &var)| Calm { mean, var });
             let at = self.levels[i];
             // A verdict needs level k-1 judged (and so a calm ratio).
             let can_judge = calm.is_some() && self.levels[i - 1].judged(now_ms);
@@ -227,6 +263,32 @@ mod tests {
             feed(&mut w, level, 1.05 + (level - 16) as f64 / 17.0, 20, 1);
         }
         assert!((16..=19).contains(&w.cap(1)), "{}", w.cap(1));
+    }
+
+    #[test]
+    fn a_pool_whose_round_trips_hold_time_outside_it_is_found_by_the_spread_of_the_level_past_it() {
+        // 4 places; a round trip spends ~15 % outside them, so at level 5
+        // one delivery in five waits (up to a round trip), the rest none:
+        // a mean of ~1.09, under CROWDED_EXCESS, with the gain of a place.
+        let mut seed = 11u64;
+        let mut w = Width::new(64);
+        for level in 1..=4 {
+            feed_noisy(&mut w, level, 1.01, 0.02, 40, 1, &mut seed);
+        }
+        for n in 0..40 {
+            let waited = if n % 5 == 0 { 1.45 } else { 1.0 };
+            w.observe(Level(5), waited, 1);
+        }
+        let at5 = w.levels[4];
+        assert!(at5.mean < 1.01 + CROWDED_EXCESS, "the mean alone says calm: {}", at5.mean);
+        assert_eq!(w.cap(1), 4, "the spread of level 5 marks it");
+        // The same mean without the spread (every delivery a little slower): calm.
+        let mut w = Width::new(64);
+        for level in 1..=4 {
+            feed_noisy(&mut w, level, 1.01, 0.02, 40, 1, &mut seed);
+        }
+        feed_noisy(&mut w, 5, 1.09, 0.02, 40, 1, &mut seed);
+        assert_eq!(w.cap(1), usize::MAX);
     }
 
     #[test]

@@ -309,16 +309,16 @@ async fn settle_lease(ctx: &Ctx, lease: DecodedLease, at_sink: crate::gate::AtSi
     let started = std::time::Instant::now();
     let delivery = async {
         let out = deliverer.deliver(&records).await;
+        // The sink answered: this delivery no longer counts at its door
+        // (a heartbeat still in flight is not the sink's).
+        drop(at_sink);
+        let rtt = started.elapsed();
         let _ = hb_stop_tx.send(true);
-        out
+        (out, rtt)
     };
-    let (outcome, ()) = tokio::join!(delivery, hb);
-    // The sink answered: this delivery no longer counts at its door.
-    drop(at_sink);
+    let ((outcome, rtt), ()) = tokio::join!(delivery, hb);
     let signal = match &outcome {
-        Outcome::Delivered { .. } => {
-            Signal::Done { rtt: started.elapsed(), records: u32::try_from(records.len()).unwrap_or(u32::MAX) }
-        }
+        Outcome::Delivered { .. } => Signal::Done { rtt, records: u32::try_from(records.len()).unwrap_or(u32::MAX) },
         Outcome::Retry { overload: true, .. } => Signal::Overload,
         Outcome::Retry { .. } | Outcome::Gone { .. } => Signal::Other,
     };

@@ -36,7 +36,7 @@ impl Deliveries {
             lag_records: dest.lag_records.load(Ordering::Relaxed),
             lag_bytes: dest.lag_bytes.load(Ordering::Relaxed),
             oldest_pending_age_ms: dest.oldest_pending_age_ms.load(Ordering::Relaxed),
-            leases_in_flight: st.deliveries_out().count() as u64,
+            leases_in_flight: st.deliveries_out().len() as u64,
             dead_letter_records: dest.dead_letters.load(Ordering::Relaxed),
             breaker: BreakerView {
                 state: st.breaker.state.as_str().to_string(),

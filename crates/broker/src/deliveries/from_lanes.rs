@@ -101,7 +101,11 @@ impl Deliveries {
                 }
                 let cover = range.cover.above(from);
                 if range.joint.is_some() {
-                    return self.offer_joint_again(dest, st, (lane_id, from, range), pre, (now, probe));
+                    // Its parts are taken out of waiting either way: look again.
+                    return match self.offer_joint_again(dest, st, (lane_id, from, range), pre, (now, probe))? {
+                        Some(lease) => Ok(Some(lease)),
+                        None => self.offer_again(dest, st, plan, pre, now, probe),
+                    };
                 }
                 let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
                 if records.is_empty() {

@@ -35,8 +35,11 @@
 //! - Given back (failed, released, expired), each member's range waits
 //!   with its joint's id (`ExpiredRange::joint`, in sled), and the first
 //!   offered again brings the others: the same records, in the same order,
-//!   so the same downstream id. A range cut by retention or drop-oldest is
-//!   offered again on its own (other records, another id).
+//!   so the same downstream id. A range cut by retention or drop-oldest
+//!   comes back with the others, less what was cut (other records, another
+//!   id). A member voided by a rewind leaves the rest held; a commit names
+//!   poison records by their place as sent (`JointPart`), a place in a
+//!   voided member ignored.
 //!
 //! # Invariants
 //! - Members of one joint lease are of one priority and distinct lanes.
@@ -57,6 +60,7 @@ use crate::destination::{DestState, Destination, ExpiredRange};
 use crate::error::BrokerError;
 use crate::fair::{Pick, SOLO_RUN};
 use crate::leased::{Lease, LeaseLane, LeasedRecord};
+use crate::store::JointPart;
 use wal::{LaneId, Priority};
 
 /// How long after the last short lease one place stays kept for short runs.
@@ -82,8 +86,9 @@ impl Deliveries {
     /// lease went out in the last [`RESERVE_WINDOW_MS`] and the leases
     /// holding batches fill all but one of `capacity`.
     pub(super) fn reserving(st: &DestState, capacity: u32, now: u64) -> bool {
-        let bulk = st.deliveries_out().filter(|l| l.bulk).count();
-        capacity >= 2 && now.saturating_sub(st.last_short_ms) < RESERVE_WINDOW_MS && bulk + 1 >= capacity as usize
+        let bulk = st.deliveries_out().into_iter().filter(|l| l.bulk).count();
+        let flowing = st.last_short_ms.is_some_and(|t| now.saturating_sub(t) < RESERVE_WINDOW_MS);
+        capacity >= 2 && flowing && bulk + 1 >= capacity as usize
     }
 
     /// `first`, just handed out from the plan's lane: a short lease grows
@@ -104,12 +109,12 @@ impl Deliveries {
             }
             return Ok(lease);
         }
-        st.last_short_ms = now;
+        st.last_short_ms = Some(now);
         let left = (budget.saturating_sub(lease.records.len()), bytes.saturating_sub(payload_bytes(&lease.records)));
         let others: Vec<LaneId> =
             plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane).collect();
         let mut members = vec![(lane, lease)];
-        members.extend(self.short_parts(dest, st, &others, left, now)?);
+        members.extend(self.short_parts(dest, st, &others, left, now));
         Ok(compose(dest, st, members))
     }
 
@@ -122,24 +127,28 @@ impl Deliveries {
         plan: &[(LaneId, (usize, usize))],
         now: u64,
     ) -> Result<Option<Lease>, BrokerError> {
-        for p in Priority::ALL {
-            let Some(&(_, limits)) = plan.iter().find(|(l, _)| l.priority == p) else {
+        // The priorities in the plan's order (the share between them).
+        let mut seen: Vec<Priority> = Vec::with_capacity(3);
+        for &(lane, limits) in plan {
+            if seen.contains(&lane.priority) {
                 continue;
-            };
-            let lanes: Vec<LaneId> = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == p).collect();
-            let members = self.short_parts(dest, st, &lanes, limits, now)?;
+            }
+            seen.push(lane.priority);
+            let lanes: Vec<LaneId> = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority).collect();
+            let members = self.short_parts(dest, st, &lanes, limits, now);
             if members.is_empty() {
                 continue;
             }
-            st.last_short_ms = now;
+            st.last_short_ms = Some(now);
             return Ok(Some(compose(dest, st, members)));
         }
         Ok(None)
     }
 
-    /// Each of `lanes`' floor's short runs as a floor lease, within `left`
+    /// Each of `lanes`' short runs as a lease of its lane, within `left`
     /// (records, bytes) altogether; charged to their tenants, not to the
-    /// priority (the joint lease is one delivery).
+    /// priority (the joint lease is one delivery). A lane that cannot be
+    /// read is left out (its own leases report it): it holds back no other.
     fn short_parts(
         &self,
         dest: &Destination,
@@ -147,20 +156,25 @@ impl Deliveries {
         lanes: &[LaneId],
         mut left: (usize, usize),
         now: u64,
-    ) -> Result<Vec<(LaneId, Lease)>, BrokerError> {
+    ) -> Vec<(LaneId, Lease)> {
         let mut out = Vec::new();
         for &lane_id in lanes {
             if left.0 == 0 || left.1 == 0 {
                 break;
             }
-            let Some(lease) = self.short_part(dest, st, lane_id, left, now)? else {
-                continue;
+            let lease = match self.short_part(dest, st, lane_id, left, now) {
+                Ok(Some(lease)) => lease,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "joint lease: lane left out");
+                    continue;
+                }
             };
             left = (left.0.saturating_sub(lease.records.len()), left.1.saturating_sub(payload_bytes(&lease.records)));
             self.charge_tenants(dest, lane_id.priority, &lease.records);
             out.push((lane_id, lease));
         }
-        Ok(out)
+        out
     }
 
     /// A lease of `lane_id`'s short runs (`Fair::short_pick`), or none.
@@ -195,7 +209,11 @@ impl Deliveries {
                 let end = lane.next_offset().min(until);
                 self.floor_lease(dest, st, (lane_id, end), limits, &mut None, (now, false))
             }
-            Pick::Tenant { waiting, .. } => self.tenant_lease(dest, st, lane_id, waiting, limits, now, false),
+            // One tenant's records in a row: fewer than a batch of its own.
+            Pick::Tenant { waiting, .. } => {
+                let limits = (limits.0.min(SOLO_RUN as usize - 1), limits.1);
+                self.tenant_lease(dest, st, lane_id, waiting, limits, now, false)
+            }
         }
     }
 
@@ -209,10 +227,15 @@ impl Deliveries {
         pre: &mut Option<Prefetch>,
         (now, probe): (u64, bool),
     ) -> Result<Option<Lease>, BrokerError> {
-        let joint = first.2.joint.clone();
+        let joint = first.2.joint.as_ref().map(|j| j.id.clone());
         let mut ranges = vec![first];
         for (&lane, ll) in st.lanes.iter_mut() {
-            let keys: Vec<_> = ll.expired.iter().filter(|(_, r)| r.joint == joint).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<_> = ll
+                .expired
+                .iter()
+                .filter(|(_, r)| r.joint.as_ref().map(|j| &j.id) == joint.as_ref())
+                .map(|(k, _)| k.clone())
+                .collect();
             for key in keys {
                 if let Some(r) = ll.expired.remove(&key) {
                     ranges.push((lane, key.0, r));
@@ -233,7 +256,9 @@ impl Deliveries {
                 continue;
             }
             let span = Span { lane: lane_id, from, to: range.to, redeliveries: range.redeliveries, cover };
-            let lease = self.start_lease(dest, st, span, records, now, probe && members.is_empty());
+            // A probe's parts are each the probe: whichever ends first (a
+            // cancellation too) settles the breaker, as one lease would.
+            let lease = self.start_lease(dest, st, span, records, now, probe);
             members.push((lane_id, lease));
         }
         if members.is_empty() {
@@ -261,10 +286,12 @@ fn compose(dest: &Destination, st: &mut DestState, mut members: Vec<(LaneId, Lea
     let priority = members.first().map_or(Priority::Normal, |(lane, _)| lane.priority);
     assert!(members.iter().all(|(l, _)| l.priority == priority), "a joint lease's members share a priority");
     let id = members.first().map(|(_, l)| l.id.clone()).unwrap_or_default();
+    let sent = u32::try_from(members.iter().map(|(_, l)| l.records.len()).sum::<usize>()).unwrap_or(u32::MAX);
     let (mut records, mut redeliveries, mut probe) = (Vec::new(), 0, false);
     for (lane, lease) in members {
+        let first = u32::try_from(records.len()).unwrap_or(u32::MAX);
         if let Some(live) = st.leases.get_mut(&lease.id) {
-            live.joint = Some(id.clone());
+            live.joint = Some(JointPart { id: id.clone(), first, sent });
         }
         redeliveries = redeliveries.max(lease.redeliveries);
         probe |= lease.probe;

@@ -58,8 +58,13 @@ impl Deliveries {
             if resp.lease.is_some() || resp.idle != Some(IdleReason::Empty) || now >= deadline || stopping {
                 return Ok(resp);
             }
+            // Held back by the place kept for short runs: look again when it lapses.
+            let until = resp
+                .recheck_at_ms
+                .map_or(deadline, |at| deadline.min(now + Duration::from_millis(at.saturating_sub(now_ms()))));
             let any = futures_select_any(notified);
-            if tokio::time::timeout(deadline - now, any).await.is_err() || self.shutdown.has_begun() {
+            let timed_out = tokio::time::timeout(until - now, any).await.is_err();
+            if (timed_out && until >= deadline) || self.shutdown.has_begun() {
                 return Ok(idle(IdleReason::Empty, 0));
             }
         }
@@ -110,7 +115,7 @@ impl Deliveries {
         if now < st.not_before_ms {
             return Ok(idle(IdleReason::Backoff, st.not_before_ms - now));
         }
-        if st.deliveries_out().count() >= dest.cfg.max_in_flight as usize {
+        if st.deliveries_out().len() >= dest.cfg.max_in_flight as usize {
             return Ok(idle(IdleReason::MaxInFlight, 200));
         }
         let (next_breaker, admission) = st.breaker.admit(now, dest.policy);
@@ -132,7 +137,11 @@ impl Deliveries {
             Ok(lease)
         })?;
         let Some(lease) = lease else {
-            return Ok(idle(IdleReason::Empty, 0));
+            let mut empty = idle(IdleReason::Empty, 0);
+            if req.joint && Self::reserving(&st, dest.capacity(now), now) {
+                empty.recheck_at_ms = st.last_short_ms.map(|t| t + super::joint::RESERVE_WINDOW_MS);
+            }
+            return Ok(empty);
         };
         if probe {
             tracing::info!(destination = %dest.name, "breaker half-open: probe lease handed out");
@@ -320,11 +329,12 @@ impl Deliveries {
     }
 
     /// Dead-letter records for the records an exporter named in the lease
-    /// it holds (`members`: one lease, or a joint lease's members in lane
-    /// order, whose records it received one member after another). A
-    /// joint lease's records are named by place only (its offsets repeat
-    /// across lanes); refused, changing nothing, when a name is not a
-    /// record of the lease.
+    /// it holds (`members`: a lease of its own, or a joint lease's parts
+    /// still out). A joint lease's records are named by their place in what
+    /// it was sent (`JointPart`), by place only (its offsets repeat across
+    /// lanes); a place in a part cancelled since (retention, drop-oldest,
+    /// rewind: those records were skipped) is ignored. Refused, changing
+    /// nothing, when a name is not a record of the lease.
     fn dead_letters_named(
         &self,
         dest: &Destination,
@@ -335,11 +345,19 @@ impl Deliveries {
         let [first, ..] = members else {
             return Ok(Vec::new());
         };
-        if members.len() == 1 || poison.is_empty() {
+        let Some(sent) = first.joint.as_ref().map(|j| j.sent as usize) else {
             return self.dead_letter_records(dest, first, poison, now);
+        };
+        let refuse = |named| BrokerError::NotInLease { named, lease: first.held_as().to_string(), from: 0, to: 0 };
+        if let Some(p) = poison.iter().find(|p| p.index.is_none_or(|i| i as usize >= sent)) {
+            return Err(refuse(match p.index {
+                Some(i) => NamedRecord::Place { index: u64::from(i) },
+                None => NamedRecord::Offset { offset: p.offset },
+            }));
         }
-        let (mut out, mut base) = (Vec::new(), 0usize);
+        let mut out = Vec::new();
         for m in members {
+            let base = m.joint.as_ref().map_or(0, |j| j.first as usize);
             let candidates = self.dead_letter_candidates(dest, m, now)?;
             let held = base..base + candidates.len();
             let mine: Vec<PoisonRecord> = poison
@@ -349,17 +367,9 @@ impl Deliveries {
                     held.contains(&i).then(|| PoisonRecord { index: Some((i - base) as u32), ..p.clone() })
                 })
                 .collect();
-            base = held.end;
             if !mine.is_empty() {
                 out.extend(super::named::pick_named(m, candidates, &mine, now)?);
             }
-        }
-        if let Some(p) = poison.iter().find(|p| p.index.is_none_or(|i| i as usize >= base)) {
-            let named = match p.index {
-                Some(i) => NamedRecord::Place { index: u64::from(i) },
-                None => NamedRecord::Offset { offset: p.offset },
-            };
-            return Err(BrokerError::NotInLease { named, lease: first.id.clone(), from: first.from, to: first.to });
         }
         Ok(out)
     }
@@ -484,12 +494,8 @@ impl Deliveries {
         let mut st = dest.state();
         // What exporters hold: a joint lease's members expire together,
         // as one delivery (the breaker hears of it once).
-        let mut expired: Vec<String> = st
-            .leases
-            .values()
-            .filter(|l| l.expires_at_ms <= now)
-            .map(|l| l.joint.clone().unwrap_or_else(|| l.id.clone()))
-            .collect();
+        let mut expired: Vec<String> =
+            st.leases.values().filter(|l| l.expires_at_ms <= now).map(|l| l.held_as().to_string()).collect();
         if expired.is_empty() {
             return Ok(0);
         }

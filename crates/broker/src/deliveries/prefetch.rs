@@ -59,8 +59,7 @@ impl Deliveries {
     /// make it when the tenant share leaves the floor going on (a tenant
     /// lease reads its own runs, under the lock).
     fn first_read(&self, dest: &Destination, st: &DestState, limits: (usize, usize), now: u64) -> Option<FirstRead> {
-        let idle =
-            st.paused || now < st.not_before_ms || st.deliveries_out().count() >= dest.cfg.max_in_flight as usize;
+        let idle = st.paused || now < st.not_before_ms || st.deliveries_out().len() >= dest.cfg.max_in_flight as usize;
         if idle || !st.redrive.is_empty() || matches!(st.breaker.admit(now, dest.policy).1, Admission::Deny { .. }) {
             return None;
         }

@@ -18,7 +18,7 @@ use crate::breaker::{BreakerState, LeaseEnd};
 use crate::destination::{DestState, Destination, ExpiredRange, LaneLeases, LeaseSource, LiveLease, RangeKey};
 use crate::error::BrokerError;
 use crate::fair::Cover;
-use crate::store::{Changes, Frontier, LeaseRecord, Store, StoreError};
+use crate::store::{Changes, Frontier, JointPart, LeaseRecord, Store, StoreError};
 use config::{DestinationId, StartAt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -201,7 +201,7 @@ pub(crate) fn skip_to(
     for id in void {
         let l = end_lease(dest, st, &id, LeaseEnd::Cancelled, now)?;
         if l.to > to {
-            tails.push((l.to, l.redeliveries, l.cover.above(to)));
+            tails.push((l.to, l.redeliveries, l.cover.above(to), l.joint));
         }
     }
     let tail_ids: Vec<String> = tails.iter().map(|_| st.next_lease_id(dest.id)).collect();
@@ -219,10 +219,10 @@ pub(crate) fn skip_to(
     }
     // The ranges of one cover are disjoint, so at most one tail per cover
     // (the floor's, each tenant's) reaches past `to`.
-    for ((end, redeliveries, cover), record_id) in tails.into_iter().zip(tail_ids) {
-        // A tail is a new range: no longer its joint lease's (whose other
-        // members are offered again without it).
-        let range = ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now, cover, joint: None };
+    for ((end, redeliveries, cover, joint), record_id) in tails.into_iter().zip(tail_ids) {
+        // A joint lease's part keeps its joint lease: offered again with
+        // the others, less the records cut (other records, another id).
+        let range = ExpiredRange { to: end, redeliveries, record_id, expired_at_ms: now, cover, joint };
         ll.expired.insert((to, range.cover.tenant().cloned()), range);
     }
     ll.raise_floor(to);
@@ -317,7 +317,7 @@ fn load_cursors(store: &Store, wal: &Wal, dest: &str, st: &mut DestState) -> Res
 
 /// A range given back, waiting to be offered again: (from, to,
 /// redeliveries, its lease record's id, its cover, its joint lease).
-type Waiting = (u64, u64, u32, String, Cover, Option<String>);
+type Waiting = (u64, u64, u32, String, Cover, Option<JointPart>);
 
 /// The stored lease records, cut to each lane's window: live ones become
 /// leases again; given-back ones are returned by lane, to be queued once
@@ -423,7 +423,7 @@ fn queue_waiting(waiting: HashMap<LaneId, Vec<Waiting>>, dest_id: DestinationId,
                 .map(|l| (l.from, l.to))
                 .collect();
             let covers: Vec<(u64, u64, Cover)> = ranges.iter().map(|w| (w.0, w.1, w.4.clone())).collect();
-            let joints: HashMap<String, String> =
+            let joints: HashMap<String, JointPart> =
                 ranges.iter().filter_map(|w| Some((w.3.clone(), w.5.clone()?))).collect();
             let plain = ranges.into_iter().map(|(f, t, r, id, _, _)| (f, t, r, id)).collect();
             for (from, to, redeliveries, id) in uncovered(plain, &live) {

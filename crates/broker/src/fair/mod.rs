@@ -199,7 +199,9 @@ impl Fair {
             .filter(|w| w.runs.first().is_some_and(|r| !long(r)))
             .min_by(|a, b| self.share.tag(p, &a.tenant).total_cmp(&self.share.tag(p, &b.tenant)));
         Ok(lowest.map(|w| {
-            let until = first_batch(w).unwrap_or(u64::MAX);
+            // Past the runs looked at, a batch may hide: stop before them.
+            let unseen = w.runs.get(RUNS_LOOKED_AT).map_or(u64::MAX, |r| r.0);
+            let until = first_batch(w).unwrap_or(unseen);
             Pick::Tenant { waiting: w.clone().below(until), until: u64::MAX }
         }))
     }

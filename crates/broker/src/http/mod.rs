@@ -304,6 +304,8 @@ async fn acquire(State(s): State<AppState>, path: Result<Path<String>, PathRejec
         let mut charge = api::memory::Charge::default();
         let body = control_body(b, req, &mut charge).await?;
         let mut req: protocol::lease::AcquireRequest = parse_json(&body)?;
+        // v2 cannot name a record's lane: no joint lease goes out in it.
+        req.joint &= format != wire::LeaseFormat::Binary(protocol::lease_binary::Version::V2);
         report_capacity(b, &dest, peer, &mut req);
         b.deliveries().acquire(&dest, req).await.map(|a| (format, a))
     };

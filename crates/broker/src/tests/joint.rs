@@ -63,7 +63,7 @@ fn short_runs_of_several_lanes_go_out_in_one_joint_lease_that_commits_as_one() {
     let lanes: Vec<String> = held(&lease).into_iter().map(|r| r.0).collect();
     assert_eq!(lanes, ["normal/0", "normal/0", "normal/1", "normal/1", "normal/2", "normal/2", "normal/3", "normal/3"]);
     let d = h.b().deliveries().dest("d").expect("dest");
-    assert_eq!(d.state().deliveries_out().count(), 1, "one delivery out");
+    assert_eq!(d.state().deliveries_out().len(), 1, "one delivery out");
     assert_eq!(d.state().leases.len(), 4, "four members, one per lane");
     h.b().deliveries().heartbeat_at("d", &lease.id, now + 10).expect("a heartbeat reaches the joint lease");
     commit(&h, &lease, Vec::new());
@@ -128,11 +128,21 @@ fn a_batch_is_never_joined_and_leaves_one_place_to_short_runs_while_they_flow() 
     }
     let short = got.iter().filter(|l| l.records.len() == 1).count();
     assert_eq!(short, 1, "the short run went out beside one batch");
-    assert_eq!(acquire(&h, true, 2, now + 10), None, "the second batch waits: one place kept for short runs");
+    let req = AcquireRequest {
+        max_records: Some(100),
+        exporter: Some("e".into()),
+        concurrency_limit: Some(2),
+        joint: true,
+        ..Default::default()
+    };
+    let held_back = h.run(h.b().deliveries().acquire_at("d", req, now + 10)).expect("acquire");
+    assert_eq!(held_back.lease, None, "the second batch waits: one place kept for short runs");
+    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
+    let recheck = held_back.recheck_at_ms.expect("a long-poll told when the kept place lapses");
+    assert!((now + window..=now + 1 + window).contains(&recheck), "{recheck}");
     h.append_to(lane(2), "globex", "events", &records("h", 1));
     let next = acquire(&h, true, 2, now + 20).expect("a short run is served in the kept place");
     assert_eq!(held(&next).len(), 1);
-    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
     let late = acquire(&h, true, 2, now + 20 + window).expect("no short run for a while: the batch goes");
     assert_eq!(late.records.len(), 25);
 }
@@ -152,4 +162,32 @@ fn a_poison_record_of_a_joint_lease_is_named_by_its_place() {
     let dead = h.b().deliveries().store().dead_letters("d", 10).expect("dead letters");
     let got: Vec<(String, u64, String)> = dead.into_iter().map(|(_, r)| (r.lane, r.offset, r.error)).collect();
     assert_eq!(got, [("normal/1".to_string(), 0, "bad".to_string())]);
+}
+
+#[test]
+fn a_part_cancelled_by_a_rewind_leaves_the_rest_held_and_places_named_as_sent() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    h.append_to(lane(0), "acme", "events", &records("a", 2));
+    h.append_to(lane(1), "globex", "events", &records("g", 2));
+    h.append_to(lane(2), "acme", "events", &records("c", 1));
+    let lease = acquire(&h, true, 4, now).expect("a lease");
+    assert_eq!(held(&lease).len(), 5);
+    let target = protocol::RewindTarget::Offset { offset: 0, lane: Some("normal/0".into()) };
+    h.run(h.b().deliveries().rewind_at("d", target, now + 1)).expect("rewind");
+    let d = h.b().deliveries().dest("d").expect("dest");
+    assert_eq!(d.state().leases.len(), 2, "the rewound lane's part is void");
+    assert_eq!(d.state().deliveries_out().len(), 1, "the joint lease is still one delivery out");
+    h.b().deliveries().heartbeat_at("d", &lease.id, now + 2).expect("its id still names the rest");
+    // Place 3 is normal/1's second record as sent; place 0 was normal/0's
+    // (rewound: ignored, not refused); place 5 was never sent.
+    let bad = CommitRequest { dead_letters: vec![PoisonRecord { index: Some(5), offset: 0, error: "x".into() }] };
+    assert!(h.run(h.b().deliveries().commit("d", &lease.id, bad)).is_err(), "a place never sent is refused");
+    let poison = |i| PoisonRecord { index: Some(i), offset: if i == 3 { 1 } else { 0 }, error: "bad".into() };
+    commit(&h, &lease, vec![poison(0), poison(3)]);
+    let dead = h.b().deliveries().store().dead_letters("d", 10).expect("dead letters");
+    let got: Vec<(String, u64)> = dead.into_iter().map(|(_, r)| (r.lane, r.offset)).collect();
+    assert_eq!(got, [("normal/1".to_string(), 1)]);
+    assert_eq!(d.state().committed(lane(1)), 2);
+    assert_eq!(d.state().committed(lane(0)), 0, "the rewound lane waits to be delivered again");
 }

@@ -24,11 +24,19 @@ pub const MAX_PASSED_OVER: u32 = 32;
 /// A lease as the model knows it.
 #[derive(Debug, Clone)]
 pub struct MLease {
-    /// Per lane it holds, where its part of that lane begins: one lane, or
-    /// a joint lease's several; none for a re-drive of dead letters.
+    /// Per lane it still holds, where its part of that lane begins: one
+    /// lane, or a joint lease's several; none for a re-drive of dead letters.
     pub parts: BTreeMap<LaneId, u64>,
+    /// The records as sent (a commit names them by place).
     pub records: Vec<Rec>,
     pub expires: u64,
+}
+
+impl MLease {
+    /// The records it still holds: a part cancelled since holds none.
+    pub fn held(&self) -> impl Iterator<Item = &Rec> {
+        self.records.iter().filter(|r| self.parts.is_empty() || self.parts.contains_key(&r.0))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,20 +55,25 @@ impl MDest {
     /// Owed records no lane lease in flight holds (waiting to be handed out).
     pub fn waiting(&self) -> BTreeSet<Rec> {
         let lane_leases = self.live.values().filter(|l| !l.parts.is_empty());
-        let held: BTreeSet<Rec> = lane_leases.flat_map(|l| l.records.iter().copied()).collect();
+        let held: BTreeSet<Rec> = lane_leases.flat_map(|l| l.held().copied()).collect();
         self.owed.difference(&held).copied().collect()
     }
 
     /// The broker voided the parts of `lane` whose start `void` says: a
     /// lease of that lane alone ends, a joint lease goes on without it.
     pub fn drop_parts(&mut self, lane: LaneId, void: impl Fn(u64) -> bool) {
-        for l in self.live.values_mut() {
+        let mut emptied = Vec::new();
+        for (id, l) in self.live.iter_mut() {
             if l.parts.get(&lane).is_some_and(|&from| void(from)) {
                 l.parts.remove(&lane);
-                l.records.retain(|r| r.0 != lane);
+                if l.parts.is_empty() {
+                    emptied.push(id.clone());
+                }
             }
         }
-        self.live.retain(|_, l| !l.records.is_empty());
+        for id in emptied {
+            self.live.remove(&id);
+        }
     }
 
     /// Lane leases of priority `p` in flight.
@@ -151,8 +164,7 @@ pub fn check(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
             return Err(TestCaseError::fail(e.to_string()));
         }
         // What exporters hold: a joint lease's members under its one id.
-        let ids: BTreeSet<String> =
-            st.leases.values().map(|l| l.joint.clone().unwrap_or_else(|| l.id.clone())).collect();
+        let ids: BTreeSet<String> = st.leases.values().map(|l| l.held_as().to_string()).collect();
         let model_ids: BTreeSet<String> = md.live.keys().cloned().collect();
         prop_assert_eq!(ids, model_ids, "{}: leases in flight differ from the model", DESTS[d]);
         check_sled(h, d, &st)?;
