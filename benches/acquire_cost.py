@@ -12,6 +12,9 @@ own CPU time over the acquires (from /proc) is reported per acquire too, so
 loopback HTTP is not mistaken for the acquire's work.
 
 Usage: python3 benches/acquire_cost.py [TENANTS=10000] [LEASES=2000] [ACTIVE=1,100,1000]
+       WEIR_ACQUIRE_SHARDS=4 WEIR_ACQUIRE_JOINT=1 WEIR_ACQUIRE_BATCH=2 ...   joint leases:
+           four lanes, requests of 2 records (short runs), acquires that
+           take joint leases (each looks at every lane of the priority)
 Needs: cargo build --release --bin broker   (or WEIR_BIN_DIR)
 """
 
@@ -29,10 +32,13 @@ from incident import free_port, wait_ready  # benches/ is this script's director
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("WEIR_BIN_DIR", os.path.join(ROOT, "target", "release"))
 BACKLOG = 20_000
+SHARDS = int(os.environ.get("WEIR_ACQUIRE_SHARDS", "1"))
+JOINT = os.environ.get("WEIR_ACQUIRE_JOINT", "0") == "1"
+BATCH = int(os.environ.get("WEIR_ACQUIRE_BATCH", "10"))
 
 
 def config(data, port, tenants):
-    out = [f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\nadmin_token = "adm"\nshards = 1\n'
+    out = [f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\nadmin_token = "adm"\nshards = {SHARDS}\n'
            "disk_high_watermark = 1.0\n"]
     for i in range(tenants):
         out.append(f'[[tenant]]\nname = "t{i:05d}"\ntoken = "tok-{i:05d}"\nrate_per_sec = 1000000.0\nburst = 2000000\n')
@@ -65,16 +71,16 @@ def run(tenants, active, leases):
             wait_ready(port, tries=600, pause=0.05)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             per = BACKLOG // active
-            for batch in range(0, per, 10):
+            for batch in range(0, per, BATCH):
                 for i in range(active):
-                    body = "".join(json.dumps({"t": i, "n": batch + k}) + "\n" for k in range(min(10, per - batch)))
+                    body = "".join(json.dumps({"t": i, "n": batch + k}) + "\n" for k in range(min(BATCH, per - batch)))
                     status, _ = post(conn, "/v1/topics/events/records", f"tok-{i:05d}", body, "application/x-ndjson")
                     assert status == 200, status
             times = []
             cpu0 = cpu_seconds(proc.pid)
             for _ in range(leases):
                 t0 = time.perf_counter()
-                status, data = post(conn, "/v1/destinations/d/leases", "d-t", json.dumps({"max_records": 10, "wait_ms": 0}))
+                status, data = post(conn, "/v1/destinations/d/leases", "d-t", json.dumps({"max_records": 10, "wait_ms": 0, "joint": JOINT}))
                 times.append(time.perf_counter() - t0)
                 lease = json.loads(data)["lease"]
                 if lease is None:

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 struct Inner {
     aimd: Aimd,
-    /// Workers inside the gate (delivering, or waiting on an acquire).
+    /// Workers inside the gate (at the sink, or waiting on an acquire).
     inside: usize,
     /// Of those, the ones delivering a lease: what the limit is judged on
     /// (workers long-polling an empty destination are not using the sink).
@@ -29,14 +29,21 @@ struct Inner {
     requests: usize,
 }
 
-/// A delivery at the sink: its level counts it until dropped (when the
-/// sink answered, before the commit to the broker).
+/// A delivery at the sink: its level counts it, and it holds its place
+/// inside the gate, until dropped (when the sink answered). Its commit to
+/// the broker then runs outside the gate: the place is the sink's, and a
+/// commit holding it (a sled flush, a round trip) left the sink a place
+/// short for that long at every delivery.
 pub struct AtSink<'a>(&'a Gate);
 
 impl Drop for AtSink<'_> {
     fn drop(&mut self) {
-        let mut g = self.0.lock();
-        g.at_sink = g.at_sink.saturating_sub(1);
+        {
+            let mut g = self.0.lock();
+            g.at_sink = g.at_sink.saturating_sub(1);
+            g.inside = g.inside.saturating_sub(1);
+        }
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -136,7 +143,7 @@ impl Gate {
         let mut g = self.lock();
         g.delivering += 1;
         g.at_sink += 1;
-        debug_assert!(g.delivering <= g.inside, "only a worker inside delivers");
+        debug_assert!(g.at_sink <= g.inside, "only a worker inside is at the sink");
         debug_assert!(g.at_sink <= g.delivering, "only a delivery is at the sink");
         let (delivering, at_sink) = (g.delivering, g.at_sink);
         g.aimd.on_start(delivering);
@@ -144,12 +151,15 @@ impl Gate {
     }
 
     /// The worker leaves; `done` is the level its delivery started at and
-    /// what it said (none for an acquire that brought no lease).
+    /// what it said (its place was freed when the sink answered, `AtSink`),
+    /// none for an acquire that brought no lease (its place is freed now).
     pub fn leave(&self, done: Option<(Level, Signal)>) {
         let limit = {
             let mut g = self.lock();
-            debug_assert!(g.inside > 0, "only a worker inside leaves");
-            g.inside = g.inside.saturating_sub(1);
+            if done.is_none() {
+                debug_assert!(g.inside > 0, "only a worker inside leaves");
+                g.inside = g.inside.saturating_sub(1);
+            }
             if let Some((level, s)) = done {
                 g.delivering = g.delivering.saturating_sub(1);
                 g.aimd.on_done(s, level, monotonic_ms());
