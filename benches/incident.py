@@ -28,6 +28,11 @@ Fairness between tenants of one priority (issue 24), also alternating:
   small50_backlog the same, the heavy tenant at 3,000/s: past what the sink
             takes, so its backlog grows all run (its throughput is reported)
 
+Each run also reports, for the slowest 3 % of the in-rate/small tenants'
+records, how long they took to reach the sink (`slowest3pct_before_sink_ms`:
+ingest, the broker, the exporter) and how many rode in a request holding
+another tenant's batch (`slowest3pct_with_a_batch`).
+
 Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=quiet,flood python3 benches/incident.py   (a subset)
        WEIR_INCIDENT_SCENARIOS=quiet,flood_part ...
@@ -93,6 +98,9 @@ class Sink:
         # Per request after the warm-up: time waiting for a free slot (s),
         # and its records; says whether leases queue inside the sink.
         self.gate_wait, self.request_records = [], []
+        # Per record: (latency, time before it reached the sink, whether its
+        # request also held another tenant's batch) — where a slow one waited.
+        self.where = {}
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -110,14 +118,19 @@ class Sink:
                     if arrived >= sink.measure_from:
                         sink.gate_wait.append(waited)
                         sink.request_records.append(len(lines))
+                    recs = []
                     for l in lines:
                         try:
-                            r = json.loads(l)
+                            recs.append(json.loads(l))
                         except ValueError:
                             continue
+                    tags = {r["tag"] for r in recs}
+                    for r in recs:
                         sink.count[r["tag"]] = sink.count.get(r["tag"], 0) + 1
                         if r["t"] >= sink.measure_from:
                             sink.latency.setdefault(r["tag"], []).append(now - r["t"])
+                            rode = bool(tags & {"heavy", "flood"}) and r["tag"] not in ("heavy", "flood")
+                            sink.where.setdefault(r["tag"], []).append((now - r["t"], arrived - r["t"], rode))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -377,6 +390,13 @@ def summary(sink, sent, secs, small):
         "sink_gate_wait_p90_ms": round(quantile(sink.gate_wait, 0.9) * 1000, 1),
         "sink_gate_wait_p99_ms": round(p99(sink.gate_wait) * 1000, 1),
     }
+    # The slowest 3 % of the small tenants' records: how long they took to
+    # reach the sink (the broker, the exporter, ingest's fsync), and how
+    # many rode in a request with another tenant's batch.
+    slow = sorted((x for t in tags for x in sink.where.get(t, [])), reverse=True)[: max(1, len(in_rate) * 3 // 100)]
+    if slow:
+        out["slowest3pct_before_sink_ms"] = round(statistics.mean(x[1] for x in slow) * 1000, 1)
+        out["slowest3pct_with_a_batch"] = sum(1 for x in slow if x[2])
     if small:
         out["heavy_sent"] = sent.get("heavy", 0)
         out["heavy_delivered_per_s"] = round(len(sink.latency.get("heavy", [])) / secs, 1)
