@@ -87,11 +87,6 @@ pub(crate) fn media_version(value: &str) -> Option<Version> {
     }
 }
 
-/// Whether a media type names [`CONTENT_TYPE`] (v2).
-pub fn is_v2_media(value: &str) -> bool {
-    media_version(value) == Some(Version::V2)
-}
-
 /// Whether a media type names a binary format (v2 or v3): [`decode`] reads both.
 pub fn is_binary_media(value: &str) -> bool {
     media_version(value).is_some()

@@ -4,7 +4,7 @@
 
 use super::prefetch::Prefetch;
 use super::Deliveries;
-use crate::destination::{DestState, Destination, LeaseSource, LiveLease};
+use crate::destination::{DestState, Destination, ExpiredRange, LeaseSource, LiveLease};
 use crate::error::BrokerError;
 use crate::fair::{index::Waiting, Cover, Pick};
 use crate::leased::{Lease, LeaseLane, LeasedRecord};
@@ -95,11 +95,6 @@ impl Deliveries {
                 continue;
             };
             while let Some(((from, _), range)) = ll.expired.pop_first() {
-                let from = from.max(lane.earliest_offset());
-                if from >= range.to {
-                    continue;
-                }
-                let cover = range.cover.above(from);
                 if range.joint.is_some() {
                     // Its parts are taken out of waiting either way: look again.
                     return match self.offer_joint_again(dest, st, (lane_id, from, range), pre, (now, probe))? {
@@ -107,15 +102,46 @@ impl Deliveries {
                         None => self.offer_again(dest, st, plan, pre, now, probe),
                     };
                 }
-                let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
-                if records.is_empty() {
-                    continue;
+                if let Some((span, records)) = self.read_again(pre, dest, lane, (from, &range))? {
+                    return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
                 }
-                let span = Span { lane: lane_id, from, to: range.to, redeliveries: range.redeliveries, cover };
-                return Ok(Some(self.start_lease(dest, st, span, records, now, probe)));
             }
         }
         Ok(None)
+    }
+
+    /// What a range given back (`from` on) still holds, with its span: its
+    /// cover's records from what the lane still has; none when retention
+    /// took them all (the range is then dropped).
+    pub(super) fn read_again(
+        &self,
+        pre: &mut Option<Prefetch>,
+        dest: &Destination,
+        lane: &wal::Lane,
+        (from, range): (u64, &ExpiredRange),
+    ) -> Result<Option<(Span, Vec<LeasedRecord>)>, BrokerError> {
+        let from = from.max(lane.earliest_offset());
+        if from >= range.to {
+            return Ok(None);
+        }
+        let cover = range.cover.above(from);
+        let records = self.read_with(pre, dest, (lane.id(), &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((Span { lane: lane.id(), from, to: range.to, redeliveries: range.redeliveries, cover }, records)))
+    }
+
+    /// Raise `lane`'s floor to what the lane still holds and over what went
+    /// out ahead (`sweep_floor`), before new data is read from it; false
+    /// when the destination has no such lane.
+    pub(super) fn catch_up_floor(&self, dest: &Destination, st: &mut DestState, lane: &wal::Lane) -> bool {
+        let Some(ll) = st.lanes.get_mut(&lane.id()) else {
+            return false;
+        };
+        ll.raise_floor(lane.earliest_offset());
+        self.sweep_floor(dest, st, lane.id());
+        true
     }
 
     /// New data of one lane: a tenant lease when the share picks a tenant
@@ -132,11 +158,9 @@ impl Deliveries {
     ) -> Result<Option<Lease>, BrokerError> {
         let wal_err = |source| BrokerError::Wal { lane: lane_id, source };
         let lane = self.wal.lane(lane_id).map_err(wal_err)?;
-        let Some(ll) = st.lanes.get_mut(&lane_id) else {
+        if !self.catch_up_floor(dest, st, lane) {
             return Ok(None);
-        };
-        ll.raise_floor(lane.earliest_offset());
-        self.sweep_floor(dest, st, lane_id);
+        }
         let Some(ll) = st.lanes.get_mut(&lane_id) else {
             return Ok(None);
         };

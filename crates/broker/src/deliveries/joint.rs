@@ -45,15 +45,14 @@
 //! - Members of one joint lease are of one priority and distinct lanes.
 //! - A joint lease's records are its members', in lane order, each
 //!   member's in its own order; the probe of a half-open breaker is never
-//!   a joint lease made new (only one offered again may carry it, on its
-//!   first member).
+//!   a joint lease made new (only one offered again may carry it, on
+//!   every member: whichever ends first settles the breaker).
 //!
 //! # Limits
 //! A joint lease holds at most the first lane's record budget (the
 //! priority's lease sizing) and one part per lane; an acquire's extra
 //! work is one index look per lane of the priority.
 
-use super::from_lanes::Span;
 use super::prefetch::Prefetch;
 use super::Deliveries;
 use crate::destination::{DestState, Destination, ExpiredRange};
@@ -187,11 +186,9 @@ impl Deliveries {
         now: u64,
     ) -> Result<Option<Lease>, BrokerError> {
         let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
-        let Some(ll) = st.lanes.get_mut(&lane_id) else {
+        if !self.catch_up_floor(dest, st, lane) {
             return Ok(None);
-        };
-        ll.raise_floor(lane.earliest_offset());
-        self.sweep_floor(dest, st, lane_id);
+        }
         let Some(ll) = st.lanes.get(&lane_id) else {
             return Ok(None);
         };
@@ -246,16 +243,9 @@ impl Deliveries {
         let mut members = Vec::new();
         for (lane_id, from, range) in ranges {
             let lane = self.wal.lane(lane_id).map_err(|source| BrokerError::Wal { lane: lane_id, source })?;
-            let from = from.max(lane.earliest_offset());
-            if from >= range.to {
+            let Some((span, records)) = self.read_again(pre, dest, lane, (from, &range))? else {
                 continue;
-            }
-            let cover = range.cover.above(from);
-            let records = self.read_with(pre, dest, (lane_id, &cover), from, range.to, (usize::MAX, usize::MAX))?.0;
-            if records.is_empty() {
-                continue;
-            }
-            let span = Span { lane: lane_id, from, to: range.to, redeliveries: range.redeliveries, cover };
+            };
             // A probe's parts are each the probe: whichever ends first (a
             // cancellation too) settles the breaker, as one lease would.
             let lease = self.start_lease(dest, st, span, records, now, probe);
