@@ -66,6 +66,9 @@ EXPORTER_ARGS = os.environ.get("WEIR_INCIDENT_EXPORTER_ARGS", "").split()
 # Lanes per priority (WEIR_INCIDENT_SHARDS=1: every tenant in one lane, where
 # small tenants' records travel together in floor leases); default: the broker's.
 SHARDS = os.environ.get("WEIR_INCIDENT_SHARDS")
+# WEIR_INCIDENT_DUMP=dir: each run's sink requests (arrival, answer, records'
+# tenants and send times) as JSON in dir, to see where a slow record waited.
+DUMP = [] if os.environ.get("WEIR_INCIDENT_DUMP") else None
 
 
 def wait_ready(port, tries=100, pause=0.1):
@@ -125,12 +128,14 @@ class Sink:
                         except ValueError:
                             continue
                     tags = {r["tag"] for r in recs}
+                    if DUMP is not None:
+                        DUMP.append((arrived, now, [(r["tag"], r["t"]) for r in recs]))
                     for r in recs:
                         sink.count[r["tag"]] = sink.count.get(r["tag"], 0) + 1
                         if r["t"] >= sink.measure_from:
                             sink.latency.setdefault(r["tag"], []).append(now - r["t"])
                             rode = bool(tags & {"heavy", "flood"}) and r["tag"] not in ("heavy", "flood")
-                            sink.where.setdefault(r["tag"], []).append((now - r["t"], arrived - r["t"], rode))
+                            sink.where.setdefault(r["tag"], []).append((now - r["t"], arrived - r["t"], rode, r["t"]))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -229,7 +234,8 @@ def round_robin(port, tenants, rate_each, stop, sent):
         next_at += interval
         tenant = tenants[i % len(tenants)]
         i += 1
-        body = json.dumps({"tag": tenant, "t": time.time(), "pad": "x" * 120}) + "\n"
+        t = time.time()
+        body = json.dumps({"tag": tenant, "t": t, "pad": "x" * 120}) + "\n"
         try:
             conns[tenant].request("POST", "/v1/topics/events/records", body=body,
                                   headers={"Authorization": f"Bearer {tenant}-t", "Content-Type": "application/x-ndjson"})
@@ -237,6 +243,9 @@ def round_robin(port, tenants, rate_each, stop, sent):
             r.read()
             if r.status == 200:
                 sent[tenant] = sent.get(tenant, 0) + 1
+                # When the broker acknowledged it: splits "before the sink"
+                # into ingest (fsync) and the rest (broker queue, exporter).
+                sent.setdefault("_acked", {})[t] = time.time() - t
         except (OSError, http.client.HTTPException):
             conns[tenant] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
@@ -344,8 +353,11 @@ def run(secs, flood, blackhole, small=False, heavy=0):
         with open(cfg, "w") as f:
             f.write(broker_config(os.path.join(tmp, "data"), port, blackhole))
         env = dict(os.environ, RUST_LOG="error")
-        procs.append(subprocess.Popen([os.path.join(BIN, "broker"), "--config", cfg], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # WEIR_INCIDENT_BROKER_LOG=file: the broker's log (RUST_LOG as set) there.
+        log = os.environ.get("WEIR_INCIDENT_BROKER_LOG")
+        benv = dict(env, RUST_LOG=os.environ.get("RUST_LOG", "error")) if log else env
+        procs.append(subprocess.Popen([os.path.join(BIN, "broker"), "--config", cfg], env=benv,
+                                      stdout=subprocess.DEVNULL, stderr=open(log, "a") if log else subprocess.DEVNULL))
         wait_ready(port)
         exporters = [("d", f"http://127.0.0.1:{sink.port}/")]
         if hole:
@@ -373,6 +385,11 @@ def run(secs, flood, blackhole, small=False, heavy=0):
     sink.close()
     if hole:
         hole.close()
+    if DUMP is not None:
+        path = os.path.join(os.environ["WEIR_INCIDENT_DUMP"], f"run-{time.time():.0f}.json")
+        with open(path, "w") as f:
+            json.dump({"measure_from": sink.measure_from, "requests": DUMP, "acked": sent.get("_acked", {})}, f)
+        DUMP.clear()
     return summary(sink, sent, secs, small)
 
 
@@ -397,6 +414,12 @@ def summary(sink, sent, secs, small):
     if slow:
         out["slowest3pct_before_sink_ms"] = round(statistics.mean(x[1] for x in slow) * 1000, 1)
         out["slowest3pct_with_a_batch"] = sum(1 for x in slow if x[2])
+    acked = sent.get("_acked", {})  # single-record requests: send time -> ack latency
+    if acked:
+        slow_acks = [acked[x[3]] for x in slow if x[3] in acked]
+        out["slowest3pct_acked_ms"] = round(statistics.mean(slow_acks or [float("nan")]) * 1000, 1)
+        out["acked_p50_ms"] = round(quantile(list(acked.values()), 0.5) * 1000, 1)
+        out["acked_p99_ms"] = round(p99(list(acked.values())) * 1000, 1)
     if small:
         out["heavy_sent"] = sent.get("heavy", 0)
         out["heavy_delivered_per_s"] = round(len(sink.latency.get("heavy", [])) / secs, 1)

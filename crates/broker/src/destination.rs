@@ -22,7 +22,7 @@ use config::{DestinationConfig, DestinationId, OnLagLimit};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use wal::LaneId;
+use wal::{LaneId, Priority};
 
 /// Where a waiting range sits: its first offset, and the tenant of a
 /// tenant range (a floor range and a tenant range may start at one offset).
@@ -132,6 +132,11 @@ impl LiveLease {
         }
     }
 
+    /// Its priority, for a lease of a lane (not a re-drive).
+    pub fn priority(&self) -> Option<Priority> {
+        self.lane().map(|l| l.priority)
+    }
+
     /// The id the exporter holds it by: its own, or its joint lease's.
     pub fn held_as(&self) -> &str {
         self.joint.as_ref().map_or(self.id.as_str(), |j| j.id.as_str())
@@ -159,9 +164,10 @@ pub struct DestState {
     pub shard_turn: [u64; 3],
     /// What this destination's sink costs, from recent deliveries.
     pub cost: crate::sizing::CostModel,
-    /// When a lease of short runs was last handed out (ms): for
-    /// [`crate::deliveries::joint`]'s reservation of one place.
-    pub last_short_ms: Option<u64>,
+    /// When a lease of short runs was last handed out (ms), and its
+    /// priority: the place [`crate::deliveries::joint`] keeps is for short
+    /// runs of that priority or a more urgent one.
+    pub last_short: Option<(u64, Priority)>,
 }
 
 impl DestState {

@@ -40,7 +40,8 @@
 //!   `[from_offset, to_offset)` (a re-drive lease, lane `dead_letters`,
 //!   mixes lanes, so its offsets are only bounded by `u64`; a joint lease,
 //!   lane `normal/joint`, names each record's lane, in the table's order,
-//!   and its offsets increase within each lane);
+//!   and holds each offset of a lane once: a lane's records are its parts'
+//!   runs, each in offset order, one after another);
 //! - the header is at most `MAX_HEADER_BYTES`.
 
 pub use crate::lease::LeaseHead;
@@ -522,6 +523,8 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
     let joint = head.lane.rsplit('/').next() == Some(JOINT_SHARD) && head.lane != DEAD_LETTERS_LANE;
     let in_lane = head.lane != DEAD_LETTERS_LANE && !joint;
     let mut prev_lane: Option<u32> = None;
+    // A joint lease's offsets seen in the current lane: each record once.
+    let mut in_joint_lane = std::collections::HashSet::new();
     let mut records = Vec::with_capacity(entries.len());
     let mut pos = start;
     let mut prev: Option<u64> = None;
@@ -538,11 +541,16 @@ fn records(index: LeaseIndexV3, body: &Bytes, start: usize) -> Result<DecodedLea
             return Err(bad(RecordFault::Offset));
         }
         if joint {
-            // Each record names its lane; within a lane, offsets increase.
+            // Each record names its lane; a lane's records are together and
+            // each is there once (its parts' runs each in offset order,
+            // one tenant's part after another's: not increasing overall).
             let Some(lane) = e.lane else {
                 return Err(bad(RecordFault::LaneIndex));
             };
-            if prev_lane.is_some_and(|l| l > lane) || (prev_lane == Some(lane) && prev.is_some_and(|p| p >= e.offset)) {
+            if prev_lane != Some(lane) {
+                in_joint_lane.clear();
+            }
+            if prev_lane.is_some_and(|l| l > lane) || !in_joint_lane.insert(e.offset) {
                 return Err(bad(RecordFault::Offset));
             }
             prev_lane = Some(lane);

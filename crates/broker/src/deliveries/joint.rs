@@ -65,6 +65,10 @@ use wal::{LaneId, Priority};
 /// How long after the last short lease one place stays kept for short runs.
 pub const RESERVE_WINDOW_MS: u64 = 1_000;
 
+/// Parts a joint lease takes of one lane at most: its floor's short runs,
+/// or the short runs of tenants waiting behind a batch, one part each.
+pub const PARTS_PER_LANE: usize = 16;
+
 /// Whether `records` hold only short runs: no [`SOLO_RUN`] or more
 /// records of one tenant one after another.
 pub fn is_short(records: &[LeasedRecord]) -> bool {
@@ -81,13 +85,31 @@ pub fn is_short(records: &[LeasedRecord]) -> bool {
 }
 
 impl Deliveries {
-    /// Whether batches have all the places they may take now: a short
-    /// lease went out in the last [`RESERVE_WINDOW_MS`] and the leases
-    /// holding batches fill all but one of `capacity`.
+    /// The priority whose short runs the kept place is for, while a short
+    /// lease of it went out in the last [`RESERVE_WINDOW_MS`]; `None`
+    /// when none did.
+    pub(super) fn kept_for(st: &DestState, now: u64) -> Option<Priority> {
+        st.last_short.filter(|(t, _)| now.saturating_sub(*t) < RESERVE_WINDOW_MS).map(|(_, p)| p)
+    }
+
+    /// Whether the place kept for short runs is all that is left: short
+    /// runs of priority `p` are flowing (`kept_for`) and the leases held
+    /// back from it — those holding a batch, and those of a priority less
+    /// urgent than `p` — fill all but one of `capacity`.
     pub(super) fn reserving(st: &DestState, capacity: u32, now: u64) -> bool {
-        let bulk = st.deliveries_out().into_iter().filter(|l| l.bulk).count();
-        let flowing = st.last_short_ms.is_some_and(|t| now.saturating_sub(t) < RESERVE_WINDOW_MS);
-        capacity >= 2 && flowing && bulk + 1 >= capacity as usize
+        let Some(kept) = Self::kept_for(st, now) else {
+            return false;
+        };
+        let held_back = st.deliveries_out().into_iter().filter(|l| l.bulk || l.priority().is_some_and(|p| p > kept));
+        capacity >= 2 && held_back.count() + 1 >= capacity as usize
+    }
+
+    /// A short lease of `priority` went out at `now`: the kept place is
+    /// its priority's, unless a more urgent one's short runs hold it.
+    fn note_short(st: &mut DestState, priority: Priority, now: u64) {
+        if Self::kept_for(st, now).is_none_or(|kept| priority <= kept) {
+            st.last_short = Some((now, priority));
+        }
     }
 
     /// `first`, just handed out from the plan's lane: a short lease grows
@@ -108,17 +130,20 @@ impl Deliveries {
             }
             return Ok(lease);
         }
-        st.last_short_ms = Some(now);
+        Self::note_short(st, lane.priority, now);
         let left = (budget.saturating_sub(lease.records.len()), bytes.saturating_sub(payload_bytes(&lease.records)));
-        let others: Vec<LaneId> =
-            plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane).collect();
+        // Its own lane first: more short runs may wait there behind a batch.
+        let others: Vec<LaneId> = std::iter::once(lane)
+            .chain(plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane))
+            .collect();
         let mut members = vec![(lane, lease)];
         members.extend(self.short_parts(dest, st, &others, left, now));
         Ok(compose(dest, st, members))
     }
 
-    /// While batches fill their places: short runs only, from the first
-    /// priority of the plan that has some, joined over its lanes; or none.
+    /// While only the kept place is left: short runs only, from the first
+    /// priority of the plan that has some and is as urgent as the one the
+    /// place is kept for, joined over its lanes; or none.
     pub(super) fn short_only(
         &self,
         dest: &Destination,
@@ -127,9 +152,10 @@ impl Deliveries {
         now: u64,
     ) -> Result<Option<Lease>, BrokerError> {
         // The priorities in the plan's order (the share between them).
+        let kept = Self::kept_for(st, now).unwrap_or(Priority::Low);
         let mut seen: Vec<Priority> = Vec::with_capacity(3);
         for &(lane, limits) in plan {
-            if seen.contains(&lane.priority) {
+            if seen.contains(&lane.priority) || lane.priority > kept {
                 continue;
             }
             seen.push(lane.priority);
@@ -138,7 +164,7 @@ impl Deliveries {
             if members.is_empty() {
                 continue;
             }
-            st.last_short_ms = Some(now);
+            Self::note_short(st, lane.priority, now);
             return Ok(Some(compose(dest, st, members)));
         }
         Ok(None)
@@ -158,20 +184,25 @@ impl Deliveries {
     ) -> Vec<(LaneId, Lease)> {
         let mut out = Vec::new();
         for &lane_id in lanes {
-            if left.0 == 0 || left.1 == 0 {
-                break;
-            }
-            let lease = match self.short_part(dest, st, lane_id, left, now) {
-                Ok(Some(lease)) => lease,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "joint lease: lane left out");
-                    continue;
+            // Several parts of a lane when its short runs wait behind a
+            // batch: each small tenant's there is a tenant lease of its own.
+            for _ in 0..PARTS_PER_LANE {
+                if left.0 == 0 || left.1 == 0 {
+                    return out;
                 }
-            };
-            left = (left.0.saturating_sub(lease.records.len()), left.1.saturating_sub(payload_bytes(&lease.records)));
-            self.charge_tenants(dest, lane_id.priority, &lease.records);
-            out.push((lane_id, lease));
+                let lease = match self.short_part(dest, st, lane_id, left, now) {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(destination = %dest.name, lane = %lane_id, error = %e, "joint lease: lane left out");
+                        break;
+                    }
+                };
+                left =
+                    (left.0.saturating_sub(lease.records.len()), left.1.saturating_sub(payload_bytes(&lease.records)));
+                self.charge_tenants(dest, lane_id.priority, &lease.records);
+                out.push((lane_id, lease));
+            }
         }
         out
     }
@@ -264,10 +295,12 @@ fn payload_bytes(records: &[LeasedRecord]) -> usize {
 }
 
 /// One lease of `members` (each a lease just started on its lane): itself
-/// when alone, else a joint lease of their records in lane order, each
-/// naming its lane, with the first member's id.
+/// when alone, else a joint lease of their records in lane order — a
+/// lane's parts by their first record's offset, so a joint lease offered
+/// again comes back in the same order — each naming its lane, with the
+/// first member's id.
 fn compose(dest: &Destination, st: &mut DestState, mut members: Vec<(LaneId, Lease)>) -> Lease {
-    members.sort_by_key(|(lane, _)| *lane);
+    members.sort_by_key(|(lane, lease)| (*lane, lease.records.first().map(|r| r.offset)));
     if members.len() == 1 {
         if let Some((_, lease)) = members.pop() {
             return lease;

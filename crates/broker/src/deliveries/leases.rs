@@ -139,7 +139,7 @@ impl Deliveries {
         let Some(lease) = lease else {
             let mut empty = idle(IdleReason::Empty, 0);
             if req.joint && Self::reserving(&st, dest.capacity(now), now) {
-                empty.recheck_at_ms = st.last_short_ms.map(|t| t + super::joint::RESERVE_WINDOW_MS);
+                empty.recheck_at_ms = st.last_short.map(|(t, _)| t + super::joint::RESERVE_WINDOW_MS);
             }
             return Ok(empty);
         };

@@ -191,3 +191,72 @@ fn a_part_cancelled_by_a_rewind_leaves_the_rest_held_and_places_named_as_sent() 
     assert_eq!(d.state().committed(lane(1)), 2);
     assert_eq!(d.state().committed(lane(0)), 0, "the rewound lane waits to be delivered again");
 }
+
+/// A third tenant, for short runs of several tenants in one lane.
+fn harness_of_three() -> Harness {
+    Harness::new_edited("", DEST, |c| {
+        c.replace("shards = 1", "shards = 4")
+            + "\n[[tenant]]\nname = \"initech\"\ntoken = \"initech-t\"\nrate_per_sec = 100000.0\nburst = 200000\n"
+    })
+}
+
+/// A short run of lane 2 goes out (and is delivered): short runs are
+/// flowing, so one place is kept for them for a while.
+fn start_short_runs(h: &Harness, now: u64) {
+    h.append_to(lane(2), "globex", "events", &records("s", 1));
+    let short = acquire(h, true, 2, now).expect("a short run");
+    commit(h, &short, Vec::new());
+}
+
+#[test]
+fn short_runs_of_several_tenants_waiting_behind_a_batch_go_out_together_in_one_joint_lease() {
+    let h = harness_of_three();
+    let now = plumbing::clock::now_ms();
+    start_short_runs(&h, now);
+    h.append_to(lane(1), "acme", "events", &records("b", 25));
+    let batch = acquire(&h, true, 2, now + 1).expect("a batch takes the place not kept");
+    assert_eq!(batch.records.len(), 25);
+    // Lane 0: a batch held back (only the kept place is left), and behind
+    // it two small tenants' records, one tenant's between the other's.
+    h.append_to(lane(0), "acme", "events", &records("a", 25));
+    for (tenant, tag) in [("globex", "g0"), ("initech", "i0"), ("globex", "g1"), ("initech", "i1")] {
+        h.append_to(lane(0), tenant, "events", &records(tag, 1));
+    }
+    let joint = acquire(&h, true, 2, now + 2).expect("the small tenants' runs");
+    assert_eq!(joint.lane, LeaseLane::Joint(Priority::Normal), "{:?}", held(&joint));
+    let sent: Vec<(String, u64)> = held(&joint).into_iter().map(|r| (r.0, r.1)).collect();
+    let lane0 = |offsets: [u64; 4]| offsets.map(|o| ("normal/0".to_string(), o)).to_vec();
+    assert_eq!(sent, lane0([25, 27, 26, 28]), "two parts of lane 0 (by first offset), not the batch");
+    let d = h.b().deliveries().dest("d").expect("dest");
+    assert_eq!(d.state().deliveries_out().len(), 2, "the batch and one joint lease");
+    // Given back, it comes back with the same records in the same order.
+    let fail = FailRequest { class: FailureClass::Retryable, message: "sink down".into(), retry_after_ms: None };
+    h.run(h.b().deliveries().fail("d", &joint.id, fail)).expect("fail");
+    let again = acquire(&h, true, 2, now + 3).expect("offered again");
+    assert_eq!(held(&again), held(&joint));
+    commit(&h, &again, Vec::new());
+    assert_eq!(d.state().committed(lane(0)), 0, "the batch below them is not delivered yet");
+}
+
+#[test]
+fn a_less_urgent_lease_leaves_the_kept_place_to_the_short_runs_it_is_kept_for() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    start_short_runs(&h, now);
+    h.append_to(lane(1), "acme", "events", &records("b", 25));
+    let batch = acquire(&h, true, 2, now + 1).expect("a batch takes the place not kept");
+    assert_eq!(batch.records.len(), 25);
+    // Normal data waits (a second batch, held back); low's record is on its turn.
+    h.append_to(lane(3), "acme", "events", &records("c", 25));
+    let low = LaneId::new(Priority::Low, 0);
+    h.append_to(low, "globex", "events", &records("l", 1));
+    let got = acquire(&h, true, 2, now + 2).map(|l| held(&l));
+    assert_eq!(got, None, "the kept place is for normal's short runs, not low's");
+    h.append_to(lane(0), "globex", "events", &records("n", 1));
+    let kept = acquire(&h, true, 2, now + 3).expect("normal's short run takes the kept place");
+    assert_eq!(kept.lane, LeaseLane::Lane(lane(0)));
+    // Once the batch is delivered, low takes the place it leaves.
+    commit(&h, &batch, Vec::new());
+    let next = acquire(&h, true, 2, now + 4).expect("a lease");
+    assert_eq!(next.lane, LeaseLane::Lane(low), "low's turn, in the place the batch left");
+}

@@ -211,7 +211,7 @@ fn a_v3_lease_carries_the_broker_id_and_each_redriven_records_lane() {
 }
 
 #[test]
-fn a_joint_lease_names_each_records_lane_and_its_offsets_increase_within_each_lane() {
+fn a_joint_lease_names_each_records_lane_and_holds_each_offset_of_a_lane_once() {
     let joint = |records: &[(Option<&str>, u64)]| {
         let mut enc = Encoder::new(Version::V3, "b-42", records.len(), 16);
         for &(lane, offset) in records {
@@ -219,17 +219,22 @@ fn a_joint_lease_names_each_records_lane_and_its_offsets_increase_within_each_la
         }
         decode(Bytes::from(enc.finish(head("normal/joint", 0, 0))))
     };
-    let ok = joint(&[(Some("normal/0"), 7), (Some("normal/0"), 9), (Some("normal/2"), 3)]).expect("decodes");
-    let lease = ok.lease.expect("a lease");
+    // Two parts of lane 0 (two tenants' runs: 7, 9 then 8), one of lane 2.
+    let parts = [(Some("normal/0"), 7), (Some("normal/0"), 9), (Some("normal/0"), 8), (Some("normal/2"), 3)];
+    let lease = joint(&parts).expect("decodes").lease.expect("a lease");
     let lanes: Vec<&str> = lease.records.iter().map(|r| lease.lane_of(r)).collect();
-    assert_eq!(lanes, ["normal/0", "normal/0", "normal/2"], "offsets outside [0, 0) are the lanes' own");
+    assert_eq!(lanes, ["normal/0", "normal/0", "normal/0", "normal/2"], "offsets outside [0, 0) are the lanes' own");
+    let offsets: Vec<u64> = lease.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [7, 9, 8, 3], "as sent");
     let fault = |r: Result<Decoded, LeaseFormatError>| match r {
         Err(LeaseFormatError::Record { index, fault }) => (index, fault),
         other => panic!("refused, not {other:?}"),
     };
     assert_eq!(fault(joint(&[(Some("normal/0"), 7), (None, 8)])), (1, RecordFault::LaneIndex), "a lane each");
     let back = [(Some("normal/0"), 7), (Some("normal/0"), 7)];
-    assert_eq!(fault(joint(&back)), (1, RecordFault::Offset), "offsets increase within a lane");
+    assert_eq!(fault(joint(&back)), (1, RecordFault::Offset), "a record of a lane once");
+    let twice = [(Some("normal/0"), 7), (Some("normal/0"), 9), (Some("normal/0"), 7)];
+    assert_eq!(fault(joint(&twice)), (2, RecordFault::Offset), "once, in another part too");
     let again = [(Some("normal/0"), 7), (Some("normal/2"), 3), (Some("normal/0"), 9)];
     assert_eq!(fault(joint(&again)), (2, RecordFault::Offset), "a lane's records are together");
 }

@@ -24,9 +24,11 @@ pub const MAX_PASSED_OVER: u32 = 32;
 /// A lease as the model knows it.
 #[derive(Debug, Clone)]
 pub struct MLease {
-    /// Per lane it still holds, where its part of that lane begins: one
-    /// lane, or a joint lease's several; none for a re-drive of dead letters.
-    pub parts: BTreeMap<LaneId, u64>,
+    /// The parts it still holds, by (lane, where the part's range begins),
+    /// each with its records' places as sent: one part, or a joint
+    /// lease's several (of several lanes, or several tenants of a lane);
+    /// none for a re-drive of dead letters.
+    pub parts: Vec<(LaneId, u64, std::ops::Range<usize>)>,
     /// The records as sent (a commit names them by place).
     pub records: Vec<Rec>,
     pub expires: u64,
@@ -35,7 +37,8 @@ pub struct MLease {
 impl MLease {
     /// The records it still holds: a part cancelled since holds none.
     pub fn held(&self) -> impl Iterator<Item = &Rec> {
-        self.records.iter().filter(|r| self.parts.is_empty() || self.parts.contains_key(&r.0))
+        let held = |i: usize| self.parts.is_empty() || self.parts.iter().any(|(_, _, places)| places.contains(&i));
+        self.records.iter().enumerate().filter(move |(i, _)| held(*i)).map(|(_, r)| r)
     }
 }
 
@@ -64,11 +67,10 @@ impl MDest {
     pub fn drop_parts(&mut self, lane: LaneId, void: impl Fn(u64) -> bool) {
         let mut emptied = Vec::new();
         for (id, l) in self.live.iter_mut() {
-            if l.parts.get(&lane).is_some_and(|&from| void(from)) {
-                l.parts.remove(&lane);
-                if l.parts.is_empty() {
-                    emptied.push(id.clone());
-                }
+            let before = l.parts.len();
+            l.parts.retain(|&(part_lane, from, _)| part_lane != lane || !void(from));
+            if before > 0 && l.parts.is_empty() {
+                emptied.push(id.clone());
             }
         }
         for id in emptied {
@@ -78,7 +80,7 @@ impl MDest {
 
     /// Lane leases of priority `p` in flight.
     pub fn in_flight(&self, p: Priority) -> usize {
-        self.live.values().filter(|l| l.parts.keys().any(|l| l.priority == p)).count()
+        self.live.values().filter(|l| l.parts.iter().any(|(lane, _, _)| lane.priority == p)).count()
     }
 }
 

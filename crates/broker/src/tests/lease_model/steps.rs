@@ -8,7 +8,7 @@ use crate::leased::{Lease, LeaseLane};
 use proptest::prelude::*;
 use protocol::lease::{AcquireRequest, CommitRequest, FailRequest, FailureClass, IdleReason, PoisonRecord};
 use protocol::RewindTarget;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use wal::{LaneId, Priority};
 
 /// Apply `a` to the broker and the model, checking the invariants.
@@ -118,21 +118,35 @@ fn acquire(
     Ok(())
 }
 
-/// Where each lane's part of lease `l` begins: its own range, or (a joint
-/// lease) each member's, read from the broker; checked to be distinct
-/// lanes of one priority, two or more.
-fn parts_of(h: &Harness, dest: usize, l: &Lease) -> Result<BTreeMap<LaneId, u64>, TestCaseError> {
+/// The parts of lease `l` and the places of each one's records: its own
+/// range, or (a joint lease) each member's, read from the broker; checked
+/// to be two or more of one priority, covering the places as sent.
+type Parts = Vec<(LaneId, u64, std::ops::Range<usize>)>;
+fn parts_of(h: &Harness, dest: usize, l: &Lease) -> Result<Parts, TestCaseError> {
     match l.lane {
-        LeaseLane::Lane(lane) => Ok(BTreeMap::from([(lane, l.from_offset)])),
-        LeaseLane::DeadLetters => Ok(BTreeMap::new()),
+        LeaseLane::Lane(lane) => Ok(vec![(lane, l.from_offset, 0..l.records.len())]),
+        LeaseLane::DeadLetters => Ok(Vec::new()),
         LeaseLane::Joint(p) => {
             let d = h.b().deliveries().dest(DESTS[dest]).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let st = d.state();
-            let members: Vec<(LaneId, u64)> =
-                st.leases.values().filter(|x| x.held_as() == l.id).filter_map(|x| Some((x.lane()?, x.from))).collect();
-            let parts: BTreeMap<LaneId, u64> = members.iter().copied().collect();
-            prop_assert!(parts.len() == members.len() && parts.len() >= 2, "a joint lease's members: {:?}", members);
-            prop_assert!(parts.keys().all(|lane| lane.priority == p), "a joint lease of one priority");
+            let mut members: Vec<(usize, LaneId, u64)> = st
+                .leases
+                .values()
+                .filter(|x| x.held_as() == l.id)
+                .filter_map(|x| Some((x.joint.as_ref()?.first as usize, x.lane()?, x.from)))
+                .collect();
+            members.sort();
+            prop_assert!(members.len() >= 2, "a joint lease's members: {:?}", members);
+            prop_assert!(members.iter().all(|m| m.1.priority == p), "a joint lease of one priority");
+            prop_assert_eq!(members.first().map(|m| m.0), Some(0), "the first part's records go first");
+            let ends = members.iter().skip(1).map(|m| m.0).chain([l.records.len()]);
+            let parts: Parts =
+                members.iter().zip(ends).map(|(&(first, lane, from), end)| (lane, from, first..end)).collect();
+            for (lane, _, places) in &parts {
+                prop_assert!(!places.is_empty(), "an empty part");
+                let of_lane = l.records[places.clone()].iter().all(|r| r.lane.as_deref() == Some(&*lane.to_string()));
+                prop_assert!(of_lane, "a part's records are of its lane");
+            }
             Ok(parts)
         }
     }
