@@ -30,8 +30,10 @@ Fairness between tenants of one priority (issue 24), also alternating:
 
 Each run also reports, for the slowest 3 % of the in-rate/small tenants'
 records, how long they took to reach the sink (`slowest3pct_before_sink_ms`:
-ingest, the broker, the exporter) and how many rode in a request holding
-another tenant's batch (`slowest3pct_with_a_batch`).
+ingest, the broker, the exporter), how many rode in a request holding
+another tenant's batch (`slowest3pct_with_a_batch`) and, for the small
+tenants' single-record requests, how long the broker took to acknowledge
+them (`slowest3pct_acked_ms`, `acked_p50_ms`, `acked_p99_ms`).
 
 Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_SCENARIOS=quiet,flood python3 benches/incident.py   (a subset)
@@ -40,6 +42,9 @@ Usage: python3 benches/incident.py [RUNS=3] [SECS=20]
        WEIR_INCIDENT_EXPORTER_ARGS="--concurrency 4" ...   the exporter pinned
            at the sink's width
        WEIR_INCIDENT_SHARDS=1 ...   one lane per priority (default: the broker's 4)
+       WEIR_INCIDENT_DUMP=dir ...   each run's sink requests (arrival, answer,
+           records' tenants and send times) and small records' ack times, as JSON
+       WEIR_INCIDENT_BROKER_LOG=file RUST_LOG=... ...   the broker's log there
 Needs release binaries: cargo build --release --bin broker --bin exporter
 """
 

@@ -15,43 +15,54 @@
 //! - A lease of **short runs** holds no run of [`SOLO_RUN`] records or
 //!   more of one tenant ([`is_short`]). When an acquire's first lease is
 //!   short and the exporter takes joint leases (`AcquireRequest::joint`),
-//!   the other lanes of its priority add their short runs
-//!   (`Fair::short_pick`: the floor's up to its first batch, or a small
-//!   tenant's waiting behind a batch) within the lease's record budget. Each part is
-//!   a lease of its own lane in every respect the cursor, retention,
-//!   rewind and sled see (`LiveLease::joint` names the joint lease, whose
-//!   id is its first member's); the exporter sees one lease, lane
-//!   `normal/joint`, each record naming its lane, in lane order.
-//! - **One place is kept for short runs**: while a short lease was handed
-//!   out in the last [`RESERVE_WINDOW_MS`], leases holding a tenant's
-//!   batch of its own (`LiveLease::bulk`) take at most all but one of the
-//!   destination's places (`Destination::capacity`, the exporters' limits);
-//!   an acquire past that hands out short runs only, or nothing. Batches
-//!   lose no share: they wait only while short runs are flowing, and the
-//!   window lapses a second after the last.
+//!   its own lane and the other lanes of its priority add their short runs
+//!   (`Fair::short_pick`: the floor's up to its first batch, then each
+//!   small tenant's waiting behind a batch, a part each, lowest tag first)
+//!   within the lease's record budget. Each part is a lease of its own
+//!   lane in every respect the cursor, retention, rewind and sled see
+//!   (`LiveLease::joint` names the joint lease, whose id is its first
+//!   member's); the exporter sees one lease, lane `normal/joint`, each
+//!   record naming its lane, in lane order and, within a lane, part after
+//!   part by their first offset.
+//! - **One place is kept for short runs** of the priority that last had
+//!   some (or a more urgent one): while such a short lease was handed out
+//!   in the last [`RESERVE_WINDOW_MS`], the leases *held back* — those
+//!   holding a tenant's batch of its own (`LiveLease::bulk`), and those of
+//!   a less urgent priority — take at most all but one of the
+//!   destination's places (`Destination::capacity`, the exporters'
+//!   limits); an acquire past that hands out short runs of that priority
+//!   (or a more urgent one) only, or nothing. So neither a batch nor a
+//!   `low` record takes the place from an in-rate small tenant. Batches
+//!   and `low` lose no share: they wait only while short runs are flowing,
+//!   and the window lapses a second after the last.
 //! - A joint lease is one delivery: counted once against `max_in_flight`
 //!   and the priorities' share, settling the breaker once; heartbeat,
 //!   commit, fail and release name its id and reach every member.
 //! - Given back (failed, released, expired), each member's range waits
 //!   with its joint's id (`ExpiredRange::joint`, in sled), and the first
-//!   offered again brings the others: the same records, in the same order,
-//!   so the same downstream id. A range cut by retention or drop-oldest
-//!   comes back with the others, less what was cut (other records, another
-//!   id). A member voided by a rewind leaves the rest held; a commit names
-//!   poison records by their place as sent (`JointPart`), a place in a
-//!   voided member ignored.
+//!   offered again brings the others: the same records, in the same order
+//!   (lanes, then parts by first offset), so the same downstream id. A
+//!   range cut by retention or drop-oldest comes back with the others,
+//!   less what was cut (other records, another id). A member voided by a
+//!   rewind leaves the rest held; a commit names poison records by their
+//!   place as sent (`JointPart`), a place in a voided member ignored.
 //!
 //! # Invariants
-//! - Members of one joint lease are of one priority and distinct lanes.
-//! - A joint lease's records are its members', in lane order, each
-//!   member's in its own order; the probe of a half-open breaker is never
-//!   a joint lease made new (only one offered again may carry it, on
-//!   every member: whichever ends first settles the breaker).
+//! - Members of one joint lease are of one priority; two members of one
+//!   lane share no record (each is a floor or a tenant lease of the lane,
+//!   whose covers never overlap: `fair::cover`).
+//! - A joint lease's records are its members', in lane order, a lane's
+//!   members by their first offset, each member's in its own order (so a
+//!   lane's offsets are each there once, not increasing across members:
+//!   the v3 decoder checks exactly that); the probe of a half-open breaker
+//!   is never a joint lease made new (only one offered again may carry
+//!   it, on every member: whichever ends first settles the breaker).
 //!
 //! # Limits
 //! A joint lease holds at most the first lane's record budget (the
-//! priority's lease sizing) and one part per lane; an acquire's extra
-//! work is one index look per lane of the priority.
+//! priority's lease sizing) and [`PARTS_PER_LANE`] parts per lane; an
+//! acquire's extra work is at most that many index looks per lane of the
+//! priority.
 
 use super::prefetch::Prefetch;
 use super::Deliveries;
