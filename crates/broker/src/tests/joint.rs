@@ -200,22 +200,25 @@ fn harness_of_three() -> Harness {
     })
 }
 
-/// A short run of lane 2 goes out (and is delivered): short runs are
-/// flowing, so one place is kept for them for a while.
-fn start_short_runs(h: &Harness, now: u64) {
+/// At capacity 2, only the kept place left: a short run of lane 2 goes
+/// out and is delivered (short runs are flowing, so one place is kept for
+/// them for a while), then a batch of lane 1 takes the other place. The
+/// batch's lease.
+fn only_the_kept_place_left(h: &Harness, now: u64) -> Lease {
     h.append_to(lane(2), "globex", "events", &records("s", 1));
     let short = acquire(h, true, 2, now).expect("a short run");
     commit(h, &short, Vec::new());
+    h.append_to(lane(1), "acme", "events", &records("b", 25));
+    let batch = acquire(h, true, 2, now + 1).expect("a batch takes the place not kept");
+    assert_eq!(batch.records.len(), 25);
+    batch
 }
 
 #[test]
 fn short_runs_of_several_tenants_waiting_behind_a_batch_go_out_together_in_one_joint_lease() {
     let h = harness_of_three();
     let now = plumbing::clock::now_ms();
-    start_short_runs(&h, now);
-    h.append_to(lane(1), "acme", "events", &records("b", 25));
-    let batch = acquire(&h, true, 2, now + 1).expect("a batch takes the place not kept");
-    assert_eq!(batch.records.len(), 25);
+    only_the_kept_place_left(&h, now);
     // Lane 0: a batch held back (only the kept place is left), and behind
     // it two small tenants' records, one tenant's between the other's.
     h.append_to(lane(0), "acme", "events", &records("a", 25));
@@ -242,10 +245,7 @@ fn short_runs_of_several_tenants_waiting_behind_a_batch_go_out_together_in_one_j
 fn a_less_urgent_lease_leaves_the_kept_place_to_the_short_runs_it_is_kept_for() {
     let h = harness();
     let now = plumbing::clock::now_ms();
-    start_short_runs(&h, now);
-    h.append_to(lane(1), "acme", "events", &records("b", 25));
-    let batch = acquire(&h, true, 2, now + 1).expect("a batch takes the place not kept");
-    assert_eq!(batch.records.len(), 25);
+    let batch = only_the_kept_place_left(&h, now);
     // Normal data waits (a second batch, held back); low's record is on its turn.
     h.append_to(lane(3), "acme", "events", &records("c", 25));
     let low = LaneId::new(Priority::Low, 0);
