@@ -164,10 +164,10 @@ pub struct DestState {
     pub shard_turn: [u64; 3],
     /// What this destination's sink costs, from recent deliveries.
     pub cost: crate::sizing::CostModel,
-    /// When a lease of short runs was last handed out (ms), and its
-    /// priority: the place [`crate::deliveries::joint`] keeps is for short
-    /// runs of that priority or a more urgent one.
-    pub last_short: Option<(u64, Priority)>,
+    /// When a lease of `high`'s or `normal`'s short runs was last handed
+    /// out (ms): for [`crate::deliveries::joint`]'s reservation of one
+    /// place for them (`low`'s keep none).
+    pub last_short_ms: Option<u64>,
 }
 
 impl DestState {

@@ -192,6 +192,7 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<(), Ex
             // Every sink here names each record's lane (as for a re-drive):
             // several lanes' short runs may share one request.
             joint: true,
+            joint_lane_parts: true,
         };
         let resp = ctx.client.acquire(&req).await;
         match resp {

@@ -40,6 +40,13 @@ pub struct AcquireRequest {
     /// lease (exporters before joint leases).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub joint: bool,
+    /// With `joint`: this exporter also takes several parts of one lane in
+    /// a joint lease (several small tenants' runs waiting behind a batch),
+    /// so a lane's offsets are each there once but need not increase.
+    /// Absent: one part per lane (exporters whose decoder wants a lane's
+    /// offsets increasing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joint_lane_parts: bool,
 }
 
 /// Why an acquire got no lease.

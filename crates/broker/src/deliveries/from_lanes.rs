@@ -26,8 +26,9 @@ const FLOOR_READS: usize = 16;
 
 impl Deliveries {
     /// A lease from the lanes of the acquire's plan, or none; a joint
-    /// lease (`super::joint`) when the exporter takes them (`joint`). The
-    /// lease's priority is charged once in the share between priorities.
+    /// lease (`super::joint`) when the exporter takes them (`joint`: at
+    /// most that many parts a lane). The lease's priority is charged once
+    /// in the share between priorities.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn build_from_lanes(
         &self,
@@ -37,14 +38,16 @@ impl Deliveries {
         pre: &mut Option<Prefetch>,
         now: u64,
         probe: bool,
-        joint: bool,
+        joint: Option<usize>,
     ) -> Result<Option<Lease>, BrokerError> {
         let capacity = dest.capacity(now);
         let plan = self.search_plan(st, limits, capacity);
-        let lease = match self.offer_again(dest, st, &plan, pre, now, probe)? {
-            Some(lease) => Some(lease),
-            None if joint && !probe && Self::reserving(st, capacity, now) => self.short_only(dest, st, &plan, now)?,
-            None => self.first_new(dest, st, &plan, pre, (now, probe, joint))?,
+        let lease = match (self.offer_again(dest, st, &plan, pre, now, probe)?, joint) {
+            (Some(lease), _) => Some(lease),
+            (None, Some(parts)) if !probe && Self::reserving(st, capacity, now) => {
+                self.short_only(dest, st, &plan, (now, parts))?
+            }
+            (None, _) => self.first_new(dest, st, &plan, pre, (now, probe, joint))?,
         };
         if let Some(l) = &lease {
             match l.lane {
@@ -57,21 +60,21 @@ impl Deliveries {
     }
 
     /// New data from the first lane of the plan that has some; joined with
-    /// the priority's other lanes when short and `joint`.
+    /// the priority's lanes when short and `joint` (parts a lane at most).
     fn first_new(
         &self,
         dest: &Destination,
         st: &mut DestState,
         plan: &[(LaneId, (usize, usize))],
         pre: &mut Option<Prefetch>,
-        (now, probe, joint): (u64, bool, bool),
+        (now, probe, joint): (u64, bool, Option<usize>),
     ) -> Result<Option<Lease>, BrokerError> {
         for &(lane, lane_limits) in plan {
             if let Some(lease) = self.lease_new(dest, st, (lane, lane_limits), pre, now, probe)? {
-                if !joint || probe {
+                let Some(parts) = joint.filter(|_| !probe) else {
                     return Ok(Some(lease));
-                }
-                return self.joined(dest, st, plan, (lease, lane, lane_limits), now).map(Some);
+                };
+                return self.joined(dest, st, plan, (lease, lane, lane_limits), (now, parts)).map(Some);
             }
         }
         Ok(None)

@@ -24,17 +24,20 @@
 //!   member's); the exporter sees one lease, lane `normal/joint`, each
 //!   record naming its lane, in lane order and, within a lane, part after
 //!   part by their first offset.
-//! - **One place is kept for short runs** of the priority that last had
-//!   some (or a more urgent one): while such a short lease was handed out
-//!   in the last [`RESERVE_WINDOW_MS`], the leases *held back* — those
-//!   holding a tenant's batch of its own (`LiveLease::bulk`), and those of
-//!   a less urgent priority — take at most all but one of the
+//! - **One place is kept for short runs** of `high` and `normal`: while
+//!   such a short lease was handed out in the last [`RESERVE_WINDOW_MS`],
+//!   the leases *held back* — those holding a tenant's batch of its own
+//!   (`LiveLease::bulk`), and `low`'s — take at most all but one of the
 //!   destination's places (`Destination::capacity`, the exporters'
-//!   limits); an acquire past that hands out short runs of that priority
-//!   (or a more urgent one) only, or nothing. So neither a batch nor a
-//!   `low` record takes the place from an in-rate small tenant. Batches
-//!   and `low` lose no share: they wait only while short runs are flowing,
-//!   and the window lapses a second after the last.
+//!   limits); an acquire past that hands out `high`'s or `normal`'s short
+//!   runs only (in the plan's order), or nothing. So neither a batch nor a
+//!   `low` record takes the place from an in-rate small tenant. Batches and
+//!   `low` lose no share: they wait only while short runs are flowing, and
+//!   the window lapses a second after the last.
+//! - Several parts of a lane only for an exporter that takes them
+//!   (`AcquireRequest::joint_lane_parts`): an older decoder wants a lane's
+//!   offsets increasing, and gets one part a lane. A tenant gets one part
+//!   of a joint lease at most, so its records in a row stay short.
 //! - A joint lease is one delivery: counted once against `max_in_flight`
 //!   and the priorities' share, settling the breaker once; heartbeat,
 //!   commit, fail and release name its id and reach every member.
@@ -96,30 +99,27 @@ pub fn is_short(records: &[LeasedRecord]) -> bool {
 }
 
 impl Deliveries {
-    /// The priority whose short runs the kept place is for, while a short
-    /// lease of it went out in the last [`RESERVE_WINDOW_MS`]; `None`
-    /// when none did.
-    pub(super) fn kept_for(st: &DestState, now: u64) -> Option<Priority> {
-        st.last_short.filter(|(t, _)| now.saturating_sub(*t) < RESERVE_WINDOW_MS).map(|(_, p)| p)
+    /// Whether a place is kept for short runs: a short lease of `high` or
+    /// `normal` went out in the last [`RESERVE_WINDOW_MS`]. The place is
+    /// theirs (never `low`'s: demoted traffic keeps no place from the
+    /// in-rate).
+    pub(super) fn keeping(st: &DestState, now: u64) -> bool {
+        st.last_short_ms.is_some_and(|t| now.saturating_sub(t) < RESERVE_WINDOW_MS)
     }
 
-    /// Whether the place kept for short runs is all that is left: short
-    /// runs of priority `p` are flowing (`kept_for`) and the leases held
-    /// back from it — those holding a batch, and those of a priority less
-    /// urgent than `p` — fill all but one of `capacity`.
+    /// Whether the place kept for short runs is all that is left: a place
+    /// is kept (`keeping`) and the leases held back from it — those
+    /// holding a batch, and `low`'s — fill all but one of `capacity`.
     pub(super) fn reserving(st: &DestState, capacity: u32, now: u64) -> bool {
-        let Some(kept) = Self::kept_for(st, now) else {
-            return false;
-        };
-        let held_back = st.deliveries_out().into_iter().filter(|l| l.bulk || l.priority().is_some_and(|p| p > kept));
-        capacity >= 2 && held_back.count() + 1 >= capacity as usize
+        let out = st.deliveries_out().into_iter();
+        let held_back = out.filter(|l| l.bulk || l.priority() == Some(Priority::Low)).count();
+        capacity >= 2 && Self::keeping(st, now) && held_back + 1 >= capacity as usize
     }
 
-    /// A short lease of `priority` went out at `now`: the kept place is
-    /// its priority's, unless a more urgent one's short runs hold it.
+    /// A short lease of `priority` went out at `now` (`low`'s keep no place).
     fn note_short(st: &mut DestState, priority: Priority, now: u64) {
-        if Self::kept_for(st, now).is_none_or(|kept| priority <= kept) {
-            st.last_short = Some((now, priority));
+        if priority != Priority::Low {
+            st.last_short_ms = Some(now);
         }
     }
 
@@ -132,7 +132,7 @@ impl Deliveries {
         st: &mut DestState,
         plan: &[(LaneId, (usize, usize))],
         first: (Lease, LaneId, (usize, usize)),
-        now: u64,
+        (now, parts): (u64, usize),
     ) -> Result<Lease, BrokerError> {
         let (lease, lane, (budget, bytes)) = first;
         if !is_short(&lease.records) {
@@ -144,34 +144,36 @@ impl Deliveries {
         Self::note_short(st, lane.priority, now);
         let left = (budget.saturating_sub(lease.records.len()), bytes.saturating_sub(payload_bytes(&lease.records)));
         // Its own lane first: more short runs may wait there behind a batch.
-        let others: Vec<LaneId> = std::iter::once(lane)
+        let own = (parts > 1).then_some(lane);
+        let others: Vec<LaneId> = own
+            .into_iter()
             .chain(plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane))
             .collect();
+        let taken = lease.records.iter().map(|r| r.tenant.clone()).collect();
         let mut members = vec![(lane, lease)];
-        members.extend(self.short_parts(dest, st, &others, left, now));
+        members.extend(self.short_parts(dest, st, (&others, taken), left, (now, parts)));
         Ok(compose(dest, st, members))
     }
 
     /// While only the kept place is left: short runs only, from the first
-    /// priority of the plan that has some and is as urgent as the one the
-    /// place is kept for, joined over its lanes; or none.
+    /// priority of the plan that has some, `low` left out, joined over its
+    /// lanes (`parts` a lane at most); or none.
     pub(super) fn short_only(
         &self,
         dest: &Destination,
         st: &mut DestState,
         plan: &[(LaneId, (usize, usize))],
-        now: u64,
+        (now, parts): (u64, usize),
     ) -> Result<Option<Lease>, BrokerError> {
         // The priorities in the plan's order (the share between them).
-        let kept = Self::kept_for(st, now).unwrap_or(Priority::Low);
         let mut seen: Vec<Priority> = Vec::with_capacity(3);
         for &(lane, limits) in plan {
-            if seen.contains(&lane.priority) || lane.priority > kept {
+            if seen.contains(&lane.priority) || lane.priority == Priority::Low {
                 continue;
             }
             seen.push(lane.priority);
             let lanes: Vec<LaneId> = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority).collect();
-            let members = self.short_parts(dest, st, &lanes, limits, now);
+            let members = self.short_parts(dest, st, (&lanes, Vec::new()), limits, (now, parts));
             if members.is_empty() {
                 continue;
             }
@@ -181,27 +183,31 @@ impl Deliveries {
         Ok(None)
     }
 
-    /// Each of `lanes`' short runs as a lease of its lane, within `left`
-    /// (records, bytes) altogether; charged to their tenants, not to the
-    /// priority (the joint lease is one delivery). A lane that cannot be
-    /// read is left out (its own leases report it): it holds back no other.
+    /// Each of `lanes`' short runs as a lease of its lane, up to `parts` a
+    /// lane, within `left` (records, bytes) altogether; charged to their
+    /// tenants, not to the priority (the joint lease is one delivery). A
+    /// tenant gets one part at most (none when in `taken`, the first
+    /// lease's tenants: its records in a row stay short). A lane that
+    /// cannot be read is left out (its own leases report it): it holds
+    /// back no other.
     fn short_parts(
         &self,
         dest: &Destination,
         st: &mut DestState,
-        lanes: &[LaneId],
+        (lanes, mut taken): (&[LaneId], Vec<std::sync::Arc<str>>),
         mut left: (usize, usize),
-        now: u64,
+        (now, parts): (u64, usize),
     ) -> Vec<(LaneId, Lease)> {
+        assert!(parts <= PARTS_PER_LANE, "parts a lane are bounded");
         let mut out = Vec::new();
         for &lane_id in lanes {
             // Several parts of a lane when its short runs wait behind a
             // batch: each small tenant's there is a tenant lease of its own.
-            for _ in 0..PARTS_PER_LANE {
+            for _ in 0..parts {
                 if left.0 == 0 || left.1 == 0 {
                     return out;
                 }
-                let lease = match self.short_part(dest, st, lane_id, left, now) {
+                let lease = match self.short_part(dest, st, (lane_id, &taken), left, now) {
                     Ok(Some(lease)) => lease,
                     Ok(None) => break,
                     Err(e) => {
@@ -212,18 +218,21 @@ impl Deliveries {
                 left =
                     (left.0.saturating_sub(lease.records.len()), left.1.saturating_sub(payload_bytes(&lease.records)));
                 self.charge_tenants(dest, lane_id.priority, &lease.records);
+                taken.extend(lease.records.iter().map(|r| r.tenant.clone()));
+                taken.dedup();
                 out.push((lane_id, lease));
             }
         }
         out
     }
 
-    /// A lease of `lane_id`'s short runs (`Fair::short_pick`), or none.
+    /// A lease of `lane_id`'s short runs (`Fair::short_pick`, of a tenant
+    /// not in `taken` behind a batch), or none.
     fn short_part(
         &self,
         dest: &Destination,
         st: &mut DestState,
-        lane_id: LaneId,
+        (lane_id, taken): (LaneId, &[std::sync::Arc<str>]),
         limits: (usize, usize),
         now: u64,
     ) -> Result<Option<Lease>, BrokerError> {
@@ -234,7 +243,7 @@ impl Deliveries {
         let Some(ll) = st.lanes.get(&lane_id) else {
             return Ok(None);
         };
-        let pick = match dest.fair().short_pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic)) {
+        let pick = match dest.fair().short_pick(lane, ll, &|tenant, topic| dest.wants(tenant, topic), taken) {
             Ok(Some(pick)) => pick,
             Ok(None) => return Ok(None),
             Err(e) => {

@@ -36,6 +36,13 @@ use std::time::Duration;
 /// destination whose sink asked for more is offered leases again after this.
 pub const MAX_SINK_RETRY_AFTER_MS: u64 = 300_000;
 
+/// The parts a lane a joint lease may hold for this acquire: none (no
+/// joint lease), one (an exporter whose decoder wants a lane's offsets
+/// increasing), or several (`joint_lane_parts`).
+fn joining(req: &AcquireRequest) -> Option<usize> {
+    req.joint.then_some(if req.joint_lane_parts { super::joint::PARTS_PER_LANE } else { 1 })
+}
+
 fn idle(reason: IdleReason, retry_after_ms: u64) -> Acquired {
     Acquired::idle(reason, retry_after_ms)
 }
@@ -128,7 +135,7 @@ impl Deliveries {
                 Some(l) => Some(l),
                 None => {
                     let limits = (max_records, max_bytes);
-                    self.build_from_lanes(dest, next, limits, &mut pre, now, probe, req.joint)?
+                    self.build_from_lanes(dest, next, limits, &mut pre, now, probe, joining(req))?
                 }
             };
             if lease.is_some() && probe {
@@ -139,7 +146,7 @@ impl Deliveries {
         let Some(lease) = lease else {
             let mut empty = idle(IdleReason::Empty, 0);
             if req.joint && Self::reserving(&st, dest.capacity(now), now) {
-                empty.recheck_at_ms = st.last_short.map(|(t, _)| t + super::joint::RESERVE_WINDOW_MS);
+                empty.recheck_at_ms = st.last_short_ms.map(|t| t + super::joint::RESERVE_WINDOW_MS);
             }
             return Ok(empty);
         };

@@ -174,12 +174,14 @@ impl Fair {
     /// (`deliveries::joint`), or none: the floor up to the first waiting
     /// run of a batch (among each tenant's first runs); when the floor's
     /// first waiting run is itself a batch, the lowest-tag other tenant
-    /// whose first run is short, its records up to its own first batch.
+    /// whose first run is short and that is not in `taken`, its records
+    /// up to its own first batch.
     pub fn short_pick(
         &mut self,
         lane: &Lane,
         ll: &LaneLeases,
         wants: &dyn Fn(&str, &str) -> bool,
+        taken: &[Arc<str>],
     ) -> wal::Result<Option<Pick>> {
         let ix = self.lanes.entry(lane.id()).or_default();
         ix.sync(lane, ll, wants, SCAN_BUDGET)?;
@@ -196,7 +198,7 @@ impl Fair {
         let p = lane.id().priority;
         let lowest = waiting
             .iter()
-            .filter(|w| w.runs.first().is_some_and(|r| !long(r)))
+            .filter(|w| w.runs.first().is_some_and(|r| !long(r)) && !taken.contains(&w.tenant))
             .min_by(|a, b| self.share.tag(p, &a.tenant).total_cmp(&self.share.tag(p, &b.tenant)));
         Ok(lowest.map(|w| {
             // Past the runs looked at, a batch may hide: stop before them.

@@ -29,6 +29,7 @@ fn acquire(h: &Harness, joint: bool, limit: u32, now: u64) -> Option<Lease> {
         exporter: Some("e".into()),
         concurrency_limit: Some(limit),
         joint,
+        joint_lane_parts: joint,
         ..Default::default()
     };
     h.run(h.b().deliveries().acquire_at("d", req, now)).expect("acquire").lease
@@ -239,6 +240,17 @@ fn short_runs_of_several_tenants_waiting_behind_a_batch_go_out_together_in_one_j
     assert_eq!(held(&again), held(&joint));
     commit(&h, &again, Vec::new());
     assert_eq!(d.state().committed(lane(0)), 0, "the batch below them is not delivered yet");
+    // An exporter whose decoder wants a lane's offsets increasing gets one
+    // part a lane; and a tenant gets one part, however many short runs.
+    for (tenant, tag) in [("globex", "g2"), ("initech", "i2"), ("globex", "g3")] {
+        h.append_to(lane(0), tenant, "events", &records(tag, 1));
+    }
+    let req = AcquireRequest { max_records: Some(100), concurrency_limit: Some(2), joint: true, ..Default::default() };
+    let one = h.run(h.b().deliveries().acquire_at("d", req, now + 4)).expect("acquire").lease.expect("a lease");
+    let tenants: Vec<&str> = one.records.iter().map(|r| &*r.tenant).collect();
+    assert_eq!(tenants, ["initech"], "one part of lane 0: the lowest-tag tenant's");
+    let rest = acquire(&h, true, 2, now + 5).expect("the other tenant's records");
+    assert_eq!(held(&rest).into_iter().map(|r| r.1).collect::<Vec<_>>(), [29, 31], "one part for globex's two runs");
 }
 
 #[test]

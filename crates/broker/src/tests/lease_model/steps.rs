@@ -85,6 +85,7 @@ fn acquire(
         exporter,
         concurrency_limit: report,
         joint,
+        joint_lane_parts: joint,
     };
     let waiting = m.dests[dest].waiting();
     let low_out = m.dests[dest].in_flight(Priority::Low);
