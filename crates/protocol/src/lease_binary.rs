@@ -214,8 +214,9 @@ pub enum RecordFault {
     #[error("lane index out of range")]
     LaneIndex,
     /// In a lane's lease: its offset is outside `[from_offset, to_offset)`
-    /// or not above the previous record's.
-    #[error("offset outside the lease or not increasing")]
+    /// or not above the previous record's; in a joint lease: its lane comes
+    /// back after another, or its offset is there twice in its lane.
+    #[error("offset outside the lease, not increasing, or repeated in its lane")]
     Offset,
     /// Its payload runs past the end of the body.
     #[error("payload past the body")]
