@@ -188,24 +188,22 @@ impl DestState {
         held.into_values().collect()
     }
 
-    /// The members of the lease an exporter names `id`, in lane order: a
-    /// joint lease's (those left: a cancellation may have taken some), or
-    /// the lease `id` alone. Empty when neither is held.
+    /// The members of the lease an exporter names `id`, in the order their
+    /// records were sent (lanes, then a lane's parts): a joint lease's
+    /// (those left: a cancellation may have taken some), or the lease `id`
+    /// alone. Empty when neither is held.
     pub fn members_of(&self, id: &str) -> Vec<String> {
-        let mut joint: Vec<(wal::LaneId, String)> = self
+        let mut joint: Vec<(u32, &str)> = self
             .leases
             .values()
-            .filter(|l| l.joint.as_ref().is_some_and(|j| j.id == id))
-            .filter_map(|l| match l.source {
-                LeaseSource::Lane(lane) => Some((lane, l.id.clone())),
-                LeaseSource::DeadLetters(_) => None,
-            })
+            .filter(|l| l.lane().is_some())
+            .filter_map(|l| l.joint.as_ref().filter(|j| j.id == id).map(|j| (j.first, l.id.as_str())))
             .collect();
         if joint.is_empty() {
             return self.leases.get(id).map(|l| vec![l.id.clone()]).unwrap_or_default();
         }
-        joint.sort();
-        joint.into_iter().map(|(_, id)| id).collect()
+        joint.sort_unstable();
+        joint.into_iter().map(|(_, id)| id.to_string()).collect()
     }
 
     /// The committed cursor of `lane` (see the module rule).
