@@ -402,8 +402,24 @@ async fn readme_quickstart_curl_gets_200_on_the_embedded_defaults() {
     let curl = lines.iter().find(|l| l.trim_start().starts_with("curl ")).expect("a curl line").trim().to_string();
     let out = std::process::Command::new("sh").arg("-c").arg(format!("{curl} -w ' %{{http_code}}'")).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("disk_high_watermark") && df_capacity_percent(tmp.path()).is_some_and(|p| p > 95) {
+        // The embedded defaults keep 5 % of the disk free; on a machine
+        // whose disk `df` itself shows fuller than that, 429 is the right
+        // answer and the quickstart cannot show its 200 here.
+        eprintln!("SKIPPED readme_quickstart_curl_gets_200_on_the_embedded_defaults: df shows the disk over 95 %");
+        return;
+    }
     assert!(text.trim_end().ends_with("200"), "{text}");
     assert!(text.contains("\"accepted\":1"), "{text}");
     assert!(tmp.path().join("weir-data").exists(), "default data dir ./weir-data");
     assert_eq!(broker.sigterm(), Some(0));
+}
+
+/// The "Capacity" `df -P` prints for the filesystem holding `dir`: a
+/// measure of the disk taken apart from the broker's own.
+fn df_capacity_percent(dir: &std::path::Path) -> Option<u32> {
+    let out = std::process::Command::new("df").arg("-P").arg(dir).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = text.lines().nth(1)?;
+    row.split_whitespace().nth(4)?.trim_end_matches('%').parse().ok()
 }

@@ -165,14 +165,46 @@ impl Drop for Intake {
     }
 }
 
-/// Fraction of the filesystem holding `dir` that is in use.
+/// Fraction of the filesystem holding `dir` that is in use, as `df` shows
+/// it: what is used over what is used plus what we may still write.
 fn disk_used_ratio(dir: &std::path::Path) -> Option<f64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid NUL-terminated path and a zeroed out-struct.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 || s.f_blocks == 0 {
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }
-    Some(1.0 - s.f_bavail as f64 / s.f_blocks as f64)
+    used_ratio(s.f_blocks as u64, s.f_bfree as u64, s.f_bavail as u64)
+}
+
+/// `df`'s use: (blocks − free) / ((blocks − free) + available). Blocks
+/// reserved for root, and on shared or thinly provisioned volumes whole
+/// stretches of `free` that we may not write, are neither used nor ours:
+/// measured against the total they would read as use (a 252 GB volume with
+/// 11 GB used and 80 GB available is 13 % full, not 68 %).
+fn used_ratio(blocks: u64, free: u64, available: u64) -> Option<f64> {
+    let used = blocks.checked_sub(free)?;
+    let usable = used.checked_add(available)?;
+    if usable == 0 {
+        return None;
+    }
+    Some(used as f64 / usable as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::used_ratio;
+
+    #[test]
+    fn use_is_counted_as_df_counts_it() {
+        // The volume CI runs on: 252 GB, 241 GB free, 80 GB available.
+        let r = used_ratio(66_053_021, 63_169_747, 20_938_198).unwrap();
+        assert!((0.12..0.13).contains(&r), "{r}");
+        // Available gone: full, whatever is nominally free.
+        assert_eq!(used_ratio(1000, 600, 0), Some(1.0));
+        assert_eq!(used_ratio(1000, 1000, 1000), Some(0.0));
+        assert_eq!(used_ratio(1000, 1001, 5), None, "free over total is not a measure");
+        assert_eq!(used_ratio(0, 0, 0), None);
+    }
 }
