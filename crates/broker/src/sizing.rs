@@ -18,6 +18,17 @@
 //! Before the model has seen [`MIN_SAMPLES`] leases it answers the cap for
 //! `high` and `normal` and [`COLD_LOW_RECORDS`] for `low`.
 //!
+//! Leases of (nearly) one size cannot tell the two costs apart. Their size
+//! is often set by the data, not by the model: small tenants' one-record
+//! leases, each a sink round trip. Charging all of their time per record
+//! (20 ms a record where the sink takes 2) cut the next batch to a tenth of
+//! its size, spread over as many sink places (`benches/incident.py`
+//! `flood_part`: 25-record requests went out as three leases of 8–10,
+//! taking three of four places). So the last fit made from leases of
+//! different sizes is kept, scaled to what the uniform leases take now (a
+//! sink that slows down still gets smaller leases); only a model that never
+//! had one charges everything per record.
+//!
 //! Pure: samples carry their own duration; nothing here reads a clock.
 
 use wal::Priority;
@@ -42,6 +53,9 @@ pub struct CostModel {
     d: f64,
     nn: f64,
     nd: f64,
+    /// The last fit made from leases of different sizes (per lease, per
+    /// record), kept while leases are of one size.
+    trusted: Option<(f64, f64)>,
 }
 
 impl CostModel {
@@ -54,6 +68,26 @@ impl CostModel {
         self.d = self.d * DECAY + ms;
         self.nn = self.nn * DECAY + n * n;
         self.nd = self.nd * DECAY + n * ms;
+        if let Some(fit) = self.fit_of_sizes() {
+            self.trusted = Some(fit);
+        }
+    }
+
+    /// The least-squares fit, when the leases seen differ enough in size
+    /// to tell the two costs apart.
+    fn fit_of_sizes(&self) -> Option<(f64, f64)> {
+        if self.w < MIN_SAMPLES || self.n <= 0.0 {
+            return None;
+        }
+        let det = self.w * self.nn - self.n * self.n;
+        if det / (self.w * self.w) <= 1.0 {
+            return None;
+        }
+        let b = (self.w * self.nd - self.n * self.d) / det;
+        if b <= 0.0 {
+            return None;
+        }
+        Some((((self.d - b * self.n) / self.w).max(0.0), b))
     }
 
     /// (ms per lease, ms per record), once enough samples were seen.
@@ -61,18 +95,23 @@ impl CostModel {
         if self.w < MIN_SAMPLES || self.n <= 0.0 {
             return None;
         }
-        let det = self.w * self.nn - self.n * self.n;
-        // Leases of (nearly) one size: the split between the two costs is
-        // unknown, so all of it is charged per record (the safe side: it
-        // makes leases smaller, and differently sized leases follow).
-        let spread = det / (self.w * self.w);
-        let (a, b) = if spread > 1.0 {
-            let b = (self.w * self.nd - self.n * self.d) / det;
-            (((self.d - b * self.n) / self.w).max(0.0), b)
-        } else {
-            (0.0, self.d / self.n)
+        if let Some(fit) = self.fit_of_sizes() {
+            return Some(fit);
+        }
+        let (mean_n, mean_d) = (self.n / self.w, self.d / self.w);
+        let (a, b) = match self.trusted {
+            // Leases of one size: the last split of the costs, scaled to
+            // what these leases take now.
+            Some((a0, b0)) if a0 + b0 * mean_n > 0.0 => {
+                let k = mean_d / (a0 + b0 * mean_n);
+                (a0 * k, b0 * k)
+            }
+            // Never seen different sizes: all of it is charged per record
+            // (the safe side: leases get smaller, and differently sized
+            // leases follow).
+            _ => (0.0, mean_d / mean_n),
         };
-        let b = if b > 0.0 { b } else { self.d / self.n };
+        debug_assert!(a >= 0.0, "a cost per lease is never negative");
         Some((a, b.max(1e-6)))
     }
 
@@ -119,6 +158,38 @@ mod tests {
         assert_eq!(m.records_for(Priority::Normal, 5_000), 90);
         assert_eq!(m.records_for(Priority::Low, 5_000), 15);
         assert!(cost(m.records_for(Priority::Low, 5_000)) <= 50.0, "a low lease takes the sink at most its target");
+    }
+
+    #[test]
+    fn one_record_leases_do_not_make_the_next_batch_small() {
+        let mut m = CostModel::default();
+        // Small tenants' leases and now and then another tenant's batch.
+        for n in [1, 10, 1, 25, 1, 3, 1, 8, 1, 1] {
+            m.observe(n, cost(n));
+        }
+        let mixed = m.records_for(Priority::Normal, 5_000);
+        assert!((88..=92).contains(&mixed), "fit from mixed sizes: {mixed}");
+        // A long run of one-record leases, each a sink round trip: their
+        // 22 ms is mostly the request's, not the record's.
+        for _ in 0..40 {
+            m.observe(1, cost(1));
+        }
+        assert_eq!(m.records_for(Priority::Normal, 5_000), mixed, "the split is kept");
+        // The sink gets twice as slow: the uniform leases still say so.
+        for _ in 0..40 {
+            m.observe(1, 2.0 * cost(1));
+        }
+        let slow = m.records_for(Priority::Normal, 5_000);
+        assert!((38..=42).contains(&slow), "(200 - 40) / 4 = 40 records: {slow}");
+    }
+
+    #[test]
+    fn never_seen_different_sizes_everything_is_charged_per_record() {
+        let mut m = CostModel::default();
+        for _ in 0..10 {
+            m.observe(1, 22.0);
+        }
+        assert_eq!(m.records_for(Priority::Normal, 5_000), 9, "200 / 22 ms a record");
     }
 
     #[test]

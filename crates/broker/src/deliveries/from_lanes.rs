@@ -70,6 +70,14 @@ impl Deliveries {
         (now, probe, joint): (u64, bool, Option<usize>),
     ) -> Result<Option<Lease>, BrokerError> {
         for &(lane, lane_limits) in plan {
+            if let Some(parts) = joint.filter(|_| !probe) {
+                if self.one_batch_at_a_time(st, lane, lane_limits.0, now) {
+                    match self.short_of_lane(dest, st, plan, (lane, lane_limits), (now, parts)) {
+                        Some(lease) => return Ok(Some(lease)),
+                        None => continue,
+                    }
+                }
+            }
             if let Some(lease) = self.lease_new(dest, st, (lane, lane_limits), pre, now, probe)? {
                 let Some(parts) = joint.filter(|_| !probe) else {
                     return Ok(Some(lease));

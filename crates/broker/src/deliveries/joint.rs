@@ -34,6 +34,14 @@
 //!   `low` record takes the place from an in-rate small tenant. Batches and
 //!   `low` lose no share: they wait only while short runs are flowing, and
 //!   the window lapses a second after the last.
+//! - **One batch of a lane at a time** while a place is kept: a lane with
+//!   a lease of a batch out gives no second batch until it holds a full
+//!   lease's records (the lease sizing's) beyond it; it gives its short
+//!   runs instead, or nothing. A tenant's batch takes several places only
+//!   when it has more than one lease's worth waiting, so a burst smaller
+//!   than a lease (a 25-record request) takes one place, not all but the
+//!   kept one, and a tenant falling behind still spreads over all of them.
+//!   `low` lanes are left out (their leases are held back as a whole).
 //! - Several parts of a lane only for an exporter that takes them
 //!   (`AcquireRequest::joint_lane_parts`): an older decoder wants a lane's
 //!   offsets increasing, and gets one part a lane. A tenant gets one part
@@ -114,6 +122,44 @@ impl Deliveries {
         let out = st.deliveries_out().into_iter();
         let held_back = out.filter(|l| l.bulk || l.priority() == Some(Priority::Low)).count();
         capacity >= 2 && Self::keeping(st, now) && held_back + 1 >= capacity as usize
+    }
+
+    /// Whether `lane` gives no second batch now: a place is kept
+    /// (`keeping`), a lease of a batch of `lane` is out, and the lane holds
+    /// fewer than `records` (a full lease) past its floor. Not for `low`.
+    pub(super) fn one_batch_at_a_time(&self, st: &DestState, lane: LaneId, records: usize, now: u64) -> bool {
+        if lane.priority == Priority::Low || !Self::keeping(st, now) {
+            return false;
+        }
+        if !st.leases.values().any(|l| l.bulk && l.lane() == Some(lane)) {
+            return false;
+        }
+        let Ok(wal_lane) = self.wal.lane(lane) else {
+            return false;
+        };
+        let floor = st.lanes.get(&lane).map_or(0, |ll| ll.next_unleased).max(wal_lane.earliest_offset());
+        wal_lane.next_offset().saturating_sub(floor) < records as u64
+    }
+
+    /// `lane`'s short runs, joined with its priority's other lanes' (the
+    /// plan's), as one lease; or none. For a lane giving one batch at a
+    /// time (`one_batch_at_a_time`).
+    pub(super) fn short_of_lane(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        plan: &[(LaneId, (usize, usize))],
+        (lane, limits): (LaneId, (usize, usize)),
+        (now, parts): (u64, usize),
+    ) -> Option<Lease> {
+        let others = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane);
+        let lanes: Vec<LaneId> = std::iter::once(lane).chain(others).collect();
+        let members = self.short_parts(dest, st, (&lanes, Vec::new()), limits, (now, parts));
+        if members.is_empty() {
+            return None;
+        }
+        Self::note_short(st, lane.priority, now);
+        Some(compose(dest, st, members))
     }
 
     /// A short lease of `priority` went out at `now` (`low`'s keep no place).

@@ -272,3 +272,36 @@ fn a_less_urgent_lease_leaves_the_kept_place_to_the_short_runs_it_is_kept_for() 
     let next = acquire(&h, true, 2, now + 4).expect("a lease");
     assert_eq!(next.lane, LeaseLane::Lane(low), "low's turn, in the place the batch left");
 }
+
+#[test]
+fn a_lane_gives_one_batch_at_a_time_while_short_runs_flow_until_a_full_lease_waits() {
+    let h = harness();
+    let now = plumbing::clock::now_ms();
+    // Short runs are flowing: a place is kept.
+    h.append_to(lane(2), "globex", "events", &records("s", 1));
+    let short = acquire(&h, true, 4, now).expect("a short run");
+    commit(&h, &short, Vec::new());
+    h.append_to(lane(1), "acme", "events", &records("a", 25));
+    let first = acquire(&h, true, 4, now + 1).expect("a batch");
+    assert_eq!(first.records.len(), 25);
+    // A second burst, smaller than a lease (100 records, the request's
+    // cap: the sizing has no samples yet): it waits for the first, though
+    // three of the four places are free.
+    h.append_to(lane(1), "acme", "events", &records("b", 25));
+    assert_eq!(acquire(&h, true, 4, now + 2).map(|l| held(&l)), None, "one batch of a lane at a time");
+    // A small tenant's record behind it still goes at once.
+    h.append_to(lane(1), "globex", "events", &records("g", 1));
+    let small = acquire(&h, true, 4, now + 3).expect("the short run behind the held batch");
+    assert_eq!(held(&small), vec![("normal/1".to_string(), 50, b"{\"g\":0}".to_vec())]);
+    // A full lease's worth waiting: the tenant spreads over another place.
+    h.append_to(lane(1), "acme", "events", &records("c", 90));
+    let second = acquire(&h, true, 4, now + 4).expect("a second batch: a full lease waits");
+    assert!(second.records.iter().all(|r| &*r.tenant == "acme") && second.records.len() == 100);
+    // The rest (15 records: a batch) waits while short runs flow, and goes once none
+    // went out for a while: no place is kept then.
+    commit(&h, &small, Vec::new());
+    assert_eq!(acquire(&h, true, 4, now + 5).map(|l| held(&l)), None, "less than a lease: held");
+    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
+    let late = acquire(&h, true, 4, now + 4 + window).expect("the rest, once no place is kept");
+    assert_eq!(late.records.len(), 15);
+}
