@@ -145,7 +145,9 @@ impl Deliveries {
         })?;
         let Some(lease) = lease else {
             let mut empty = idle(IdleReason::Empty, 0);
-            if req.joint && Self::reserving(&st, dest.capacity(now), now) {
+            // Held back by the kept place, or a lane's batch by the one out
+            // (`one_batch_at_a_time`): both lapse with the window.
+            if req.joint && Self::keeping(&st, now) {
                 empty.recheck_at_ms = st.last_short_ms.map(|t| t + super::joint::RESERVE_WINDOW_MS);
             }
             return Ok(empty);

@@ -288,7 +288,11 @@ fn a_lane_gives_one_batch_at_a_time_while_short_runs_flow_until_a_full_lease_wai
     // cap: the sizing has no samples yet): it waits for the first, though
     // three of the four places are free.
     h.append_to(lane(1), "acme", "events", &records("b", 25));
-    assert_eq!(acquire(&h, true, 4, now + 2).map(|l| held(&l)), None, "one batch of a lane at a time");
+    let req = AcquireRequest { max_records: Some(100), concurrency_limit: Some(4), joint: true, ..Default::default() };
+    let held_back = h.run(h.b().deliveries().acquire_at("d", req, now + 2)).expect("acquire");
+    assert_eq!(held_back.lease.map(|l| held(&l)), None, "one batch of a lane at a time");
+    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
+    assert_eq!(held_back.recheck_at_ms, Some(now + window), "a long-poll looks again when the hold lapses");
     // A small tenant's record behind it still goes at once.
     h.append_to(lane(1), "globex", "events", &records("g", 1));
     let small = acquire(&h, true, 4, now + 3).expect("the short run behind the held batch");
@@ -301,7 +305,6 @@ fn a_lane_gives_one_batch_at_a_time_while_short_runs_flow_until_a_full_lease_wai
     // went out for a while: no place is kept then.
     commit(&h, &small, Vec::new());
     assert_eq!(acquire(&h, true, 4, now + 5).map(|l| held(&l)), None, "less than a lease: held");
-    let window = crate::deliveries::joint::RESERVE_WINDOW_MS;
     let late = acquire(&h, true, 4, now + 4 + window).expect("the rest, once no place is kept");
     assert_eq!(late.records.len(), 15);
 }
