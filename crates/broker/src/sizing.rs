@@ -25,9 +25,11 @@
 //! its size, spread over as many sink places (`benches/incident.py`
 //! `flood_part`: 25-record requests went out as three leases of 8–10,
 //! taking three of four places). So the last fit made from leases of
-//! different sizes is kept, scaled to what the uniform leases take now (a
-//! sink that slows down still gets smaller leases); only a model that never
-//! had one charges everything per record.
+//! different sizes is kept (`TRUST_SPREAD`), scaled to what the uniform
+//! leases take now (a sink that slows down still gets smaller leases) and
+//! asking for at most `UNIFORM_GROWTH` times what the all-per-record
+//! charge gives; only a model that never had one charges everything per
+//! record.
 //!
 //! Pure: samples carry their own duration; nothing here reads a clock.
 
@@ -41,6 +43,17 @@ pub const MIN_SAMPLES: f64 = 3.0;
 
 /// A `low` lease's size before the fit is trusted.
 pub const COLD_LOW_RECORDS: usize = 100;
+
+/// The spread of lease sizes (their variance, records²) a fit must come
+/// from to be kept for leases of one size: a fit from sizes 1 to 4 is
+/// mostly timing noise.
+const TRUST_SPREAD: f64 = 4.0;
+
+/// While leases are of one size, a kept fit's cost per record is at least
+/// the all-per-record charge divided by this: leases grow at most this many
+/// times past what that charge gives (a fit learned before the records got
+/// costlier cannot ask for leases past the lease timeout).
+const UNIFORM_GROWTH: f64 = 10.0;
 
 /// Weight kept by the older samples at each new one.
 const DECAY: f64 = 0.8;
@@ -68,7 +81,8 @@ impl CostModel {
         self.d = self.d * DECAY + ms;
         self.nn = self.nn * DECAY + n * n;
         self.nd = self.nd * DECAY + n * ms;
-        if let Some(fit) = self.fit_of_sizes() {
+        let spread = (self.w * self.nn - self.n * self.n) / (self.w * self.w);
+        if let Some(fit) = self.fit_of_sizes().filter(|_| spread > TRUST_SPREAD) {
             self.trusted = Some(fit);
         }
     }
@@ -99,17 +113,19 @@ impl CostModel {
             return Some(fit);
         }
         let (mean_n, mean_d) = (self.n / self.w, self.d / self.w);
+        let per_record = mean_d / mean_n;
         let (a, b) = match self.trusted {
-            // Leases of one size: the last split of the costs, scaled to
-            // what these leases take now.
+            // Leases of one size (or of sizes whose slope says nothing):
+            // the last split of the costs, scaled to what these leases take
+            // now, its cost per record bounded below (`UNIFORM_GROWTH`).
             Some((a0, b0)) if a0 + b0 * mean_n > 0.0 => {
                 let k = mean_d / (a0 + b0 * mean_n);
-                (a0 * k, b0 * k)
+                (a0 * k, (b0 * k).max(per_record / UNIFORM_GROWTH))
             }
             // Never seen different sizes: all of it is charged per record
             // (the safe side: leases get smaller, and differently sized
             // leases follow).
-            _ => (0.0, mean_d / mean_n),
+            _ => (0.0, per_record),
         };
         debug_assert!(a >= 0.0, "a cost per lease is never negative");
         Some((a, b.max(1e-6)))
@@ -174,13 +190,40 @@ mod tests {
         for _ in 0..40 {
             m.observe(1, cost(1));
         }
-        assert_eq!(m.records_for(Priority::Normal, 5_000), mixed, "the split is kept");
+        let kept = m.records_for(Priority::Normal, 5_000);
+        assert!((80..=mixed).contains(&kept), "the split is kept (at most 10x of 9): {kept}");
         // The sink gets twice as slow: the uniform leases still say so.
         for _ in 0..40 {
             m.observe(1, 2.0 * cost(1));
         }
         let slow = m.records_for(Priority::Normal, 5_000);
-        assert!((38..=42).contains(&slow), "(200 - 40) / 4 = 40 records: {slow}");
+        assert!((34..=42).contains(&slow), "about (200 - 40) / 4 = 40 records: {slow}");
+    }
+
+    #[test]
+    fn a_kept_split_cannot_ask_for_leases_far_past_the_target() {
+        let mut m = CostModel::default();
+        // Learned when records were cheap: 20 ms a request, 0.2 ms a record.
+        for n in [1, 50, 1, 200, 1, 20, 1, 100, 1, 1] {
+            m.observe(n, 20.0 + 0.2 * n as f64);
+        }
+        assert!(m.records_for(Priority::Normal, 100_000) > 800);
+        // Then one-record leases of 22 ms: the record may now cost 2 ms.
+        for _ in 0..40 {
+            m.observe(1, 22.0);
+        }
+        let n = m.records_for(Priority::Normal, 100_000);
+        assert!(n <= 10 * 9 + 1, "at most ten times the all-per-record size (9): {n}");
+        assert!(20.0 + 2.0 * n as f64 <= 10.0 * 200.0, "far inside a 30 s lease timeout");
+    }
+
+    #[test]
+    fn sizes_too_alike_to_split_the_costs_are_not_kept() {
+        let mut m = CostModel::default();
+        for n in [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4] {
+            m.observe(n, 20.0 + 2.0 * n as f64);
+        }
+        assert_eq!(m.trusted, None, "a spread of about 1.25 records²");
     }
 
     #[test]

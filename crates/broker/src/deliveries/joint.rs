@@ -37,11 +37,16 @@
 //! - **One batch of a lane at a time** while a place is kept: a lane with
 //!   a lease of a batch out gives no second batch until it holds a full
 //!   lease's records (the lease sizing's) beyond it; it gives its short
-//!   runs instead, or nothing. A tenant's batch takes several places only
-//!   when it has more than one lease's worth waiting, so a burst smaller
-//!   than a lease (a 25-record request) takes one place, not all but the
-//!   kept one, and a tenant falling behind still spreads over all of them.
-//!   `low` lanes are left out (their leases are held back as a whole).
+//!   runs instead, or nothing. A lane's batches take several places only
+//!   when more than one lease's worth waits, so a burst smaller than a
+//!   lease (a 25-record request) takes one place, not all but the kept
+//!   one, and a tenant falling behind still spreads over all of them. It
+//!   is per lane, not per tenant: two tenants with batches in one lane
+//!   take one place between them until a full lease waits (or the window
+//!   lapses). `low` lanes are left out (their leases are held back as a
+//!   whole). A held long-poll looks again when the window lapses; a batch
+//!   delivered meanwhile frees the lane at the next acquire (the
+//!   exporter's own, after its commit).
 //! - Several parts of a lane only for an exporter that takes them
 //!   (`AcquireRequest::joint_lane_parts`): an older decoder wants a lane's
 //!   offsets increasing, and gets one part a lane. A tenant gets one part
@@ -73,11 +78,12 @@
 //! A joint lease holds at most the first lane's record budget (the
 //! priority's lease sizing) and [`PARTS_PER_LANE`] parts per lane; an
 //! acquire's extra work is at most that many index looks per lane of the
-//! priority.
+//! priority — for each lane held to one batch (`one_batch_at_a_time`) that
+//! it passes, so at most `shards` times that while a place is kept.
 
 use super::prefetch::Prefetch;
 use super::Deliveries;
-use crate::destination::{DestState, Destination, ExpiredRange};
+use crate::destination::{DestState, Destination, ExpiredRange, LiveLease};
 use crate::error::BrokerError;
 use crate::fair::{Pick, SOLO_RUN};
 use crate::leased::{Lease, LeaseLane, LeasedRecord};
@@ -125,20 +131,23 @@ impl Deliveries {
     }
 
     /// Whether `lane` gives no second batch now: a place is kept
-    /// (`keeping`), a lease of a batch of `lane` is out, and the lane holds
-    /// fewer than `records` (a full lease) past its floor. Not for `low`.
+    /// (`keeping`), a lease of a batch of `lane` is out (not expired), and
+    /// the lane holds fewer than `records` (a full lease) beyond it — past
+    /// the floor and the end of the lane's batches out, as a tenant lease
+    /// ahead does not move the floor. Not for `low`.
     pub(super) fn one_batch_at_a_time(&self, st: &DestState, lane: LaneId, records: usize, now: u64) -> bool {
         if lane.priority == Priority::Low || !Self::keeping(st, now) {
             return false;
         }
-        if !st.leases.values().any(|l| l.bulk && l.lane() == Some(lane)) {
+        let out = |l: &&LiveLease| l.bulk && l.lane() == Some(lane) && l.expires_at_ms > now;
+        let Some(batches_end) = st.leases.values().filter(out).map(|l| l.to).max() else {
             return false;
-        }
+        };
         let Ok(wal_lane) = self.wal.lane(lane) else {
             return false;
         };
         let floor = st.lanes.get(&lane).map_or(0, |ll| ll.next_unleased).max(wal_lane.earliest_offset());
-        wal_lane.next_offset().saturating_sub(floor) < records as u64
+        wal_lane.next_offset().saturating_sub(floor.max(batches_end)) < records as u64
     }
 
     /// `lane`'s short runs, joined with its priority's other lanes' (the

@@ -65,7 +65,8 @@ impl Deliveries {
             if resp.lease.is_some() || resp.idle != Some(IdleReason::Empty) || now >= deadline || stopping {
                 return Ok(resp);
             }
-            // Held back by the place kept for short runs: look again when it lapses.
+            // Held back by the place kept for short runs, or a lane's batch by
+            // the one out: look again when the window lapses.
             let until = resp
                 .recheck_at_ms
                 .map_or(deadline, |at| deadline.min(now + Duration::from_millis(at.saturating_sub(now_ms()))));
