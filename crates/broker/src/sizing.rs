@@ -81,22 +81,23 @@ impl CostModel {
         self.d = self.d * DECAY + ms;
         self.nn = self.nn * DECAY + n * n;
         self.nd = self.nd * DECAY + n * ms;
-        let spread = (self.w * self.nn - self.n * self.n) / (self.w * self.w);
-        if let Some(fit) = self.fit_of_sizes().filter(|_| spread > TRUST_SPREAD) {
+        if let Some(fit) = self.fit_of_sizes().filter(|_| self.spread() > TRUST_SPREAD) {
             self.trusted = Some(fit);
         }
+    }
+
+    /// The decayed variance of the lease sizes seen, records².
+    fn spread(&self) -> f64 {
+        (self.w * self.nn - self.n * self.n) / (self.w * self.w)
     }
 
     /// The least-squares fit, when the leases seen differ enough in size
     /// to tell the two costs apart.
     fn fit_of_sizes(&self) -> Option<(f64, f64)> {
-        if self.w < MIN_SAMPLES || self.n <= 0.0 {
+        if self.w < MIN_SAMPLES || self.n <= 0.0 || self.spread() <= 1.0 {
             return None;
         }
         let det = self.w * self.nn - self.n * self.n;
-        if det / (self.w * self.w) <= 1.0 {
-            return None;
-        }
         let b = (self.w * self.nd - self.n * self.d) / det;
         if b <= 0.0 {
             return None;

@@ -69,8 +69,9 @@ impl Deliveries {
         pre: &mut Option<Prefetch>,
         (now, probe, joint): (u64, bool, Option<usize>),
     ) -> Result<Option<Lease>, BrokerError> {
+        let joint = joint.filter(|_| !probe);
         for &(lane, lane_limits) in plan {
-            if let Some(parts) = joint.filter(|_| !probe) {
+            if let Some(parts) = joint {
                 if self.one_batch_at_a_time(st, lane, lane_limits.0, now) {
                     match self.short_of_lane(dest, st, plan, (lane, lane_limits), (now, parts)) {
                         Some(lease) => return Ok(Some(lease)),
@@ -79,7 +80,7 @@ impl Deliveries {
                 }
             }
             if let Some(lease) = self.lease_new(dest, st, (lane, lane_limits), pre, now, probe)? {
-                let Some(parts) = joint.filter(|_| !probe) else {
+                let Some(parts) = joint else {
                     return Ok(Some(lease));
                 };
                 return self.joined(dest, st, plan, (lease, lane, lane_limits), (now, parts)).map(Some);

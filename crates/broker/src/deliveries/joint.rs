@@ -112,6 +112,13 @@ pub fn is_short(records: &[LeasedRecord]) -> bool {
     true
 }
 
+/// The plan's lanes of `lane`'s priority other than `lane`, in plan order;
+/// `lane` itself first when `with_own`.
+fn lanes_of(plan: &[(LaneId, (usize, usize))], lane: LaneId, with_own: bool) -> Vec<LaneId> {
+    let others = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane);
+    with_own.then_some(lane).into_iter().chain(others).collect()
+}
+
 impl Deliveries {
     /// Whether a place is kept for short runs: a short lease of `high` or
     /// `normal` went out in the last [`RESERVE_WINDOW_MS`]. The place is
@@ -161,13 +168,25 @@ impl Deliveries {
         (lane, limits): (LaneId, (usize, usize)),
         (now, parts): (u64, usize),
     ) -> Option<Lease> {
-        let others = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane);
-        let lanes: Vec<LaneId> = std::iter::once(lane).chain(others).collect();
-        let members = self.short_parts(dest, st, (&lanes, Vec::new()), limits, (now, parts));
+        self.short_lease(dest, st, &lanes_of(plan, lane, true), limits, (now, parts))
+    }
+
+    /// The short runs of `lanes` (all of one priority, the first's) as one
+    /// lease, noted as a short lease; or none.
+    fn short_lease(
+        &self,
+        dest: &Destination,
+        st: &mut DestState,
+        lanes: &[LaneId],
+        limits: (usize, usize),
+        (now, parts): (u64, usize),
+    ) -> Option<Lease> {
+        let priority = lanes.first()?.priority;
+        let members = self.short_parts(dest, st, (lanes, Vec::new()), limits, (now, parts));
         if members.is_empty() {
             return None;
         }
-        Self::note_short(st, lane.priority, now);
+        Self::note_short(st, priority, now);
         Some(compose(dest, st, members))
     }
 
@@ -199,11 +218,7 @@ impl Deliveries {
         Self::note_short(st, lane.priority, now);
         let left = (budget.saturating_sub(lease.records.len()), bytes.saturating_sub(payload_bytes(&lease.records)));
         // Its own lane first: more short runs may wait there behind a batch.
-        let own = (parts > 1).then_some(lane);
-        let others: Vec<LaneId> = own
-            .into_iter()
-            .chain(plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority && *l != lane))
-            .collect();
+        let others = lanes_of(plan, lane, parts > 1);
         let taken = lease.records.iter().map(|r| r.tenant.clone()).collect();
         let mut members = vec![(lane, lease)];
         members.extend(self.short_parts(dest, st, (&others, taken), left, (now, parts)));
@@ -227,13 +242,10 @@ impl Deliveries {
                 continue;
             }
             seen.push(lane.priority);
-            let lanes: Vec<LaneId> = plan.iter().map(|(l, _)| *l).filter(|l| l.priority == lane.priority).collect();
-            let members = self.short_parts(dest, st, (&lanes, Vec::new()), limits, (now, parts));
-            if members.is_empty() {
-                continue;
+            // `lane` is its priority's first in the plan: its lanes in plan order.
+            if let Some(lease) = self.short_lease(dest, st, &lanes_of(plan, lane, true), limits, (now, parts)) {
+                return Ok(Some(lease));
             }
-            Self::note_short(st, lane.priority, now);
-            return Ok(Some(compose(dest, st, members)));
         }
         Ok(None)
     }
